@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# make demo: build and install pg_stress (release), start a throwaway cluster that preloads it,
+# generate 1,000,000 orders, print rows/s and the checksum, and say how to connect and stop.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$here"
+
+db=pg_stress_demo
+echo "== building and installing pg_stress (release)"
+# The cluster preloads the library: stop it so the new build is what it loads.
+scripts/pgcluster.sh stop demo
+cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config "${pgrx_install_flags[@]}" >/dev/null
+
+echo "== starting the demo cluster"
+eval "$(scripts/pgcluster.sh start demo "shared_buffers = '1GB'" "cron.database_name = '$db'")"
+export PGHOST PGPORT PGUSER
+psql=(/usr/lib/postgresql/15/bin/psql -X -q -v ON_ERROR_STOP=1)
+PGOPTIONS="-c client_min_messages=warning" "${psql[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+"${psql[@]}" -d "$db" -c "CREATE EXTENSION pg_stress" -c "CREATE EXTENSION pg_cron"
+
+echo "== generating 1,000,000 orders"
+"${psql[@]}" -d "$db" -P footer=off <<'SQL'
+SELECT stress.generate_orders(1000000, seed => 42) AS orders_generated;
+SELECT r.rows, round(r.seconds::numeric, 2) AS seconds, round(r.rows_per_sec) AS rows_per_sec,
+       r.details->>'index_mode' AS index_mode
+FROM stress.results r JOIN stress.runs s ON s.id = r.run_id
+WHERE s.kind = 'generate_orders' ORDER BY s.id DESC LIMIT 1;
+\timing on
+SELECT stress.checksum('stress_data.orders') AS checksum;
+\timing off
+SELECT symbol, count(*) AS orders, round(avg(price), 2) AS avg_price
+FROM stress_data.orders GROUP BY symbol ORDER BY orders DESC LIMIT 5;
+SQL
+
+cat <<MSG
+
+The demo cluster is running. Connect with:
+  /usr/lib/postgresql/15/bin/psql -h $PGHOST -p $PGPORT -U $PGUSER $db
+Stop it with:
+  make demo-stop
+MSG

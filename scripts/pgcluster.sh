@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Throwaway PostgreSQL 15 clusters for the demo, the benchmarks and the integration tests.
+#
+#   scripts/pgcluster.sh start NAME [extra postgresql.conf lines...]   start (initdb if needed); prints env
+#   scripts/pgcluster.sh stop NAME                                      stop it (data kept)
+#   scripts/pgcluster.sh destroy NAME                                   stop and delete it
+#   scripts/pgcluster.sh env NAME                                       print PGHOST/PGPORT/PGUSER of a running one
+#   scripts/pgcluster.sh root                                           print the build directory clusters live in
+#
+# A cluster lives in $PG_STRESS_BUILD/clusters/NAME (default: target/pg_stress inside the project).
+# It listens only on a private Unix socket directory (no TCP), with trust authentication: nothing but
+# the local user (and root) can reach it. As root, PostgreSQL runs as the `postgres` OS user.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bindir=$(/usr/bin/pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+[ -x "$bindir/pg_ctl" ] || bindir=/usr/lib/postgresql/15/bin
+
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+build_root() {
+  local root=${PG_STRESS_BUILD:-$here/target/pg_stress}
+  if [ "$(id -u)" = 0 ]; then
+    mkdir -p "$root"
+    # The postgres OS user must reach the directory; a project under /root, say, is not reachable.
+    if ! runuser -u postgres -- test -x "$root" 2>/dev/null; then
+      root=/var/tmp/pg_stress-$(printf '%s' "$here" | md5sum | cut -c1-12)
+      mkdir -p "$root"
+    fi
+    chown postgres:postgres "$root"
+  else
+    mkdir -p "$root"
+  fi
+  printf '%s\n' "$root"
+}
+
+free_port() {
+  local p
+  for p in $(seq 54400 54999); do
+    # taken if something listens on TCP or any of our clusters has claimed it
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && ! grep -qs "^$p\$" "$1"/clusters/*/port; then
+      echo "$p"; return 0
+    fi
+  done
+  echo "no free port in 54400-54999" >&2; return 1
+}
+
+cmd=${1:?usage: pgcluster.sh start|stop|destroy|env NAME}
+if [ "$cmd" = root ]; then build_root; exit 0; fi
+name=${2:?cluster name}
+shift 2
+root=$(build_root)
+dir=$root/clusters/$name
+data=$dir/data sock=$dir/socket log=$dir/postgres.log
+user=$([ "$(id -u)" = 0 ] && echo postgres || id -un)
+
+print_env() {
+  printf 'PGHOST=%s\nPGPORT=%s\nPGUSER=%s\n' "$sock" "$(cat "$dir/port")" "$user"
+}
+
+running() { [ -f "$dir/port" ] && as_owner "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; }
+
+case "$cmd" in
+  start)
+    if running; then print_env; exit 0; fi
+    mkdir -p "$dir"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
+    if [ ! -f "$data/PG_VERSION" ]; then
+      rm -rf "$data"
+      as_owner "$bindir/initdb" -D "$data" -U "$user" --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+        || { cat "$dir/initdb.log" >&2; exit 1; }
+      echo "include_if_exists = 'pg_stress.conf'" | as_owner tee -a "$data/postgresql.conf" >/dev/null
+    fi
+    as_owner mkdir -p "$sock"
+    as_owner chmod 700 "$sock"
+    port=$(free_port "$root")
+    echo "$port" > "$dir/port"
+    {
+      echo "# written by scripts/pgcluster.sh at each start"
+      echo "port = $port"
+      echo "listen_addresses = ''"
+      echo "unix_socket_directories = '$sock'"
+      echo "shared_preload_libraries = 'pg_stress, pg_cron'"
+      echo "max_worker_processes = 32"
+      echo "max_connections = 100"
+      for line in "$@"; do echo "$line"; done
+    } | as_owner tee "$data/pg_stress.conf" >/dev/null
+    as_owner "$bindir/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null \
+      || { tail -20 "$log" >&2; exit 1; }
+    print_env
+    ;;
+  stop)
+    if running; then as_owner "$bindir/pg_ctl" -D "$data" -m fast -w stop >/dev/null; fi
+    ;;
+  destroy)
+    if running; then as_owner "$bindir/pg_ctl" -D "$data" -m immediate -w stop >/dev/null; fi
+    rm -rf "$dir"
+    ;;
+  env)
+    running || { echo "cluster $name is not running" >&2; exit 1; }
+    print_env
+    ;;
+  *) echo "unknown command $cmd" >&2; exit 2 ;;
+esac

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install what building and testing pg_stress needs, idempotently; cheap when everything is there.
+# Never downloads PostgreSQL: pgrx is pointed at Debian's PostgreSQL 15.
+set -euo pipefail
+
+PGRX_VERSION=0.18.1
+packages=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-contrib libclang-dev
+          sudo build-essential pkg-config)
+
+sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  # rustup installs into ~/.cargo/bin, which non-login shells may not have on PATH
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if [ "$(cargo pgrx --version 2>/dev/null | awk '{print $2}')" != "$PGRX_VERSION" ]; then
+  echo "setup: installing cargo-pgrx $PGRX_VERSION (a few minutes, once)"
+  cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked
+fi
+
+pg_config=/usr/lib/postgresql/15/bin/pg_config
+if ! grep -qs "pg15 = \"$pg_config\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+  cargo pgrx init --pg15 "$pg_config" >/dev/null
+fi

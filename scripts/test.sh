@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every test: unit tests and #[pg_test]s (cargo pgrx test, against a real PostgreSQL 15 it starts),
+# then the integration tests in tests/ against a throwaway cluster with pg_stress and pg_cron preloaded.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$here"
+
+# The pgrx test cluster's data directory: owned by whoever runs PostgreSQL.
+pgdata_base=$("$here/scripts/pgcluster.sh" root)/pgrx-test-data
+mkdir -p "$pgdata_base"
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$pgdata_base"
+export CARGO_PGRX_TEST_PGDATA=$pgdata_base
+
+echo "== unit tests and #[pg_test]s"
+cargo pgrx test pg15
+
+echo "== integration tests (tests/)"
+# cargo pgrx test just installed this build into PostgreSQL; start a cluster that preloads it.
+"$here/scripts/pgcluster.sh" destroy it
+trap '"$here/scripts/pgcluster.sh" destroy it' EXIT
+eval "$("$here/scripts/pgcluster.sh" start it "shared_buffers = '256MB'" "cron.database_name = 'postgres'")"
+export PGHOST PGPORT PGUSER
+cargo test --features integration --test integration -- --test-threads 2

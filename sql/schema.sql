@@ -1,0 +1,50 @@
+-- Metric tables owned by the extension. Every call or run is one row in stress.runs; each measured
+-- thing of a run (a table generated, a query benchmarked, an operation of a load run) is one row in
+-- stress.results. Both are marked with pg_extension_config_dump so that pg_dump keeps the history.
+
+CREATE TABLE stress.runs (
+    id          bigserial PRIMARY KEY,
+    kind        text        NOT NULL,
+    parameters  jsonb       NOT NULL DEFAULT '{}',
+    status      text        NOT NULL DEFAULT 'running'
+                CHECK (status IN ('running', 'completed', 'cancelled', 'failed', 'interrupted')),
+    started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz,
+    run_as      name        NOT NULL DEFAULT current_user,
+    error       text,
+    CHECK (finished_at IS NULL OR finished_at >= started_at)
+);
+COMMENT ON TABLE stress.runs IS 'One row per pg_stress call or run: what, with which parameters, how it ended.';
+CREATE INDEX runs_kind_started_at_idx ON stress.runs (kind, started_at);
+
+CREATE TABLE stress.results (
+    id           bigserial PRIMARY KEY,
+    run_id       bigint NOT NULL REFERENCES stress.runs (id) ON DELETE CASCADE,
+    name         text   NOT NULL,          -- what was measured: a table, a query, an operation
+    rows         bigint,                   -- rows written or read
+    calls        bigint,                   -- operations attempted
+    errors       bigint,
+    seconds      float8,
+    rows_per_sec float8,
+    ops_per_sec  float8,
+    avg_ms       float8,
+    stddev_ms    float8,
+    p50_ms       float8,
+    p95_ms       float8,
+    p99_ms       float8,
+    p999_ms      float8,
+    max_ms       float8,
+    details      jsonb NOT NULL DEFAULT '{}'
+);
+COMMENT ON TABLE stress.results IS 'Per run and per measured thing: counts, durations, rates and latency percentiles.';
+CREATE INDEX results_run_id_idx ON stress.results (run_id);
+
+SELECT pg_catalog.pg_extension_config_dump('stress.runs', '');
+SELECT pg_catalog.pg_extension_config_dump('stress.runs_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('stress.results', '');
+SELECT pg_catalog.pg_extension_config_dump('stress.results_id_seq', '');
+
+-- Any role may run pg_stress functions and record its own runs; the data it generates is its own.
+GRANT USAGE ON SCHEMA stress TO PUBLIC;
+GRANT SELECT, INSERT ON stress.runs, stress.results TO PUBLIC;
+GRANT USAGE ON SEQUENCE stress.runs_id_seq, stress.results_id_seq TO PUBLIC;

@@ -1,0 +1,68 @@
+//! The errors pg_stress raises itself, each with its SQLSTATE and a hint that says what to do.
+//! Errors PostgreSQL raises for us (permission denied, undefined table, …) pass through untouched.
+
+use pgrx::PgSqlErrorCode;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pg_sys::elog::PgLogLevel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StressError {
+    /// 22023: an argument out of its domain.
+    #[error("{function}: {message}")]
+    InvalidParameter { function: &'static str, message: String, hint: String },
+    /// 42P16: a table we write to exists with another shape than the one we create.
+    #[error("{table} does not have the columns pg_stress writes")]
+    TableShape { table: String, detail: String },
+    /// 42809: e.g. a checksum of a view or an index.
+    #[error("\"{0}\" is not a table, partitioned table or materialized view")]
+    WrongObjectType(String),
+    /// 0A000: something we refuse rather than do wrongly.
+    #[error("{message}")]
+    NotSupported { message: String, hint: String },
+}
+
+impl StressError {
+    pub fn invalid(function: &'static str, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        StressError::InvalidParameter { function, message: message.into(), hint: hint.into() }
+    }
+
+    pub fn sqlstate(&self) -> PgSqlErrorCode {
+        match self {
+            StressError::InvalidParameter { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            StressError::TableShape { .. } => PgSqlErrorCode::ERRCODE_INVALID_TABLE_DEFINITION,
+            StressError::WrongObjectType(_) => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            StressError::NotSupported { .. } => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        }
+    }
+
+    /// Raise as a PostgreSQL ERROR; never returns.
+    pub fn raise(self) -> ! {
+        let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "pg_stress");
+        match &self {
+            StressError::InvalidParameter { hint, .. } | StressError::NotSupported { hint, .. }
+                if !hint.is_empty() =>
+            {
+                report = report.set_hint(hint.clone());
+            }
+            StressError::TableShape { detail, .. } => {
+                report = report.set_detail(detail.clone()).set_hint(
+                    "Drop or rename the table, or point stress.data_schema at another schema.",
+                );
+            }
+            _ => {}
+        }
+        report.report(PgLogLevel::ERROR);
+        unreachable!("ERROR does not return")
+    }
+}
+
+/// `Result::unwrap_or_raise` for our own errors.
+pub trait OrRaise<T> {
+    fn or_raise(self) -> T;
+}
+
+impl<T> OrRaise<T> for Result<T, StressError> {
+    fn or_raise(self) -> T {
+        self.unwrap_or_else(|e| e.raise())
+    }
+}

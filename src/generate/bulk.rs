@@ -1,0 +1,224 @@
+//! How generated rows reach the heap: the table access method's multi-insert with a bulk-insert
+//! state, as `COPY FROM` does it, without parsing any text.
+//!
+//! Rows are filled straight into tuple slots as datums, handed to `multi_insert` a batch at a time,
+//! and every by-reference datum of a batch lives in one memory context that is reset after the batch:
+//! memory stays flat however many rows are written. Constraints (NOT NULL, CHECK) are evaluated with
+//! the executor's own `ExecConstraints`. Index entries are either inserted per row
+//! (`ExecInsertIndexTuples`, for appends) or left to one rebuild at the end (`IndexMode::Rebuild`, for
+//! a table that was empty: a sorted build is several times cheaper than a million index inserts).
+
+use pgrx::pg_sys;
+use std::ptr;
+
+/// What happens to the table's indexes while rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexMode {
+    /// Insert index entries as rows are written.
+    Maintain,
+    /// Write the heap only; the caller rebuilds every index before the transaction can commit.
+    Rebuild,
+}
+
+pub struct BulkWriter {
+    rel: pg_sys::Relation,
+    estate: *mut pg_sys::EState,
+    result_rel: *mut pg_sys::ResultRelInfo,
+    bistate: pg_sys::BulkInsertState,
+    slots: Vec<*mut pg_sys::TupleTableSlot>,
+    filled: usize,
+    natts: usize,
+    command_id: pg_sys::CommandId,
+    insert_options: i32,
+    index_mode: IndexMode,
+    check_constraints: bool,
+    batch_memory: pg_sys::MemoryContext,
+    rows_written: u64,
+}
+
+impl BulkWriter {
+    /// Prepare to write into `rel`, which the caller has opened and locked for writing.
+    ///
+    /// # Safety
+    /// `rel` must be an open, locked, plain heap relation and stay open until [`finish`](Self::finish).
+    pub unsafe fn new(rel: pg_sys::Relation, index_mode: IndexMode, batch_rows: usize) -> Self {
+        unsafe {
+            let estate = pg_sys::CreateExecutorState();
+            let result_rel = pg_sys::palloc0(size_of::<pg_sys::ResultRelInfo>())
+                as *mut pg_sys::ResultRelInfo;
+            (*result_rel).type_ = pg_sys::NodeTag::T_ResultRelInfo;
+            pg_sys::InitResultRelInfo(result_rel, rel, 0, ptr::null_mut(), 0);
+            if index_mode == IndexMode::Maintain {
+                pg_sys::ExecOpenIndices(result_rel, false);
+            }
+            let tupdesc = (*rel).rd_att;
+            let constr = (*tupdesc).constr;
+            let check_constraints = !constr.is_null()
+                && ((*constr).has_not_null || (*constr).num_check > 0)
+                || (*(*rel).rd_rel).relispartition;
+            let slot_ops = pg_sys::table_slot_callbacks(rel);
+            let slots = (0..batch_rows.max(1))
+                .map(|_| pg_sys::MakeSingleTupleTableSlot(tupdesc, slot_ops))
+                .collect();
+            // Like COPY: a relation created (or given a new relfilenode) in this transaction has no
+            // free space worth looking up.
+            let new_in_this_xact = (*rel).rd_createSubid != 0
+                || (*rel).rd_firstRelfilenodeSubid != 0;
+            let batch_memory = pg_sys::AllocSetContextCreateInternal(
+                pg_sys::CurrentMemoryContext,
+                c"pg_stress bulk batch".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            );
+            BulkWriter {
+                rel,
+                estate,
+                result_rel,
+                bistate: pg_sys::GetBulkInsertState(),
+                slots,
+                filled: 0,
+                natts: (*tupdesc).natts as usize,
+                command_id: pg_sys::GetCurrentCommandId(true),
+                insert_options: if new_in_this_xact { pg_sys::TABLE_INSERT_SKIP_FSM as i32 } else { 0 },
+                index_mode,
+                check_constraints,
+                batch_memory,
+                rows_written: 0,
+            }
+        }
+    }
+
+    /// Append one row: `fill` sets its datums and nulls (all start non-null). By-reference datums
+    /// must be allocated while `fill` runs: it runs in the batch's memory context.
+    #[inline]
+    pub fn push(&mut self, fill: impl FnOnce(&mut [pg_sys::Datum], &mut [bool])) {
+        unsafe {
+            let slot = self.slots[self.filled];
+            if let Some(clear) = (*(*slot).tts_ops).clear {
+                clear(slot);
+            }
+            let values = std::slice::from_raw_parts_mut((*slot).tts_values, self.natts);
+            let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, self.natts);
+            nulls.fill(false);
+            let outer = pg_sys::MemoryContextSwitchTo(self.batch_memory);
+            fill(values, nulls);
+            pg_sys::MemoryContextSwitchTo(outer);
+            pg_sys::ExecStoreVirtualTuple(slot);
+        }
+        self.filled += 1;
+        if self.filled == self.slots.len() {
+            self.flush();
+        }
+    }
+
+    /// Rows handed to the table so far.
+    pub fn rows_written(&self) -> u64 {
+        self.rows_written
+    }
+
+    fn flush(&mut self) {
+        if self.filled == 0 {
+            return;
+        }
+        pg_sys::check_for_interrupts!();
+        unsafe {
+            let outer = pg_sys::MemoryContextSwitchTo(self.batch_memory);
+            let batch = &mut self.slots[..self.filled];
+            if self.check_constraints {
+                for &slot in batch.iter() {
+                    pg_sys::ExecConstraints(self.result_rel, slot, self.estate);
+                }
+            }
+            let multi_insert =
+                (*(*self.rel).rd_tableam).multi_insert.expect("table AM has multi_insert");
+            multi_insert(
+                self.rel,
+                batch.as_mut_ptr(),
+                batch.len() as i32,
+                self.command_id,
+                self.insert_options,
+                self.bistate,
+            );
+            if self.index_mode == IndexMode::Maintain && (*self.result_rel).ri_NumIndices > 0 {
+                for &slot in batch.iter() {
+                    pg_sys::ExecInsertIndexTuples(
+                        self.result_rel,
+                        slot,
+                        self.estate,
+                        false,
+                        false,
+                        ptr::null_mut(),
+                        ptr::null_mut(),
+                    );
+                }
+            }
+            pg_sys::MemoryContextSwitchTo(outer);
+            let per_tuple = (*self.estate).es_per_tuple_exprcontext;
+            if !per_tuple.is_null() {
+                pg_sys::MemoryContextReset((*per_tuple).ecxt_per_tuple_memory);
+            }
+            pg_sys::MemoryContextReset(self.batch_memory);
+        }
+        self.rows_written += self.filled as u64;
+        self.filled = 0;
+    }
+
+    /// Write what is buffered and release everything but the relation. Returns rows written.
+    /// (On an ERROR instead, the transaction's abort releases buffers, locks and memory.)
+    pub fn finish(mut self) -> u64 {
+        self.flush();
+        unsafe {
+            if let Some(finish_bulk_insert) = (*(*self.rel).rd_tableam).finish_bulk_insert {
+                finish_bulk_insert(self.rel, self.insert_options);
+            }
+            pg_sys::FreeBulkInsertState(self.bistate);
+            if self.index_mode == IndexMode::Maintain {
+                pg_sys::ExecCloseIndices(self.result_rel);
+            }
+            for &slot in &self.slots {
+                pg_sys::ExecDropSingleTupleTableSlot(slot);
+            }
+            pg_sys::FreeExecutorState(self.estate);
+            pg_sys::MemoryContextDelete(self.batch_memory);
+        }
+        self.rows_written
+    }
+}
+
+/// A `numeric` datum worth `units × 10^-scale`, with exactly `scale` decimal places (as a
+/// `numeric(p, scale)` column stores it), allocated in the current memory context.
+#[inline]
+pub fn numeric_datum(units: i64, scale: i32) -> pg_sys::Datum {
+    unsafe { pg_sys::Datum::from(pg_sys::int64_div_fast_to_numeric(units, scale)) }
+}
+
+/// A `text` datum, allocated in the current memory context.
+pub fn text_datum(s: &str) -> pg_sys::Datum {
+    unsafe {
+        pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(s.as_ptr() as *const _, s.len() as i32))
+    }
+}
+
+/// Whether a relation's main fork has no blocks at all: freshly created or truncated.
+pub fn has_no_blocks(rel: pg_sys::Relation) -> bool {
+    unsafe {
+        pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) == 0
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use super::*;
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn numeric_datum_keeps_scale() {
+        let text = Spi::get_one_with_args::<String>(
+            "SELECT $1::numeric::text",
+            &[unsafe { pgrx::datum::DatumWithOid::new(numeric_datum(6_500_012_000_000, 8), pg_sys::NUMERICOID) }],
+        );
+        assert_eq!(text.unwrap().as_deref(), Some("65000.12000000"));
+    }
+}

@@ -1,0 +1,263 @@
+//! `stress.generate_orders(n, seed, …)`: realistic orders, appended fast.
+
+use super::bulk::{numeric_datum, text_datum};
+use super::model::{self, OrderModel};
+use super::tables::ORDERS;
+use crate::error::{OrRaise, StressError};
+use crate::gucs;
+use crate::metrics::{self, Measurement};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use serde_json::json;
+
+/// Appends `n` orders to `stress_data.orders` (created when missing) and returns how many.
+/// The same seed into an empty table gives the same rows, byte for byte.
+#[pg_extern(volatile, parallel_unsafe)]
+fn generate_orders(
+    n: Option<i64>,
+    seed: default!(Option<i64>, "NULL"),
+    accounts: default!(Option<i64>, 10000),
+    start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
+    days: default!(Option<i32>, 30),
+    peak_hours: default!(Option<Vec<Option<i32>>>, "'{9,10,14,15}'"),
+) -> i64 {
+    const F: &str = "generate_orders";
+    let started_at = now();
+    let n = super::row_count(F, n).or_raise();
+    let seed = super::seed_or_random(seed);
+    let accounts = accounts.unwrap_or(10_000);
+    let days = days.unwrap_or(30);
+    let start = start_at.map(pg_sys::TimestampTz::from).unwrap_or(789_004_800_000_000);
+    let peak_hours: Vec<i32> = match peak_hours {
+        None => vec![],
+        Some(hours) => hours
+            .into_iter()
+            .map(|h| h.ok_or_else(|| StressError::invalid(F, "peak_hours must not contain NULL", "Pass hours 0–23, e.g. '{9,10,14,15}'.")))
+            .collect::<Result<_, _>>()
+            .or_raise(),
+    };
+    let model = OrderModel::new(seed as u64, accounts, start, days, &peak_hours)
+        .map_err(|e| StressError::invalid(F, e.to_string(), "See README.md for the parameters of stress.generate_orders."))
+        .or_raise();
+
+    let schema = gucs::data_schema();
+    let relid = ORDERS.ensure(&schema);
+    // Every text value is one of a few constants: build their datums once for the whole call.
+    let symbols: Vec<_> = model::SYMBOLS.iter().map(|s| text_datum(s.name)).collect();
+    let sides: Vec<_> = model::SIDES.iter().map(|s| text_datum(s)).collect();
+    let types: Vec<_> = model::ORDER_TYPES.iter().map(|s| text_datum(s)).collect();
+    let statuses: Vec<_> = model::STATUSES.iter().map(|s| text_datum(s)).collect();
+
+    let outcome = super::write_rows(&ORDERS, &schema, relid, n, F, |id, v, _nulls| {
+        let o = model.order(id);
+        v[0] = o.id.into();
+        v[1] = o.account_id.into();
+        v[2] = symbols[o.symbol];
+        v[3] = sides[o.side];
+        v[4] = types[o.order_type];
+        v[5] = statuses[o.status];
+        v[6] = numeric_datum(o.quantity, model::NUMERIC_SCALE);
+        v[7] = numeric_datum(o.price, model::NUMERIC_SCALE);
+        v[8] = o.created_at.into();
+    });
+
+    let parameters = json!({
+        "n": n, "seed": seed, "accounts": accounts, "start_at": start_at.map(|t| t.to_iso_string()),
+        "days": days, "peak_hours": peak_hours,
+    });
+    let measurement = Measurement {
+        name: format!("{schema}.orders"),
+        rows: Some(outcome.rows as i64),
+        seconds: outcome.seconds,
+        details: json!({
+            "first_id": outcome.first_id,
+            "index_mode": format!("{:?}", outcome.index_mode).to_lowercase(),
+            "index_build_seconds": outcome.index_build_seconds,
+        }),
+    };
+    let run_id = metrics::record_completed_call("generate_orders", parameters, started_at, &[measurement]);
+    if outcome.was_long {
+        notice!(
+            "{F}: {} rows in {:.1} s ({:.0} rows/s), run {run_id}",
+            outcome.rows,
+            outcome.seconds,
+            outcome.rows as f64 / outcome.seconds.max(1e-9)
+        );
+    }
+    outcome.rows as i64
+}
+
+fn now() -> TimestampWithTimeZone {
+    TimestampWithTimeZone::try_from(unsafe { pg_sys::GetCurrentTimestamp() }).expect("valid clock")
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use crate::subxact::sqlstate_of;
+    use pgrx::prelude::*;
+
+    /// Each test writes into its own data schema: #[pg_test]s run concurrently.
+    fn use_schema(schema: &str) {
+        Spi::run(&format!("SET LOCAL stress.data_schema = '{schema}'")).unwrap();
+        Spi::run("SET LOCAL stress.progress_interval = 0").unwrap();
+    }
+
+    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
+        Spi::get_one::<T>(sql).unwrap().unwrap()
+    }
+
+    #[pg_test]
+    fn generates_rows_with_indexes_and_records_the_call() {
+        use_schema("t_gen_basic");
+        assert_eq!(one::<i64>("SELECT stress.generate_orders(5000, seed => 1)"), 5000);
+        assert_eq!(one::<i64>("SELECT count(*) FROM t_gen_basic.orders"), 5000);
+        assert_eq!(one::<i64>("SELECT min(id) FROM t_gen_basic.orders"), 1);
+        assert_eq!(one::<i64>("SELECT max(id) FROM t_gen_basic.orders"), 5000);
+        let indexes = one::<String>(
+            "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 't_gen_basic'",
+        );
+        assert_eq!(indexes, "orders_pkey,orders_status_idx,orders_symbol_created_at_idx");
+        let recorded = one::<i64>(
+            "SELECT r.rows FROM stress.runs s JOIN stress.results r ON r.run_id = s.id
+             WHERE s.kind = 'generate_orders' AND s.parameters->>'seed' = '1'
+               AND r.name = 't_gen_basic.orders' AND s.status = 'completed' AND r.rows_per_sec > 0",
+        );
+        assert_eq!(recorded, 5000);
+    }
+
+    #[pg_test]
+    fn same_seed_same_checksum_different_seed_different() {
+        use_schema("t_gen_det");
+        Spi::run("SELECT stress.generate_orders(3000, seed => 9)").unwrap();
+        let first = one::<String>("SELECT stress.checksum('t_gen_det.orders')");
+        Spi::run("TRUNCATE t_gen_det.orders").unwrap();
+        Spi::run("SELECT stress.generate_orders(3000, seed => 9)").unwrap();
+        assert_eq!(one::<String>("SELECT stress.checksum('t_gen_det.orders')"), first);
+        Spi::run("TRUNCATE t_gen_det.orders").unwrap();
+        Spi::run("SELECT stress.generate_orders(3000, seed => 10)").unwrap();
+        assert_ne!(one::<String>("SELECT stress.checksum('t_gen_det.orders')"), first);
+    }
+
+    #[pg_test]
+    fn both_index_paths_leave_every_row_indexed() {
+        use_schema("t_gen_idx");
+        Spi::run("CREATE EXTENSION IF NOT EXISTS amcheck").unwrap();
+        // First call: empty table, indexes rebuilt once. Second: append, indexes maintained.
+        Spi::run("SELECT stress.generate_orders(4000, seed => 3)").unwrap();
+        Spi::run("SELECT stress.generate_orders(1500, seed => 3)").unwrap();
+        let modes = one::<String>(
+            "SELECT string_agg(r.details->>'index_mode', ',' ORDER BY s.id) FROM stress.runs s
+             JOIN stress.results r ON r.run_id = s.id WHERE r.name = 't_gen_idx.orders'",
+        );
+        assert_eq!(modes, "rebuild,maintain");
+        assert_eq!(one::<i64>("SELECT count(DISTINCT id) FROM t_gen_idx.orders"), 5500);
+        // heapallindexed: every heap tuple must be found in each index.
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(bt_index_check(indexrelid, true)) FROM pg_index
+                 WHERE indrelid = 't_gen_idx.orders'::regclass"
+            ),
+            3
+        );
+        Spi::run("SET LOCAL enable_seqscan = off").unwrap();
+        let via_index = one::<i64>("SELECT count(*) FROM t_gen_idx.orders WHERE status = 'OPEN'");
+        Spi::run("SET LOCAL enable_seqscan = on; SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off").unwrap();
+        assert_eq!(one::<i64>("SELECT count(*) FROM t_gen_idx.orders WHERE status = 'OPEN'"), via_index);
+    }
+
+    #[pg_test]
+    fn values_look_like_trading() {
+        use_schema("t_gen_real");
+        Spi::run("SELECT stress.generate_orders(20000, seed => 5, accounts => 500, days => 10)").unwrap();
+        let btc = one::<i64>("SELECT count(*) FROM t_gen_real.orders WHERE symbol = 'BTC/USDT'");
+        let dot = one::<i64>("SELECT count(*) FROM t_gen_real.orders WHERE symbol = 'DOT/USDT'");
+        assert!(btc > 5 * dot, "BTC {btc} DOT {dot}");
+        assert!(one::<bool>(
+            "SELECT bool_and(price BETWEEN 45000 AND 90000) FROM t_gen_real.orders WHERE symbol = 'BTC/USDT'"
+        ));
+        assert!(one::<bool>("SELECT max(account_id) <= 500 AND min(account_id) >= 1 FROM t_gen_real.orders"));
+        assert!(one::<bool>(
+            "SELECT min(created_at) >= '2025-01-01 00:00:00+00' AND max(created_at) < '2025-01-11 00:00:00+00'
+             FROM t_gen_real.orders"
+        ));
+        let filled = one::<f64>("SELECT avg((status = 'FILLED')::int)::float8 FROM t_gen_real.orders");
+        assert!((0.50..0.60).contains(&filled), "FILLED share {filled}");
+        let peak = one::<f64>(
+            "SELECT avg((extract(hour FROM created_at AT TIME ZONE 'UTC') IN (9, 10, 14, 15))::int)::float8
+             FROM t_gen_real.orders",
+        );
+        // 4 peak hours weigh 4 each out of 6×0.25 + 14×1 + 4×4 = 31.5: about 51% of orders.
+        assert!((0.46..0.56).contains(&peak), "peak-hour share {peak}");
+        assert!(one::<bool>("SELECT scale(price) = 8 AND scale(quantity) = 8 FROM t_gen_real.orders LIMIT 1"));
+    }
+
+    #[pg_test]
+    fn bad_arguments_are_22023_and_write_nothing() {
+        use_schema("t_gen_bad");
+        let invalid = Some(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE);
+        for sql in [
+            "SELECT stress.generate_orders(NULL)",
+            "SELECT stress.generate_orders(-1)",
+            "SELECT stress.generate_orders(1000000000000)",
+            "SELECT stress.generate_orders(10, accounts => 0)",
+            "SELECT stress.generate_orders(10, days => 0)",
+            "SELECT stress.generate_orders(10, peak_hours => '{9,24}')",
+            "SELECT stress.generate_orders(10, peak_hours => '{9,NULL}')",
+        ] {
+            assert_eq!(sqlstate_of(sql), invalid, "{sql}");
+        }
+        assert_eq!(
+            sqlstate_of("SELECT stress.generate_orders(10, seed => 'abc')"),
+            Some(PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION)
+        );
+        assert_eq!(
+            sqlstate_of("SELECT stress.generate_orders(10, seed => 1.5)"),
+            Some(PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION)
+        );
+        assert!(one::<bool>("SELECT to_regclass('t_gen_bad.orders') IS NULL"));
+        assert_eq!(one::<i64>("SELECT stress.generate_orders(0)"), 0);
+    }
+
+    #[pg_test]
+    fn tables_we_cannot_write_correctly_are_refused() {
+        use_schema("t_gen_refuse");
+        Spi::run("CREATE SCHEMA t_gen_refuse; CREATE TABLE t_gen_refuse.orders (id bigint PRIMARY KEY, note text)").unwrap();
+        assert_eq!(
+            sqlstate_of("SELECT stress.generate_orders(10)"),
+            Some(PgSqlErrorCode::ERRCODE_INVALID_TABLE_DEFINITION)
+        );
+        Spi::run("DROP TABLE t_gen_refuse.orders").unwrap();
+        Spi::run("SELECT stress.generate_orders(10, seed => 1)").unwrap();
+        Spi::run(
+            "CREATE FUNCTION t_gen_refuse.noop() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+             CREATE TRIGGER noop BEFORE INSERT ON t_gen_refuse.orders FOR EACH ROW EXECUTE FUNCTION t_gen_refuse.noop()",
+        )
+        .unwrap();
+        assert_eq!(
+            sqlstate_of("SELECT stress.generate_orders(10)"),
+            Some(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED)
+        );
+        Spi::run("DROP TRIGGER noop ON t_gen_refuse.orders").unwrap();
+        // A CHECK the user added is enforced: the executor's own ExecConstraints runs on every row.
+        Spi::run("ALTER TABLE t_gen_refuse.orders ADD CONSTRAINT only_btc CHECK (symbol = 'BTC/USDT') NOT VALID").unwrap();
+        assert_eq!(
+            sqlstate_of("SELECT stress.generate_orders(1000)"),
+            Some(PgSqlErrorCode::ERRCODE_CHECK_VIOLATION)
+        );
+        assert_eq!(one::<i64>("SELECT count(*) FROM t_gen_refuse.orders"), 10);
+    }
+
+    #[pg_test]
+    fn writing_needs_insert_privilege() {
+        use_schema("t_gen_priv");
+        Spi::run("SELECT stress.generate_orders(10, seed => 1)").unwrap();
+        Spi::run("CREATE ROLE stress_test_reader; GRANT USAGE ON SCHEMA t_gen_priv TO stress_test_reader;
+                  GRANT SELECT ON t_gen_priv.orders TO stress_test_reader").unwrap();
+        Spi::run("SET LOCAL ROLE stress_test_reader").unwrap();
+        let denied = sqlstate_of("SELECT stress.generate_orders(10)");
+        Spi::run("RESET ROLE").unwrap();
+        assert_eq!(denied, Some(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE));
+        assert_eq!(one::<i64>("SELECT count(*) FROM t_gen_priv.orders"), 10);
+    }
+}

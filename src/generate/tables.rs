@@ -1,0 +1,139 @@
+//! The tables the generators write, declared once: their DDL and the shape the bulk writer relies on.
+//!
+//! A generator creates its table when it is missing. When the table exists, its columns must be
+//! exactly the declared ones (names, types and typmods, in order), because rows are written as
+//! datums straight into the heap; anything else is refused with 42P16 instead of written wrongly.
+
+use crate::error::StressError;
+use crate::sql_util::{qualified, quote_ident};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgTupleDesc;
+
+/// `numeric(20,8)`'s typmod: ((precision << 16) | scale) + VARHDRSZ.
+pub const NUMERIC_20_8: i32 = ((20 << 16) | 8) + 4;
+
+pub struct Column {
+    pub name: &'static str,
+    pub sql_type: &'static str,
+    pub type_oid: pg_sys::Oid,
+    pub typmod: i32,
+    /// Constraint text after the type (`NOT NULL`, `CHECK (…)`).
+    pub constraint: &'static str,
+}
+
+pub struct TableSpec {
+    pub name: &'static str,
+    pub columns: &'static [Column],
+    /// Table constraints, e.g. `PRIMARY KEY (id)`.
+    pub constraints: &'static [&'static str],
+    /// (index name, column list)
+    pub indexes: &'static [(&'static str, &'static str)],
+}
+
+const fn col(
+    name: &'static str,
+    sql_type: &'static str,
+    type_oid: pg_sys::Oid,
+    typmod: i32,
+    constraint: &'static str,
+) -> Column {
+    Column { name, sql_type, type_oid, typmod, constraint }
+}
+
+pub const ORDERS: TableSpec = TableSpec {
+    name: "orders",
+    columns: &[
+        col("id", "bigint", pg_sys::INT8OID, -1, "NOT NULL"),
+        col("account_id", "bigint", pg_sys::INT8OID, -1, "NOT NULL"),
+        col("symbol", "text", pg_sys::TEXTOID, -1, "NOT NULL"),
+        col("side", "text", pg_sys::TEXTOID, -1, "NOT NULL CHECK (side IN ('BUY', 'SELL'))"),
+        col(
+            "order_type",
+            "text",
+            pg_sys::TEXTOID,
+            -1,
+            "NOT NULL CHECK (order_type IN ('LIMIT', 'MARKET', 'STOP'))",
+        ),
+        col(
+            "status",
+            "text",
+            pg_sys::TEXTOID,
+            -1,
+            "NOT NULL CHECK (status IN ('OPEN', 'PARTIAL', 'FILLED', 'CANCELLED', 'REJECTED'))",
+        ),
+        col("quantity", "numeric(20,8)", pg_sys::NUMERICOID, NUMERIC_20_8, "NOT NULL CHECK (quantity > 0)"),
+        col("price", "numeric(20,8)", pg_sys::NUMERICOID, NUMERIC_20_8, "NOT NULL CHECK (price > 0)"),
+        col("created_at", "timestamptz", pg_sys::TIMESTAMPTZOID, -1, "NOT NULL"),
+    ],
+    constraints: &["PRIMARY KEY (id)"],
+    indexes: &[
+        ("orders_status_idx", "status"),
+        ("orders_symbol_created_at_idx", "symbol, created_at"),
+    ],
+};
+
+impl TableSpec {
+    /// `CREATE TABLE` and `CREATE INDEX` statements for this table in `schema`.
+    pub fn ddl(&self, schema: &str) -> Vec<String> {
+        let table = qualified(schema, self.name);
+        let mut parts: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("{} {} {}", quote_ident(c.name), c.sql_type, c.constraint))
+            .collect();
+        parts.extend(self.constraints.iter().map(|c| c.to_string()));
+        let mut ddl = vec![format!("CREATE TABLE {table} (\n    {}\n)", parts.join(",\n    "))];
+        ddl.extend(
+            self.indexes
+                .iter()
+                .map(|(name, cols)| format!("CREATE INDEX {} ON {table} ({cols})", quote_ident(name))),
+        );
+        ddl
+    }
+
+    /// The table's oid in `schema`, creating schema and table when missing.
+    pub fn ensure(&self, schema: &str) -> pg_sys::Oid {
+        let table = qualified(schema, self.name);
+        if let Some(oid) = lookup(&table) {
+            return oid;
+        }
+        Spi::run(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)))
+            .expect("creating the data schema");
+        for statement in self.ddl(schema) {
+            Spi::run(&statement).expect("creating a generated table");
+        }
+        lookup(&table).expect("table exists after CREATE TABLE")
+    }
+
+    /// Refuse a table whose live columns differ from ours.
+    ///
+    /// # Safety
+    /// `rel` must be an open relation.
+    pub unsafe fn check_shape(&self, rel: pg_sys::Relation, display: &str) -> Result<(), StressError> {
+        let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked((*rel).rd_att) };
+        let live: Vec<_> = tupdesc.iter().filter(|a| !a.is_dropped()).collect();
+        let matches = live.len() == self.columns.len()
+            && live.iter().zip(self.columns).all(|(a, c)| {
+                a.name() == c.name && a.type_oid().value() == c.type_oid && a.type_mod() == c.typmod
+            });
+        if matches && live.len() == tupdesc.len() {
+            return Ok(());
+        }
+        let expected: Vec<String> =
+            self.columns.iter().map(|c| format!("{} {}", c.name, c.sql_type)).collect();
+        Err(StressError::TableShape {
+            table: display.to_owned(),
+            detail: format!(
+                "Expected exactly these columns, in order, and no dropped ones: {}.",
+                expected.join(", ")
+            ),
+        })
+    }
+}
+
+/// `to_regclass(name)`.
+fn lookup(qualified_name: &str) -> Option<pg_sys::Oid> {
+    Spi::get_one_with_args::<pg_sys::Oid>("SELECT to_regclass($1)::oid", &[qualified_name.into()])
+        .expect("to_regclass")
+}

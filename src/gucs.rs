@@ -1,0 +1,90 @@
+//! Every `stress.*` setting, in one place. Registered in `_PG_init`, so they exist whether or not the
+//! library is preloaded (the prefix is reserved, so typos like `stress.batchsize` are rejected).
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
+
+/// Schema that generated workload data goes to; created on demand, not owned by the extension.
+pub static DATA_SCHEMA: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"stress_data"));
+/// Rows handed to the table access method per multi-insert, and the unit of memory reuse.
+pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
+/// Milliseconds between progress NOTICEs of long calls (set as '5s', '500ms', …); 0 turns them off.
+pub static PROGRESS_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(5000);
+/// Executions slower than this are counted as slow queries.
+pub static SLOW_QUERY_THRESHOLD_MS: GucSetting<i32> = GucSetting::<i32>::new(100);
+/// Retries of a transaction that hit a deadlock (40P01) or serialization failure (40001).
+pub static DEADLOCK_RETRY_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
+/// Upper bound on background workers one run may start.
+pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(8);
+
+pub fn init() {
+    GucRegistry::define_string_guc(
+        c"stress.data_schema",
+        c"Schema that pg_stress generates workload data into.",
+        c"Created on demand and not owned by the extension, so pg_dump carries it like user data.",
+        &DATA_SCHEMA,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"stress.batch_size",
+        c"Rows written per multi-insert batch by the generators.",
+        c"Memory used while generating is proportional to this, not to the number of rows.",
+        &BATCH_SIZE,
+        1,
+        100_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"stress.progress_interval",
+        c"Time between progress NOTICEs of long pg_stress calls (0 = none).",
+        c"",
+        &PROGRESS_INTERVAL,
+        0,
+        3_600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"stress.slow_query_threshold_ms",
+        c"Executions slower than this are counted as slow queries.",
+        c"",
+        &SLOW_QUERY_THRESHOLD_MS,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"stress.deadlock_retry_attempts",
+        c"Retries of a transaction that failed with a deadlock or serialization failure.",
+        c"",
+        &DEADLOCK_RETRY_ATTEMPTS,
+        0,
+        1000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"stress.max_workers",
+        c"Most background workers one pg_stress run may start.",
+        c"Also bounded by free max_worker_processes slots.",
+        &MAX_WORKERS,
+        1,
+        1024,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"stress".as_ptr()) };
+}
+
+/// The configured data schema, never empty.
+pub fn data_schema() -> String {
+    DATA_SCHEMA
+        .get()
+        .and_then(|s| s.into_string().ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "stress_data".to_owned())
+}

@@ -1,0 +1,267 @@
+//! Integrity: content checksums of tables (later: verify_integrity, capture/compare state).
+
+pub mod checksum;
+
+use crate::error::StressError;
+use checksum::{ColumnEncoder, Digest};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgRelation;
+
+/// An order-independent digest of every row of a table, partitioned table or materialized view, as
+/// `rows:hex`. Equal after pg_dump/pg_restore, CLUSTER or VACUUM FULL; different when any value
+/// changes. Reads as the caller: needs SELECT on the relation.
+#[pg_extern(volatile, strict, parallel_safe)]
+fn checksum(rel: PgRelation) -> String {
+    table_digest(&rel).to_string()
+}
+
+/// Digest of `rel` under the active snapshot, after the checks a SELECT would make.
+pub fn table_digest(rel: &PgRelation) -> Digest {
+    let display = relation_display_name(rel);
+    let relkind = unsafe { (*rel.rd_rel).relkind } as u8;
+    let readable = matches!(
+        relkind,
+        pg_sys::RELKIND_RELATION | pg_sys::RELKIND_MATVIEW | pg_sys::RELKIND_PARTITIONED_TABLE
+    );
+    if !readable {
+        StressError::WrongObjectType(display).raise();
+    }
+    unsafe { check_can_read(rel, &display) };
+    if relkind == pg_sys::RELKIND_PARTITIONED_TABLE {
+        // A SELECT on the parent checks privileges on the parent only; do the same.
+        let leaves = Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT relid::oid FROM pg_partition_tree($1) WHERE isleaf AND relid <> $1",
+                    None,
+                    &[rel.oid().into()],
+                )
+                .map(|rows| rows.map(|r| r.get::<pg_sys::Oid>(1).ok().flatten()).collect::<Vec<_>>())
+        })
+        .expect("listing partitions");
+        let mut digest = Digest::default();
+        for leaf in leaves.into_iter().flatten() {
+            let part = unsafe { PgRelation::with_lock(leaf, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+            digest.merge(unsafe { scan_digest(&part, rel) });
+        }
+        digest
+    } else {
+        unsafe { scan_digest(rel, rel) }
+    }
+}
+
+/// Heap-scan `scanned`, hashing its rows with `logical`'s live columns (the same relation, or the
+/// partitioned parent, whose column order a partition's rows are hashed in).
+unsafe fn scan_digest(scanned: &PgRelation, logical: &PgRelation) -> Digest {
+    unsafe {
+        let logical_desc = logical.tuple_desc();
+        let scanned_desc = scanned.tuple_desc();
+        let encoders: Vec<ColumnEncoder> = logical_desc
+            .iter()
+            .filter(|a| !a.is_dropped())
+            .enumerate()
+            .map(|(position, a)| {
+                let attno = scanned_desc
+                    .iter()
+                    .position(|s| !s.is_dropped() && s.name() == a.name())
+                    .expect("partition has the parent's columns");
+                let mut typlen = 0i16;
+                let mut typbyval = false;
+                pg_sys::get_typlenbyval(a.type_oid().value(), &mut typlen, &mut typbyval);
+                ColumnEncoder::new(position as u16, attno, a.type_oid().value(), typlen, typbyval)
+            })
+            .collect();
+        let natts = scanned_desc.len();
+
+        let raw = scanned.as_ptr();
+        let snapshot = pg_sys::GetActiveSnapshot();
+        let scan = pg_sys::table_beginscan(raw, snapshot, 0, std::ptr::null_mut());
+        let slot = pg_sys::table_slot_create(raw, std::ptr::null_mut());
+        // Per-row allocations (detoasted values, send output) go to a context reset every row.
+        let row_memory = pgrx::PgMemoryContexts::new("pg_stress checksum row");
+        let mut digest = Digest::default();
+        let mut encoded = Vec::with_capacity(256);
+        while pg_sys::table_scan_getnextslot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
+            pg_sys::slot_getallattrs(slot);
+            let values = std::slice::from_raw_parts((*slot).tts_values, natts);
+            let nulls = std::slice::from_raw_parts((*slot).tts_isnull, natts);
+            encoded.clear();
+            let outer = pg_sys::MemoryContextSwitchTo(row_memory.value());
+            for encoder in &encoders {
+                encoder.encode(values, nulls, &mut encoded);
+            }
+            pg_sys::MemoryContextSwitchTo(outer);
+            digest.add_row(&encoded);
+            if digest.rows % 4096 == 0 {
+                pg_sys::MemoryContextReset(row_memory.value());
+                pg_sys::check_for_interrupts!();
+            }
+        }
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        pg_sys::table_endscan(scan);
+        digest
+    }
+}
+
+/// SELECT on the table (or on all its columns), and no row-level security we would bypass.
+unsafe fn check_can_read(rel: &PgRelation, display: &str) {
+    unsafe {
+        let user = pg_sys::GetUserId();
+        let select = pg_sys::ACL_SELECT as pg_sys::AclMode;
+        if pg_sys::pg_class_aclcheck(rel.oid(), user, select) != pg_sys::AclResult::ACLCHECK_OK {
+            let all_columns = pg_sys::pg_attribute_aclcheck_all(
+                rel.oid(),
+                user,
+                select,
+                pg_sys::AclMaskHow::ACLMASK_ALL,
+            );
+            if all_columns != pg_sys::AclResult::ACLCHECK_OK {
+                let objtype = pg_sys::get_relkind_objtype((*rel.rd_rel).relkind);
+                pg_sys::aclcheck_error(all_columns, objtype, (*rel.rd_rel).relname.data.as_ptr());
+            }
+        }
+        if pg_sys::check_enable_rls(rel.oid(), pg_sys::InvalidOid, true)
+            == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
+        {
+            StressError::NotSupported {
+                message: format!("row-level security is enabled on {display} for this role"),
+                hint: "A checksum covers every row; run it as the table owner or a role with BYPASSRLS.".into(),
+            }
+            .raise();
+        }
+    }
+}
+
+/// `schema.name` as the user would write it.
+fn relation_display_name(rel: &PgRelation) -> String {
+    format!("{}.{}", rel.namespace(), rel.name())
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use crate::subxact::sqlstate_of;
+    use pgrx::prelude::*;
+
+    fn checksum(rel: &str) -> String {
+        Spi::get_one::<String>(&format!("SELECT stress.checksum('{rel}')")).unwrap().unwrap()
+    }
+
+    /// A table with one column of many kinds of type, including NULLs and toasted values.
+    fn make_sample(name: &str) {
+        Spi::run(&format!(
+            "CREATE TABLE {name} (
+                 id int PRIMARY KEY, i2 int2, f8 float8, b bool, u uuid, iv interval, j jsonb,
+                 arr int[], n name, d date, ts timestamptz, v varchar(20), c char(3), t text, num numeric);
+             INSERT INTO {name}
+             SELECT g, g::int2, g / 3.0, g % 2 = 0, md5(g::text)::uuid, make_interval(days => g),
+                    jsonb_build_object('k', g, 'a', ARRAY[g, g]), ARRAY[g, NULL, -g], 'n' || g,
+                    date '2025-01-01' + g, timestamptz '2025-01-01 00:00+00' + g * interval '1 min',
+                    'v' || g, 'c', CASE WHEN g % 7 = 0 THEN NULL ELSE repeat(md5(g::text), g % 300) END,
+                    g * 1.10
+             FROM generate_series(1, 500) g"
+        ))
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn equal_content_equal_checksum_whatever_the_order() {
+        make_sample("ck_a");
+        Spi::run("CREATE TABLE ck_b AS SELECT * FROM ck_a ORDER BY id DESC").unwrap();
+        let a = checksum("ck_a");
+        assert!(a.starts_with("500:"), "{a}");
+        assert_eq!(checksum("ck_b"), a);
+        // The session's time zone and date style change text output, not the checksum.
+        Spi::run("SET LOCAL TimeZone = 'Asia/Kolkata'; SET LOCAL DateStyle = 'German'").unwrap();
+        assert_eq!(checksum("ck_a"), a);
+        // Rewriting the table physically changes nothing either.
+        Spi::run("CLUSTER ck_a USING ck_a_pkey").unwrap();
+        assert_eq!(checksum("ck_a"), a);
+    }
+
+    #[pg_test]
+    fn any_single_change_changes_the_checksum() {
+        make_sample("ck_c");
+        let before = checksum("ck_c");
+        for (i, change) in [
+            "UPDATE {t} SET num = num + 0.000001 WHERE id = 250",
+            "UPDATE {t} SET t = t || 'x' WHERE id = 3",
+            "UPDATE {t} SET t = '' WHERE id = 7",
+            "UPDATE {t} SET j = j || '{\"k\": 0}' WHERE id = 9",
+            "UPDATE {t} SET ts = ts + interval '1 microsecond' WHERE id = 11",
+            "UPDATE {t} SET num = 2.2 WHERE id = 2", // same value, other scale: as text, too
+            "DELETE FROM {t} WHERE id = 500",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            // Each change on its own copy (a copy has the original's checksum, see above).
+            let copy = format!("ck_c_{i}");
+            Spi::run(&format!("CREATE TABLE {copy} AS SELECT * FROM ck_c")).unwrap();
+            assert_eq!(checksum(&copy), before);
+            Spi::run(&change.replace("{t}", &copy)).unwrap();
+            assert_ne!(checksum(&copy), before, "{change}");
+        }
+        // Swapping two values between columns of the same type is a change too.
+        Spi::run("CREATE TABLE ck_swap1 (a text, b text); INSERT INTO ck_swap1 VALUES ('x', 'y')").unwrap();
+        Spi::run("CREATE TABLE ck_swap2 (a text, b text); INSERT INTO ck_swap2 VALUES ('y', 'x')").unwrap();
+        assert_ne!(checksum("ck_swap1"), checksum("ck_swap2"));
+        // NULL and the empty string differ.
+        Spi::run("CREATE TABLE ck_null (a text); INSERT INTO ck_null VALUES (NULL)").unwrap();
+        Spi::run("CREATE TABLE ck_empty (a text); INSERT INTO ck_empty VALUES ('')").unwrap();
+        assert_ne!(checksum("ck_null"), checksum("ck_empty"));
+    }
+
+    #[pg_test]
+    fn partitioned_tables_matviews_and_dropped_columns() {
+        make_sample("ck_plain");
+        let plain = checksum("ck_plain");
+        Spi::run(
+            "CREATE TABLE ck_parted (LIKE ck_plain) PARTITION BY RANGE (id);
+             CREATE TABLE ck_p1 PARTITION OF ck_parted FOR VALUES FROM (MINVALUE) TO (200);
+             CREATE TABLE ck_p2 (extra int, LIKE ck_plain);
+             ALTER TABLE ck_p2 DROP COLUMN extra;
+             ALTER TABLE ck_parted ATTACH PARTITION ck_p2 FOR VALUES FROM (200) TO (MAXVALUE);
+             INSERT INTO ck_parted SELECT * FROM ck_plain;
+             CREATE MATERIALIZED VIEW ck_mv AS SELECT * FROM ck_plain",
+        )
+        .unwrap();
+        assert_eq!(checksum("ck_parted"), plain);
+        assert_eq!(checksum("ck_mv"), plain);
+        Spi::run("CREATE TABLE ck_nothing (a int)").unwrap();
+        assert_eq!(checksum("ck_nothing"), format!("0:{:032x}", 0));
+    }
+
+    #[pg_test]
+    fn only_tables_and_only_with_select_privilege() {
+        Spi::run(
+            "CREATE TABLE ck_t (a int); CREATE VIEW ck_v AS SELECT 1 AS a; CREATE INDEX ck_i ON ck_t (a);
+             CREATE SEQUENCE ck_s; CREATE TYPE ck_comp AS (a int)",
+        )
+        .unwrap();
+        let wrong = Some(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE);
+        for rel in ["ck_v", "ck_i", "ck_s", "ck_comp", "pg_toast.pg_toast_2618"] {
+            assert_eq!(sqlstate_of(&format!("SELECT stress.checksum('{rel}')")), wrong, "{rel}");
+        }
+        assert_eq!(
+            sqlstate_of("SELECT stress.checksum('no_such_table')"),
+            Some(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE)
+        );
+        assert_eq!(Spi::get_one::<String>("SELECT stress.checksum(NULL)").unwrap(), None);
+        Spi::run("CREATE ROLE stress_test_nobody; GRANT SELECT (a) ON ck_t TO stress_test_nobody").unwrap();
+        Spi::run("CREATE TABLE ck_secret (a int, b int); GRANT SELECT (a) ON ck_secret TO stress_test_nobody").unwrap();
+        Spi::run("SET LOCAL ROLE stress_test_nobody").unwrap();
+        // SELECT on every column is enough; SELECT on some of them is not.
+        let all_columns = sqlstate_of("SELECT stress.checksum('ck_t')");
+        let some_columns = sqlstate_of("SELECT stress.checksum('ck_secret')");
+        Spi::run("RESET ROLE").unwrap();
+        assert_eq!(all_columns, None);
+        assert_eq!(some_columns, Some(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE));
+        Spi::run("ALTER TABLE ck_t ENABLE ROW LEVEL SECURITY; GRANT SELECT ON ck_t TO stress_test_nobody").unwrap();
+        Spi::run("SET LOCAL ROLE stress_test_nobody").unwrap();
+        let with_rls = sqlstate_of("SELECT stress.checksum('ck_t')");
+        Spi::run("RESET ROLE").unwrap();
+        assert_eq!(with_rls, Some(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED));
+    }
+}

@@ -1,0 +1,41 @@
+//! pg_stress: stress-test PostgreSQL from inside it.
+//!
+//! One module per capability; each `#[pg_extern]` is a thin layer that validates its arguments and
+//! calls plain Rust underneath. Everything the extension owns lives in schema `stress` (the control
+//! file's schema); generated workload data lives in `stress.data_schema` (default `stress_data`).
+
+use pgrx::prelude::*;
+
+mod error;
+mod generate;
+mod gucs;
+mod integrity;
+mod metrics;
+mod progress;
+mod sql_util;
+mod subxact;
+
+pgrx::pg_module_magic!();
+
+// The metric tables and their dump configuration come first: functions below record into them.
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![
+            "shared_preload_libraries = 'pg_stress, pg_cron'",
+            "cron.database_name = 'pgrx_tests'",
+            "max_worker_processes = 32",
+        ]
+    }
+}

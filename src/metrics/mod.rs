@@ -1,0 +1,62 @@
+//! Writing `stress.runs` and `stress.results`.
+//!
+//! Calls that run inside the caller's transaction (generators, checksum) record themselves once, at
+//! the end, in that same transaction: if the call fails or is cancelled, its rows roll back with the
+//! data, so the record never claims work that did not happen.
+
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+/// One measured thing of a run (a generated table, a query, an operation).
+#[derive(Debug, Default, Clone)]
+pub struct Measurement {
+    pub name: String,
+    pub rows: Option<i64>,
+    pub seconds: f64,
+    pub details: serde_json::Value,
+}
+
+impl Measurement {
+    pub fn rows_per_sec(&self) -> Option<f64> {
+        self.rows.map(|r| if self.seconds > 0.0 { r as f64 / self.seconds } else { 0.0 })
+    }
+}
+
+/// Record a finished in-transaction call: one `stress.runs` row (status completed) with its
+/// measurements, in one statement. Returns the run id.
+pub fn record_completed_call(
+    kind: &str,
+    parameters: serde_json::Value,
+    started_at: TimestampWithTimeZone,
+    measurements: &[Measurement],
+) -> i64 {
+    let names: Vec<String> = measurements.iter().map(|m| m.name.clone()).collect();
+    let rows: Vec<Option<i64>> = measurements.iter().map(|m| m.rows).collect();
+    let seconds: Vec<f64> = measurements.iter().map(|m| m.seconds).collect();
+    let rates: Vec<Option<f64>> = measurements.iter().map(Measurement::rows_per_sec).collect();
+    let details: Vec<JsonB> = measurements.iter().map(|m| JsonB(m.details.clone())).collect();
+    Spi::get_one_with_args::<i64>(
+        "WITH run AS (
+             INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at)
+             VALUES ($1, $2, 'completed', $3, clock_timestamp())
+             RETURNING id),
+         measured AS (
+             INSERT INTO stress.results (run_id, name, rows, seconds, rows_per_sec, details)
+             SELECT run.id, m.name, m.rows, m.seconds, m.rate, m.details
+             FROM run, unnest($4::text[], $5::int8[], $6::float8[], $7::float8[], $8::jsonb[])
+                  AS m(name, rows, seconds, rate, details))
+         SELECT id FROM run",
+        &[
+            kind.into(),
+            JsonB(parameters).into(),
+            started_at.into(),
+            names.into(),
+            rows.into(),
+            seconds.into(),
+            rates.into(),
+            details.into(),
+        ],
+    )
+    .expect("recording the run in stress.runs")
+    .expect("INSERT … RETURNING gives the run id")
+}

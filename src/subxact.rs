@@ -1,0 +1,62 @@
+//! Running a piece of work in an internal subtransaction, as a PL/pgSQL EXCEPTION block does: if it
+//! raises an ERROR, only its own effects roll back and the caller gets the error as a value.
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
+use pgrx::PgTryBuilder;
+
+// The benchmark will isolate each execution this way; until then only tests use it.
+#[cfg_attr(not(any(test, feature = "pg_test")), allow(dead_code))]
+/// Run `f` in an internal subtransaction. On ERROR, roll the subtransaction back and return the
+/// error; on success, release (keep) its effects. A Rust panic is re-raised, not swallowed.
+pub fn run_isolated<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, ErrorReportWithLevel> {
+    unsafe {
+        let outer_context = pg_sys::CurrentMemoryContext;
+        let outer_owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        // Like PL/pgSQL: keep allocating in the caller's context, not the subtransaction's.
+        pg_sys::MemoryContextSwitchTo(outer_context);
+
+        let outcome = PgTryBuilder::new(move || Ok(f()))
+            .catch_others(|error| match error {
+                CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => Err(report),
+                panic @ CaughtError::RustPanic { .. } => panic.rethrow(),
+            })
+            .execute();
+
+        match outcome {
+            Ok(_) => pg_sys::ReleaseCurrentSubTransaction(),
+            Err(_) => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
+        }
+        pg_sys::MemoryContextSwitchTo(outer_context);
+        pg_sys::CurrentResourceOwner = outer_owner;
+        outcome
+    }
+}
+
+/// The SQLSTATE that `sql` fails with, or None when it succeeds (its effects are then kept).
+#[cfg(any(test, feature = "pg_test"))]
+pub fn sqlstate_of(sql: &str) -> Option<pgrx::PgSqlErrorCode> {
+    run_isolated(|| pgrx::Spi::run(sql).expect("SPI")).err().map(|e| e.sql_error_code())
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use super::*;
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn an_error_rolls_back_only_its_own_work() {
+        Spi::run("CREATE TEMP TABLE subxact_probe (x int)").unwrap();
+        let kept = run_isolated(|| Spi::run("INSERT INTO subxact_probe VALUES (1)").unwrap());
+        assert!(kept.is_ok());
+        let failed = run_isolated(|| {
+            Spi::run("INSERT INTO subxact_probe VALUES (2)").unwrap();
+            Spi::run("SELECT 1/0").unwrap();
+        });
+        let report = failed.unwrap_err();
+        assert_eq!(report.sql_error_code(), PgSqlErrorCode::ERRCODE_DIVISION_BY_ZERO);
+        assert_eq!(Spi::get_one::<i64>("SELECT sum(x) FROM subxact_probe").unwrap(), Some(1));
+    }
+}
