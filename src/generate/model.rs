@@ -85,7 +85,9 @@ pub struct OrderModel {
     accounts: u64,
     start_us: i64,
     days: i64,
-    symbol_rank: Zipf<f64>,
+    /// Zipf(n = number of symbols, s = 1.1) as exact weights: 20 ranks are a table lookup, cheaper
+    /// than rejection sampling.
+    symbol: WeightedIndex<f64>,
     account_rank: Zipf<f64>,
     prices: Vec<LogNormal<f64>>,
     notional_usd: LogNormal<f64>,
@@ -153,7 +155,8 @@ impl OrderModel {
             accounts: accounts as u64,
             start_us: start,
             days: days as i64,
-            symbol_rank: Zipf::new(SYMBOLS.len() as f64, 1.1).expect("valid zipf"),
+            symbol: WeightedIndex::new((1..=SYMBOLS.len()).map(|rank| (rank as f64).powf(-1.1)))
+                .expect("valid weights"),
             account_rank: Zipf::new(accounts as f64, 0.8).expect("valid zipf"),
             prices,
             notional_usd: LogNormal::new(500f64.ln(), 1.3).expect("valid lognormal"),
@@ -168,7 +171,7 @@ impl OrderModel {
     /// generates id 42 produces the same row.
     pub fn order(&self, id: i64) -> Order {
         let mut rng = row_rng(self.seed, id);
-        let symbol = self.symbol_rank.sample(&mut rng) as usize - 1;
+        let symbol = self.symbol.sample(&mut rng);
         let sym = &SYMBOLS[symbol];
         let price_whole = self.prices[symbol].sample(&mut rng);
         let price = to_units(price_whole, sym.tick_decimals);

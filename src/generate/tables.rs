@@ -18,7 +18,9 @@ pub struct Column {
     pub sql_type: &'static str,
     pub type_oid: pg_sys::Oid,
     pub typmod: i32,
-    /// Constraint text after the type (`NOT NULL`, `CHECK (…)`).
+    /// Collation and constraints after the type (`NOT NULL`, `CHECK (…)`). Codes such as symbols and
+    /// statuses are ASCII and compared as bytes (`COLLATE "C"`): faster sorts and index builds, and
+    /// `LIKE 'BTC%'` can use an index.
     pub constraint: &'static str,
 }
 
@@ -46,21 +48,21 @@ pub const ORDERS: TableSpec = TableSpec {
     columns: &[
         col("id", "bigint", pg_sys::INT8OID, -1, "NOT NULL"),
         col("account_id", "bigint", pg_sys::INT8OID, -1, "NOT NULL"),
-        col("symbol", "text", pg_sys::TEXTOID, -1, "NOT NULL"),
-        col("side", "text", pg_sys::TEXTOID, -1, "NOT NULL CHECK (side IN ('BUY', 'SELL'))"),
+        col("symbol", "text", pg_sys::TEXTOID, -1, "COLLATE \"C\" NOT NULL"),
+        col("side", "text", pg_sys::TEXTOID, -1, "COLLATE \"C\" NOT NULL CHECK (side IN ('BUY', 'SELL'))"),
         col(
             "order_type",
             "text",
             pg_sys::TEXTOID,
             -1,
-            "NOT NULL CHECK (order_type IN ('LIMIT', 'MARKET', 'STOP'))",
+            "COLLATE \"C\" NOT NULL CHECK (order_type IN ('LIMIT', 'MARKET', 'STOP'))",
         ),
         col(
             "status",
             "text",
             pg_sys::TEXTOID,
             -1,
-            "NOT NULL CHECK (status IN ('OPEN', 'PARTIAL', 'FILLED', 'CANCELLED', 'REJECTED'))",
+            "COLLATE \"C\" NOT NULL CHECK (status IN ('OPEN', 'PARTIAL', 'FILLED', 'CANCELLED', 'REJECTED'))",
         ),
         col("quantity", "numeric(20,8)", pg_sys::NUMERICOID, NUMERIC_20_8, "NOT NULL CHECK (quantity > 0)"),
         col("price", "numeric(20,8)", pg_sys::NUMERICOID, NUMERIC_20_8, "NOT NULL CHECK (price > 0)"),
