@@ -2,28 +2,43 @@
 //! Errors PostgreSQL raises for us (permission denied, undefined table, …) pass through untouched.
 
 use pgrx::PgSqlErrorCode;
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::elog::PgLogLevel;
+use pgrx::pg_sys::panic::ErrorReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StressError {
     /// 22023: an argument out of its domain.
     #[error("{function}: {message}")]
-    InvalidParameter { function: &'static str, message: String, hint: String },
+    InvalidParameter {
+        function: &'static str,
+        message: String,
+        hint: String,
+    },
     /// 42P16: a table we write to exists with another shape than the one we create.
     #[error("{table} does not have the columns pg_stress writes")]
     TableShape { table: String, detail: String },
     /// 42809: e.g. a checksum of a view or an index.
     #[error("\"{0}\" is not a table, partitioned table or materialized view")]
     WrongObjectType(String),
+    /// 55000: a materialized view that was never refreshed has no content to digest.
+    #[error("materialized view \"{0}\" has not been populated")]
+    NotPopulated(String),
     /// 0A000: something we refuse rather than do wrongly.
     #[error("{message}")]
     NotSupported { message: String, hint: String },
 }
 
 impl StressError {
-    pub fn invalid(function: &'static str, message: impl Into<String>, hint: impl Into<String>) -> Self {
-        StressError::InvalidParameter { function, message: message.into(), hint: hint.into() }
+    pub fn invalid(
+        function: &'static str,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        StressError::InvalidParameter {
+            function,
+            message: message.into(),
+            hint: hint.into(),
+        }
     }
 
     pub fn sqlstate(&self) -> PgSqlErrorCode {
@@ -31,6 +46,9 @@ impl StressError {
             StressError::InvalidParameter { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             StressError::TableShape { .. } => PgSqlErrorCode::ERRCODE_INVALID_TABLE_DEFINITION,
             StressError::WrongObjectType(_) => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            StressError::NotPopulated(_) => {
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
             StressError::NotSupported { .. } => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
         }
     }
@@ -43,6 +61,9 @@ impl StressError {
                 if !hint.is_empty() =>
             {
                 report = report.set_hint(hint.clone());
+            }
+            StressError::NotPopulated(_) => {
+                report = report.set_hint("Use the REFRESH MATERIALIZED VIEW command.");
             }
             StressError::TableShape { detail, .. } => {
                 report = report.set_detail(detail.clone()).set_hint(

@@ -27,13 +27,19 @@ impl Progress {
 
     /// Cheap enough to call per batch: reads the clock, prints only when the interval has passed.
     pub fn tick(&mut self, done: u64) {
-        let Some(interval) = self.interval else { return };
+        let Some(interval) = self.interval else {
+            return;
+        };
         if self.last_report.elapsed() < interval {
             return;
         }
         self.last_report = Instant::now();
         let secs = self.started.elapsed().as_secs_f64();
-        let pct = if self.total > 0 { 100.0 * done as f64 / self.total as f64 } else { 100.0 };
+        let pct = if self.total > 0 {
+            100.0 * done as f64 / self.total as f64
+        } else {
+            100.0
+        };
         notice!(
             "{}: {done} of {} rows ({pct:.0}%), {:.0} rows/s",
             self.label,

@@ -1,15 +1,17 @@
 //! Running a piece of work in an internal subtransaction, as a PL/pgSQL EXCEPTION block does: if it
 //! raises an ERROR, only its own effects roll back and the caller gets the error as a value.
 
+use pgrx::PgTryBuilder;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
-use pgrx::PgTryBuilder;
 
 // The benchmark will isolate each execution this way; until then only tests use it.
 #[cfg_attr(not(any(test, feature = "pg_test")), allow(dead_code))]
 /// Run `f` in an internal subtransaction. On ERROR, roll the subtransaction back and return the
 /// error; on success, release (keep) its effects. A Rust panic is re-raised, not swallowed.
-pub fn run_isolated<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, ErrorReportWithLevel> {
+pub fn run_isolated<T>(
+    f: impl FnOnce() -> T + std::panic::UnwindSafe,
+) -> Result<T, Box<ErrorReportWithLevel>> {
     unsafe {
         let outer_context = pg_sys::CurrentMemoryContext;
         let outer_owner = pg_sys::CurrentResourceOwner;
@@ -19,7 +21,9 @@ pub fn run_isolated<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result
 
         let outcome = PgTryBuilder::new(move || Ok(f()))
             .catch_others(|error| match error {
-                CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => Err(report),
+                CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
+                    Err(Box::new(report))
+                }
                 panic @ CaughtError::RustPanic { .. } => panic.rethrow(),
             })
             .execute();
@@ -37,7 +41,9 @@ pub fn run_isolated<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result
 /// The SQLSTATE that `sql` fails with, or None when it succeeds (its effects are then kept).
 #[cfg(any(test, feature = "pg_test"))]
 pub fn sqlstate_of(sql: &str) -> Option<pgrx::PgSqlErrorCode> {
-    run_isolated(|| pgrx::Spi::run(sql).expect("SPI")).err().map(|e| e.sql_error_code())
+    run_isolated(|| pgrx::Spi::run(sql).expect("SPI"))
+        .err()
+        .map(|e| e.sql_error_code())
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -56,7 +62,13 @@ mod tests {
             Spi::run("SELECT 1/0").unwrap();
         });
         let report = failed.unwrap_err();
-        assert_eq!(report.sql_error_code(), PgSqlErrorCode::ERRCODE_DIVISION_BY_ZERO);
-        assert_eq!(Spi::get_one::<i64>("SELECT sum(x) FROM subxact_probe").unwrap(), Some(1));
+        assert_eq!(
+            report.sql_error_code(),
+            PgSqlErrorCode::ERRCODE_DIVISION_BY_ZERO
+        );
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT sum(x) FROM subxact_probe").unwrap(),
+            Some(1)
+        );
     }
 }

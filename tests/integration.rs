@@ -21,26 +21,39 @@ fn env(name: &str) -> String {
 
 fn config(dbname: &str) -> Config {
     let mut config = Config::new();
-    config.host_path(env("PGHOST")).port(env("PGPORT").parse().unwrap()).user(&env("PGUSER")).dbname(dbname);
+    config
+        .host_path(env("PGHOST"))
+        .port(env("PGPORT").parse().unwrap())
+        .user(&env("PGUSER"))
+        .dbname(dbname);
     config
 }
 
 fn connect(dbname: &str) -> Client {
-    config(dbname).connect(NoTls).expect("connecting to the test cluster")
+    config(dbname)
+        .connect(NoTls)
+        .expect("connecting to the test cluster")
 }
 
 /// A new, empty database with pg_stress installed (dropped first if a previous run left it).
 fn fresh_database(name: &str) -> Client {
     let mut admin = connect("postgres");
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
     let mut client = connect(name);
     client.batch_execute("CREATE EXTENSION pg_stress").unwrap();
     client
 }
 
 fn checksum(client: &mut Client, rel: &str) -> String {
-    client.query_one("SELECT stress.checksum($1::text::regclass)", &[&rel]).unwrap().get(0)
+    client
+        .query_one("SELECT stress.checksum($1::text::regclass)", &[&rel])
+        .unwrap()
+        .get(0)
 }
 
 fn count(client: &mut Client, sql: &str) -> i64 {
@@ -55,11 +68,22 @@ fn scratch_file(name: &str) -> PathBuf {
 
 fn run_tool(tool: &str, args: &[&str]) {
     let out = Command::new(format!("{BINDIR}/{tool}"))
-        .args(["-h", &env("PGHOST"), "-p", &env("PGPORT"), "-U", &env("PGUSER")])
+        .args([
+            "-h",
+            &env("PGHOST"),
+            "-p",
+            &env("PGPORT"),
+            "-U",
+            &env("PGUSER"),
+        ])
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("running {tool}: {e}"));
-    assert!(out.status.success(), "{tool} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{tool} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -67,23 +91,34 @@ fn same_seed_gives_the_same_data_in_two_databases() {
     let mut a = fresh_database("it_determinism_a");
     let mut b = fresh_database("it_determinism_b");
     for client in [&mut a, &mut b] {
-        let n: i64 = client.query_one("SELECT stress.generate_orders(20000, seed => 42)", &[]).unwrap().get(0);
+        let n: i64 = client
+            .query_one("SELECT stress.generate_orders(20000, seed => 42)", &[])
+            .unwrap()
+            .get(0);
         assert_eq!(n, 20000);
     }
-    let (ca, cb) = (checksum(&mut a, "stress_data.orders"), checksum(&mut b, "stress_data.orders"));
+    let (ca, cb) = (
+        checksum(&mut a, "stress_data.orders"),
+        checksum(&mut b, "stress_data.orders"),
+    );
     assert!(ca.starts_with("20000:"), "{ca}");
     assert_eq!(ca, cb);
     // Not only the digest: the rows themselves, compared as text.
-    let row = "SELECT string_agg(o::text, '|' ORDER BY id) FROM stress_data.orders o WHERE id % 997 = 0";
-    let (ra, rb): (String, String) =
-        (a.query_one(row, &[]).unwrap().get(0), b.query_one(row, &[]).unwrap().get(0));
+    let row =
+        "SELECT string_agg(o::text, '|' ORDER BY id) FROM stress_data.orders o WHERE id % 997 = 0";
+    let (ra, rb): (String, String) = (
+        a.query_one(row, &[]).unwrap().get(0),
+        b.query_one(row, &[]).unwrap().get(0),
+    );
     assert_eq!(ra, rb);
 }
 
 #[test]
 fn checksum_survives_pg_dump_and_pg_restore_and_so_does_the_run_history() {
     let mut source = fresh_database("it_dump_source");
-    source.batch_execute("SELECT stress.generate_orders(30000, seed => 7)").unwrap();
+    source
+        .batch_execute("SELECT stress.generate_orders(30000, seed => 7)")
+        .unwrap();
     let before = checksum(&mut source, "stress_data.orders");
     let runs_before = count(&mut source, "SELECT count(*) FROM stress.runs");
 
@@ -91,56 +126,100 @@ fn checksum_survives_pg_dump_and_pg_restore_and_so_does_the_run_history() {
     let dump_path = dump.to_str().unwrap();
     run_tool("pg_dump", &["-Fc", "-d", "it_dump_source", "-f", dump_path]);
     let mut admin = connect("postgres");
-    admin.batch_execute("DROP DATABASE IF EXISTS it_dump_target WITH (FORCE)").unwrap();
-    admin.batch_execute("CREATE DATABASE it_dump_target").unwrap();
-    run_tool("pg_restore", &["--exit-on-error", "-d", "it_dump_target", dump_path]);
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS it_dump_target WITH (FORCE)")
+        .unwrap();
+    admin
+        .batch_execute("CREATE DATABASE it_dump_target")
+        .unwrap();
+    run_tool(
+        "pg_restore",
+        &["--exit-on-error", "-d", "it_dump_target", dump_path],
+    );
 
     let mut target = connect("it_dump_target");
     assert_eq!(checksum(&mut target, "stress_data.orders"), before);
-    assert_eq!(count(&mut target, "SELECT count(*) FROM stress.runs"), runs_before);
     assert_eq!(
-        count(&mut target, "SELECT count(*) FROM stress.results WHERE name = 'stress_data.orders'"),
+        count(&mut target, "SELECT count(*) FROM stress.runs"),
+        runs_before
+    );
+    assert_eq!(
+        count(
+            &mut target,
+            "SELECT count(*) FROM stress.results WHERE name = 'stress_data.orders'"
+        ),
         1
     );
     // The restored sequence goes on after the restored runs.
-    target.batch_execute("SELECT stress.generate_orders(10, seed => 7)").unwrap();
-    assert_eq!(count(&mut target, "SELECT count(*) FROM stress.runs"), runs_before + 1);
+    target
+        .batch_execute("SELECT stress.generate_orders(10, seed => 7)")
+        .unwrap();
+    assert_eq!(
+        count(&mut target, "SELECT count(*) FROM stress.runs"),
+        runs_before + 1
+    );
     // And a changed value after the restore is seen.
-    target.batch_execute("UPDATE stress_data.orders SET price = price + 0.00000001 WHERE id = 12345").unwrap();
+    target
+        .batch_execute("UPDATE stress_data.orders SET price = price + 0.00000001 WHERE id = 12345")
+        .unwrap();
     assert_ne!(checksum(&mut target, "stress_data.orders"), before);
 }
 
 #[test]
 fn checksum_ignores_physical_reordering() {
     let mut client = fresh_database("it_reorder");
-    client.batch_execute("SELECT stress.generate_orders(20000, seed => 3)").unwrap();
-    client.batch_execute("DELETE FROM stress_data.orders WHERE id % 10 = 0").unwrap();
+    client
+        .batch_execute("SELECT stress.generate_orders(20000, seed => 3)")
+        .unwrap();
+    client
+        .batch_execute("DELETE FROM stress_data.orders WHERE id % 10 = 0")
+        .unwrap();
     let before = checksum(&mut client, "stress_data.orders");
-    client.batch_execute("VACUUM FULL stress_data.orders").unwrap();
+    client
+        .batch_execute("VACUUM FULL stress_data.orders")
+        .unwrap();
     assert_eq!(checksum(&mut client, "stress_data.orders"), before);
-    client.batch_execute("CLUSTER stress_data.orders USING orders_symbol_created_at_idx").unwrap();
+    client
+        .batch_execute("CLUSTER stress_data.orders USING orders_symbol_created_at_idx")
+        .unwrap();
     assert_eq!(checksum(&mut client, "stress_data.orders"), before);
 }
 
 #[test]
 fn statement_timeout_stops_generation_with_nothing_committed() {
     let mut client = fresh_database("it_timeout");
-    client.batch_execute("SELECT stress.generate_orders(1000, seed => 1)").unwrap();
+    client
+        .batch_execute("SELECT stress.generate_orders(1000, seed => 1)")
+        .unwrap();
     let runs = count(&mut client, "SELECT count(*) FROM stress.runs");
-    client.batch_execute("SET statement_timeout = '500ms'").unwrap();
+    client
+        .batch_execute("SET statement_timeout = '500ms'")
+        .unwrap();
     let started = Instant::now();
-    let err = client.batch_execute("SELECT stress.generate_orders(50000000)").unwrap_err();
+    let err = client
+        .batch_execute("SELECT stress.generate_orders(50000000)")
+        .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
     client.batch_execute("RESET statement_timeout").unwrap();
-    assert_eq!(count(&mut client, "SELECT count(*) FROM stress_data.orders"), 1000);
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM stress_data.orders"),
+        1000
+    );
     assert_eq!(count(&mut client, "SELECT count(*) FROM stress.runs"), runs);
 }
 
 #[test]
 fn pg_cancel_backend_stops_generation_promptly_into_an_empty_table() {
     let mut client = fresh_database("it_cancel");
-    let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
     let worker = std::thread::spawn(move || {
         let result = client.batch_execute("SELECT stress.generate_orders(50000000)");
         (client, result)
@@ -150,7 +229,9 @@ fn pg_cancel_backend_stops_generation_promptly_into_an_empty_table() {
     let deadline = Instant::now() + Duration::from_secs(30);
     while count(
         &mut watcher,
-        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND state = 'active' AND query LIKE '%generate_orders%'"),
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND state = 'active' AND query LIKE '%generate_orders%'"
+        ),
     ) == 0
     {
         assert!(Instant::now() < deadline, "generate_orders never started");
@@ -158,14 +239,25 @@ fn pg_cancel_backend_stops_generation_promptly_into_an_empty_table() {
     }
     std::thread::sleep(Duration::from_millis(700));
     let cancelled_at = Instant::now();
-    watcher.batch_execute(&format!("SELECT pg_cancel_backend({pid})")).unwrap();
+    watcher
+        .batch_execute(&format!("SELECT pg_cancel_backend({pid})"))
+        .unwrap();
     let (mut client, result) = worker.join().unwrap();
     let stopped_after = cancelled_at.elapsed();
     let err = result.unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
-    assert!(stopped_after < Duration::from_secs(5), "cancel took {stopped_after:?}");
+    assert!(
+        stopped_after < Duration::from_secs(5),
+        "cancel took {stopped_after:?}"
+    );
     // The table was created by the cancelled call itself: it is gone with it.
-    assert_eq!(count(&mut client, "SELECT count(*) FROM pg_class WHERE relname = 'orders'"), 0);
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM pg_class WHERE relname = 'orders'"
+        ),
+        0
+    );
     assert_eq!(count(&mut client, "SELECT count(*) FROM stress.runs"), 0);
 }
 
@@ -179,24 +271,40 @@ fn long_calls_report_progress_notices() {
         .notice_callback(move |n| sink.lock().unwrap().push(n.message().to_owned()))
         .connect(NoTls)
         .unwrap();
-    client.batch_execute("SET stress.progress_interval = '50ms'").unwrap();
+    client
+        .batch_execute("SET stress.progress_interval = '50ms'")
+        .unwrap();
     let started = Instant::now();
-    client.batch_execute("SELECT stress.generate_orders(1000000, seed => 1)").unwrap();
+    client
+        .batch_execute("SELECT stress.generate_orders(1000000, seed => 1)")
+        .unwrap();
     // A million rows take far longer than two intervals on any machine this runs on.
-    assert!(started.elapsed() > Duration::from_millis(200), "too fast to judge: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() > Duration::from_millis(200),
+        "too fast to judge: {:?}",
+        started.elapsed()
+    );
     let notices = notices.lock().unwrap();
     assert!(
-        notices.iter().any(|m| m.starts_with("generate_orders: ") && m.contains(" of 1000000 rows (")),
+        notices
+            .iter()
+            .any(|m| m.starts_with("generate_orders: ") && m.contains(" of 1000000 rows (")),
         "no progress NOTICE: {notices:?}"
     );
     assert!(
-        notices.iter().any(|m| m.starts_with("generate_orders: 1000000 rows in")),
+        notices
+            .iter()
+            .any(|m| m.starts_with("generate_orders: 1000000 rows in")),
         "no summary NOTICE: {notices:?}"
     );
     // Quiet when asked.
     let heard = notices.len();
     drop(notices);
-    client.batch_execute("SET stress.progress_interval = 0").unwrap();
-    client.batch_execute("SELECT stress.generate_orders(300000, seed => 1)").unwrap();
+    client
+        .batch_execute("SET stress.progress_interval = 0")
+        .unwrap();
+    client
+        .batch_execute("SELECT stress.generate_orders(300000, seed => 1)")
+        .unwrap();
     assert_eq!(notices_heard.lock().unwrap().len(), heard);
 }

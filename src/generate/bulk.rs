@@ -44,8 +44,8 @@ impl BulkWriter {
     pub unsafe fn new(rel: pg_sys::Relation, index_mode: IndexMode, batch_rows: usize) -> Self {
         unsafe {
             let estate = pg_sys::CreateExecutorState();
-            let result_rel = pg_sys::palloc0(size_of::<pg_sys::ResultRelInfo>())
-                as *mut pg_sys::ResultRelInfo;
+            let result_rel =
+                pg_sys::palloc0(size_of::<pg_sys::ResultRelInfo>()) as *mut pg_sys::ResultRelInfo;
             (*result_rel).type_ = pg_sys::NodeTag::T_ResultRelInfo;
             pg_sys::InitResultRelInfo(result_rel, rel, 0, ptr::null_mut(), 0);
             if index_mode == IndexMode::Maintain {
@@ -62,8 +62,8 @@ impl BulkWriter {
                 .collect();
             // Like COPY: a relation created (or given a new relfilenode) in this transaction has no
             // free space worth looking up.
-            let new_in_this_xact = (*rel).rd_createSubid != 0
-                || (*rel).rd_firstRelfilenodeSubid != 0;
+            let new_in_this_xact =
+                (*rel).rd_createSubid != 0 || (*rel).rd_firstRelfilenodeSubid != 0;
             let batch_memory = pg_sys::AllocSetContextCreateInternal(
                 pg_sys::CurrentMemoryContext,
                 c"pg_stress bulk batch".as_ptr(),
@@ -80,7 +80,11 @@ impl BulkWriter {
                 filled: 0,
                 natts: (*tupdesc).natts as usize,
                 command_id: pg_sys::GetCurrentCommandId(true),
-                insert_options: if new_in_this_xact { pg_sys::TABLE_INSERT_SKIP_FSM as i32 } else { 0 },
+                insert_options: if new_in_this_xact {
+                    pg_sys::TABLE_INSERT_SKIP_FSM as i32
+                } else {
+                    0
+                },
                 index_mode,
                 check_constraints,
                 batch_memory,
@@ -130,8 +134,9 @@ impl BulkWriter {
                     pg_sys::ExecConstraints(self.result_rel, slot, self.estate);
                 }
             }
-            let multi_insert =
-                (*(*self.rel).rd_tableam).multi_insert.expect("table AM has multi_insert");
+            let multi_insert = (*(*self.rel).rd_tableam)
+                .multi_insert
+                .expect("table AM has multi_insert");
             multi_insert(
                 self.rel,
                 batch.as_mut_ptr(),
@@ -196,15 +201,16 @@ pub fn numeric_datum(units: i64, scale: i32) -> pg_sys::Datum {
 /// A `text` datum, allocated in the current memory context.
 pub fn text_datum(s: &str) -> pg_sys::Datum {
     unsafe {
-        pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(s.as_ptr() as *const _, s.len() as i32))
+        pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
+            s.as_ptr() as *const _,
+            s.len() as i32,
+        ))
     }
 }
 
 /// Whether a relation's main fork has no blocks at all: freshly created or truncated.
 pub fn has_no_blocks(rel: pg_sys::Relation) -> bool {
-    unsafe {
-        pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) == 0
-    }
+    unsafe { pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) == 0 }
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -217,7 +223,12 @@ mod tests {
     fn numeric_datum_keeps_scale() {
         let text = Spi::get_one_with_args::<String>(
             "SELECT $1::numeric::text",
-            &[unsafe { pgrx::datum::DatumWithOid::new(numeric_datum(6_500_012_000_000, 8), pg_sys::NUMERICOID) }],
+            &[unsafe {
+                pgrx::datum::DatumWithOid::new(
+                    numeric_datum(6_500_012_000_000, 8),
+                    pg_sys::NUMERICOID,
+                )
+            }],
         );
         assert_eq!(text.unwrap().as_deref(), Some("65000.12000000"));
     }

@@ -43,8 +43,16 @@ pub fn seed_or_random(seed: Option<i64>) -> i64 {
 /// Validate a row count argument.
 pub fn row_count(function: &'static str, n: Option<i64>) -> Result<u64, StressError> {
     match n {
-        None => Err(StressError::invalid(function, "n must not be NULL", "Pass the number of rows to generate, e.g. 1000000.")),
-        Some(n) if n < 0 => Err(StressError::invalid(function, format!("n must not be negative, got {n}"), "Pass the number of rows to generate, e.g. 1000000.")),
+        None => Err(StressError::invalid(
+            function,
+            "n must not be NULL",
+            "Pass the number of rows to generate, e.g. 1000000.",
+        )),
+        Some(n) if n < 0 => Err(StressError::invalid(
+            function,
+            format!("n must not be negative, got {n}"),
+            "Pass the number of rows to generate, e.g. 1000000.",
+        )),
         Some(n) if n > MAX_ROWS_PER_CALL => Err(StressError::invalid(
             function,
             format!("n = {n} is more than {MAX_ROWS_PER_CALL} rows in one call"),
@@ -75,11 +83,17 @@ pub fn write_rows(
         check_can_write(rel, relid, &display);
         spec.check_shape(rel, &display).or_raise();
 
-        let first_id = Spi::get_one::<i64>(&format!("SELECT coalesce(max(id), 0) + 1 FROM {table}"))
-            .expect("reading the highest id")
-            .unwrap_or(1);
+        let first_id =
+            Spi::get_one::<i64>(&format!("SELECT coalesce(max(id), 0) + 1 FROM {table}"))
+                .expect("reading the highest id")
+                .unwrap_or(1);
         if first_id.checked_add(n as i64).is_none() {
-            StressError::invalid(label, "ids would overflow bigint", "Truncate the table first.").raise();
+            StressError::invalid(
+                label,
+                "ids would overflow bigint",
+                "Truncate the table first.",
+            )
+            .raise();
         }
         // A table with no blocks and indexes we may rebuild: write the heap alone, then build each
         // index once, sorted. Otherwise maintain indexes row by row.
@@ -97,7 +111,7 @@ pub fn write_rows(
         let mut writer = BulkWriter::new(rel, index_mode, batch);
         for id in first_id..first_id + n as i64 {
             writer.push(|values, nulls| fill(id, values, nulls));
-            if (id - first_id) as usize % batch == 0 {
+            if ((id - first_id) as usize).is_multiple_of(batch) {
                 progress.tick(writer.rows_written());
             }
         }
@@ -126,7 +140,11 @@ unsafe fn check_can_write(rel: pg_sys::Relation, relid: pg_sys::Oid, display: &s
         let user = pg_sys::GetUserId();
         let acl = pg_sys::pg_class_aclcheck(relid, user, pg_sys::ACL_INSERT as pg_sys::AclMode);
         if acl != pg_sys::AclResult::ACLCHECK_OK {
-            pg_sys::aclcheck_error(acl, pg_sys::ObjectType::OBJECT_TABLE, (*(*rel).rd_rel).relname.data.as_ptr());
+            pg_sys::aclcheck_error(
+                acl,
+                pg_sys::ObjectType::OBJECT_TABLE,
+                (*(*rel).rd_rel).relname.data.as_ptr(),
+            );
         }
         if pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true)
             == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32

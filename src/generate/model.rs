@@ -53,7 +53,12 @@ pub const SYMBOLS: &[Symbol] = &[
 ];
 
 const fn sym(name: &'static str, base_price: f64, tick_decimals: u32, lot_decimals: u32) -> Symbol {
-    Symbol { name, base_price, tick_decimals, lot_decimals }
+    Symbol {
+        name,
+        base_price,
+        tick_decimals,
+        lot_decimals,
+    }
 }
 
 pub const SIDES: &[&str] = &["BUY", "SELL"];
@@ -244,7 +249,12 @@ mod tests {
             counts[m.order(id).symbol] += 1;
         }
         let dot = SYMBOLS.iter().position(|s| s.name == "DOT/USDT").unwrap();
-        assert!(counts[0] > 5 * counts[dot], "BTC {} vs DOT {}", counts[0], counts[dot]);
+        assert!(
+            counts[0] > 5 * counts[dot],
+            "BTC {} vs DOT {}",
+            counts[0],
+            counts[dot]
+        );
         assert!(counts.windows(2).take(3).all(|w| w[0] > w[1]), "{counts:?}");
     }
 
@@ -258,7 +268,10 @@ mod tests {
             assert!((1..=10_000).contains(&o.account_id));
             assert!(o.created_at >= start && o.created_at < start + 30 * US_PER_DAY);
             let base = SYMBOLS[o.symbol].base_price * UNITS_PER_ONE;
-            assert!((o.price as f64) > base * 0.7 && (o.price as f64) < base * 1.3, "{o:?}");
+            assert!(
+                (o.price as f64) > base * 0.7 && (o.price as f64) < base * 1.3,
+                "{o:?}"
+            );
         }
     }
 
@@ -276,8 +289,17 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_refused() {
-        assert_eq!(OrderModel::new(1, 0, 0, 30, &[]).err(), Some(ModelError::Accounts(0)));
-        assert_eq!(OrderModel::new(1, 1, 0, 0, &[]).err(), Some(ModelError::Days(0)));
-        assert_eq!(OrderModel::new(1, 1, 0, 1, &[24]).err(), Some(ModelError::PeakHour(24)));
+        assert_eq!(
+            OrderModel::new(1, 0, 0, 30, &[]).err(),
+            Some(ModelError::Accounts(0))
+        );
+        assert_eq!(
+            OrderModel::new(1, 1, 0, 0, &[]).err(),
+            Some(ModelError::Days(0))
+        );
+        assert_eq!(
+            OrderModel::new(1, 1, 0, 1, &[24]).err(),
+            Some(ModelError::PeakHour(24))
+        );
     }
 }

@@ -27,17 +27,33 @@ fn generate_orders(
     let seed = super::seed_or_random(seed);
     let accounts = accounts.unwrap_or(10_000);
     let days = days.unwrap_or(30);
-    let start = start_at.map(pg_sys::TimestampTz::from).unwrap_or(789_004_800_000_000);
+    let start = start_at
+        .map(pg_sys::TimestampTz::from)
+        .unwrap_or(789_004_800_000_000);
     let peak_hours: Vec<i32> = match peak_hours {
         None => vec![],
         Some(hours) => hours
             .into_iter()
-            .map(|h| h.ok_or_else(|| StressError::invalid(F, "peak_hours must not contain NULL", "Pass hours 0–23, e.g. '{9,10,14,15}'.")))
+            .map(|h| {
+                h.ok_or_else(|| {
+                    StressError::invalid(
+                        F,
+                        "peak_hours must not contain NULL",
+                        "Pass hours 0–23, e.g. '{9,10,14,15}'.",
+                    )
+                })
+            })
             .collect::<Result<_, _>>()
             .or_raise(),
     };
     let model = OrderModel::new(seed as u64, accounts, start, days, &peak_hours)
-        .map_err(|e| StressError::invalid(F, e.to_string(), "See README.md for the parameters of stress.generate_orders."))
+        .map_err(|e| {
+            StressError::invalid(
+                F,
+                e.to_string(),
+                "See README.md for the parameters of stress.generate_orders.",
+            )
+        })
         .or_raise();
 
     let schema = gucs::data_schema();
@@ -75,7 +91,8 @@ fn generate_orders(
             "index_build_seconds": outcome.index_build_seconds,
         }),
     };
-    let run_id = metrics::record_completed_call("generate_orders", parameters, started_at, &[measurement]);
+    let run_id =
+        metrics::record_completed_call("generate_orders", parameters, started_at, &[measurement]);
     if outcome.was_long {
         notice!(
             "{F}: {} rows in {:.1} s ({:.0} rows/s), run {run_id}",
@@ -110,14 +127,20 @@ mod tests {
     #[pg_test]
     fn generates_rows_with_indexes_and_records_the_call() {
         use_schema("t_gen_basic");
-        assert_eq!(one::<i64>("SELECT stress.generate_orders(5000, seed => 1)"), 5000);
+        assert_eq!(
+            one::<i64>("SELECT stress.generate_orders(5000, seed => 1)"),
+            5000
+        );
         assert_eq!(one::<i64>("SELECT count(*) FROM t_gen_basic.orders"), 5000);
         assert_eq!(one::<i64>("SELECT min(id) FROM t_gen_basic.orders"), 1);
         assert_eq!(one::<i64>("SELECT max(id) FROM t_gen_basic.orders"), 5000);
         let indexes = one::<String>(
             "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 't_gen_basic'",
         );
-        assert_eq!(indexes, "orders_pkey,orders_status_idx,orders_symbol_created_at_idx");
+        assert_eq!(
+            indexes,
+            "orders_pkey,orders_status_idx,orders_symbol_created_at_idx"
+        );
         let recorded = one::<i64>(
             "SELECT r.rows FROM stress.runs s JOIN stress.results r ON r.run_id = s.id
              WHERE s.kind = 'generate_orders' AND s.parameters->>'seed' = '1'
@@ -133,10 +156,16 @@ mod tests {
         let first = one::<String>("SELECT stress.checksum('t_gen_det.orders')");
         Spi::run("TRUNCATE t_gen_det.orders").unwrap();
         Spi::run("SELECT stress.generate_orders(3000, seed => 9)").unwrap();
-        assert_eq!(one::<String>("SELECT stress.checksum('t_gen_det.orders')"), first);
+        assert_eq!(
+            one::<String>("SELECT stress.checksum('t_gen_det.orders')"),
+            first
+        );
         Spi::run("TRUNCATE t_gen_det.orders").unwrap();
         Spi::run("SELECT stress.generate_orders(3000, seed => 10)").unwrap();
-        assert_ne!(one::<String>("SELECT stress.checksum('t_gen_det.orders')"), first);
+        assert_ne!(
+            one::<String>("SELECT stress.checksum('t_gen_det.orders')"),
+            first
+        );
     }
 
     #[pg_test]
@@ -151,7 +180,10 @@ mod tests {
              JOIN stress.results r ON r.run_id = s.id WHERE r.name = 't_gen_idx.orders'",
         );
         assert_eq!(modes, "rebuild,maintain");
-        assert_eq!(one::<i64>("SELECT count(DISTINCT id) FROM t_gen_idx.orders"), 5500);
+        assert_eq!(
+            one::<i64>("SELECT count(DISTINCT id) FROM t_gen_idx.orders"),
+            5500
+        );
         // heapallindexed: every heap tuple must be found in each index.
         assert_eq!(
             one::<i64>(
@@ -163,25 +195,32 @@ mod tests {
         Spi::run("SET LOCAL enable_seqscan = off").unwrap();
         let via_index = one::<i64>("SELECT count(*) FROM t_gen_idx.orders WHERE status = 'OPEN'");
         Spi::run("SET LOCAL enable_seqscan = on; SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off").unwrap();
-        assert_eq!(one::<i64>("SELECT count(*) FROM t_gen_idx.orders WHERE status = 'OPEN'"), via_index);
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM t_gen_idx.orders WHERE status = 'OPEN'"),
+            via_index
+        );
     }
 
     #[pg_test]
     fn values_look_like_trading() {
         use_schema("t_gen_real");
-        Spi::run("SELECT stress.generate_orders(20000, seed => 5, accounts => 500, days => 10)").unwrap();
+        Spi::run("SELECT stress.generate_orders(20000, seed => 5, accounts => 500, days => 10)")
+            .unwrap();
         let btc = one::<i64>("SELECT count(*) FROM t_gen_real.orders WHERE symbol = 'BTC/USDT'");
         let dot = one::<i64>("SELECT count(*) FROM t_gen_real.orders WHERE symbol = 'DOT/USDT'");
         assert!(btc > 5 * dot, "BTC {btc} DOT {dot}");
         assert!(one::<bool>(
             "SELECT bool_and(price BETWEEN 45000 AND 90000) FROM t_gen_real.orders WHERE symbol = 'BTC/USDT'"
         ));
-        assert!(one::<bool>("SELECT max(account_id) <= 500 AND min(account_id) >= 1 FROM t_gen_real.orders"));
+        assert!(one::<bool>(
+            "SELECT max(account_id) <= 500 AND min(account_id) >= 1 FROM t_gen_real.orders"
+        ));
         assert!(one::<bool>(
             "SELECT min(created_at) >= '2025-01-01 00:00:00+00' AND max(created_at) < '2025-01-11 00:00:00+00'
              FROM t_gen_real.orders"
         ));
-        let filled = one::<f64>("SELECT avg((status = 'FILLED')::int)::float8 FROM t_gen_real.orders");
+        let filled =
+            one::<f64>("SELECT avg((status = 'FILLED')::int)::float8 FROM t_gen_real.orders");
         assert!((0.50..0.60).contains(&filled), "FILLED share {filled}");
         let peak = one::<f64>(
             "SELECT avg((extract(hour FROM created_at AT TIME ZONE 'UTC') IN (9, 10, 14, 15))::int)::float8
@@ -189,7 +228,9 @@ mod tests {
         );
         // 4 peak hours weigh 4 each out of 6×0.25 + 14×1 + 4×4 = 31.5: about 51% of orders.
         assert!((0.46..0.56).contains(&peak), "peak-hour share {peak}");
-        assert!(one::<bool>("SELECT scale(price) = 8 AND scale(quantity) = 8 FROM t_gen_real.orders LIMIT 1"));
+        assert!(one::<bool>(
+            "SELECT scale(price) = 8 AND scale(quantity) = 8 FROM t_gen_real.orders LIMIT 1"
+        ));
     }
 
     #[pg_test]
@@ -215,7 +256,9 @@ mod tests {
             sqlstate_of("SELECT stress.generate_orders(10, seed => 1.5)"),
             Some(PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION)
         );
-        assert!(one::<bool>("SELECT to_regclass('t_gen_bad.orders') IS NULL"));
+        assert!(one::<bool>(
+            "SELECT to_regclass('t_gen_bad.orders') IS NULL"
+        ));
         assert_eq!(one::<i64>("SELECT stress.generate_orders(0)"), 0);
     }
 

@@ -6,9 +6,9 @@
 
 use crate::error::StressError;
 use crate::sql_util::{qualified, quote_ident};
+use pgrx::PgTupleDesc;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::PgTupleDesc;
 
 /// `numeric(20,8)`'s typmod: ((precision << 16) | scale) + VARHDRSZ.
 pub const NUMERIC_20_8: i32 = ((20 << 16) | 8) + 4;
@@ -40,7 +40,13 @@ const fn col(
     typmod: i32,
     constraint: &'static str,
 ) -> Column {
-    Column { name, sql_type, type_oid, typmod, constraint }
+    Column {
+        name,
+        sql_type,
+        type_oid,
+        typmod,
+        constraint,
+    }
 }
 
 pub const ORDERS: TableSpec = TableSpec {
@@ -48,8 +54,20 @@ pub const ORDERS: TableSpec = TableSpec {
     columns: &[
         col("id", "bigint", pg_sys::INT8OID, -1, "NOT NULL"),
         col("account_id", "bigint", pg_sys::INT8OID, -1, "NOT NULL"),
-        col("symbol", "text", pg_sys::TEXTOID, -1, "COLLATE \"C\" NOT NULL"),
-        col("side", "text", pg_sys::TEXTOID, -1, "COLLATE \"C\" NOT NULL CHECK (side IN ('BUY', 'SELL'))"),
+        col(
+            "symbol",
+            "text",
+            pg_sys::TEXTOID,
+            -1,
+            "COLLATE \"C\" NOT NULL",
+        ),
+        col(
+            "side",
+            "text",
+            pg_sys::TEXTOID,
+            -1,
+            "COLLATE \"C\" NOT NULL CHECK (side IN ('BUY', 'SELL'))",
+        ),
         col(
             "order_type",
             "text",
@@ -64,9 +82,27 @@ pub const ORDERS: TableSpec = TableSpec {
             -1,
             "COLLATE \"C\" NOT NULL CHECK (status IN ('OPEN', 'PARTIAL', 'FILLED', 'CANCELLED', 'REJECTED'))",
         ),
-        col("quantity", "numeric(20,8)", pg_sys::NUMERICOID, NUMERIC_20_8, "NOT NULL CHECK (quantity > 0)"),
-        col("price", "numeric(20,8)", pg_sys::NUMERICOID, NUMERIC_20_8, "NOT NULL CHECK (price > 0)"),
-        col("created_at", "timestamptz", pg_sys::TIMESTAMPTZOID, -1, "NOT NULL"),
+        col(
+            "quantity",
+            "numeric(20,8)",
+            pg_sys::NUMERICOID,
+            NUMERIC_20_8,
+            "NOT NULL CHECK (quantity > 0)",
+        ),
+        col(
+            "price",
+            "numeric(20,8)",
+            pg_sys::NUMERICOID,
+            NUMERIC_20_8,
+            "NOT NULL CHECK (price > 0)",
+        ),
+        col(
+            "created_at",
+            "timestamptz",
+            pg_sys::TIMESTAMPTZOID,
+            -1,
+            "NOT NULL",
+        ),
     ],
     constraints: &["PRIMARY KEY (id)"],
     indexes: &[
@@ -85,11 +121,14 @@ impl TableSpec {
             .map(|c| format!("{} {} {}", quote_ident(c.name), c.sql_type, c.constraint))
             .collect();
         parts.extend(self.constraints.iter().map(|c| c.to_string()));
-        let mut ddl = vec![format!("CREATE TABLE {table} (\n    {}\n)", parts.join(",\n    "))];
+        let mut ddl = vec![format!(
+            "CREATE TABLE {table} (\n    {}\n)",
+            parts.join(",\n    ")
+        )];
         ddl.extend(
-            self.indexes
-                .iter()
-                .map(|(name, cols)| format!("CREATE INDEX {} ON {table} ({cols})", quote_ident(name))),
+            self.indexes.iter().map(|(name, cols)| {
+                format!("CREATE INDEX {} ON {table} ({cols})", quote_ident(name))
+            }),
         );
         ddl
     }
@@ -100,8 +139,21 @@ impl TableSpec {
         if let Some(oid) = lookup(&table) {
             return oid;
         }
-        Spi::run(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)))
-            .expect("creating the data schema");
+        // Two first calls at once must not both create the table: serialise creators (only them)
+        // until commit, and look again once we hold the lock.
+        Spi::run_with_args(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[table.as_str().into()],
+        )
+        .expect("taking the table-creation lock");
+        if let Some(oid) = lookup(&table) {
+            return oid;
+        }
+        Spi::run(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(schema)
+        ))
+        .expect("creating the data schema");
         for statement in self.ddl(schema) {
             Spi::run(&statement).expect("creating a generated table");
         }
@@ -112,7 +164,11 @@ impl TableSpec {
     ///
     /// # Safety
     /// `rel` must be an open relation.
-    pub unsafe fn check_shape(&self, rel: pg_sys::Relation, display: &str) -> Result<(), StressError> {
+    pub unsafe fn check_shape(
+        &self,
+        rel: pg_sys::Relation,
+        display: &str,
+    ) -> Result<(), StressError> {
         let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked((*rel).rd_att) };
         let live: Vec<_> = tupdesc.iter().filter(|a| !a.is_dropped()).collect();
         let matches = live.len() == self.columns.len()
@@ -122,8 +178,11 @@ impl TableSpec {
         if matches && live.len() == tupdesc.len() {
             return Ok(());
         }
-        let expected: Vec<String> =
-            self.columns.iter().map(|c| format!("{} {}", c.name, c.sql_type)).collect();
+        let expected: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.sql_type))
+            .collect();
         Err(StressError::TableShape {
             table: display.to_owned(),
             detail: format!(

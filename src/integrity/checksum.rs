@@ -74,7 +74,13 @@ const PAYLOAD_TYPES: &[pg_sys::Oid] = &[
 
 impl ColumnEncoder {
     /// An encoder for live column `position`, read from attribute `attno` (0-based).
-    pub fn new(position: u16, attno: usize, type_oid: pg_sys::Oid, typlen: i16, typbyval: bool) -> Self {
+    pub fn new(
+        position: u16,
+        attno: usize,
+        type_oid: pg_sys::Oid,
+        typlen: i16,
+        typbyval: bool,
+    ) -> Self {
         let encoding = if typbyval {
             Encoding::ByValue(typlen as usize)
         } else if typlen > 0 {
@@ -94,7 +100,11 @@ impl ColumnEncoder {
                 Encoding::Function(send, false)
             }
         };
-        ColumnEncoder { position, attno, encoding }
+        ColumnEncoder {
+            position,
+            attno,
+            encoding,
+        }
     }
 
     /// Append this column's encoding to `out`: its position, a null flag, then (for varying
@@ -115,9 +125,8 @@ impl ColumnEncoder {
                 Encoding::ByValue(len) => {
                     out.extend_from_slice(&(datum.value() as u64).to_le_bytes()[..len.min(8)])
                 }
-                Encoding::FixedRef(len) => {
-                    out.extend_from_slice(std::slice::from_raw_parts(datum.cast_mut_ptr::<u8>(), len))
-                }
+                Encoding::FixedRef(len) => out
+                    .extend_from_slice(std::slice::from_raw_parts(datum.cast_mut_ptr::<u8>(), len)),
                 Encoding::Payload => {
                     let raw = datum.cast_mut_ptr::<pg_sys::varlena>();
                     let detoasted = pg_sys::pg_detoast_datum_packed(raw);
@@ -126,9 +135,10 @@ impl ColumnEncoder {
                         pg_sys::pfree(detoasted.cast());
                     }
                 }
-                Encoding::CString => {
-                    push_sized(out, std::ffi::CStr::from_ptr(datum.cast_mut_ptr()).to_bytes())
-                }
+                Encoding::CString => push_sized(
+                    out,
+                    std::ffi::CStr::from_ptr(datum.cast_mut_ptr()).to_bytes(),
+                ),
                 Encoding::Function(func, true) => {
                     let bytes = pg_sys::OidSendFunctionCall(func, datum);
                     push_sized(out, varlena_bytes(bytes));
@@ -174,7 +184,11 @@ mod tests {
 
         let mut changed = Digest::default();
         rows.iter().enumerate().for_each(|(i, r)| {
-            if i == 50 { changed.add_row(&[9, 9, 9, 9]) } else { changed.add_row(r) }
+            if i == 50 {
+                changed.add_row(&[9, 9, 9, 9])
+            } else {
+                changed.add_row(r)
+            }
         });
         assert_ne!(forward, changed);
         assert_eq!(forward.to_string().split(':').next(), Some("100"));
@@ -186,7 +200,11 @@ mod tests {
         let (mut a, mut b) = (Digest::default(), Digest::default());
         for i in 0..10u8 {
             whole.add_row(&[i]);
-            if i % 2 == 0 { a.add_row(&[i]) } else { b.add_row(&[i]) }
+            if i % 2 == 0 {
+                a.add_row(&[i])
+            } else {
+                b.add_row(&[i])
+            }
         }
         a.merge(b);
         assert_eq!(a, whole);

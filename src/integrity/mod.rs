@@ -4,14 +4,14 @@ pub mod checksum;
 
 use crate::error::StressError;
 use checksum::{ColumnEncoder, Digest};
+use pgrx::PgRelation;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::PgRelation;
 
 /// An order-independent digest of every row of a table, partitioned table or materialized view, as
 /// `rows:hex`. Equal after pg_dump/pg_restore, CLUSTER or VACUUM FULL; different when any value
 /// changes. Reads as the caller: needs SELECT on the relation.
-#[pg_extern(volatile, strict, parallel_safe)]
+#[pg_extern(stable, strict, parallel_safe)]
 fn checksum(rel: PgRelation) -> String {
     table_digest(&rel).to_string()
 }
@@ -28,6 +28,9 @@ pub fn table_digest(rel: &PgRelation) -> Digest {
         StressError::WrongObjectType(display).raise();
     }
     unsafe { check_can_read(rel, &display) };
+    if relkind == pg_sys::RELKIND_MATVIEW && !unsafe { (*rel.rd_rel).relispopulated } {
+        StressError::NotPopulated(display).raise();
+    }
     if relkind == pg_sys::RELKIND_PARTITIONED_TABLE {
         // A SELECT on the parent checks privileges on the parent only; do the same.
         let leaves = Spi::connect(|client| {
@@ -37,12 +40,16 @@ pub fn table_digest(rel: &PgRelation) -> Digest {
                     None,
                     &[rel.oid().into()],
                 )
-                .map(|rows| rows.map(|r| r.get::<pg_sys::Oid>(1).ok().flatten()).collect::<Vec<_>>())
+                .map(|rows| {
+                    rows.map(|r| r.get::<pg_sys::Oid>(1).ok().flatten())
+                        .collect::<Vec<_>>()
+                })
         })
         .expect("listing partitions");
         let mut digest = Digest::default();
         for leaf in leaves.into_iter().flatten() {
-            let part = unsafe { PgRelation::with_lock(leaf, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+            let part =
+                unsafe { PgRelation::with_lock(leaf, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
             digest.merge(unsafe { scan_digest(&part, rel) });
         }
         digest
@@ -69,20 +76,33 @@ unsafe fn scan_digest(scanned: &PgRelation, logical: &PgRelation) -> Digest {
                 let mut typlen = 0i16;
                 let mut typbyval = false;
                 pg_sys::get_typlenbyval(a.type_oid().value(), &mut typlen, &mut typbyval);
-                ColumnEncoder::new(position as u16, attno, a.type_oid().value(), typlen, typbyval)
+                ColumnEncoder::new(
+                    position as u16,
+                    attno,
+                    a.type_oid().value(),
+                    typlen,
+                    typbyval,
+                )
             })
             .collect();
         let natts = scanned_desc.len();
 
         let raw = scanned.as_ptr();
-        let snapshot = pg_sys::GetActiveSnapshot();
+        let mut snapshot = pg_sys::GetActiveSnapshot();
+        if snapshot.is_null() {
+            snapshot = pg_sys::GetTransactionSnapshot();
+        }
         let scan = pg_sys::table_beginscan(raw, snapshot, 0, std::ptr::null_mut());
         let slot = pg_sys::table_slot_create(raw, std::ptr::null_mut());
         // Per-row allocations (detoasted values, send output) go to a context reset every row.
         let row_memory = pgrx::PgMemoryContexts::new("pg_stress checksum row");
         let mut digest = Digest::default();
         let mut encoded = Vec::with_capacity(256);
-        while pg_sys::table_scan_getnextslot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
+        while pg_sys::table_scan_getnextslot(
+            scan,
+            pg_sys::ScanDirection::ForwardScanDirection,
+            slot,
+        ) {
             pg_sys::slot_getallattrs(slot);
             let values = std::slice::from_raw_parts((*slot).tts_values, natts);
             let nulls = std::slice::from_raw_parts((*slot).tts_isnull, natts);
@@ -145,7 +165,9 @@ mod tests {
     use pgrx::prelude::*;
 
     fn checksum(rel: &str) -> String {
-        Spi::get_one::<String>(&format!("SELECT stress.checksum('{rel}')")).unwrap().unwrap()
+        Spi::get_one::<String>(&format!("SELECT stress.checksum('{rel}')"))
+            .unwrap()
+            .unwrap()
     }
 
     /// A table with one column of many kinds of type, including NULLs and toasted values.
@@ -204,8 +226,10 @@ mod tests {
             assert_ne!(checksum(&copy), before, "{change}");
         }
         // Swapping two values between columns of the same type is a change too.
-        Spi::run("CREATE TABLE ck_swap1 (a text, b text); INSERT INTO ck_swap1 VALUES ('x', 'y')").unwrap();
-        Spi::run("CREATE TABLE ck_swap2 (a text, b text); INSERT INTO ck_swap2 VALUES ('y', 'x')").unwrap();
+        Spi::run("CREATE TABLE ck_swap1 (a text, b text); INSERT INTO ck_swap1 VALUES ('x', 'y')")
+            .unwrap();
+        Spi::run("CREATE TABLE ck_swap2 (a text, b text); INSERT INTO ck_swap2 VALUES ('y', 'x')")
+            .unwrap();
         assert_ne!(checksum("ck_swap1"), checksum("ck_swap2"));
         // NULL and the empty string differ.
         Spi::run("CREATE TABLE ck_null (a text); INSERT INTO ck_null VALUES (NULL)").unwrap();
@@ -237,19 +261,32 @@ mod tests {
     fn only_tables_and_only_with_select_privilege() {
         Spi::run(
             "CREATE TABLE ck_t (a int); CREATE VIEW ck_v AS SELECT 1 AS a; CREATE INDEX ck_i ON ck_t (a);
-             CREATE SEQUENCE ck_s; CREATE TYPE ck_comp AS (a int)",
+             CREATE SEQUENCE ck_s; CREATE TYPE ck_comp AS (a int);
+             CREATE MATERIALIZED VIEW ck_unpopulated AS SELECT 1 AS a WITH NO DATA",
         )
         .unwrap();
         let wrong = Some(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE);
         for rel in ["ck_v", "ck_i", "ck_s", "ck_comp", "pg_toast.pg_toast_2618"] {
-            assert_eq!(sqlstate_of(&format!("SELECT stress.checksum('{rel}')")), wrong, "{rel}");
+            assert_eq!(
+                sqlstate_of(&format!("SELECT stress.checksum('{rel}')")),
+                wrong,
+                "{rel}"
+            );
         }
+        assert_eq!(
+            sqlstate_of("SELECT stress.checksum('ck_unpopulated')"),
+            Some(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE)
+        );
         assert_eq!(
             sqlstate_of("SELECT stress.checksum('no_such_table')"),
             Some(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE)
         );
-        assert_eq!(Spi::get_one::<String>("SELECT stress.checksum(NULL)").unwrap(), None);
-        Spi::run("CREATE ROLE stress_test_nobody; GRANT SELECT (a) ON ck_t TO stress_test_nobody").unwrap();
+        assert_eq!(
+            Spi::get_one::<String>("SELECT stress.checksum(NULL)").unwrap(),
+            None
+        );
+        Spi::run("CREATE ROLE stress_test_nobody; GRANT SELECT (a) ON ck_t TO stress_test_nobody")
+            .unwrap();
         Spi::run("CREATE TABLE ck_secret (a int, b int); GRANT SELECT (a) ON ck_secret TO stress_test_nobody").unwrap();
         Spi::run("SET LOCAL ROLE stress_test_nobody").unwrap();
         // SELECT on every column is enough; SELECT on some of them is not.
@@ -257,11 +294,17 @@ mod tests {
         let some_columns = sqlstate_of("SELECT stress.checksum('ck_secret')");
         Spi::run("RESET ROLE").unwrap();
         assert_eq!(all_columns, None);
-        assert_eq!(some_columns, Some(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE));
+        assert_eq!(
+            some_columns,
+            Some(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE)
+        );
         Spi::run("ALTER TABLE ck_t ENABLE ROW LEVEL SECURITY; GRANT SELECT ON ck_t TO stress_test_nobody").unwrap();
         Spi::run("SET LOCAL ROLE stress_test_nobody").unwrap();
         let with_rls = sqlstate_of("SELECT stress.checksum('ck_t')");
         Spi::run("RESET ROLE").unwrap();
-        assert_eq!(with_rls, Some(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED));
+        assert_eq!(
+            with_rls,
+            Some(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED)
+        );
     }
 }

@@ -4,8 +4,8 @@
 //! the end, in that same transaction: if the call fails or is cancelled, its rows roll back with the
 //! data, so the record never claims work that did not happen.
 
-use pgrx::prelude::*;
 use pgrx::JsonB;
+use pgrx::prelude::*;
 
 /// One measured thing of a run (a generated table, a query, an operation).
 #[derive(Debug, Default, Clone)]
@@ -18,7 +18,13 @@ pub struct Measurement {
 
 impl Measurement {
     pub fn rows_per_sec(&self) -> Option<f64> {
-        self.rows.map(|r| if self.seconds > 0.0 { r as f64 / self.seconds } else { 0.0 })
+        self.rows.map(|r| {
+            if self.seconds > 0.0 {
+                r as f64 / self.seconds
+            } else {
+                0.0
+            }
+        })
     }
 }
 
@@ -34,7 +40,10 @@ pub fn record_completed_call(
     let rows: Vec<Option<i64>> = measurements.iter().map(|m| m.rows).collect();
     let seconds: Vec<f64> = measurements.iter().map(|m| m.seconds).collect();
     let rates: Vec<Option<f64>> = measurements.iter().map(Measurement::rows_per_sec).collect();
-    let details: Vec<JsonB> = measurements.iter().map(|m| JsonB(m.details.clone())).collect();
+    let details: Vec<JsonB> = measurements
+        .iter()
+        .map(|m| JsonB(m.details.clone()))
+        .collect();
     Spi::get_one_with_args::<i64>(
         "WITH run AS (
              INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at)
