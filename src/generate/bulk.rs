@@ -198,6 +198,53 @@ pub fn numeric_datum(units: i64, scale: i32) -> pg_sys::Datum {
     unsafe { pg_sys::Datum::from(pg_sys::int64_div_fast_to_numeric(units, scale)) }
 }
 
+/// The value of a `numeric` datum in 10^-8 units (digits beyond the 8th decimal are dropped),
+/// decoded from its stored form without calling into PostgreSQL; None for NaN and infinities.
+///
+/// # Safety
+/// `datum` must be a non-null `numeric` datum.
+pub unsafe fn numeric_units(datum: pg_sys::Datum) -> Option<i128> {
+    const NBASE: i128 = 10_000;
+    unsafe {
+        let raw = datum.cast_mut_ptr::<pg_sys::varlena>();
+        let detoasted = pg_sys::pg_detoast_datum_packed(raw);
+        let bytes = std::slice::from_raw_parts(
+            pgrx::varlena::vardata_any(detoasted) as *const u8,
+            pgrx::varlena::varsize_any_exhdr(detoasted),
+        );
+        let word = |i: usize| u16::from_ne_bytes([bytes[2 * i], bytes[2 * i + 1]]);
+        let header = word(0);
+        // numeric.c: the top two bits say short (10), special (11) or long positive/negative (00/01).
+        let (negative, weight, first_digit) = match header & 0xC000 {
+            0xC000 => return None,
+            0x8000 => {
+                let weight = (header & 0x003F) as i32;
+                let weight = if header & 0x0040 != 0 {
+                    weight | !0x003F
+                } else {
+                    weight
+                };
+                (header & 0x2000 != 0, weight, 1)
+            }
+            sign => (sign == 0x4000, word(1) as i16 as i32, 2),
+        };
+        let ndigits = bytes.len() / 2 - first_digit;
+        let mut units: i128 = 0;
+        // value = Σ digit_i · NBASE^(weight − i); units = value · 10^8 = Σ digit_i · NBASE^(weight − i + 2)
+        for i in 0..ndigits {
+            let exponent = weight - i as i32 + 2;
+            if exponent < 0 {
+                break;
+            }
+            units += word(first_digit + i) as i128 * NBASE.pow(exponent as u32);
+        }
+        if detoasted != raw {
+            pg_sys::pfree(detoasted.cast());
+        }
+        Some(if negative { -units } else { units })
+    }
+}
+
 /// A `text` datum, allocated in the current memory context.
 pub fn text_datum(s: &str) -> pg_sys::Datum {
     unsafe {
@@ -231,5 +278,33 @@ mod tests {
             }],
         );
         assert_eq!(text.unwrap().as_deref(), Some("65000.12000000"));
+    }
+
+    #[pg_test]
+    fn numeric_units_decode_short_long_and_negative_forms() {
+        for (text, units) in [
+            ("0", 0i128),
+            ("1", 100_000_000),
+            ("-1", -100_000_000),
+            ("0.00000001", 1),
+            ("65000.12000000", 6_500_012_000_000),
+            ("-0.5", -50_000_000),
+            (
+                "123456789012345678.12345678",
+                12_345_678_901_234_567_812_345_678,
+            ),
+            ("1e30", 100_000_000 * 10i128.pow(30)),
+            ("0.123456789", 12_345_678),
+        ] {
+            let datum = Spi::get_one::<pgrx::AnyNumeric>(&format!("SELECT '{text}'::numeric"))
+                .unwrap()
+                .unwrap();
+            let decoded = unsafe { numeric_units(datum.into_datum().unwrap()) };
+            assert_eq!(decoded, Some(units), "{text}");
+        }
+        let nan = Spi::get_one::<pgrx::AnyNumeric>("SELECT 'NaN'::numeric")
+            .unwrap()
+            .unwrap();
+        assert_eq!(unsafe { numeric_units(nan.into_datum().unwrap()) }, None);
     }
 }

@@ -1,12 +1,18 @@
 //! Data generators: the trading model (what a row is), the table declarations, the bulk writer (how
 //! rows reach the heap), and one SQL function per table.
 
+mod accounts;
 pub mod bulk;
+#[cfg(any(test, feature = "pg_test"))]
+mod dataset_tests;
 pub mod model;
 mod orders;
+mod positions;
 pub mod tables;
+mod trades;
 
 use crate::error::{OrRaise, StressError};
+use crate::metrics::{self, Measurement};
 use crate::progress::Progress;
 use crate::sql_util::qualified;
 use bulk::{BulkWriter, IndexMode};
@@ -27,6 +33,43 @@ pub struct WriteOutcome {
     pub index_build_seconds: f64,
     /// Long enough (one progress interval) to deserve a summary NOTICE.
     pub was_long: bool,
+}
+
+/// The transaction-independent wall clock, as the start of a call.
+pub fn now() -> TimestampWithTimeZone {
+    TimestampWithTimeZone::try_from(unsafe { pg_sys::GetCurrentTimestamp() }).expect("valid clock")
+}
+
+/// Record a generator call that wrote one table (see [`crate::metrics`]) and, when it was long,
+/// say how it went in a NOTICE. Returns the run id.
+pub fn record(
+    kind: &str,
+    parameters: serde_json::Value,
+    started_at: TimestampWithTimeZone,
+    schema: &str,
+    table: &str,
+    outcome: &WriteOutcome,
+) -> i64 {
+    let measurement = Measurement {
+        name: format!("{schema}.{table}"),
+        rows: Some(outcome.rows as i64),
+        seconds: outcome.seconds,
+        details: serde_json::json!({
+            "first_id": outcome.first_id,
+            "index_mode": format!("{:?}", outcome.index_mode).to_lowercase(),
+            "index_build_seconds": outcome.index_build_seconds,
+        }),
+    };
+    let run_id = metrics::record_completed_call(kind, parameters, started_at, &[measurement]);
+    if outcome.was_long {
+        notice!(
+            "{kind}: {} rows in {:.1} s ({:.0} rows/s), run {run_id}",
+            outcome.rows,
+            outcome.seconds,
+            outcome.rows as f64 / outcome.seconds.max(1e-9)
+        );
+    }
+    run_id
 }
 
 /// A seed the caller gave, or a fresh one (recorded in `stress.runs` so the data can be made again).
@@ -62,11 +105,120 @@ pub fn row_count(function: &'static str, n: Option<i64>) -> Result<u64, StressEr
     }
 }
 
-/// Append `n` rows to the table `spec` (already created, oid `relid`) in `schema`. `fill(id, values,
-/// nulls)` sets one row's datums. Ids continue after the table's highest id.
+/// One bulk write into a generated table, from open to commit-ready.
 ///
-/// The table is locked SHARE ROW EXCLUSIVE for the rest of the transaction: readers go on, other
-/// writers wait, so ids cannot collide and an index rebuild sees every row.
+/// Opening locks the table SHARE ROW EXCLUSIVE for the rest of the transaction (readers go on, other
+/// writers wait, so ids cannot collide and an index rebuild sees every row), checks what the executor
+/// would check, and locks the tables its foreign keys reference in SHARE mode so the referenced rows
+/// cannot go away before commit. Finishing rebuilds indexes when the table started empty and checks
+/// every foreign key the generator does not guarantee by construction.
+pub struct TableWrite {
+    rel: pg_sys::Relation,
+    relid: pg_sys::Oid,
+    table: String,
+    writer: BulkWriter,
+    index_mode: IndexMode,
+    progress: Progress,
+    first_id: i64,
+    batch: u64,
+}
+
+impl TableWrite {
+    pub fn open(
+        spec: &TableSpec,
+        schema: &str,
+        relid: pg_sys::Oid,
+        expected_rows: u64,
+        label: &'static str,
+    ) -> Self {
+        let display = format!("{schema}.{}", spec.name);
+        let table = qualified(schema, spec.name);
+        unsafe {
+            let rel = pg_sys::table_open(relid, pg_sys::ShareRowExclusiveLock as pg_sys::LOCKMODE);
+            check_can_write(rel, relid, &display);
+            spec.check_shape(rel, &display).or_raise();
+            for parent in referenced_tables(relid) {
+                pg_sys::LockRelationOid(parent, pg_sys::ShareLock as pg_sys::LOCKMODE);
+            }
+            let first_id = if spec.columns[0].name == "id" {
+                Spi::get_one::<i64>(&format!("SELECT coalesce(max(id), 0) + 1 FROM {table}"))
+                    .expect("reading the highest id")
+                    .unwrap_or(1)
+            } else {
+                1
+            };
+            if first_id.checked_add(expected_rows as i64).is_none() {
+                StressError::invalid(
+                    label,
+                    "ids would overflow bigint",
+                    "Truncate the table first.",
+                )
+                .raise();
+            }
+            // A table with no blocks and indexes we may rebuild: write the heap alone, then build
+            // each index once, sorted. Otherwise maintain indexes row by row.
+            let index_mode = if (*(*rel).rd_rel).relhasindex
+                && bulk::has_no_blocks(rel)
+                && pg_sys::pg_class_ownercheck(relid, pg_sys::GetUserId())
+            {
+                IndexMode::Rebuild
+            } else {
+                IndexMode::Maintain
+            };
+            let batch = crate::gucs::BATCH_SIZE.get() as usize;
+            TableWrite {
+                rel,
+                relid,
+                table,
+                writer: BulkWriter::new(rel, index_mode, batch),
+                index_mode,
+                progress: Progress::new(label, expected_rows),
+                first_id,
+                batch: batch as u64,
+            }
+        }
+    }
+
+    /// The id the first written row gets (tables keyed by `id`): after the highest existing one.
+    pub fn first_id(&self) -> i64 {
+        self.first_id
+    }
+
+    /// Append one row; see [`BulkWriter::push`].
+    #[inline]
+    pub fn push(&mut self, fill: impl FnOnce(&mut [pg_sys::Datum], &mut [bool])) {
+        self.writer.push(fill);
+        if self.writer.rows_written().is_multiple_of(self.batch) {
+            self.progress.tick(self.writer.rows_written());
+        }
+    }
+
+    /// Write what is buffered, rebuild indexes if the table started empty, and validate foreign keys
+    /// on `id >= first_id` except those on `trusted_columns`, whose values the generator took from
+    /// rows it read under lock.
+    pub fn finish(self, trusted_columns: &[&str]) -> WriteOutcome {
+        let rows = self.writer.finish();
+        unsafe { pg_sys::table_close(self.rel, pg_sys::NoLock as pg_sys::LOCKMODE) };
+        let index_started = std::time::Instant::now();
+        if self.index_mode == IndexMode::Rebuild && rows > 0 {
+            Spi::run(&format!("REINDEX TABLE {}", self.table)).expect("rebuilding indexes");
+        }
+        let index_build_seconds = index_started.elapsed().as_secs_f64();
+        if rows > 0 {
+            validate_foreign_keys(self.relid, &self.table, self.first_id, trusted_columns);
+        }
+        WriteOutcome {
+            rows,
+            first_id: self.first_id,
+            seconds: self.progress.elapsed().as_secs_f64(),
+            index_mode: self.index_mode,
+            index_build_seconds,
+            was_long: self.progress.was_long(),
+        }
+    }
+}
+
+/// Append `n` rows with ids after the table's highest: `fill(id, values, nulls)` sets one row.
 pub fn write_rows(
     spec: &TableSpec,
     schema: &str,
@@ -75,60 +227,103 @@ pub fn write_rows(
     label: &'static str,
     mut fill: impl FnMut(i64, &mut [pg_sys::Datum], &mut [bool]),
 ) -> WriteOutcome {
-    let display = format!("{schema}.{}", spec.name);
-    let table = qualified(schema, spec.name);
-    let mut progress = Progress::new(label, n);
-    unsafe {
-        let rel = pg_sys::table_open(relid, pg_sys::ShareRowExclusiveLock as pg_sys::LOCKMODE);
-        check_can_write(rel, relid, &display);
-        spec.check_shape(rel, &display).or_raise();
+    let mut write = TableWrite::open(spec, schema, relid, n, label);
+    let first_id = write.first_id();
+    for id in first_id..first_id + n as i64 {
+        write.push(|values, nulls| fill(id, values, nulls));
+    }
+    write.finish(&[])
+}
 
-        let first_id =
-            Spi::get_one::<i64>(&format!("SELECT coalesce(max(id), 0) + 1 FROM {table}"))
-                .expect("reading the highest id")
-                .unwrap_or(1);
-        if first_id.checked_add(n as i64).is_none() {
-            StressError::invalid(
-                label,
-                "ids would overflow bigint",
-                "Truncate the table first.",
+/// Whether `table`'s `column` has a validated foreign key (so its values exist in the referenced table).
+pub fn fk_holds_on(table: &str, column: &str) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint c JOIN pg_attribute a
+                          ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
+                        WHERE c.conrelid = $1::regclass AND c.contype = 'f' AND c.convalidated
+                          AND cardinality(c.conkey) = 1 AND a.attname = $2)",
+        &[table.into(), column.into()],
+    )
+    .expect("looking up a foreign key")
+    .unwrap_or(false)
+}
+
+/// Tables that `relid`'s foreign keys reference.
+fn referenced_tables(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT DISTINCT confrelid FROM pg_constraint WHERE conrelid = $1 AND contype = 'f'",
+                None,
+                &[relid.into()],
             )
-            .raise();
+            .map(|rows| rows.filter_map(|r| r.get::<pg_sys::Oid>(1).ok().flatten()).collect())
+    })
+    .expect("reading foreign keys")
+}
+
+/// Check the foreign keys of the rows just written (`id >= first_id`, or all rows of a table without
+/// `id`), as the RI triggers the bulk path does not fire would have: 23503 on the first violation.
+fn validate_foreign_keys(relid: pg_sys::Oid, table: &str, first_id: i64, trusted_columns: &[&str]) {
+    // One row per foreign key: its name, the referenced table, and the join condition, all quoted by
+    // PostgreSQL (format %I / regclass output).
+    let checks: Vec<(String, String, String, String)> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT c.conname::text, c.confrelid::regclass::text,
+                        string_agg(format('p.%I = c.%I', pa.attname, ca.attname), ' AND ' ORDER BY k.i),
+                        string_agg(ca.attname::text, ',' ORDER BY k.i)
+                 FROM pg_constraint c,
+                      unnest(c.conkey, c.confkey) WITH ORDINALITY AS k(child, parent, i)
+                      JOIN pg_attribute ca ON ca.attrelid = $1 AND ca.attnum = k.child
+                      JOIN pg_attribute pa ON pa.attnum = k.parent
+                 WHERE c.conrelid = $1 AND c.contype = 'f' AND pa.attrelid = c.confrelid
+                 GROUP BY c.oid, c.conname, c.confrelid",
+                None,
+                &[relid.into()],
+            )
+            .map(|rows| {
+                rows.map(|r| {
+                    (
+                        r.get::<String>(1).ok().flatten().unwrap_or_default(),
+                        r.get::<String>(2).ok().flatten().unwrap_or_default(),
+                        r.get::<String>(3).ok().flatten().unwrap_or_default(),
+                        r.get::<String>(4).ok().flatten().unwrap_or_default(),
+                    )
+                })
+                .collect()
+            })
+    })
+    .expect("reading foreign keys");
+    let has_id = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1 AND attname = 'id' AND NOT attisdropped)",
+        &[relid.into()],
+    )
+    .expect("looking for an id column")
+    .unwrap_or(false);
+    for (name, parent, condition, columns) in checks {
+        if columns.split(',').all(|c| trusted_columns.contains(&c)) {
+            continue;
         }
-        // A table with no blocks and indexes we may rebuild: write the heap alone, then build each
-        // index once, sorted. Otherwise maintain indexes row by row.
-        let has_indexes = (*(*rel).rd_rel).relhasindex;
-        let index_mode = if has_indexes
-            && bulk::has_no_blocks(rel)
-            && pg_sys::pg_class_ownercheck(relid, pg_sys::GetUserId())
-        {
-            IndexMode::Rebuild
+        let new_rows = if has_id {
+            format!("c.id >= {first_id} AND ")
         } else {
-            IndexMode::Maintain
+            String::new()
         };
-
-        let batch = crate::gucs::BATCH_SIZE.get() as usize;
-        let mut writer = BulkWriter::new(rel, index_mode, batch);
-        for id in first_id..first_id + n as i64 {
-            writer.push(|values, nulls| fill(id, values, nulls));
-            if ((id - first_id) as usize).is_multiple_of(batch) {
-                progress.tick(writer.rows_written());
-            }
-        }
-        let rows = writer.finish();
-        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-
-        let index_started = std::time::Instant::now();
-        if index_mode == IndexMode::Rebuild && rows > 0 {
-            Spi::run(&format!("REINDEX TABLE {table}")).expect("rebuilding indexes");
-        }
-        WriteOutcome {
-            rows,
-            first_id,
-            seconds: progress.elapsed().as_secs_f64(),
-            index_mode,
-            index_build_seconds: index_started.elapsed().as_secs_f64(),
-            was_long: progress.was_long(),
+        let orphans = Spi::get_one::<i64>(&format!(
+            "SELECT count(*) FROM {table} c WHERE {new_rows} NOT EXISTS (SELECT 1 FROM {parent} p WHERE {condition})"
+        ))
+        .expect("checking a foreign key")
+        .unwrap_or(0);
+        if orphans > 0 {
+            pgrx::ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
+                format!(
+                    "{orphans} generated rows of {table} violate foreign key constraint \"{name}\" ({columns} → {parent})"
+                ),
+                "Generate the referenced table first, or pass ranges that exist there (e.g. accounts => the number of accounts)."
+            );
         }
     }
 }
@@ -155,12 +350,37 @@ unsafe fn check_can_write(rel: pg_sys::Relation, relid: pg_sys::Oid, display: &s
             }
             .raise();
         }
-        if !(*rel).trigdesc.is_null() {
+        if let Some(trigger) = insert_trigger_we_would_skip(rel) {
             StressError::NotSupported {
-                message: format!("{display} has triggers, which the bulk path does not fire"),
-                hint: "Drop or disable the triggers (ALTER TABLE … DISABLE TRIGGER USER) while generating.".into(),
+                message: format!("{display} has INSERT trigger \"{trigger}\", which the bulk path does not fire"),
+                hint: "Drop or disable the trigger (ALTER TABLE … DISABLE TRIGGER USER) while generating.".into(),
             }
             .raise();
         }
+    }
+}
+
+/// The name of an enabled INSERT trigger other than a foreign key's check (those the write checks
+/// itself, in bulk, after loading).
+unsafe fn insert_trigger_we_would_skip(rel: pg_sys::Relation) -> Option<String> {
+    unsafe {
+        let trigdesc = (*rel).trigdesc;
+        if trigdesc.is_null() {
+            return None;
+        }
+        let triggers =
+            std::slice::from_raw_parts((*trigdesc).triggers, (*trigdesc).numtriggers as usize);
+        triggers
+            .iter()
+            .find(|t| {
+                (t.tgtype as u32 & pg_sys::TRIGGER_TYPE_INSERT) != 0
+                    && t.tgenabled as u8 != pg_sys::TRIGGER_DISABLED
+                    && pg_sys::RI_FKey_trigger_type(t.tgfoid) != pg_sys::RI_TRIGGER_FK as i32
+            })
+            .map(|t| {
+                std::ffi::CStr::from_ptr(t.tgname)
+                    .to_string_lossy()
+                    .into_owned()
+            })
     }
 }

@@ -14,8 +14,8 @@ pub const NUMERIC_SCALE: i32 = 8;
 #[cfg(test)]
 const UNITS_PER_ONE: f64 = 100_000_000.0;
 
-const US_PER_HOUR: i64 = 3_600_000_000;
-const US_PER_DAY: i64 = 24 * US_PER_HOUR;
+pub const US_PER_HOUR: i64 = 3_600_000_000;
+pub const US_PER_DAY: i64 = 24 * US_PER_HOUR;
 
 /// A traded pair. `base_price` is where its log-normal price distribution is centred; `tick` and `lot`
 /// are decimal places of price and quantity, as an exchange would round them.
@@ -202,7 +202,7 @@ impl OrderModel {
 
 /// A generator private to one row, seeded from the call's seed and the row id. splitmix64 spreads
 /// neighbouring ids over unrelated states.
-fn row_rng(seed: u64, id: i64) -> Xoshiro256PlusPlus {
+pub fn row_rng(seed: u64, id: i64) -> Xoshiro256PlusPlus {
     Xoshiro256PlusPlus::seed_from_u64(splitmix64(seed ^ splitmix64(id as u64)))
 }
 
@@ -215,7 +215,7 @@ fn splitmix64(x: u64) -> u64 {
 
 /// `value` (in whole units) rounded to `decimals` places and expressed in 10^-8 units; never below
 /// one tick or lot, since an exchange has no zero prices or sizes.
-fn to_units(value: f64, decimals: u32) -> i64 {
+pub fn to_units(value: f64, decimals: u32) -> i64 {
     let steps = (value * 10f64.powi(decimals as i32)).round().max(1.0) as i64;
     steps * 10i64.pow(NUMERIC_SCALE as u32 - decimals)
 }

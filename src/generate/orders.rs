@@ -5,7 +5,6 @@ use super::model::{self, OrderModel};
 use super::tables::ORDERS;
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
-use crate::metrics::{self, Measurement};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use serde_json::json;
@@ -22,7 +21,7 @@ fn generate_orders(
     peak_hours: default!(Option<Vec<Option<i32>>>, "'{9,10,14,15}'"),
 ) -> i64 {
     const F: &str = "generate_orders";
-    let started_at = now();
+    let started_at = super::now();
     let n = super::row_count(F, n).or_raise();
     let seed = super::seed_or_random(seed);
     let accounts = accounts.unwrap_or(10_000);
@@ -81,31 +80,8 @@ fn generate_orders(
         "n": n, "seed": seed, "accounts": accounts, "start_at": start_at.map(|t| t.to_iso_string()),
         "days": days, "peak_hours": peak_hours,
     });
-    let measurement = Measurement {
-        name: format!("{schema}.orders"),
-        rows: Some(outcome.rows as i64),
-        seconds: outcome.seconds,
-        details: json!({
-            "first_id": outcome.first_id,
-            "index_mode": format!("{:?}", outcome.index_mode).to_lowercase(),
-            "index_build_seconds": outcome.index_build_seconds,
-        }),
-    };
-    let run_id =
-        metrics::record_completed_call("generate_orders", parameters, started_at, &[measurement]);
-    if outcome.was_long {
-        notice!(
-            "{F}: {} rows in {:.1} s ({:.0} rows/s), run {run_id}",
-            outcome.rows,
-            outcome.seconds,
-            outcome.rows as f64 / outcome.seconds.max(1e-9)
-        );
-    }
+    super::record(F, parameters, started_at, &schema, "orders", &outcome);
     outcome.rows as i64
-}
-
-fn now() -> TimestampWithTimeZone {
-    TimestampWithTimeZone::try_from(unsafe { pg_sys::GetCurrentTimestamp() }).expect("valid clock")
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -139,7 +115,7 @@ mod tests {
         );
         assert_eq!(
             indexes,
-            "orders_pkey,orders_status_idx,orders_symbol_created_at_idx"
+            "orders_account_id_idx,orders_pkey,orders_status_idx,orders_symbol_created_at_idx"
         );
         let recorded = one::<i64>(
             "SELECT r.rows FROM stress.runs s JOIN stress.results r ON r.run_id = s.id
@@ -190,7 +166,7 @@ mod tests {
                 "SELECT count(bt_index_check(indexrelid, true)) FROM pg_index
                  WHERE indrelid = 't_gen_idx.orders'::regclass"
             ),
-            3
+            4
         );
         Spi::run("SET LOCAL enable_seqscan = off").unwrap();
         let via_index = one::<i64>("SELECT count(*) FROM t_gen_idx.orders WHERE status = 'OPEN'");

@@ -29,6 +29,9 @@ pub struct TableSpec {
     pub columns: &'static [Column],
     /// Table constraints, e.g. `PRIMARY KEY (id)`.
     pub constraints: &'static [&'static str],
+    /// Foreign keys (column, referenced table in the same schema, referenced column), declared only
+    /// when the referenced table exists at creation: orders can be generated without accounts.
+    pub references: &'static [(&'static str, &'static str, &'static str)],
     /// (index name, column list)
     pub indexes: &'static [(&'static str, &'static str)],
 }
@@ -49,66 +52,127 @@ const fn col(
     }
 }
 
+use pg_sys::{
+    INT8OID as INT8, JSONBOID as JSONB, NUMERICOID as NUMERIC, TEXTOID as TEXT,
+    TIMESTAMPTZOID as TSTZ,
+};
+const N20_8: i32 = NUMERIC_20_8;
+
+#[rustfmt::skip]
+pub const ACCOUNTS: TableSpec = TableSpec {
+    name: "accounts",
+    columns: &[
+        col("id", "bigint", INT8, -1, "NOT NULL"),
+        col("owner", "text", TEXT, -1, "NOT NULL"),
+        col("currency", "text", TEXT, -1, "COLLATE \"C\" NOT NULL CHECK (currency IN ('USDT', 'USD', 'EUR', 'BTC'))"),
+        col("balance", "numeric(20,8)", NUMERIC, N20_8, "NOT NULL CHECK (balance >= 0)"),
+        col("created_at", "timestamptz", TSTZ, -1, "NOT NULL"),
+    ],
+    constraints: &["PRIMARY KEY (id)"],
+    references: &[],
+    indexes: &[("accounts_owner_idx", "owner")],
+};
+
+#[rustfmt::skip]
 pub const ORDERS: TableSpec = TableSpec {
     name: "orders",
     columns: &[
-        col("id", "bigint", pg_sys::INT8OID, -1, "NOT NULL"),
-        col("account_id", "bigint", pg_sys::INT8OID, -1, "NOT NULL"),
-        col(
-            "symbol",
-            "text",
-            pg_sys::TEXTOID,
-            -1,
-            "COLLATE \"C\" NOT NULL",
-        ),
-        col(
-            "side",
-            "text",
-            pg_sys::TEXTOID,
-            -1,
-            "COLLATE \"C\" NOT NULL CHECK (side IN ('BUY', 'SELL'))",
-        ),
-        col(
-            "order_type",
-            "text",
-            pg_sys::TEXTOID,
-            -1,
-            "COLLATE \"C\" NOT NULL CHECK (order_type IN ('LIMIT', 'MARKET', 'STOP'))",
-        ),
-        col(
-            "status",
-            "text",
-            pg_sys::TEXTOID,
-            -1,
-            "COLLATE \"C\" NOT NULL CHECK (status IN ('OPEN', 'PARTIAL', 'FILLED', 'CANCELLED', 'REJECTED'))",
-        ),
-        col(
-            "quantity",
-            "numeric(20,8)",
-            pg_sys::NUMERICOID,
-            NUMERIC_20_8,
-            "NOT NULL CHECK (quantity > 0)",
-        ),
-        col(
-            "price",
-            "numeric(20,8)",
-            pg_sys::NUMERICOID,
-            NUMERIC_20_8,
-            "NOT NULL CHECK (price > 0)",
-        ),
-        col(
-            "created_at",
-            "timestamptz",
-            pg_sys::TIMESTAMPTZOID,
-            -1,
-            "NOT NULL",
-        ),
+        col("id", "bigint", INT8, -1, "NOT NULL"),
+        col("account_id", "bigint", INT8, -1, "NOT NULL"),
+        col("symbol", "text", TEXT, -1, "COLLATE \"C\" NOT NULL"),
+        col("side", "text", TEXT, -1, "COLLATE \"C\" NOT NULL CHECK (side IN ('BUY', 'SELL'))"),
+        col("order_type", "text", TEXT, -1, "COLLATE \"C\" NOT NULL CHECK (order_type IN ('LIMIT', 'MARKET', 'STOP'))"),
+        col("status", "text", TEXT, -1,
+            "COLLATE \"C\" NOT NULL CHECK (status IN ('OPEN', 'PARTIAL', 'FILLED', 'CANCELLED', 'REJECTED'))"),
+        col("quantity", "numeric(20,8)", NUMERIC, N20_8, "NOT NULL CHECK (quantity > 0)"),
+        col("price", "numeric(20,8)", NUMERIC, N20_8, "NOT NULL CHECK (price > 0)"),
+        col("created_at", "timestamptz", TSTZ, -1, "NOT NULL"),
     ],
     constraints: &["PRIMARY KEY (id)"],
+    references: &[("account_id", "accounts", "id")],
     indexes: &[
         ("orders_status_idx", "status"),
         ("orders_symbol_created_at_idx", "symbol, created_at"),
+        ("orders_account_id_idx", "account_id"),
     ],
+};
+
+#[rustfmt::skip]
+pub const TRADES: TableSpec = TableSpec {
+    name: "trades",
+    columns: &[
+        col("id", "bigint", INT8, -1, "NOT NULL"),
+        col("order_id", "bigint", INT8, -1, "NOT NULL"),
+        col("account_id", "bigint", INT8, -1, "NOT NULL"),
+        col("symbol", "text", TEXT, -1, "COLLATE \"C\" NOT NULL"),
+        col("side", "text", TEXT, -1, "COLLATE \"C\" NOT NULL CHECK (side IN ('BUY', 'SELL'))"),
+        col("quantity", "numeric(20,8)", NUMERIC, N20_8, "NOT NULL CHECK (quantity > 0)"),
+        col("price", "numeric(20,8)", NUMERIC, N20_8, "NOT NULL CHECK (price > 0)"),
+        col("fee", "numeric(20,8)", NUMERIC, N20_8, "NOT NULL CHECK (fee >= 0)"),
+        col("executed_at", "timestamptz", TSTZ, -1, "NOT NULL"),
+    ],
+    constraints: &["PRIMARY KEY (id)"],
+    references: &[("order_id", "orders", "id"), ("account_id", "accounts", "id")],
+    indexes: &[
+        ("trades_order_id_idx", "order_id"),
+        ("trades_symbol_executed_at_idx", "symbol, executed_at"),
+        ("trades_account_id_idx", "account_id"),
+    ],
+};
+
+/// `numeric(28,8)`: net positions can exceed any single order.
+pub const NUMERIC_28_8: i32 = ((28 << 16) | 8) + 4;
+
+#[rustfmt::skip]
+pub const POSITIONS: TableSpec = TableSpec {
+    name: "positions",
+    columns: &[
+        col("account_id", "bigint", INT8, -1, "NOT NULL"),
+        col("symbol", "text", TEXT, -1, "COLLATE \"C\" NOT NULL"),
+        col("quantity", "numeric(28,8)", NUMERIC, NUMERIC_28_8, "NOT NULL"),
+        col("avg_price", "numeric(20,8)", NUMERIC, N20_8, "NOT NULL CHECK (avg_price > 0)"),
+        col("updated_at", "timestamptz", TSTZ, -1, "NOT NULL"),
+    ],
+    constraints: &["PRIMARY KEY (account_id, symbol)"],
+    references: &[("account_id", "accounts", "id")],
+    indexes: &[("positions_symbol_idx", "symbol")],
+};
+
+#[rustfmt::skip]
+pub const MARKET_DATA: TableSpec = TableSpec {
+    name: "market_data",
+    columns: &[
+        col("symbol", "text", TEXT, -1, "COLLATE \"C\" NOT NULL"),
+        col("ts", "timestamptz", TSTZ, -1, "NOT NULL"),
+        col("open", "numeric(20,8)", NUMERIC, N20_8, "NOT NULL CHECK (open > 0)"),
+        col("high", "numeric(20,8)", NUMERIC, N20_8, "NOT NULL"),
+        col("low", "numeric(20,8)", NUMERIC, N20_8, "NOT NULL CHECK (low > 0)"),
+        col("close", "numeric(20,8)", NUMERIC, N20_8, "NOT NULL CHECK (close > 0)"),
+        col("volume", "numeric(28,8)", NUMERIC, NUMERIC_28_8, "NOT NULL CHECK (volume >= 0)"),
+    ],
+    constraints: &[
+        "PRIMARY KEY (symbol, ts)",
+        "CHECK (low <= least(open, close) AND high >= greatest(open, close))",
+    ],
+    references: &[],
+    indexes: &[("market_data_ts_idx", "ts")],
+};
+
+#[rustfmt::skip]
+pub const AUDIT_LOG: TableSpec = TableSpec {
+    name: "audit_log",
+    columns: &[
+        col("id", "bigint", INT8, -1, "NOT NULL"),
+        col("ts", "timestamptz", TSTZ, -1, "NOT NULL"),
+        col("actor", "text", TEXT, -1, "NOT NULL"),
+        col("action", "text", TEXT, -1, "COLLATE \"C\" NOT NULL"),
+        col("entity", "text", TEXT, -1, "COLLATE \"C\" NOT NULL"),
+        col("entity_id", "bigint", INT8, -1, "NOT NULL"),
+        col("payload", "jsonb", JSONB, -1, "NOT NULL"),
+    ],
+    constraints: &["PRIMARY KEY (id)"],
+    references: &[],
+    indexes: &[("audit_log_ts_idx", "ts"), ("audit_log_entity_idx", "entity, entity_id")],
 };
 
 impl TableSpec {
@@ -121,6 +185,16 @@ impl TableSpec {
             .map(|c| format!("{} {} {}", quote_ident(c.name), c.sql_type, c.constraint))
             .collect();
         parts.extend(self.constraints.iter().map(|c| c.to_string()));
+        for (column, parent, parent_column) in self.references {
+            if lookup(&qualified(schema, parent)).is_some() {
+                parts.push(format!(
+                    "FOREIGN KEY ({}) REFERENCES {} ({})",
+                    quote_ident(column),
+                    qualified(schema, parent),
+                    quote_ident(parent_column)
+                ));
+            }
+        }
         let mut ddl = vec![format!(
             "CREATE TABLE {table} (\n    {}\n)",
             parts.join(",\n    ")

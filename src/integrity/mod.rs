@@ -125,7 +125,7 @@ unsafe fn scan_digest(scanned: &PgRelation, logical: &PgRelation) -> Digest {
 }
 
 /// SELECT on the table (or on all its columns), and no row-level security we would bypass.
-unsafe fn check_can_read(rel: &PgRelation, display: &str) {
+pub(crate) unsafe fn check_can_read(rel: &PgRelation, display: &str) {
     unsafe {
         let user = pg_sys::GetUserId();
         let select = pg_sys::ACL_SELECT as pg_sys::AclMode;

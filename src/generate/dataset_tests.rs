@@ -1,0 +1,141 @@
+//! #[pg_test]s across the generated tables: the relations between them hold.
+
+#[pgrx::pg_schema]
+mod tests {
+    use crate::subxact::sqlstate_of;
+    use pgrx::prelude::*;
+
+    fn use_schema(schema: &str) {
+        Spi::run(&format!(
+            "SET LOCAL stress.data_schema = '{schema}'; SET LOCAL stress.progress_interval = 0"
+        ))
+        .unwrap();
+    }
+
+    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
+        Spi::get_one::<T>(sql).unwrap().unwrap()
+    }
+
+    #[pg_test]
+    fn accounts_orders_trades_positions_fit_together() {
+        use_schema("t_ds");
+        assert_eq!(
+            one::<i64>("SELECT stress.generate_accounts(300, seed => 1)"),
+            300
+        );
+        assert_eq!(
+            one::<i64>("SELECT stress.generate_orders(4000, seed => 1, accounts => 300)"),
+            4000
+        );
+        // orders were created after accounts: they reference them.
+        assert_eq!(
+            one::<String>(
+                "SELECT confrelid::regclass::text FROM pg_constraint WHERE conrelid = 't_ds.orders'::regclass AND contype = 'f'"
+            ),
+            "t_ds.accounts"
+        );
+        assert_eq!(
+            one::<i64>("SELECT stress.generate_trades(15000, seed => 1)"),
+            15000
+        );
+        assert_eq!(one::<i64>("SELECT count(*) FROM t_ds.trades"), 15000);
+        // No orphans, fills only of FILLED/PARTIAL orders, never more than ordered, always after the order.
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM t_ds.trades t LEFT JOIN t_ds.orders o ON o.id = t.order_id WHERE o.id IS NULL"
+            ),
+            0
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM t_ds.trades t JOIN t_ds.orders o ON o.id = t.order_id
+                 WHERE o.status NOT IN ('FILLED', 'PARTIAL') OR t.quantity > o.quantity OR t.executed_at <= o.created_at
+                    OR t.account_id <> o.account_id OR t.symbol <> o.symbol OR t.side <> o.side"
+            ),
+            0
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM (SELECT o.id, o.status, o.quantity, sum(t.quantity) AS filled
+                                       FROM t_ds.orders o JOIN t_ds.trades t ON t.order_id = o.id GROUP BY o.id) x
+                 WHERE (status = 'FILLED' AND filled <> quantity) OR (status = 'PARTIAL' AND filled >= quantity)"
+            ),
+            0
+        );
+        // Every eligible order got its share (n/E, so 1 or 2 here... or more): none left out.
+        let eligible =
+            one::<i64>("SELECT count(*) FROM t_ds.orders WHERE status IN ('FILLED', 'PARTIAL')");
+        assert_eq!(
+            one::<i64>("SELECT count(DISTINCT order_id) FROM t_ds.trades"),
+            eligible
+        );
+
+        assert!(one::<i64>("SELECT stress.generate_positions()") > 0);
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM t_ds.positions p FULL JOIN (
+                     SELECT account_id, symbol,
+                            sum(CASE side WHEN 'BUY' THEN quantity ELSE -quantity END) AS quantity,
+                            round(sum(quantity * price) / sum(quantity), 8) AS avg_price, max(executed_at) AS updated_at
+                     FROM t_ds.trades GROUP BY account_id, symbol) s USING (account_id, symbol)
+                 WHERE p.quantity IS DISTINCT FROM s.quantity OR abs(p.avg_price - s.avg_price) > 0.00000001
+                    OR p.updated_at IS DISTINCT FROM s.updated_at"
+            ),
+            0
+        );
+        // Regenerating positions replaces them.
+        let positions = one::<i64>("SELECT count(*) FROM t_ds.positions");
+        assert_eq!(one::<i64>("SELECT stress.generate_positions()"), positions);
+
+        // A second call fills only orders that have no trades yet.
+        Spi::run("SELECT stress.generate_orders(1000, seed => 2, accounts => 300)").unwrap();
+        let before = one::<i64>("SELECT max(order_id) FROM t_ds.trades");
+        Spi::run("SELECT stress.generate_trades(800, seed => 2)").unwrap();
+        assert_eq!(one::<i64>("SELECT count(*) FROM t_ds.trades"), 15800);
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM t_ds.trades WHERE order_id > {before}"
+            )),
+            800
+        );
+    }
+
+    #[pg_test]
+    fn foreign_keys_are_checked_in_bulk() {
+        use_schema("t_ds_fk");
+        Spi::run("SELECT stress.generate_accounts(10, seed => 1)").unwrap();
+        // account ids up to 50 do not all exist: the orders' foreign key catches it.
+        assert_eq!(
+            sqlstate_of("SELECT stress.generate_orders(1000, seed => 1, accounts => 50)"),
+            Some(PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION)
+        );
+        // Nothing of the failed call is left, not even the table it created.
+        assert!(one::<bool>("SELECT to_regclass('t_ds_fk.orders') IS NULL"));
+        assert_eq!(
+            one::<i64>("SELECT stress.generate_orders(1000, seed => 1, accounts => 10)"),
+            1000
+        );
+    }
+
+    #[pg_test]
+    fn generators_that_need_other_tables_say_so() {
+        use_schema("t_ds_missing");
+        let invalid = Some(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE);
+        assert_eq!(sqlstate_of("SELECT stress.generate_trades(10)"), invalid);
+        assert_eq!(sqlstate_of("SELECT stress.generate_positions()"), invalid);
+        Spi::run("SELECT stress.generate_orders(10, seed => 1)").unwrap();
+        assert_eq!(
+            sqlstate_of("SELECT stress.generate_trades(100000)"),
+            invalid
+        );
+        assert_eq!(
+            sqlstate_of("SELECT stress.generate_trades(10, fill_rate => 0)"),
+            invalid
+        );
+        assert_eq!(sqlstate_of("SELECT stress.generate_accounts(-1)"), invalid);
+        assert_eq!(
+            sqlstate_of("SELECT stress.generate_accounts(10, days => 0)"),
+            invalid
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! `stress.generate_trades(n, seed, …)`: fills of the FILLED and PARTIAL orders.
+//!
+//! Trades are derived from the orders table as it is (whatever generated it): each eligible order,
+//! in id order, gets its share of the `n` fills (n/E each, E = eligible orders, so the total is
+//! exactly n), splitting the order's quantity (all of it for FILLED, 10–90% for PARTIAL), executed
+//! after the order was placed as a Poisson process of `fill_rate` fills per second. A call appends
+//! fills only for orders after the last one that already has trades, so repeated calls never overfill.
+
+use super::bulk::{numeric_datum, text_datum};
+use super::model::{NUMERIC_SCALE, SIDES, SYMBOLS, row_rng};
+use super::tables::{ORDERS, TRADES};
+use crate::error::{OrRaise, StressError};
+use crate::gucs;
+use crate::sql_util::qualified;
+use pgrx::prelude::*;
+use rand::RngExt;
+use rand_distr::{Distribution, Exp, Exp1, Normal};
+use serde_json::json;
+
+/// Most fills one order may be split into.
+pub const MAX_FILLS_PER_ORDER: i64 = 1000;
+const US_PER_SECOND: f64 = 1_000_000.0;
+
+/// What a trade needs to know about its order.
+#[derive(Debug, Clone)]
+pub struct OrderToFill {
+    pub id: i64,
+    pub account_id: i64,
+    pub symbol: String,
+    pub side: String,
+    pub market: bool,
+    pub partial: bool,
+    /// 10^-8 units
+    pub quantity: i64,
+    pub price: i64,
+    pub created_at: i64,
+}
+
+/// One fill, as plain values (quantity, price, fee in 10^-8 units).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fill {
+    pub quantity: i64,
+    pub price: i64,
+    pub fee: i64,
+    pub executed_at: i64,
+}
+
+pub struct FillModel {
+    seed: u64,
+    delay: Exp<f64>,
+    slippage: Normal<f64>,
+}
+
+impl FillModel {
+    pub fn new(seed: u64, fill_rate: f64) -> Result<Self, String> {
+        let delay = Exp::new(fill_rate)
+            .ok()
+            .filter(|_| fill_rate.is_finite() && fill_rate > 0.0)
+            .ok_or_else(|| {
+                format!("fill_rate must be a positive number of fills per second, got {fill_rate}")
+            })?;
+        Ok(FillModel {
+            seed,
+            delay,
+            slippage: Normal::new(0.0, 0.0005).expect("valid normal"),
+        })
+    }
+
+    /// The `k` fills of `order`: a pure function of (seed, order id, k).
+    pub fn fills(&self, order: &OrderToFill, k: usize, out: &mut Vec<Fill>) {
+        out.clear();
+        if k == 0 {
+            return;
+        }
+        let mut rng = row_rng(self.seed ^ 0x7EAD_E500, order.id);
+        let sym = SYMBOLS.iter().find(|s| s.name == order.symbol);
+        let (tick, lot) = sym.map_or((1, 1), |s| {
+            (
+                10i64.pow(NUMERIC_SCALE as u32 - s.tick_decimals),
+                10i64.pow(NUMERIC_SCALE as u32 - s.lot_decimals),
+            )
+        });
+        let total = if order.partial {
+            let fraction = rng.random_range(0.1..0.9);
+            (order.quantity as f64 * fraction) as i64
+        } else {
+            order.quantity
+        };
+        // Split in lots when the order allows k of them, else in the finest unit.
+        let unit = if total / lot >= k as i64 && order.quantity % lot == 0 {
+            lot
+        } else {
+            1
+        };
+        let units = (total / unit).max(k as i64);
+        let weights: Vec<f64> = (0..k).map(|_| Exp1.sample(&mut rng)).collect();
+        let sum: f64 = weights.iter().sum();
+        let spare = units - k as i64;
+        let mut given = 0;
+        let mut at = order.created_at;
+        let maker = !order.market;
+        for (i, w) in weights.iter().enumerate() {
+            let parts = if i + 1 == k {
+                units - given
+            } else {
+                1 + (spare as f64 * w / sum) as i64
+            };
+            given += parts;
+            let price = if order.market {
+                let p = order.price as f64 * self.slippage.sample(&mut rng).exp();
+                ((p / tick as f64).round() as i64).max(1) * tick
+            } else {
+                order.price
+            };
+            let quantity = parts * unit;
+            let notional = quantity as i128 * price as i128 / 100_000_000;
+            let fee = (notional * if maker { 2 } else { 10 } / 10_000) as i64;
+            at += (self.delay.sample(&mut rng) * US_PER_SECOND).max(1.0) as i64;
+            out.push(Fill {
+                quantity,
+                price,
+                fee,
+                executed_at: at,
+            });
+        }
+    }
+}
+
+/// Fills for order number `rank` (0-based) of `eligible`, so that all of them add up to exactly `n`.
+pub fn fills_for_rank(n: i64, eligible: i64, rank: i64) -> usize {
+    let upto = |r: i64| (n as i128 * r as i128 / eligible as i128) as i64;
+    (upto(rank + 1) - upto(rank)) as usize
+}
+
+/// Appends `n` trades to `stress_data.trades` for the FILLED/PARTIAL orders that have none yet.
+#[pg_extern(volatile, parallel_unsafe)]
+fn generate_trades(
+    n: Option<i64>,
+    seed: default!(Option<i64>, "NULL"),
+    fill_rate: default!(Option<f64>, 0.1),
+) -> i64 {
+    const F: &str = "generate_trades";
+    let started_at = super::now();
+    let n = super::row_count(F, n).or_raise() as i64;
+    let seed = super::seed_or_random(seed);
+    let fill_rate = fill_rate.unwrap_or(0.1);
+    let model = FillModel::new(seed as u64, fill_rate)
+        .map_err(|e| {
+            StressError::invalid(
+                F,
+                e,
+                "fill_rate is the Poisson rate of fills after an order is placed, e.g. 0.1.",
+            )
+        })
+        .or_raise();
+    let schema = gucs::data_schema();
+    let orders = qualified(&schema, ORDERS.name);
+    let trades = qualified(&schema, TRADES.name);
+    if Spi::get_one_with_args::<bool>("SELECT to_regclass($1) IS NULL", &[orders.as_str().into()])
+        .unwrap()
+        == Some(true)
+    {
+        StressError::invalid(
+            F,
+            format!("{schema}.orders does not exist"),
+            "Generate orders first: SELECT stress.generate_orders(1000000);",
+        )
+        .raise();
+    }
+    let relid = TRADES.ensure(&schema);
+    let after_order =
+        Spi::get_one::<i64>(&format!("SELECT coalesce(max(order_id), 0) FROM {trades}"))
+            .unwrap()
+            .unwrap_or(0);
+    let eligible = Spi::get_one_with_args::<i64>(
+        &format!("SELECT count(*) FROM {orders} WHERE status IN ('FILLED', 'PARTIAL') AND id > $1"),
+        &[after_order.into()],
+    )
+    .unwrap()
+    .unwrap_or(0);
+    if n > 0 && eligible == 0 {
+        StressError::invalid(
+            F,
+            format!("no FILLED or PARTIAL orders without trades in {schema}.orders"),
+            "Generate more orders first: each call fills only orders that have no trades yet.",
+        )
+        .raise();
+    }
+    if n > 0 && n > eligible * MAX_FILLS_PER_ORDER {
+        StressError::invalid(
+            F,
+            format!("{n} trades over {eligible} eligible orders is more than {MAX_FILLS_PER_ORDER} fills per order"),
+            "Generate more orders, or fewer trades.",
+        )
+        .raise();
+    }
+
+    let symbols: Vec<_> = SYMBOLS.iter().map(|s| text_datum(s.name)).collect();
+    let sides: Vec<_> = SIDES.iter().map(|s| text_datum(s)).collect();
+    let mut write = super::TableWrite::open(&TRADES, &schema, relid, n as u64, F);
+    let mut id = write.first_id();
+    let mut rank = 0i64;
+    let mut last_order = after_order;
+    let mut fills = Vec::new();
+    while rank < eligible && n > 0 {
+        let chunk = read_orders(&orders, last_order, 10_000);
+        if chunk.is_empty() {
+            break;
+        }
+        for order in &chunk {
+            model.fills(order, fills_for_rank(n, eligible, rank), &mut fills);
+            rank += 1;
+            let symbol = SYMBOLS.iter().position(|s| s.name == order.symbol);
+            let side = SIDES.iter().position(|s| *s == order.side);
+            for fill in &fills {
+                write.push(|v, _| {
+                    v[0] = id.into();
+                    v[1] = order.id.into();
+                    v[2] = order.account_id.into();
+                    v[3] = symbol.map_or_else(|| text_datum(&order.symbol), |i| symbols[i]);
+                    v[4] = side.map_or_else(|| text_datum(&order.side), |i| sides[i]);
+                    v[5] = numeric_datum(fill.quantity, NUMERIC_SCALE);
+                    v[6] = numeric_datum(fill.price, NUMERIC_SCALE);
+                    v[7] = numeric_datum(fill.fee, NUMERIC_SCALE);
+                    v[8] = fill.executed_at.into();
+                });
+                id += 1;
+            }
+        }
+        last_order = chunk.last().map_or(last_order, |o| o.id);
+    }
+    // order_id and account_id come from order rows read under a SHARE lock on orders.
+    let trusted: &[&str] = if super::fk_holds_on(&orders, "account_id") {
+        &["order_id", "account_id"]
+    } else {
+        &["order_id"]
+    };
+    let outcome = write.finish(trusted);
+    let parameters =
+        json!({"n": n, "seed": seed, "fill_rate": fill_rate, "after_order_id": after_order});
+    super::record(F, parameters, started_at, &schema, "trades", &outcome);
+    outcome.rows as i64
+}
+
+/// Up to `limit` eligible orders with id > `after`, in id order.
+fn read_orders(orders: &str, after: i64, limit: i64) -> Vec<OrderToFill> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            &format!(
+                "SELECT id, account_id, symbol, side, order_type <> 'LIMIT', status = 'PARTIAL',
+                        (quantity * 100000000)::int8, (price * 100000000)::int8,
+                        (extract(epoch FROM created_at - '2000-01-01 00:00:00+00') * 1000000)::int8
+                 FROM {orders} WHERE status IN ('FILLED', 'PARTIAL') AND id > $1 ORDER BY id LIMIT $2"
+            ),
+            None,
+            &[after.into(), limit.into()],
+        )?;
+        let mut out = Vec::with_capacity(limit as usize);
+        for r in rows {
+            out.push(OrderToFill {
+                id: r.get(1)?.unwrap_or_default(),
+                account_id: r.get(2)?.unwrap_or_default(),
+                symbol: r.get(3)?.unwrap_or_default(),
+                side: r.get(4)?.unwrap_or_default(),
+                market: r.get(5)?.unwrap_or_default(),
+                partial: r.get(6)?.unwrap_or_default(),
+                quantity: r.get(7)?.unwrap_or_default(),
+                price: r.get(8)?.unwrap_or_default(),
+                created_at: r.get(9)?.unwrap_or_default(),
+            });
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .expect("reading orders to fill")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(partial: bool, market: bool) -> OrderToFill {
+        OrderToFill {
+            id: 42,
+            account_id: 7,
+            symbol: "BTC/USDT".into(),
+            side: "BUY".into(),
+            market,
+            partial,
+            quantity: 1_234_000, // 0.01234 BTC
+            price: 6_500_000_000_000,
+            created_at: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn fills_add_up_and_come_after_the_order() {
+        let m = FillModel::new(1, 0.1).unwrap();
+        let mut fills = Vec::new();
+        for k in 1..=8 {
+            m.fills(&order(false, false), k, &mut fills);
+            assert_eq!(fills.len(), k);
+            assert_eq!(fills.iter().map(|f| f.quantity).sum::<i64>(), 1_234_000);
+            assert!(
+                fills
+                    .iter()
+                    .all(|f| f.quantity > 0 && f.price == 6_500_000_000_000)
+            );
+            assert!(
+                fills
+                    .windows(2)
+                    .all(|w| w[0].executed_at < w[1].executed_at)
+            );
+            assert!(fills[0].executed_at > 1_000_000);
+            m.fills(&order(true, true), k, &mut fills);
+            let sum: i64 = fills.iter().map(|f| f.quantity).sum();
+            assert!(sum < 1_234_000 && sum >= k as i64, "{sum}");
+            assert!(fills.iter().all(|f| f.fee > 0));
+        }
+    }
+
+    #[test]
+    fn shares_of_n_add_up_exactly() {
+        for (n, e) in [(10, 3), (5_000_000, 550_000), (7, 7), (3, 10)] {
+            assert_eq!(
+                (0..e).map(|r| fills_for_rank(n, e, r) as i64).sum::<i64>(),
+                n
+            );
+        }
+    }
+
+    #[test]
+    fn bad_fill_rates_are_refused() {
+        assert!(FillModel::new(1, 0.0).is_err());
+        assert!(FillModel::new(1, -1.0).is_err());
+        assert!(FillModel::new(1, f64::NAN).is_err());
+    }
+}
