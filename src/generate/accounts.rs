@@ -74,7 +74,7 @@ impl AccountModel {
 
 /// Appends `n` accounts to `stress_data.accounts` (created when missing); returns how many.
 #[pg_extern(volatile, parallel_unsafe)]
-fn generate_accounts(
+pub(super) fn generate_accounts(
     n: Option<i64>,
     seed: default!(Option<i64>, "NULL"),
     start_at: default!(Option<TimestampWithTimeZone>, "'2024-01-01 00:00:00+00'"),

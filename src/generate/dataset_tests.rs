@@ -138,4 +138,117 @@ mod tests {
             invalid
         );
     }
+
+    #[pg_test]
+    fn market_data_is_one_consistent_candle_per_symbol_per_step() {
+        use_schema("t_md");
+        let n = one::<i64>(
+            "SELECT stress.generate_market_data('{BTC/USDT,DOT/USDT}', '2025-01-01', '2025-01-01 10:00', '1 minute', seed => 4)",
+        );
+        assert_eq!(n, 2 * 600);
+        assert_eq!(
+            one::<i64>("SELECT count(DISTINCT (symbol, ts)) FROM t_md.market_data"),
+            1200
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM t_md.market_data
+                 WHERE NOT (low <= least(open, close) AND high >= greatest(open, close) AND volume >= 0 AND low > 0)"
+            ),
+            0
+        );
+        // Each candle opens at the previous close: a walk, not noise.
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM (SELECT open, lag(close) OVER (PARTITION BY symbol ORDER BY ts) AS prev
+                                       FROM t_md.market_data) x WHERE prev IS NOT NULL AND abs(open - prev) > 0.01"
+            ),
+            0
+        );
+        let invalid = Some(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE);
+        for bad in [
+            "SELECT stress.generate_market_data('{FOO/BAR}')",
+            "SELECT stress.generate_market_data(NULL, '2025-01-02', '2025-01-01')",
+            "SELECT stress.generate_market_data(NULL, step => '1 month')",
+            "SELECT stress.generate_market_data(NULL, step => '-1 minute')",
+            "SELECT stress.generate_market_data(NULL, step => '0.5 seconds')",
+        ] {
+            assert_eq!(sqlstate_of(bad), invalid, "{bad}");
+        }
+        // The same candles again collide with the primary key.
+        assert_eq!(
+            sqlstate_of(
+                "SELECT stress.generate_market_data('{BTC/USDT}', '2025-01-01', '2025-01-01 01:00', '1 minute')"
+            ),
+            Some(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION)
+        );
+    }
+
+    #[pg_test]
+    fn audit_log_events_carry_payloads() {
+        use_schema("t_audit");
+        assert_eq!(
+            one::<i64>("SELECT stress.generate_audit_log(3000, seed => 2, accounts => 50)"),
+            3000
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM t_audit.audit_log WHERE payload ? 'ip' AND payload ? 'request_id'"
+            ),
+            3000
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM t_audit.audit_log WHERE entity = 'accounts' AND entity_id > 50"
+            ),
+            0
+        );
+        let placed =
+            one::<f64>("SELECT avg((action = 'ORDER_PLACED')::int)::float8 FROM t_audit.audit_log");
+        assert!((0.35..0.45).contains(&placed), "{placed}");
+    }
+
+    #[pg_test]
+    fn a_dataset_is_the_same_for_the_same_seed() {
+        let tables = [
+            "accounts",
+            "orders",
+            "trades",
+            "positions",
+            "market_data",
+            "audit_log",
+        ];
+        let mut digests = Vec::new();
+        for schema in ["t_dsa", "t_dsb"] {
+            use_schema(schema);
+            let summary = Spi::connect(|c| {
+                c.select("SELECT table_name, rows FROM stress.generate_dataset(orders => 3000, seed => 11, days => 2)", None, &[])
+                    .unwrap()
+                    .map(|r| (r.get::<String>(1).unwrap().unwrap(), r.get::<i64>(2).unwrap().unwrap()))
+                    .collect::<Vec<_>>()
+            });
+            let names: Vec<_> = summary
+                .iter()
+                .map(|(t, _)| t.trim_start_matches(&format!("{schema}.")).to_owned())
+                .collect();
+            assert_eq!(names, tables);
+            let rows: std::collections::HashMap<_, _> = names
+                .iter()
+                .cloned()
+                .zip(summary.iter().map(|r| r.1))
+                .collect();
+            assert_eq!(rows["orders"], 3000);
+            assert_eq!(rows["accounts"], 100);
+            assert_eq!(rows["trades"], 15000);
+            assert_eq!(rows["market_data"], 20 * 288 * 2);
+            assert_eq!(rows["audit_log"], 3000);
+            digests.push(
+                tables
+                    .iter()
+                    .map(|t| one::<String>(&format!("SELECT stress.checksum('{schema}.{t}')")))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(digests[0], digests[1]);
+    }
 }

@@ -2,9 +2,12 @@
 //! rows reach the heap), and one SQL function per table.
 
 mod accounts;
+mod audit_log;
 pub mod bulk;
+mod dataset;
 #[cfg(any(test, feature = "pg_test"))]
 mod dataset_tests;
+mod market_data;
 pub mod model;
 mod orders;
 mod positions;

@@ -12,7 +12,7 @@ use serde_json::json;
 /// Appends `n` orders to `stress_data.orders` (created when missing) and returns how many.
 /// The same seed into an empty table gives the same rows, byte for byte.
 #[pg_extern(volatile, parallel_unsafe)]
-fn generate_orders(
+pub(super) fn generate_orders(
     n: Option<i64>,
     seed: default!(Option<i64>, "NULL"),
     accounts: default!(Option<i64>, 10000),

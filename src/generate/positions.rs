@@ -43,7 +43,7 @@ impl PositionTotals {
 }
 
 #[pg_extern(volatile, parallel_unsafe)]
-fn generate_positions() -> i64 {
+pub(super) fn generate_positions() -> i64 {
     const F: &str = "generate_positions";
     let started_at = super::now();
     let schema = gucs::data_schema();

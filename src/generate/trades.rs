@@ -134,7 +134,7 @@ pub fn fills_for_rank(n: i64, eligible: i64, rank: i64) -> usize {
 
 /// Appends `n` trades to `stress_data.trades` for the FILLED/PARTIAL orders that have none yet.
 #[pg_extern(volatile, parallel_unsafe)]
-fn generate_trades(
+pub(super) fn generate_trades(
     n: Option<i64>,
     seed: default!(Option<i64>, "NULL"),
     fill_rate: default!(Option<f64>, 0.1),

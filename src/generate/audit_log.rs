@@ -1,0 +1,189 @@
+//! `stress.generate_audit_log(n, seed, …)`: an audit trail of who did what to which entity, with a
+//! jsonb payload per event.
+
+use super::bulk::text_datum;
+use super::model::{US_PER_DAY, US_PER_HOUR, row_rng};
+use super::tables::AUDIT_LOG;
+use crate::error::{OrRaise, StressError};
+use crate::gucs;
+use pgrx::JsonB;
+use pgrx::prelude::*;
+use rand::RngExt;
+use rand_distr::Distribution;
+use rand_distr::weighted::WeightedIndex;
+use serde_json::json;
+
+/// (action, entity it acts on, weight)
+pub const ACTIONS: &[(&str, &str, f64)] = &[
+    ("ORDER_PLACED", "orders", 0.40),
+    ("ORDER_CANCELLED", "orders", 0.15),
+    ("TRADE_EXECUTED", "trades", 0.25),
+    ("LOGIN", "accounts", 0.10),
+    ("BALANCE_UPDATED", "accounts", 0.08),
+    ("SETTINGS_CHANGED", "accounts", 0.02),
+];
+const USER_AGENTS: &[&str] = &[
+    "web/4.2.1",
+    "ios/3.9.0",
+    "android/3.8.7",
+    "api/v2",
+    "fix/4.4",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub ts: i64,
+    pub actor: String,
+    pub action: usize,
+    pub entity_id: i64,
+    pub payload: serde_json::Value,
+}
+
+pub struct AuditModel {
+    seed: u64,
+    start: i64,
+    days: i64,
+    accounts: i64,
+    entities: i64,
+    action: WeightedIndex<f64>,
+}
+
+impl AuditModel {
+    pub fn new(
+        seed: u64,
+        start: i64,
+        days: i32,
+        accounts: i64,
+        entities: i64,
+    ) -> Result<Self, String> {
+        if !(1..=36_500).contains(&days) {
+            return Err(format!("days must be between 1 and 36500, got {days}"));
+        }
+        if accounts < 1 || entities < 1 {
+            return Err(format!(
+                "accounts and entities must be at least 1, got {accounts} and {entities}"
+            ));
+        }
+        Ok(AuditModel {
+            seed,
+            start,
+            days: days as i64,
+            accounts,
+            entities,
+            action: WeightedIndex::new(ACTIONS.iter().map(|a| a.2)).expect("valid weights"),
+        })
+    }
+
+    /// The event with this id: a pure function of (seed, id).
+    pub fn event(&self, id: i64) -> AuditEvent {
+        let mut rng = row_rng(self.seed ^ 0xA0D1_7000, id);
+        let action = self.action.sample(&mut rng);
+        let account = rng.random_range(1..=self.accounts);
+        let entity_id = if ACTIONS[action].1 == "accounts" {
+            account
+        } else {
+            rng.random_range(1..=self.entities)
+        };
+        // 2% of events come from the system (risk engine, liquidations), the rest from users.
+        let actor = if rng.random_range(0..50) == 0 {
+            "system".to_owned()
+        } else {
+            format!("user:{account}")
+        };
+        let ip = format!(
+            "10.{}.{}.{}",
+            rng.random_range(0..256),
+            rng.random_range(0..256),
+            rng.random_range(1..255)
+        );
+        let agent = USER_AGENTS[rng.random_range(0..USER_AGENTS.len())];
+        let mut payload = json!({"ip": ip, "user_agent": agent, "request_id": format!("{:016x}", rng.random::<u64>())});
+        if ACTIONS[action].0 == "BALANCE_UPDATED" {
+            payload["delta"] = json!((rng.random_range(-500_000..500_000) as f64) / 100.0);
+        }
+        AuditEvent {
+            id,
+            ts: self.start
+                + rng.random_range(0..self.days) * US_PER_DAY
+                + rng.random_range(0..24 * US_PER_HOUR),
+            actor,
+            action,
+            entity_id,
+            payload,
+        }
+    }
+}
+
+/// Appends `n` audit events to `stress_data.audit_log` (created when missing); returns how many.
+#[pg_extern(volatile, parallel_unsafe)]
+pub(super) fn generate_audit_log(
+    n: Option<i64>,
+    seed: default!(Option<i64>, "NULL"),
+    start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
+    days: default!(Option<i32>, 30),
+    accounts: default!(Option<i64>, 10000),
+    entities: default!(Option<i64>, 1000000),
+) -> i64 {
+    const F: &str = "generate_audit_log";
+    let started_at = super::now();
+    let n = super::row_count(F, n).or_raise();
+    let seed = super::seed_or_random(seed);
+    let (days, accounts, entities) = (
+        days.unwrap_or(30),
+        accounts.unwrap_or(10_000),
+        entities.unwrap_or(1_000_000),
+    );
+    let start = start_at
+        .map(pg_sys::TimestampTz::from)
+        .unwrap_or(789_004_800_000_000);
+    let model = AuditModel::new(seed as u64, start, days, accounts, entities)
+        .map_err(|e| {
+            StressError::invalid(
+                F,
+                e,
+                "See README.md for the parameters of stress.generate_audit_log.",
+            )
+        })
+        .or_raise();
+    let schema = gucs::data_schema();
+    let relid = AUDIT_LOG.ensure(&schema);
+    let actions: Vec<_> = ACTIONS
+        .iter()
+        .map(|a| (text_datum(a.0), text_datum(a.1)))
+        .collect();
+    let outcome = super::write_rows(&AUDIT_LOG, &schema, relid, n, F, |id, v, _| {
+        let e = model.event(id);
+        v[0] = e.id.into();
+        v[1] = e.ts.into();
+        v[2] = text_datum(&e.actor);
+        v[3] = actions[e.action].0;
+        v[4] = actions[e.action].1;
+        v[5] = e.entity_id.into();
+        v[6] = JsonB(e.payload).into_datum().expect("jsonb datum");
+    });
+    let parameters = json!({"n": n, "seed": seed, "start_at": start_at.map(|t| t.to_iso_string()), "days": days,
+                            "accounts": accounts, "entities": entities});
+    super::record(F, parameters, started_at, &schema, "audit_log", &outcome);
+    outcome.rows as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_deterministic_and_in_domain() {
+        let m = AuditModel::new(3, 0, 30, 100, 1000).unwrap();
+        assert_eq!(m.event(5), m.event(5));
+        for id in 1..=5000 {
+            let e = m.event(id);
+            assert!(e.ts >= 0 && e.ts < 30 * US_PER_DAY);
+            assert!((1..=1000).contains(&e.entity_id));
+            assert!(e.actor == "system" || e.actor.starts_with("user:"));
+            assert!(e.payload["ip"].as_str().unwrap().starts_with("10."));
+        }
+        assert!(AuditModel::new(1, 0, 0, 1, 1).is_err());
+        assert!(AuditModel::new(1, 0, 1, 0, 1).is_err());
+    }
+}
