@@ -12,6 +12,7 @@ mod gucs;
 mod integrity;
 mod metrics;
 mod progress;
+mod scan;
 mod sql_util;
 mod subxact;
 

@@ -240,6 +240,14 @@ mod tests {
             assert_eq!(rows["orders"], 3000);
             assert_eq!(rows["accounts"], 100);
             assert_eq!(rows["trades"], 15000);
+            // positions are computed in the same statement as the trades: they must see them.
+            assert_eq!(
+                rows["positions"],
+                one::<i64>(&format!(
+                    "SELECT count(*) FROM (SELECT DISTINCT account_id, symbol FROM {schema}.trades) t"
+                ))
+            );
+            assert!(rows["positions"] > 0);
             assert_eq!(rows["market_data"], 20 * 288 * 2);
             assert_eq!(rows["audit_log"], 3000);
             digests.push(

@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn candles_are_consistent_and_wander() {
         let mut walk = Walk::new(1, 0, 60_000_000);
-        let mut last_close = None;
+        let mut last_close: Option<i64> = None;
         let mut closes = Vec::new();
         for _ in 0..10_000 {
             let c = walk.next();
@@ -193,11 +193,7 @@ mod tests {
             assert!(c.volume > 0);
             if let Some(prev) = last_close {
                 // the next candle opens where the last closed (up to rounding)
-                assert!(
-                    (c.open - prev as i64).abs() <= 1_000_000,
-                    "{prev} -> {}",
-                    c.open
-                );
+                assert!((c.open - prev).abs() <= 1_000_000, "{prev} -> {}", c.open);
             }
             last_close = Some(c.close);
             closes.push(c.close as f64);

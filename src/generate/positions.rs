@@ -108,29 +108,12 @@ unsafe fn sum_trades(rel: &PgRelation) -> Totals {
     let mut totals: HashMap<(i64, usize), PositionTotals> = HashMap::new();
     let mut symbols: Vec<String> = Vec::new();
     unsafe {
-        let raw = rel.as_ptr();
-        let mut snapshot = pg_sys::GetActiveSnapshot();
-        if snapshot.is_null() {
-            snapshot = pg_sys::GetTransactionSnapshot();
-        }
-        let scan = pg_sys::table_beginscan(raw, snapshot, 0, std::ptr::null_mut());
-        let slot = pg_sys::table_slot_create(raw, std::ptr::null_mut());
-        let row_memory = pgrx::PgMemoryContexts::new("pg_stress positions row");
-        let mut rows = 0u64;
-        while pg_sys::table_scan_getnextslot(
-            scan,
-            pg_sys::ScanDirection::ForwardScanDirection,
-            slot,
-        ) {
-            pg_sys::slot_getallattrs(slot);
-            let v = std::slice::from_raw_parts((*slot).tts_values, 9);
-            let outer = pg_sys::MemoryContextSwitchTo(row_memory.value());
+        crate::scan::for_each_row(rel.as_ptr(), |v, _| {
             let account = v[2].value() as i64;
             let symbol = text_of(v[3]);
             let buy = text_of(v[4]) == "BUY";
             let quantity = numeric_units(v[5]).unwrap_or(0);
             let price = numeric_units(v[6]).unwrap_or(0);
-            pg_sys::MemoryContextSwitchTo(outer);
             let at = v[8].value() as i64;
             // A handful of symbols: a linear search beats hashing the string.
             let symbol = match symbols.iter().position(|s| s == symbol) {
@@ -144,14 +127,7 @@ unsafe fn sum_trades(rel: &PgRelation) -> Totals {
                 .entry((account, symbol))
                 .or_default()
                 .add(buy, quantity, price, at);
-            rows += 1;
-            if rows.is_multiple_of(4096) {
-                pg_sys::MemoryContextReset(row_memory.value());
-                pg_sys::check_for_interrupts!();
-            }
-        }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
-        pg_sys::table_endscan(scan);
+        });
     }
     (totals, symbols)
 }

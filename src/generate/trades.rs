@@ -200,35 +200,57 @@ pub(super) fn generate_trades(
     let mut write = super::TableWrite::open(&TRADES, &schema, relid, n as u64, F);
     let mut id = write.first_id();
     let mut rank = 0i64;
-    let mut last_order = after_order;
     let mut fills = Vec::new();
-    while rank < eligible && n > 0 {
-        let chunk = read_orders(&orders, last_order, 10_000);
-        if chunk.is_empty() {
-            break;
-        }
-        for order in &chunk {
-            model.fills(order, fills_for_rank(n, eligible, rank), &mut fills);
-            rank += 1;
-            let symbol = SYMBOLS.iter().position(|s| s.name == order.symbol);
-            let side = SIDES.iter().position(|s| *s == order.side);
-            for fill in &fills {
-                write.push(|v, _| {
-                    v[0] = id.into();
-                    v[1] = order.id.into();
-                    v[2] = order.account_id.into();
-                    v[3] = symbol.map_or_else(|| text_datum(&order.symbol), |i| symbols[i]);
-                    v[4] = side.map_or_else(|| text_datum(&order.side), |i| sides[i]);
-                    v[5] = numeric_datum(fill.quantity, NUMERIC_SCALE);
-                    v[6] = numeric_datum(fill.price, NUMERIC_SCALE);
-                    v[7] = numeric_datum(fill.fee, NUMERIC_SCALE);
-                    v[8] = fill.executed_at.into();
-                });
-                id += 1;
+    // One cursor over the eligible orders, in id order; rows are converted without numeric
+    // arithmetic in SQL (numeric_units decodes the stored digits).
+    Spi::connect(|client| {
+        let mut cursor = client.open_cursor(
+            &format!(
+                "SELECT id, account_id, symbol, side, order_type <> 'LIMIT', status = 'PARTIAL', quantity, price, created_at
+                 FROM {orders} WHERE status IN ('FILLED', 'PARTIAL') AND id > $1 ORDER BY id"
+            ),
+            &[after_order.into()],
+        );
+        while rank < eligible && n > 0 {
+            let chunk = cursor.fetch(10_000)?;
+            if chunk.is_empty() {
+                break;
+            }
+            for r in chunk {
+                let order = OrderToFill {
+                    id: r.get(1)?.unwrap_or_default(),
+                    account_id: r.get(2)?.unwrap_or_default(),
+                    symbol: r.get(3)?.unwrap_or_default(),
+                    side: r.get(4)?.unwrap_or_default(),
+                    market: r.get(5)?.unwrap_or_default(),
+                    partial: r.get(6)?.unwrap_or_default(),
+                    quantity: units_of(r.get::<pgrx::AnyNumeric>(7)?),
+                    price: units_of(r.get::<pgrx::AnyNumeric>(8)?),
+                    created_at: r.get::<TimestampWithTimeZone>(9)?.map_or(0, pg_sys::TimestampTz::from),
+                };
+                model.fills(&order, fills_for_rank(n, eligible, rank), &mut fills);
+                rank += 1;
+                let symbol = SYMBOLS.iter().position(|s| s.name == order.symbol);
+                let side = SIDES.iter().position(|s| *s == order.side);
+                for fill in &fills {
+                    write.push(|v, _| {
+                        v[0] = id.into();
+                        v[1] = order.id.into();
+                        v[2] = order.account_id.into();
+                        v[3] = symbol.map_or_else(|| text_datum(&order.symbol), |i| symbols[i]);
+                        v[4] = side.map_or_else(|| text_datum(&order.side), |i| sides[i]);
+                        v[5] = numeric_datum(fill.quantity, NUMERIC_SCALE);
+                        v[6] = numeric_datum(fill.price, NUMERIC_SCALE);
+                        v[7] = numeric_datum(fill.fee, NUMERIC_SCALE);
+                        v[8] = fill.executed_at.into();
+                    });
+                    id += 1;
+                }
             }
         }
-        last_order = chunk.last().map_or(last_order, |o| o.id);
-    }
+        Ok::<_, pgrx::spi::SpiError>(())
+    })
+    .expect("reading orders to fill");
     // order_id and account_id come from order rows read under a SHARE lock on orders.
     let trusted: &[&str] = if super::fk_holds_on(&orders, "account_id") {
         &["order_id", "account_id"]
@@ -242,36 +264,12 @@ pub(super) fn generate_trades(
     outcome.rows as i64
 }
 
-/// Up to `limit` eligible orders with id > `after`, in id order.
-fn read_orders(orders: &str, after: i64, limit: i64) -> Vec<OrderToFill> {
-    Spi::connect(|client| {
-        let rows = client.select(
-            &format!(
-                "SELECT id, account_id, symbol, side, order_type <> 'LIMIT', status = 'PARTIAL',
-                        (quantity * 100000000)::int8, (price * 100000000)::int8,
-                        (extract(epoch FROM created_at - '2000-01-01 00:00:00+00') * 1000000)::int8
-                 FROM {orders} WHERE status IN ('FILLED', 'PARTIAL') AND id > $1 ORDER BY id LIMIT $2"
-            ),
-            None,
-            &[after.into(), limit.into()],
-        )?;
-        let mut out = Vec::with_capacity(limit as usize);
-        for r in rows {
-            out.push(OrderToFill {
-                id: r.get(1)?.unwrap_or_default(),
-                account_id: r.get(2)?.unwrap_or_default(),
-                symbol: r.get(3)?.unwrap_or_default(),
-                side: r.get(4)?.unwrap_or_default(),
-                market: r.get(5)?.unwrap_or_default(),
-                partial: r.get(6)?.unwrap_or_default(),
-                quantity: r.get(7)?.unwrap_or_default(),
-                price: r.get(8)?.unwrap_or_default(),
-                created_at: r.get(9)?.unwrap_or_default(),
-            });
-        }
-        Ok::<_, pgrx::spi::SpiError>(out)
-    })
-    .expect("reading orders to fill")
+/// A numeric(20,8) value in 10^-8 units (0 for NULL, NaN or out of i64 range).
+fn units_of(n: Option<pgrx::AnyNumeric>) -> i64 {
+    n.and_then(|n| n.into_datum())
+        .and_then(|d| unsafe { super::bulk::numeric_units(d) })
+        .and_then(|u| i64::try_from(u).ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

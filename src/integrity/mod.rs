@@ -85,41 +85,15 @@ unsafe fn scan_digest(scanned: &PgRelation, logical: &PgRelation) -> Digest {
                 )
             })
             .collect();
-        let natts = scanned_desc.len();
-
-        let raw = scanned.as_ptr();
-        let mut snapshot = pg_sys::GetActiveSnapshot();
-        if snapshot.is_null() {
-            snapshot = pg_sys::GetTransactionSnapshot();
-        }
-        let scan = pg_sys::table_beginscan(raw, snapshot, 0, std::ptr::null_mut());
-        let slot = pg_sys::table_slot_create(raw, std::ptr::null_mut());
-        // Per-row allocations (detoasted values, send output) go to a context reset every row.
-        let row_memory = pgrx::PgMemoryContexts::new("pg_stress checksum row");
         let mut digest = Digest::default();
         let mut encoded = Vec::with_capacity(256);
-        while pg_sys::table_scan_getnextslot(
-            scan,
-            pg_sys::ScanDirection::ForwardScanDirection,
-            slot,
-        ) {
-            pg_sys::slot_getallattrs(slot);
-            let values = std::slice::from_raw_parts((*slot).tts_values, natts);
-            let nulls = std::slice::from_raw_parts((*slot).tts_isnull, natts);
+        crate::scan::for_each_row(scanned.as_ptr(), |values, nulls| {
             encoded.clear();
-            let outer = pg_sys::MemoryContextSwitchTo(row_memory.value());
             for encoder in &encoders {
                 encoder.encode(values, nulls, &mut encoded);
             }
-            pg_sys::MemoryContextSwitchTo(outer);
             digest.add_row(&encoded);
-            if digest.rows % 4096 == 0 {
-                pg_sys::MemoryContextReset(row_memory.value());
-                pg_sys::check_for_interrupts!();
-            }
-        }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
-        pg_sys::table_endscan(scan);
+        });
         digest
     }
 }

@@ -1,0 +1,56 @@
+//! Reading a table's heap directly, for the passes that are faster without the executor (checksum,
+//! positions). Callers check privileges and row-level security first.
+
+use pgrx::PgMemoryContexts;
+use pgrx::pg_sys;
+
+/// Call `each(values, nulls)` for every row of `rel` visible to the current statement, including
+/// rows this transaction wrote earlier in the same statement (a generator's output, say). Memory
+/// that `each` allocates is reclaimed every few thousand rows; cancellation is honoured there too.
+///
+/// # Safety
+/// `rel` must be an open relation with storage, locked at least ACCESS SHARE.
+pub unsafe fn for_each_row(rel: pg_sys::Relation, mut each: impl FnMut(&[pg_sys::Datum], &[bool])) {
+    unsafe {
+        // A parallel worker may not advance the command counter; it only ever reads.
+        let own_snapshot = !pg_sys::IsInParallelMode();
+        if own_snapshot {
+            pg_sys::CommandCounterIncrement();
+            let active = pg_sys::GetActiveSnapshot();
+            pg_sys::PushCopiedSnapshot(if active.is_null() {
+                pg_sys::GetTransactionSnapshot()
+            } else {
+                active
+            });
+            pg_sys::UpdateActiveSnapshotCommandId();
+        }
+        let scan =
+            pg_sys::table_beginscan(rel, pg_sys::GetActiveSnapshot(), 0, std::ptr::null_mut());
+        let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
+        let natts = (*(*rel).rd_att).natts as usize;
+        let row_memory = PgMemoryContexts::new("pg_stress row");
+        let mut rows = 0u64;
+        while pg_sys::table_scan_getnextslot(
+            scan,
+            pg_sys::ScanDirection::ForwardScanDirection,
+            slot,
+        ) {
+            pg_sys::slot_getallattrs(slot);
+            let values = std::slice::from_raw_parts((*slot).tts_values, natts);
+            let nulls = std::slice::from_raw_parts((*slot).tts_isnull, natts);
+            let outer = pg_sys::MemoryContextSwitchTo(row_memory.value());
+            each(values, nulls);
+            pg_sys::MemoryContextSwitchTo(outer);
+            rows += 1;
+            if rows.is_multiple_of(4096) {
+                pg_sys::MemoryContextReset(row_memory.value());
+                pg_sys::check_for_interrupts!();
+            }
+        }
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        pg_sys::table_endscan(scan);
+        if own_snapshot {
+            pg_sys::PopActiveSnapshot();
+        }
+    }
+}
