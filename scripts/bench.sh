@@ -25,6 +25,24 @@ now() { date +%s.%N; }
 timed() { sql "CHECKPOINT" >/dev/null; local s; s=$(now); sql "$1" >/dev/null; awk -v s="$s" -v e="$(now)" 'BEGIN { printf "%.3f", e - s }'; }
 min() { printf '%s\n' "$@" | sort -g | head -1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# peak_growth SQL: run SQL in its own session and print by how many MB that backend's private memory
+# (RssAnon: not shared buffers) grew at its peak, sampled every 50 ms
+peak_growth() {
+  PGAPPNAME=stress_bench_memory PGOPTIONS="-c stress.progress_interval=0" "${psql[@]}" -d "$db" \
+    -c "SELECT pg_sleep(1)" -c "$1" >/dev/null &
+  local client=$! pid="" start_kb peak_kb kb
+  while [ -z "$pid" ]; do
+    pid=$(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'stress_bench_memory'")
+  done
+  start_kb=$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status") peak_kb=$start_kb
+  while kill -0 "$client" 2>/dev/null; do
+    kb=$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+    [ -n "$kb" ] && [ "$kb" -gt "$peak_kb" ] && peak_kb=$kb
+    sleep 0.05
+  done
+  wait "$client"
+  awk -v a="$start_kb" -v b="$peak_kb" 'BEGIN { printf "%.1f", (b - a) / 1024 }'
+}
 
 # The pure-SQL equivalent of generate_orders: the same columns from random(), into an identical table.
 baseline_insert="INSERT INTO bench_sql.orders
@@ -41,7 +59,8 @@ baseline_insert="INSERT INTO bench_sql.orders
 load_then_index="${baseline_insert//bench_sql.orders/bench_sql.orders_noindex};
   ALTER TABLE bench_sql.orders_noindex ADD PRIMARY KEY (id);
   CREATE INDEX ON bench_sql.orders_noindex (status);
-  CREATE INDEX ON bench_sql.orders_noindex (symbol, created_at)"
+  CREATE INDEX ON bench_sql.orders_noindex (symbol, created_at);
+  CREATE INDEX ON bench_sql.orders_noindex (account_id)"
 fresh_tables() {
   sql "DROP SCHEMA IF EXISTS stress_data CASCADE; DROP SCHEMA IF EXISTS bench_sql CASCADE;
        SELECT stress.generate_orders(0); CREATE SCHEMA bench_sql;
@@ -77,24 +96,81 @@ echo "   RATIO md5(string_agg) / checksum = $(ratio "$m" "$c")x faster   (must b
 
 echo "== memory: generate_orders($MEMORY_ROWS) into an empty table"
 sql "DROP SCHEMA IF EXISTS stress_data CASCADE; DROP SCHEMA IF EXISTS bench_sql CASCADE; CHECKPOINT" >/dev/null
-PGAPPNAME=stress_bench_memory PGOPTIONS="-c stress.progress_interval=0" "${psql[@]}" -d "$db" \
-  -c "SELECT pg_sleep(1)" -c "SELECT stress.generate_orders($MEMORY_ROWS, seed => 1)" >/dev/null &
-client=$!
-pid=""
-while [ -z "$pid" ]; do
-  pid=$(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'stress_bench_memory'")
-done
-rss() { awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true; }
-start_kb=$(rss) peak_kb=$start_kb s=$(now)
-while kill -0 "$client" 2>/dev/null; do
-  kb=$(rss); [ -n "$kb" ] && [ "$kb" -gt "$peak_kb" ] && peak_kb=$kb
-  sleep 0.05
-done
-wait "$client"
-secs=$(awk -v s="$s" -v e="$(now)" 'BEGIN { printf "%.1f", e - s - 1 }')
-grow_mb=$(awk -v a="$start_kb" -v b="$peak_kb" 'BEGIN { printf "%.1f", (b - a) / 1024 }')
-echo "   $MEMORY_ROWS rows in ~$secs s; backend private memory (RssAnon) grew by $grow_mb MB at peak   (must be <= ~100 MB)"
+grow_mb=$(peak_growth "SELECT stress.generate_orders($MEMORY_ROWS, seed => 1)")
+echo "   backend private memory (RssAnon) grew by $grow_mb MB at peak   (must be <= ~100 MB)"
 echo "   maintenance_work_mem = $(sql "SHOW maintenance_work_mem") (the index rebuild's sort memory is part of that peak)"
 
+
+# ---------------------------------------------------------------------------------------------------
+echo "== every table: generator vs the equivalent INSERT … SELECT into an identical table (same constraints,"
+echo "   indexes and foreign keys), one round each"
+symbols="ARRAY['BTC/USDT','ETH/USDT','SOL/USDT','BNB/USDT','XRP/USDT','DOGE/USDT','ADA/USDT','AVAX/USDT',
+                'LINK/USDT','DOT/USDT','LTC/USDT','TRX/USDT','ATOM/USDT','UNI/USDT','NEAR/USDT','XLM/USDT',
+                'ETC/USDT','FIL/USDT','APT/USDT','ARB/USDT']"
+sql "DROP SCHEMA IF EXISTS stress_data CASCADE; DROP SCHEMA IF EXISTS bench_sql CASCADE; CREATE SCHEMA bench_sql" >/dev/null
+# like TABLE [REFERENCES …]: an empty bench_sql copy of a generated table, foreign keys pointing where ours do
+like() {
+  local t=$1; shift
+  sql "CREATE TABLE bench_sql.$t (LIKE stress_data.$t INCLUDING ALL)" >/dev/null
+  for fk in "$@"; do sql "ALTER TABLE bench_sql.$t ADD FOREIGN KEY $fk" >/dev/null; done
+}
+summary=()
+compare() {  # compare TABLE ROWS OURS_SQL BASELINE_SQL
+  local table=$1 rows=$2 o b r
+  o=$(timed "$3"); b=$(timed "$4"); r=$(ratio "$o" "$b")
+  printf '   %-12s %9s rows: generator %7.2f s (%8.0f rows/s), SQL %7.2f s   RATIO %s\n' \
+    "$table" "$rows" "$o" "$(awk -v n="$rows" -v t="$o" 'BEGIN{print n/t}')" "$b" "$r"
+  summary+=("$table=$r")
+}
+sql "SELECT stress.generate_accounts(0)" >/dev/null; like accounts
+compare accounts 1000000 "SELECT stress.generate_accounts(1000000, seed => 1)" \
+  "INSERT INTO bench_sql.accounts SELECT g, 'user.' || g, (ARRAY['USDT','USD','EUR','BTC'])[1 + floor(random() * 4)::int],
+          round((random() * 100000)::numeric, 2), timestamptz '2024-01-01 00:00+00' + random() * interval '365 days'
+   FROM generate_series(1, 1000000) g"
+sql "SELECT stress.generate_orders(0)" >/dev/null; like orders "(account_id) REFERENCES stress_data.accounts (id)"
+compare orders 1000000 "SELECT stress.generate_orders(1000000, seed => 1, accounts => 1000000)" \
+  "${baseline_insert//floor(random() * 10000)/floor(random() * 1000000)}"
+sql "SELECT stress.generate_trades(0)" >/dev/null
+like trades "(order_id) REFERENCES stress_data.orders (id)" "(account_id) REFERENCES stress_data.accounts (id)"
+compare trades 2000000 "SELECT stress.generate_trades(2000000, seed => 1)" \
+  "INSERT INTO bench_sql.trades
+   SELECT row_number() OVER (), o.id, o.account_id, o.symbol, o.side, round(o.quantity / 4, 8), o.price,
+          round(o.quantity * o.price * 0.001 / 4, 8), o.created_at + g * random() * interval '10 seconds'
+   FROM stress_data.orders o CROSS JOIN generate_series(1, 4) g WHERE o.status IN ('FILLED', 'PARTIAL') LIMIT 2000000"
+sql "SELECT stress.generate_positions()" >/dev/null   # creates the table (and fills it once)
+like positions "(account_id) REFERENCES stress_data.accounts (id)"
+compare positions "$(sql "SELECT count(*) FROM stress_data.positions")" "SELECT stress.generate_positions()" \
+  "INSERT INTO bench_sql.positions
+   SELECT account_id, symbol, sum(CASE side WHEN 'BUY' THEN quantity ELSE -quantity END),
+          round(sum(quantity * price) / sum(quantity), 8), max(executed_at)
+   FROM stress_data.trades GROUP BY account_id, symbol"
+sql "SELECT stress.generate_market_data('{}')" >/dev/null; like market_data
+compare market_data 864000 "SELECT stress.generate_market_data(NULL, '2025-01-01', '2025-01-31', '1 minute', seed => 1)" \
+  "INSERT INTO bench_sql.market_data
+   SELECT s, ts, p, round(p * 1.001, 8), round(p * 0.999, 8), p, round((random() * 1000)::numeric, 8)
+   FROM unnest($symbols) s, generate_series(timestamptz '2025-01-01 00:00+00', '2025-01-30 23:59+00', '1 minute') ts,
+        LATERAL (SELECT round((100 * (1 + random() * 0.01) + 0 * extract(epoch FROM ts))::numeric, 8) AS p) x"
+sql "SELECT stress.generate_audit_log(0)" >/dev/null; like audit_log
+compare audit_log 1000000 "SELECT stress.generate_audit_log(1000000, seed => 1)" \
+  "INSERT INTO bench_sql.audit_log
+   SELECT g, timestamptz '2025-01-01 00:00+00' + random() * interval '30 days', 'user:' || (1 + floor(random() * 10000)),
+          (ARRAY['ORDER_PLACED','ORDER_CANCELLED','TRADE_EXECUTED','LOGIN'])[1 + floor(random() * 4)::int],
+          (ARRAY['orders','trades','accounts'])[1 + floor(random() * 3)::int], 1 + floor(random() * 1000000),
+          jsonb_build_object('ip', '10.' || floor(random() * 256) || '.' || floor(random() * 256) || '.' || floor(random() * 255),
+                             'user_agent', 'web/4.2.1', 'request_id', md5(random()::text))
+   FROM generate_series(1, 1000000) g"
+
+echo "== generate_dataset(orders => 1000000): all six tables"
+sql "DROP SCHEMA IF EXISTS stress_data CASCADE; DROP SCHEMA IF EXISTS bench_sql CASCADE" >/dev/null
+ds=$(timed "SELECT stress.generate_dataset(orders => 1000000, seed => 1)")
+sql "SELECT format('   %-12s %9s rows %8s s', split_part(r.name, '.', 2), r.rows, round(r.seconds::numeric, 2))
+     FROM stress.results r WHERE r.run_id = (SELECT max(id) FROM stress.runs WHERE kind = 'generate_dataset') ORDER BY r.id"
+echo "   total $ds s   (workers => 2: not implemented yet)"
+
+echo "== memory: generate_trades($MEMORY_ROWS) over the dataset's orders"
+sql "DROP TABLE stress_data.trades CASCADE; CHECKPOINT" >/dev/null
+trade_growth=$(peak_growth "SELECT stress.generate_trades($MEMORY_ROWS, seed => 1)")
+echo "   backend private memory (RssAnon) grew by $trade_growth MB at peak   (must be <= ~100 MB)"
 echo
-echo "SUMMARY generate_orders/SQL=$gen_ratio checksum_speedup=$(ratio "$m" "$c")x memory_growth_mb=$grow_mb"
+echo "SUMMARY generate_orders/SQL=$gen_ratio checksum_speedup=$(ratio "$m" "$c")x orders_memory_mb=$grow_mb"
+echo "        per table: ${summary[*]}  dataset=${ds}s trades_memory_mb=$trade_growth"

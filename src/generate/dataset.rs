@@ -22,6 +22,7 @@ fn generate_dataset(
     start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
     days: default!(Option<i32>, 30),
     market_data_step: default!(Option<Interval>, "'5 minutes'"),
+    spec: default!(Option<pgrx::JsonB>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -33,9 +34,24 @@ fn generate_dataset(
 > {
     const F: &str = "generate_dataset";
     let started_at = super::now();
-    let n_orders = super::row_count(F, orders).or_raise() as i64;
+    let spec = match &spec {
+        Some(s) => parse_spec(&s.0)
+            .map_err(|e| {
+                StressError::invalid(
+                    F,
+                    e,
+                    "See README.md, \"Distributions\", for the spec format.",
+                )
+            })
+            .or_raise(),
+        None => DatasetSpec::default(),
+    };
+    let n_orders = super::row_count(F, spec.orders.or(orders)).or_raise() as i64;
     let seed = Some(super::seed_or_random(seed));
-    let n_accounts = accounts.unwrap_or((n_orders / 100).max(100));
+    let n_accounts = spec
+        .accounts
+        .or(accounts)
+        .unwrap_or((n_orders / 100).max(100));
     let per_order = trades_per_order.unwrap_or(5.0);
     if !(0.0..=super::trades::MAX_FILLS_PER_ORDER as f64).contains(&per_order) {
         StressError::invalid(
@@ -48,8 +64,10 @@ fn generate_dataset(
         )
         .raise();
     }
-    let n_trades = (n_orders as f64 * per_order).round() as i64;
-    let n_audit = audit_events.unwrap_or(n_orders);
+    let n_trades = spec
+        .trades
+        .unwrap_or((n_orders as f64 * per_order).round() as i64);
+    let n_audit = spec.audit_log.or(audit_events).unwrap_or(n_orders);
     let days = days.unwrap_or(30);
     let start = start_at
         .unwrap_or_else(|| TimestampWithTimeZone::try_from(789_004_800_000_000i64).unwrap());
@@ -75,11 +93,17 @@ fn generate_dataset(
             Some(start),
             Some(days),
             Some(vec![Some(9), Some(10), Some(14), Some(15)]),
+            spec.order_distribution.clone().map(pgrx::JsonB),
         )
     });
     step("trades", &mut || {
         if n_trades > 0 {
-            trades::generate_trades(Some(n_trades), seed, Some(0.1))
+            trades::generate_trades(
+                Some(n_trades),
+                seed,
+                Some(0.1),
+                spec.trade_distribution.clone().map(pgrx::JsonB),
+            )
         } else {
             0
         }
@@ -115,11 +139,165 @@ fn generate_dataset(
             details: json!({}),
         })
         .collect();
-    let parameters = json!({"orders": n_orders, "seed": seed, "accounts": n_accounts, "trades_per_order": per_order,
+    let parameters = json!({"spec": spec.raw,"orders": n_orders, "seed": seed, "accounts": n_accounts, "trades_per_order": per_order,
                             "audit_events": n_audit, "start_at": start.to_iso_string(), "days": days});
     metrics::record_completed_call(F, parameters, started_at, &measurements);
     TableIterator::new(measurements.into_iter().map(|m| {
         let rate = m.rows_per_sec().unwrap_or(0.0);
         (m.name, m.rows.unwrap_or(0), m.seconds, rate)
     }))
+}
+
+/// The seed's `generate_data_with_distribution` dictionary, as jsonb:
+/// `{"orders": {"count": 1000000, "distribution": "normal", "peak_hours": [9, 10, 14, 15]},
+///   "trades": {"count": 5000000, "distribution": "poisson", "lambda": 100}}`.
+#[derive(Debug, Default, PartialEq)]
+pub struct DatasetSpec {
+    pub accounts: Option<i64>,
+    pub orders: Option<i64>,
+    pub trades: Option<i64>,
+    pub audit_log: Option<i64>,
+    /// per-column distributions for generate_orders
+    pub order_distribution: Option<serde_json::Value>,
+    /// per-column distributions for generate_trades
+    pub trade_distribution: Option<serde_json::Value>,
+    pub raw: serde_json::Value,
+}
+
+pub fn parse_spec(spec: &serde_json::Value) -> Result<DatasetSpec, String> {
+    use serde_json::{Map, Value};
+    let tables = spec
+        .as_object()
+        .ok_or("spec must be a JSON object keyed by table")?;
+    let mut out = DatasetSpec {
+        raw: spec.clone(),
+        ..Default::default()
+    };
+    for (table, entry) in tables {
+        let entry = entry
+            .as_object()
+            .ok_or_else(|| format!("spec.{table} must be an object"))?;
+        let allowed: &[&str] = match table.as_str() {
+            "accounts" | "audit_log" => &["count"],
+            "orders" => &[
+                "count",
+                "distribution",
+                "peak_hours",
+                "stddev_hours",
+                "columns",
+            ],
+            "trades" => &["count", "distribution", "lambda"],
+            other => {
+                return Err(format!(
+                    "spec.{other}: unknown table; use accounts, orders, trades or audit_log"
+                ));
+            }
+        };
+        if let Some(key) = entry.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(format!(
+                "spec.{table}.{key}: unknown key; {table} takes {}",
+                allowed.join(", ")
+            ));
+        }
+        let count = match entry.get("count") {
+            None => None,
+            Some(c) => Some(
+                c.as_i64()
+                    .filter(|c| (0..=super::MAX_ROWS_PER_CALL).contains(c))
+                    .ok_or_else(|| {
+                        format!(
+                            "spec.{table}.count must be an integer between 0 and {}",
+                            super::MAX_ROWS_PER_CALL
+                        )
+                    })?,
+            ),
+        };
+        match table.as_str() {
+            "accounts" => out.accounts = count,
+            "audit_log" => out.audit_log = count,
+            "orders" => {
+                out.orders = count;
+                let mut columns: Map<String, Value> = match entry.get("columns") {
+                    None => Map::new(),
+                    Some(Value::Object(c)) => c.clone(),
+                    Some(_) => {
+                        return Err("spec.orders.columns must be an object of column specs".into());
+                    }
+                };
+                // The table-level distribution and peak hours describe when orders arrive.
+                let mut created_at = Map::new();
+                for key in ["distribution", "peak_hours", "stddev_hours"] {
+                    if let Some(v) = entry.get(key) {
+                        created_at.insert(key.into(), v.clone());
+                    }
+                }
+                if !created_at.is_empty() {
+                    columns.insert("created_at".into(), Value::Object(created_at));
+                }
+                out.order_distribution = (!columns.is_empty()).then_some(Value::Object(columns));
+            }
+            _ => {
+                out.trades = count;
+                if entry.contains_key("distribution") || entry.contains_key("lambda") {
+                    let mut executed_at = entry.clone();
+                    executed_at.remove("count");
+                    out.trade_distribution = Some(serde_json::json!({"executed_at": executed_at}));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seeds_spec_parses() {
+        let spec = json!({
+            "orders": {"count": 1000000, "distribution": "normal", "peak_hours": [9, 10, 14, 15]},
+            "trades": {"count": 5000000, "distribution": "poisson", "lambda": 100}
+        });
+        let parsed = parse_spec(&spec).unwrap();
+        assert_eq!(parsed.orders, Some(1_000_000));
+        assert_eq!(parsed.trades, Some(5_000_000));
+        assert_eq!(
+            parsed.order_distribution,
+            Some(json!({"created_at": {"distribution": "normal", "peak_hours": [9, 10, 14, 15]}}))
+        );
+        assert_eq!(
+            parsed.trade_distribution,
+            Some(json!({"executed_at": {"distribution": "poisson", "lambda": 100}}))
+        );
+        assert_eq!(
+            super::super::trades::fill_rate_of(parsed.trade_distribution.as_ref().unwrap()),
+            Ok(100.0)
+        );
+    }
+
+    #[test]
+    fn bad_specs_say_where() {
+        assert!(parse_spec(&json!([])).unwrap_err().contains("object"));
+        assert!(
+            parse_spec(&json!({"fills": {}}))
+                .unwrap_err()
+                .contains("spec.fills")
+        );
+        assert!(
+            parse_spec(&json!({"orders": {"count": -1}}))
+                .unwrap_err()
+                .contains("spec.orders.count")
+        );
+        assert!(
+            parse_spec(&json!({"orders": {"colour": 1}}))
+                .unwrap_err()
+                .contains("spec.orders.colour")
+        );
+        assert!(
+            parse_spec(&json!({"trades": {"count": "x"}}))
+                .unwrap_err()
+                .contains("spec.trades.count")
+        );
+    }
 }

@@ -259,4 +259,100 @@ mod tests {
         }
         assert_eq!(digests[0], digests[1]);
     }
+
+    #[pg_test]
+    fn column_distributions_have_their_statistics() {
+        use_schema("t_dist");
+        Spi::run(
+            r#"SELECT stress.generate_orders(100000, seed => 21, accounts => 1000, distribution => '{
+                 "symbol":     {"distribution": "normal", "mean": 1, "stddev": 0},
+                 "quantity":   {"distribution": "normal", "mean": 50, "stddev": 5},
+                 "account_id": {"distribution": "zipf", "s": 1.0},
+                 "created_at": {"distribution": "normal", "peak_hours": [9, 15], "stddev_hours": 0.5}}')"#,
+        )
+        .unwrap();
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM t_dist.orders WHERE symbol <> 'BTC/USDT'"),
+            0
+        );
+        let (mean, stddev) = Spi::get_two::<f64, f64>(
+            "SELECT avg(quantity)::float8, stddev_pop(quantity)::float8 FROM t_dist.orders",
+        )
+        .unwrap();
+        let (mean, stddev) = (mean.unwrap(), stddev.unwrap());
+        assert!(
+            (mean - 50.0).abs() < 0.1 && (stddev - 5.0).abs() < 0.1,
+            "mean {mean} stddev {stddev}"
+        );
+        let ratio = one::<f64>(
+            "SELECT (count(*) FILTER (WHERE account_id = 1))::float8 / count(*) FILTER (WHERE account_id = 2)
+             FROM t_dist.orders",
+        );
+        assert!(
+            (1.8..2.2).contains(&ratio),
+            "zipf rank 1 / rank 2 = {ratio}"
+        );
+        // normal around 09:30 and 15:30 with σ = 30 min: ~95% within an hour of a peak
+        let near_peaks = one::<f64>(
+            "SELECT avg((abs(extract(epoch FROM (created_at AT TIME ZONE 'UTC')::time) / 3600 - 9.5) < 1
+                      OR abs(extract(epoch FROM (created_at AT TIME ZONE 'UTC')::time) / 3600 - 15.5) < 1)::int)::float8
+             FROM t_dist.orders",
+        );
+        assert!(
+            (0.94..0.97).contains(&near_peaks),
+            "share within 1 h of a peak: {near_peaks}"
+        );
+
+        Spi::run("TRUNCATE t_dist.orders").unwrap();
+        Spi::run(
+            r#"SELECT stress.generate_orders(100000, seed => 22, distribution => '{
+                 "symbol": {"distribution": "normal", "mean": 1, "stddev": 0},
+                 "quantity": {"distribution": "poisson", "lambda": 100}}')"#,
+        )
+        .unwrap();
+        let poisson = one::<f64>("SELECT avg(quantity)::float8 FROM t_dist.orders");
+        assert!((poisson - 100.0).abs() < 0.3, "poisson mean {poisson}");
+    }
+
+    #[pg_test]
+    fn the_seeds_distribution_dictionary_runs_as_is() {
+        use_schema("t_seed_spec");
+        let rows = Spi::connect(|c| {
+            c.select(
+                r#"SELECT rows FROM stress.generate_dataset(seed => 5, spec => '{
+                     "orders": {"count": 2000, "distribution": "normal", "peak_hours": [9, 10, 14, 15]},
+                     "trades": {"count": 9000, "distribution": "poisson", "lambda": 100}}') ORDER BY table_name"#,
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get::<i64>(1).unwrap().unwrap())
+            .collect::<Vec<_>>()
+        });
+        assert_eq!(rows.len(), 6);
+        assert_eq!(one::<i64>("SELECT count(*) FROM t_seed_spec.orders"), 2000);
+        assert_eq!(one::<i64>("SELECT count(*) FROM t_seed_spec.trades"), 9000);
+        // 100 fills per second: a fill comes about 10 ms after the one before
+        let gap = one::<f64>(
+            "SELECT avg(extract(epoch FROM executed_at - prev))::float8 FROM (
+                 SELECT executed_at, lag(executed_at) OVER (PARTITION BY order_id ORDER BY id) AS prev
+                 FROM t_seed_spec.trades) t WHERE prev IS NOT NULL",
+        );
+        assert!(
+            (0.008..0.012).contains(&gap),
+            "mean gap between fills {gap} s"
+        );
+        let invalid = Some(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE);
+        for bad in [
+            r#"SELECT stress.generate_orders(10, distribution => '{"quantity": {"distribution": "gamma"}}')"#,
+            r#"SELECT stress.generate_orders(10, distribution => '{"quantity": {"distribution": "normal", "mean": 1}}')"#,
+            r#"SELECT stress.generate_orders(10, distribution => '{"colour": {"distribution": "uniform"}}')"#,
+            r#"SELECT stress.generate_orders(10, distribution => '{"created_at": {"peak_hours": [25]}}')"#,
+            r#"SELECT stress.generate_trades(10, distribution => '{"executed_at": {"distribution": "uniform", "min": 0, "max": 1}}')"#,
+            r#"SELECT stress.generate_dataset(spec => '{"fills": {"count": 1}}')"#,
+            r#"SELECT stress.generate_dataset(spec => '{"orders": {"count": -5}}')"#,
+        ] {
+            assert_eq!(sqlstate_of(bad), invalid, "{bad}");
+        }
+    }
 }

@@ -7,6 +7,7 @@ pub mod bulk;
 mod dataset;
 #[cfg(any(test, feature = "pg_test"))]
 mod dataset_tests;
+pub mod distribution;
 mod market_data;
 pub mod model;
 mod orders;

@@ -9,6 +9,8 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::weighted::WeightedIndex;
 use rand_distr::{Distribution, LogNormal, Zipf};
 
+use super::distribution::{self, Dist};
+
 /// Fixed-point scale of every numeric column we write: `numeric(20,8)`, so values carry 10^-8 units.
 pub const NUMERIC_SCALE: i32 = 8;
 #[cfg(test)]
@@ -96,11 +98,35 @@ pub struct OrderModel {
     account_rank: Zipf<f64>,
     prices: Vec<LogNormal<f64>>,
     notional_usd: LogNormal<f64>,
-    hour: WeightedIndex<f64>,
+    time_of_day: TimeOfDay,
+    /// Per-column distributions a caller set (see [`OrderModel::apply_distribution`]).
+    overrides: Overrides,
     side: WeightedIndex<f64>,
     order_type: WeightedIndex<f64>,
     status: WeightedIndex<f64>,
 }
+
+/// When in the day orders are placed.
+enum TimeOfDay {
+    /// Hours weighted: peak hours ×4, night hours ×¼ (the default).
+    Weighted(WeightedIndex<f64>),
+    /// Evenly over the day.
+    Uniform,
+    /// Clustered around each peak hour's middle, normally with this standard deviation (µs).
+    Normal { peaks: Vec<i32>, stddev_us: f64 },
+}
+
+#[derive(Default)]
+struct Overrides {
+    symbol: Option<Dist>,
+    account_id: Option<Dist>,
+    price: Option<Dist>,
+    quantity: Option<Dist>,
+}
+
+/// Columns of orders whose distribution a caller may set.
+pub const ORDER_DISTRIBUTION_COLUMNS: &[&str] =
+    &["symbol", "account_id", "price", "quantity", "created_at"];
 
 /// One order, as fixed-point integers and indexes into the model's tables, so that turning it into
 /// datums needs no parsing.
@@ -139,17 +165,7 @@ impl OrderModel {
         if let Some(&h) = peak_hours.iter().find(|h| !(0..=23).contains(*h)) {
             return Err(ModelError::PeakHour(h));
         }
-        let hour_weights: Vec<f64> = (0..24)
-            .map(|h| {
-                if peak_hours.contains(&h) {
-                    PEAK_WEIGHT
-                } else if h < 6 {
-                    NIGHT_WEIGHT
-                } else {
-                    1.0
-                }
-            })
-            .collect();
+        let hour_weights = hour_weights(peak_hours);
         // Prices wander ~3% around their base; order sizes span cents to six figures of notional.
         let prices = SYMBOLS
             .iter()
@@ -165,27 +181,74 @@ impl OrderModel {
             account_rank: Zipf::new(accounts as f64, 0.8).expect("valid zipf"),
             prices,
             notional_usd: LogNormal::new(500f64.ln(), 1.3).expect("valid lognormal"),
-            hour: WeightedIndex::new(hour_weights).expect("valid weights"),
+            time_of_day: TimeOfDay::Weighted(
+                WeightedIndex::new(hour_weights).expect("valid weights"),
+            ),
+            overrides: Overrides::default(),
             side: WeightedIndex::new(SIDE_WEIGHTS).expect("valid weights"),
             order_type: WeightedIndex::new(ORDER_TYPE_WEIGHTS).expect("valid weights"),
             status: WeightedIndex::new(STATUS_WEIGHTS).expect("valid weights"),
         })
     }
 
+    /// Apply a caller's per-column distributions (see [`super::distribution`]):
+    /// - `symbol`: rank 1–20 by popularity (zipf's `n` defaults to 20);
+    /// - `account_id`: the id, clamped to 1…accounts (zipf's `n` defaults to accounts);
+    /// - `price`: a multiplier of the symbol's base price (e.g. normal, mean 1, stddev 0.02);
+    /// - `quantity`: in whole units of the symbol, rounded to its lot (at least one lot);
+    /// - `created_at`: `uniform`, or `normal` around `peak_hours` (`stddev_hours`, default 1), or
+    ///   only `peak_hours` for the default weighting.
+    pub fn apply_distribution(&mut self, spec: &serde_json::Value) -> Result<(), String> {
+        let columns = distribution::columns(spec, ORDER_DISTRIBUTION_COLUMNS)?;
+        for (column, spec) in columns {
+            let dist = |n| Dist::parse(column, spec, n);
+            match column.as_str() {
+                "symbol" => self.overrides.symbol = Some(dist(Some(SYMBOLS.len() as f64))?),
+                "account_id" => self.overrides.account_id = Some(dist(Some(self.accounts as f64))?),
+                "price" => self.overrides.price = Some(dist(None)?),
+                "quantity" => self.overrides.quantity = Some(dist(None)?),
+                _ => self.time_of_day = time_of_day(spec)?,
+            }
+        }
+        Ok(())
+    }
+
     /// The order with this id. A pure function of (seed, id): whichever batch, worker or call
     /// generates id 42 produces the same row.
     pub fn order(&self, id: i64) -> Order {
         let mut rng = row_rng(self.seed, id);
-        let symbol = self.symbol.sample(&mut rng);
+        let o = &self.overrides;
+        let symbol = match &o.symbol {
+            Some(d) => (d.sample(&mut rng).round().clamp(1.0, SYMBOLS.len() as f64) as usize) - 1,
+            None => self.symbol.sample(&mut rng),
+        };
         let sym = &SYMBOLS[symbol];
-        let price_whole = self.prices[symbol].sample(&mut rng);
+        let price_whole = match &o.price {
+            Some(d) => sym.base_price * d.sample(&mut rng).max(1e-9),
+            None => self.prices[symbol].sample(&mut rng),
+        };
         let price = to_units(price_whole, sym.tick_decimals);
-        let notional = self.notional_usd.sample(&mut rng).min(5_000_000.0);
-        let quantity = to_units(notional / price_whole, sym.lot_decimals);
-        let account_id = (self.account_rank.sample(&mut rng) as u64).min(self.accounts) as i64;
+        let quantity_whole = match &o.quantity {
+            Some(d) => d.sample(&mut rng).max(0.0),
+            None => self.notional_usd.sample(&mut rng).min(5_000_000.0) / price_whole,
+        };
+        let quantity = to_units(quantity_whole.min(1e11), sym.lot_decimals);
+        let account_id = match &o.account_id {
+            Some(d) => d.sample(&mut rng).round().clamp(1.0, self.accounts as f64) as i64,
+            None => (self.account_rank.sample(&mut rng) as u64).min(self.accounts) as i64,
+        };
         let day = rng.random_range(0..self.days);
-        let hour = self.hour.sample(&mut rng) as i64;
-        let within_hour = rng.random_range(0..US_PER_HOUR);
+        let in_day = match &self.time_of_day {
+            TimeOfDay::Weighted(hours) => {
+                hours.sample(&mut rng) as i64 * US_PER_HOUR + rng.random_range(0..US_PER_HOUR)
+            }
+            TimeOfDay::Uniform => rng.random_range(0..US_PER_DAY),
+            TimeOfDay::Normal { peaks, stddev_us } => {
+                let peak = peaks[rng.random_range(0..peaks.len())] as f64 + 0.5;
+                let z: f64 = rand_distr::StandardNormal.sample(&mut rng);
+                ((peak * US_PER_HOUR as f64 + z * stddev_us) as i64).rem_euclid(US_PER_DAY)
+            }
+        };
         Order {
             id,
             account_id,
@@ -195,9 +258,56 @@ impl OrderModel {
             status: self.status.sample(&mut rng),
             quantity,
             price,
-            created_at: self.start_us + day * US_PER_DAY + hour * US_PER_HOUR + within_hour,
+            created_at: self.start_us + day * US_PER_DAY + in_day,
         }
     }
+}
+
+/// The time-of-day spec of `created_at`.
+fn time_of_day(spec: &serde_json::Value) -> Result<TimeOfDay, String> {
+    let peaks = distribution::peak_hours("created_at", spec)?;
+    match spec.get("distribution").and_then(serde_json::Value::as_str) {
+        Some("uniform") => Ok(TimeOfDay::Uniform),
+        Some("normal") => {
+            let peaks = peaks
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| vec![9, 10, 14, 15]);
+            let hours = spec
+                .get("stddev_hours")
+                .map_or(Some(1.0), serde_json::Value::as_f64);
+            match hours {
+                Some(h) if h > 0.0 && h <= 24.0 => Ok(TimeOfDay::Normal {
+                    peaks,
+                    stddev_us: h * US_PER_HOUR as f64,
+                }),
+                _ => Err(
+                    "column created_at: parameter \"stddev_hours\" of normal must be in (0, 24]"
+                        .into(),
+                ),
+            }
+        }
+        None => Ok(TimeOfDay::Weighted(
+            WeightedIndex::new(hour_weights(&peaks.unwrap_or_default())).expect("valid weights"),
+        )),
+        Some(other) => Err(format!(
+            "column created_at: distribution \"{other}\" does not apply to a time of day; use uniform or normal (with peak_hours)"
+        )),
+    }
+}
+
+/// Hour weights: peak hours ×4, night hours (00–05) ×¼, the rest ×1.
+fn hour_weights(peak_hours: &[i32]) -> Vec<f64> {
+    (0..24)
+        .map(|h| {
+            if peak_hours.contains(&h) {
+                PEAK_WEIGHT
+            } else if h < 6 {
+                NIGHT_WEIGHT
+            } else {
+                1.0
+            }
+        })
+        .collect()
 }
 
 /// A generator private to one row, seeded from the call's seed and the row id. splitmix64 spreads
@@ -285,6 +395,46 @@ mod tests {
         }
         assert!(per_hour[9] > 3 * per_hour[12], "{per_hour:?}");
         assert!(per_hour[12] > 2 * per_hour[3], "{per_hour:?}");
+    }
+
+    #[test]
+    fn distributions_override_columns() {
+        let mut m = model();
+        m.apply_distribution(&serde_json::json!({
+            "quantity": {"distribution": "normal", "mean": 2, "stddev": 0.5},
+            "account_id": {"distribution": "uniform", "min": 1, "max": 10000},
+            "created_at": {"distribution": "normal", "peak_hours": [12], "stddev_hours": 0.5},
+        }))
+        .unwrap();
+        let orders: Vec<_> = (1..=50_000).map(|id| m.order(id)).collect();
+        let qty: Vec<f64> = orders.iter().map(|o| o.quantity as f64 / 1e8).collect();
+        let mean = qty.iter().sum::<f64>() / qty.len() as f64;
+        assert!((mean - 2.0).abs() < 0.02, "{mean}");
+        let near_noon = orders
+            .iter()
+            .filter(|o| {
+                (11 * US_PER_HOUR..14 * US_PER_HOUR).contains(&o.created_at.rem_euclid(US_PER_DAY))
+            })
+            .count();
+        // within ±1.5 h (3 σ) of 12:30: nearly all
+        assert!(near_noon as f64 > 0.99 * orders.len() as f64, "{near_noon}");
+        let low_accounts = orders.iter().filter(|o| o.account_id <= 5000).count();
+        assert!(
+            (0.48..0.52).contains(&(low_accounts as f64 / 50_000.0)),
+            "{low_accounts}"
+        );
+        assert!(
+            m.apply_distribution(&serde_json::json!({"side": {}}))
+                .unwrap_err()
+                .contains("column side")
+        );
+        assert!(
+            m.apply_distribution(
+                &serde_json::json!({"created_at": {"distribution": "poisson", "lambda": 1}})
+            )
+            .unwrap_err()
+            .contains("created_at")
+        );
     }
 
     #[test]

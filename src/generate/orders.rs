@@ -19,6 +19,7 @@ pub(super) fn generate_orders(
     start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
     days: default!(Option<i32>, 30),
     peak_hours: default!(Option<Vec<Option<i32>>>, "'{9,10,14,15}'"),
+    distribution: default!(Option<pgrx::JsonB>, "NULL"),
 ) -> i64 {
     const F: &str = "generate_orders";
     let started_at = super::now();
@@ -45,7 +46,7 @@ pub(super) fn generate_orders(
             .collect::<Result<_, _>>()
             .or_raise(),
     };
-    let model = OrderModel::new(seed as u64, accounts, start, days, &peak_hours)
+    let mut model = OrderModel::new(seed as u64, accounts, start, days, &peak_hours)
         .map_err(|e| {
             StressError::invalid(
                 F,
@@ -55,6 +56,12 @@ pub(super) fn generate_orders(
         })
         .or_raise();
 
+    if let Some(spec) = &distribution {
+        model
+            .apply_distribution(&spec.0)
+            .map_err(|e| StressError::invalid(F, e, "See README.md, \"Distributions\"."))
+            .or_raise();
+    }
     let schema = gucs::data_schema();
     let relid = ORDERS.ensure(&schema);
     // Every text value is one of a few constants: build their datums once for the whole call.
@@ -78,7 +85,7 @@ pub(super) fn generate_orders(
 
     let parameters = json!({
         "n": n, "seed": seed, "accounts": accounts, "start_at": start_at.map(|t| t.to_iso_string()),
-        "days": days, "peak_hours": peak_hours,
+        "days": days, "peak_hours": peak_hours, "distribution": distribution.map(|d| d.0),
     });
     super::record(F, parameters, started_at, &schema, "orders", &outcome);
     outcome.rows as i64

@@ -138,12 +138,18 @@ pub(super) fn generate_trades(
     n: Option<i64>,
     seed: default!(Option<i64>, "NULL"),
     fill_rate: default!(Option<f64>, 0.1),
+    distribution: default!(Option<pgrx::JsonB>, "NULL"),
 ) -> i64 {
     const F: &str = "generate_trades";
     let started_at = super::now();
     let n = super::row_count(F, n).or_raise() as i64;
     let seed = super::seed_or_random(seed);
-    let fill_rate = fill_rate.unwrap_or(0.1);
+    let mut fill_rate = fill_rate.unwrap_or(0.1);
+    if let Some(spec) = &distribution {
+        fill_rate = fill_rate_of(&spec.0)
+            .map_err(|e| StressError::invalid(F, e, "See README.md, \"Distributions\"."))
+            .or_raise();
+    }
     let model = FillModel::new(seed as u64, fill_rate)
         .map_err(|e| {
             StressError::invalid(
@@ -262,6 +268,21 @@ pub(super) fn generate_trades(
         json!({"n": n, "seed": seed, "fill_rate": fill_rate, "after_order_id": after_order});
     super::record(F, parameters, started_at, &schema, "trades", &outcome);
     outcome.rows as i64
+}
+
+/// The fill rate a `distribution` spec sets: executed_at arrives as a Poisson process (equivalently,
+/// exponential gaps) of `lambda` fills per second after the order.
+pub fn fill_rate_of(spec: &serde_json::Value) -> Result<f64, String> {
+    let columns = super::distribution::columns(spec, &["executed_at"])?;
+    let Some(executed_at) = columns.get("executed_at") else {
+        return Ok(0.1);
+    };
+    match super::distribution::Dist::parse("executed_at", executed_at, None)? {
+        super::distribution::Dist::Poisson(_) | super::distribution::Dist::Exponential(_) => {
+            Ok(executed_at["lambda"].as_f64().unwrap_or(0.1))
+        }
+        _ => Err("column executed_at: fills arrive as a Poisson process; use poisson or exponential with \"lambda\" (fills per second)".into()),
+    }
 }
 
 /// A numeric(20,8) value in 10^-8 units (0 for NULL, NaN or out of i64 range).
