@@ -15,6 +15,8 @@ mod progress;
 mod scan;
 mod sql_util;
 mod subxact;
+#[cfg(any(test, feature = "pg_test"))]
+mod testing;
 
 pgrx::pg_module_magic!();
 

@@ -2,19 +2,8 @@
 
 #[pgrx::pg_schema]
 mod tests {
-    use crate::subxact::sqlstate_of;
+    use crate::testing::{one, sqlstate_of, use_schema};
     use pgrx::prelude::*;
-
-    fn use_schema(schema: &str) {
-        Spi::run(&format!(
-            "SET LOCAL stress.data_schema = '{schema}'; SET LOCAL stress.progress_interval = 0"
-        ))
-        .unwrap();
-    }
-
-    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
-        Spi::get_one::<T>(sql).unwrap().unwrap()
-    }
 
     #[pg_test]
     fn accounts_orders_trades_positions_fit_together() {

@@ -94,18 +94,8 @@ pub(super) fn generate_orders(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::subxact::sqlstate_of;
+    use crate::testing::{one, sqlstate_of, use_schema};
     use pgrx::prelude::*;
-
-    /// Each test writes into its own data schema: #[pg_test]s run concurrently.
-    fn use_schema(schema: &str) {
-        Spi::run(&format!("SET LOCAL stress.data_schema = '{schema}'")).unwrap();
-        Spi::run("SET LOCAL stress.progress_interval = 0").unwrap();
-    }
-
-    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
-        Spi::get_one::<T>(sql).unwrap().unwrap()
-    }
 
     #[pg_test]
     fn generates_rows_with_indexes_and_records_the_call() {

@@ -223,11 +223,17 @@ impl TableSpec {
         if let Some(oid) = lookup(&table) {
             return oid;
         }
-        Spi::run(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {}",
-            quote_ident(schema)
-        ))
-        .expect("creating the data schema");
+        // Only when missing: CREATE SCHEMA IF NOT EXISTS would NOTICE on every new table.
+        let schema_missing = Spi::get_one_with_args::<bool>(
+            "SELECT to_regnamespace($1) IS NULL",
+            &[quote_ident(schema).as_str().into()],
+        )
+        .expect("looking up the data schema")
+        .unwrap_or(true);
+        if schema_missing {
+            Spi::run(&format!("CREATE SCHEMA {}", quote_ident(schema)))
+                .expect("creating the data schema");
+        }
         for statement in self.ddl(schema) {
             Spi::run(&statement).expect("creating a generated table");
         }

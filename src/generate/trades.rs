@@ -217,11 +217,15 @@ pub(super) fn generate_trades(
             ),
             &[after_order.into()],
         );
+        // What is copied out of a chunk (numerics, …) lives in this context, reset per chunk, and
+        // each chunk's tuple table is freed once used: memory stays flat however many orders.
+        let chunk_memory = pgrx::PgMemoryContexts::new("pg_stress trades chunk");
         while rank < eligible && n > 0 {
             let chunk = cursor.fetch(10_000)?;
             if chunk.is_empty() {
                 break;
             }
+            let outer = unsafe { pg_sys::MemoryContextSwitchTo(chunk_memory.value()) };
             for r in chunk {
                 let order = OrderToFill {
                     id: r.get(1)?.unwrap_or_default(),
@@ -252,6 +256,12 @@ pub(super) fn generate_trades(
                     });
                     id += 1;
                 }
+            }
+            unsafe {
+                pg_sys::MemoryContextSwitchTo(outer);
+                pg_sys::MemoryContextReset(chunk_memory.value());
+                pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable);
+                pg_sys::SPI_tuptable = std::ptr::null_mut();
             }
         }
         Ok::<_, pgrx::spi::SpiError>(())
