@@ -94,9 +94,10 @@ impl BulkWriter {
     }
 
     /// Append one row: `fill` sets its datums and nulls (all start non-null). By-reference datums
-    /// must be allocated while `fill` runs: it runs in the batch's memory context.
+    /// must be allocated while `fill` runs: it runs in the batch's memory context. Returns whether
+    /// this row completed a batch, which was then written.
     #[inline]
-    pub fn push(&mut self, fill: impl FnOnce(&mut [pg_sys::Datum], &mut [bool])) {
+    pub fn push(&mut self, fill: impl FnOnce(&mut [pg_sys::Datum], &mut [bool])) -> bool {
         unsafe {
             let slot = self.slots[self.filled];
             if let Some(clear) = (*(*slot).tts_ops).clear {
@@ -111,9 +112,11 @@ impl BulkWriter {
             pg_sys::ExecStoreVirtualTuple(slot);
         }
         self.filled += 1;
-        if self.filled == self.slots.len() {
+        let full = self.filled == self.slots.len();
+        if full {
             self.flush();
         }
+        full
     }
 
     /// Rows handed to the table so far.

@@ -124,7 +124,6 @@ pub struct TableWrite {
     index_mode: IndexMode,
     progress: Progress,
     first_id: i64,
-    batch: u64,
 }
 
 impl TableWrite {
@@ -169,16 +168,14 @@ impl TableWrite {
             } else {
                 IndexMode::Maintain
             };
-            let batch = crate::gucs::BATCH_SIZE.get() as usize;
             TableWrite {
                 rel,
                 relid,
                 table,
-                writer: BulkWriter::new(rel, index_mode, batch),
+                writer: BulkWriter::new(rel, index_mode, crate::gucs::BATCH_SIZE.get() as usize),
                 index_mode,
                 progress: Progress::new(label, expected_rows),
                 first_id,
-                batch: batch as u64,
             }
         }
     }
@@ -191,8 +188,7 @@ impl TableWrite {
     /// Append one row; see [`BulkWriter::push`].
     #[inline]
     pub fn push(&mut self, fill: impl FnOnce(&mut [pg_sys::Datum], &mut [bool])) {
-        self.writer.push(fill);
-        if self.writer.rows_written().is_multiple_of(self.batch) {
+        if self.writer.push(fill) {
             self.progress.tick(self.writer.rows_written());
         }
     }
