@@ -86,6 +86,22 @@ fn run_tool(tool: &str, args: &[&str]) {
     );
 }
 
+/// `pg_dump -Fc` of `source`, `pg_restore` into a new database `target`; a client of `target`.
+fn dump_and_restore(source: &str, target: &str) -> Client {
+    let dump = scratch_file(&format!("{source}.dump"));
+    let dump_path = dump.to_str().unwrap();
+    run_tool("pg_dump", &["-Fc", "-d", source, "-f", dump_path]);
+    let mut admin = connect("postgres");
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {target} WITH (FORCE)"))
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {target}"))
+        .unwrap();
+    run_tool("pg_restore", &["--exit-on-error", "-d", target, dump_path]);
+    connect(target)
+}
+
 #[test]
 fn same_seed_gives_the_same_data_in_two_databases() {
     let mut a = fresh_database("it_determinism_a");
@@ -122,22 +138,7 @@ fn checksum_survives_pg_dump_and_pg_restore_and_so_does_the_run_history() {
     let before = checksum(&mut source, "stress_data.orders");
     let runs_before = count(&mut source, "SELECT count(*) FROM stress.runs");
 
-    let dump = scratch_file("it_dump.dump");
-    let dump_path = dump.to_str().unwrap();
-    run_tool("pg_dump", &["-Fc", "-d", "it_dump_source", "-f", dump_path]);
-    let mut admin = connect("postgres");
-    admin
-        .batch_execute("DROP DATABASE IF EXISTS it_dump_target WITH (FORCE)")
-        .unwrap();
-    admin
-        .batch_execute("CREATE DATABASE it_dump_target")
-        .unwrap();
-    run_tool(
-        "pg_restore",
-        &["--exit-on-error", "-d", "it_dump_target", dump_path],
-    );
-
-    let mut target = connect("it_dump_target");
+    let mut target = dump_and_restore("it_dump_source", "it_dump_target");
     assert_eq!(checksum(&mut target, "stress_data.orders"), before);
     assert_eq!(
         count(&mut target, "SELECT count(*) FROM stress.runs"),
@@ -348,21 +349,7 @@ fn a_whole_dataset_is_reproducible_and_survives_dump_and_restore() {
     assert_eq!(dataset_checksums(&mut second), digests);
 
     // A dump of the first, restored: the same six tables, foreign keys and all.
-    let dump = scratch_file("it_dataset.dump");
-    let dump_path = dump.to_str().unwrap();
-    run_tool("pg_dump", &["-Fc", "-d", "it_dataset_a", "-f", dump_path]);
-    let mut admin = connect("postgres");
-    admin
-        .batch_execute("DROP DATABASE IF EXISTS it_dataset_restored WITH (FORCE)")
-        .unwrap();
-    admin
-        .batch_execute("CREATE DATABASE it_dataset_restored")
-        .unwrap();
-    run_tool(
-        "pg_restore",
-        &["--exit-on-error", "-d", "it_dataset_restored", dump_path],
-    );
-    let mut restored = connect("it_dataset_restored");
+    let mut restored = dump_and_restore("it_dataset_a", "it_dataset_restored");
     assert_eq!(dataset_checksums(&mut restored), digests);
     assert_eq!(
         count(
