@@ -6,6 +6,7 @@
 
 use pgrx::prelude::*;
 
+mod datum;
 mod error;
 mod generate;
 mod gucs;

@@ -207,45 +207,39 @@ pub fn numeric_datum(units: i64, scale: i32) -> pg_sys::Datum {
 /// # Safety
 /// `datum` must be a non-null `numeric` datum.
 pub unsafe fn numeric_units(datum: pg_sys::Datum) -> Option<i128> {
+    unsafe { crate::datum::with_varlena_bytes(datum, numeric_bytes_to_units) }
+}
+
+/// See [`numeric_units`]: the payload of a numeric varlena.
+fn numeric_bytes_to_units(bytes: &[u8]) -> Option<i128> {
     const NBASE: i128 = 10_000;
-    unsafe {
-        let raw = datum.cast_mut_ptr::<pg_sys::varlena>();
-        let detoasted = pg_sys::pg_detoast_datum_packed(raw);
-        let bytes = std::slice::from_raw_parts(
-            pgrx::varlena::vardata_any(detoasted) as *const u8,
-            pgrx::varlena::varsize_any_exhdr(detoasted),
-        );
-        let word = |i: usize| u16::from_ne_bytes([bytes[2 * i], bytes[2 * i + 1]]);
-        let header = word(0);
-        // numeric.c: the top two bits say short (10), special (11) or long positive/negative (00/01).
-        let (negative, weight, first_digit) = match header & 0xC000 {
-            0xC000 => return None,
-            0x8000 => {
-                let weight = (header & 0x003F) as i32;
-                let weight = if header & 0x0040 != 0 {
-                    weight | !0x003F
-                } else {
-                    weight
-                };
-                (header & 0x2000 != 0, weight, 1)
-            }
-            sign => (sign == 0x4000, word(1) as i16 as i32, 2),
-        };
-        let ndigits = bytes.len() / 2 - first_digit;
-        let mut units: i128 = 0;
-        // value = Σ digit_i · NBASE^(weight − i); units = value · 10^8 = Σ digit_i · NBASE^(weight − i + 2)
-        for i in 0..ndigits {
-            let exponent = weight - i as i32 + 2;
-            if exponent < 0 {
-                break;
-            }
-            units += word(first_digit + i) as i128 * NBASE.pow(exponent as u32);
+    let word = |i: usize| u16::from_ne_bytes([bytes[2 * i], bytes[2 * i + 1]]);
+    let header = word(0);
+    // numeric.c: the top two bits say short (10), special (11) or long positive/negative (00/01).
+    let (negative, weight, first_digit) = match header & 0xC000 {
+        0xC000 => return None,
+        0x8000 => {
+            let weight = (header & 0x003F) as i32;
+            let weight = if header & 0x0040 != 0 {
+                weight | !0x003F
+            } else {
+                weight
+            };
+            (header & 0x2000 != 0, weight, 1)
         }
-        if detoasted != raw {
-            pg_sys::pfree(detoasted.cast());
+        sign => (sign == 0x4000, word(1) as i16 as i32, 2),
+    };
+    let ndigits = bytes.len() / 2 - first_digit;
+    let mut units: i128 = 0;
+    // value = Σ digit_i · NBASE^(weight − i); units = value · 10^8 = Σ digit_i · NBASE^(weight − i + 2)
+    for i in 0..ndigits {
+        let exponent = weight - i as i32 + 2;
+        if exponent < 0 {
+            break;
         }
-        Some(if negative { -units } else { units })
+        units += word(first_digit + i) as i128 * NBASE.pow(exponent as u32);
     }
+    Some(if negative { -units } else { units })
 }
 
 /// A `text` datum, allocated in the current memory context.

@@ -113,19 +113,20 @@ unsafe fn sum_trades(rel: &PgRelation) -> Totals {
     unsafe {
         crate::scan::for_each_row(rel.as_ptr(), |v, _| {
             let account = v[2].value() as i64;
-            let symbol = text_of(v[3]);
-            let buy = text_of(v[4]) == "BUY";
+            let buy = crate::datum::with_varlena_bytes(v[4], |side| side == b"BUY");
             let quantity = numeric_units(v[5]).unwrap_or(0);
             let price = numeric_units(v[6]).unwrap_or(0);
             let at = v[8].value() as i64;
             // A handful of symbols: a linear search beats hashing the string.
-            let symbol = match symbols.iter().position(|s| s == symbol) {
-                Some(i) => i,
-                None => {
-                    symbols.push(symbol.to_owned());
-                    symbols.len() - 1
-                }
-            };
+            let symbol = crate::datum::with_varlena_bytes(v[3], |name| {
+                symbols
+                    .iter()
+                    .position(|s| s.as_bytes() == name)
+                    .unwrap_or_else(|| {
+                        symbols.push(String::from_utf8_lossy(name).into_owned());
+                        symbols.len() - 1
+                    })
+            });
             totals
                 .entry((account, symbol))
                 .or_default()
@@ -133,18 +134,6 @@ unsafe fn sum_trades(rel: &PgRelation) -> Totals {
         });
     }
     (totals, symbols)
-}
-
-/// The string in a (detoasted if needed) text datum.
-unsafe fn text_of<'a>(datum: pg_sys::Datum) -> &'a str {
-    unsafe {
-        let v = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
-        let bytes = std::slice::from_raw_parts(
-            pgrx::varlena::vardata_any(v) as *const u8,
-            pgrx::varlena::varsize_any_exhdr(v),
-        );
-        std::str::from_utf8_unchecked(bytes)
-    }
 }
 
 #[cfg(test)]

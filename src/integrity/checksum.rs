@@ -128,12 +128,7 @@ impl ColumnEncoder {
                 Encoding::FixedRef(len) => out
                     .extend_from_slice(std::slice::from_raw_parts(datum.cast_mut_ptr::<u8>(), len)),
                 Encoding::Payload => {
-                    let raw = datum.cast_mut_ptr::<pg_sys::varlena>();
-                    let detoasted = pg_sys::pg_detoast_datum_packed(raw);
-                    push_sized(out, varlena_bytes(detoasted));
-                    if detoasted != raw {
-                        pg_sys::pfree(detoasted.cast());
-                    }
+                    crate::datum::with_varlena_bytes(datum, |bytes| push_sized(out, bytes))
                 }
                 Encoding::CString => push_sized(
                     out,
