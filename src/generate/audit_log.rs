@@ -1,12 +1,11 @@
 //! `stress.generate_audit_log(n, seed, …)`: an audit trail of who did what to which entity, with a
 //! jsonb payload per event.
 
-use super::bulk::text_datum;
+use super::bulk::{JsonValue, jsonb_object_datum, numeric_datum, text_datum};
 use super::model::{US_PER_DAY, US_PER_HOUR, row_rng};
 use super::tables::AUDIT_LOG;
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
-use pgrx::JsonB;
 use pgrx::prelude::*;
 use rand::RngExt;
 use rand_distr::Distribution;
@@ -37,7 +36,12 @@ pub struct AuditEvent {
     pub actor: String,
     pub action: usize,
     pub entity_id: i64,
-    pub payload: serde_json::Value,
+    /// payload members
+    pub ip: String,
+    pub user_agent: &'static str,
+    pub request_id: String,
+    /// for BALANCE_UPDATED: the change, in cents
+    pub delta_cents: Option<i64>,
 }
 
 pub struct AuditModel {
@@ -97,11 +101,10 @@ impl AuditModel {
             rng.random_range(0..256),
             rng.random_range(1..255)
         );
-        let agent = USER_AGENTS[rng.random_range(0..USER_AGENTS.len())];
-        let mut payload = json!({"ip": ip, "user_agent": agent, "request_id": format!("{:016x}", rng.random::<u64>())});
-        if ACTIONS[action].0 == "BALANCE_UPDATED" {
-            payload["delta"] = json!((rng.random_range(-500_000..500_000) as f64) / 100.0);
-        }
+        let user_agent = USER_AGENTS[rng.random_range(0..USER_AGENTS.len())];
+        let request_id = format!("{:016x}", rng.random::<u64>());
+        let delta_cents =
+            (ACTIONS[action].0 == "BALANCE_UPDATED").then(|| rng.random_range(-500_000..500_000));
         AuditEvent {
             id,
             ts: self.start
@@ -110,7 +113,10 @@ impl AuditModel {
             actor,
             action,
             entity_id,
-            payload,
+            ip,
+            user_agent,
+            request_id,
+            delta_cents,
         }
     }
 }
@@ -160,7 +166,16 @@ pub(super) fn generate_audit_log(
         v[3] = actions[e.action].0;
         v[4] = actions[e.action].1;
         v[5] = e.entity_id.into();
-        v[6] = JsonB(e.payload).into_datum().expect("jsonb datum");
+        let delta = e.delta_cents.map(|cents| numeric_datum(cents, 2));
+        let mut payload = vec![
+            ("ip", JsonValue::Text(&e.ip)),
+            ("user_agent", JsonValue::Text(e.user_agent)),
+            ("request_id", JsonValue::Text(&e.request_id)),
+        ];
+        if let Some(delta) = delta {
+            payload.push(("delta", JsonValue::Numeric(delta)));
+        }
+        v[6] = jsonb_object_datum(&payload);
     });
     let parameters = json!({"n": n, "seed": seed, "start_at": start_at.map(|t| t.to_iso_string()), "days": days,
                             "accounts": accounts, "entities": entities});
@@ -181,7 +196,11 @@ mod tests {
             assert!(e.ts >= 0 && e.ts < 30 * US_PER_DAY);
             assert!((1..=1000).contains(&e.entity_id));
             assert!(e.actor == "system" || e.actor.starts_with("user:"));
-            assert!(e.payload["ip"].as_str().unwrap().starts_with("10."));
+            assert!(e.ip.starts_with("10.") && e.request_id.len() == 16);
+            assert_eq!(
+                e.delta_cents.is_some(),
+                ACTIONS[e.action].0 == "BALANCE_UPDATED"
+            );
         }
         assert!(AuditModel::new(1, 0, 0, 1, 1).is_err());
         assert!(AuditModel::new(1, 0, 1, 0, 1).is_err());

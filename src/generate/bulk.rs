@@ -242,6 +242,50 @@ fn numeric_bytes_to_units(bytes: &[u8]) -> Option<i128> {
     Some(if negative { -units } else { units })
 }
 
+/// A member value of [`jsonb_object_datum`].
+pub enum JsonValue<'a> {
+    Text(&'a str),
+    /// a `numeric` datum
+    Numeric(pg_sys::Datum),
+}
+
+/// A `jsonb` object datum built with PostgreSQL's own JsonbValue builder, as `jsonb_build_object`
+/// does: no JSON text is written or parsed. Keys are sorted and deduplicated by the builder.
+pub fn jsonb_object_datum(members: &[(&str, JsonValue)]) -> pg_sys::Datum {
+    use pg_sys::JsonbIteratorToken::{WJB_BEGIN_OBJECT, WJB_END_OBJECT, WJB_KEY, WJB_VALUE};
+    fn string(s: &str) -> pg_sys::JsonbValue {
+        pg_sys::JsonbValue {
+            type_: pg_sys::jbvType::jbvString,
+            val: pg_sys::JsonbValue__bindgen_ty_1 {
+                string: pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_1 {
+                    len: s.len() as i32,
+                    val: s.as_ptr() as *mut _,
+                },
+            },
+        }
+    }
+    unsafe {
+        let mut state: *mut pg_sys::JsonbParseState = ptr::null_mut();
+        pg_sys::pushJsonbValue(&mut state, WJB_BEGIN_OBJECT, ptr::null_mut());
+        for (key, value) in members {
+            let mut key = string(key);
+            pg_sys::pushJsonbValue(&mut state, WJB_KEY, &mut key);
+            let mut value = match value {
+                JsonValue::Text(s) => string(s),
+                JsonValue::Numeric(d) => pg_sys::JsonbValue {
+                    type_: pg_sys::jbvType::jbvNumeric,
+                    val: pg_sys::JsonbValue__bindgen_ty_1 {
+                        numeric: d.cast_mut_ptr(),
+                    },
+                },
+            };
+            pg_sys::pushJsonbValue(&mut state, WJB_VALUE, &mut value);
+        }
+        let object = pg_sys::pushJsonbValue(&mut state, WJB_END_OBJECT, ptr::null_mut());
+        pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(object))
+    }
+}
+
 /// A `text` datum, allocated in the current memory context.
 pub fn text_datum(s: &str) -> pg_sys::Datum {
     unsafe {
@@ -275,6 +319,21 @@ mod tests {
             }],
         );
         assert_eq!(text.unwrap().as_deref(), Some("65000.12000000"));
+    }
+
+    #[pg_test]
+    fn jsonb_objects_are_what_jsonb_in_would_make() {
+        let datum = jsonb_object_datum(&[
+            ("ip", JsonValue::Text("10.1.2.3")),
+            ("delta", JsonValue::Numeric(numeric_datum(-123_450, 2))),
+            ("a \"quoted\" key", JsonValue::Text("ünïcode")),
+        ]);
+        let same = Spi::get_one_with_args::<bool>(
+            r#"SELECT $1 = '{"ip": "10.1.2.3", "delta": -1234.50, "a \"quoted\" key": "ünïcode"}'::jsonb
+                      AND $1::text = '{"ip": "10.1.2.3", "delta": -1234.50, "a \"quoted\" key": "ünïcode"}'::jsonb::text"#,
+            &[unsafe { pgrx::datum::DatumWithOid::new(datum, pg_sys::JSONBOID) }],
+        );
+        assert_eq!(same.unwrap(), Some(true));
     }
 
     #[pg_test]
