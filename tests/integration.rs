@@ -35,8 +35,8 @@ fn connect(dbname: &str) -> Client {
         .expect("connecting to the test cluster")
 }
 
-/// A new, empty database with pg_stress installed (dropped first if a previous run left it).
-fn fresh_database(name: &str) -> Client {
+/// A new, empty database (dropped first if a previous run left it).
+fn empty_database(name: &str) -> Client {
     let mut admin = connect("postgres");
     admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -44,7 +44,12 @@ fn fresh_database(name: &str) -> Client {
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .unwrap();
-    let mut client = connect(name);
+    connect(name)
+}
+
+/// A new, empty database with pg_stress installed.
+fn fresh_database(name: &str) -> Client {
+    let mut client = empty_database(name);
     client.batch_execute("CREATE EXTENSION pg_stress").unwrap();
     client
 }
@@ -91,13 +96,7 @@ fn dump_and_restore(source: &str, target: &str) -> Client {
     let dump = scratch_file(&format!("{source}.dump"));
     let dump_path = dump.to_str().unwrap();
     run_tool("pg_dump", &["-Fc", "-d", source, "-f", dump_path]);
-    let mut admin = connect("postgres");
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {target} WITH (FORCE)"))
-        .unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {target}"))
-        .unwrap();
+    empty_database(target);
     run_tool("pg_restore", &["--exit-on-error", "-d", target, dump_path]);
     connect(target)
 }

@@ -20,6 +20,8 @@ const LAST: &[&str] = &[
     "smith", "garcia", "chen", "muller", "rossi", "kowalski", "tanaka", "silva", "novak", "dubois",
     "jensen", "ivanova", "haddad", "okafor", "lee", "nguyen",
 ];
+/// 2024-01-01 00:00:00 UTC: accounts open during the year before the default trading period.
+const ACCOUNTS_DEFAULT_START: i64 = 757_382_400_000_000;
 pub const CURRENCIES: &[&str] = &["USDT", "USD", "EUR", "BTC"];
 const CURRENCY_WEIGHTS: &[f64] = &[0.70, 0.15, 0.10, 0.05];
 
@@ -87,7 +89,7 @@ pub(super) fn generate_accounts(
     let days = days.unwrap_or(365);
     let start = start_at
         .map(pg_sys::TimestampTz::from)
-        .unwrap_or(757_382_400_000_000);
+        .unwrap_or(ACCOUNTS_DEFAULT_START);
     let model = AccountModel::new(seed as u64, start, days)
         .map_err(|e| StressError::invalid(F, e, "days is the period accounts were opened in."))
         .or_raise();

@@ -2,7 +2,7 @@
 //! jsonb payload per event.
 
 use super::bulk::{JsonValue, jsonb_object_datum, numeric_datum, text_datum};
-use super::model::{US_PER_DAY, US_PER_HOUR, row_rng};
+use super::model::{DEFAULT_START, US_PER_DAY, US_PER_HOUR, row_rng};
 use super::tables::AUDIT_LOG;
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
@@ -142,7 +142,7 @@ pub(super) fn generate_audit_log(
     );
     let start = start_at
         .map(pg_sys::TimestampTz::from)
-        .unwrap_or(789_004_800_000_000);
+        .unwrap_or(DEFAULT_START);
     let model = AuditModel::new(seed as u64, start, days, accounts, entities)
         .map_err(|e| {
             StressError::invalid(

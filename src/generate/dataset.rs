@@ -70,7 +70,7 @@ fn generate_dataset(
     let n_audit = spec.audit_log.or(audit_events).unwrap_or(n_orders);
     let days = days.unwrap_or(30);
     let start = start_at
-        .unwrap_or_else(|| TimestampWithTimeZone::try_from(789_004_800_000_000i64).unwrap());
+        .unwrap_or_else(|| TimestampWithTimeZone::try_from(super::model::DEFAULT_START).unwrap());
     let end = TimestampWithTimeZone::try_from(
         pg_sys::TimestampTz::from(start) + days.clamp(1, 36_500) as i64 * super::model::US_PER_DAY,
     )

@@ -124,6 +124,8 @@ pub struct TableWrite {
     index_mode: IndexMode,
     progress: Progress,
     first_id: i64,
+    /// Keyed by `id` (all but positions and market_data): new rows are `id >= first_id`.
+    has_id: bool,
 }
 
 impl TableWrite {
@@ -143,7 +145,8 @@ impl TableWrite {
             for parent in referenced_tables(relid) {
                 pg_sys::LockRelationOid(parent, pg_sys::ShareLock as pg_sys::LOCKMODE);
             }
-            let first_id = if spec.columns[0].name == "id" {
+            let has_id = spec.columns[0].name == "id";
+            let first_id = if has_id {
                 Spi::get_one::<i64>(&format!("SELECT coalesce(max(id), 0) + 1 FROM {table}"))
                     .expect("reading the highest id")
                     .unwrap_or(1)
@@ -176,6 +179,7 @@ impl TableWrite {
                 index_mode,
                 progress: Progress::new(label, expected_rows),
                 first_id,
+                has_id,
             }
         }
     }
@@ -205,7 +209,8 @@ impl TableWrite {
         }
         let index_build_seconds = index_started.elapsed().as_secs_f64();
         if rows > 0 {
-            validate_foreign_keys(self.relid, &self.table, self.first_id, trusted_columns);
+            let new_from = self.has_id.then_some(self.first_id);
+            validate_foreign_keys(self.relid, &self.table, new_from, trusted_columns);
         }
         WriteOutcome {
             rows,
@@ -263,8 +268,13 @@ fn referenced_tables(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
 }
 
 /// Check the foreign keys of the rows just written (`id >= first_id`, or all rows of a table without
-/// `id`), as the RI triggers the bulk path does not fire would have: 23503 on the first violation.
-fn validate_foreign_keys(relid: pg_sys::Oid, table: &str, first_id: i64, trusted_columns: &[&str]) {
+/// `id`, `first_id` None), as the RI triggers the bulk path does not fire would have: 23503 on the first violation.
+fn validate_foreign_keys(
+    relid: pg_sys::Oid,
+    table: &str,
+    first_id: Option<i64>,
+    trusted_columns: &[&str],
+) {
     // One row per foreign key: its name, the referenced table, and the join condition, all quoted by
     // PostgreSQL (format %I / regclass output).
     let checks: Vec<(String, String, String, String)> = Spi::connect(|client| {
@@ -295,21 +305,11 @@ fn validate_foreign_keys(relid: pg_sys::Oid, table: &str, first_id: i64, trusted
             })
     })
     .expect("reading foreign keys");
-    let has_id = Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1 AND attname = 'id' AND NOT attisdropped)",
-        &[relid.into()],
-    )
-    .expect("looking for an id column")
-    .unwrap_or(false);
     for (name, parent, condition, columns) in checks {
         if columns.split(',').all(|c| trusted_columns.contains(&c)) {
             continue;
         }
-        let new_rows = if has_id {
-            format!("c.id >= {first_id} AND ")
-        } else {
-            String::new()
-        };
+        let new_rows = first_id.map_or_else(String::new, |id| format!("c.id >= {id} AND "));
         let orphans = Spi::get_one::<i64>(&format!(
             "SELECT count(*) FROM {table} c WHERE {new_rows} NOT EXISTS (SELECT 1 FROM {parent} p WHERE {condition})"
         ))

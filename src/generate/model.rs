@@ -16,6 +16,9 @@ pub const NUMERIC_SCALE: i32 = 8;
 #[cfg(test)]
 const UNITS_PER_ONE: f64 = 100_000_000.0;
 
+/// 2025-01-01 00:00:00 UTC as a `timestamptz` datum: where generated activity starts by default
+/// (a fixed instant, so the same seed gives the same rows on any day).
+pub const DEFAULT_START: i64 = 789_004_800_000_000;
 pub const US_PER_HOUR: i64 = 3_600_000_000;
 pub const US_PER_DAY: i64 = 24 * US_PER_HOUR;
 
@@ -334,8 +337,7 @@ pub fn to_units(value: f64, decimals: u32) -> i64 {
 mod tests {
     use super::*;
 
-    /// 2025-01-01 00:00:00 UTC as a timestamptz datum.
-    const START: i64 = 789_004_800_000_000;
+    const START: i64 = DEFAULT_START;
 
     fn model() -> OrderModel {
         OrderModel::new(42, 10_000, START, 30, &[9, 10, 14, 15]).unwrap()

@@ -29,7 +29,7 @@ pub(super) fn generate_orders(
     let days = days.unwrap_or(30);
     let start = start_at
         .map(pg_sys::TimestampTz::from)
-        .unwrap_or(789_004_800_000_000);
+        .unwrap_or(model::DEFAULT_START);
     let peak_hours: Vec<i32> = match peak_hours {
         None => vec![],
         Some(hours) => hours

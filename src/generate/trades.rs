@@ -27,6 +27,8 @@ pub struct OrderToFill {
     pub id: i64,
     pub account_id: i64,
     pub symbol: String,
+    /// Its index in [`SYMBOLS`], if it is one of ours (tick and lot sizes, a prebuilt datum).
+    pub symbol_index: Option<usize>,
     pub side: String,
     pub market: bool,
     pub partial: bool,
@@ -73,8 +75,7 @@ impl FillModel {
             return;
         }
         let mut rng = row_rng(self.seed ^ 0x7EAD_E500, order.id);
-        let sym = SYMBOLS.iter().find(|s| s.name == order.symbol);
-        let (tick, lot) = sym.map_or((1, 1), |s| {
+        let (tick, lot) = order.symbol_index.map(|i| &SYMBOLS[i]).map_or((1, 1), |s| {
             (
                 10i64.pow(NUMERIC_SCALE as u32 - s.tick_decimals),
                 10i64.pow(NUMERIC_SCALE as u32 - s.lot_decimals),
@@ -227,10 +228,12 @@ pub(super) fn generate_trades(
             }
             let outer = unsafe { pg_sys::MemoryContextSwitchTo(chunk_memory.value()) };
             for r in chunk {
+                let symbol: String = r.get(3)?.unwrap_or_default();
                 let order = OrderToFill {
                     id: r.get(1)?.unwrap_or_default(),
                     account_id: r.get(2)?.unwrap_or_default(),
-                    symbol: r.get(3)?.unwrap_or_default(),
+                    symbol_index: SYMBOLS.iter().position(|s| s.name == symbol),
+                    symbol,
                     side: r.get(4)?.unwrap_or_default(),
                     market: r.get(5)?.unwrap_or_default(),
                     partial: r.get(6)?.unwrap_or_default(),
@@ -240,7 +243,7 @@ pub(super) fn generate_trades(
                 };
                 model.fills(&order, fills_for_rank(n, eligible, rank), &mut fills);
                 rank += 1;
-                let symbol = SYMBOLS.iter().position(|s| s.name == order.symbol);
+                let symbol = order.symbol_index;
                 let side = SIDES.iter().position(|s| *s == order.side);
                 for fill in &fills {
                     write.push(|v, _| {
@@ -312,6 +315,7 @@ mod tests {
             id: 42,
             account_id: 7,
             symbol: "BTC/USDT".into(),
+            symbol_index: Some(0),
             side: "BUY".into(),
             market,
             partial,
