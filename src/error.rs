@@ -26,6 +26,15 @@ pub enum StressError {
     /// 0A000: something we refuse rather than do wrongly.
     #[error("{message}")]
     NotSupported { message: String, hint: String },
+    /// 23503: generated rows whose foreign key has no referenced row.
+    #[error("{message}")]
+    ForeignKeyViolation { message: String, hint: String },
+    /// 53000: not enough background worker slots for the workers asked for.
+    #[error("{message}")]
+    OutOfWorkerSlots { message: String, hint: String },
+    /// 57000: a background worker of this call stopped before its work was done.
+    #[error("{message}")]
+    WorkerLost { message: String, hint: String },
 }
 
 impl StressError {
@@ -50,6 +59,11 @@ impl StressError {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             StressError::NotSupported { .. } => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            StressError::ForeignKeyViolation { .. } => {
+                PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION
+            }
+            StressError::OutOfWorkerSlots { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
+            StressError::WorkerLost { .. } => PgSqlErrorCode::ERRCODE_OPERATOR_INTERVENTION,
         }
     }
 
@@ -57,7 +71,11 @@ impl StressError {
     pub fn raise(self) -> ! {
         let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "pg_stress");
         match &self {
-            StressError::InvalidParameter { hint, .. } | StressError::NotSupported { hint, .. }
+            StressError::InvalidParameter { hint, .. }
+            | StressError::NotSupported { hint, .. }
+            | StressError::ForeignKeyViolation { hint, .. }
+            | StressError::OutOfWorkerSlots { hint, .. }
+            | StressError::WorkerLost { hint, .. }
                 if !hint.is_empty() =>
             {
                 report = report.set_hint(hint.clone());

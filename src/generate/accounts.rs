@@ -2,6 +2,7 @@
 
 use super::bulk::{numeric_datum, text_datum};
 use super::model::{NUMERIC_SCALE, US_PER_DAY, row_rng, to_units};
+use super::parallel::{IdRows, Job, id_rows, worker_count};
 use super::tables::ACCOUNTS;
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
@@ -74,6 +75,32 @@ impl AccountModel {
     }
 }
 
+/// Account rows as datums (see [`super::parallel::IdRows`]).
+pub struct AccountRows {
+    model: AccountModel,
+    currencies: Vec<pg_sys::Datum>,
+}
+
+impl AccountRows {
+    pub fn new(seed: u64, start: i64, days: i32) -> Result<Self, String> {
+        Ok(AccountRows {
+            model: AccountModel::new(seed, start, days)?,
+            currencies: CURRENCIES.iter().map(|c| text_datum(c)).collect(),
+        })
+    }
+}
+
+impl IdRows for AccountRows {
+    fn fill(&self, id: i64, v: &mut [pg_sys::Datum], _nulls: &mut [bool]) {
+        let a = self.model.account(id);
+        v[0] = a.id.into();
+        v[1] = text_datum(&a.owner);
+        v[2] = self.currencies[a.currency];
+        v[3] = numeric_datum(a.balance, NUMERIC_SCALE);
+        v[4] = a.created_at.into();
+    }
+}
+
 /// Appends `n` accounts to `stress_data.accounts` (created when missing); returns how many.
 #[pg_extern(volatile, parallel_unsafe)]
 pub(super) fn generate_accounts(
@@ -81,6 +108,7 @@ pub(super) fn generate_accounts(
     seed: default!(Option<i64>, "NULL"),
     start_at: default!(Option<TimestampWithTimeZone>, "'2024-01-01 00:00:00+00'"),
     days: default!(Option<i32>, 365),
+    workers: default!(Option<i32>, 1),
 ) -> i64 {
     const F: &str = "generate_accounts";
     let started_at = super::now();
@@ -90,22 +118,19 @@ pub(super) fn generate_accounts(
     let start = start_at
         .map(pg_sys::TimestampTz::from)
         .unwrap_or(ACCOUNTS_DEFAULT_START);
-    let model = AccountModel::new(seed as u64, start, days)
+    let workers = worker_count(F, workers).or_raise();
+    let job = Job::Accounts {
+        seed: seed as u64,
+        start,
+        days,
+    };
+    let rows = id_rows(&job)
         .map_err(|e| StressError::invalid(F, e, "days is the period accounts were opened in."))
         .or_raise();
     let schema = gucs::data_schema();
-    let relid = ACCOUNTS.ensure(&schema);
-    let currencies: Vec<_> = CURRENCIES.iter().map(|c| text_datum(c)).collect();
-
-    let outcome = super::write_rows(&ACCOUNTS, &schema, relid, n, F, |id, v, _| {
-        let a = model.account(id);
-        v[0] = a.id.into();
-        v[1] = text_datum(&a.owner);
-        v[2] = currencies[a.currency];
-        v[3] = numeric_datum(a.balance, NUMERIC_SCALE);
-        v[4] = a.created_at.into();
-    });
-    let parameters = json!({"n": n, "seed": seed, "start_at": start_at.map(|t| t.to_iso_string()), "days": days});
+    let outcome = super::write_id_rows(&ACCOUNTS, &schema, n, F, &job, rows.as_ref(), workers);
+    let parameters = json!({"n": n, "seed": seed, "start_at": start_at.map(|t| t.to_iso_string()), "days": days,
+                            "workers": workers});
     super::record(F, parameters, started_at, &schema, "accounts", &outcome);
     outcome.rows as i64
 }

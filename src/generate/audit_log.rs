@@ -3,6 +3,7 @@
 
 use super::bulk::{JsonValue, jsonb_object_datum, numeric_datum, text_datum};
 use super::model::{DEFAULT_START, US_PER_DAY, US_PER_HOUR, row_rng};
+use super::parallel::{IdRows, Job, id_rows, worker_count};
 use super::tables::AUDIT_LOG;
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
@@ -121,6 +122,52 @@ impl AuditModel {
     }
 }
 
+/// Audit events as datums (see [`super::parallel::IdRows`]).
+pub struct AuditRows {
+    model: AuditModel,
+    actions: Vec<(pg_sys::Datum, pg_sys::Datum)>,
+}
+
+impl AuditRows {
+    pub fn new(
+        seed: u64,
+        start: i64,
+        days: i32,
+        accounts: i64,
+        entities: i64,
+    ) -> Result<Self, String> {
+        Ok(AuditRows {
+            model: AuditModel::new(seed, start, days, accounts, entities)?,
+            actions: ACTIONS
+                .iter()
+                .map(|a| (text_datum(a.0), text_datum(a.1)))
+                .collect(),
+        })
+    }
+}
+
+impl IdRows for AuditRows {
+    fn fill(&self, id: i64, v: &mut [pg_sys::Datum], _nulls: &mut [bool]) {
+        let e = self.model.event(id);
+        v[0] = e.id.into();
+        v[1] = e.ts.into();
+        v[2] = text_datum(&e.actor);
+        v[3] = self.actions[e.action].0;
+        v[4] = self.actions[e.action].1;
+        v[5] = e.entity_id.into();
+        let delta = e.delta_cents.map(|cents| numeric_datum(cents, 2));
+        let mut payload = vec![
+            ("ip", JsonValue::Text(&e.ip)),
+            ("user_agent", JsonValue::Text(e.user_agent)),
+            ("request_id", JsonValue::Text(&e.request_id)),
+        ];
+        if let Some(delta) = delta {
+            payload.push(("delta", JsonValue::Numeric(delta)));
+        }
+        v[6] = jsonb_object_datum(&payload);
+    }
+}
+
 /// Appends `n` audit events to `stress_data.audit_log` (created when missing); returns how many.
 #[pg_extern(volatile, parallel_unsafe)]
 pub(super) fn generate_audit_log(
@@ -130,6 +177,7 @@ pub(super) fn generate_audit_log(
     days: default!(Option<i32>, 30),
     accounts: default!(Option<i64>, 10000),
     entities: default!(Option<i64>, 1000000),
+    workers: default!(Option<i32>, 1),
 ) -> i64 {
     const F: &str = "generate_audit_log";
     let started_at = super::now();
@@ -143,7 +191,15 @@ pub(super) fn generate_audit_log(
     let start = start_at
         .map(pg_sys::TimestampTz::from)
         .unwrap_or(DEFAULT_START);
-    let model = AuditModel::new(seed as u64, start, days, accounts, entities)
+    let workers = worker_count(F, workers).or_raise();
+    let job = Job::AuditLog {
+        seed: seed as u64,
+        start,
+        days,
+        accounts,
+        entities,
+    };
+    let rows = id_rows(&job)
         .map_err(|e| {
             StressError::invalid(
                 F,
@@ -153,32 +209,9 @@ pub(super) fn generate_audit_log(
         })
         .or_raise();
     let schema = gucs::data_schema();
-    let relid = AUDIT_LOG.ensure(&schema);
-    let actions: Vec<_> = ACTIONS
-        .iter()
-        .map(|a| (text_datum(a.0), text_datum(a.1)))
-        .collect();
-    let outcome = super::write_rows(&AUDIT_LOG, &schema, relid, n, F, |id, v, _| {
-        let e = model.event(id);
-        v[0] = e.id.into();
-        v[1] = e.ts.into();
-        v[2] = text_datum(&e.actor);
-        v[3] = actions[e.action].0;
-        v[4] = actions[e.action].1;
-        v[5] = e.entity_id.into();
-        let delta = e.delta_cents.map(|cents| numeric_datum(cents, 2));
-        let mut payload = vec![
-            ("ip", JsonValue::Text(&e.ip)),
-            ("user_agent", JsonValue::Text(e.user_agent)),
-            ("request_id", JsonValue::Text(&e.request_id)),
-        ];
-        if let Some(delta) = delta {
-            payload.push(("delta", JsonValue::Numeric(delta)));
-        }
-        v[6] = jsonb_object_datum(&payload);
-    });
+    let outcome = super::write_id_rows(&AUDIT_LOG, &schema, n, F, &job, rows.as_ref(), workers);
     let parameters = json!({"n": n, "seed": seed, "start_at": start_at.map(|t| t.to_iso_string()), "days": days,
-                            "accounts": accounts, "entities": entities});
+                            "accounts": accounts, "entities": entities, "workers": workers});
     super::record(F, parameters, started_at, &schema, "audit_log", &outcome);
     outcome.rows as i64
 }

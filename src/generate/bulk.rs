@@ -119,6 +119,27 @@ impl BulkWriter {
         full
     }
 
+    /// Append one row formed elsewhere (a generator worker): `tuple` is a heap tuple's bytes for
+    /// this table, copied into the slot. Returns whether this row completed a batch.
+    pub fn push_formed(&mut self, tuple: &[u8]) -> bool {
+        unsafe {
+            let slot = self.slots[self.filled];
+            let mut data = pg_sys::HeapTupleData {
+                t_len: tuple.len() as u32,
+                t_self: pg_sys::ItemPointerData::default(),
+                t_tableOid: (*self.rel).rd_id,
+                t_data: tuple.as_ptr() as *mut pg_sys::HeapTupleHeaderData,
+            };
+            pg_sys::ExecForceStoreHeapTuple(&mut data, slot, false);
+        }
+        self.filled += 1;
+        let full = self.filled == self.slots.len();
+        if full {
+            self.flush();
+        }
+        full
+    }
+
     /// Rows handed to the table so far.
     pub fn rows_written(&self) -> u64 {
         self.rows_written

@@ -23,6 +23,7 @@ fn generate_dataset(
     days: default!(Option<i32>, 30),
     market_data_step: default!(Option<Interval>, "'5 minutes'"),
     spec: default!(Option<pgrx::JsonB>, "NULL"),
+    workers: default!(Option<i32>, 1),
 ) -> TableIterator<
     'static,
     (
@@ -47,6 +48,8 @@ fn generate_dataset(
         None => DatasetSpec::default(),
     };
     let n_orders = super::row_count(F, spec.orders.or(orders)).or_raise() as i64;
+    let n_workers = super::parallel::worker_count(F, workers).or_raise() as i32;
+    let workers = Some(n_workers);
     let seed = Some(super::seed_or_random(seed));
     let n_accounts = spec
         .accounts
@@ -83,7 +86,7 @@ fn generate_dataset(
         rows.push((table.to_owned(), n, t.elapsed().as_secs_f64()));
     };
     step("accounts", &mut || {
-        accounts::generate_accounts(Some(n_accounts), seed, Some(start), Some(days))
+        accounts::generate_accounts(Some(n_accounts), seed, Some(start), Some(days), workers)
     });
     step("orders", &mut || {
         orders::generate_orders(
@@ -94,6 +97,7 @@ fn generate_dataset(
             Some(days),
             Some(vec![Some(9), Some(10), Some(14), Some(15)]),
             spec.order_distribution.clone().map(pgrx::JsonB),
+            workers,
         )
     });
     step("trades", &mut || {
@@ -103,6 +107,7 @@ fn generate_dataset(
                 seed,
                 Some(0.1),
                 spec.trade_distribution.clone().map(pgrx::JsonB),
+                workers,
             )
         } else {
             0
@@ -126,6 +131,7 @@ fn generate_dataset(
             Some(days),
             Some(n_accounts),
             Some(n_orders.max(1)),
+            workers,
         )
     });
 
@@ -140,7 +146,8 @@ fn generate_dataset(
         })
         .collect();
     let parameters = json!({"spec": spec.raw,"orders": n_orders, "seed": seed, "accounts": n_accounts, "trades_per_order": per_order,
-                            "audit_events": n_audit, "start_at": start.to_iso_string(), "days": days});
+                            "audit_events": n_audit, "start_at": start.to_iso_string(), "days": days,
+                            "workers": n_workers});
     metrics::record_completed_call(F, parameters, started_at, &measurements);
     TableIterator::new(measurements.into_iter().map(|m| {
         let rate = m.rows_per_sec().unwrap_or(0.0);

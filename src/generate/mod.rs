@@ -11,6 +11,7 @@ pub mod distribution;
 mod market_data;
 pub mod model;
 mod orders;
+pub mod parallel;
 mod positions;
 pub mod tables;
 mod trades;
@@ -197,6 +198,24 @@ impl TableWrite {
         }
     }
 
+    /// Append one row formed by a generator worker; see [`BulkWriter::push_formed`].
+    #[inline]
+    pub fn push_tuple(&mut self, tuple: &[u8]) {
+        if self.writer.push_formed(tuple) {
+            self.progress.tick(self.writer.rows_written());
+        }
+    }
+
+    /// The table's tuple descriptor (what workers form tuples with).
+    pub fn tuple_desc(&self) -> pg_sys::TupleDesc {
+        unsafe { (*self.rel).rd_att }
+    }
+
+    /// schema.table, quoted as needed.
+    pub fn display_name(&self) -> &str {
+        &self.table
+    }
+
     /// Write what is buffered, rebuild indexes if the table started empty, and validate foreign keys
     /// on `id >= first_id` except those on `trusted_columns`, whose values the generator took from
     /// rows it read under lock.
@@ -223,19 +242,46 @@ impl TableWrite {
     }
 }
 
-/// Append `n` rows with ids after the table's highest: `fill(id, values, nulls)` sets one row.
-pub fn write_rows(
+impl parallel::RowSink for TableWrite {
+    #[inline]
+    fn push(&mut self, fill: impl FnOnce(&mut [pg_sys::Datum], &mut [bool])) {
+        TableWrite::push(self, fill)
+    }
+}
+
+/// Append `n` rows of `job` (an id-keyed generator) to `spec`'s table in `schema` (created when
+/// missing) with ids after the table's highest, in this
+/// backend from `rows` (`workers` = 1) or formed by that many background workers from `job` (which
+/// makes the same `rows` in each): the data is the same.
+pub fn write_id_rows(
     spec: &TableSpec,
     schema: &str,
-    relid: pg_sys::Oid,
     n: u64,
     label: &'static str,
-    mut fill: impl FnMut(i64, &mut [pg_sys::Datum], &mut [bool]),
+    job: &parallel::Job,
+    rows: &dyn parallel::IdRows,
+    workers: usize,
 ) -> WriteOutcome {
+    let relid = spec.ensure(schema);
     let mut write = TableWrite::open(spec, schema, relid, n, label);
     let first_id = write.first_id();
-    for id in first_id..first_id + n as i64 {
-        write.push(|values, nulls| fill(id, values, nulls));
+    if workers > 1 && n > 0 {
+        let mut pool = parallel::Workers::launch(job, &write, workers, label);
+        let chunk = parallel::id_chunk_rows(n, workers);
+        let mut offset = 0;
+        while offset < n {
+            let count = chunk.min(n - offset);
+            pool.submit(
+                &parallel::ids_chunk(first_id + offset as i64, count),
+                &mut write,
+            );
+            offset += count;
+        }
+        pool.finish(&mut write);
+    } else {
+        for id in first_id..first_id + n as i64 {
+            write.push(|values, nulls| rows.fill(id, values, nulls));
+        }
     }
     write.finish(&[])
 }
@@ -316,14 +362,13 @@ fn validate_foreign_keys(
         .expect("checking a foreign key")
         .unwrap_or(0);
         if orphans > 0 {
-            pgrx::ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
-                format!(
+            StressError::ForeignKeyViolation {
+                message: format!(
                     "{orphans} generated rows of {table} violate foreign key constraint \"{name}\" ({columns} → {parent})"
                 ),
-                "Generate the referenced table first, or pass ranges that exist there (e.g. accounts => the number of accounts)."
-            );
+                hint: "Generate the referenced table first, or pass ranges that exist there (e.g. accounts => the number of accounts).".into(),
+            }
+            .raise();
         }
     }
 }

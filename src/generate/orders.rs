@@ -2,6 +2,7 @@
 
 use super::bulk::{numeric_datum, text_datum};
 use super::model::{self, OrderModel};
+use super::parallel::{IdRows, Job, id_rows, worker_count};
 use super::tables::ORDERS;
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
@@ -9,8 +10,60 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use serde_json::json;
 
+/// Orders as datums (see [`super::parallel::IdRows`]). Every text value is one of a few
+/// constants: their datums are built once.
+pub struct OrderRows {
+    model: OrderModel,
+    symbols: Vec<pg_sys::Datum>,
+    sides: Vec<pg_sys::Datum>,
+    types: Vec<pg_sys::Datum>,
+    statuses: Vec<pg_sys::Datum>,
+}
+
+impl OrderRows {
+    pub fn new(
+        seed: u64,
+        accounts: i64,
+        start: i64,
+        days: i32,
+        peak_hours: &[i32],
+        distribution: Option<&serde_json::Value>,
+    ) -> Result<Self, String> {
+        let mut model =
+            OrderModel::new(seed, accounts, start, days, peak_hours).map_err(|e| e.to_string())?;
+        if let Some(spec) = distribution {
+            model.apply_distribution(spec)?;
+        }
+        let datums = |names: &[&str]| names.iter().map(|s| text_datum(s)).collect();
+        Ok(OrderRows {
+            model,
+            symbols: model::SYMBOLS.iter().map(|s| text_datum(s.name)).collect(),
+            sides: datums(model::SIDES),
+            types: datums(model::ORDER_TYPES),
+            statuses: datums(model::STATUSES),
+        })
+    }
+}
+
+impl IdRows for OrderRows {
+    #[inline]
+    fn fill(&self, id: i64, v: &mut [pg_sys::Datum], _nulls: &mut [bool]) {
+        let o = self.model.order(id);
+        v[0] = o.id.into();
+        v[1] = o.account_id.into();
+        v[2] = self.symbols[o.symbol];
+        v[3] = self.sides[o.side];
+        v[4] = self.types[o.order_type];
+        v[5] = self.statuses[o.status];
+        v[6] = numeric_datum(o.quantity, model::NUMERIC_SCALE);
+        v[7] = numeric_datum(o.price, model::NUMERIC_SCALE);
+        v[8] = o.created_at.into();
+    }
+}
+
 /// Appends `n` orders to `stress_data.orders` (created when missing) and returns how many.
 /// The same seed into an empty table gives the same rows, byte for byte.
+#[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile, parallel_unsafe)]
 pub(super) fn generate_orders(
     n: Option<i64>,
@@ -20,6 +73,7 @@ pub(super) fn generate_orders(
     days: default!(Option<i32>, 30),
     peak_hours: default!(Option<Vec<Option<i32>>>, "'{9,10,14,15}'"),
     distribution: default!(Option<pgrx::JsonB>, "NULL"),
+    workers: default!(Option<i32>, 1),
 ) -> i64 {
     const F: &str = "generate_orders";
     let started_at = super::now();
@@ -46,46 +100,30 @@ pub(super) fn generate_orders(
             .collect::<Result<_, _>>()
             .or_raise(),
     };
-    let mut model = OrderModel::new(seed as u64, accounts, start, days, &peak_hours)
+    let workers = worker_count(F, workers).or_raise();
+    let job = Job::Orders {
+        seed: seed as u64,
+        accounts,
+        start,
+        days,
+        peak_hours: peak_hours.clone(),
+        distribution: distribution.as_ref().map(|d| d.0.clone()),
+    };
+    let rows = id_rows(&job)
         .map_err(|e| {
             StressError::invalid(
                 F,
-                e.to_string(),
-                "See README.md for the parameters of stress.generate_orders.",
+                e,
+                "See README.md, \"stress.generate_orders\" and \"Distributions\".",
             )
         })
         .or_raise();
-
-    if let Some(spec) = &distribution {
-        model
-            .apply_distribution(&spec.0)
-            .map_err(|e| StressError::invalid(F, e, "See README.md, \"Distributions\"."))
-            .or_raise();
-    }
     let schema = gucs::data_schema();
-    let relid = ORDERS.ensure(&schema);
-    // Every text value is one of a few constants: build their datums once for the whole call.
-    let symbols: Vec<_> = model::SYMBOLS.iter().map(|s| text_datum(s.name)).collect();
-    let sides: Vec<_> = model::SIDES.iter().map(|s| text_datum(s)).collect();
-    let types: Vec<_> = model::ORDER_TYPES.iter().map(|s| text_datum(s)).collect();
-    let statuses: Vec<_> = model::STATUSES.iter().map(|s| text_datum(s)).collect();
-
-    let outcome = super::write_rows(&ORDERS, &schema, relid, n, F, |id, v, _nulls| {
-        let o = model.order(id);
-        v[0] = o.id.into();
-        v[1] = o.account_id.into();
-        v[2] = symbols[o.symbol];
-        v[3] = sides[o.side];
-        v[4] = types[o.order_type];
-        v[5] = statuses[o.status];
-        v[6] = numeric_datum(o.quantity, model::NUMERIC_SCALE);
-        v[7] = numeric_datum(o.price, model::NUMERIC_SCALE);
-        v[8] = o.created_at.into();
-    });
+    let outcome = super::write_id_rows(&ORDERS, &schema, n, F, &job, rows.as_ref(), workers);
 
     let parameters = json!({
         "n": n, "seed": seed, "accounts": accounts, "start_at": start_at.map(|t| t.to_iso_string()),
-        "days": days, "peak_hours": peak_hours, "distribution": distribution.map(|d| d.0),
+        "days": days, "peak_hours": peak_hours, "distribution": distribution.map(|d| d.0), "workers": workers,
     });
     super::record(F, parameters, started_at, &schema, "orders", &outcome);
     outcome.rows as i64

@@ -8,6 +8,7 @@
 
 use super::bulk::{numeric_datum, text_datum};
 use super::model::{NUMERIC_SCALE, SIDES, SYMBOLS, row_rng};
+use super::parallel::{Job, OrdersChunk, RowSink, Workers, worker_count};
 use super::tables::{ORDERS, TRADES};
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
@@ -127,6 +128,54 @@ impl FillModel {
     }
 }
 
+/// Trades as datums: the fills of one order at a time (see [`super::parallel::RowSink`]).
+pub struct TradeRows {
+    model: FillModel,
+    symbols: Vec<pg_sys::Datum>,
+    sides: Vec<pg_sys::Datum>,
+}
+
+impl TradeRows {
+    pub fn new(seed: u64, fill_rate: f64) -> Result<Self, String> {
+        Ok(TradeRows {
+            model: FillModel::new(seed, fill_rate)?,
+            symbols: SYMBOLS.iter().map(|s| text_datum(s.name)).collect(),
+            sides: SIDES.iter().map(|s| text_datum(s)).collect(),
+        })
+    }
+
+    /// Write the `k` fills of `order` with ids from `first_id`; returns the next free id.
+    /// `fills` is scratch space, reused from order to order.
+    pub fn write_order(
+        &self,
+        order: &OrderToFill,
+        k: usize,
+        first_id: i64,
+        fills: &mut Vec<Fill>,
+        sink: &mut impl RowSink,
+    ) -> i64 {
+        self.model.fills(order, k, fills);
+        let symbol = order.symbol_index;
+        let side = SIDES.iter().position(|s| *s == order.side);
+        let mut id = first_id;
+        for fill in fills.iter() {
+            sink.push(|v, _| {
+                v[0] = id.into();
+                v[1] = order.id.into();
+                v[2] = order.account_id.into();
+                v[3] = symbol.map_or_else(|| text_datum(&order.symbol), |i| self.symbols[i]);
+                v[4] = side.map_or_else(|| text_datum(&order.side), |i| self.sides[i]);
+                v[5] = numeric_datum(fill.quantity, NUMERIC_SCALE);
+                v[6] = numeric_datum(fill.price, NUMERIC_SCALE);
+                v[7] = numeric_datum(fill.fee, NUMERIC_SCALE);
+                v[8] = fill.executed_at.into();
+            });
+            id += 1;
+        }
+        id
+    }
+}
+
 /// Fills for order number `rank` (0-based) of `eligible`, so that all of them add up to exactly `n`.
 pub fn fills_for_rank(n: i64, eligible: i64, rank: i64) -> usize {
     let upto = |r: i64| (n as i128 * r as i128 / eligible as i128) as i64;
@@ -140,6 +189,7 @@ pub(super) fn generate_trades(
     seed: default!(Option<i64>, "NULL"),
     fill_rate: default!(Option<f64>, 0.1),
     distribution: default!(Option<pgrx::JsonB>, "NULL"),
+    workers: default!(Option<i32>, 1),
 ) -> i64 {
     const F: &str = "generate_trades";
     let started_at = super::now();
@@ -151,7 +201,8 @@ pub(super) fn generate_trades(
             .map_err(|e| StressError::invalid(F, e, "See README.md, \"Distributions\"."))
             .or_raise();
     }
-    let model = FillModel::new(seed as u64, fill_rate)
+    let workers = worker_count(F, workers).or_raise();
+    let rows = TradeRows::new(seed as u64, fill_rate)
         .map_err(|e| {
             StressError::invalid(
                 F,
@@ -202,10 +253,16 @@ pub(super) fn generate_trades(
         .raise();
     }
 
-    let symbols: Vec<_> = SYMBOLS.iter().map(|s| text_datum(s.name)).collect();
-    let sides: Vec<_> = SIDES.iter().map(|s| text_datum(s)).collect();
     let mut write = super::TableWrite::open(&TRADES, &schema, relid, n as u64, F);
     let mut id = write.first_id();
+    let job = Job::Trades {
+        seed: seed as u64,
+        fill_rate,
+    };
+    // With workers, the orders read here go out in chunks; each worker computes and forms the
+    // fills of its chunks and this backend writes them.
+    let mut pool = (workers > 1 && n > 0).then(|| Workers::launch(&job, &write, workers, F));
+    let mut pending = OrdersChunk::new(id);
     let mut rank = 0i64;
     let mut fills = Vec::new();
     // One cursor over the eligible orders, in id order; rows are converted without numeric
@@ -241,23 +298,18 @@ pub(super) fn generate_trades(
                     price: units_of(r.get::<pgrx::AnyNumeric>(8)?),
                     created_at: r.get::<TimestampWithTimeZone>(9)?.map_or(0, pg_sys::TimestampTz::from),
                 };
-                model.fills(&order, fills_for_rank(n, eligible, rank), &mut fills);
+                let k = fills_for_rank(n, eligible, rank);
                 rank += 1;
-                let symbol = order.symbol_index;
-                let side = SIDES.iter().position(|s| *s == order.side);
-                for fill in &fills {
-                    write.push(|v, _| {
-                        v[0] = id.into();
-                        v[1] = order.id.into();
-                        v[2] = order.account_id.into();
-                        v[3] = symbol.map_or_else(|| text_datum(&order.symbol), |i| symbols[i]);
-                        v[4] = side.map_or_else(|| text_datum(&order.side), |i| sides[i]);
-                        v[5] = numeric_datum(fill.quantity, NUMERIC_SCALE);
-                        v[6] = numeric_datum(fill.price, NUMERIC_SCALE);
-                        v[7] = numeric_datum(fill.fee, NUMERIC_SCALE);
-                        v[8] = fill.executed_at.into();
-                    });
-                    id += 1;
+                match pool.as_mut() {
+                    None => id = rows.write_order(&order, k, id, &mut fills, &mut write),
+                    Some(pool) => {
+                        pending.add(&order, k);
+                        id += k as i64;
+                        if pending.is_full() {
+                            let full = std::mem::replace(&mut pending, OrdersChunk::new(id));
+                            pool.submit(&full.bytes, &mut write);
+                        }
+                    }
                 }
             }
             unsafe {
@@ -270,6 +322,12 @@ pub(super) fn generate_trades(
         Ok::<_, pgrx::spi::SpiError>(())
     })
     .expect("reading orders to fill");
+    if let Some(mut pool) = pool {
+        if pending.orders > 0 {
+            pool.submit(&pending.bytes, &mut write);
+        }
+        pool.finish(&mut write);
+    }
     // order_id and account_id come from order rows read under a SHARE lock on orders.
     let trusted: &[&str] = if super::fk_holds_on(&orders, "account_id") {
         &["order_id", "account_id"]
@@ -277,8 +335,8 @@ pub(super) fn generate_trades(
         &["order_id"]
     };
     let outcome = write.finish(trusted);
-    let parameters =
-        json!({"n": n, "seed": seed, "fill_rate": fill_rate, "after_order_id": after_order});
+    let parameters = json!({"n": n, "seed": seed, "fill_rate": fill_rate, "after_order_id": after_order,
+                            "workers": workers});
     super::record(F, parameters, started_at, &schema, "trades", &outcome);
     outcome.rows as i64
 }

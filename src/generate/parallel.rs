@@ -1,0 +1,893 @@
+//! Parallel generation (`workers => k`): background workers make the rows, the calling backend
+//! writes them.
+//!
+//! Why this split: everything a call writes must commit or vanish with the caller's transaction
+//! (a cancel leaves nothing partial), the caller holds the table lock that keeps other writers out,
+//! and an index rebuild must see every row. Only the caller's own transaction can do all that, so
+//! the workers do the part that needs no transaction: computing each row from (seed, id), building
+//! its datums and forming the heap tuple. They stream formed tuples back through shared-memory
+//! queues; the caller stores them with the same bulk writer as a one-process call (constraints,
+//! multi-insert, indexes). Rows are a pure function of (seed, id), so the data is the same
+//! whatever k is; chunks are handed out round-robin and read back oldest first, so even the
+//! physical row order is the same.
+//!
+//! Everything a worker needs travels in one dynamic shared memory segment (the job as JSON, the
+//! table's attribute descriptors, one queue pair per worker): no `shared_preload_libraries` needed.
+//! Workers connect to the caller's database as the caller's session user and take the caller's
+//! current role; they read no table. If the caller goes away (ERROR, cancel, exit), its end of the
+//! queues detaches and each worker exits at its next send or receive; if a worker dies, the caller
+//! sees its queue detach and raises an ERROR, so the call fails as a whole.
+
+use super::TableWrite;
+use super::trades::OrderToFill;
+use crate::error::StressError;
+use pgrx::bgworkers::BackgroundWorkerBuilder;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::ffi::c_void;
+use std::ptr;
+
+/// What the workers generate: the parameters of one generator call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Job {
+    Accounts {
+        seed: u64,
+        start: i64,
+        days: i32,
+    },
+    Orders {
+        seed: u64,
+        accounts: i64,
+        start: i64,
+        days: i32,
+        peak_hours: Vec<i32>,
+        distribution: Option<serde_json::Value>,
+    },
+    AuditLog {
+        seed: u64,
+        start: i64,
+        days: i32,
+        accounts: i64,
+        entities: i64,
+    },
+    Trades {
+        seed: u64,
+        fill_rate: f64,
+    },
+}
+
+/// Where generated rows go: a table (one-process calls, and the caller of a parallel call) or a
+/// worker's queue. Generators write through this so both paths run the same code.
+pub trait RowSink {
+    /// Append one row: `fill` sets its datums and nulls (all start non-null).
+    fn push(&mut self, fill: impl FnOnce(&mut [pg_sys::Datum], &mut [bool]));
+}
+
+/// A generator whose rows are a pure function of their id (accounts, orders, audit_log).
+pub trait IdRows {
+    fn fill(&self, id: i64, values: &mut [pg_sys::Datum], nulls: &mut [bool]);
+}
+
+/// Rows per chunk of an id range, so that each worker gets several chunks (a slow worker delays the
+/// others less) but a chunk is big enough that handing it out costs nothing.
+pub fn id_chunk_rows(n: u64, workers: usize) -> u64 {
+    (n / (4 * workers as u64)).clamp(100, 10_000)
+}
+
+/// Most orders in one trades chunk (each gets its fills computed by the same worker).
+pub const TRADE_CHUNK_ORDERS: usize = 1_000;
+
+const IN_QUEUE_BYTES: usize = 512 * 1024;
+const OUT_QUEUE_BYTES: usize = 1024 * 1024;
+/// A worker sends formed tuples in messages of about this size.
+const TUPLE_MESSAGE_BYTES: usize = 128 * 1024;
+const MAGIC: u32 = 0x5057_4731; // "PWG1"
+
+const CHUNK_IDS: u8 = b'I';
+const CHUNK_ORDERS: u8 = b'O';
+const TUPLES_MORE: u8 = b'T';
+const TUPLES_DONE: u8 = b'D';
+
+/// The fixed part at the start of the segment.
+#[repr(C)]
+struct Header {
+    magic: u32,
+    workers: u32,
+    natts: u32,
+    job_len: u32,
+    database: pg_sys::Oid,
+    session_user: pg_sys::Oid,
+    current_user: pg_sys::Oid,
+    security_context: i32,
+}
+
+/// Byte offsets of the parts of the segment.
+struct Layout {
+    attrs: usize,
+    job: usize,
+    queues: usize,
+    total: usize,
+}
+
+impl Layout {
+    fn new(workers: usize, natts: usize, job_len: usize) -> Self {
+        let align = |x: usize| x.next_multiple_of(16);
+        let attrs = align(size_of::<Header>());
+        let job = align(attrs + natts * size_of::<pg_sys::FormData_pg_attribute>());
+        let queues = align(job + job_len);
+        let total = queues + workers * (IN_QUEUE_BYTES + OUT_QUEUE_BYTES);
+        Layout {
+            attrs,
+            job,
+            queues,
+            total,
+        }
+    }
+
+    fn in_queue(&self, worker: usize) -> usize {
+        self.queues + worker * (IN_QUEUE_BYTES + OUT_QUEUE_BYTES)
+    }
+
+    fn out_queue(&self, worker: usize) -> usize {
+        self.in_queue(worker) + IN_QUEUE_BYTES
+    }
+}
+
+/// Check a `workers` argument against `stress.max_workers`.
+pub fn worker_count(function: &'static str, workers: Option<i32>) -> Result<usize, StressError> {
+    let max = crate::gucs::MAX_WORKERS.get();
+    match workers {
+        None => Ok(1),
+        Some(k) if k < 1 => Err(StressError::invalid(
+            function,
+            format!("workers must be at least 1, got {k}"),
+            "Pass workers => 1 to generate in this backend, or more to use background workers.",
+        )),
+        Some(k) if k > max => Err(StressError::invalid(
+            function,
+            format!("workers => {k} is more than stress.max_workers = {max}"),
+            "Pass fewer workers, or have a superuser raise stress.max_workers.",
+        )),
+        Some(k) => Ok(k as usize),
+    }
+}
+
+/// The caller's side of a parallel write: the segment, the workers, and which chunks are out.
+pub struct Workers {
+    segment: *mut pg_sys::dsm_segment,
+    handles: Vec<*mut pg_sys::BackgroundWorkerHandle>,
+    to_worker: Vec<*mut pg_sys::shm_mq_handle>,
+    from_worker: Vec<*mut pg_sys::shm_mq_handle>,
+    /// worker of each chunk handed out and not yet read back, oldest first
+    in_flight: VecDeque<usize>,
+    next_worker: usize,
+    label: &'static str,
+}
+
+impl Workers {
+    /// Start `k` workers that make rows of `job` for the table `write` goes to.
+    pub fn launch(job: &Job, write: &TableWrite, k: usize, label: &'static str) -> Self {
+        let job_json = serde_json::to_vec(job).expect("a job serializes");
+        unsafe {
+            let desc = write.tuple_desc();
+            let natts = (*desc).natts as usize;
+            let layout = Layout::new(k, natts, job_json.len());
+            let segment = pg_sys::dsm_create(layout.total, 0);
+            let base = pg_sys::dsm_segment_address(segment) as *mut u8;
+            let mut user = pg_sys::InvalidOid;
+            let mut security_context = 0;
+            pg_sys::GetUserIdAndSecContext(&mut user, &mut security_context);
+            ptr::write(
+                base as *mut Header,
+                Header {
+                    magic: MAGIC,
+                    workers: k as u32,
+                    natts: natts as u32,
+                    job_len: job_json.len() as u32,
+                    database: pg_sys::MyDatabaseId,
+                    session_user: pg_sys::GetSessionUserId(),
+                    current_user: user,
+                    security_context,
+                },
+            );
+            ptr::copy_nonoverlapping(
+                (*desc).attrs.as_ptr(),
+                base.add(layout.attrs) as *mut pg_sys::FormData_pg_attribute,
+                natts,
+            );
+            ptr::copy_nonoverlapping(job_json.as_ptr(), base.add(layout.job), job_json.len());
+
+            let mut workers = Workers {
+                segment,
+                handles: Vec::with_capacity(k),
+                to_worker: Vec::with_capacity(k),
+                from_worker: Vec::with_capacity(k),
+                in_flight: VecDeque::new(),
+                next_worker: 0,
+                label,
+            };
+            let table = write.display_name();
+            let (my_pid, max_worker_processes) = (pg_sys::MyProcPid, pg_sys::max_worker_processes);
+            for i in 0..k {
+                let to = pg_sys::shm_mq_create(
+                    base.add(layout.in_queue(i)) as *mut c_void,
+                    IN_QUEUE_BYTES,
+                );
+                pg_sys::shm_mq_set_sender(to, pg_sys::MyProc);
+                let from = pg_sys::shm_mq_create(
+                    base.add(layout.out_queue(i)) as *mut c_void,
+                    OUT_QUEUE_BYTES,
+                );
+                pg_sys::shm_mq_set_receiver(from, pg_sys::MyProc);
+
+                let builder = BackgroundWorkerBuilder::new(&format!(
+                    "pg_stress {table} worker {}/{k} of pid {}",
+                    i + 1,
+                    my_pid
+                ))
+                .set_type("pg_stress generator")
+                .set_library("pg_stress")
+                .set_function("pg_stress_generator_main")
+                .set_argument(Some(pg_sys::Datum::from(pg_sys::dsm_segment_handle(
+                    segment,
+                ))))
+                .set_extra(&i.to_string())
+                .enable_spi_access()
+                .set_notify_pid(my_pid);
+                let mut worker: pg_sys::BackgroundWorker = (&builder).into();
+                let mut handle = ptr::null_mut();
+                if !pg_sys::RegisterDynamicBackgroundWorker(&mut worker, &mut handle) {
+                    // Dropping `workers` stops the ones already started.
+                    drop(workers);
+                    StressError::OutOfWorkerSlots {
+                        message: format!(
+                            "{label}: could not start {k} background workers: only {i} background worker slots were free (max_worker_processes = {max_worker_processes})"
+                        ),
+                        hint: format!(
+                            "Pass workers => {} or fewer, or raise max_worker_processes (needs a server restart); other extensions and parallel queries use slots too.",
+                            i.max(1)
+                        ),
+                    }
+                    .raise();
+                }
+                workers.handles.push(handle);
+                // With the worker's handle, a queue whose worker died reads as detached instead
+                // of waiting forever.
+                workers
+                    .to_worker
+                    .push(pg_sys::shm_mq_attach(to, segment, handle));
+                workers
+                    .from_worker
+                    .push(pg_sys::shm_mq_attach(from, segment, handle));
+            }
+            workers
+        }
+    }
+
+    /// Hand out the next chunk (round-robin). At most two chunks per worker are out at once: before
+    /// handing out more, the oldest chunk's rows are read back into `write`.
+    pub fn submit(&mut self, chunk: &[u8], write: &mut TableWrite) {
+        let k = self.handles.len();
+        while self.in_flight.len() >= 2 * k
+            || (chunk.len() > IN_QUEUE_BYTES / 4 && !self.in_flight.is_empty())
+        {
+            // (A chunk too big to sit beside another in a worker's queue waits until every worker
+            // is idle, so the send cannot block on a worker that is itself blocked sending rows.)
+            self.read_back_oldest(write);
+        }
+        let worker = self.next_worker;
+        self.next_worker = (worker + 1) % k;
+        self.send(worker, chunk);
+        self.in_flight.push_back(worker);
+    }
+
+    /// Read back every chunk still out, then let the workers go and wait for them to exit.
+    pub fn finish(mut self, write: &mut TableWrite) {
+        while !self.in_flight.is_empty() {
+            self.read_back_oldest(write);
+        }
+        unsafe {
+            // Detaching our end tells each worker there is no more work: it exits.
+            for &queue in self.to_worker.iter().chain(&self.from_worker) {
+                pg_sys::shm_mq_detach(queue);
+            }
+            self.to_worker.clear();
+            self.from_worker.clear();
+            for handle in std::mem::take(&mut self.handles) {
+                pg_sys::WaitForBackgroundWorkerShutdown(handle);
+                pg_sys::pfree(handle as *mut c_void);
+            }
+            pg_sys::dsm_detach(self.segment);
+        }
+    }
+
+    fn send(&mut self, worker: usize, message: &[u8]) {
+        let result = unsafe {
+            pg_sys::shm_mq_send(
+                self.to_worker[worker],
+                message.len(),
+                message.as_ptr() as *const c_void,
+                false,
+                true,
+            )
+        };
+        if result != pg_sys::shm_mq_result::SHM_MQ_SUCCESS {
+            self.worker_died(worker);
+        }
+    }
+
+    fn read_back_oldest(&mut self, write: &mut TableWrite) {
+        let Some(worker) = self.in_flight.pop_front() else {
+            return;
+        };
+        loop {
+            let mut len = 0usize;
+            let mut data: *mut c_void = ptr::null_mut();
+            let result = unsafe {
+                pg_sys::shm_mq_receive(self.from_worker[worker], &mut len, &mut data, false)
+            };
+            if result != pg_sys::shm_mq_result::SHM_MQ_SUCCESS || len == 0 {
+                self.worker_died(worker);
+            }
+            // The message stays valid until the next receive; each tuple is copied into a slot.
+            let message = unsafe { std::slice::from_raw_parts(data as *const u8, len) };
+            let mut at = 1;
+            while at < message.len() {
+                let tuple_len =
+                    u32::from_ne_bytes(message[at..at + 4].try_into().expect("4 bytes")) as usize;
+                write.push_tuple(&message[at + 4..at + 4 + tuple_len]);
+                at += 4 + tuple_len;
+            }
+            if message[0] == TUPLES_DONE {
+                return;
+            }
+        }
+    }
+
+    fn worker_died(&self, worker: usize) -> ! {
+        StressError::WorkerLost {
+            message: format!(
+                "{}: background worker {} of {} exited before finishing its rows",
+                self.label,
+                worker + 1,
+                self.handles.len()
+            ),
+            hint: "The call was rolled back. The server log says why the worker stopped (terminated, out of memory, …).".into(),
+        }
+        .raise();
+    }
+}
+
+impl Drop for Workers {
+    /// On an ERROR (or a launch that failed half-way) stop the workers at once rather than letting
+    /// each find out from a detached queue.
+    fn drop(&mut self) {
+        unsafe {
+            for &handle in &self.handles {
+                pg_sys::TerminateBackgroundWorker(handle);
+            }
+        }
+    }
+}
+
+/// A chunk of consecutive ids.
+pub fn ids_chunk(first: i64, count: u64) -> Vec<u8> {
+    let mut chunk = Vec::with_capacity(17);
+    chunk.push(CHUNK_IDS);
+    chunk.extend_from_slice(&first.to_ne_bytes());
+    chunk.extend_from_slice(&count.to_ne_bytes());
+    chunk
+}
+
+/// A chunk of orders to fill, built up one order at a time; trade ids start at `first_trade_id`.
+pub struct OrdersChunk {
+    pub bytes: Vec<u8>,
+    pub orders: usize,
+}
+
+impl OrdersChunk {
+    pub fn new(first_trade_id: i64) -> Self {
+        let mut bytes = Vec::with_capacity(64 * TRADE_CHUNK_ORDERS);
+        bytes.push(CHUNK_ORDERS);
+        bytes.extend_from_slice(&first_trade_id.to_ne_bytes());
+        OrdersChunk { bytes, orders: 0 }
+    }
+
+    pub fn add(&mut self, order: &OrderToFill, fills: usize) {
+        let b = &mut self.bytes;
+        for v in [
+            order.id,
+            order.account_id,
+            order.quantity,
+            order.price,
+            order.created_at,
+        ] {
+            b.extend_from_slice(&v.to_ne_bytes());
+        }
+        b.extend_from_slice(&(fills as u32).to_ne_bytes());
+        b.push(order.market as u8 | (order.partial as u8) << 1);
+        for s in [&order.symbol, &order.side] {
+            b.extend_from_slice(&(s.len() as u32).to_ne_bytes());
+            b.extend_from_slice(s.as_bytes());
+        }
+        self.orders += 1;
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.orders >= TRADE_CHUNK_ORDERS || self.bytes.len() >= IN_QUEUE_BYTES / 8
+    }
+}
+
+/// Reads the fields of a chunk in order.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> &[u8] {
+        let s = &self.bytes[self.at..self.at + n];
+        self.at += n;
+        s
+    }
+    fn i64(&mut self) -> i64 {
+        i64::from_ne_bytes(self.take(8).try_into().expect("8 bytes"))
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_ne_bytes(self.take(4).try_into().expect("4 bytes"))
+    }
+    fn u8(&mut self) -> u8 {
+        self.take(1)[0]
+    }
+    fn string(&mut self) -> String {
+        let n = self.u32() as usize;
+        String::from_utf8_lossy(self.take(n)).into_owned()
+    }
+    fn done(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+}
+
+/// What a worker makes rows with.
+enum Producer {
+    Ids(Box<dyn IdRows>),
+    Trades(super::trades::TradeRows),
+}
+
+impl Producer {
+    fn new(job: &Job) -> Result<Self, String> {
+        Ok(match job {
+            Job::Trades { seed, fill_rate } => {
+                Producer::Trades(super::trades::TradeRows::new(*seed, *fill_rate)?)
+            }
+            other => Producer::Ids(id_rows(other)?),
+        })
+    }
+
+    fn run(&self, chunk: &[u8], sink: &mut TupleSink) {
+        let mut r = Reader {
+            bytes: chunk,
+            at: 1,
+        };
+        match (chunk[0], self) {
+            (CHUNK_IDS, Producer::Ids(rows)) => {
+                let first = r.i64();
+                let count = r.i64();
+                for id in first..first + count {
+                    sink.push(|v, n| rows.fill(id, v, n));
+                }
+            }
+            (CHUNK_ORDERS, Producer::Trades(rows)) => {
+                let mut trade_id = r.i64();
+                let mut fills = Vec::new();
+                while !r.done() {
+                    let (id, account_id, quantity, price, created_at) =
+                        (r.i64(), r.i64(), r.i64(), r.i64(), r.i64());
+                    let k = r.u32() as usize;
+                    let flags = r.u8();
+                    let symbol = r.string();
+                    let side = r.string();
+                    let order = OrderToFill {
+                        id,
+                        account_id,
+                        symbol_index: super::model::SYMBOLS.iter().position(|s| s.name == symbol),
+                        symbol,
+                        side,
+                        market: flags & 1 != 0,
+                        partial: flags & 2 != 0,
+                        quantity,
+                        price,
+                        created_at,
+                    };
+                    trade_id = rows.write_order(&order, k, trade_id, &mut fills, sink);
+                }
+            }
+            _ => pgrx::error!("pg_stress generator: a chunk this job does not take"),
+        }
+    }
+}
+
+/// The rows of an id-keyed job (see [`IdRows`]); errors are the job's bad parameters.
+pub fn id_rows(job: &Job) -> Result<Box<dyn IdRows>, String> {
+    Ok(match job {
+        Job::Accounts { seed, start, days } => {
+            Box::new(super::accounts::AccountRows::new(*seed, *start, *days)?)
+        }
+        Job::Orders {
+            seed,
+            accounts,
+            start,
+            days,
+            peak_hours,
+            distribution,
+        } => Box::new(super::orders::OrderRows::new(
+            *seed,
+            *accounts,
+            *start,
+            *days,
+            peak_hours,
+            distribution.as_ref(),
+        )?),
+        Job::AuditLog {
+            seed,
+            start,
+            days,
+            accounts,
+            entities,
+        } => Box::new(super::audit_log::AuditRows::new(
+            *seed, *start, *days, *accounts, *entities,
+        )?),
+        Job::Trades { .. } => return Err("trades are not keyed by a range of ids".into()),
+    })
+}
+
+/// A worker's end: forms each row into a heap tuple for the caller's table and sends them in batches.
+struct TupleSink {
+    desc: pg_sys::TupleDesc,
+    values: Vec<pg_sys::Datum>,
+    nulls: Vec<bool>,
+    message: Vec<u8>,
+    queue: *mut pg_sys::shm_mq_handle,
+    row_memory: pg_sys::MemoryContext,
+}
+
+impl RowSink for TupleSink {
+    fn push(&mut self, fill: impl FnOnce(&mut [pg_sys::Datum], &mut [bool])) {
+        self.nulls.fill(false);
+        unsafe {
+            let outer = pg_sys::MemoryContextSwitchTo(self.row_memory);
+            fill(&mut self.values, &mut self.nulls);
+            let tuple = pg_sys::heap_form_tuple(
+                self.desc,
+                self.values.as_mut_ptr(),
+                self.nulls.as_mut_ptr(),
+            );
+            let len = (*tuple).t_len as usize;
+            self.message.extend_from_slice(&(len as u32).to_ne_bytes());
+            self.message.extend_from_slice(std::slice::from_raw_parts(
+                (*tuple).t_data as *const u8,
+                len,
+            ));
+            pg_sys::MemoryContextSwitchTo(outer);
+            pg_sys::MemoryContextReset(self.row_memory);
+        }
+        if self.message.len() >= TUPLE_MESSAGE_BYTES {
+            self.send(TUPLES_MORE);
+        }
+    }
+}
+
+impl TupleSink {
+    /// Send what is batched; returns false when the caller has gone.
+    fn send(&mut self, tag: u8) -> bool {
+        self.message[0] = tag;
+        let result = unsafe {
+            pg_sys::shm_mq_send(
+                self.queue,
+                self.message.len(),
+                self.message.as_ptr() as *const c_void,
+                false,
+                true,
+            )
+        };
+        self.message.truncate(1);
+        if result != pg_sys::shm_mq_result::SHM_MQ_SUCCESS {
+            // The caller detached (it failed or was cancelled): nothing more to do.
+            unsafe { pg_sys::proc_exit(0) };
+        }
+        true
+    }
+}
+
+unsafe extern "C-unwind" {
+    /// PostgreSQL's own SIGTERM handler for backends (pgrx's `pg_sys::die` is a Rust wrapper, not
+    /// a signal handler).
+    #[link_name = "die"]
+    fn postgres_die(signal: std::ffi::c_int);
+}
+
+/// Entry point of a generator worker (`bgw_main_arg` is the segment's handle).
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_stress_generator_main(arg: pg_sys::Datum) {
+    unsafe {
+        // SIGTERM ends the worker at its next interrupt check (the queues check while waiting);
+        // the caller then sees the queue detach and fails the call.
+        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_die));
+        pg_sys::BackgroundWorkerUnblockSignals();
+        let worker: usize = std::ffi::CStr::from_ptr((*pg_sys::MyBgworkerEntry).bgw_extra.as_ptr())
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(usize::MAX);
+        let segment = pg_sys::dsm_attach(arg.value() as pg_sys::dsm_handle);
+        if segment.is_null() {
+            // The caller already finished or failed and released the segment.
+            return;
+        }
+        let base = pg_sys::dsm_segment_address(segment) as *const u8;
+        let header = &*(base as *const Header);
+        if header.magic != MAGIC || worker >= header.workers as usize {
+            pgrx::error!("pg_stress generator: unexpected shared memory contents");
+        }
+        let layout = Layout::new(
+            header.workers as usize,
+            header.natts as usize,
+            header.job_len as usize,
+        );
+        // As the caller: its login role, then the role it had set (SET ROLE / SECURITY DEFINER).
+        pg_sys::BackgroundWorkerInitializeConnectionByOid(header.database, header.session_user, 0);
+        pg_sys::SetUserIdAndSecContext(header.current_user, header.security_context);
+
+        let from_leader = pg_sys::shm_mq_attach(
+            base.add(layout.in_queue(worker)) as *mut pg_sys::shm_mq,
+            segment,
+            ptr::null_mut(),
+        );
+        pg_sys::shm_mq_set_receiver(pg_sys::shm_mq_get_queue(from_leader), pg_sys::MyProc);
+        let to_leader = pg_sys::shm_mq_attach(
+            base.add(layout.out_queue(worker)) as *mut pg_sys::shm_mq,
+            segment,
+            ptr::null_mut(),
+        );
+        pg_sys::shm_mq_set_sender(pg_sys::shm_mq_get_queue(to_leader), pg_sys::MyProc);
+
+        let natts = header.natts as usize;
+        let desc = pg_sys::CreateTemplateTupleDesc(natts as i32);
+        ptr::copy_nonoverlapping(
+            base.add(layout.attrs) as *const pg_sys::FormData_pg_attribute,
+            (*desc).attrs.as_mut_ptr(),
+            natts,
+        );
+        let job_bytes = std::slice::from_raw_parts(base.add(layout.job), header.job_len as usize);
+        let job: Job = serde_json::from_slice(job_bytes)
+            .unwrap_or_else(|e| pgrx::error!("pg_stress generator: bad job: {e}"));
+        let producer =
+            Producer::new(&job).unwrap_or_else(|e| pgrx::error!("pg_stress generator: {e}"));
+        let mut sink = TupleSink {
+            desc,
+            values: vec![pg_sys::Datum::from(0); natts],
+            nulls: vec![false; natts],
+            message: Vec::with_capacity(TUPLE_MESSAGE_BYTES + 64 * 1024),
+            queue: to_leader,
+            row_memory: pg_sys::AllocSetContextCreateInternal(
+                pg_sys::CurrentMemoryContext,
+                c"pg_stress generator row".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            ),
+        };
+        sink.message.push(TUPLES_MORE);
+        loop {
+            let mut len = 0usize;
+            let mut data: *mut c_void = ptr::null_mut();
+            if pg_sys::shm_mq_receive(from_leader, &mut len, &mut data, false)
+                != pg_sys::shm_mq_result::SHM_MQ_SUCCESS
+            {
+                // Detached: the caller has read everything it wanted (or gave up).
+                return;
+            }
+            // Copy the chunk out: receiving again (or sending) may reuse the queue's buffer.
+            let chunk = std::slice::from_raw_parts(data as *const u8, len).to_vec();
+            pg_sys::check_for_interrupts!();
+            producer.run(&chunk, &mut sink);
+            sink.send(TUPLES_DONE);
+        }
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_sized_for_the_workers() {
+        assert_eq!(id_chunk_rows(1_000_000, 2), 10_000);
+        assert_eq!(id_chunk_rows(20_000, 2), 2_500);
+        assert_eq!(id_chunk_rows(10, 4), 100);
+    }
+
+    #[test]
+    fn an_orders_chunk_reads_back_as_written() {
+        let order = OrderToFill {
+            id: 7,
+            account_id: 3,
+            symbol: "ÉTH/USDT".into(),
+            symbol_index: None,
+            side: "SELL".into(),
+            market: true,
+            partial: false,
+            quantity: 12,
+            price: 34,
+            created_at: -5,
+        };
+        let mut chunk = OrdersChunk::new(100);
+        chunk.add(&order, 4);
+        let mut r = Reader {
+            bytes: &chunk.bytes,
+            at: 0,
+        };
+        assert_eq!(r.u8(), CHUNK_ORDERS);
+        assert_eq!(r.i64(), 100);
+        assert_eq!(
+            [r.i64(), r.i64(), r.i64(), r.i64(), r.i64()],
+            [7, 3, 12, 34, -5]
+        );
+        assert_eq!((r.u32(), r.u8()), (4, 1));
+        assert_eq!((r.string(), r.string()), ("ÉTH/USDT".into(), "SELL".into()));
+        assert!(r.done());
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use crate::testing::{one, sqlstate_of, use_schema};
+    use pgrx::prelude::*;
+
+    const TABLES: [&str; 6] = [
+        "accounts",
+        "orders",
+        "trades",
+        "positions",
+        "market_data",
+        "audit_log",
+    ];
+
+    /// Each table's checksum, and a digest of the trades' physical order.
+    fn fingerprint(schema: &str) -> Vec<String> {
+        let mut digests: Vec<String> = TABLES
+            .iter()
+            .map(|t| one::<String>(&format!("SELECT stress.checksum('{schema}.{t}')")))
+            .collect();
+        digests.push(one::<String>(&format!(
+            "SELECT md5(string_agg(id::text, ',' ORDER BY ctid)) FROM {schema}.trades"
+        )));
+        digests
+    }
+
+    #[pg_test]
+    fn the_data_is_the_same_whatever_the_number_of_workers() {
+        let mut fingerprints = Vec::new();
+        for (schema, workers) in [("t_par1", 1), ("t_par2", 2), ("t_par3", 3)] {
+            use_schema(schema);
+            Spi::run(&format!(
+                "SELECT * FROM stress.generate_dataset(orders => 5000, seed => 21, days => 2, workers => {workers})"
+            ))
+            .unwrap();
+            assert_eq!(
+                one::<i64>(&format!("SELECT count(*) FROM {schema}.trades")),
+                25_000
+            );
+            fingerprints.push(fingerprint(schema));
+        }
+        assert_eq!(fingerprints[0], fingerprints[1]);
+        assert_eq!(fingerprints[0], fingerprints[2]);
+        let recorded = one::<String>(
+            "SELECT string_agg(parameters->>'workers', ',' ORDER BY id) FROM stress.runs
+             WHERE kind = 'generate_dataset' AND parameters->>'seed' = '21'",
+        );
+        assert_eq!(recorded, "1,2,3");
+    }
+
+    #[pg_test]
+    fn appending_with_workers_maintains_every_index() {
+        use_schema("t_par_append");
+        Spi::run("CREATE EXTENSION IF NOT EXISTS amcheck").unwrap();
+        Spi::run("SELECT stress.generate_orders(3000, seed => 4, workers => 2)").unwrap();
+        Spi::run("SELECT stress.generate_orders(2500, seed => 4, workers => 3)").unwrap();
+        let modes = one::<String>(
+            "SELECT string_agg(r.details->>'index_mode', ',' ORDER BY s.id) FROM stress.runs s
+             JOIN stress.results r ON r.run_id = s.id WHERE r.name = 't_par_append.orders'",
+        );
+        assert_eq!(modes, "rebuild,maintain");
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(bt_index_check(indexrelid, true)) FROM pg_index
+                 WHERE indrelid = 't_par_append.orders'::regclass"
+            ),
+            4
+        );
+        // The same rows as one backend would have written.
+        let parallel = one::<String>("SELECT stress.checksum('t_par_append.orders')");
+        use_schema("t_par_append1");
+        Spi::run("SELECT stress.generate_orders(3000, seed => 4)").unwrap();
+        Spi::run("SELECT stress.generate_orders(2500, seed => 4)").unwrap();
+        assert_eq!(
+            one::<String>("SELECT stress.checksum('t_par_append1.orders')"),
+            parallel
+        );
+    }
+
+    #[pg_test]
+    fn rows_formed_by_workers_still_meet_the_tables_constraints() {
+        use_schema("t_par_check");
+        Spi::run("SELECT stress.generate_orders(10, seed => 1)").unwrap();
+        Spi::run(
+            "ALTER TABLE t_par_check.orders ADD CONSTRAINT only_btc CHECK (symbol = 'BTC/USDT') NOT VALID",
+        )
+        .unwrap();
+        assert_eq!(
+            sqlstate_of("SELECT stress.generate_orders(2000, workers => 2)"),
+            Some(PgSqlErrorCode::ERRCODE_CHECK_VIOLATION)
+        );
+        assert_eq!(one::<i64>("SELECT count(*) FROM t_par_check.orders"), 10);
+    }
+
+    #[pg_test]
+    fn bad_worker_counts_are_refused() {
+        use_schema("t_par_bad");
+        let invalid = Some(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE);
+        for sql in [
+            "SELECT stress.generate_orders(10, workers => 0)",
+            "SELECT stress.generate_orders(10, workers => -2)",
+            "SELECT stress.generate_trades(10, workers => 9)",
+            "SELECT stress.generate_accounts(10, workers => 0)",
+            "SELECT stress.generate_audit_log(10, workers => 0)",
+            "SELECT * FROM stress.generate_dataset(orders => 10, workers => 0)",
+        ] {
+            assert_eq!(sqlstate_of(sql), invalid, "{sql}");
+        }
+        assert!(one::<bool>(
+            "SELECT to_regclass('t_par_bad.orders') IS NULL"
+        ));
+    }
+
+    #[pg_test]
+    fn running_out_of_worker_slots_is_a_clear_error_and_writes_nothing() {
+        use_schema("t_par_slots");
+        Spi::run("SELECT stress.generate_orders(10, seed => 1)").unwrap();
+        Spi::run("SET LOCAL stress.max_workers = 100").unwrap();
+        // The test server has max_worker_processes = 32, some of them taken (pg_cron, …).
+        let report = crate::subxact::run_isolated(|| {
+            Spi::run("SELECT stress.generate_orders(1000, workers => 40)").expect("SPI")
+        })
+        .unwrap_err();
+        assert_eq!(
+            report.sql_error_code(),
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES
+        );
+        assert!(
+            report.message().contains("max_worker_processes = 32"),
+            "{}",
+            report.message()
+        );
+        assert!(report.hint().unwrap_or_default().contains("workers =>"));
+        assert_eq!(one::<i64>("SELECT count(*) FROM t_par_slots.orders"), 10);
+        // Workers that did start were stopped: none is left running for long.
+        let mut left = i64::MAX;
+        for _ in 0..100 {
+            left = one::<i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_stress generator'",
+            );
+            if left == 0 {
+                break;
+            }
+            Spi::run("SELECT pg_sleep(0.05)").unwrap();
+        }
+        assert_eq!(left, 0);
+    }
+}
