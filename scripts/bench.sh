@@ -160,12 +160,35 @@ compare audit_log 1000000 "SELECT stress.generate_audit_log(1000000, seed => 1)"
                              'user_agent', 'web/4.2.1', 'request_id', md5(random()::text))
    FROM generate_series(1, 1000000) g"
 
-echo "== generate_dataset(orders => 1000000): all six tables"
-sql "DROP SCHEMA IF EXISTS stress_data CASCADE; DROP SCHEMA IF EXISTS bench_sql CASCADE" >/dev/null
-ds=$(timed "SELECT stress.generate_dataset(orders => 1000000, seed => 1)")
-sql "SELECT format('   %-12s %9s rows %8s s', split_part(r.name, '.', 2), r.rows, round(r.seconds::numeric, 2))
-     FROM stress.results r WHERE r.run_id = (SELECT max(id) FROM stress.runs WHERE kind = 'generate_dataset') ORDER BY r.id"
-echo "   total $ds s   (workers => 2: not implemented yet)"
+echo "== generate_dataset(orders => 1000000): all six tables, workers => 1 and 2 alternately, best of 2"
+# per table of the last generate_dataset: rows, seconds, and how much of it was index builds
+dataset_tables() {
+  sql "SELECT format('   %-12s %9s rows %7s s (indexes %5s s)', split_part(r.name, '.', 2), r.rows,
+              round(r.seconds::numeric, 2), round(coalesce((r.details->>'index_build_seconds')::numeric, 0), 2))
+       FROM stress.runs d, stress.runs s JOIN stress.results r ON r.run_id = s.id
+       WHERE d.id = (SELECT max(id) FROM stress.runs WHERE kind = 'generate_dataset')
+         AND s.started_at >= d.started_at AND s.kind <> 'generate_dataset' ORDER BY s.id"
+}
+dataset_digest() {
+  sql "SELECT md5(string_agg(stress.checksum(format('stress_data.%I', t)::regclass), ',' ORDER BY t))
+       FROM unnest('{accounts,orders,trades,positions,market_data,audit_log}'::text[]) t"
+}
+ds1=() ds2=()
+for rep in 1 2; do
+  for w in 1 2; do
+    sql "DROP SCHEMA IF EXISTS stress_data CASCADE; DROP SCHEMA IF EXISTS bench_sql CASCADE" >/dev/null
+    t=$(timed "SELECT stress.generate_dataset(orders => 1000000, seed => 1, workers => $w)")
+    if [ "$w" = 1 ]; then ds1+=("$t"); else ds2+=("$t"); fi
+    if [ "$rep" = 2 ]; then
+      echo "  workers => $w, last round:"
+      dataset_tables
+      eval "digest$w=\$(dataset_digest)"
+    fi
+  done
+done
+ds=$(min "${ds1[@]}") ds_par=$(min "${ds2[@]}")
+echo "   total: workers => 1 $ds s, workers => 2 $ds_par s  -> ratio $(ratio "$ds_par" "$ds")   (rounds: ${ds1[*]} / ${ds2[*]})"
+echo "   same data with 1 and 2 workers: $([ "$digest1" = "$digest2" ] && echo yes || echo "NO ($digest1 vs $digest2)")"
 
 echo "== memory: generate_trades($MEMORY_ROWS) over the dataset's orders"
 sql "DROP TABLE stress_data.trades CASCADE; CHECKPOINT" >/dev/null
@@ -173,4 +196,4 @@ trade_growth=$(peak_growth "SELECT stress.generate_trades($MEMORY_ROWS, seed => 
 echo "   backend private memory (RssAnon) grew by $trade_growth MB at peak   (must be <= ~100 MB)"
 echo
 echo "SUMMARY generate_orders/SQL=$gen_ratio checksum_speedup=$(ratio "$m" "$c")x orders_memory_mb=$grow_mb"
-echo "        per table: ${summary[*]}  dataset=${ds}s trades_memory_mb=$trade_growth"
+echo "        per table: ${summary[*]}  dataset=${ds}s dataset_workers2=${ds_par}s trades_memory_mb=$trade_growth"

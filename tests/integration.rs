@@ -358,3 +358,124 @@ fn a_whole_dataset_is_reproducible_and_survives_dump_and_restore() {
         4
     );
 }
+
+/// Pids and roles of the generator workers running for database `db`.
+fn generator_workers(client: &mut Client, db: &str) -> Vec<(i32, String)> {
+    client
+        .query(
+            "SELECT pid, usename::text FROM pg_stat_activity
+             WHERE backend_type = 'pg_stress generator' AND datname = $1",
+            &[&db],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Start a long parallel generate_orders as `client`, wait until its 2 workers run, do `stop` to
+/// it (given the caller's pid and the workers), and return how the call ended.
+fn stop_parallel_generation(
+    client: Client,
+    watcher: &mut Client,
+    db: &'static str,
+    stop: impl FnOnce(&mut Client, i32, &[(i32, String)]),
+) -> (Client, postgres::Error, Duration) {
+    let mut client = client;
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let call = std::thread::spawn(move || {
+        let result = client.batch_execute("SELECT stress.generate_orders(50000000, workers => 2)");
+        (client, result)
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let workers = loop {
+        let workers = generator_workers(watcher, db);
+        if workers.len() == 2 {
+            break workers;
+        }
+        assert!(Instant::now() < deadline, "the workers never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped_at = Instant::now();
+    stop(watcher, pid, &workers);
+    let (client, result) = call.join().unwrap();
+    (client, result.unwrap_err(), stopped_at.elapsed())
+}
+
+#[test]
+fn parallel_generation_runs_as_the_caller_and_stops_whole() {
+    const DB: &str = "it_parallel";
+    let mut admin = fresh_database(DB);
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS it_generator; CREATE ROLE it_generator LOGIN;
+             GRANT CREATE ON DATABASE {DB} TO it_generator"
+        ))
+        .unwrap();
+    let as_generator = || {
+        config(DB)
+            .user("it_generator")
+            .connect(NoTls)
+            .expect("connecting as it_generator")
+    };
+    let mut client = as_generator();
+    client
+        .batch_execute("SELECT stress.generate_orders(1000, seed => 1, workers => 2)")
+        .unwrap();
+
+    // A worker killed by an administrator: the call fails as a whole, nothing of it stays.
+    let (mut client, err, took) =
+        stop_parallel_generation(client, &mut admin, DB, |admin, _, workers| {
+            // Workers connect as the caller's role, not as a superuser.
+            assert!(
+                workers.iter().all(|(_, role)| role == "it_generator"),
+                "{workers:?}"
+            );
+            admin
+                .batch_execute(&format!("SELECT pg_terminate_backend({})", workers[0].0))
+                .unwrap();
+        });
+    assert_eq!(err.code(), Some(&SqlState::OPERATOR_INTERVENTION), "{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM stress_data.orders"),
+        1000
+    );
+    let wait_for_no_workers = |admin: &mut Client| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !generator_workers(admin, DB).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "generator workers outlived their call"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for_no_workers(&mut admin);
+
+    // The caller cancelled: its workers go away too.
+    let (mut client, err, took) =
+        stop_parallel_generation(client, &mut admin, DB, |admin, pid, _| {
+            admin
+                .batch_execute(&format!("SELECT pg_cancel_backend({pid})"))
+                .unwrap();
+        });
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    wait_for_no_workers(&mut admin);
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM stress_data.orders"),
+        1000
+    );
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM stress.runs WHERE kind = 'generate_orders' AND parameters->>'workers' = '2'"
+        ),
+        1
+    );
+}
