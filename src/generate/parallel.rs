@@ -222,20 +222,17 @@ impl Workers {
                 );
                 pg_sys::shm_mq_set_receiver(from, pg_sys::MyProc);
 
-                let builder = BackgroundWorkerBuilder::new(&format!(
-                    "pg_stress {table} worker {}/{k} of pid {}",
-                    i + 1,
-                    my_pid
-                ))
-                .set_type("pg_stress generator")
-                .set_library("pg_stress")
-                .set_function("pg_stress_generator_main")
-                .set_argument(Some(pg_sys::Datum::from(pg_sys::dsm_segment_handle(
-                    segment,
-                ))))
-                .set_extra(&i.to_string())
-                .enable_spi_access()
-                .set_notify_pid(my_pid);
+                let name = format!("pg_stress {table} worker {}/{k} of pid {my_pid}", i + 1);
+                let builder = BackgroundWorkerBuilder::new(truncated(&name, BGW_NAME_BYTES))
+                    .set_type("pg_stress generator")
+                    .set_library("pg_stress")
+                    .set_function("pg_stress_generator_main")
+                    .set_argument(Some(pg_sys::Datum::from(pg_sys::dsm_segment_handle(
+                        segment,
+                    ))))
+                    .set_extra(&i.to_string())
+                    .enable_spi_access()
+                    .set_notify_pid(my_pid);
                 let mut worker: pg_sys::BackgroundWorker = (&builder).into();
                 let mut handle = ptr::null_mut();
                 if !pg_sys::RegisterDynamicBackgroundWorker(&mut worker, &mut handle) {
@@ -370,6 +367,19 @@ impl Drop for Workers {
             }
         }
     }
+}
+
+/// Room for a worker's name (BGW_MAXLEN less the terminating NUL, which pgrx does not add when
+/// the name fills the field).
+const BGW_NAME_BYTES: usize = 95;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn truncated(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// A chunk of consecutive ids.
@@ -580,8 +590,9 @@ impl RowSink for TupleSink {
 }
 
 impl TupleSink {
-    /// Send what is batched; returns false when the caller has gone.
-    fn send(&mut self, tag: u8) -> bool {
+    /// Send what is batched (the message's first byte becomes `tag`). If the caller has gone (it
+    /// failed or was cancelled), there is nothing more to do: exit.
+    fn send(&mut self, tag: u8) {
         self.message[0] = tag;
         let result = unsafe {
             pg_sys::shm_mq_send(
@@ -594,10 +605,8 @@ impl TupleSink {
         };
         self.message.truncate(1);
         if result != pg_sys::shm_mq_result::SHM_MQ_SUCCESS {
-            // The caller detached (it failed or was cancelled): nothing more to do.
             unsafe { pg_sys::proc_exit(0) };
         }
-        true
     }
 }
 
@@ -702,6 +711,14 @@ pub extern "C-unwind" fn pg_stress_generator_main(arg: pg_sys::Datum) {
 #[cfg(test)]
 mod unit_tests {
     use super::*;
+
+    #[test]
+    fn worker_names_fit_and_stay_valid_utf8() {
+        assert_eq!(truncated("abc", 95), "abc");
+        let long = "é".repeat(60);
+        let cut = truncated(&long, 95);
+        assert!(cut.len() <= 95 && cut.chars().all(|c| c == 'é'));
+    }
 
     #[test]
     fn chunks_are_sized_for_the_workers() {
@@ -835,6 +852,18 @@ mod tests {
             Some(PgSqlErrorCode::ERRCODE_CHECK_VIOLATION)
         );
         assert_eq!(one::<i64>("SELECT count(*) FROM t_par_check.orders"), 10);
+    }
+
+    #[pg_test]
+    fn workers_for_a_table_with_a_long_name() {
+        // The worker's name (which has the table's in it) is cut to what PostgreSQL can hold.
+        let schema = format!("t_par_{}", "ü".repeat(28));
+        use_schema(&schema);
+        Spi::run("SELECT stress.generate_orders(500, seed => 2, workers => 2)").unwrap();
+        assert_eq!(
+            one::<i64>(&format!("SELECT count(*) FROM \"{schema}\".orders")),
+            500
+        );
     }
 
     #[pg_test]
