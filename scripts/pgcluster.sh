@@ -87,7 +87,9 @@ case "$cmd" in
       echo "max_connections = 100"
       for line in "$@"; do echo "$line"; done
     } | as_owner tee "$data/pg_stress.conf" >/dev/null
-    as_owner "$bindir/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null \
+    # A server that inherits RUST_BACKTRACE would put a Rust backtrace in the DETAIL of errors that
+    # pass through pgrx: start it as a user's server would be started, without it.
+    as_owner env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$bindir/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null \
       || { tail -20 "$log" >&2; exit 1; }
     print_env
     ;;

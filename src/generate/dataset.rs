@@ -34,6 +34,7 @@ fn generate_dataset(
     ),
 > {
     const F: &str = "generate_dataset";
+    super::prevent_writes_where_read_only(F);
     let started_at = super::now();
     let spec = match &spec {
         Some(s) => parse_spec(&s.0)

@@ -129,6 +129,31 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_read_only_transaction_is_refused_before_anything_is_written() {
+        use_schema("t_ds_ro");
+        Spi::run("SELECT stress.generate_orders(10, seed => 1)").unwrap();
+        for call in [
+            "stress.generate_orders(10)",
+            "stress.generate_accounts(10)",
+            "stress.generate_trades(1)",
+            "stress.generate_positions()",
+            "stress.generate_market_data()",
+            "stress.generate_audit_log(10)",
+            "stress.generate_dataset(orders => 10)",
+        ] {
+            // (SET LOCAL inside the isolated subtransaction ends with it.)
+            assert_eq!(
+                sqlstate_of(&format!(
+                    "SET LOCAL transaction_read_only = on; SELECT {call}"
+                )),
+                Some(PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION),
+                "{call}"
+            );
+        }
+        assert_eq!(one::<i64>("SELECT count(*) FROM t_ds_ro.orders"), 10);
+    }
+
+    #[pg_test]
     fn market_data_is_one_consistent_candle_per_symbol_per_step() {
         use_schema("t_md");
         let n = one::<i64>(

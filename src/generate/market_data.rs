@@ -88,6 +88,7 @@ pub(super) fn generate_market_data(
     seed: default!(Option<i64>, "NULL"),
 ) -> i64 {
     const F: &str = "generate_market_data";
+    super::prevent_writes_where_read_only(F);
     let started_at = super::now();
     let seed = super::seed_or_random(seed);
     let hint =
@@ -149,7 +150,7 @@ pub(super) fn generate_market_data(
     }
 
     let schema = gucs::data_schema();
-    let relid = MARKET_DATA.ensure(&schema);
+    let relid = MARKET_DATA.ensure(&schema, F);
     let mut write = super::TableWrite::open(&MARKET_DATA, &schema, relid, rows as u64, F);
     for &i in &indexes {
         let symbol = text_datum(SYMBOLS[i].name);

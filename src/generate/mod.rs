@@ -77,6 +77,16 @@ pub fn record(
     run_id
 }
 
+/// ERROR 25006 in a read-only transaction or during recovery, naming `function`, as PostgreSQL's
+/// own writing commands do.
+pub fn prevent_writes_where_read_only(function: &'static str) {
+    let name = std::ffi::CString::new(format!("stress.{function}")).expect("no NUL in a name");
+    unsafe {
+        pg_sys::PreventCommandIfReadOnly(name.as_ptr());
+        pg_sys::PreventCommandDuringRecovery(name.as_ptr());
+    }
+}
+
 /// A seed the caller gave, or a fresh one (recorded in `stress.runs` so the data can be made again).
 pub fn seed_or_random(seed: Option<i64>) -> i64 {
     seed.unwrap_or_else(|| {
@@ -262,7 +272,7 @@ pub fn write_id_rows(
     rows: &dyn parallel::IdRows,
     workers: usize,
 ) -> WriteOutcome {
-    let relid = spec.ensure(schema);
+    let relid = spec.ensure(schema, label);
     let mut write = TableWrite::open(spec, schema, relid, n, label);
     let first_id = write.first_id();
     if workers > 1 && n > 0 {

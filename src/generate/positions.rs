@@ -45,6 +45,7 @@ impl PositionTotals {
 #[pg_extern(volatile, parallel_unsafe)]
 pub(super) fn generate_positions() -> i64 {
     const F: &str = "generate_positions";
+    super::prevent_writes_where_read_only(F);
     let started_at = super::now();
     let call_started = std::time::Instant::now();
     let schema = gucs::data_schema();
@@ -61,7 +62,7 @@ pub(super) fn generate_positions() -> i64 {
         )
         .raise();
     };
-    let relid = POSITIONS.ensure(&schema);
+    let relid = POSITIONS.ensure(&schema, F);
     Spi::run(&format!("TRUNCATE {}", qualified(&schema, POSITIONS.name)))
         .expect("emptying positions");
 

@@ -208,7 +208,11 @@ impl TableSpec {
     }
 
     /// The table's oid in `schema`, creating schema and table when missing.
-    pub fn ensure(&self, schema: &str) -> pg_sys::Oid {
+    /// The table's oid, creating it (and its schema) when missing. First refuses, as PostgreSQL's own
+    /// writing commands do, in a read-only transaction or on a standby (25006): the bulk path writes
+    /// below the executor, which is where PostgreSQL would otherwise say so.
+    pub fn ensure(&self, schema: &str, function: &'static str) -> pg_sys::Oid {
+        super::prevent_writes_where_read_only(function);
         let table = qualified(schema, self.name);
         if let Some(oid) = lookup(&table) {
             return oid;

@@ -192,6 +192,7 @@ pub(super) fn generate_trades(
     workers: default!(Option<i32>, 1),
 ) -> i64 {
     const F: &str = "generate_trades";
+    super::prevent_writes_where_read_only(F);
     let started_at = super::now();
     let n = super::row_count(F, n).or_raise() as i64;
     let seed = super::seed_or_random(seed);
@@ -225,7 +226,7 @@ pub(super) fn generate_trades(
         )
         .raise();
     }
-    let relid = TRADES.ensure(&schema);
+    let relid = TRADES.ensure(&schema, F);
     let after_order =
         Spi::get_one::<i64>(&format!("SELECT coalesce(max(order_id), 0) FROM {trades}"))
             .unwrap()
