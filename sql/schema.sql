@@ -39,6 +39,26 @@ CREATE TABLE stress.results (
 COMMENT ON TABLE stress.results IS 'Per run and per measured thing: counts, durations, rates and latency percentiles.';
 CREATE INDEX results_run_id_idx ON stress.results (run_id);
 
+-- What each worker of a load run measured, until the run's last worker merges it into stress.results
+-- (histograms in HdrHistogram's V2 format). Written by pg_stress as the owner of these tables.
+CREATE TABLE stress.load_worker_results (
+    run_id                 bigint NOT NULL,
+    worker                 int    NOT NULL,
+    operation              text   NOT NULL,
+    calls                  bigint NOT NULL,
+    successes              bigint NOT NULL,
+    failures               bigint NOT NULL,
+    retries                bigint NOT NULL,
+    deadlocks              bigint NOT NULL,
+    serialization_failures bigint NOT NULL,
+    latency                bytea  NOT NULL,
+    lag                    bytea  NOT NULL,
+    first_error            text,
+    stop_reason            text,
+    loop_started           timestamptz NOT NULL,
+    loop_ended             timestamptz NOT NULL
+);
+
 SELECT pg_catalog.pg_extension_config_dump('stress.runs', '');
 SELECT pg_catalog.pg_extension_config_dump('stress.runs_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('stress.results', '');

@@ -11,6 +11,7 @@ mod error;
 mod generate;
 mod gucs;
 mod integrity;
+mod load;
 mod metrics;
 mod progress;
 mod scan;
@@ -27,6 +28,7 @@ extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    load::shmem::init();
 }
 
 /// Required by `cargo pgrx test`.

@@ -4,6 +4,8 @@
 //! the end, in that same transaction: if the call fails or is cancelled, its rows roll back with the
 //! data, so the record never claims work that did not happen.
 
+pub mod histogram;
+
 use pgrx::JsonB;
 use pgrx::prelude::*;
 

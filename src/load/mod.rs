@@ -1,0 +1,431 @@
+//! Load runs: `stress.run_load(…)` starts background workers that run a mix of trading transactions
+//! against the generated tables and record true latency percentiles; `stress.cancel` and
+//! `stress.wait` control a run from any session.
+
+pub mod ops;
+pub mod shmem;
+mod worker;
+
+use crate::error::{OrRaise, StressError};
+use crate::gucs;
+use crate::sql_util::qualified;
+use pgrx::bgworkers::BackgroundWorkerBuilder;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use shmem::{Phase, RUNS, RunSlot};
+use std::time::{Duration, Instant};
+
+/// The longest run one call may ask for.
+const MAX_DURATION_SECONDS: f64 = 7.0 * 86_400.0;
+
+pub fn isolation_name(level: i32) -> &'static str {
+    match level as u32 {
+        pg_sys::XACT_REPEATABLE_READ => "repeatable read",
+        pg_sys::XACT_SERIALIZABLE => "serializable",
+        _ => "read committed",
+    }
+}
+
+fn parse_isolation(text: &str) -> Option<i32> {
+    let normal = text.trim().to_lowercase().replace(['_', '-'], " ");
+    Some(match normal.as_str() {
+        "read committed" => pg_sys::XACT_READ_COMMITTED,
+        "repeatable read" => pg_sys::XACT_REPEATABLE_READ,
+        "serializable" => pg_sys::XACT_SERIALIZABLE,
+        _ => return None,
+    } as i32)
+}
+
+fn invalid(message: String, hint: &str) -> ! {
+    StressError::invalid("run_load", message, hint.to_owned()).raise()
+}
+
+fn require_preload(function: &'static str) {
+    if !shmem::available() {
+        pgrx::ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("stress.{function} needs pg_stress in shared_preload_libraries"),
+            "Load runs keep their state in shared memory, which is set up when the server starts: add pg_stress to shared_preload_libraries (e.g. ALTER SYSTEM SET shared_preload_libraries = 'pg_stress') and restart PostgreSQL."
+        );
+    }
+}
+
+/// Starts a load run and returns its id. With `wait` (the default) returns when the run has ended,
+/// printing progress NOTICEs and a summary; otherwise at once (see `stress.wait`, `stress.cancel`).
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(volatile, parallel_unsafe)]
+fn run_load(
+    duration: Interval,
+    workers: default!(i32, 1),
+    rate: default!(Option<f64>, "NULL"),
+    mix: default!(Option<pgrx::JsonB>, "NULL"),
+    isolation: default!(String, "'read committed'"),
+    max_retries: default!(Option<i32>, "NULL"),
+    wait: default!(bool, true),
+    seed: default!(Option<i64>, "NULL"),
+) -> i64 {
+    const F: &str = "run_load";
+    require_preload(F);
+    unsafe { pg_sys::PreventCommandDuringRecovery(c"stress.run_load".as_ptr()) };
+    let seconds =
+        Spi::get_one_with_args::<f64>("SELECT extract(epoch FROM $1)::float8", &[duration.into()])
+            .expect("reading the duration")
+            .unwrap_or(0.0);
+    if !(seconds > 0.0 && seconds <= MAX_DURATION_SECONDS) {
+        invalid(
+            format!("duration must be positive and at most 7 days, got {seconds} s"),
+            "Pass an interval such as '30 seconds' or '10 minutes'.",
+        );
+    }
+    let k = crate::generate::parallel::worker_count(F, Some(workers)).or_raise();
+    if let Some(r) = rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
+        invalid(
+            format!("rate must be a positive number of operations per second, got {r}"),
+            "Leave rate NULL for the closed model (each worker back to back).",
+        );
+    }
+    let weights = match &mix {
+        None => ops::default_mix(),
+        Some(m) => ops::parse_mix(&m.0)
+            .map_err(|e| {
+                StressError::invalid(F, e, "See README.md, \"Load runs\", for the operations.")
+            })
+            .or_raise(),
+    };
+    let Some(isolation_level) = parse_isolation(&isolation) else {
+        invalid(
+            format!(
+                "isolation must be read committed, repeatable read or serializable, got \"{isolation}\""
+            ),
+            "Pass e.g. isolation => 'repeatable read'.",
+        );
+    };
+    let max_retries = max_retries.unwrap_or_else(|| gucs::DEADLOCK_RETRY_ATTEMPTS.get());
+    if !(0..=1000).contains(&max_retries) {
+        invalid(
+            format!("max_retries must be between 0 and 1000, got {max_retries}"),
+            "It is how often a deadlocked or serialization-failed transaction is retried.",
+        );
+    }
+    let schema = gucs::data_schema();
+    let max_id = |table: &str| -> i64 {
+        let name = qualified(&schema, table);
+        let exists = Spi::get_one_with_args::<bool>(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[name.as_str().into()],
+        )
+        .unwrap()
+        .unwrap_or(false);
+        if !exists {
+            invalid(
+                format!("{schema}.{table} does not exist"),
+                "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
+            );
+        }
+        Spi::get_one::<i64>(&format!("SELECT coalesce(max(id), 0) FROM {name}"))
+            .expect("reading the highest id")
+            .unwrap_or(0)
+    };
+    let accounts = max_id("accounts");
+    let (orders, trades, audit) = (max_id("orders"), max_id("trades"), max_id("audit_log"));
+    if Spi::get_one_with_args::<bool>(
+        "SELECT to_regclass($1) IS NULL",
+        &[qualified(&schema, "positions").as_str().into()],
+    )
+    .unwrap()
+        == Some(true)
+    {
+        invalid(
+            format!("{schema}.positions does not exist"),
+            "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
+        );
+    }
+    if accounts < 2 {
+        invalid(
+            format!("{schema}.accounts has {accounts} accounts; trades need at least 2"),
+            "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
+        );
+    }
+    if schema.len() > 63 {
+        invalid(
+            "the data schema's name is too long".into(),
+            "Use a name of at most 63 bytes.",
+        );
+    }
+
+    let run_id = Spi::get_one::<i64>("SELECT nextval('stress.runs_id_seq')")
+        .expect("allocating a run id")
+        .expect("nextval gives a value");
+    let started_at = unsafe { pg_sys::GetCurrentTimestamp() };
+    let (mut user, mut security_context) = (pg_sys::InvalidOid, 0);
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut security_context) };
+    let mut slot = RunSlot {
+        run_id,
+        phase: Phase::Running,
+        database: unsafe { pg_sys::MyDatabaseId },
+        session_user: unsafe { pg_sys::GetSessionUserId() },
+        current_user: user,
+        security_context,
+        workers: k as u32,
+        workers_running: k as u32,
+        started_at,
+        deadline: started_at + (seconds * 1e6) as i64,
+        rate: rate.unwrap_or(0.0),
+        isolation: isolation_level,
+        max_retries: max_retries as u32,
+        weights,
+        seed: crate::generate::seed_or_random(seed) as u64,
+        accounts,
+        first_order_id: orders + 1,
+        first_trade_id: trades + 1,
+        first_audit_id: audit + 1,
+        ..RunSlot::default()
+    };
+    slot.set_schema(&schema);
+    let index = {
+        let mut table = RUNS.exclusive();
+        let Some(index) = table.slots.iter().position(|s| s.phase == Phase::Free) else {
+            drop(table);
+            StressError::OutOfWorkerSlots {
+                message: format!("{F}: {} load runs are already running", shmem::MAX_RUNS),
+                hint: "Wait for one to end, or cancel one: SELECT stress.cancel(run_id) (see stress.runs WHERE status = 'running').".into(),
+            }
+            .raise();
+        };
+        table.slots[index] = slot;
+        index
+    };
+
+    let mut handles = Vec::with_capacity(k);
+    for i in 0..k {
+        let name = format!("pg_stress load run {run_id} worker {}/{k}", i + 1);
+        let builder = BackgroundWorkerBuilder::new(&name)
+            .set_type("pg_stress load")
+            .set_library("pg_stress")
+            .set_function("pg_stress_load_worker_main")
+            .set_argument(Some(pg_sys::Datum::from(index)))
+            .set_extra(&format!("{run_id} {i}"))
+            .enable_spi_access()
+            .set_notify_pid(unsafe { pg_sys::MyProcPid });
+        let mut bgw: pg_sys::BackgroundWorker = (&builder).into();
+        let mut handle = std::ptr::null_mut();
+        if !unsafe { pg_sys::RegisterDynamicBackgroundWorker(&mut bgw, &mut handle) } {
+            {
+                // The ones started stop at once and close the run; the rest never come.
+                let mut table = RUNS.exclusive();
+                let s = &mut table.slots[index];
+                s.cancel = true;
+                s.workers_running -= (k - i) as u32;
+                if i == 0 {
+                    *s = RunSlot::default();
+                }
+            }
+            for &h in &handles {
+                unsafe { pg_sys::WaitForBackgroundWorkerShutdown(h) };
+            }
+            let max = unsafe { pg_sys::max_worker_processes };
+            StressError::OutOfWorkerSlots {
+                message: format!(
+                    "{F}: could not start {k} background workers: only {i} background worker slots were free (max_worker_processes = {max})"
+                ),
+                hint: format!(
+                    "Pass workers => {} or fewer, or raise max_worker_processes (needs a server restart).",
+                    i.max(1)
+                ),
+            }
+            .raise();
+        }
+        handles.push(handle);
+    }
+    if wait {
+        wait_for(run_id, Some(&handles));
+    }
+    run_id
+}
+
+/// Cancels the run if the waiting caller is cancelled (or fails) while the run goes on.
+struct CancelOnDrop(i64, bool);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.1 {
+            cancel_run(self.0);
+        }
+    }
+}
+
+fn cancel_run(run_id: i64) -> bool {
+    let mut table = RUNS.exclusive();
+    match shmem::find(&table, run_id) {
+        Some(i) => {
+            table.slots[i].cancel = true;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Block until `run_id` ends; NOTICEs on the way and a summary at the end. `handles` (the caller's
+/// own workers) let it notice workers that died without closing the run.
+fn wait_for(run_id: i64, handles: Option<&[*mut pg_sys::BackgroundWorkerHandle]>) -> String {
+    let mut guard = CancelOnDrop(run_id, true);
+    let interval = Duration::from_millis(gucs::PROGRESS_INTERVAL.get().max(0) as u64);
+    let mut last_notice = Instant::now();
+    loop {
+        let live = {
+            let table = RUNS.share();
+            shmem::find(&table, run_id).map(|i| table.slots[i])
+        };
+        let Some(slot) = live else { break };
+        if let Some(handles) = handles {
+            let all_gone = handles.iter().all(|&h| {
+                let mut pid = 0;
+                let status = unsafe { pg_sys::GetBackgroundWorkerPid(h, &mut pid) };
+                status == pg_sys::BgwHandleStatus::BGWH_STOPPED
+            });
+            if all_gone && shmem::find(&RUNS.share(), run_id).is_some() {
+                close_abandoned_run(
+                    run_id,
+                    "its workers exited without closing the run (see the server log)",
+                );
+                break;
+            }
+        }
+        if !interval.is_zero() && last_notice.elapsed() >= interval {
+            let elapsed = (unsafe { pg_sys::GetCurrentTimestamp() } - slot.started_at) as f64 / 1e6;
+            notice!(
+                "run_load: run {run_id}, {elapsed:.0} s: {} operations ({:.0} ops/s), {} errors",
+                slot.ops,
+                slot.ops as f64 / elapsed.max(1e-9),
+                slot.errors
+            );
+            last_notice = Instant::now();
+        }
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                100,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pg_sys::check_for_interrupts!();
+    }
+    guard.1 = false;
+    let summary = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT r.status, coalesce(' (' || r.error || ')', ''),
+                    format('%s operations in %s s (%s ops/s), p50 %s ms, p99 %s ms, %s errors, %s deadlocks',
+                           coalesce(t.calls, 0), round(coalesce(t.seconds, 0)::numeric, 1),
+                           round(coalesce(t.ops_per_sec, 0)::numeric), round(coalesce(t.p50_ms, 0)::numeric, 2),
+                           round(coalesce(t.p99_ms, 0)::numeric, 2), coalesce(t.errors, 0),
+                           coalesce(t.details->>'deadlocks', '0'))
+             FROM stress.runs r LEFT JOIN stress.results t ON t.run_id = r.id AND t.name = 'total'
+             WHERE r.id = $1",
+            None,
+            &[run_id.into()],
+        )?;
+        let mut out = None;
+        for row in rows {
+            out = Some((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<String>(3)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .expect("reading the run's summary");
+    match summary {
+        Some((status, error, figures)) => {
+            notice!("run_load: run {run_id} {status}{error}: {figures}");
+            status
+        }
+        None => "unknown".into(),
+    }
+}
+
+/// A run whose workers are all gone without closing it: record it as failed and free its slot.
+fn close_abandoned_run(run_id: i64, why: &str) {
+    {
+        let mut table = RUNS.exclusive();
+        if let Some(i) = shmem::find(&table, run_id) {
+            table.slots[i] = RunSlot::default();
+        }
+    }
+    pgrx::warning!("run_load: run {run_id}: {why}");
+}
+
+/// Asks every worker of a running load run to stop (within about one operation); true if the run
+/// was running. The run ends with status cancelled, its measurements so far kept.
+#[pg_extern(volatile, parallel_unsafe, strict)]
+fn cancel(run_id: i64) -> bool {
+    require_preload("cancel");
+    let owner = {
+        let table = RUNS.share();
+        shmem::find(&table, run_id).map(|i| table.slots[i].current_user)
+    };
+    match owner {
+        None => false,
+        Some(role) => {
+            if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), role) } {
+                pgrx::ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                    format!("permission denied to cancel load run {run_id}"),
+                    "Only the role that started a run (or a member of it, or a superuser) may cancel it."
+                );
+            }
+            cancel_run(run_id)
+        }
+    }
+}
+
+/// Blocks until the run ends and returns its status (completed, cancelled, failed, …).
+#[pg_extern(volatile, parallel_unsafe, strict)]
+fn wait(run_id: i64) -> String {
+    require_preload("wait");
+    let known = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM stress.runs WHERE id = $1)",
+        &[run_id.into()],
+    )
+    .unwrap()
+    .unwrap_or(false)
+        || shmem::find(&RUNS.share(), run_id).is_some();
+    if !known {
+        StressError::invalid(
+            "wait",
+            format!("there is no run {run_id}"),
+            "See stress.runs for run ids.",
+        )
+        .raise();
+    }
+    wait_for_without_cancel(run_id)
+}
+
+/// Like [`wait_for`], but cancelling the wait leaves the run going.
+fn wait_for_without_cancel(run_id: i64) -> String {
+    loop {
+        if shmem::find(&RUNS.share(), run_id).is_none() {
+            break;
+        }
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                100,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pg_sys::check_for_interrupts!();
+    }
+    Spi::get_one_with_args::<String>(
+        "SELECT status FROM stress.runs WHERE id = $1",
+        &[run_id.into()],
+    )
+    .unwrap()
+    .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,363 @@
+//! The built-in trading transactions a load run executes, and the mix that weighs them.
+//!
+//! Each operation is one transaction of a trading system against the generated tables. The seed's
+//! mix keys map onto them: `insert` = place_order, `update` = execute_trade and balance_update
+//! (equal halves), `select` = open_orders, recent_trades and position (equal thirds), `delete` =
+//! cancel_order. The finer names can be used directly, and both kinds mixed.
+
+use crate::generate::model::SYMBOLS;
+use crate::sql_util::qualified;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult};
+use pgrx::{PgBuiltInOids, PgOid};
+use rand::{Rng, RngExt};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// an OPEN limit order and its ORDER_PLACED audit event
+    PlaceOrder,
+    /// the newest OPEN order of an account becomes CANCELLED
+    CancelOrder,
+    /// an OPEN order of an account fills: trade row, order FILLED, money between the two accounts,
+    /// the position upserted
+    ExecuteTrade,
+    /// a deposit or withdrawal on an account (never below zero)
+    BalanceUpdate,
+    /// an account's open orders, newest first
+    OpenOrders,
+    /// a symbol's last 50 trades
+    RecentTrades,
+    /// one position
+    Position,
+}
+
+pub const OPS: [Op; 7] = [
+    Op::PlaceOrder,
+    Op::CancelOrder,
+    Op::ExecuteTrade,
+    Op::BalanceUpdate,
+    Op::OpenOrders,
+    Op::RecentTrades,
+    Op::Position,
+];
+
+/// Weights indexed like [`OPS`].
+pub type Weights = [f64; OPS.len()];
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::PlaceOrder => "place_order",
+            Op::CancelOrder => "cancel_order",
+            Op::ExecuteTrade => "execute_trade",
+            Op::BalanceUpdate => "balance_update",
+            Op::OpenOrders => "open_orders",
+            Op::RecentTrades => "recent_trades",
+            Op::Position => "position",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        OPS.iter()
+            .position(|&o| o == self)
+            .expect("every op is in OPS")
+    }
+}
+
+/// What a seed mix key stands for.
+fn seed_key(key: &str) -> Option<&'static [Op]> {
+    Some(match key {
+        "insert" => &[Op::PlaceOrder],
+        "update" => &[Op::ExecuteTrade, Op::BalanceUpdate],
+        "select" => &[Op::OpenOrders, Op::RecentTrades, Op::Position],
+        "delete" => &[Op::CancelOrder],
+        _ => return None,
+    })
+}
+
+/// The seed's default: `{"insert":0.3,"update":0.3,"select":0.3,"delete":0.1}`.
+pub fn default_mix() -> Weights {
+    parse_mix(&serde_json::json!({"insert": 0.3, "update": 0.3, "select": 0.3, "delete": 0.1}))
+        .expect("the default mix is valid")
+}
+
+/// Parse a `mix` object into weights that sum to 1.
+pub fn parse_mix(spec: &Value) -> Result<Weights, String> {
+    let entries = spec.as_object().ok_or(
+        "mix must be a JSON object of operation weights, e.g. {\"insert\": 0.3, \"select\": 0.7}",
+    )?;
+    let mut weights = [0.0; OPS.len()];
+    for (key, weight) in entries {
+        let w = weight
+            .as_f64()
+            .filter(|w| w.is_finite() && *w >= 0.0)
+            .ok_or_else(|| format!("mix.{key} must be a non-negative number, got {weight}"))?;
+        if let Some(ops) = seed_key(key) {
+            for op in ops {
+                weights[op.index()] += w / ops.len() as f64;
+            }
+        } else if let Some(op) = OPS.iter().find(|o| o.name() == key) {
+            weights[op.index()] += w;
+        } else {
+            let names: Vec<_> = OPS.iter().map(|o| o.name()).collect();
+            return Err(format!(
+                "mix.{key}: unknown operation; use insert, update, select, delete or {}",
+                names.join(", ")
+            ));
+        }
+    }
+    let total: f64 = weights.iter().sum();
+    if total <= 0.0 {
+        return Err("mix: the weights add up to zero; give at least one operation a weight".into());
+    }
+    for w in &mut weights {
+        *w /= total;
+    }
+    Ok(weights)
+}
+
+/// The SQL of each operation, for tables in `schema`. One statement per operation: a transaction
+/// is one round trip, as a client would send a stored procedure call.
+pub fn sql(op: Op, schema: &str) -> (String, Vec<PgOid>) {
+    let t = |name| qualified(schema, name);
+    let (orders, trades, accounts, positions, audit) = (
+        t("orders"),
+        t("trades"),
+        t("accounts"),
+        t("positions"),
+        t("audit_log"),
+    );
+    let int8 = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
+    let text = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
+    let float8 = PgOid::BuiltIn(PgBuiltInOids::FLOAT8OID);
+    match op {
+        // $1 order id, $2 account, $3 symbol, $4 side, $5 quantity, $6 price, $7 audit event id
+        Op::PlaceOrder => (
+            format!(
+                "WITH o AS (
+                   INSERT INTO {orders} (id, account_id, symbol, side, order_type, status, quantity, price, created_at)
+                   VALUES ($1, $2, $3, $4, 'LIMIT', 'OPEN', round($5::numeric, 4), round($6::numeric, 2), now())
+                   RETURNING id, account_id, price)
+                 INSERT INTO {audit} (id, ts, actor, action, entity, entity_id, payload)
+                 SELECT $7, now(), 'user:' || account_id, 'ORDER_PLACED', 'orders', id, jsonb_build_object('price', price)
+                 FROM o"
+            ),
+            vec![int8, int8, text, text, float8, float8, int8],
+        ),
+        // $1 account
+        Op::CancelOrder => (
+            format!(
+                "UPDATE {orders} SET status = 'CANCELLED'
+                 WHERE id = (SELECT id FROM {orders} WHERE account_id = $1 AND status = 'OPEN'
+                             ORDER BY id DESC LIMIT 1 FOR UPDATE SKIP LOCKED)"
+            ),
+            vec![int8],
+        ),
+        // $1 account whose oldest OPEN order fills, $2 trade id, $3 counterparty account. The buyer
+        // pays the notional (as much as it has: balances never go negative, money is conserved).
+        Op::ExecuteTrade => (
+            format!(
+                "WITH o AS (SELECT id, account_id, symbol, side, quantity, price FROM {orders}
+                            WHERE account_id = $1 AND status = 'OPEN' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED),
+                  filled AS (UPDATE {orders} f SET status = 'FILLED' FROM o WHERE f.id = o.id RETURNING o.*),
+                  trade AS (INSERT INTO {trades} (id, order_id, account_id, symbol, side, quantity, price, fee, executed_at)
+                            SELECT $2, id, account_id, symbol, side, quantity, price, round(quantity * price * 0.001, 8), now()
+                            FROM filled RETURNING account_id, symbol, side, quantity, price),
+                  parties AS (SELECT CASE WHEN side = 'BUY' THEN account_id ELSE $3 END AS payer,
+                                     CASE WHEN side = 'BUY' THEN $3 ELSE account_id END AS payee,
+                                     quantity * price AS notional FROM trade),
+                  paid AS (SELECT a.id, least(a.balance, p.notional) AS amount, p.payee
+                           FROM {accounts} a JOIN parties p ON a.id = p.payer FOR UPDATE OF a),
+                  debit AS (UPDATE {accounts} a SET balance = a.balance - paid.amount FROM paid
+                            WHERE a.id = paid.id RETURNING paid.amount, paid.payee),
+                  credit AS (UPDATE {accounts} a SET balance = a.balance + debit.amount FROM debit
+                             WHERE a.id = debit.payee RETURNING a.id)
+                 INSERT INTO {positions} AS p (account_id, symbol, quantity, avg_price, updated_at)
+                 SELECT account_id, symbol, CASE WHEN side = 'BUY' THEN quantity ELSE -quantity END, price, now()
+                 FROM trade
+                 ON CONFLICT (account_id, symbol) DO UPDATE
+                 SET quantity = p.quantity + EXCLUDED.quantity, avg_price = EXCLUDED.avg_price,
+                     updated_at = EXCLUDED.updated_at"
+            ),
+            vec![int8, int8, int8],
+        ),
+        // $1 account, $2 amount (negative: a withdrawal, refused below zero)
+        Op::BalanceUpdate => (
+            format!(
+                "UPDATE {accounts} SET balance = balance + round($2::numeric, 2)
+                 WHERE id = $1 AND balance + round($2::numeric, 2) >= 0"
+            ),
+            vec![int8, float8],
+        ),
+        Op::OpenOrders => (
+            format!(
+                "SELECT id, symbol, side, quantity, price FROM {orders}
+                 WHERE account_id = $1 AND status = 'OPEN' ORDER BY created_at DESC LIMIT 50"
+            ),
+            vec![int8],
+        ),
+        Op::RecentTrades => (
+            format!(
+                "SELECT id, price, quantity, executed_at FROM {trades}
+                 WHERE symbol = $1 ORDER BY executed_at DESC LIMIT 50"
+            ),
+            vec![text],
+        ),
+        Op::Position => (
+            format!("SELECT quantity, avg_price FROM {positions} WHERE account_id = $1 AND symbol = $2"),
+            vec![int8, text],
+        ),
+    }
+}
+
+/// Ids of new rows: each worker takes every `step`-th id after the highest at the start of the run,
+/// so workers never collide and need no shared counter.
+#[derive(Debug, Clone, Copy)]
+pub struct IdSequence {
+    pub next: i64,
+    pub step: i64,
+}
+
+impl IdSequence {
+    pub fn take(&mut self) -> i64 {
+        let id = self.next;
+        self.next += self.step;
+        id
+    }
+}
+
+/// What operations need to know about the data: how many accounts, where new ids go.
+pub struct Workload {
+    pub accounts: i64,
+    pub order_ids: IdSequence,
+    pub trade_ids: IdSequence,
+    pub audit_ids: IdSequence,
+}
+
+/// Prepared plans of every operation, kept across transactions.
+pub struct Plans {
+    plans: Vec<OwnedPreparedStatement>,
+}
+
+impl Plans {
+    /// Prepare every operation (in a transaction, with SPI connected).
+    pub fn prepare(client: &SpiClient<'_>, schema: &str) -> SpiResult<Self> {
+        let mut plans = Vec::with_capacity(OPS.len());
+        for op in OPS {
+            let (sql, types) = sql(op, schema);
+            plans.push(client.prepare_mut(sql.as_str(), &types)?.keep());
+        }
+        Ok(Plans { plans })
+    }
+
+    /// Run `op` once, with parameters drawn from `rng` (in the caller's transaction).
+    pub fn execute(
+        &self,
+        client: &mut SpiClient<'_>,
+        op: Op,
+        work: &mut Workload,
+        rng: &mut impl Rng,
+    ) -> SpiResult<()> {
+        let plan = &self.plans[op.index()];
+        let account = rng.random_range(1..=work.accounts.max(1));
+        let symbol = &SYMBOLS[rng.random_range(0..SYMBOLS.len())];
+        match op {
+            Op::PlaceOrder => {
+                let side = if rng.random_bool(0.5) { "BUY" } else { "SELL" };
+                let price = symbol.base_price * rng.random_range(0.97..1.03);
+                let quantity = (500.0 / price * rng.random_range(0.2..5.0)).max(0.0001);
+                client.update(
+                    plan,
+                    None,
+                    &[
+                        work.order_ids.take().into(),
+                        account.into(),
+                        symbol.name.into(),
+                        side.into(),
+                        quantity.into(),
+                        price.into(),
+                        work.audit_ids.take().into(),
+                    ],
+                )?;
+            }
+            Op::CancelOrder | Op::OpenOrders => {
+                client.update(plan, None, &[account.into()])?;
+            }
+            Op::ExecuteTrade => {
+                let mut counterparty = rng.random_range(1..=work.accounts.max(1));
+                if counterparty == account {
+                    counterparty = account % work.accounts.max(1) + 1;
+                }
+                client.update(
+                    plan,
+                    None,
+                    &[
+                        account.into(),
+                        work.trade_ids.take().into(),
+                        counterparty.into(),
+                    ],
+                )?;
+            }
+            Op::BalanceUpdate => {
+                let amount: f64 = rng.random_range(-500.0..1000.0);
+                client.update(plan, None, &[account.into(), amount.into()])?;
+            }
+            Op::RecentTrades => {
+                client.update(plan, None, &[symbol.name.into()])?;
+            }
+            Op::Position => {
+                client.update(plan, None, &[account.into(), symbol.name.into()])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_seed_mix_spreads_over_trading_operations() {
+        let w = default_mix();
+        assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!((w[Op::PlaceOrder.index()] - 0.3).abs() < 1e-12);
+        assert!((w[Op::ExecuteTrade.index()] - 0.15).abs() < 1e-12);
+        assert!((w[Op::Position.index()] - 0.1).abs() < 1e-12);
+        assert!((w[Op::CancelOrder.index()] - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn finer_names_and_normalisation() {
+        let w = parse_mix(&json!({"execute_trade": 3, "select": 3})).unwrap();
+        assert!((w[Op::ExecuteTrade.index()] - 0.5).abs() < 1e-12);
+        assert!((w[Op::RecentTrades.index()] - 1.0 / 6.0).abs() < 1e-12);
+        assert_eq!(w[Op::PlaceOrder.index()], 0.0);
+    }
+
+    #[test]
+    fn bad_mixes_say_what_is_wrong() {
+        assert!(parse_mix(&json!([1])).unwrap_err().contains("JSON object"));
+        assert!(
+            parse_mix(&json!({"upsert": 1}))
+                .unwrap_err()
+                .contains("mix.upsert")
+        );
+        assert!(
+            parse_mix(&json!({"insert": -1}))
+                .unwrap_err()
+                .contains("non-negative")
+        );
+        assert!(
+            parse_mix(&json!({"insert": "a"}))
+                .unwrap_err()
+                .contains("mix.insert")
+        );
+        assert!(
+            parse_mix(&json!({"insert": 0}))
+                .unwrap_err()
+                .contains("zero")
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! The load runs in progress, in the server's shared memory (allocated at startup, so load runs need
+//! `shared_preload_libraries = 'pg_stress'`). A slot holds a run's configuration, which its workers
+//! read when they start, and its live state: the cancel flag, counters, how many workers still run.
+
+use super::ops::{OPS, Weights};
+use pgrx::lwlock::PgLwLock;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::shmem::PGRXSharedMemory;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Load runs that may go on at once in one server.
+pub const MAX_RUNS: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    Free = 0,
+    Running = 1,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunSlot {
+    pub run_id: i64,
+    pub phase: Phase,
+    pub cancel: bool,
+    pub database: pg_sys::Oid,
+    pub session_user: pg_sys::Oid,
+    pub current_user: pg_sys::Oid,
+    pub security_context: i32,
+    pub workers: u32,
+    /// workers that have not finished yet (each decrements it once, the last one closes the run)
+    pub workers_running: u32,
+    /// workers that connected and started their loop
+    pub workers_started: u32,
+    pub started_at: pg_sys::TimestampTz,
+    pub deadline: pg_sys::TimestampTz,
+    /// operations per second over all workers; 0 = closed model
+    pub rate: f64,
+    pub isolation: i32,
+    pub max_retries: u32,
+    pub weights: Weights,
+    pub seed: u64,
+    pub accounts: i64,
+    pub first_order_id: i64,
+    pub first_trade_id: i64,
+    pub first_audit_id: i64,
+    /// the data schema, NUL-terminated
+    pub schema: [u8; 64],
+    /// live totals, updated by the workers about every 100 ms
+    pub ops: u64,
+    pub errors: u64,
+}
+
+impl Default for RunSlot {
+    fn default() -> Self {
+        RunSlot {
+            run_id: 0,
+            phase: Phase::Free,
+            cancel: false,
+            database: pg_sys::InvalidOid,
+            session_user: pg_sys::InvalidOid,
+            current_user: pg_sys::InvalidOid,
+            security_context: 0,
+            workers: 0,
+            workers_running: 0,
+            workers_started: 0,
+            started_at: 0,
+            deadline: 0,
+            rate: 0.0,
+            isolation: pg_sys::XACT_READ_COMMITTED as i32,
+            max_retries: 0,
+            weights: [0.0; OPS.len()],
+            seed: 0,
+            accounts: 0,
+            first_order_id: 0,
+            first_trade_id: 0,
+            first_audit_id: 0,
+            schema: [0; 64],
+            ops: 0,
+            errors: 0,
+        }
+    }
+}
+
+impl RunSlot {
+    pub fn schema(&self) -> String {
+        let end = self.schema.iter().position(|&b| b == 0).unwrap_or(64);
+        String::from_utf8_lossy(&self.schema[..end]).into_owned()
+    }
+
+    pub fn set_schema(&mut self, schema: &str) {
+        self.schema = [0; 64];
+        let n = schema.len().min(63);
+        self.schema[..n].copy_from_slice(&schema.as_bytes()[..n]);
+    }
+}
+
+#[derive(Clone, Copy)]
+pub struct RunTable {
+    pub slots: [RunSlot; MAX_RUNS],
+}
+
+impl Default for RunTable {
+    fn default() -> Self {
+        RunTable {
+            slots: [RunSlot::default(); MAX_RUNS],
+        }
+    }
+}
+
+// Plain old data: no pointers, fine to share between processes.
+unsafe impl PGRXSharedMemory for RunTable {}
+
+pub static RUNS: PgLwLock<RunTable> = unsafe { PgLwLock::new(c"pg_stress load runs") };
+
+/// Whether this server loaded pg_stress at startup (so RUNS exists).
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+
+/// From `_PG_init`: claim the shared memory when loaded by `shared_preload_libraries`.
+pub fn init() {
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        pgrx::pg_shmem_init!(RUNS);
+        PRELOADED.store(true, Ordering::Relaxed);
+    }
+}
+
+pub fn available() -> bool {
+    PRELOADED.load(Ordering::Relaxed)
+}
+
+/// The slot of `run_id`, if the run is in progress.
+pub fn find(table: &RunTable, run_id: i64) -> Option<usize> {
+    table
+        .slots
+        .iter()
+        .position(|s| s.phase != Phase::Free && s.run_id == run_id)
+}

@@ -1,0 +1,565 @@
+//! A load worker: a background worker that runs the run's operation mix, each operation its own
+//! transaction, until the deadline or a cancel, and records what it measured.
+//!
+//! Bookkeeping (the run's row, each worker's counters and histograms, the merged results) is written
+//! as the owner of the `stress` tables, like a SECURITY DEFINER function would: the workload itself
+//! always runs as the caller's role.
+
+use super::ops::{IdSequence, OPS, Plans, Workload};
+use super::shmem::{Phase, RUNS, RunSlot};
+use crate::metrics::histogram::Latency;
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
+use pgrx::prelude::*;
+use pgrx::{JsonB, PgTryBuilder};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use rand_distr::weighted::WeightedIndex;
+use rand_distr::{Distribution, Exp};
+
+/// What one worker measured for one operation.
+#[derive(Default, Clone)]
+pub struct OpStats {
+    pub calls: i64,
+    pub successes: i64,
+    pub failures: i64,
+    pub retries: i64,
+    pub deadlocks: i64,
+    pub serialization_failures: i64,
+    pub latency: Latency,
+    /// schedule lag of the open model: intended start to actual start
+    pub lag: Latency,
+    pub first_error: Option<String>,
+}
+
+/// Run `f` as one transaction: commit if it returns, roll back and return the error if it raises.
+fn in_transaction<T>(f: impl FnOnce() -> T) -> Result<T, Box<ErrorReportWithLevel>> {
+    unsafe {
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let outcome = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        let value = f();
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        }
+        Ok(value)
+    }))
+    .catch_others(|error| match error {
+        CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
+            Err(Box::new(report))
+        }
+        panic @ CaughtError::RustPanic { .. } => panic.rethrow(),
+    })
+    .execute();
+    if outcome.is_err() {
+        unsafe { pg_sys::AbortCurrentTransaction() };
+    }
+    outcome
+}
+
+/// Run `f` as the owner of the `stress` tables (in a transaction: an abort restores the user).
+fn as_bookkeeper<T>(f: impl FnOnce() -> T) -> T {
+    let owner = Spi::get_one::<pg_sys::Oid>(
+        "SELECT relowner FROM pg_class WHERE oid = 'stress.runs'::regclass",
+    )
+    .expect("looking up the owner of stress.runs")
+    .expect("stress.runs has an owner");
+    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let value = f();
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    value
+}
+
+fn sleep_ms(ms: i64) {
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            ms.max(0) as std::ffi::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    pg_sys::check_for_interrupts!();
+}
+
+fn now() -> pg_sys::TimestampTz {
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+fn slot_of(run_id: i64, index: usize) -> Option<RunSlot> {
+    let table = RUNS.share();
+    let slot = table.slots[index];
+    (slot.phase == Phase::Running && slot.run_id == run_id).then_some(slot)
+}
+
+/// The run's parameters as recorded in `stress.runs`, rebuilt from its slot.
+pub fn parameters(slot: &RunSlot) -> serde_json::Value {
+    let mix: serde_json::Map<String, serde_json::Value> = OPS
+        .iter()
+        .zip(slot.weights)
+        .filter(|(_, w)| *w > 0.0)
+        .map(|(op, w)| (op.name().to_owned(), w.into()))
+        .collect();
+    serde_json::json!({
+        "duration_seconds": (slot.deadline - slot.started_at) as f64 / 1e6,
+        "workers": slot.workers,
+        "rate": (slot.rate > 0.0).then_some(slot.rate),
+        "mix": mix,
+        "isolation": super::isolation_name(slot.isolation),
+        "max_retries": slot.max_retries,
+        "seed": slot.seed,
+        "schema": slot.schema(),
+    })
+}
+
+/// Entry point of a load worker: `bgw_main_arg` is its slot, `bgw_extra` "run_id worker".
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
+    let index = arg.value();
+    let mut extra = BackgroundWorker::get_extra().split_whitespace();
+    let run_id: i64 = extra.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let worker: u32 = extra.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let Some(config) = slot_of(run_id, index) else {
+        return; // the run ended before this worker started
+    };
+    unsafe {
+        pg_sys::BackgroundWorkerInitializeConnectionByOid(config.database, config.session_user, 0);
+        pg_sys::SetUserIdAndSecContext(config.current_user, config.security_context);
+        pg_sys::DefaultXactIsoLevel = config.isolation;
+    }
+    let mut stats: Vec<OpStats> = vec![OpStats::default(); OPS.len()];
+    // When this worker's loop ran: the run's seconds are from the first start to the last end.
+    let (mut loop_start, mut loop_end) = (now(), now());
+
+    let plans = in_transaction(|| {
+        if worker == 0 {
+            register_run(&config);
+        }
+        Spi::connect(|client| Plans::prepare(client, &config.schema()))
+    });
+    let stop_reason = match plans {
+        Ok(Ok(plans)) => {
+            {
+                let mut table = RUNS.exclusive();
+                table.slots[index].workers_started += 1;
+            }
+            loop_start = now();
+            let why = run_loop(&config, index, worker, &plans, &mut stats);
+            loop_end = now();
+            why
+        }
+        Ok(Err(e)) => Some(format!(
+            "worker {}: preparing the operations: {e}",
+            worker + 1
+        )),
+        Err(report) => Some(format!(
+            "worker {}: preparing the operations: {}",
+            worker + 1,
+            report.message()
+        )),
+    };
+    if stop_reason.is_some() {
+        // Stop the others too: a run either completes or says why it did not.
+        let mut table = RUNS.exclusive();
+        if table.slots[index].run_id == run_id {
+            table.slots[index].cancel = true;
+        }
+    }
+    let window = (loop_start, loop_end);
+    let saved = in_transaction(|| {
+        as_bookkeeper(|| {
+            save_worker_results(run_id, worker, window, &stats, stop_reason.as_deref())
+        })
+    });
+    if let Err(report) = saved {
+        pgrx::log!(
+            "pg_stress load run {run_id} worker {worker}: could not save results: {}",
+            report.message()
+        );
+    }
+    let last = {
+        let mut table = RUNS.exclusive();
+        let slot = &mut table.slots[index];
+        if slot.run_id == run_id && slot.phase == Phase::Running {
+            slot.workers_running -= 1;
+            slot.workers_running == 0
+        } else {
+            false
+        }
+    };
+    if last {
+        let cancelled = slot_of(run_id, index).is_some_and(|s| s.cancel);
+        let closed = in_transaction(|| as_bookkeeper(|| finish_run(&config, cancelled)));
+        if let Err(report) = closed {
+            pgrx::warning!(
+                "pg_stress load run {run_id}: could not record its end: {}",
+                report.message()
+            );
+        }
+        let mut table = RUNS.exclusive();
+        if table.slots[index].run_id == run_id {
+            table.slots[index] = RunSlot::default();
+        }
+    }
+    unsafe { pg_sys::pgstat_report_stat(true) };
+}
+
+/// The operations until the deadline, a cancel or SIGTERM. Returns why it stopped early, if it did
+/// because of a problem (a cancel is not one).
+fn run_loop(
+    config: &RunSlot,
+    index: usize,
+    worker: u32,
+    plans: &Plans,
+    stats: &mut [OpStats],
+) -> Option<String> {
+    let workers = config.workers as i64;
+    let mut work = Workload {
+        accounts: config.accounts,
+        order_ids: IdSequence {
+            next: config.first_order_id + worker as i64,
+            step: workers,
+        },
+        trade_ids: IdSequence {
+            next: config.first_trade_id + worker as i64,
+            step: workers,
+        },
+        audit_ids: IdSequence {
+            next: config.first_audit_id + worker as i64,
+            step: workers,
+        },
+    };
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ (0x10AD_0000 + worker as u64));
+    let pick = WeightedIndex::new(config.weights).expect("weights were validated");
+    // Open model: Poisson arrivals at this worker's share of the rate, scheduled by intended start.
+    let gaps = (config.rate > 0.0)
+        .then(|| Exp::new(config.rate / workers as f64 / 1e6).expect("positive rate"));
+    let mut intended = now() as f64;
+    let mut published = now();
+    let (mut ops_since, mut errors_since) = (0u64, 0u64);
+    loop {
+        if let Some(gaps) = &gaps {
+            intended += gaps.sample(&mut rng);
+            let wait_us = intended as i64 - now();
+            if intended as i64 >= config.deadline {
+                break;
+            }
+            if wait_us > 1000 {
+                sleep_ms(wait_us / 1000);
+            }
+        }
+        let started = now();
+        if started >= config.deadline || BackgroundWorker::sigterm_received() {
+            break;
+        }
+        let op = OPS[pick.sample(&mut rng)];
+        let s = &mut stats[op.index()];
+        s.calls += 1;
+        let mut attempt = 0;
+        loop {
+            let outcome = in_transaction(|| {
+                unsafe {
+                    pg_sys::pgstat_report_activity(
+                        pg_sys::BackendState::STATE_RUNNING,
+                        c"pg_stress load operation".as_ptr(),
+                    )
+                };
+                Spi::connect_mut(|client| plans.execute(client, op, &mut work, &mut rng))
+            });
+            match outcome {
+                Ok(Ok(())) => {
+                    s.successes += 1;
+                    break;
+                }
+                Ok(Err(e)) => {
+                    s.failures += 1;
+                    s.first_error.get_or_insert_with(|| e.to_string());
+                    errors_since += 1;
+                    break;
+                }
+                Err(report) => {
+                    let code = report.sql_error_code();
+                    let retryable = matches!(
+                        code,
+                        PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED
+                            | PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE
+                    );
+                    if code == PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED {
+                        s.deadlocks += 1;
+                    } else if code == PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE {
+                        s.serialization_failures += 1;
+                    }
+                    if retryable && attempt < config.max_retries {
+                        attempt += 1;
+                        s.retries += 1;
+                        // Exponential backoff with jitter: 1, 2, 4 … ms, at most 100 ms.
+                        let ceiling = (1i64 << attempt.min(7)).min(100);
+                        sleep_ms(rng.random_range(1..=ceiling));
+                        continue;
+                    }
+                    s.failures += 1;
+                    s.first_error
+                        .get_or_insert_with(|| report.message().to_owned());
+                    errors_since += 1;
+                    break;
+                }
+            }
+        }
+        let finished = now();
+        let from = if gaps.is_some() {
+            intended as i64
+        } else {
+            started
+        };
+        s.latency.record_us((finished - from).max(1) as u64);
+        if gaps.is_some() {
+            s.lag.record_us((started - intended as i64).max(1) as u64);
+        }
+        ops_since += 1;
+        if finished - published >= 100_000 {
+            let mut table = RUNS.exclusive();
+            let slot = &mut table.slots[index];
+            if slot.run_id != config.run_id || slot.cancel {
+                break;
+            }
+            slot.ops += ops_since;
+            slot.errors += errors_since;
+            (ops_since, errors_since, published) = (0, 0, finished);
+            drop(table);
+            unsafe { pg_sys::pgstat_report_stat(false) };
+        }
+    }
+    let mut table = RUNS.exclusive();
+    let slot = &mut table.slots[index];
+    if slot.run_id == config.run_id {
+        slot.ops += ops_since;
+        slot.errors += errors_since;
+    }
+    if BackgroundWorker::sigterm_received() {
+        return Some(format!("worker {} was terminated (SIGTERM)", worker + 1));
+    }
+    None
+}
+
+/// The run's row, status running, so that it shows while the run goes on.
+fn register_run(config: &RunSlot) {
+    as_bookkeeper(|| {
+        Spi::run_with_args(
+            "INSERT INTO stress.runs (id, kind, parameters, status, started_at, run_as)
+             VALUES ($1, 'run_load', $2, 'running', $3, (SELECT rolname FROM pg_roles WHERE oid = $4))
+             ON CONFLICT (id) DO NOTHING",
+            &[
+                config.run_id.into(),
+                JsonB(parameters(config)).into(),
+                TimestampWithTimeZone::try_from(config.started_at).expect("valid start").into(),
+                config.current_user.into(),
+            ],
+        )
+        .expect("registering the run");
+    })
+}
+
+fn save_worker_results(
+    run_id: i64,
+    worker: u32,
+    (loop_start, loop_end): (pg_sys::TimestampTz, pg_sys::TimestampTz),
+    stats: &[OpStats],
+    stop_reason: Option<&str>,
+) {
+    let ts = |t: pg_sys::TimestampTz| TimestampWithTimeZone::try_from(t).expect("valid time");
+    for (op, s) in OPS.iter().zip(stats) {
+        if s.calls == 0 && stop_reason.is_none() {
+            continue;
+        }
+        Spi::run_with_args(
+            "INSERT INTO stress.load_worker_results
+                 (run_id, worker, operation, calls, successes, failures, retries, deadlocks,
+                  serialization_failures, latency, lag, first_error, stop_reason, loop_started, loop_ended)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            &[
+                run_id.into(),
+                (worker as i32).into(),
+                op.name().into(),
+                s.calls.into(),
+                s.successes.into(),
+                s.failures.into(),
+                s.retries.into(),
+                s.deadlocks.into(),
+                s.serialization_failures.into(),
+                s.latency.serialize().into(),
+                s.lag.serialize().into(),
+                s.first_error.clone().into(),
+                stop_reason.into(),
+                ts(loop_start).into(),
+                ts(loop_end).into(),
+            ],
+        )
+        .expect("saving a worker's results");
+    }
+}
+
+/// Merge every worker's results into `stress.results` and close the run's row.
+fn finish_run(config: &RunSlot, cancelled: bool) {
+    let run_id = config.run_id;
+    let rows = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT operation, calls, successes, failures, retries, deadlocks, serialization_failures,
+                        latency, lag, first_error, stop_reason
+                 FROM stress.load_worker_results WHERE run_id = $1 ORDER BY worker, operation",
+                None,
+                &[run_id.into()],
+            )
+            .map(|rows| {
+                rows.map(|r| {
+                    let op: String = r.get(1).ok().flatten().unwrap_or_default();
+                    let mut s = OpStats {
+                        calls: r.get(2).ok().flatten().unwrap_or(0),
+                        successes: r.get(3).ok().flatten().unwrap_or(0),
+                        failures: r.get(4).ok().flatten().unwrap_or(0),
+                        retries: r.get(5).ok().flatten().unwrap_or(0),
+                        deadlocks: r.get(6).ok().flatten().unwrap_or(0),
+                        serialization_failures: r.get(7).ok().flatten().unwrap_or(0),
+                        first_error: r.get(10).ok().flatten(),
+                        ..Default::default()
+                    };
+                    let bytes = |i| r.get::<Vec<u8>>(i).ok().flatten().unwrap_or_default();
+                    s.latency = Latency::deserialize(&bytes(8)).unwrap_or_default();
+                    s.lag = Latency::deserialize(&bytes(9)).unwrap_or_default();
+                    let stop: Option<String> = r.get(11).ok().flatten();
+                    (op, s, stop)
+                })
+                .collect::<Vec<_>>()
+            })
+    })
+    .expect("reading the workers' results");
+    let mut merged: Vec<OpStats> = vec![OpStats::default(); OPS.len()];
+    let mut stop_reason = None;
+    for (name, s, stop) in rows {
+        if stop.is_some() && stop_reason.is_none() {
+            stop_reason = stop;
+        }
+        let Some(op) = OPS.iter().position(|o| o.name() == name) else {
+            continue;
+        };
+        let m = &mut merged[op];
+        m.calls += s.calls;
+        m.successes += s.successes;
+        m.failures += s.failures;
+        m.retries += s.retries;
+        m.deadlocks += s.deadlocks;
+        m.serialization_failures += s.serialization_failures;
+        m.latency.merge(&s.latency);
+        m.lag.merge(&s.lag);
+        if m.first_error.is_none() {
+            m.first_error = s.first_error;
+        }
+    }
+    // From the first worker's start to the last one's end.
+    let seconds = Spi::get_one_with_args::<f64>(
+        "SELECT extract(epoch FROM max(loop_ended) - min(loop_started))::float8
+         FROM stress.load_worker_results WHERE run_id = $1",
+        &[run_id.into()],
+    )
+    .expect("reading the run's window")
+    .unwrap_or(0.0)
+    .max(1e-6);
+    for (op, m) in OPS.iter().zip(&merged) {
+        if m.calls == 0 {
+            continue;
+        }
+        insert_result(run_id, op.name(), m, seconds, config.rate > 0.0);
+    }
+    let total = merged.iter().fold(OpStats::default(), |mut t, m| {
+        t.calls += m.calls;
+        t.successes += m.successes;
+        t.failures += m.failures;
+        t.retries += m.retries;
+        t.deadlocks += m.deadlocks;
+        t.serialization_failures += m.serialization_failures;
+        t.latency.merge(&m.latency);
+        t.lag.merge(&m.lag);
+        t
+    });
+    insert_result(run_id, "total", &total, seconds, config.rate > 0.0);
+    let status = match (&stop_reason, cancelled) {
+        (Some(_), _) => "failed",
+        (None, true) => "cancelled",
+        (None, false) => "completed",
+    };
+    Spi::run_with_args(
+        "INSERT INTO stress.runs (id, kind, parameters, status, started_at, finished_at, run_as, error)
+         VALUES ($1, 'run_load', $2, $3, $4, clock_timestamp(), (SELECT rolname FROM pg_roles WHERE oid = $5), $6)
+         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, finished_at = EXCLUDED.finished_at,
+                                         error = EXCLUDED.error",
+        &[
+            run_id.into(),
+            JsonB(parameters(config)).into(),
+            status.into(),
+            TimestampWithTimeZone::try_from(config.started_at).expect("valid start").into(),
+            config.current_user.into(),
+            stop_reason.into(),
+        ],
+    )
+    .expect("closing the run");
+    Spi::run_with_args(
+        "DELETE FROM stress.load_worker_results WHERE run_id = $1",
+        &[run_id.into()],
+    )
+    .expect("clearing the workers' results");
+}
+
+fn insert_result(run_id: i64, name: &str, m: &OpStats, seconds: f64, open_model: bool) {
+    let l = m.latency.summary();
+    let mut details = serde_json::json!({
+        "successes": m.successes,
+        "failures": m.failures,
+        "retries": m.retries,
+        "deadlocks": m.deadlocks,
+        "serialization_failures": m.serialization_failures,
+    });
+    if let Some(e) = &m.first_error {
+        details["first_error"] = e.clone().into();
+    }
+    if open_model {
+        let lag = m.lag.summary();
+        details["schedule_lag_ms"] =
+            serde_json::json!({"avg": lag.avg_ms, "p99": lag.p99_ms, "max": lag.max_ms});
+    }
+    Spi::run_with_args(
+        "INSERT INTO stress.results (run_id, name, calls, errors, seconds, ops_per_sec, avg_ms, stddev_ms,
+                                     p50_ms, p95_ms, p99_ms, p999_ms, max_ms, details)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        &[
+            run_id.into(),
+            name.into(),
+            m.calls.into(),
+            m.failures.into(),
+            seconds.into(),
+            (m.successes as f64 / seconds).into(),
+            l.avg_ms.into(),
+            l.stddev_ms.into(),
+            l.p50_ms.into(),
+            l.p95_ms.into(),
+            l.p99_ms.into(),
+            l.p999_ms.into(),
+            l.max_ms.into(),
+            JsonB(details).into(),
+        ],
+    )
+    .expect("recording a result");
+}

@@ -1,0 +1,122 @@
+//! Latency histograms: HdrHistogram in microseconds, 3 significant digits, from 1 µs to 1 hour.
+//! Each worker records into its own; they travel serialized (V2 format) and merge exactly.
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+
+/// Longest latency recorded as itself (1 hour, in µs); longer ones are clamped to it.
+const HIGHEST_US: u64 = 3_600_000_000;
+
+#[derive(Clone)]
+pub struct Latency {
+    histogram: Histogram<u64>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            histogram: Histogram::new_with_bounds(1, HIGHEST_US, 3).expect("valid bounds"),
+        }
+    }
+}
+
+/// What a histogram says, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub avg_ms: f64,
+    pub stddev_ms: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    pub fn record_us(&mut self, us: u64) {
+        self.histogram.saturating_record(us.clamp(1, HIGHEST_US));
+    }
+
+    pub fn merge(&mut self, other: &Latency) {
+        self.histogram
+            .add(&other.histogram)
+            .expect("histograms with the same bounds merge");
+    }
+
+    pub fn serialize(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        V2Serializer::new()
+            .serialize(&self.histogram, &mut bytes)
+            .expect("serializing into memory");
+        bytes
+    }
+
+    pub fn deserialize(bytes: &[u8]) -> Result<Self, String> {
+        let histogram: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut std::io::Cursor::new(bytes))
+            .map_err(|e| format!("not a serialized histogram: {e:?}"))?;
+        let mut latency = Latency::default();
+        latency
+            .histogram
+            .add(&histogram)
+            .map_err(|e| format!("histogram out of range: {e:?}"))?;
+        Ok(latency)
+    }
+
+    pub fn summary(&self) -> LatencySummary {
+        let h = &self.histogram;
+        if h.is_empty() {
+            return LatencySummary::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        LatencySummary {
+            count: h.len(),
+            avg_ms: h.mean() / 1000.0,
+            stddev_ms: h.stdev() / 1000.0,
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p95_ms: ms(h.value_at_quantile(0.95)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        let mut l = Latency::default();
+        for us in 1..=10_000u64 {
+            l.record_us(us * 100); // 0.1 ms … 1000 ms, uniformly
+        }
+        let s = l.summary();
+        assert_eq!(s.count, 10_000);
+        assert!((s.p50_ms - 500.0).abs() / 500.0 < 0.002, "{s:?}");
+        assert!((s.p99_ms - 990.0).abs() / 990.0 < 0.002, "{s:?}");
+        assert!((s.avg_ms - 500.05).abs() / 500.0 < 0.002, "{s:?}");
+        assert!((s.max_ms - 1000.0).abs() / 1000.0 < 0.002, "{s:?}");
+    }
+
+    #[test]
+    fn serialized_halves_merge_into_the_whole() {
+        let (mut a, mut b, mut whole) =
+            (Latency::default(), Latency::default(), Latency::default());
+        for us in 0..5000u64 {
+            let v = 50 + us * us % 997 * 13;
+            if us % 2 == 0 {
+                a.record_us(v)
+            } else {
+                b.record_us(v)
+            }
+            whole.record_us(v);
+        }
+        let mut merged = Latency::deserialize(&a.serialize()).unwrap();
+        merged.merge(&Latency::deserialize(&b.serialize()).unwrap());
+        assert_eq!(merged.summary(), whole.summary());
+        assert!(Latency::deserialize(b"nonsense").is_err());
+    }
+}
