@@ -17,7 +17,11 @@ cargo pgrx test pg15
 echo "== integration tests (tests/)"
 # cargo pgrx test just installed this build into PostgreSQL; start a cluster that preloads it.
 "$here/scripts/pgcluster.sh" destroy it
-trap '"$here/scripts/pgcluster.sh" destroy it' EXIT
+"$here/scripts/pgcluster.sh" destroy it-nopreload
+trap '"$here/scripts/pgcluster.sh" destroy it; "$here/scripts/pgcluster.sh" destroy it-nopreload' EXIT
+# A second server without shared_preload_libraries: what must (and must not) work without it.
+eval "$("$here/scripts/pgcluster.sh" start it-nopreload "shared_preload_libraries = ''")"
+export STRESS_NOPRELOAD_PGPORT=$PGPORT STRESS_NOPRELOAD_PGHOST=$PGHOST
 eval "$("$here/scripts/pgcluster.sh" start it "shared_buffers = '256MB'" "cron.database_name = 'postgres'")"
 export PGHOST PGPORT PGUSER
 cargo test --features integration --test integration -- --test-threads 2

@@ -32,6 +32,12 @@ pub enum StressError {
     /// 53000: not enough background worker slots for the workers asked for.
     #[error("{message}")]
     OutOfWorkerSlots { message: String, hint: String },
+    /// 42501: e.g. cancelling another role's run.
+    #[error("{message}")]
+    PermissionDenied { message: String, hint: String },
+    /// 55000: a function that needs pg_stress in shared_preload_libraries.
+    #[error("stress.{0} needs pg_stress in shared_preload_libraries")]
+    NeedsPreload(&'static str),
     /// 57000: a background worker of this call stopped before its work was done.
     #[error("{message}")]
     WorkerLost { message: String, hint: String },
@@ -55,7 +61,7 @@ impl StressError {
             StressError::InvalidParameter { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             StressError::TableShape { .. } => PgSqlErrorCode::ERRCODE_INVALID_TABLE_DEFINITION,
             StressError::WrongObjectType(_) => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            StressError::NotPopulated(_) => {
+            StressError::NotPopulated(_) | StressError::NeedsPreload(_) => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             StressError::NotSupported { .. } => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
@@ -64,6 +70,7 @@ impl StressError {
             }
             StressError::OutOfWorkerSlots { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
             StressError::WorkerLost { .. } => PgSqlErrorCode::ERRCODE_OPERATOR_INTERVENTION,
+            StressError::PermissionDenied { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
         }
     }
 
@@ -74,6 +81,7 @@ impl StressError {
             StressError::InvalidParameter { hint, .. }
             | StressError::NotSupported { hint, .. }
             | StressError::ForeignKeyViolation { hint, .. }
+            | StressError::PermissionDenied { hint, .. }
             | StressError::OutOfWorkerSlots { hint, .. }
             | StressError::WorkerLost { hint, .. }
                 if !hint.is_empty() =>
@@ -82,6 +90,10 @@ impl StressError {
             }
             StressError::NotPopulated(_) => {
                 report = report.set_hint("Use the REFRESH MATERIALIZED VIEW command.");
+            }
+            StressError::NeedsPreload(_) => {
+                report = report.set_detail("Load runs keep their state in shared memory, which is set up when the server starts.")
+                    .set_hint("Add pg_stress to shared_preload_libraries (e.g. ALTER SYSTEM SET shared_preload_libraries = 'pg_stress') and restart PostgreSQL.");
             }
             StressError::TableShape { detail, .. } => {
                 report = report.set_detail(detail.clone()).set_hint(

@@ -479,3 +479,353 @@ fn parallel_generation_runs_as_the_caller_and_stops_whole() {
         1
     );
 }
+
+/// A fresh database with a small trading dataset, ready for load runs.
+fn load_database(name: &str) -> Client {
+    let mut client = fresh_database(name);
+    client
+        .batch_execute(
+            "SET stress.progress_interval = 0;
+             SELECT count(*) FROM stress.generate_dataset(orders => 20000, seed => 1)",
+        )
+        .unwrap();
+    client
+}
+
+fn run_status(client: &mut Client, run_id: i64) -> (String, Option<String>) {
+    let row = client
+        .query_one(
+            "SELECT status, error FROM stress.runs WHERE id = $1",
+            &[&run_id],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn a_load_run_records_true_percentiles_per_operation() {
+    let mut client = load_database("it_load");
+    let commits_before = count(
+        &mut client,
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    );
+    let run_id: i64 = client
+        .query_one("SELECT stress.run_load('2 seconds', workers => 2)", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(run_status(&mut client, run_id), ("completed".into(), None));
+    let rows = client
+        .query(
+            "SELECT name, calls, errors, p50_ms, p95_ms, p99_ms, max_ms, ops_per_sec,
+                    (details->>'successes')::bigint, coalesce(details->>'first_error', '')
+             FROM stress.results WHERE run_id = $1 ORDER BY id",
+            &[&run_id],
+        )
+        .unwrap();
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        names,
+        [
+            "place_order",
+            "cancel_order",
+            "execute_trade",
+            "balance_update",
+            "open_orders",
+            "recent_trades",
+            "position",
+            "total"
+        ]
+    );
+    let mut calls = 0;
+    for r in &rows {
+        let (name, n, errors): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        let (p50, p95, p99, max): (f64, f64, f64, f64) = (r.get(3), r.get(4), r.get(5), r.get(6));
+        let first_error: String = r.get(9);
+        assert!(
+            n > 0 && errors == 0,
+            "{name}: {n} calls, {errors} errors: {first_error}"
+        );
+        assert!(
+            0.0 < p50 && p50 <= p95 && p95 <= p99 && p99 <= max,
+            "{name}: {p50} {p95} {p99} {max}"
+        );
+        if name != "total" {
+            calls += n;
+        } else {
+            assert_eq!(n, calls);
+            let ops: f64 = r.get(7);
+            assert!(
+                (ops - n as f64 / 2.0).abs() / ops < 0.1,
+                "{ops} ops/s for {n} calls in 2 s"
+            );
+        }
+    }
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM stress.load_worker_results"
+        ),
+        0
+    );
+    // Every operation is one committed transaction: the server counted them.
+    let successes: i64 = rows.last().unwrap().get(8);
+    std::thread::sleep(Duration::from_millis(600)); // the statistics collector's flush interval
+    let commits = count(
+        &mut client,
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    ) - commits_before;
+    // Besides the operations: each worker prepares and saves (2), the run is registered and closed
+    // (2), and this session's own statements (a handful).
+    assert!(
+        commits >= successes && commits <= successes + 20,
+        "{commits} commits for {successes} successful operations"
+    );
+}
+
+#[test]
+fn a_run_can_be_cancelled_and_waited_for_from_another_session() {
+    let mut client = load_database("it_load_cancel");
+    let started = Instant::now();
+    let run_id: i64 = client
+        .query_one(
+            "SELECT stress.run_load('60 seconds', workers => 2, wait => false)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "wait => false took {:?}",
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(run_status(&mut client, run_id).0, "running");
+    let mut other = connect("it_load_cancel");
+    let cancelled_at = Instant::now();
+    let cancelled: bool = other
+        .query_one("SELECT stress.cancel($1)", &[&run_id])
+        .unwrap()
+        .get(0);
+    assert!(cancelled);
+    let status: String = other
+        .query_one("SELECT stress.wait($1)", &[&run_id])
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "cancelled");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        cancelled_at.elapsed()
+    );
+    // The measurements so far are kept.
+    assert!(
+        count(
+            &mut client,
+            &format!("SELECT calls FROM stress.results WHERE run_id = {run_id} AND name = 'total'")
+        ) > 0
+    );
+    let again: bool = other
+        .query_one("SELECT stress.cancel($1)", &[&run_id])
+        .unwrap()
+        .get(0);
+    assert!(!again);
+}
+
+#[test]
+fn a_load_worker_killed_with_sigterm_fails_its_run_instead_of_hanging() {
+    const DB: &str = "it_load_sigterm";
+    let mut client = load_database(DB);
+    let run_id: i64 = client
+        .query_one(
+            "SELECT stress.run_load('60 seconds', workers => 2, wait => false)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let worker: i32 = loop {
+        let rows = client
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_stress load' AND datname = $1",
+                &[&DB],
+            )
+            .unwrap();
+        if rows.len() == 2 {
+            break rows[0].get(0);
+        }
+        assert!(Instant::now() < deadline, "the load workers never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let killed_at = Instant::now();
+    client
+        .batch_execute(&format!("SELECT pg_terminate_backend({worker})"))
+        .unwrap();
+    let status: String = client
+        .query_one("SELECT stress.wait($1)", &[&run_id])
+        .unwrap()
+        .get(0);
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(status, "failed");
+    let (_, error) = run_status(&mut client, run_id);
+    assert!(error.unwrap_or_default().contains("SIGTERM"));
+}
+
+#[test]
+fn load_workers_run_as_the_caller_and_record_its_permission_errors() {
+    const DB: &str = "it_load_priv";
+    let mut admin = load_database(DB);
+    admin
+        .batch_execute(
+            "DROP ROLE IF EXISTS it_reader; CREATE ROLE it_reader LOGIN;
+             GRANT USAGE ON SCHEMA stress_data TO it_reader;
+             GRANT SELECT ON ALL TABLES IN SCHEMA stress_data TO it_reader",
+        )
+        .unwrap();
+    let mut reader = config(DB).user("it_reader").connect(NoTls).unwrap();
+    let run_id: i64 = reader
+        .query_one("SELECT stress.run_load('1 second', workers => 2)", &[])
+        .unwrap()
+        .get(0);
+    let row = reader
+        .query_one(
+            "SELECT status, run_as FROM stress.runs WHERE id = $1",
+            &[&run_id],
+        )
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("completed".into(), "it_reader".into())
+    );
+    let mut result = |name: &str| {
+        reader
+            .query_one(
+                "SELECT calls, errors, coalesce(details->>'first_error', '') FROM stress.results
+                 WHERE run_id = $1 AND name = $2",
+                &[&run_id, &name],
+            )
+            .unwrap()
+    };
+    let writes = result("place_order");
+    let (calls, errors, first_error): (i64, i64, String) =
+        (writes.get(0), writes.get(1), writes.get(2));
+    assert!(
+        calls > 0 && errors == calls,
+        "{calls} calls, {errors} errors"
+    );
+    assert!(first_error.contains("permission denied"), "{first_error}");
+    let reads = result("open_orders");
+    assert_eq!(reads.get::<_, i64>(1), 0);
+}
+
+#[test]
+fn bad_load_arguments_are_refused() {
+    let mut client = load_database("it_load_bad");
+    for sql in [
+        "SELECT stress.run_load('0 seconds')",
+        "SELECT stress.run_load('-1 minute')",
+        "SELECT stress.run_load('1 second', workers => 0)",
+        "SELECT stress.run_load('1 second', rate => -5)",
+        "SELECT stress.run_load('1 second', mix => '{\"upsert\": 1}')",
+        "SELECT stress.run_load('1 second', mix => '{\"insert\": -1}')",
+        "SELECT stress.run_load('1 second', mix => '[1]')",
+        "SELECT stress.run_load('1 second', isolation => 'snapshot')",
+        "SELECT stress.run_load('1 second', max_retries => -1)",
+        "SELECT stress.wait(987654321)",
+    ] {
+        let err = client.batch_execute(sql).unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::INVALID_PARAMETER_VALUE),
+            "{sql}: {err}"
+        );
+    }
+    let mut empty = fresh_database("it_load_empty");
+    let err = empty
+        .batch_execute("SELECT stress.run_load('1 second')")
+        .unwrap_err();
+    let err = err.as_db_error().expect("a server error").clone();
+    assert_eq!(err.code(), &SqlState::INVALID_PARAMETER_VALUE, "{err}");
+    assert!(err.message().contains("does not exist"), "{err}");
+}
+
+#[test]
+fn without_the_preload_generation_works_and_load_runs_say_what_to_do() {
+    // (Config::host_path adds a host: build this one from scratch.)
+    let mut config = Config::new();
+    config
+        .host_path(env("STRESS_NOPRELOAD_PGHOST"))
+        .port(env("STRESS_NOPRELOAD_PGPORT").parse().unwrap())
+        .user(&env("PGUSER"))
+        .dbname("postgres");
+    let mut admin = config.connect(NoTls).unwrap();
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS it_nopreload WITH (FORCE)")
+        .unwrap();
+    admin.batch_execute("CREATE DATABASE it_nopreload").unwrap();
+    let mut client = config.dbname("it_nopreload").connect(NoTls).unwrap();
+    client
+        .batch_execute(
+            "CREATE EXTENSION pg_stress; SET stress.progress_interval = 0;
+             SELECT stress.generate_orders(20000, seed => 3, workers => 2)",
+        )
+        .unwrap();
+    let parallel = checksum(&mut client, "stress_data.orders");
+    client
+        .batch_execute(
+            "TRUNCATE stress_data.orders; SELECT stress.generate_orders(20000, seed => 3)",
+        )
+        .unwrap();
+    assert_eq!(checksum(&mut client, "stress_data.orders"), parallel);
+    let err = client
+        .batch_execute("SELECT stress.run_load('1 second')")
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE),
+        "{err}"
+    );
+    let db_error = err.as_db_error().unwrap();
+    assert!(db_error.message().contains("shared_preload_libraries"));
+    assert!(db_error.hint().unwrap_or_default().contains("restart"));
+}
+
+#[test]
+fn trades_move_money_between_accounts_without_creating_or_losing_any() {
+    let mut client = load_database("it_load_money");
+    let total = "SELECT sum(balance)::text FROM stress_data.accounts";
+    let before: String = client.query_one(total, &[]).unwrap().get(0);
+    let trades_before = count(&mut client, "SELECT count(*) FROM stress_data.trades");
+    let run_id: i64 = client
+        .query_one(
+            "SELECT stress.run_load('2 seconds', workers => 2, mix => '{\"execute_trade\": 1}')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let row = client
+        .query_one(
+            "SELECT calls, errors FROM stress.results WHERE run_id = $1 AND name = 'execute_trade'",
+            &[&run_id],
+        )
+        .unwrap();
+    let (calls, errors): (i64, i64) = (row.get(0), row.get(1));
+    assert!(calls > 100 && errors == 0, "{calls} calls, {errors} errors");
+    let after: String = client.query_one(total, &[]).unwrap().get(0);
+    assert_eq!(after, before, "the money in all accounts changed");
+    let new_trades = count(&mut client, "SELECT count(*) FROM stress_data.trades") - trades_before;
+    assert!(
+        new_trades > 0 && new_trades <= calls,
+        "{new_trades} trades for {calls} calls"
+    );
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM stress_data.accounts WHERE balance < 0"
+        ),
+        0
+    );
+}

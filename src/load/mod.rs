@@ -42,12 +42,7 @@ fn invalid(message: String, hint: &str) -> ! {
 
 fn require_preload(function: &'static str) {
     if !shmem::available() {
-        pgrx::ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("stress.{function} needs pg_stress in shared_preload_libraries"),
-            "Load runs keep their state in shared memory, which is set up when the server starts: add pg_stress to shared_preload_libraries (e.g. ALTER SYSTEM SET shared_preload_libraries = 'pg_stress') and restart PostgreSQL."
-        );
+        StressError::NeedsPreload(function).raise();
     }
 }
 
@@ -371,12 +366,11 @@ fn cancel(run_id: i64) -> bool {
         None => false,
         Some(role) => {
             if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), role) } {
-                pgrx::ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                    format!("permission denied to cancel load run {run_id}"),
-                    "Only the role that started a run (or a member of it, or a superuser) may cancel it."
-                );
+                StressError::PermissionDenied {
+                    message: format!("permission denied to cancel load run {run_id}"),
+                    hint: "Only the role that started a run (or a member of it, or a superuser) may cancel it.".into(),
+                }
+                .raise();
             }
             cancel_run(run_id)
         }

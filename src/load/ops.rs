@@ -8,7 +8,7 @@
 use crate::generate::model::SYMBOLS;
 use crate::sql_util::qualified;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult};
-use pgrx::{PgBuiltInOids, PgOid};
+use pgrx::{AnyNumeric, PgBuiltInOids, PgOid};
 use rand::{Rng, RngExt};
 use serde_json::Value;
 
@@ -116,9 +116,16 @@ pub fn parse_mix(spec: &Value) -> Result<Weights, String> {
     Ok(weights)
 }
 
-/// The SQL of each operation, for tables in `schema`. One statement per operation: a transaction
-/// is one round trip, as a client would send a stored procedure call.
-pub fn sql(op: Op, schema: &str) -> (String, Vec<PgOid>) {
+/// The SQL statements of each operation (one transaction), for tables in `schema`: one statement,
+/// except execute_trade (see [`execute_trade_sql`]).
+pub fn sql(op: Op, schema: &str) -> Vec<(String, Vec<PgOid>)> {
+    if op == Op::ExecuteTrade {
+        return execute_trade_sql(schema);
+    }
+    vec![single_statement_sql(op, schema)]
+}
+
+fn single_statement_sql(op: Op, schema: &str) -> (String, Vec<PgOid>) {
     let t = |name| qualified(schema, name);
     let (orders, trades, accounts, positions, audit) = (
         t("orders"),
@@ -153,34 +160,7 @@ pub fn sql(op: Op, schema: &str) -> (String, Vec<PgOid>) {
             ),
             vec![int8],
         ),
-        // $1 account whose oldest OPEN order fills, $2 trade id, $3 counterparty account. The buyer
-        // pays the notional (as much as it has: balances never go negative, money is conserved).
-        Op::ExecuteTrade => (
-            format!(
-                "WITH o AS (SELECT id, account_id, symbol, side, quantity, price FROM {orders}
-                            WHERE account_id = $1 AND status = 'OPEN' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED),
-                  filled AS (UPDATE {orders} f SET status = 'FILLED' FROM o WHERE f.id = o.id RETURNING o.*),
-                  trade AS (INSERT INTO {trades} (id, order_id, account_id, symbol, side, quantity, price, fee, executed_at)
-                            SELECT $2, id, account_id, symbol, side, quantity, price, round(quantity * price * 0.001, 8), now()
-                            FROM filled RETURNING account_id, symbol, side, quantity, price),
-                  parties AS (SELECT CASE WHEN side = 'BUY' THEN account_id ELSE $3 END AS payer,
-                                     CASE WHEN side = 'BUY' THEN $3 ELSE account_id END AS payee,
-                                     quantity * price AS notional FROM trade),
-                  paid AS (SELECT a.id, least(a.balance, p.notional) AS amount, p.payee
-                           FROM {accounts} a JOIN parties p ON a.id = p.payer FOR UPDATE OF a),
-                  debit AS (UPDATE {accounts} a SET balance = a.balance - paid.amount FROM paid
-                            WHERE a.id = paid.id RETURNING paid.amount, paid.payee),
-                  credit AS (UPDATE {accounts} a SET balance = a.balance + debit.amount FROM debit
-                             WHERE a.id = debit.payee RETURNING a.id)
-                 INSERT INTO {positions} AS p (account_id, symbol, quantity, avg_price, updated_at)
-                 SELECT account_id, symbol, CASE WHEN side = 'BUY' THEN quantity ELSE -quantity END, price, now()
-                 FROM trade
-                 ON CONFLICT (account_id, symbol) DO UPDATE
-                 SET quantity = p.quantity + EXCLUDED.quantity, avg_price = EXCLUDED.avg_price,
-                     updated_at = EXCLUDED.updated_at"
-            ),
-            vec![int8, int8, int8],
-        ),
+        Op::ExecuteTrade => unreachable!("execute_trade has several statements"),
         // $1 account, $2 amount (negative: a withdrawal, refused below zero)
         Op::BalanceUpdate => (
             format!(
@@ -210,6 +190,64 @@ pub fn sql(op: Op, schema: &str) -> (String, Vec<PgOid>) {
     }
 }
 
+/// execute_trade's statements, in order, in one transaction:
+/// 1. the oldest OPEN order of account $1 fills and its trade (id $2, counterparty $3) is written;
+///    returns payer, payee, the notional, and the position change;
+/// 2. both accounts are locked, in id order (so two trades never deadlock on them);
+/// 3. what the payer pays: the notional, or all it has (balances never go negative);
+/// 4. the money moves, one statement for both rows (money is conserved to the 10^-8);
+/// 5. the position of the order's account is upserted.
+pub fn execute_trade_sql(schema: &str) -> Vec<(String, Vec<PgOid>)> {
+    let t = |name| qualified(schema, name);
+    let (orders, trades, accounts, positions) =
+        (t("orders"), t("trades"), t("accounts"), t("positions"));
+    let int8 = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
+    let text = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
+    let numeric = PgOid::BuiltIn(PgBuiltInOids::NUMERICOID);
+    vec![
+        (
+            format!(
+                "WITH o AS (SELECT id, account_id, symbol, side, quantity, price FROM {orders}
+                            WHERE account_id = $1 AND status = 'OPEN' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED),
+                  filled AS (UPDATE {orders} f SET status = 'FILLED' FROM o WHERE f.id = o.id RETURNING o.*)
+                 INSERT INTO {trades} (id, order_id, account_id, symbol, side, quantity, price, fee, executed_at)
+                 SELECT $2, id, account_id, symbol, side, quantity, price, round(quantity * price * 0.001, 8), now()
+                 FROM filled
+                 RETURNING CASE WHEN side = 'BUY' THEN account_id ELSE $3 END,
+                           CASE WHEN side = 'BUY' THEN $3 ELSE account_id END,
+                           round(quantity * price, 8),
+                           account_id, symbol, CASE WHEN side = 'BUY' THEN quantity ELSE -quantity END, price"
+            ),
+            vec![int8, int8, int8],
+        ),
+        (
+            format!("SELECT id FROM {accounts} WHERE id IN ($1, $2) ORDER BY id FOR UPDATE"),
+            vec![int8, int8],
+        ),
+        (
+            format!("SELECT least(balance, $2) FROM {accounts} WHERE id = $1"),
+            vec![int8, numeric],
+        ),
+        (
+            format!(
+                "UPDATE {accounts} SET balance = balance + CASE WHEN id = $1 THEN -$3 ELSE $3 END
+                 WHERE id IN ($1, $2)"
+            ),
+            vec![int8, int8, numeric],
+        ),
+        (
+            format!(
+                "INSERT INTO {positions} AS p (account_id, symbol, quantity, avg_price, updated_at)
+                 VALUES ($1, $2, $3, $4, now())
+                 ON CONFLICT (account_id, symbol) DO UPDATE
+                 SET quantity = p.quantity + EXCLUDED.quantity, avg_price = EXCLUDED.avg_price,
+                     updated_at = EXCLUDED.updated_at"
+            ),
+            vec![int8, text, numeric, numeric],
+        ),
+    ]
+}
+
 /// Ids of new rows: each worker takes every `step`-th id after the highest at the start of the run,
 /// so workers never collide and need no shared counter.
 #[derive(Debug, Clone, Copy)]
@@ -236,17 +274,22 @@ pub struct Workload {
 
 /// Prepared plans of every operation, kept across transactions.
 pub struct Plans {
-    plans: Vec<OwnedPreparedStatement>,
+    /// per operation (indexed like [`OPS`]), its statements
+    plans: Vec<Vec<OwnedPreparedStatement>>,
 }
 
 impl Plans {
     /// Prepare every operation (in a transaction, with SPI connected).
     pub fn prepare(client: &SpiClient<'_>, schema: &str) -> SpiResult<Self> {
-        let mut plans = Vec::with_capacity(OPS.len());
-        for op in OPS {
-            let (sql, types) = sql(op, schema);
-            plans.push(client.prepare_mut(sql.as_str(), &types)?.keep());
-        }
+        let plans = OPS
+            .iter()
+            .map(|&op| {
+                sql(op, schema)
+                    .into_iter()
+                    .map(|(sql, types)| Ok(client.prepare_mut(sql.as_str(), &types)?.keep()))
+                    .collect::<SpiResult<Vec<_>>>()
+            })
+            .collect::<SpiResult<_>>()?;
         Ok(Plans { plans })
     }
 
@@ -258,7 +301,7 @@ impl Plans {
         work: &mut Workload,
         rng: &mut impl Rng,
     ) -> SpiResult<()> {
-        let plan = &self.plans[op.index()];
+        let plan = &self.plans[op.index()][0];
         let account = rng.random_range(1..=work.accounts.max(1));
         let symbol = &SYMBOLS[rng.random_range(0..SYMBOLS.len())];
         match op {
@@ -288,15 +331,7 @@ impl Plans {
                 if counterparty == account {
                     counterparty = account % work.accounts.max(1) + 1;
                 }
-                client.update(
-                    plan,
-                    None,
-                    &[
-                        account.into(),
-                        work.trade_ids.take().into(),
-                        counterparty.into(),
-                    ],
-                )?;
+                self.execute_trade(client, account, work.trade_ids.take(), counterparty)?;
             }
             Op::BalanceUpdate => {
                 let amount: f64 = rng.random_range(-500.0..1000.0);
@@ -309,6 +344,48 @@ impl Plans {
                 client.update(plan, None, &[account.into(), symbol.name.into()])?;
             }
         }
+        Ok(())
+    }
+
+    fn execute_trade(
+        &self,
+        client: &mut SpiClient<'_>,
+        account: i64,
+        trade_id: i64,
+        counterparty: i64,
+    ) -> SpiResult<()> {
+        let [fill, lock, amount, transfer, position] = &self.plans[Op::ExecuteTrade.index()][..]
+        else {
+            unreachable!("five statements")
+        };
+        let trade = client.update(
+            fill,
+            None,
+            &[account.into(), trade_id.into(), counterparty.into()],
+        )?;
+        // No OPEN order of this account (all filled or taken by another worker): nothing to do.
+        let Some(row) = trade.into_iter().next() else {
+            return Ok(());
+        };
+        let payer: i64 = row.get(1)?.unwrap_or_default();
+        let payee: i64 = row.get(2)?.unwrap_or_default();
+        let notional: AnyNumeric = row.get(3)?.unwrap_or_default();
+        let owner: i64 = row.get(4)?.unwrap_or_default();
+        let symbol: String = row.get(5)?.unwrap_or_default();
+        let change: AnyNumeric = row.get(6)?.unwrap_or_default();
+        let price: AnyNumeric = row.get(7)?.unwrap_or_default();
+        client.update(lock, None, &[payer.into(), payee.into()])?;
+        let paid: AnyNumeric = client
+            .update(amount, None, &[payer.into(), notional.into()])?
+            .first()
+            .get_one()?
+            .unwrap_or_default();
+        client.update(transfer, None, &[payer.into(), payee.into(), paid.into()])?;
+        client.update(
+            position,
+            None,
+            &[owner.into(), symbol.into(), change.into(), price.into()],
+        )?;
         Ok(())
     }
 }

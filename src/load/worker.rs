@@ -251,6 +251,8 @@ fn run_loop(
     let mut intended = now() as f64;
     let mut published = now();
     let (mut ops_since, mut errors_since) = (0u64, 0u64);
+    // (sigterm_received() clears the flag as it reads it: remember it.)
+    let mut terminated = false;
     loop {
         if let Some(gaps) = &gaps {
             intended += gaps.sample(&mut rng);
@@ -263,7 +265,8 @@ fn run_loop(
             }
         }
         let started = now();
-        if started >= config.deadline || BackgroundWorker::sigterm_received() {
+        terminated = BackgroundWorker::sigterm_received();
+        if started >= config.deadline || terminated {
             break;
         }
         let op = OPS[pick.sample(&mut rng)];
@@ -349,10 +352,8 @@ fn run_loop(
         slot.ops += ops_since;
         slot.errors += errors_since;
     }
-    if BackgroundWorker::sigterm_received() {
-        return Some(format!("worker {} was terminated (SIGTERM)", worker + 1));
-    }
-    None
+    (terminated || BackgroundWorker::sigterm_received())
+        .then(|| format!("worker {} was terminated (SIGTERM)", worker + 1))
 }
 
 /// The run's row, status running, so that it shows while the run goes on.
