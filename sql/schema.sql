@@ -12,6 +12,7 @@ CREATE TABLE stress.runs (
     finished_at timestamptz,
     run_as      name        NOT NULL DEFAULT current_user,
     error       text,
+    peak_connections bigint,            -- load runs: most connections to the database in a sample
     CHECK (finished_at IS NULL OR finished_at >= started_at)
 );
 COMMENT ON TABLE stress.runs IS 'One row per pg_stress call or run: what, with which parameters, how it ended.';
@@ -39,6 +40,24 @@ CREATE TABLE stress.results (
 COMMENT ON TABLE stress.results IS 'Per run and per measured thing: counts, durations, rates and latency percentiles.';
 CREATE INDEX results_run_id_idx ON stress.results (run_id);
 
+-- One row per second (or so) of a load run while it goes on: what happened in that second.
+-- Percentiles come from log-linear buckets shared by the workers (within about 6%); the run's final
+-- percentiles in stress.results are exact (HdrHistogram).
+CREATE TABLE stress.samples (
+    run_id         bigint      NOT NULL REFERENCES stress.runs (id) ON DELETE CASCADE,
+    ts             timestamptz NOT NULL,
+    elapsed_s      float8      NOT NULL,
+    ops            bigint      NOT NULL,
+    errors         bigint      NOT NULL,
+    ops_per_sec    float8      NOT NULL,
+    p50_ms         float8      NOT NULL,
+    p99_ms         float8      NOT NULL,
+    active_workers int         NOT NULL,
+    connections    bigint      NOT NULL
+);
+COMMENT ON TABLE stress.samples IS 'Per second of a load run: operations, errors, ops/s, p50/p99, active workers, connections.';
+CREATE INDEX samples_run_id_ts_idx ON stress.samples (run_id, ts);
+
 -- What each worker of a load run measured, until the run's last worker merges it into stress.results
 -- (histograms in HdrHistogram's V2 format). Written by pg_stress as the owner of these tables.
 CREATE TABLE stress.load_worker_results (
@@ -62,9 +81,11 @@ CREATE TABLE stress.load_worker_results (
 SELECT pg_catalog.pg_extension_config_dump('stress.runs', '');
 SELECT pg_catalog.pg_extension_config_dump('stress.runs_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('stress.results', '');
+SELECT pg_catalog.pg_extension_config_dump('stress.samples', '');
 SELECT pg_catalog.pg_extension_config_dump('stress.results_id_seq', '');
 
 -- Any role may run pg_stress functions and record its own runs; the data it generates is its own.
 GRANT USAGE ON SCHEMA stress TO PUBLIC;
 GRANT SELECT, INSERT ON stress.runs, stress.results TO PUBLIC;
+GRANT SELECT ON stress.samples TO PUBLIC;
 GRANT USAGE ON SEQUENCE stress.runs_id_seq, stress.results_id_seq TO PUBLIC;

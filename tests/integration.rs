@@ -829,3 +829,78 @@ fn trades_move_money_between_accounts_without_creating_or_losing_any() {
         0
     );
 }
+
+#[test]
+fn a_running_load_shows_in_stress_progress_and_leaves_one_sample_per_second() {
+    let mut client = load_database("it_load_live");
+    let run_id: i64 = client
+        .query_one(
+            "SELECT stress.run_load('3 seconds', workers => 2, wait => false)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    std::thread::sleep(Duration::from_millis(1800));
+    let row = client
+        .query_one(
+            "SELECT ops, ops_per_sec, active_workers, p99_ms, errors, database
+             FROM stress.progress WHERE run_id = $1",
+            &[&run_id],
+        )
+        .unwrap();
+    let (ops, rate, active, p99): (i64, f64, i32, f64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert!(
+        ops > 0 && rate > 0.0 && p99 > 0.0,
+        "{ops} ops, {rate} ops/s, p99 {p99}"
+    );
+    assert_eq!(active, 2);
+    assert_eq!(
+        row.get::<_, Option<String>>(5).as_deref(),
+        Some("it_load_live")
+    );
+    let status: String = client
+        .query_one("SELECT stress.wait($1)", &[&run_id])
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "completed");
+    assert_eq!(
+        count(
+            &mut client,
+            &format!("SELECT count(*) FROM stress.progress WHERE run_id = {run_id}")
+        ),
+        0
+    );
+    let samples = client
+        .query(
+            "SELECT ops, ops_per_sec, p50_ms, p99_ms, active_workers, connections
+             FROM stress.samples WHERE run_id = $1 ORDER BY ts",
+            &[&run_id],
+        )
+        .unwrap();
+    assert!(
+        (2..=4).contains(&samples.len()),
+        "{} samples in 3 s",
+        samples.len()
+    );
+    for s in &samples {
+        let (ops, p50, p99): (i64, f64, f64) = (s.get(0), s.get(2), s.get(3));
+        assert!(ops > 0 && 0.0 < p50 && p50 <= p99, "{ops} {p50} {p99}");
+        assert!(s.get::<_, i64>(5) >= 3, "this session and 2 workers");
+    }
+    let sampled: i64 = samples.iter().map(|s| s.get::<_, i64>(0)).sum();
+    let total = count(
+        &mut client,
+        &format!("SELECT calls FROM stress.results WHERE run_id = {run_id} AND name = 'total'"),
+    );
+    assert!(
+        sampled <= total && sampled * 2 > total,
+        "{sampled} sampled of {total}"
+    );
+    assert!(
+        count(
+            &mut client,
+            &format!("SELECT peak_connections FROM stress.runs WHERE id = {run_id}")
+        ) >= 3
+    );
+}

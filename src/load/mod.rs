@@ -423,3 +423,75 @@ fn wait_for_without_cancel(run_id: i64) -> String {
     .unwrap()
     .unwrap_or_else(|| "unknown".into())
 }
+
+/// The load runs going on in this server, from shared memory (see the `stress.progress` view).
+// (pgrx reads the column names from this very signature: it cannot be a type alias.)
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_safe)]
+fn live_runs() -> TableIterator<
+    'static,
+    (
+        name!(run_id, i64),
+        name!(database, Option<String>),
+        name!(started_at, TimestampWithTimeZone),
+        name!(elapsed_s, f64),
+        name!(workers, i32),
+        name!(active_workers, i32),
+        name!(ops, i64),
+        name!(ops_per_sec, f64),
+        name!(errors, i64),
+        name!(p99_ms, f64),
+        name!(cancel_requested, bool),
+    ),
+> {
+    if !shmem::available() {
+        return TableIterator::new(Vec::new());
+    }
+    let slots: Vec<RunSlot> = {
+        let table = RUNS.share();
+        table
+            .slots
+            .iter()
+            .filter(|s| s.phase == Phase::Running)
+            .copied()
+            .collect()
+    };
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let rows: Vec<_> = slots
+        .into_iter()
+        .map(|s| {
+            let database = unsafe {
+                let name = pg_sys::get_database_name(s.database);
+                (!name.is_null()).then(|| {
+                    std::ffi::CStr::from_ptr(name)
+                        .to_string_lossy()
+                        .into_owned()
+                })
+            };
+            (
+                s.run_id,
+                database,
+                TimestampWithTimeZone::try_from(s.started_at).expect("valid start"),
+                (now - s.started_at) as f64 / 1e6,
+                s.workers as i32,
+                s.workers_looping as i32,
+                s.ops as i64,
+                s.last_rate,
+                s.errors as i64,
+                crate::metrics::buckets::quantile_ms(&s.cumulative, 0.99),
+                s.cancel,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+extension_sql!(
+    r#"
+CREATE VIEW stress.progress AS SELECT * FROM stress.live_runs();
+COMMENT ON VIEW stress.progress IS 'Load runs going on now: elapsed, operations, ops/s over the last second, errors, p99 so far.';
+GRANT SELECT ON stress.progress TO PUBLIC;
+"#,
+    name = "progress_view",
+    requires = [live_runs]
+);

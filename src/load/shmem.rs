@@ -3,6 +3,7 @@
 //! read when they start, and its live state: the cancel flag, counters, how many workers still run.
 
 use super::ops::{OPS, Weights};
+use crate::metrics::buckets::{BUCKETS, Buckets};
 use pgrx::lwlock::PgLwLock;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -50,6 +51,17 @@ pub struct RunSlot {
     /// live totals, updated by the workers about every 100 ms
     pub ops: u64,
     pub errors: u64,
+    /// workers inside their operation loop now
+    pub workers_looping: u32,
+    /// latencies since the last per-second sample, and since the start (µs, see metrics::buckets)
+    pub interval: Buckets,
+    pub cumulative: Buckets,
+    /// at the last sample: when, the totals then, and the rate over the second before it
+    pub sampled_at: pg_sys::TimestampTz,
+    pub sampled_ops: u64,
+    pub sampled_errors: u64,
+    pub last_rate: f64,
+    pub peak_connections: i64,
 }
 
 impl Default for RunSlot {
@@ -79,6 +91,14 @@ impl Default for RunSlot {
             schema: [0; 64],
             ops: 0,
             errors: 0,
+            workers_looping: 0,
+            interval: [0; BUCKETS],
+            cumulative: [0; BUCKETS],
+            sampled_at: 0,
+            sampled_ops: 0,
+            sampled_errors: 0,
+            last_rate: 0.0,
+            peak_connections: 0,
         }
     }
 }

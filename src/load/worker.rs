@@ -7,6 +7,7 @@
 
 use super::ops::{IdSequence, OPS, Plans, Workload};
 use super::shmem::{Phase, RUNS, RunSlot};
+use crate::metrics::buckets::{self, BUCKETS, Buckets};
 use crate::metrics::histogram::Latency;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
@@ -202,8 +203,10 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
         }
     };
     if last {
-        let cancelled = slot_of(run_id, index).is_some_and(|s| s.cancel);
-        let closed = in_transaction(|| as_bookkeeper(|| finish_run(&config, cancelled)));
+        let live = slot_of(run_id, index);
+        let cancelled = live.is_some_and(|s| s.cancel);
+        let peak = live.map_or(0, |s| s.peak_connections);
+        let closed = in_transaction(|| as_bookkeeper(|| finish_run(&config, cancelled, peak)));
         if let Err(report) = closed {
             pgrx::warning!(
                 "pg_stress load run {run_id}: could not record its end: {}",
@@ -249,10 +252,13 @@ fn run_loop(
     let gaps = (config.rate > 0.0)
         .then(|| Exp::new(config.rate / workers as f64 / 1e6).expect("positive rate"));
     let mut intended = now() as f64;
-    let mut published = now();
-    let (mut ops_since, mut errors_since) = (0u64, 0u64);
+    let mut live = LiveFigures::new(config.run_id, index);
     // (sigterm_received() clears the flag as it reads it: remember it.)
     let mut terminated = false;
+    {
+        let mut table = RUNS.exclusive();
+        table.slots[index].workers_looping += 1;
+    }
     loop {
         if let Some(gaps) = &gaps {
             intended += gaps.sample(&mut rng);
@@ -291,7 +297,7 @@ fn run_loop(
                 Ok(Err(e)) => {
                     s.failures += 1;
                     s.first_error.get_or_insert_with(|| e.to_string());
-                    errors_since += 1;
+                    live.errors += 1;
                     break;
                 }
                 Err(report) => {
@@ -317,7 +323,7 @@ fn run_loop(
                     s.failures += 1;
                     s.first_error
                         .get_or_insert_with(|| report.message().to_owned());
-                    errors_since += 1;
+                    live.errors += 1;
                     break;
                 }
             }
@@ -328,32 +334,154 @@ fn run_loop(
         } else {
             started
         };
-        s.latency.record_us((finished - from).max(1) as u64);
+        let latency_us = (finished - from).max(1) as u64;
+        s.latency.record_us(latency_us);
         if gaps.is_some() {
             s.lag.record_us((started - intended as i64).max(1) as u64);
         }
-        ops_since += 1;
-        if finished - published >= 100_000 {
-            let mut table = RUNS.exclusive();
-            let slot = &mut table.slots[index];
-            if slot.run_id != config.run_id || slot.cancel {
-                break;
-            }
-            slot.ops += ops_since;
-            slot.errors += errors_since;
-            (ops_since, errors_since, published) = (0, 0, finished);
-            drop(table);
-            unsafe { pg_sys::pgstat_report_stat(false) };
+        live.record(latency_us);
+        if finished - live.published >= 100_000 && !live.publish(finished, worker == 0) {
+            break;
         }
     }
-    let mut table = RUNS.exclusive();
-    let slot = &mut table.slots[index];
-    if slot.run_id == config.run_id {
-        slot.ops += ops_since;
-        slot.errors += errors_since;
+    live.publish(now(), false);
+    {
+        let mut table = RUNS.exclusive();
+        let slot = &mut table.slots[index];
+        if slot.run_id == config.run_id {
+            slot.workers_looping -= 1;
+        }
     }
     (terminated || BackgroundWorker::sigterm_received())
         .then(|| format!("worker {} was terminated (SIGTERM)", worker + 1))
+}
+
+/// What a worker adds to its run's live figures (counts and latencies since it last published).
+struct LiveFigures {
+    run_id: i64,
+    index: usize,
+    ops: u64,
+    errors: u64,
+    buckets: Buckets,
+    published: pg_sys::TimestampTz,
+}
+
+impl LiveFigures {
+    fn new(run_id: i64, index: usize) -> Self {
+        LiveFigures {
+            run_id,
+            index,
+            ops: 0,
+            errors: 0,
+            buckets: [0; BUCKETS],
+            published: now(),
+        }
+    }
+
+    fn record(&mut self, latency_us: u64) {
+        self.ops += 1;
+        self.buckets[buckets::index(latency_us)] += 1;
+    }
+
+    /// Add what this worker did to the run's slot (and, for the sampling worker, write a per-second
+    /// sample when one is due). Returns false when the run is over: cancelled, or gone.
+    fn publish(&mut self, at: pg_sys::TimestampTz, sampler: bool) -> bool {
+        let sample = {
+            let mut table = RUNS.exclusive();
+            let slot = &mut table.slots[self.index];
+            if slot.run_id != self.run_id || slot.phase != Phase::Running {
+                return false;
+            }
+            slot.ops += self.ops;
+            slot.errors += self.errors;
+            buckets::add(&mut slot.interval, &self.buckets);
+            buckets::add(&mut slot.cumulative, &self.buckets);
+            let due = sampler && at - slot.sampled_at.max(slot.started_at) >= 1_000_000;
+            let sample = due.then(|| {
+                let seconds = (at - slot.sampled_at.max(slot.started_at)) as f64 / 1e6;
+                let taken = Sample {
+                    at,
+                    elapsed: (at - slot.started_at) as f64 / 1e6,
+                    ops: slot.ops - slot.sampled_ops,
+                    errors: slot.errors - slot.sampled_errors,
+                    seconds,
+                    p50_ms: buckets::quantile_ms(&slot.interval, 0.50),
+                    p99_ms: buckets::quantile_ms(&slot.interval, 0.99),
+                    workers: slot.workers_looping,
+                };
+                slot.interval = [0; BUCKETS];
+                slot.sampled_at = at;
+                slot.sampled_ops = slot.ops;
+                slot.sampled_errors = slot.errors;
+                slot.last_rate = taken.ops as f64 / seconds.max(1e-9);
+                taken
+            });
+            let going = !slot.cancel;
+            (sample, going)
+        };
+        self.ops = 0;
+        self.errors = 0;
+        self.buckets = [0; BUCKETS];
+        self.published = at;
+        unsafe { pg_sys::pgstat_report_stat(false) };
+        let (sample, going) = sample;
+        if let Some(sample) = sample {
+            let connections = in_transaction(|| as_bookkeeper(|| sample.save(self.run_id)));
+            match connections {
+                Ok(n) => {
+                    let mut table = RUNS.exclusive();
+                    let slot = &mut table.slots[self.index];
+                    if slot.run_id == self.run_id {
+                        slot.peak_connections = slot.peak_connections.max(n);
+                    }
+                }
+                Err(report) => pgrx::log!(
+                    "pg_stress load run {}: could not save a sample: {}",
+                    self.run_id,
+                    report.message()
+                ),
+            }
+        }
+        going
+    }
+}
+
+/// One row of `stress.samples`: the second (or so) before `at`.
+struct Sample {
+    at: pg_sys::TimestampTz,
+    elapsed: f64,
+    ops: u64,
+    errors: u64,
+    seconds: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    workers: u32,
+}
+
+impl Sample {
+    /// Write it; returns the database's connections now (for the run's peak).
+    fn save(&self, run_id: i64) -> i64 {
+        Spi::get_one_with_args::<i64>(
+            "INSERT INTO stress.samples (run_id, ts, elapsed_s, ops, errors, ops_per_sec, p50_ms, p99_ms,
+                                         active_workers, connections)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, count(*)
+             FROM pg_stat_activity WHERE datname = current_database()
+             RETURNING connections",
+            &[
+                run_id.into(),
+                TimestampWithTimeZone::try_from(self.at).expect("valid time").into(),
+                self.elapsed.into(),
+                (self.ops as i64).into(),
+                (self.errors as i64).into(),
+                (self.ops as f64 / self.seconds.max(1e-9)).into(),
+                self.p50_ms.into(),
+                self.p99_ms.into(),
+                (self.workers as i32).into(),
+            ],
+        )
+        .expect("saving a sample")
+        .unwrap_or(0)
+    }
 }
 
 /// The run's row, status running, so that it shows while the run goes on.
@@ -414,7 +542,7 @@ fn save_worker_results(
 }
 
 /// Merge every worker's results into `stress.results` and close the run's row.
-fn finish_run(config: &RunSlot, cancelled: bool) {
+fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
     let run_id = config.run_id;
     let rows = Spi::connect(|client| {
         client
@@ -503,10 +631,12 @@ fn finish_run(config: &RunSlot, cancelled: bool) {
         (None, false) => "completed",
     };
     Spi::run_with_args(
-        "INSERT INTO stress.runs (id, kind, parameters, status, started_at, finished_at, run_as, error)
-         VALUES ($1, 'run_load', $2, $3, $4, clock_timestamp(), (SELECT rolname FROM pg_roles WHERE oid = $5), $6)
+        "INSERT INTO stress.runs (id, kind, parameters, status, started_at, finished_at, run_as, error,
+                                  peak_connections)
+         VALUES ($1, 'run_load', $2, $3, $4, clock_timestamp(), (SELECT rolname FROM pg_roles WHERE oid = $5), $6,
+                 nullif($7, 0))
          ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, finished_at = EXCLUDED.finished_at,
-                                         error = EXCLUDED.error",
+                                         error = EXCLUDED.error, peak_connections = EXCLUDED.peak_connections",
         &[
             run_id.into(),
             JsonB(parameters(config)).into(),
@@ -514,6 +644,7 @@ fn finish_run(config: &RunSlot, cancelled: bool) {
             TimestampWithTimeZone::try_from(config.started_at).expect("valid start").into(),
             config.current_user.into(),
             stop_reason.into(),
+            peak_connections.into(),
         ],
     )
     .expect("closing the run");

@@ -4,6 +4,7 @@
 //! the end, in that same transaction: if the call fails or is cancelled, its rows roll back with the
 //! data, so the record never claims work that did not happen.
 
+pub mod buckets;
 pub mod histogram;
 
 use pgrx::JsonB;
