@@ -3,6 +3,7 @@
 #
 #   scripts/pgcluster.sh start NAME [extra postgresql.conf lines...]   start (initdb if needed); prints env
 #   scripts/pgcluster.sh stop NAME                                      stop it (data kept)
+#   scripts/pgcluster.sh crash NAME                                     stop it as a crash would (data kept)
 #   scripts/pgcluster.sh destroy NAME                                   stop and delete it
 #   scripts/pgcluster.sh env NAME                                       print PGHOST/PGPORT/PGUSER of a running one
 #   scripts/pgcluster.sh root                                           print the build directory clusters live in
@@ -95,6 +96,10 @@ case "$cmd" in
     ;;
   stop)
     if running; then as_owner "$bindir/pg_ctl" -D "$data" -m fast -w stop >/dev/null; fi
+    ;;
+  crash)
+    # stop as a crash would (immediate: no shutdown checkpoint, workers get no chance to clean up)
+    if running; then as_owner "$bindir/pg_ctl" -D "$data" -m immediate -w stop >/dev/null; fi
     ;;
   destroy)
     if running; then as_owner "$bindir/pg_ctl" -D "$data" -m immediate -w stop >/dev/null; fi

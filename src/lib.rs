@@ -28,7 +28,7 @@ extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
-    load::shmem::init();
+    load::init();
 }
 
 /// Required by `cargo pgrx test`.

@@ -904,3 +904,88 @@ fn a_running_load_shows_in_stress_progress_and_leaves_one_sample_per_second() {
         ) >= 3
     );
 }
+
+/// `scripts/pgcluster.sh CMD NAME`; for `start`, the connection settings it prints.
+fn pgcluster(cmd: &str, name: &str) -> Option<Config> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pgcluster.sh");
+    let out = Command::new(script).args([cmd, name]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "pgcluster.sh {cmd} {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if cmd != "start" {
+        return None;
+    }
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let value = |key: &str| {
+        printed
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} in {printed}"))
+            .to_owned()
+    };
+    let mut config = Config::new();
+    config
+        .host_path(value("PGHOST"))
+        .port(value("PGPORT").parse().unwrap())
+        .user(&value("PGUSER"))
+        .dbname("postgres");
+    Some(config)
+}
+
+#[test]
+fn runs_a_crash_interrupts_are_marked_interrupted_when_the_server_is_back() {
+    const CLUSTER: &str = "it-restart";
+    pgcluster("destroy", CLUSTER);
+    let config = pgcluster("start", CLUSTER).unwrap();
+    let mut admin = config.connect(NoTls).unwrap();
+    admin.batch_execute("CREATE DATABASE it_restart").unwrap();
+    let mut client = config.clone().dbname("it_restart").connect(NoTls).unwrap();
+    client
+        .batch_execute(
+            "CREATE EXTENSION pg_stress; SET stress.progress_interval = 0;
+             SELECT count(*) FROM stress.generate_dataset(orders => 5000, seed => 1)",
+        )
+        .unwrap();
+    let run_id: i64 = client
+        .query_one(
+            "SELECT stress.run_load('10 minutes', workers => 2, wait => false)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // (The run's row appears once its first worker has registered it.)
+    while count(&mut client, "SELECT count(*) FROM stress.samples") == 0 {
+        assert!(Instant::now() < deadline, "the run never got going");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(client);
+    drop(admin);
+    pgcluster("crash", CLUSTER);
+    let config = pgcluster("start", CLUSTER).unwrap();
+    let mut client = config.clone().dbname("it_restart").connect(NoTls).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, error) = loop {
+        let (status, error) = run_status(&mut client, run_id);
+        if status != "running" {
+            break (status, error);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run is still marked running after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status, "interrupted");
+    assert!(error.unwrap_or_default().contains("restart or crash"));
+    // A run started after the restart is not touched.
+    let after: i64 = client
+        .query_one("SELECT stress.run_load('1 second', workers => 1)", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(run_status(&mut client, after).0, "completed");
+    drop(client);
+    pgcluster("destroy", CLUSTER);
+}

@@ -3,6 +3,7 @@
 //! `stress.wait` control a run from any session.
 
 pub mod ops;
+mod recovery;
 pub mod shmem;
 mod worker;
 
@@ -14,6 +15,15 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use shmem::{Phase, RUNS, RunSlot};
 use std::time::{Duration, Instant};
+
+/// From `_PG_init`: when preloaded, shared memory for runs and the worker that closes runs a restart
+/// interrupted.
+pub fn init() {
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        shmem::init();
+        recovery::register();
+    }
+}
 
 /// The longest run one call may ask for.
 const MAX_DURATION_SECONDS: f64 = 7.0 * 86_400.0;

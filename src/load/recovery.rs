@@ -1,0 +1,105 @@
+//! After a restart or a crash, load runs that were going on are marked `interrupted`.
+//!
+//! A static background worker (registered when pg_stress is preloaded) starts once recovery is over,
+//! lists the databases that accept connections, and starts one short worker per database. That one
+//! closes every `run_load` row still `running` that started before the server did: nothing can be
+//! running it any more, since load runs live in this server's shared memory.
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+/// From `_PG_init`, when preloaded.
+pub fn register() {
+    BackgroundWorkerBuilder::new("pg_stress run recovery")
+        .set_type("pg_stress recovery")
+        .set_library("pg_stress")
+        .set_function("pg_stress_recovery_main")
+        .enable_spi_access() // a connection (to no database), once recovery has finished
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .load();
+}
+
+/// The databases one may connect to (template0 is not one).
+fn databases() -> Vec<pg_sys::Oid> {
+    let mut found = Vec::new();
+    unsafe {
+        pg_sys::StartTransactionCommand();
+        let rel = pg_sys::table_open(
+            pg_sys::DatabaseRelationId,
+            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+        );
+        let scan = pg_sys::table_beginscan_catalog(rel, 0, std::ptr::null_mut());
+        loop {
+            let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if tuple.is_null() {
+                break;
+            }
+            let database = &*((*tuple).t_data as *const u8)
+                .add((*(*tuple).t_data).t_hoff as usize)
+                .cast::<pg_sys::FormData_pg_database>();
+            if database.datallowconn {
+                found.push(database.oid);
+            }
+        }
+        pg_sys::table_endscan(scan);
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        pg_sys::CommitTransactionCommand();
+    }
+    found
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_stress_recovery_main(_arg: pg_sys::Datum) {
+    unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
+    // No database: only the shared catalogs (pg_database) are needed here.
+    BackgroundWorker::connect_worker_to_spi(None, None);
+    for database in databases() {
+        let builder = BackgroundWorkerBuilder::new("pg_stress run recovery (database)")
+            .set_type("pg_stress recovery")
+            .set_library("pg_stress")
+            .set_function("pg_stress_recovery_database_main")
+            .set_argument(Some(pg_sys::Datum::from(database)))
+            .enable_spi_access();
+        let mut worker: pg_sys::BackgroundWorker = (&builder).into();
+        let mut handle = std::ptr::null_mut();
+        // Without a free slot the rows stay `running` until the next start: say so in the log.
+        if !unsafe { pg_sys::RegisterDynamicBackgroundWorker(&mut worker, &mut handle) } {
+            pgrx::log!("pg_stress: no background worker slot to mark interrupted load runs");
+        }
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_stress_recovery_database_main(arg: pg_sys::Datum) {
+    unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
+    let database = pg_sys::Oid::from(arg.value() as u32);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
+    BackgroundWorker::transaction(|| {
+        let installed = Spi::get_one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stress')",
+        )
+        .expect("looking for pg_stress")
+        .unwrap_or(false);
+        if !installed {
+            return;
+        }
+        let closed = Spi::connect_mut(|client| {
+            client
+                .update(
+                    "UPDATE stress.runs SET status = 'interrupted', finished_at = greatest(started_at, pg_postmaster_start_time()),
+                            error = 'the server stopped (restart or crash) while the run was going on'
+                     WHERE kind = 'run_load' AND status = 'running' AND started_at < pg_postmaster_start_time()",
+                    None,
+                    &[],
+                )
+                .map(|t| t.len())
+        })
+        .expect("marking interrupted runs");
+        if closed > 0 {
+            pgrx::log!("pg_stress: marked {closed} load runs interrupted");
+        }
+    });
+}
