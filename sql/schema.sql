@@ -75,7 +75,8 @@ CREATE TABLE stress.load_worker_results (
     first_error            text,
     stop_reason            text,
     loop_started           timestamptz NOT NULL,
-    loop_ended             timestamptz NOT NULL
+    loop_ended             timestamptz NOT NULL,
+    busy_us                bigint NOT NULL            -- time inside this operation's transactions
 );
 
 SELECT pg_catalog.pg_extension_config_dump('stress.runs', '');

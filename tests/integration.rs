@@ -989,3 +989,65 @@ fn runs_a_crash_interrupts_are_marked_interrupted_when_the_server_is_back() {
     drop(client);
     pgcluster("destroy", CLUSTER);
 }
+
+#[test]
+fn the_report_has_the_seeds_keys_and_judges_its_targets() {
+    let mut client = load_database("it_load_report");
+    client
+        .batch_execute("SET stress.slow_query_threshold_ms = 1")
+        .unwrap();
+    let run_id: i64 = client
+        .query_one("SELECT stress.run_load('2 seconds', workers => 2)", &[])
+        .unwrap()
+        .get(0);
+    let report: serde_json::Value = client
+        .query_one("SELECT stress.report()::text", &[])
+        .map(|r| serde_json::from_str(&r.get::<_, String>(0)).unwrap())
+        .unwrap_or_default();
+    assert_eq!(report["run_id"], run_id);
+    for key in [
+        "total_operations",
+        "successful_operations",
+        "failed_operations",
+        "deadlock_count",
+        "error_rate",
+        "avg_latency_ms",
+        "p50_latency_ms",
+        "p95_latency_ms",
+        "p99_latency_ms",
+        "throughput",
+        "peak_connections",
+        "slow_query_count",
+        "connection_efficiency",
+        "index_hit_rate",
+    ] {
+        assert!(!report[key].is_null(), "{key} missing in {report}");
+    }
+    let total = report["total_operations"].as_f64().unwrap();
+    let slow = report["slow_query_count"].as_f64().unwrap();
+    assert!(
+        slow > 0.0 && slow < total,
+        "{slow} of {total} operations over 1 ms"
+    );
+    let efficiency = report["connection_efficiency"].as_f64().unwrap();
+    assert!(efficiency > 0.5 && efficiency <= 1.0, "{efficiency}");
+    for target in [
+        "p50_latency_ms",
+        "p99_latency_ms",
+        "throughput",
+        "connection_efficiency",
+        "deadlocks_per_1000",
+        "index_hit_rate",
+    ] {
+        assert!(
+            report["targets"][target]["pass"].is_boolean(),
+            "{target}: {}",
+            report["targets"]
+        );
+    }
+    assert_eq!(report["operations"].as_object().unwrap().len(), 7);
+    let err = client
+        .batch_execute("SELECT stress.report(987654321)")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::INVALID_PARAMETER_VALUE));
+}

@@ -4,6 +4,7 @@
 
 pub mod ops;
 mod recovery;
+mod report;
 pub mod shmem;
 mod worker;
 
@@ -159,6 +160,7 @@ fn run_load(
         );
     }
 
+    let index_blocks = index_blocks(&schema);
     let run_id = Spi::get_one::<i64>("SELECT nextval('stress.runs_id_seq')")
         .expect("allocating a run id")
         .expect("nextval gives a value");
@@ -185,6 +187,9 @@ fn run_load(
         first_order_id: orders + 1,
         first_trade_id: trades + 1,
         first_audit_id: audit + 1,
+        slow_ms: gucs::SLOW_QUERY_THRESHOLD_MS.get(),
+        index_hits_start: index_blocks.0,
+        index_reads_start: index_blocks.1,
         ..RunSlot::default()
     };
     slot.set_schema(&schema);
@@ -210,7 +215,10 @@ fn run_load(
             .set_library("pg_stress")
             .set_function("pg_stress_load_worker_main")
             .set_argument(Some(pg_sys::Datum::from(index)))
-            .set_extra(&format!("{run_id} {i}"))
+            .set_extra(&format!(
+                "{run_id} {i} {}",
+                u32::from(unsafe { pg_sys::MyDatabaseId })
+            ))
             .enable_spi_access()
             .set_notify_pid(unsafe { pg_sys::MyProcPid });
         let mut bgw: pg_sys::BackgroundWorker = (&builder).into();
@@ -247,6 +255,23 @@ fn run_load(
         wait_for(run_id, Some(&handles));
     }
     run_id
+}
+
+/// Index blocks of `schema` found in shared buffers and read from disk so far (pg_statio).
+pub fn index_blocks(schema: &str) -> (i64, i64) {
+    Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT coalesce(sum(idx_blks_hit), 0)::int8, coalesce(sum(idx_blks_read), 0)::int8
+                 FROM pg_statio_all_indexes WHERE schemaname = $1",
+                None,
+                &[schema.into()],
+            )?
+            .first()
+            .get_two::<i64, i64>()?;
+        Ok::<_, pgrx::spi::SpiError>((row.0.unwrap_or(0), row.1.unwrap_or(0)))
+    })
+    .expect("reading index statistics")
 }
 
 /// Cancels the run if the waiting caller is cancelled (or fails) while the run goes on.
@@ -427,7 +452,7 @@ fn wait_for_without_cancel(run_id: i64) -> String {
         pg_sys::check_for_interrupts!();
     }
     Spi::get_one_with_args::<String>(
-        "SELECT status FROM stress.runs WHERE id = $1",
+        "SELECT (SELECT status FROM stress.runs WHERE id = $1)",
         &[run_id.into()],
     )
     .unwrap()

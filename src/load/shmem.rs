@@ -46,6 +46,11 @@ pub struct RunSlot {
     pub first_order_id: i64,
     pub first_trade_id: i64,
     pub first_audit_id: i64,
+    /// operations slower than this count as slow (the caller's stress.slow_query_threshold_ms)
+    pub slow_ms: i32,
+    /// the data schema's index block hits and reads when the run started (pg_statio)
+    pub index_hits_start: i64,
+    pub index_reads_start: i64,
     /// the data schema, NUL-terminated
     pub schema: [u8; 64],
     /// live totals, updated by the workers about every 100 ms
@@ -88,6 +93,9 @@ impl Default for RunSlot {
             first_order_id: 0,
             first_trade_id: 0,
             first_audit_id: 0,
+            slow_ms: 100,
+            index_hits_start: 0,
+            index_reads_start: 0,
             schema: [0; 64],
             ops: 0,
             errors: 0,
@@ -149,10 +157,12 @@ pub fn available() -> bool {
     PRELOADED.load(Ordering::Relaxed)
 }
 
-/// The slot of `run_id`, if the run is in progress.
+/// The slot of this database's run `run_id`, if the run is in progress. (Run ids come from each
+/// database's own `stress.runs` sequence: the same id may be running in another database.)
 pub fn find(table: &RunTable, run_id: i64) -> Option<usize> {
+    let database = unsafe { pg_sys::MyDatabaseId };
     table
         .slots
         .iter()
-        .position(|s| s.phase != Phase::Free && s.run_id == run_id)
+        .position(|s| s.phase != Phase::Free && s.run_id == run_id && s.database == database)
 }

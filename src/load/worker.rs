@@ -31,6 +31,8 @@ pub struct OpStats {
     pub latency: Latency,
     /// schedule lag of the open model: intended start to actual start
     pub lag: Latency,
+    /// time spent in the operation's transactions (for the connection efficiency)
+    pub busy_us: i64,
     pub first_error: Option<String>,
 }
 
@@ -98,10 +100,16 @@ fn now() -> pg_sys::TimestampTz {
     unsafe { pg_sys::GetCurrentTimestamp() }
 }
 
-fn slot_of(run_id: i64, index: usize) -> Option<RunSlot> {
+/// Whether `slot` still holds run `run_id` of `database` (slots are reused, and run ids are only
+/// unique within a database).
+fn holds(slot: &RunSlot, run_id: i64, database: pg_sys::Oid) -> bool {
+    slot.phase == Phase::Running && slot.run_id == run_id && slot.database == database
+}
+
+fn slot_of(run_id: i64, database: pg_sys::Oid, index: usize) -> Option<RunSlot> {
     let table = RUNS.share();
     let slot = table.slots[index];
-    (slot.phase == Phase::Running && slot.run_id == run_id).then_some(slot)
+    holds(&slot, run_id, database).then_some(slot)
 }
 
 /// The run's parameters as recorded in `stress.runs`, rebuilt from its slot.
@@ -134,7 +142,13 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
     let mut extra = BackgroundWorker::get_extra().split_whitespace();
     let run_id: i64 = extra.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     let worker: u32 = extra.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let Some(config) = slot_of(run_id, index) else {
+    let database = pg_sys::Oid::from(
+        extra
+            .next()
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0),
+    );
+    let Some(config) = slot_of(run_id, database, index) else {
         return; // the run ended before this worker started
     };
     unsafe {
@@ -176,7 +190,7 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
     if stop_reason.is_some() {
         // Stop the others too: a run either completes or says why it did not.
         let mut table = RUNS.exclusive();
-        if table.slots[index].run_id == run_id {
+        if holds(&table.slots[index], run_id, database) {
             table.slots[index].cancel = true;
         }
     }
@@ -192,10 +206,12 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
             report.message()
         );
     }
+    // This worker's commits and block counts reach the statistics before the run is closed.
+    unsafe { pg_sys::pgstat_report_stat(true) };
     let last = {
         let mut table = RUNS.exclusive();
         let slot = &mut table.slots[index];
-        if slot.run_id == run_id && slot.phase == Phase::Running {
+        if holds(slot, run_id, database) {
             slot.workers_running -= 1;
             slot.workers_running == 0
         } else {
@@ -203,7 +219,7 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
         }
     };
     if last {
-        let live = slot_of(run_id, index);
+        let live = slot_of(run_id, database, index);
         let cancelled = live.is_some_and(|s| s.cancel);
         let peak = live.map_or(0, |s| s.peak_connections);
         let closed = in_transaction(|| as_bookkeeper(|| finish_run(&config, cancelled, peak)));
@@ -214,7 +230,7 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
             );
         }
         let mut table = RUNS.exclusive();
-        if table.slots[index].run_id == run_id {
+        if holds(&table.slots[index], run_id, database) {
             table.slots[index] = RunSlot::default();
         }
     }
@@ -252,7 +268,7 @@ fn run_loop(
     let gaps = (config.rate > 0.0)
         .then(|| Exp::new(config.rate / workers as f64 / 1e6).expect("positive rate"));
     let mut intended = now() as f64;
-    let mut live = LiveFigures::new(config.run_id, index);
+    let mut live = LiveFigures::new(config.run_id, config.database, index);
     // (sigterm_received() clears the flag as it reads it: remember it.)
     let mut terminated = false;
     {
@@ -335,6 +351,7 @@ fn run_loop(
             started
         };
         let latency_us = (finished - from).max(1) as u64;
+        s.busy_us += finished - started;
         s.latency.record_us(latency_us);
         if gaps.is_some() {
             s.lag.record_us((started - intended as i64).max(1) as u64);
@@ -348,7 +365,7 @@ fn run_loop(
     {
         let mut table = RUNS.exclusive();
         let slot = &mut table.slots[index];
-        if slot.run_id == config.run_id {
+        if holds(slot, config.run_id, config.database) {
             slot.workers_looping -= 1;
         }
     }
@@ -359,6 +376,7 @@ fn run_loop(
 /// What a worker adds to its run's live figures (counts and latencies since it last published).
 struct LiveFigures {
     run_id: i64,
+    database: pg_sys::Oid,
     index: usize,
     ops: u64,
     errors: u64,
@@ -367,9 +385,10 @@ struct LiveFigures {
 }
 
 impl LiveFigures {
-    fn new(run_id: i64, index: usize) -> Self {
+    fn new(run_id: i64, database: pg_sys::Oid, index: usize) -> Self {
         LiveFigures {
             run_id,
+            database,
             index,
             ops: 0,
             errors: 0,
@@ -389,7 +408,7 @@ impl LiveFigures {
         let sample = {
             let mut table = RUNS.exclusive();
             let slot = &mut table.slots[self.index];
-            if slot.run_id != self.run_id || slot.phase != Phase::Running {
+            if !holds(slot, self.run_id, self.database) {
                 return false;
             }
             slot.ops += self.ops;
@@ -431,7 +450,7 @@ impl LiveFigures {
                 Ok(n) => {
                     let mut table = RUNS.exclusive();
                     let slot = &mut table.slots[self.index];
-                    if slot.run_id == self.run_id {
+                    if holds(slot, self.run_id, self.database) {
                         slot.peak_connections = slot.peak_connections.max(n);
                     }
                 }
@@ -517,8 +536,9 @@ fn save_worker_results(
         Spi::run_with_args(
             "INSERT INTO stress.load_worker_results
                  (run_id, worker, operation, calls, successes, failures, retries, deadlocks,
-                  serialization_failures, latency, lag, first_error, stop_reason, loop_started, loop_ended)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                  serialization_failures, latency, lag, first_error, stop_reason, loop_started, loop_ended,
+                  busy_us)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             &[
                 run_id.into(),
                 (worker as i32).into(),
@@ -535,6 +555,7 @@ fn save_worker_results(
                 stop_reason.into(),
                 ts(loop_start).into(),
                 ts(loop_end).into(),
+                s.busy_us.into(),
             ],
         )
         .expect("saving a worker's results");
@@ -548,7 +569,7 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
         client
             .select(
                 "SELECT operation, calls, successes, failures, retries, deadlocks, serialization_failures,
-                        latency, lag, first_error, stop_reason
+                        latency, lag, first_error, stop_reason, busy_us
                  FROM stress.load_worker_results WHERE run_id = $1 ORDER BY worker, operation",
                 None,
                 &[run_id.into()],
@@ -564,6 +585,7 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
                         deadlocks: r.get(6).ok().flatten().unwrap_or(0),
                         serialization_failures: r.get(7).ok().flatten().unwrap_or(0),
                         first_error: r.get(10).ok().flatten(),
+                        busy_us: r.get(12).ok().flatten().unwrap_or(0),
                         ..Default::default()
                     };
                     let bytes = |i| r.get::<Vec<u8>>(i).ok().flatten().unwrap_or_default();
@@ -592,6 +614,7 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
         m.retries += s.retries;
         m.deadlocks += s.deadlocks;
         m.serialization_failures += s.serialization_failures;
+        m.busy_us += s.busy_us;
         m.latency.merge(&s.latency);
         m.lag.merge(&s.lag);
         if m.first_error.is_none() {
@@ -607,11 +630,20 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
     .expect("reading the run's window")
     .unwrap_or(0.0)
     .max(1e-6);
+    let slow_us = config.slow_ms.max(0) as u64 * 1000;
     for (op, m) in OPS.iter().zip(&merged) {
         if m.calls == 0 {
             continue;
         }
-        insert_result(run_id, op.name(), m, seconds, config.rate > 0.0);
+        insert_result(
+            run_id,
+            op.name(),
+            m,
+            seconds,
+            config.rate > 0.0,
+            slow_us,
+            None,
+        );
     }
     let total = merged.iter().fold(OpStats::default(), |mut t, m| {
         t.calls += m.calls;
@@ -620,11 +652,41 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
         t.retries += m.retries;
         t.deadlocks += m.deadlocks;
         t.serialization_failures += m.serialization_failures;
+        t.busy_us += m.busy_us;
         t.latency.merge(&m.latency);
         t.lag.merge(&m.lag);
         t
     });
-    insert_result(run_id, "total", &total, seconds, config.rate > 0.0);
+    // The run as a whole: how busy its connections were, and how its indexes were served.
+    let connected_us = Spi::get_one_with_args::<f64>(
+        "SELECT sum(extract(epoch FROM loop_ended - loop_started) * 1e6)::float8
+         FROM (SELECT DISTINCT worker, loop_started, loop_ended FROM stress.load_worker_results
+               WHERE run_id = $1) w",
+        &[run_id.into()],
+    )
+    .expect("reading the workers' windows")
+    .unwrap_or(0.0);
+    let (hits, reads) = super::index_blocks(&config.schema());
+    let (hits, reads) = (
+        hits - config.index_hits_start,
+        reads - config.index_reads_start,
+    );
+    let whole = serde_json::json!({
+        "connection_efficiency": (connected_us > 0.0).then(|| total.busy_us as f64 / connected_us),
+        "index_hit_rate": (hits + reads > 0).then(|| hits as f64 / (hits + reads) as f64),
+        "index_blocks_hit": hits,
+        "index_blocks_read": reads,
+        "slow_threshold_ms": config.slow_ms,
+    });
+    insert_result(
+        run_id,
+        "total",
+        &total,
+        seconds,
+        config.rate > 0.0,
+        slow_us,
+        Some(whole),
+    );
     let status = match (&stop_reason, cancelled) {
         (Some(_), _) => "failed",
         (None, true) => "cancelled",
@@ -655,7 +717,15 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
     .expect("clearing the workers' results");
 }
 
-fn insert_result(run_id: i64, name: &str, m: &OpStats, seconds: f64, open_model: bool) {
+fn insert_result(
+    run_id: i64,
+    name: &str,
+    m: &OpStats,
+    seconds: f64,
+    open_model: bool,
+    slow_us: u64,
+    extra: Option<serde_json::Value>,
+) {
     let l = m.latency.summary();
     let mut details = serde_json::json!({
         "successes": m.successes,
@@ -663,7 +733,11 @@ fn insert_result(run_id: i64, name: &str, m: &OpStats, seconds: f64, open_model:
         "retries": m.retries,
         "deadlocks": m.deadlocks,
         "serialization_failures": m.serialization_failures,
+        "slow": m.latency.count_above(slow_us),
     });
+    if let (Some(serde_json::Value::Object(extra)), Some(d)) = (extra, details.as_object_mut()) {
+        d.extend(extra);
+    }
     if let Some(e) = &m.first_error {
         details["first_error"] = e.clone().into();
     }

@@ -38,6 +38,15 @@ impl Latency {
         self.histogram.saturating_record(us.clamp(1, HIGHEST_US));
     }
 
+    /// How many recorded values are above `us`.
+    pub fn count_above(&self, us: u64) -> u64 {
+        let h = &self.histogram;
+        if h.is_empty() || h.max() <= us {
+            return 0;
+        }
+        h.count_between(us + 1, h.max())
+    }
+
     pub fn merge(&mut self, other: &Latency) {
         self.histogram
             .add(&other.histogram)
@@ -99,6 +108,11 @@ mod tests {
         assert!((s.p99_ms - 990.0).abs() / 990.0 < 0.002, "{s:?}");
         assert!((s.avg_ms - 500.05).abs() / 500.0 < 0.002, "{s:?}");
         assert!((s.max_ms - 1000.0).abs() / 1000.0 < 0.002, "{s:?}");
+        // 1000 values are above 900 ms; at 3 significant digits the threshold's bucket is ~0.9 ms
+        // wide (9 values here), and may be counted whole.
+        let above = l.count_above(900_000) as i64;
+        assert!((above - 1000).abs() <= 10, "{above} above 900 ms");
+        assert_eq!(Latency::default().count_above(1), 0);
     }
 
     #[test]

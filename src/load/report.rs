@@ -1,0 +1,177 @@
+//! `stress.report(run_id)`: a load run as the seed's report file, with its Key Metrics judged.
+
+use crate::error::StressError;
+use pgrx::JsonB;
+use pgrx::prelude::*;
+use serde_json::{Value, json};
+
+/// The seed's Key Metrics: (name in `targets`, what it measures, comparison, threshold).
+const TARGETS: &[(&str, &str, &str, f64)] = &[
+    ("p50_latency_ms", "median operation latency, ms", "<", 10.0),
+    (
+        "p99_latency_ms",
+        "99th percentile operation latency, ms",
+        "<",
+        100.0,
+    ),
+    (
+        "throughput",
+        "successful operations per second",
+        ">",
+        1000.0,
+    ),
+    (
+        "connection_efficiency",
+        "share of the workers' time spent inside transactions",
+        ">",
+        0.7,
+    ),
+    (
+        "deadlocks_per_1000",
+        "deadlocks per 1000 transactions",
+        "<",
+        1.0,
+    ),
+    (
+        "index_hit_rate",
+        "index blocks found in shared buffers, of all read",
+        ">",
+        0.95,
+    ),
+];
+
+/// Judge `metrics` against the seed's targets.
+pub fn targets(metrics: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for &(name, meaning, op, threshold) in TARGETS {
+        let value = metrics.get(name).and_then(Value::as_f64);
+        let pass = value.map(|v| {
+            if op == "<" {
+                v < threshold
+            } else {
+                v > threshold
+            }
+        });
+        out.insert(
+            name.into(),
+            json!({"target": format!("{op} {threshold}"), "value": value, "pass": pass, "meaning": meaning}),
+        );
+    }
+    Value::Object(out)
+}
+
+/// The report of load run `run_id` (the latest load run when NULL), as jsonb: the seed's keys
+/// (total_operations, …, slow_query_count), each operation's figures, and `targets`.
+#[pg_extern(stable, parallel_safe)]
+fn report(run_id: default!(Option<i64>, "NULL")) -> JsonB {
+    let run = Spi::get_one_with_args::<JsonB>(
+        "SELECT (SELECT jsonb_build_object(
+                    'run_id', r.id, 'kind', r.kind, 'status', r.status, 'started_at', r.started_at,
+                    'finished_at', r.finished_at, 'run_as', r.run_as, 'error', r.error,
+                    'parameters', r.parameters, 'peak_connections', r.peak_connections,
+                    'total', (SELECT to_jsonb(t) FROM stress.results t WHERE t.run_id = r.id AND t.name = 'total'),
+                    'operations', (SELECT jsonb_object_agg(o.name, jsonb_build_object(
+                                       'calls', o.calls, 'errors', o.errors, 'ops_per_sec', o.ops_per_sec,
+                                       'avg_ms', o.avg_ms, 'p50_ms', o.p50_ms, 'p95_ms', o.p95_ms,
+                                       'p99_ms', o.p99_ms, 'p999_ms', o.p999_ms, 'max_ms', o.max_ms) || o.details)
+                                   FROM stress.results o WHERE o.run_id = r.id AND o.name <> 'total'))
+         FROM stress.runs r
+         WHERE r.kind = 'run_load' AND ($1 IS NULL OR r.id = $1)
+         ORDER BY r.id DESC LIMIT 1)",
+        &[run_id.into()],
+    )
+    .expect("reading the run");
+    let Some(JsonB(run)) = run else {
+        let message = match run_id {
+            Some(id) => format!("there is no load run {id}"),
+            None => "there is no load run yet".into(),
+        };
+        StressError::invalid(
+            "report",
+            message,
+            "Start one: SELECT stress.run_load('1 minute', workers => 4); see stress.runs for run ids.",
+        )
+        .raise();
+    };
+    JsonB(build(&run))
+}
+
+/// The report from the run's row and results (as `report`'s query gathers them).
+pub fn build(run: &Value) -> Value {
+    let total = &run["total"];
+    let details = &total["details"];
+    let number = |v: &Value| v.as_f64();
+    let calls = number(&total["calls"]).unwrap_or(0.0);
+    let failures = number(&details["failures"]).unwrap_or(0.0);
+    let deadlocks = number(&details["deadlocks"]).unwrap_or(0.0);
+    let mut report = json!({
+        "run_id": run["run_id"],
+        "status": run["status"],
+        "started_at": run["started_at"],
+        "finished_at": run["finished_at"],
+        "run_as": run["run_as"],
+        "parameters": run["parameters"],
+        "total_operations": calls,
+        "successful_operations": details["successes"],
+        "failed_operations": failures,
+        "deadlock_count": deadlocks,
+        "retries": details["retries"],
+        "serialization_failures": details["serialization_failures"],
+        "error_rate": (calls > 0.0).then(|| failures / calls),
+        "avg_latency_ms": total["avg_ms"],
+        "p50_latency_ms": total["p50_ms"],
+        "p95_latency_ms": total["p95_ms"],
+        "p99_latency_ms": total["p99_ms"],
+        "p999_latency_ms": total["p999_ms"],
+        "max_latency_ms": total["max_ms"],
+        "throughput": total["ops_per_sec"],
+        "duration_s": total["seconds"],
+        "peak_connections": run["peak_connections"],
+        "slow_query_count": details["slow"],
+        "slow_threshold_ms": details["slow_threshold_ms"],
+        "connection_efficiency": details["connection_efficiency"],
+        "index_hit_rate": details["index_hit_rate"],
+        "deadlocks_per_1000": (calls > 0.0).then(|| deadlocks * 1000.0 / calls),
+        "operations": run["operations"],
+    });
+    if !run["error"].is_null() {
+        report["error"] = run["error"].clone();
+    }
+    report["targets"] = targets(&report);
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_pass_and_fail_on_the_right_side() {
+        let t = targets(&json!({
+            "p50_latency_ms": 2.0, "p99_latency_ms": 150.0, "throughput": 1500.0,
+            "connection_efficiency": 0.5, "deadlocks_per_1000": 0.0
+        }));
+        assert_eq!(t["p50_latency_ms"]["pass"], true);
+        assert_eq!(t["p99_latency_ms"]["pass"], false);
+        assert_eq!(t["throughput"]["pass"], true);
+        assert_eq!(t["connection_efficiency"]["pass"], false);
+        assert_eq!(t["deadlocks_per_1000"]["pass"], true);
+        assert_eq!(t["index_hit_rate"]["pass"], Value::Null);
+        assert_eq!(t["p99_latency_ms"]["target"], "< 100");
+    }
+
+    #[test]
+    fn the_seeds_keys_come_from_the_total() {
+        let r = build(&json!({
+            "run_id": 3, "status": "completed", "peak_connections": 5,
+            "total": {"calls": 2000, "p50_ms": 1.5, "p99_ms": 9.0, "ops_per_sec": 990.0,
+                      "details": {"successes": 1990, "failures": 10, "deadlocks": 1, "slow": 4}}
+        }));
+        assert_eq!(r["total_operations"], 2000.0);
+        assert_eq!(r["failed_operations"], 10.0);
+        assert_eq!(r["error_rate"], 0.005);
+        assert_eq!(r["deadlocks_per_1000"], 0.5);
+        assert_eq!(r["slow_query_count"], 4);
+        assert_eq!(r["targets"]["throughput"]["pass"], false);
+    }
+}
