@@ -194,6 +194,44 @@ echo "== memory: generate_trades($MEMORY_ROWS) over the dataset's orders"
 sql "DROP TABLE stress_data.trades CASCADE; CHECKPOINT" >/dev/null
 trade_growth=$(peak_growth "SELECT stress.generate_trades($MEMORY_ROWS, seed => 1)")
 echo "   backend private memory (RssAnon) grew by $trade_growth MB at peak   (must be <= ~100 MB)"
+
+echo "== load: the execute_trade transaction through pgbench (bench/execute_trade.pgbench, -M prepared) and"
+echo "   through run_load, same SQL, same concurrency, ${LOAD_SECONDS:=10} s each, on 1,000,000 orders"
+sql "DROP SCHEMA IF EXISTS stress_data CASCADE" >/dev/null
+sql "SELECT count(*) FROM stress.generate_dataset(orders => 1000000, seed => 1, workers => 2)" >/dev/null
+# Plenty of OPEN orders to fill: each execute_trade fills one.
+sql "UPDATE stress_data.orders SET status = 'OPEN' WHERE status IN ('CANCELLED', 'REJECTED'); VACUUM ANALYZE" >/dev/null
+accounts=$(sql "SELECT max(id) FROM stress_data.accounts")
+load_ratios=()
+for c in 2 8; do
+  sql "CHECKPOINT" >/dev/null
+  tps=$(/usr/lib/postgresql/15/bin/pgbench -n -M prepared -c "$c" -j 2 -T "$LOAD_SECONDS" -D accounts="$accounts" \
+          -f bench/execute_trade.pgbench "$db" 2>&1 | awk '/^tps = / { print $3 }')
+  sql "CHECKPOINT" >/dev/null
+  run=$(sql "SELECT stress.run_load('$LOAD_SECONDS seconds', workers => $c, mix => '{\"execute_trade\": 1}')")
+  ops=$(sql "SELECT round(ops_per_sec::numeric, 1) FROM stress.results WHERE run_id = $run AND name = 'total'")
+  load_ratios+=("c$c=$(ratio "$ops" "$tps")")
+  echo "   concurrency $c: pgbench $tps tps, run_load $ops ops/s  -> RATIO run_load / pgbench = $(ratio "$ops" "$tps")   (must be >= 1.3)"
+done
+echo "== load: open model at 1000 ops/s for 30 s (default mix, 4 workers), and the server's commit count"
+commits() { sql "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"; }
+before=$(commits)
+run=$(sql "SELECT stress.run_load('30 seconds', workers => 4, rate => 1000)")
+sleep 1
+after=$(commits)
+sql "SELECT format('   achieved %s ops/s of 1000 (%s%%), p50 %s ms, p99 %s ms, schedule lag p99 %s ms',
+                   round((details->>'successes')::numeric / seconds::numeric, 1),
+                   round(((details->>'successes')::numeric / seconds::numeric - 1000) / 10, 2),
+                   round(p50_ms::numeric, 2), round(p99_ms::numeric, 2),
+                   round((details->'schedule_lag_ms'->>'p99')::numeric, 2))
+     FROM stress.results WHERE run_id = $run AND name = 'total'"
+# Besides the operations, a run commits: per worker its preparation (the first worker registers the run
+# in it) and its results, the run's closing, one per sample; and two of this script's sessions (the
+# first count, the run_load call) commit in between. Autovacuum's transactions count too (noise).
+expected=$(sql "SELECT (details->>'successes')::int8 + 2 * 4 + 1 + (SELECT count(*) FROM stress.samples WHERE run_id = $run) + 2
+                FROM stress.results WHERE run_id = $run AND name = 'total'")
+echo "   xact_commit grew by $((after - before)); the run's operations and bookkeeping: $expected  -> difference $(awk -v a="$((after - before))" -v b="$expected" 'BEGIN { printf "%.3f", (a - b) * 100 / b }')%   (must be within 0.1%)"
 echo
 echo "SUMMARY generate_orders/SQL=$gen_ratio checksum_speedup=$(ratio "$m" "$c")x orders_memory_mb=$grow_mb"
 echo "        per table: ${summary[*]}  dataset=${ds}s dataset_workers2=${ds_par}s trades_memory_mb=$trade_growth"
+echo "        load run_load/pgbench: ${load_ratios[*]}"

@@ -192,7 +192,8 @@ fn single_statement_sql(op: Op, schema: &str) -> (String, Vec<PgOid>) {
 
 /// execute_trade's statements, in order, in one transaction:
 /// 1. the oldest OPEN order of account $1 fills and its trade (id $2, counterparty $3) is written;
-///    returns payer, payee, the notional, and the position change;
+///    returns one row: whether an order filled, payer, payee, the notional, and the position change
+///    (always one row, so that a pgbench script can `\gset` it: see scripts/bench.sh);
 /// 2. both accounts are locked, in id order (so two trades never deadlock on them);
 /// 3. what the payer pays: the notional, or all it has (balances never go negative);
 /// 4. the money moves, one statement for both rows (money is conserved to the 10^-8);
@@ -209,14 +210,18 @@ pub fn execute_trade_sql(schema: &str) -> Vec<(String, Vec<PgOid>)> {
             format!(
                 "WITH o AS (SELECT id, account_id, symbol, side, quantity, price FROM {orders}
                             WHERE account_id = $1 AND status = 'OPEN' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED),
-                  filled AS (UPDATE {orders} f SET status = 'FILLED' FROM o WHERE f.id = o.id RETURNING o.*)
-                 INSERT INTO {trades} (id, order_id, account_id, symbol, side, quantity, price, fee, executed_at)
-                 SELECT $2, id, account_id, symbol, side, quantity, price, round(quantity * price * 0.001, 8), now()
-                 FROM filled
-                 RETURNING CASE WHEN side = 'BUY' THEN account_id ELSE $3 END,
-                           CASE WHEN side = 'BUY' THEN $3 ELSE account_id END,
-                           round(quantity * price, 8),
-                           account_id, symbol, CASE WHEN side = 'BUY' THEN quantity ELSE -quantity END, price"
+                  filled AS (UPDATE {orders} f SET status = 'FILLED' FROM o WHERE f.id = o.id RETURNING o.*),
+                  trade AS (INSERT INTO {trades} (id, order_id, account_id, symbol, side, quantity, price, fee, executed_at)
+                            SELECT $2, id, account_id, symbol, side, quantity, price, round(quantity * price * 0.001, 8), now()
+                            FROM filled RETURNING account_id, symbol, side, quantity, price)
+                 SELECT count(*) > 0 AS filled,
+                        max(CASE WHEN side = 'BUY' THEN account_id ELSE $3 END) AS payer,
+                        max(CASE WHEN side = 'BUY' THEN $3 ELSE account_id END) AS payee,
+                        max(round(quantity * price, 8)) AS notional,
+                        max(account_id) AS owner, max(symbol) AS symbol,
+                        max(CASE WHEN side = 'BUY' THEN quantity ELSE -quantity END) AS change,
+                        max(price) AS price
+                 FROM trade"
             ),
             vec![int8, int8, int8],
         ),
@@ -230,7 +235,7 @@ pub fn execute_trade_sql(schema: &str) -> Vec<(String, Vec<PgOid>)> {
         ),
         (
             format!(
-                "UPDATE {accounts} SET balance = balance + CASE WHEN id = $1 THEN -$3 ELSE $3 END
+                "UPDATE {accounts} SET balance = balance + CASE WHEN id = $1 THEN -$3::numeric ELSE $3::numeric END
                  WHERE id IN ($1, $2)"
             ),
             vec![int8, int8, numeric],
@@ -363,17 +368,18 @@ impl Plans {
             None,
             &[account.into(), trade_id.into(), counterparty.into()],
         )?;
+        let row = trade.first();
         // No OPEN order of this account (all filled or taken by another worker): nothing to do.
-        let Some(row) = trade.into_iter().next() else {
+        if row.get::<bool>(1)? != Some(true) {
             return Ok(());
-        };
-        let payer: i64 = row.get(1)?.unwrap_or_default();
-        let payee: i64 = row.get(2)?.unwrap_or_default();
-        let notional: AnyNumeric = row.get(3)?.unwrap_or_default();
-        let owner: i64 = row.get(4)?.unwrap_or_default();
-        let symbol: String = row.get(5)?.unwrap_or_default();
-        let change: AnyNumeric = row.get(6)?.unwrap_or_default();
-        let price: AnyNumeric = row.get(7)?.unwrap_or_default();
+        }
+        let payer: i64 = row.get(2)?.unwrap_or_default();
+        let payee: i64 = row.get(3)?.unwrap_or_default();
+        let notional: AnyNumeric = row.get(4)?.unwrap_or_default();
+        let owner: i64 = row.get(5)?.unwrap_or_default();
+        let symbol: String = row.get(6)?.unwrap_or_default();
+        let change: AnyNumeric = row.get(7)?.unwrap_or_default();
+        let price: AnyNumeric = row.get(8)?.unwrap_or_default();
         client.update(lock, None, &[payer.into(), payee.into()])?;
         let paid: AnyNumeric = client
             .update(amount, None, &[payer.into(), notional.into()])?
