@@ -1051,3 +1051,45 @@ fn the_report_has_the_seeds_keys_and_judges_its_targets() {
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::INVALID_PARAMETER_VALUE));
 }
+
+#[test]
+fn the_deadlock_test_detects_and_retries_deadlocks_and_conserves_money() {
+    let mut client = load_database("it_deadlock");
+    let row = client
+        .query_one(
+            "SELECT run_id, transfers, deadlocks, retries, failures, balance_before::text,
+                    balance_after::text, conserved
+             FROM stress.deadlock_test(workers => 2, duration => '4 seconds')",
+            &[],
+        )
+        .unwrap();
+    let (transfers, deadlocks, retries): (i64, i64, i64) = (row.get(1), row.get(2), row.get(3));
+    assert!(transfers > 0, "no transfer went through");
+    assert!(deadlocks >= 1, "no deadlock in {transfers} transfers");
+    assert!(retries >= 1);
+    assert_eq!(row.get::<_, String>(5), row.get::<_, String>(6));
+    assert!(row.get::<_, bool>(7));
+    let run_id: i64 = row.get(0);
+    assert_eq!(run_status(&mut client, run_id).0, "completed");
+    let scenario: String = client
+        .query_one(
+            "SELECT parameters->>'scenario' FROM stress.runs WHERE id = $1",
+            &[&run_id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(scenario, "deadlock_test");
+    for sql in [
+        "SELECT * FROM stress.deadlock_test(workers => 1)",
+        "SELECT * FROM stress.deadlock_test(accounts => 1)",
+        "SELECT * FROM stress.deadlock_test(duration => '0 seconds')",
+        "SELECT * FROM stress.deadlock_test(pause => '-1 second')",
+    ] {
+        let err = client.batch_execute(sql).unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::INVALID_PARAMETER_VALUE),
+            "{sql}: {err}"
+        );
+    }
+}

@@ -11,6 +11,7 @@ mod worker;
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
 use crate::sql_util::qualified;
+use pgrx::AnyNumeric;
 use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -74,10 +75,7 @@ fn run_load(
     const F: &str = "run_load";
     require_preload(F);
     unsafe { pg_sys::PreventCommandDuringRecovery(c"stress.run_load".as_ptr()) };
-    let seconds =
-        Spi::get_one_with_args::<f64>("SELECT extract(epoch FROM $1)::float8", &[duration.into()])
-            .expect("reading the duration")
-            .unwrap_or(0.0);
+    let seconds = interval_seconds(duration);
     if !(seconds > 0.0 && seconds <= MAX_DURATION_SECONDS) {
         invalid(
             format!("duration must be positive and at most 7 days, got {seconds} s"),
@@ -114,6 +112,73 @@ fn run_load(
             "It is how often a deadlocked or serialization-failed transaction is retried.",
         );
     }
+    start_run(RunRequest {
+        seconds,
+        workers: k,
+        rate,
+        weights,
+        isolation: isolation_level,
+        max_retries,
+        wait,
+        seed,
+        hot_accounts: 0,
+        transfer_pause: 0.0,
+        scenario: Scenario::RunLoad,
+    })
+}
+
+/// What started a run (recorded in its parameters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    RunLoad = 0,
+    DeadlockTest = 1,
+}
+
+impl Scenario {
+    pub fn from_code(code: u8) -> Self {
+        match code {
+            1 => Scenario::DeadlockTest,
+            _ => Scenario::RunLoad,
+        }
+    }
+
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Scenario::RunLoad => None,
+            Scenario::DeadlockTest => Some("deadlock_test"),
+        }
+    }
+}
+
+/// A validated load run, ready to start.
+pub struct RunRequest {
+    pub seconds: f64,
+    pub workers: usize,
+    pub rate: Option<f64>,
+    pub weights: ops::Weights,
+    pub isolation: i32,
+    pub max_retries: i32,
+    pub wait: bool,
+    pub seed: Option<i64>,
+    pub hot_accounts: i64,
+    pub transfer_pause: f64,
+    pub scenario: Scenario,
+}
+
+/// Start the workers of a run (and with `wait`, wait for its end). Returns the run id.
+pub fn start_run(req: RunRequest) -> i64 {
+    const F: &str = "run_load";
+    let RunRequest {
+        seconds,
+        workers: k,
+        rate,
+        weights,
+        isolation: isolation_level,
+        max_retries,
+        wait,
+        seed,
+        ..
+    } = req;
     let schema = gucs::data_schema();
     let max_id = |table: &str| -> i64 {
         let name = qualified(&schema, table);
@@ -187,6 +252,9 @@ fn run_load(
         first_order_id: orders + 1,
         first_trade_id: trades + 1,
         first_audit_id: audit + 1,
+        hot_accounts: req.hot_accounts,
+        transfer_pause: req.transfer_pause,
+        scenario: req.scenario as u8,
         slow_ms: gucs::SLOW_QUERY_THRESHOLD_MS.get(),
         index_hits_start: index_blocks.0,
         index_reads_start: index_blocks.1,
@@ -530,3 +598,137 @@ GRANT SELECT ON stress.progress TO PUBLIC;
     name = "progress_view",
     requires = [live_runs]
 );
+
+/// The seed's deadlock test: `workers` workers transfer money back and forth between the first
+/// `accounts` accounts, each debiting one account and then crediting the other, so transfers in
+/// opposite directions deadlock. PostgreSQL detects each deadlock, the losing transfer is retried,
+/// and the total of all balances must not change by a cent.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_unsafe)]
+fn deadlock_test(
+    workers: default!(i32, 2),
+    duration: default!(Interval, "'5 seconds'"),
+    accounts: default!(i32, 2),
+    pause: default!(Interval, "'10 milliseconds'"),
+    max_retries: default!(Option<i32>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(run_id, i64),
+        name!(transfers, i64),
+        name!(deadlocks, i64),
+        name!(retries, i64),
+        name!(failures, i64),
+        name!(balance_before, AnyNumeric),
+        name!(balance_after, AnyNumeric),
+        name!(conserved, bool),
+    ),
+> {
+    const F: &str = "deadlock_test";
+    require_preload(F);
+    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+        StressError::NotSupported {
+            message: "stress.deadlock_test compares balances before and after the run, which one snapshot cannot see".into(),
+            hint: "Run it in a READ COMMITTED transaction (the default), e.g. on its own.".into(),
+        }
+        .raise();
+    }
+    if workers < 2 {
+        invalid(
+            format!("workers must be at least 2 for a deadlock, got {workers}"),
+            "Two workers transferring in opposite directions are enough: workers => 2.",
+        );
+    }
+    if accounts < 2 {
+        invalid(
+            format!("accounts must be at least 2, got {accounts}"),
+            "Transfers need two accounts; fewer accounts make deadlocks more likely.",
+        );
+    }
+    let seconds = interval_seconds(duration);
+    if !(seconds > 0.0 && seconds <= MAX_DURATION_SECONDS) {
+        invalid(
+            format!("duration must be positive and at most 7 days, got {seconds} s"),
+            "Pass an interval such as '5 seconds'.",
+        );
+    }
+    let pause = interval_seconds(pause);
+    if !(0.0..=10.0).contains(&pause) {
+        invalid(
+            format!("pause must be between 0 and 10 seconds, got {pause} s"),
+            "It is how long a transfer holds its first lock before taking the second, e.g. '10 milliseconds'.",
+        );
+    }
+    let k = crate::generate::parallel::worker_count(F, Some(workers)).or_raise();
+    let max_retries = max_retries.unwrap_or_else(|| gucs::DEADLOCK_RETRY_ATTEMPTS.get());
+    if !(0..=1000).contains(&max_retries) {
+        invalid(
+            format!("max_retries must be between 0 and 1000, got {max_retries}"),
+            "It is how often a deadlocked transfer is retried.",
+        );
+    }
+    let total_sql = format!(
+        "SELECT coalesce(sum(balance), 0) FROM {}",
+        qualified(&gucs::data_schema(), "accounts")
+    );
+    let total = || -> AnyNumeric {
+        Spi::get_one::<AnyNumeric>(&total_sql)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
+    let available = Spi::get_one_with_args::<bool>(
+        "SELECT to_regclass($1) IS NOT NULL",
+        &[qualified(&gucs::data_schema(), "accounts").as_str().into()],
+    )
+    .unwrap()
+    .unwrap_or(false);
+    if !available {
+        invalid(
+            format!("{}.accounts does not exist", gucs::data_schema()),
+            "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
+        );
+    }
+    let before = total();
+    let mut weights = [0.0; ops::OPS.len()];
+    weights[ops::Op::Transfer.index()] = 1.0;
+    let run_id = start_run(RunRequest {
+        seconds,
+        workers: k,
+        rate: None,
+        weights,
+        isolation: pg_sys::XACT_READ_COMMITTED as i32,
+        max_retries,
+        wait: true,
+        seed: None,
+        hot_accounts: accounts as i64,
+        transfer_pause: pause,
+        scenario: Scenario::DeadlockTest,
+    });
+    let after = total();
+    let figure = |key: &str| -> i64 {
+        Spi::get_one_with_args::<i64>(
+            "SELECT coalesce((SELECT CASE WHEN $2 = 'calls' THEN calls ELSE (details->>$2)::int8 END
+                              FROM stress.results WHERE run_id = $1 AND name = 'transfer'), 0)",
+            &[run_id.into(), key.into()],
+        )
+        .expect("reading the run's figures")
+        .unwrap_or(0)
+    };
+    let figures = (
+        figure("calls"),
+        figure("deadlocks"),
+        figure("retries"),
+        figure("failures"),
+    );
+    let conserved = before == after;
+    TableIterator::once((
+        run_id, figures.0, figures.1, figures.2, figures.3, before, after, conserved,
+    ))
+}
+
+fn interval_seconds(interval: Interval) -> f64 {
+    Spi::get_one_with_args::<f64>("SELECT extract(epoch FROM $1)::float8", &[interval.into()])
+        .expect("reading an interval")
+        .unwrap_or(0.0)
+}

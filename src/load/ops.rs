@@ -29,9 +29,13 @@ pub enum Op {
     RecentTrades,
     /// one position
     Position,
+    /// money from one account to another: the first one is debited, then the second credited, each
+    /// locked as it is updated, so two transfers in opposite directions can deadlock (the seed's
+    /// deadlock test)
+    Transfer,
 }
 
-pub const OPS: [Op; 7] = [
+pub const OPS: [Op; 8] = [
     Op::PlaceOrder,
     Op::CancelOrder,
     Op::ExecuteTrade,
@@ -39,6 +43,7 @@ pub const OPS: [Op; 7] = [
     Op::OpenOrders,
     Op::RecentTrades,
     Op::Position,
+    Op::Transfer,
 ];
 
 /// Weights indexed like [`OPS`].
@@ -54,6 +59,7 @@ impl Op {
             Op::OpenOrders => "open_orders",
             Op::RecentTrades => "recent_trades",
             Op::Position => "position",
+            Op::Transfer => "transfer",
         }
     }
 
@@ -119,10 +125,32 @@ pub fn parse_mix(spec: &Value) -> Result<Weights, String> {
 /// The SQL statements of each operation (one transaction), for tables in `schema`: one statement,
 /// except execute_trade (see [`execute_trade_sql`]).
 pub fn sql(op: Op, schema: &str) -> Vec<(String, Vec<PgOid>)> {
-    if op == Op::ExecuteTrade {
-        return execute_trade_sql(schema);
+    let int8 = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
+    let float8 = PgOid::BuiltIn(PgBuiltInOids::FLOAT8OID);
+    match op {
+        Op::ExecuteTrade => execute_trade_sql(schema),
+        // $1 account, $2 cents: debit (only what the account has), pause (pg_sleep $1 seconds, for
+        // the deadlock test), credit
+        Op::Transfer => {
+            let accounts = qualified(schema, "accounts");
+            vec![
+                (
+                    format!(
+                        "UPDATE {accounts} SET balance = balance - $2::numeric / 100 WHERE id = $1 AND balance >= $2::numeric / 100"
+                    ),
+                    vec![int8, int8],
+                ),
+                ("SELECT pg_sleep($1)".into(), vec![float8]),
+                (
+                    format!(
+                        "UPDATE {accounts} SET balance = balance + $2::numeric / 100 WHERE id = $1"
+                    ),
+                    vec![int8, int8],
+                ),
+            ]
+        }
+        _ => vec![single_statement_sql(op, schema)],
     }
-    vec![single_statement_sql(op, schema)]
 }
 
 fn single_statement_sql(op: Op, schema: &str) -> (String, Vec<PgOid>) {
@@ -160,7 +188,7 @@ fn single_statement_sql(op: Op, schema: &str) -> (String, Vec<PgOid>) {
             ),
             vec![int8],
         ),
-        Op::ExecuteTrade => unreachable!("execute_trade has several statements"),
+        Op::ExecuteTrade | Op::Transfer => unreachable!("several statements"),
         // $1 account, $2 amount (negative: a withdrawal, refused below zero)
         Op::BalanceUpdate => (
             format!(
@@ -272,6 +300,10 @@ impl IdSequence {
 /// What operations need to know about the data: how many accounts, where new ids go.
 pub struct Workload {
     pub accounts: i64,
+    /// transfers only between accounts 1..=hot_accounts (0: all)
+    pub hot_accounts: i64,
+    /// transfers pause this long between debit and credit (seconds)
+    pub transfer_pause: f64,
     pub order_ids: IdSequence,
     pub trade_ids: IdSequence,
     pub audit_ids: IdSequence,
@@ -347,6 +379,33 @@ impl Plans {
             }
             Op::Position => {
                 client.update(plan, None, &[account.into(), symbol.name.into()])?;
+            }
+            Op::Transfer => {
+                let range = if work.hot_accounts > 0 {
+                    work.hot_accounts
+                } else {
+                    work.accounts
+                };
+                let from = rng.random_range(1..=range.max(2));
+                let mut to = rng.random_range(1..=range.max(2));
+                if to == from {
+                    to = from % range.max(2) + 1;
+                }
+                let cents: i64 = rng.random_range(1..=10_000);
+                let [debit, pause, credit] = &self.plans[Op::Transfer.index()][..] else {
+                    unreachable!("three statements")
+                };
+                // Nothing moves when the account has too little: money is conserved either way.
+                if client
+                    .update(debit, None, &[from.into(), cents.into()])?
+                    .len()
+                    == 1
+                {
+                    if work.transfer_pause > 0.0 {
+                        client.update(pause, None, &[work.transfer_pause.into()])?;
+                    }
+                    client.update(credit, None, &[to.into(), cents.into()])?;
+                }
             }
         }
         Ok(())

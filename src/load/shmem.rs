@@ -46,6 +46,11 @@ pub struct RunSlot {
     pub first_order_id: i64,
     pub first_trade_id: i64,
     pub first_audit_id: i64,
+    /// transfers only between accounts 1..=hot_accounts (0: all), pausing between debit and credit
+    pub hot_accounts: i64,
+    pub transfer_pause: f64,
+    /// what started the run: a plain run_load, or a scenario (see load::Scenario)
+    pub scenario: u8,
     /// operations slower than this count as slow (the caller's stress.slow_query_threshold_ms)
     pub slow_ms: i32,
     /// the data schema's index block hits and reads when the run started (pg_statio)
@@ -93,6 +98,9 @@ impl Default for RunSlot {
             first_order_id: 0,
             first_trade_id: 0,
             first_audit_id: 0,
+            hot_accounts: 0,
+            transfer_pause: 0.0,
+            scenario: 0,
             slow_ms: 100,
             index_hits_start: 0,
             index_reads_start: 0,

@@ -129,6 +129,7 @@ pub fn parameters(slot: &RunSlot) -> serde_json::Value {
         "max_retries": slot.max_retries,
         "seed": slot.seed,
         "schema": slot.schema(),
+        "scenario": super::Scenario::from_code(slot.scenario).name(),
     })
 }
 
@@ -249,6 +250,8 @@ fn run_loop(
     let workers = config.workers as i64;
     let mut work = Workload {
         accounts: config.accounts,
+        hot_accounts: config.hot_accounts,
+        transfer_pause: config.transfer_pause,
         order_ids: IdSequence {
             next: config.first_order_id + worker as i64,
             step: workers,
