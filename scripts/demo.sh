@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: build and install pg_stress (release), start a throwaway cluster that preloads it,
-# generate 1,000,000 orders, print rows/s and the checksum, and say how to connect and stop.
+# generate 1,000,000 orders, print rows/s and the checksum, run a short load over the trading dataset and
+# print its report, and say how to connect and stop.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$here"
@@ -30,6 +31,19 @@ SELECT stress.checksum('stress_data.orders') AS checksum;
 \timing off
 SELECT symbol, count(*) AS orders, round(avg(price), 2) AS avg_price
 FROM stress_data.orders GROUP BY symbol ORDER BY orders DESC LIMIT 5;
+SQL
+
+echo "== a 10-second load run: 2 background workers, the seed's mix, over a 100,000-order dataset"
+PGOPTIONS="-c stress.progress_interval=3000" "${psql[@]}" -d "$db" -P footer=off <<'SQL'
+SET stress.data_schema = 'trading';   -- beside the million orders above, in schema stress_data
+SELECT count(*) AS tables FROM stress.generate_dataset(orders => 100000, seed => 42);
+SELECT stress.run_load('10 seconds', workers => 2) AS run_id \gset
+SELECT name AS operation, calls, errors, round(ops_per_sec) AS ops_per_sec, round(p50_ms::numeric, 2) AS p50_ms,
+       round(p99_ms::numeric, 2) AS p99_ms, round(max_ms::numeric, 1) AS max_ms
+FROM stress.results WHERE run_id = :run_id ORDER BY id;
+SELECT key AS target, value->>'target' AS wanted, round((value->>'value')::numeric, 3) AS measured,
+       value->>'pass' AS pass
+FROM jsonb_each(stress.report(:run_id)->'targets') ORDER BY key;
 SQL
 
 cat <<MSG
