@@ -844,7 +844,7 @@ fn a_running_load_shows_in_stress_progress_and_leaves_one_sample_per_second() {
     let row = client
         .query_one(
             "SELECT ops, ops_per_sec, active_workers, p99_ms, errors, database
-             FROM stress.progress WHERE run_id = $1",
+             FROM stress.progress WHERE run_id = $1 AND database = current_database()",
             &[&run_id],
         )
         .unwrap();
@@ -867,7 +867,9 @@ fn a_running_load_shows_in_stress_progress_and_leaves_one_sample_per_second() {
     assert_eq!(
         count(
             &mut client,
-            &format!("SELECT count(*) FROM stress.progress WHERE run_id = {run_id}")
+            &format!(
+                "SELECT count(*) FROM stress.progress WHERE run_id = {run_id} AND database = current_database()"
+            )
         ),
         0
     );
@@ -1092,4 +1094,91 @@ fn the_deadlock_test_detects_and_retries_deadlocks_and_conserves_money() {
             "{sql}: {err}"
         );
     }
+}
+
+#[test]
+fn a_ramp_steps_up_the_workers_and_stops_at_the_first_degraded_step() {
+    let mut client = load_database("it_ramp");
+    let rows = client
+        .query("SELECT step, workers, ops_per_sec, p99_ms, error_rate, degraded FROM stress.ramp('{1,2}', '1 second')", &[])
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r.get::<_, i32>(0), i as i32 + 1);
+        assert_eq!(r.get::<_, i32>(1), i as i32 + 1);
+        assert!(r.get::<_, f64>(2) > 0.0 && r.get::<_, f64>(3) > 0.0);
+        assert!(
+            !r.get::<_, bool>(5),
+            "step {} degraded at error rate {}",
+            i + 1,
+            r.get::<_, f64>(4)
+        );
+    }
+    // New orders now break a constraint: every place_order fails, the first step degrades.
+    client
+        .batch_execute("ALTER TABLE stress_data.orders ADD CONSTRAINT no_new_open CHECK (status <> 'OPEN') NOT VALID")
+        .unwrap();
+    let rows = client
+        .query(
+            "SELECT step, error_rate, degraded FROM stress.ramp('{1,2,4}', '1 second', max_error_rate => 0.01,
+                                                               mix => '{\"place_order\": 1}')",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the ramp goes on after a degraded step");
+    assert!(rows[0].get::<_, f64>(1) > 0.99 && rows[0].get::<_, bool>(2));
+    let err = client
+        .batch_execute("SELECT * FROM stress.ramp('{}', '1 second')")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::INVALID_PARAMETER_VALUE));
+}
+
+#[test]
+fn a_simulated_trading_day_follows_its_peak_hours() {
+    let mut client = load_database("it_trading_day");
+    let run_id: i64 = client
+        .query_one(
+            "SELECT stress.simulate_trading_day('6 seconds', '{9,10,14,15}', orders_per_second => 200,
+                                                trades_per_second => 100, workers => 2)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(run_status(&mut client, run_id).0, "completed");
+    // 300 operations/s in an ordinary hour, ×4 in the 4 peak hours, ×¼ in the 6 night hours:
+    // 300 × (4×4 + 6×¼ + 14×1) / 24 = 393.75 a second on average.
+    let total = count(
+        &mut client,
+        &format!("SELECT calls FROM stress.results WHERE run_id = {run_id} AND name = 'total'"),
+    ) as f64;
+    let expected = 393.75 * 6.0;
+    assert!(
+        (total / expected - 1.0).abs() < 0.25,
+        "{total} operations, expected about {expected}"
+    );
+    let rates: Vec<f64> = client
+        .query(
+            "SELECT ops_per_sec FROM stress.samples WHERE run_id = $1 ORDER BY ts",
+            &[&run_id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (low, high) = rates
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(l, h), &r| (l.min(r), h.max(r)));
+    // The first second holds hours 0–4 (night), the third hours 8–12 (two peaks).
+    assert!(high > 3.0 * low, "samples {rates:?}");
+    let kinds: (String, String) = client
+        .query_one(
+            "SELECT parameters->>'scenario', parameters->>'peak_hours' FROM stress.runs WHERE id = $1",
+            &[&run_id],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(
+        kinds,
+        ("simulate_trading_day".into(), "[9, 10, 14, 15]".into())
+    );
 }

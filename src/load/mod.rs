@@ -124,6 +124,7 @@ fn run_load(
         hot_accounts: 0,
         transfer_pause: 0.0,
         scenario: Scenario::RunLoad,
+        day_peaks: None,
     })
 }
 
@@ -132,12 +133,16 @@ fn run_load(
 pub enum Scenario {
     RunLoad = 0,
     DeadlockTest = 1,
+    Ramp = 2,
+    TradingDay = 3,
 }
 
 impl Scenario {
     pub fn from_code(code: u8) -> Self {
         match code {
             1 => Scenario::DeadlockTest,
+            2 => Scenario::Ramp,
+            3 => Scenario::TradingDay,
             _ => Scenario::RunLoad,
         }
     }
@@ -146,6 +151,8 @@ impl Scenario {
         match self {
             Scenario::RunLoad => None,
             Scenario::DeadlockTest => Some("deadlock_test"),
+            Scenario::Ramp => Some("ramp"),
+            Scenario::TradingDay => Some("simulate_trading_day"),
         }
     }
 }
@@ -163,6 +170,8 @@ pub struct RunRequest {
     pub hot_accounts: i64,
     pub transfer_pause: f64,
     pub scenario: Scenario,
+    /// simulate_trading_day's peak hours (bit h = hour h), when the rate follows a day
+    pub day_peaks: Option<u32>,
 }
 
 /// Start the workers of a run (and with `wait`, wait for its end). Returns the run id.
@@ -255,6 +264,8 @@ pub fn start_run(req: RunRequest) -> i64 {
         hot_accounts: req.hot_accounts,
         transfer_pause: req.transfer_pause,
         scenario: req.scenario as u8,
+        day_profile: req.day_peaks.is_some(),
+        day_peaks: req.day_peaks.unwrap_or(0),
         slow_ms: gucs::SLOW_QUERY_THRESHOLD_MS.get(),
         index_hits_start: index_blocks.0,
         index_reads_start: index_blocks.1,
@@ -704,6 +715,7 @@ fn deadlock_test(
         hot_accounts: accounts as i64,
         transfer_pause: pause,
         scenario: Scenario::DeadlockTest,
+        day_peaks: None,
     });
     let after = total();
     let figure = |key: &str| -> i64 {
@@ -731,4 +743,179 @@ fn interval_seconds(interval: Interval) -> f64 {
     Spi::get_one_with_args::<f64>("SELECT extract(epoch FROM $1)::float8", &[interval.into()])
         .expect("reading an interval")
         .unwrap_or(0.0)
+}
+
+/// The seed's incremental load test: one run of `step` per entry of `workers`, in order, until the
+/// error rate goes over `max_error_rate` (that step is marked `degraded` and the ramp stops there).
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_unsafe)]
+fn ramp(
+    workers: Vec<Option<i32>>,
+    step: default!(Interval, "'30 seconds'"),
+    max_error_rate: default!(f64, 0.01),
+    mix: default!(Option<pgrx::JsonB>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(step, i32),
+        name!(workers, i32),
+        name!(run_id, i64),
+        name!(ops_per_sec, f64),
+        name!(p99_ms, f64),
+        name!(error_rate, f64),
+        name!(degraded, bool),
+    ),
+> {
+    const F: &str = "ramp";
+    require_preload(F);
+    if workers.is_empty() {
+        invalid(
+            "workers must list at least one worker count".into(),
+            "Pass the steps, e.g. workers => '{1,2,4,8}'.",
+        );
+    }
+    let counts: Vec<usize> = workers
+        .iter()
+        .map(|w| match w {
+            None => invalid(
+                "workers must not contain NULL".into(),
+                "Pass the steps, e.g. workers => '{1,2,4,8}'.",
+            ),
+            Some(k) => crate::generate::parallel::worker_count(F, Some(*k)).or_raise(),
+        })
+        .collect();
+    let seconds = interval_seconds(step);
+    if !(seconds > 0.0 && seconds * counts.len() as f64 <= MAX_DURATION_SECONDS) {
+        invalid(
+            format!("step must be positive and all steps at most 7 days, got {seconds} s"),
+            "Pass an interval such as '30 seconds'.",
+        );
+    }
+    if !(0.0..=1.0).contains(&max_error_rate) {
+        invalid(
+            format!("max_error_rate must be between 0 and 1, got {max_error_rate}"),
+            "The seed degrades at 1% errors: max_error_rate => 0.01.",
+        );
+    }
+    let weights = match &mix {
+        None => ops::default_mix(),
+        Some(m) => ops::parse_mix(&m.0)
+            .map_err(|e| StressError::invalid(F, e, "See README.md, \"Load runs\"."))
+            .or_raise(),
+    };
+    let mut rows = Vec::new();
+    for (i, &k) in counts.iter().enumerate() {
+        let run_id = start_run(RunRequest {
+            seconds,
+            workers: k,
+            rate: None,
+            weights,
+            isolation: pg_sys::XACT_READ_COMMITTED as i32,
+            max_retries: gucs::DEADLOCK_RETRY_ATTEMPTS.get(),
+            wait: true,
+            seed: None,
+            hot_accounts: 0,
+            transfer_pause: 0.0,
+            scenario: Scenario::Ramp,
+            day_peaks: None,
+        });
+        let figure = |expr: &str| -> f64 {
+            Spi::get_one_with_args::<f64>(
+                &format!(
+                    "SELECT coalesce((SELECT ({expr})::float8 FROM stress.results
+                                      WHERE run_id = $1 AND name = 'total'), 0)"
+                ),
+                &[run_id.into()],
+            )
+            .expect("reading a step's figures")
+            .unwrap_or(0.0)
+        };
+        let ops = figure("ops_per_sec");
+        let p99 = figure("p99_ms");
+        let error_rate = figure("errors::float8 / greatest(calls, 1)");
+        let degraded = error_rate > max_error_rate;
+        rows.push((
+            i as i32 + 1,
+            k as i32,
+            run_id,
+            ops,
+            p99,
+            error_rate,
+            degraded,
+        ));
+        if degraded {
+            break;
+        }
+    }
+    TableIterator::new(rows)
+}
+
+/// The seed's production simulation: a trading day compressed into `duration`, orders and trades
+/// arriving (open model) at `orders_per_second` and `trades_per_second` in an ordinary hour, four
+/// times that in `peak_hours`, a quarter of it at night (hours 0–5).
+#[pg_extern(volatile, parallel_unsafe)]
+fn simulate_trading_day(
+    duration: Interval,
+    peak_hours: default!(Vec<Option<i32>>, "'{9,10,14,15}'"),
+    orders_per_second: default!(f64, 100.0),
+    trades_per_second: default!(f64, 50.0),
+    workers: default!(i32, 4),
+    wait: default!(bool, true),
+) -> i64 {
+    const F: &str = "simulate_trading_day";
+    require_preload(F);
+    let seconds = interval_seconds(duration);
+    if !(seconds > 0.0 && seconds <= MAX_DURATION_SECONDS) {
+        invalid(
+            format!("duration must be positive and at most 7 days, got {seconds} s"),
+            "A day compressed into e.g. '24 minutes' (an hour a minute).",
+        );
+    }
+    let mut peaks = 0u32;
+    for hour in &peak_hours {
+        match hour {
+            Some(h) if (0..24).contains(h) => peaks |= 1 << h,
+            other => invalid(
+                format!("peak_hours must be hours 0–23, got {other:?}"),
+                "Pass e.g. '{9,10,14,15}' (market open and close).",
+            ),
+        }
+    }
+    for (name, rate) in [
+        ("orders_per_second", orders_per_second),
+        ("trades_per_second", trades_per_second),
+    ] {
+        if !(rate.is_finite() && rate >= 0.0) {
+            invalid(
+                format!("{name} must be a non-negative number, got {rate}"),
+                "They are the rates of an ordinary hour; peak hours get four times as many.",
+            );
+        }
+    }
+    if orders_per_second + trades_per_second <= 0.0 {
+        invalid(
+            "orders_per_second and trades_per_second are both zero".into(),
+            "Give the day some activity, e.g. orders_per_second => 100.",
+        );
+    }
+    let k = crate::generate::parallel::worker_count(F, Some(workers)).or_raise();
+    let mut weights = [0.0; ops::OPS.len()];
+    let total = orders_per_second + trades_per_second;
+    weights[ops::Op::PlaceOrder.index()] = orders_per_second / total;
+    weights[ops::Op::ExecuteTrade.index()] = trades_per_second / total;
+    start_run(RunRequest {
+        seconds,
+        workers: k,
+        // the peak rate: a day's profile keeps each arrival with probability weight / 4
+        rate: Some(total * 4.0),
+        weights,
+        isolation: pg_sys::XACT_READ_COMMITTED as i32,
+        max_retries: gucs::DEADLOCK_RETRY_ATTEMPTS.get(),
+        wait,
+        seed: None,
+        hot_accounts: 0,
+        transfer_pause: 0.0,
+        scenario: Scenario::TradingDay,
+        day_peaks: Some(peaks),
+    })
 }

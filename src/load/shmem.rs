@@ -51,6 +51,10 @@ pub struct RunSlot {
     pub transfer_pause: f64,
     /// what started the run: a plain run_load, or a scenario (see load::Scenario)
     pub scenario: u8,
+    /// simulate_trading_day: the open model's rate follows a day compressed into the run — hour h
+    /// (bit h of day_peaks set) ×4, night hours 0–5 ×¼, others ×1; `rate` is the ×4 rate
+    pub day_profile: bool,
+    pub day_peaks: u32,
     /// operations slower than this count as slow (the caller's stress.slow_query_threshold_ms)
     pub slow_ms: i32,
     /// the data schema's index block hits and reads when the run started (pg_statio)
@@ -101,6 +105,8 @@ impl Default for RunSlot {
             hot_accounts: 0,
             transfer_pause: 0.0,
             scenario: 0,
+            day_profile: false,
+            day_peaks: 0,
             slow_ms: 100,
             index_hits_start: 0,
             index_reads_start: 0,

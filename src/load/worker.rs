@@ -130,6 +130,7 @@ pub fn parameters(slot: &RunSlot) -> serde_json::Value {
         "seed": slot.seed,
         "schema": slot.schema(),
         "scenario": super::Scenario::from_code(slot.scenario).name(),
+        "peak_hours": slot.day_profile.then(|| (0..24).filter(|h| slot.day_peaks & (1 << h) != 0).collect::<Vec<u32>>()),
     })
 }
 
@@ -281,10 +282,20 @@ fn run_loop(
     loop {
         if let Some(gaps) = &gaps {
             intended += gaps.sample(&mut rng);
-            let wait_us = intended as i64 - now();
             if intended as i64 >= config.deadline {
                 break;
             }
+            // A day's profile: arrivals come at the peak rate and are kept with probability
+            // (this hour's weight / the peak weight), a Poisson process of the varying rate.
+            if config.day_profile {
+                let share = (intended - config.started_at as f64)
+                    / (config.deadline - config.started_at) as f64;
+                let weight = day_weight(config.day_peaks, (share * 24.0) as u32);
+                if rng.random::<f64>() * 4.0 >= weight {
+                    continue;
+                }
+            }
+            let wait_us = intended as i64 - now();
             if wait_us > 1000 {
                 sleep_ms(wait_us / 1000);
             }
@@ -374,6 +385,17 @@ fn run_loop(
     }
     (terminated || BackgroundWorker::sigterm_received())
         .then(|| format!("worker {} was terminated (SIGTERM)", worker + 1))
+}
+
+/// How busy hour `hour` of a simulated trading day is: peak hours ×4, night (0–5) ×¼, others ×1.
+pub fn day_weight(peaks: u32, hour: u32) -> f64 {
+    if peaks & (1 << hour.min(23)) != 0 {
+        4.0
+    } else if hour < 6 {
+        0.25
+    } else {
+        1.0
+    }
 }
 
 /// What a worker adds to its run's live figures (counts and latencies since it last published).
