@@ -1182,3 +1182,88 @@ fn a_simulated_trading_day_follows_its_peak_hours() {
         ("simulate_trading_day".into(), "[9, 10, 14, 15]".into())
     );
 }
+
+#[test]
+fn custom_transactions_stress_your_own_schema() {
+    let mut client = load_database("it_custom");
+    client
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL DEFAULT 0, tag text);
+             INSERT INTO items SELECT g, 0, NULL FROM generate_series(1, 1000) g;
+             CREATE TABLE hits (item int, tag text)",
+        )
+        .unwrap();
+    let run_id: i64 = client
+        .query_one(
+            r#"SELECT stress.run_load('2 seconds', workers => 2, transactions => '[
+                 {"name": "lookup", "sql": "SELECT n FROM items WHERE id = $1",
+                  "params": [{"distribution": "uniform", "min": 1, "max": 1000}], "weight": 3},
+                 {"name": "touch", "sql": ["UPDATE items SET n = n + 1, tag = $2 WHERE id = $1",
+                                            "INSERT INTO hits VALUES ($1, $2)"],
+                  "params": [{"distribution": "zipf", "n": 1000, "s": 1.1}, {"values": ["a", "b"]}]}]')"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let rows = client
+        .query(
+            "SELECT name, calls, errors FROM stress.results WHERE run_id = $1 ORDER BY id",
+            &[&run_id],
+        )
+        .unwrap();
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        names,
+        ["lookup", "touch", "total"],
+        "only the custom transactions ran"
+    );
+    let (lookups, touches): (i64, i64) = (rows[0].get(1), rows[1].get(1));
+    assert!(rows.iter().all(|r| r.get::<_, i64>(2) == 0));
+    assert!(
+        lookups > 2 * touches && touches > 0,
+        "{lookups} lookups, {touches} touches (3:1)"
+    );
+    // Both statements of a touch ran, with the same values, in one transaction each.
+    assert_eq!(count(&mut client, "SELECT count(*) FROM hits"), touches);
+    assert_eq!(count(&mut client, "SELECT sum(n) FROM items"), touches);
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM hits h JOIN items i ON i.id = h.item WHERE h.item BETWEEN 1 AND 1000"
+        ),
+        touches
+    );
+    // zipf: item 1 is the most touched.
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT item::int8 FROM hits GROUP BY item ORDER BY count(*) DESC, item LIMIT 1"
+        ),
+        1
+    );
+    for (sql, code) in [
+        (
+            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "x", "sql": "SELEC 1"}]')"#,
+            SqlState::SYNTAX_ERROR,
+        ),
+        (
+            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "x", "sql": "SELECT * FROM nowhere"}]')"#,
+            SqlState::UNDEFINED_TABLE,
+        ),
+        (
+            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "place_order", "sql": "SELECT 1"}]')"#,
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+        (
+            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "x", "sql": "SELECT $1", "params": [{"distribution": "poisson"}]}]')"#,
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+        (
+            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "x", "sql": "SELECT 1", "weight": 0}]')"#,
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+    ] {
+        let err = client.batch_execute(sql).unwrap_err();
+        assert_eq!(err.code(), Some(&code), "{sql}: {err}");
+    }
+}

@@ -2,6 +2,7 @@
 //! against the generated tables and record true latency percentiles; `stress.cancel` and
 //! `stress.wait` control a run from any session.
 
+mod custom;
 pub mod ops;
 mod recovery;
 mod report;
@@ -71,6 +72,7 @@ fn run_load(
     max_retries: default!(Option<i32>, "NULL"),
     wait: default!(bool, true),
     seed: default!(Option<i64>, "NULL"),
+    transactions: default!(Option<pgrx::JsonB>, "NULL"),
 ) -> i64 {
     const F: &str = "run_load";
     require_preload(F);
@@ -89,14 +91,63 @@ fn run_load(
             "Leave rate NULL for the closed model (each worker back to back).",
         );
     }
-    let weights = match &mix {
-        None => ops::default_mix(),
-        Some(m) => ops::parse_mix(&m.0)
+    let customs = match &transactions {
+        None => Vec::new(),
+        Some(t) => {
+            let names: Vec<&str> = ops::OPS.iter().map(|o| o.name()).collect();
+            custom::parse(&t.0, &names)
+                .map_err(|e| StressError::invalid(F, e, "See README.md, \"Custom transactions\"."))
+                .or_raise()
+        }
+    };
+    let weights = match (&mix, customs.is_empty()) {
+        (None, true) => ops::default_mix(),
+        // Custom transactions alone: no built-in operation unless a mix asks for some.
+        (None, false) => [0.0; ops::OPS.len()],
+        (Some(m), _) => ops::parse_mix(&m.0)
             .map_err(|e| {
                 StressError::invalid(F, e, "See README.md, \"Load runs\", for the operations.")
             })
             .or_raise(),
     };
+    if weights.iter().sum::<f64>() + customs.iter().map(|c| c.weight).sum::<f64>() <= 0.0 {
+        invalid(
+            "the weights of the mix and the transactions add up to zero".into(),
+            "Give at least one operation or transaction a weight.",
+        );
+    }
+    let custom_json = transactions.map(|t| t.0.to_string()).unwrap_or_default();
+    if custom_json.len() > custom::MAX_BYTES {
+        invalid(
+            format!(
+                "transactions take {} bytes of JSON, more than {}",
+                custom_json.len(),
+                custom::MAX_BYTES
+            ),
+            "Put long SQL in a function and call that from the transaction.",
+        );
+    }
+    // Parse and analyse each statement now, so that a typo or a missing table fails this call
+    // rather than every operation of the run.
+    if !customs.is_empty() {
+        Spi::connect(|client| {
+            for c in &customs {
+                let types: Vec<pgrx::PgOid> = c.params.iter().map(|p| p.pg_type()).collect();
+                for sql in &c.statements {
+                    client.prepare_mut(sql.as_str(), &types)?;
+                }
+            }
+            Ok::<_, pgrx::spi::SpiError>(())
+        })
+        .map_err(|e| {
+            StressError::invalid(
+                F,
+                format!("transactions: {e}"),
+                "Check the statements' SQL.",
+            )
+        })
+        .or_raise();
+    }
     let Some(isolation_level) = parse_isolation(&isolation) else {
         invalid(
             format!(
@@ -125,6 +176,7 @@ fn run_load(
         transfer_pause: 0.0,
         scenario: Scenario::RunLoad,
         day_peaks: None,
+        custom: custom_json,
     })
 }
 
@@ -172,6 +224,8 @@ pub struct RunRequest {
     pub scenario: Scenario,
     /// simulate_trading_day's peak hours (bit h = hour h), when the rate follows a day
     pub day_peaks: Option<u32>,
+    /// custom transactions, as JSON (validated)
+    pub custom: String,
 }
 
 /// Start the workers of a run (and with `wait`, wait for its end). Returns the run id.
@@ -266,12 +320,14 @@ pub fn start_run(req: RunRequest) -> i64 {
         scenario: req.scenario as u8,
         day_profile: req.day_peaks.is_some(),
         day_peaks: req.day_peaks.unwrap_or(0),
+        custom_len: req.custom.len() as u32,
         slow_ms: gucs::SLOW_QUERY_THRESHOLD_MS.get(),
         index_hits_start: index_blocks.0,
         index_reads_start: index_blocks.1,
         ..RunSlot::default()
     };
     slot.set_schema(&schema);
+    slot.custom[..req.custom.len()].copy_from_slice(req.custom.as_bytes());
     let index = {
         let mut table = RUNS.exclusive();
         let Some(index) = table.slots.iter().position(|s| s.phase == Phase::Free) else {
@@ -716,6 +772,7 @@ fn deadlock_test(
         transfer_pause: pause,
         scenario: Scenario::DeadlockTest,
         day_peaks: None,
+        custom: String::new(),
     });
     let after = total();
     let figure = |key: &str| -> i64 {
@@ -818,6 +875,7 @@ fn ramp(
             transfer_pause: 0.0,
             scenario: Scenario::Ramp,
             day_peaks: None,
+            custom: String::new(),
         });
         let figure = |expr: &str| -> f64 {
             Spi::get_one_with_args::<f64>(
@@ -917,5 +975,6 @@ fn simulate_trading_day(
         transfer_pause: 0.0,
         scenario: Scenario::TradingDay,
         day_peaks: Some(peaks),
+        custom: String::new(),
     })
 }

@@ -55,6 +55,9 @@ pub struct RunSlot {
     /// (bit h of day_peaks set) ×4, night hours 0–5 ×¼, others ×1; `rate` is the ×4 rate
     pub day_profile: bool,
     pub day_peaks: u32,
+    /// custom transactions (see load::custom), as JSON
+    pub custom: [u8; super::custom::MAX_BYTES],
+    pub custom_len: u32,
     /// operations slower than this count as slow (the caller's stress.slow_query_threshold_ms)
     pub slow_ms: i32,
     /// the data schema's index block hits and reads when the run started (pg_statio)
@@ -107,6 +110,8 @@ impl Default for RunSlot {
             scenario: 0,
             day_profile: false,
             day_peaks: 0,
+            custom: [0; super::custom::MAX_BYTES],
+            custom_len: 0,
             slow_ms: 100,
             index_hits_start: 0,
             index_reads_start: 0,
@@ -129,6 +134,18 @@ impl RunSlot {
     pub fn schema(&self) -> String {
         let end = self.schema.iter().position(|&b| b == 0).unwrap_or(64);
         String::from_utf8_lossy(&self.schema[..end]).into_owned()
+    }
+
+    /// The run's custom transactions (validated by the caller).
+    pub fn customs(&self) -> Vec<super::custom::Custom> {
+        let bytes = &self.custom[..self.custom_len as usize];
+        if bytes.is_empty() {
+            return Vec::new();
+        }
+        serde_json::from_slice(bytes)
+            .ok()
+            .and_then(|v| super::custom::parse(&v, &[]).ok())
+            .unwrap_or_default()
     }
 
     pub fn set_schema(&mut self, schema: &str) {

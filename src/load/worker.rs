@@ -112,6 +112,14 @@ fn slot_of(run_id: i64, database: pg_sys::Oid, index: usize) -> Option<RunSlot> 
     holds(&slot, run_id, database).then_some(slot)
 }
 
+/// What a run measures, in order: the built-in operations, then its custom transactions.
+fn task_names(config: &RunSlot) -> Vec<String> {
+    OPS.iter()
+        .map(|o| o.name().to_owned())
+        .chain(config.customs().into_iter().map(|c| c.name))
+        .collect()
+}
+
 /// The run's parameters as recorded in `stress.runs`, rebuilt from its slot.
 pub fn parameters(slot: &RunSlot) -> serde_json::Value {
     let mix: serde_json::Map<String, serde_json::Value> = OPS
@@ -130,6 +138,9 @@ pub fn parameters(slot: &RunSlot) -> serde_json::Value {
         "seed": slot.seed,
         "schema": slot.schema(),
         "scenario": super::Scenario::from_code(slot.scenario).name(),
+        "transactions": (slot.custom_len > 0).then(|| {
+            serde_json::from_slice::<serde_json::Value>(&slot.custom[..slot.custom_len as usize]).ok()
+        }),
         "peak_hours": slot.day_profile.then(|| (0..24).filter(|h| slot.day_peaks & (1 << h) != 0).collect::<Vec<u32>>()),
     })
 }
@@ -158,7 +169,9 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
         pg_sys::SetUserIdAndSecContext(config.current_user, config.security_context);
         pg_sys::DefaultXactIsoLevel = config.isolation;
     }
-    let mut stats: Vec<OpStats> = vec![OpStats::default(); OPS.len()];
+    let customs = config.customs();
+    let names = task_names(&config);
+    let mut stats: Vec<OpStats> = vec![OpStats::default(); names.len()];
     // When this worker's loop ran: the run's seconds are from the first start to the last end.
     let (mut loop_start, mut loop_end) = (now(), now());
 
@@ -166,7 +179,7 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
         if worker == 0 {
             register_run(&config);
         }
-        Spi::connect(|client| Plans::prepare(client, &config.schema()))
+        Spi::connect(|client| Plans::prepare(client, &config.schema(), customs.clone()))
     });
     let stop_reason = match plans {
         Ok(Ok(plans)) => {
@@ -199,7 +212,14 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
     let window = (loop_start, loop_end);
     let saved = in_transaction(|| {
         as_bookkeeper(|| {
-            save_worker_results(run_id, worker, window, &stats, stop_reason.as_deref())
+            save_worker_results(
+                run_id,
+                worker,
+                window,
+                &names,
+                &stats,
+                stop_reason.as_deref(),
+            )
         })
     });
     if let Err(report) = saved {
@@ -267,7 +287,14 @@ fn run_loop(
         },
     };
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ (0x10AD_0000 + worker as u64));
-    let pick = WeightedIndex::new(config.weights).expect("weights were validated");
+    // Built-in operations, then the custom transactions: one weighted choice over all of them.
+    let weights: Vec<f64> = config
+        .weights
+        .iter()
+        .copied()
+        .chain(config.customs().iter().map(|c| c.weight))
+        .collect();
+    let pick = WeightedIndex::new(&weights).expect("weights were validated");
     // Open model: Poisson arrivals at this worker's share of the rate, scheduled by intended start.
     let gaps = (config.rate > 0.0)
         .then(|| Exp::new(config.rate / workers as f64 / 1e6).expect("positive rate"));
@@ -305,8 +332,8 @@ fn run_loop(
         if started >= config.deadline || terminated {
             break;
         }
-        let op = OPS[pick.sample(&mut rng)];
-        let s = &mut stats[op.index()];
+        let task = pick.sample(&mut rng);
+        let s = &mut stats[task];
         s.calls += 1;
         let mut attempt = 0;
         loop {
@@ -317,7 +344,10 @@ fn run_loop(
                         c"pg_stress load operation".as_ptr(),
                     )
                 };
-                Spi::connect_mut(|client| plans.execute(client, op, &mut work, &mut rng))
+                Spi::connect_mut(|client| match OPS.get(task) {
+                    Some(&op) => plans.execute(client, op, &mut work, &mut rng),
+                    None => plans.execute_custom(client, task - OPS.len(), &mut rng),
+                })
             });
             match outcome {
                 Ok(Ok(())) => {
@@ -550,11 +580,12 @@ fn save_worker_results(
     run_id: i64,
     worker: u32,
     (loop_start, loop_end): (pg_sys::TimestampTz, pg_sys::TimestampTz),
+    names: &[String],
     stats: &[OpStats],
     stop_reason: Option<&str>,
 ) {
     let ts = |t: pg_sys::TimestampTz| TimestampWithTimeZone::try_from(t).expect("valid time");
-    for (op, s) in OPS.iter().zip(stats) {
+    for (name, s) in names.iter().zip(stats) {
         if s.calls == 0 && stop_reason.is_none() {
             continue;
         }
@@ -567,7 +598,7 @@ fn save_worker_results(
             &[
                 run_id.into(),
                 (worker as i32).into(),
-                op.name().into(),
+                name.as_str().into(),
                 s.calls.into(),
                 s.successes.into(),
                 s.failures.into(),
@@ -623,13 +654,14 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
             })
     })
     .expect("reading the workers' results");
-    let mut merged: Vec<OpStats> = vec![OpStats::default(); OPS.len()];
+    let names = task_names(config);
+    let mut merged: Vec<OpStats> = vec![OpStats::default(); names.len()];
     let mut stop_reason = None;
     for (name, s, stop) in rows {
         if stop.is_some() && stop_reason.is_none() {
             stop_reason = stop;
         }
-        let Some(op) = OPS.iter().position(|o| o.name() == name) else {
+        let Some(op) = names.iter().position(|n| *n == name) else {
             continue;
         };
         let m = &mut merged[op];
@@ -656,19 +688,11 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
     .unwrap_or(0.0)
     .max(1e-6);
     let slow_us = config.slow_ms.max(0) as u64 * 1000;
-    for (op, m) in OPS.iter().zip(&merged) {
+    for (name, m) in names.iter().zip(&merged) {
         if m.calls == 0 {
             continue;
         }
-        insert_result(
-            run_id,
-            op.name(),
-            m,
-            seconds,
-            config.rate > 0.0,
-            slow_us,
-            None,
-        );
+        insert_result(run_id, name, m, seconds, config.rate > 0.0, slow_us, None);
     }
     let total = merged.iter().fold(OpStats::default(), |mut t, m| {
         t.calls += m.calls;
