@@ -200,7 +200,8 @@ echo "   through run_load, same SQL, same concurrency, ${LOAD_SECONDS:=10} s eac
 sql "DROP SCHEMA IF EXISTS stress_data CASCADE" >/dev/null
 sql "SELECT count(*) FROM stress.generate_dataset(orders => 1000000, seed => 1, workers => 2)" >/dev/null
 # Plenty of OPEN orders to fill: each execute_trade fills one.
-sql "UPDATE stress_data.orders SET status = 'OPEN' WHERE status IN ('CANCELLED', 'REJECTED'); VACUUM ANALYZE" >/dev/null
+sql "UPDATE stress_data.orders SET status = 'OPEN' WHERE status IN ('CANCELLED', 'REJECTED')" >/dev/null
+sql "VACUUM ANALYZE" >/dev/null
 accounts=$(sql "SELECT max(id) FROM stress_data.accounts")
 load_ratios=()
 for c in 2 8; do

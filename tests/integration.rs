@@ -646,11 +646,17 @@ fn a_load_worker_killed_with_sigterm_fails_its_run_instead_of_hanging() {
     let worker: i32 = loop {
         let rows = client
             .query(
-                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_stress load' AND datname = $1",
+                "SELECT pid, application_name FROM pg_stat_activity
+                 WHERE backend_type = 'pg_stress load' AND datname = $1 ORDER BY application_name",
                 &[&DB],
             )
             .unwrap();
-        if rows.len() == 2 {
+        if rows.len() == 2 && !rows[0].get::<_, String>(1).is_empty() {
+            // Each worker says which run it belongs to.
+            assert_eq!(
+                rows[0].get::<_, String>(1),
+                format!("pg_stress load run {run_id} worker 1/2")
+            );
             break rows[0].get(0);
         }
         assert!(Instant::now() < deadline, "the load workers never started");
@@ -1266,4 +1272,63 @@ fn custom_transactions_stress_your_own_schema() {
         let err = client.batch_execute(sql).unwrap_err();
         assert_eq!(err.code(), Some(&code), "{sql}: {err}");
     }
+}
+
+#[test]
+fn cancelling_a_waiting_run_load_cancels_its_run() {
+    let mut client = load_database("it_load_timeout");
+    client
+        .batch_execute("SET statement_timeout = '1500ms'")
+        .unwrap();
+    let started = Instant::now();
+    let err = client
+        .batch_execute("SELECT stress.run_load('60 seconds', workers => 2)")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
+    client.batch_execute("RESET statement_timeout").unwrap();
+    // The run goes on without its caller only until its workers see the cancel.
+    let run_id = count(
+        &mut client,
+        "SELECT max(id) FROM stress.runs WHERE kind = 'run_load'",
+    );
+    let status: String = client
+        .query_one("SELECT stress.wait($1)", &[&run_id])
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "cancelled");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn custom_transactions_see_the_callers_search_path() {
+    let mut client = load_database("it_custom_path");
+    client
+        .batch_execute(
+            "CREATE SCHEMA app; CREATE TABLE app.counters (id int PRIMARY KEY, n int NOT NULL);
+             INSERT INTO app.counters VALUES (1, 0); SET search_path = app, public",
+        )
+        .unwrap();
+    let run_id: i64 = client
+        .query_one(
+            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "bump", "sql": "UPDATE counters SET n = n + 1 WHERE id = 1"}]')"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let (calls, errors): (i64, i64) = client
+        .query_one(
+            "SELECT calls, errors FROM stress.results WHERE run_id = $1 AND name = 'bump'",
+            &[&run_id],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert!(calls > 0 && errors == 0, "{calls} calls, {errors} errors");
+    assert_eq!(
+        count(&mut client, "SELECT n::int8 FROM app.counters"),
+        calls
+    );
 }

@@ -327,6 +327,16 @@ pub fn start_run(req: RunRequest) -> i64 {
         ..RunSlot::default()
     };
     slot.set_schema(&schema);
+    let search_path = Spi::get_one::<String>("SELECT current_setting('search_path')")
+        .expect("reading search_path")
+        .unwrap_or_default();
+    if search_path.len() > 1023 {
+        invalid(
+            "search_path is longer than 1023 bytes".into(),
+            "Shorten it (SET search_path = …) before starting the run: the workers take it on.",
+        );
+    }
+    slot.set_search_path(&search_path);
     slot.custom[..req.custom.len()].copy_from_slice(req.custom.as_bytes());
     let index = {
         let mut table = RUNS.exclusive();

@@ -65,6 +65,8 @@ pub struct RunSlot {
     pub index_reads_start: i64,
     /// the data schema, NUL-terminated
     pub schema: [u8; 64],
+    /// the caller's search_path (custom transactions resolve names as the caller would)
+    pub search_path: [u8; 1024],
     /// live totals, updated by the workers about every 100 ms
     pub ops: u64,
     pub errors: u64,
@@ -116,6 +118,7 @@ impl Default for RunSlot {
             index_hits_start: 0,
             index_reads_start: 0,
             schema: [0; 64],
+            search_path: [0; 1024],
             ops: 0,
             errors: 0,
             workers_looping: 0,
@@ -146,6 +149,21 @@ impl RunSlot {
             .ok()
             .and_then(|v| super::custom::parse(&v, &[]).ok())
             .unwrap_or_default()
+    }
+
+    pub fn search_path(&self) -> String {
+        let end = self
+            .search_path
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(1024);
+        String::from_utf8_lossy(&self.search_path[..end]).into_owned()
+    }
+
+    pub fn set_search_path(&mut self, path: &str) {
+        self.search_path = [0; 1024];
+        let n = path.len().min(1023);
+        self.search_path[..n].copy_from_slice(&path.as_bytes()[..n]);
     }
 
     pub fn set_schema(&mut self, schema: &str) {

@@ -176,6 +176,22 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
     let (mut loop_start, mut loop_end) = (now(), now());
 
     let plans = in_transaction(|| {
+        // The caller's search_path, so custom transactions resolve names as the caller's did; and
+        // no operation may outlive the run by much (one waiting on a lock the caller holds, say).
+        let timeout_ms = ((config.deadline - now()) / 1000).max(0) + 10_000;
+        // And a name in pg_stat_activity.application_name that says which run this is.
+        let name = format!(
+            "pg_stress load run {} worker {}/{}",
+            config.run_id,
+            worker + 1,
+            config.workers
+        );
+        Spi::run_with_args(
+            "SELECT set_config('search_path', $1, false), set_config('statement_timeout', $2, false),
+                    set_config('application_name', $3, false)",
+            &[config.search_path().into(), timeout_ms.to_string().into(), name.into()],
+        )
+        .expect("setting the worker's search_path, statement_timeout and application_name");
         if worker == 0 {
             register_run(&config);
         }
