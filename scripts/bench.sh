@@ -204,16 +204,24 @@ sql "UPDATE stress_data.orders SET status = 'OPEN' WHERE status IN ('CANCELLED',
 sql "VACUUM ANALYZE" >/dev/null
 accounts=$(sql "SELECT max(id) FROM stress_data.accounts")
 load_ratios=()
-for c in 2 8; do
+# pgbench's tps and run_load's ops/s for concurrency $1, with synchronous_commit $2 for both (a
+# database setting: pgbench's sessions and run_load's workers both take it).
+compare() {
+  local conc=$1 sync=$2 tps run ops
+  sql "ALTER DATABASE $db SET synchronous_commit = $sync" >/dev/null
   sql "CHECKPOINT" >/dev/null
-  tps=$(/usr/lib/postgresql/15/bin/pgbench -n -M prepared -c "$c" -j 2 -T "$LOAD_SECONDS" -D accounts="$accounts" \
+  tps=$(/usr/lib/postgresql/15/bin/pgbench -n -M prepared -c "$conc" -j 2 -T "$LOAD_SECONDS" -D accounts="$accounts" \
           -f bench/execute_trade.pgbench "$db" 2>&1 | awk '/^tps = / { print $3 }')
   sql "CHECKPOINT" >/dev/null
-  run=$(sql "SELECT stress.run_load('$LOAD_SECONDS seconds', workers => $c, mix => '{\"execute_trade\": 1}')")
+  run=$(sql "SELECT stress.run_load('$LOAD_SECONDS seconds', workers => $conc, mix => '{\"execute_trade\": 1}')")
   ops=$(sql "SELECT round(ops_per_sec::numeric, 1) FROM stress.results WHERE run_id = $run AND name = 'total'")
-  load_ratios+=("c$c=$(ratio "$ops" "$tps")")
-  echo "   concurrency $c: pgbench $tps tps, run_load $ops ops/s  -> RATIO run_load / pgbench = $(ratio "$ops" "$tps")   (must be >= 1.3)"
-done
+  load_ratios+=("c$conc/sync_$sync=$(ratio "$ops" "$tps")")
+  echo "   concurrency $conc, synchronous_commit $sync: pgbench $tps tps, run_load $ops ops/s  -> RATIO run_load / pgbench = $(ratio "$ops" "$tps")   (must be >= 1.3)"
+}
+for conc in 2 8; do compare "$conc" on; done
+echo "   (with synchronous_commit on, 8 sessions are bound by WAL flushes — LWLock:WALWrite — for both alike)"
+for conc in 2 8; do compare "$conc" off; done
+sql "ALTER DATABASE $db RESET synchronous_commit" >/dev/null
 echo "== load: open model at 1000 ops/s for 30 s (default mix, 4 workers), and the server's commit count"
 commits() { sql "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"; }
 before=$(commits)

@@ -894,7 +894,9 @@ fn a_running_load_shows_in_stress_progress_and_leaves_one_sample_per_second() {
     for s in &samples {
         let (ops, p50, p99): (i64, f64, f64) = (s.get(0), s.get(2), s.get(3));
         assert!(ops > 0 && 0.0 < p50 && p50 <= p99, "{ops} {p50} {p99}");
-        assert!(s.get::<_, i64>(5) >= 3, "this session and 2 workers");
+        // This session and the sampling worker at least (near the end the other may be gone);
+        // the run's peak below counts both workers.
+        assert!(s.get::<_, i64>(5) >= 2, "connections in a sample");
     }
     let sampled: i64 = samples.iter().map(|s| s.get::<_, i64>(0)).sum();
     let total = count(

@@ -49,8 +49,8 @@ fn parse_isolation(text: &str) -> Option<i32> {
     } as i32)
 }
 
-fn invalid(message: String, hint: &str) -> ! {
-    StressError::invalid("run_load", message, hint.to_owned()).raise()
+fn invalid(function: &'static str, message: String, hint: &str) -> ! {
+    StressError::invalid(function, message, hint.to_owned()).raise()
 }
 
 fn require_preload(function: &'static str) {
@@ -80,6 +80,7 @@ fn run_load(
     let seconds = interval_seconds(duration);
     if !(seconds > 0.0 && seconds <= MAX_DURATION_SECONDS) {
         invalid(
+            F,
             format!("duration must be positive and at most 7 days, got {seconds} s"),
             "Pass an interval such as '30 seconds' or '10 minutes'.",
         );
@@ -87,6 +88,7 @@ fn run_load(
     let k = crate::generate::parallel::worker_count(F, Some(workers)).or_raise();
     if let Some(r) = rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
         invalid(
+            F,
             format!("rate must be a positive number of operations per second, got {r}"),
             "Leave rate NULL for the closed model (each worker back to back).",
         );
@@ -112,6 +114,7 @@ fn run_load(
     };
     if weights.iter().sum::<f64>() + customs.iter().map(|c| c.weight).sum::<f64>() <= 0.0 {
         invalid(
+            F,
             "the weights of the mix and the transactions add up to zero".into(),
             "Give at least one operation or transaction a weight.",
         );
@@ -119,6 +122,7 @@ fn run_load(
     let custom_json = transactions.map(|t| t.0.to_string()).unwrap_or_default();
     if custom_json.len() > custom::MAX_BYTES {
         invalid(
+            F,
             format!(
                 "transactions take {} bytes of JSON, more than {}",
                 custom_json.len(),
@@ -150,6 +154,7 @@ fn run_load(
     }
     let Some(isolation_level) = parse_isolation(&isolation) else {
         invalid(
+            F,
             format!(
                 "isolation must be read committed, repeatable read or serializable, got \"{isolation}\""
             ),
@@ -159,6 +164,7 @@ fn run_load(
     let max_retries = max_retries.unwrap_or_else(|| gucs::DEADLOCK_RETRY_ATTEMPTS.get());
     if !(0..=1000).contains(&max_retries) {
         invalid(
+            F,
             format!("max_retries must be between 0 and 1000, got {max_retries}"),
             "It is how often a deadlocked or serialization-failed transaction is retried.",
         );
@@ -253,6 +259,7 @@ pub fn start_run(req: RunRequest) -> i64 {
         .unwrap_or(false);
         if !exists {
             invalid(
+                F,
                 format!("{schema}.{table} does not exist"),
                 "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
             );
@@ -271,18 +278,21 @@ pub fn start_run(req: RunRequest) -> i64 {
         == Some(true)
     {
         invalid(
+            F,
             format!("{schema}.positions does not exist"),
             "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
         );
     }
     if accounts < 2 {
         invalid(
+            F,
             format!("{schema}.accounts has {accounts} accounts; trades need at least 2"),
             "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
         );
     }
     if schema.len() > 63 {
         invalid(
+            F,
             "the data schema's name is too long".into(),
             "Use a name of at most 63 bytes.",
         );
@@ -332,6 +342,7 @@ pub fn start_run(req: RunRequest) -> i64 {
         .unwrap_or_default();
     if search_path.len() > 1023 {
         invalid(
+            F,
             "search_path is longer than 1023 bytes".into(),
             "Shorten it (SET search_path = …) before starting the run: the workers take it on.",
         );
@@ -530,6 +541,14 @@ fn close_abandoned_run(run_id: i64, why: &str) {
             table.slots[i] = RunSlot::default();
         }
     }
+    worker::as_bookkeeper(|| {
+        Spi::run_with_args(
+            "UPDATE stress.runs SET status = 'failed', finished_at = clock_timestamp(), error = $2
+             WHERE id = $1 AND status = 'running'",
+            &[run_id.into(), why.into()],
+        )
+        .expect("closing an abandoned run")
+    });
     pgrx::warning!("run_load: run {run_id}: {why}");
 }
 
@@ -712,12 +731,14 @@ fn deadlock_test(
     }
     if workers < 2 {
         invalid(
+            F,
             format!("workers must be at least 2 for a deadlock, got {workers}"),
             "Two workers transferring in opposite directions are enough: workers => 2.",
         );
     }
     if accounts < 2 {
         invalid(
+            F,
             format!("accounts must be at least 2, got {accounts}"),
             "Transfers need two accounts; fewer accounts make deadlocks more likely.",
         );
@@ -725,6 +746,7 @@ fn deadlock_test(
     let seconds = interval_seconds(duration);
     if !(seconds > 0.0 && seconds <= MAX_DURATION_SECONDS) {
         invalid(
+            F,
             format!("duration must be positive and at most 7 days, got {seconds} s"),
             "Pass an interval such as '5 seconds'.",
         );
@@ -732,6 +754,7 @@ fn deadlock_test(
     let pause = interval_seconds(pause);
     if !(0.0..=10.0).contains(&pause) {
         invalid(
+            F,
             format!("pause must be between 0 and 10 seconds, got {pause} s"),
             "It is how long a transfer holds its first lock before taking the second, e.g. '10 milliseconds'.",
         );
@@ -740,6 +763,7 @@ fn deadlock_test(
     let max_retries = max_retries.unwrap_or_else(|| gucs::DEADLOCK_RETRY_ATTEMPTS.get());
     if !(0..=1000).contains(&max_retries) {
         invalid(
+            F,
             format!("max_retries must be between 0 and 1000, got {max_retries}"),
             "It is how often a deadlocked transfer is retried.",
         );
@@ -762,6 +786,7 @@ fn deadlock_test(
     .unwrap_or(false);
     if !available {
         invalid(
+            F,
             format!("{}.accounts does not exist", gucs::data_schema()),
             "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
         );
@@ -837,6 +862,7 @@ fn ramp(
     require_preload(F);
     if workers.is_empty() {
         invalid(
+            F,
             "workers must list at least one worker count".into(),
             "Pass the steps, e.g. workers => '{1,2,4,8}'.",
         );
@@ -845,6 +871,7 @@ fn ramp(
         .iter()
         .map(|w| match w {
             None => invalid(
+                F,
                 "workers must not contain NULL".into(),
                 "Pass the steps, e.g. workers => '{1,2,4,8}'.",
             ),
@@ -854,12 +881,14 @@ fn ramp(
     let seconds = interval_seconds(step);
     if !(seconds > 0.0 && seconds * counts.len() as f64 <= MAX_DURATION_SECONDS) {
         invalid(
+            F,
             format!("step must be positive and all steps at most 7 days, got {seconds} s"),
             "Pass an interval such as '30 seconds'.",
         );
     }
     if !(0.0..=1.0).contains(&max_error_rate) {
         invalid(
+            F,
             format!("max_error_rate must be between 0 and 1, got {max_error_rate}"),
             "The seed degrades at 1% errors: max_error_rate => 0.01.",
         );
@@ -935,6 +964,7 @@ fn simulate_trading_day(
     let seconds = interval_seconds(duration);
     if !(seconds > 0.0 && seconds <= MAX_DURATION_SECONDS) {
         invalid(
+            F,
             format!("duration must be positive and at most 7 days, got {seconds} s"),
             "A day compressed into e.g. '24 minutes' (an hour a minute).",
         );
@@ -944,6 +974,7 @@ fn simulate_trading_day(
         match hour {
             Some(h) if (0..24).contains(h) => peaks |= 1 << h,
             other => invalid(
+                F,
                 format!("peak_hours must be hours 0–23, got {other:?}"),
                 "Pass e.g. '{9,10,14,15}' (market open and close).",
             ),
@@ -955,6 +986,7 @@ fn simulate_trading_day(
     ] {
         if !(rate.is_finite() && rate >= 0.0) {
             invalid(
+                F,
                 format!("{name} must be a non-negative number, got {rate}"),
                 "They are the rates of an ordinary hour; peak hours get four times as many.",
             );
@@ -962,6 +994,7 @@ fn simulate_trading_day(
     }
     if orders_per_second + trades_per_second <= 0.0 {
         invalid(
+            F,
             "orders_per_second and trades_per_second are both zero".into(),
             "Give the day some activity, e.g. orders_per_second => 100.",
         );

@@ -64,7 +64,7 @@ fn in_transaction<T>(f: impl FnOnce() -> T) -> Result<T, Box<ErrorReportWithLeve
 }
 
 /// Run `f` as the owner of the `stress` tables (in a transaction: an abort restores the user).
-fn as_bookkeeper<T>(f: impl FnOnce() -> T) -> T {
+pub(super) fn as_bookkeeper<T>(f: impl FnOnce() -> T) -> T {
     let owner = Spi::get_one::<pg_sys::Oid>(
         "SELECT relowner FROM pg_class WHERE oid = 'stress.runs'::regclass",
     )
@@ -179,19 +179,31 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
         // The caller's search_path, so custom transactions resolve names as the caller's did; and
         // no operation may outlive the run by much (one waiting on a lock the caller holds, say).
         let timeout_ms = ((config.deadline - now()) / 1000).max(0) + 10_000;
-        // And a name in pg_stat_activity.application_name that says which run this is.
+        // And a name in pg_stat_activity.application_name that says which run this is. The
+        // built-in operations are index lookups whose plans do not depend on their parameters: plan
+        // them once (generic plans). Custom transactions are planned as pgbench -M prepared would.
         let name = format!(
             "pg_stress load run {} worker {}/{}",
             config.run_id,
             worker + 1,
             config.workers
         );
+        let plan_cache_mode = if customs.is_empty() {
+            "force_generic_plan"
+        } else {
+            "auto"
+        };
         Spi::run_with_args(
             "SELECT set_config('search_path', $1, false), set_config('statement_timeout', $2, false),
-                    set_config('application_name', $3, false)",
-            &[config.search_path().into(), timeout_ms.to_string().into(), name.into()],
+                    set_config('application_name', $3, false), set_config('plan_cache_mode', $4, false)",
+            &[
+                config.search_path().into(),
+                timeout_ms.to_string().into(),
+                name.into(),
+                plan_cache_mode.into(),
+            ],
         )
-        .expect("setting the worker's search_path, statement_timeout and application_name");
+        .expect("setting the worker's session");
         if worker == 0 {
             register_run(&config);
         }
