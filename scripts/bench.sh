@@ -201,18 +201,26 @@ sql "DROP SCHEMA IF EXISTS stress_data CASCADE" >/dev/null
 sql "SELECT count(*) FROM stress.generate_dataset(orders => 1000000, seed => 1, workers => 2)" >/dev/null
 # Plenty of OPEN orders to fill: each execute_trade fills one.
 sql "UPDATE stress_data.orders SET status = 'OPEN' WHERE status IN ('CANCELLED', 'REJECTED')" >/dev/null
+sql "DROP TABLE IF EXISTS public.bench_open; CREATE TABLE public.bench_open AS SELECT id FROM stress_data.orders WHERE status = 'OPEN'" >/dev/null
 sql "VACUUM ANALYZE" >/dev/null
 accounts=$(sql "SELECT max(id) FROM stress_data.accounts")
+# Every measured run starts from the same OPEN orders: the ones an earlier run filled are reopened
+# (otherwise later runs find more accounts with nothing to fill, and no-op transactions are cheap).
+reopen() {
+  sql "UPDATE stress_data.orders o SET status = 'OPEN' FROM public.bench_open b WHERE o.id = b.id AND o.status <> 'OPEN'" >/dev/null
+  sql "VACUUM stress_data.orders" >/dev/null
+  sql "CHECKPOINT" >/dev/null
+}
 load_ratios=()
 # pgbench's tps and run_load's ops/s for concurrency $1, with synchronous_commit $2 for both (a
 # database setting: pgbench's sessions and run_load's workers both take it).
 compare() {
   local conc=$1 sync=$2 tps run ops
   sql "ALTER DATABASE $db SET synchronous_commit = $sync" >/dev/null
-  sql "CHECKPOINT" >/dev/null
+  reopen
   tps=$(/usr/lib/postgresql/15/bin/pgbench -n -M prepared -c "$conc" -j 2 -T "$LOAD_SECONDS" -D accounts="$accounts" \
           -f bench/execute_trade.pgbench "$db" 2>&1 | awk '/^tps = / { print $3 }')
-  sql "CHECKPOINT" >/dev/null
+  reopen
   run=$(sql "SELECT stress.run_load('$LOAD_SECONDS seconds', workers => $conc, mix => '{\"execute_trade\": 1}')")
   ops=$(sql "SELECT round(ops_per_sec::numeric, 1) FROM stress.results WHERE run_id = $run AND name = 'total'")
   load_ratios+=("c$conc/sync_$sync=$(ratio "$ops" "$tps")")
