@@ -227,7 +227,6 @@ compare() {
   echo "   concurrency $conc, synchronous_commit $sync: pgbench $tps tps, run_load $ops ops/s  -> RATIO run_load / pgbench = $(ratio "$ops" "$tps")   (must be >= 1.3)"
 }
 for conc in 2 8; do compare "$conc" on; done
-echo "   (with synchronous_commit on, 8 sessions are bound by WAL flushes — LWLock:WALWrite — for both alike)"
 for conc in 2 8; do compare "$conc" off; done
 sql "ALTER DATABASE $db RESET synchronous_commit" >/dev/null
 echo "== load: open model at 1000 ops/s for 30 s (default mix, 4 workers), and the server's commit count"
