@@ -6,6 +6,7 @@
 
 use pgrx::prelude::*;
 
+mod benchmark;
 mod datum;
 mod error;
 mod generate;

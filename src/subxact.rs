@@ -5,11 +5,25 @@ use pgrx::PgTryBuilder;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
 
-// The benchmark will isolate each execution this way; until then only tests use it.
-#[cfg_attr(not(any(test, feature = "pg_test")), allow(dead_code))]
+/// What happens to a subtransaction's effects when it succeeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Keep,
+    /// roll back even on success (a benchmark of DML that leaves the data unchanged)
+    RollBack,
+}
+
 /// Run `f` in an internal subtransaction. On ERROR, roll the subtransaction back and return the
 /// error; on success, release (keep) its effects. A Rust panic is re-raised, not swallowed.
 pub fn run_isolated<T>(
+    f: impl FnOnce() -> T + std::panic::UnwindSafe,
+) -> Result<T, Box<ErrorReportWithLevel>> {
+    run_isolated_ending(Ending::Keep, f)
+}
+
+/// [`run_isolated`], with what happens to the effects of a success chosen by `ending`.
+pub fn run_isolated_ending<T>(
+    ending: Ending,
     f: impl FnOnce() -> T + std::panic::UnwindSafe,
 ) -> Result<T, Box<ErrorReportWithLevel>> {
     unsafe {
@@ -28,9 +42,9 @@ pub fn run_isolated<T>(
             })
             .execute();
 
-        match outcome {
-            Ok(_) => pg_sys::ReleaseCurrentSubTransaction(),
-            Err(_) => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
+        match (&outcome, ending) {
+            (Ok(_), Ending::Keep) => pg_sys::ReleaseCurrentSubTransaction(),
+            _ => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
         }
         pg_sys::MemoryContextSwitchTo(outer_context);
         pg_sys::CurrentResourceOwner = outer_owner;

@@ -1,0 +1,387 @@
+//! `stress.benchmark(queries, …)`: each query prepared once and executed `iterations` times, every
+//! execution in its own subtransaction (a failing query cannot stop the others, and with `rollback`
+//! DML leaves the data as it was), latency recorded in an HdrHistogram — true percentiles, not
+//! estimates.
+
+use crate::error::{OrRaise, StressError};
+use crate::metrics::histogram::{Latency, LatencySummary};
+use crate::subxact::{Ending, run_isolated_ending};
+use pgrx::prelude::*;
+use pgrx::{JsonB, pg_sys};
+use serde_json::json;
+use std::time::Instant;
+
+const F: &str = "benchmark";
+/// Most executions of one query in one call.
+pub const MAX_ITERATIONS: i32 = 10_000_000;
+
+/// What one query's measurement gave.
+struct Outcome {
+    query: String,
+    calls: i64,
+    errors: i64,
+    seconds: f64,
+    latency: LatencySummary,
+    error: Option<String>,
+}
+
+/// How many statements `sql` holds (0 for an empty string); a syntax error is an Err.
+fn statement_count(sql: &str) -> Result<usize, String> {
+    let text =
+        std::ffi::CString::new(sql).map_err(|_| "the query contains a NUL byte".to_owned())?;
+    crate::subxact::run_isolated(|| unsafe {
+        let list = pg_sys::pg_parse_query(text.as_ptr());
+        if list.is_null() {
+            0
+        } else {
+            (*list).length as usize
+        }
+    })
+    .map_err(|e| e.message().to_owned())
+}
+
+fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: bool) -> Outcome {
+    let mut outcome = Outcome {
+        query: query.to_owned(),
+        calls: 0,
+        errors: 0,
+        seconds: 0.0,
+        latency: LatencySummary::default(),
+        error: None,
+    };
+    match statement_count(query) {
+        Err(e) => {
+            outcome.error = Some(e);
+            return outcome;
+        }
+        Ok(1) => {}
+        Ok(n) => {
+            StressError::invalid(
+                F,
+                format!("each query must be one statement, got {n} in \"{query}\""),
+                "Pass each statement as its own array element.",
+            )
+            .raise();
+        }
+    }
+    let ending = if rollback {
+        Ending::RollBack
+    } else {
+        Ending::Keep
+    };
+    // Prepared once (the plan is kept across the subtransactions), or planned at every execution.
+    let plan = if prepared {
+        match run_isolated_ending(Ending::Keep, || {
+            Spi::connect(|client| client.prepare_mut(query, &[]).map(|p| p.keep()))
+        }) {
+            Ok(Ok(plan)) => Some(plan),
+            Ok(Err(e)) => {
+                outcome.error = Some(e.to_string());
+                return outcome;
+            }
+            Err(report) => {
+                outcome.error = Some(report.message().to_owned());
+                return outcome;
+            }
+        }
+    } else {
+        None
+    };
+    let execute = || {
+        run_isolated_ending(ending, || {
+            Spi::connect_mut(|client| match &plan {
+                Some(plan) => client.update(plan, None, &[]).map(|_| ()),
+                None => client.update(query, None, &[]).map(|_| ()),
+            })
+        })
+    };
+    for _ in 0..warmup {
+        let _ = execute();
+        pg_sys::check_for_interrupts!();
+    }
+    let mut latency = Latency::default();
+    let started = Instant::now();
+    for _ in 0..iterations {
+        let t = Instant::now();
+        let result = execute();
+        latency.record_us(t.elapsed().as_micros() as u64);
+        outcome.calls += 1;
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(report) => Some(report.message().to_owned()),
+        };
+        if let Some(message) = failure {
+            outcome.errors += 1;
+            outcome.error.get_or_insert(message);
+        }
+        pg_sys::check_for_interrupts!();
+    }
+    outcome.seconds = started.elapsed().as_secs_f64();
+    outcome.latency = latency.summary();
+    outcome
+}
+
+/// Benchmarks each query: one row per query with calls, errors, latency (ms) and queries per second,
+/// all recorded in `stress.runs` / `stress.results` under one run.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_unsafe)]
+fn benchmark(
+    queries: Vec<Option<String>>,
+    iterations: default!(i32, 100),
+    warmup: default!(i32, 5),
+    concurrency: default!(i32, 1),
+    prepared: default!(bool, true),
+    rollback: default!(bool, false),
+) -> TableIterator<
+    'static,
+    (
+        name!(run_id, i64),
+        name!(query, String),
+        name!(calls, i64),
+        name!(errors, i64),
+        name!(avg_ms, f64),
+        name!(stddev_ms, f64),
+        name!(p50_ms, f64),
+        name!(p95_ms, f64),
+        name!(p99_ms, f64),
+        name!(max_ms, f64),
+        name!(qps, f64),
+        name!(error, Option<String>),
+    ),
+> {
+    let started_at = crate::generate::now();
+    if queries.is_empty() {
+        StressError::invalid(
+            F,
+            "queries must not be empty",
+            "Pass an array of queries, e.g. ARRAY['SELECT 1'].",
+        )
+        .raise();
+    }
+    let queries: Vec<String> = queries
+        .into_iter()
+        .enumerate()
+        .map(|(i, q)| {
+            q.filter(|q| !q.trim().is_empty()).ok_or_else(|| {
+                StressError::invalid(
+                    F,
+                    format!("queries[{}] is NULL or empty", i + 1),
+                    "Every element must be a query.",
+                )
+            })
+        })
+        .collect::<Result<_, _>>()
+        .or_raise();
+    if !(1..=MAX_ITERATIONS).contains(&iterations) {
+        StressError::invalid(
+            F,
+            format!("iterations must be between 1 and {MAX_ITERATIONS}, got {iterations}"),
+            "Pass e.g. iterations => 1000.",
+        )
+        .raise();
+    }
+    if !(0..=MAX_ITERATIONS).contains(&warmup) {
+        StressError::invalid(
+            F,
+            format!("warmup must be between 0 and {MAX_ITERATIONS}, got {warmup}"),
+            "Pass e.g. warmup => 10.",
+        )
+        .raise();
+    }
+    if concurrency != 1 {
+        let max = crate::gucs::MAX_WORKERS.get();
+        if !(1..=max).contains(&concurrency) {
+            StressError::invalid(
+                F,
+                format!("concurrency must be between 1 and stress.max_workers = {max}, got {concurrency}"),
+                "Pass concurrency => 1, or have a superuser raise stress.max_workers.",
+            )
+            .raise();
+        }
+        StressError::NotSupported {
+            message: "stress.benchmark with concurrency > 1 is not available yet".into(),
+            hint: "Run it with concurrency => 1, or drive concurrent load with stress.run_load(…, transactions => …).".into(),
+        }
+        .raise();
+    }
+    let outcomes: Vec<Outcome> = queries
+        .iter()
+        .map(|q| measure(q, iterations, warmup, prepared, rollback))
+        .collect();
+    let parameters = json!({"queries": queries, "iterations": iterations, "warmup": warmup,
+                            "concurrency": concurrency, "prepared": prepared, "rollback": rollback});
+    let run_id = record(parameters, started_at, &outcomes);
+    TableIterator::new(outcomes.into_iter().map(move |o| {
+        let l = o.latency;
+        let qps = if o.seconds > 0.0 {
+            (o.calls - o.errors) as f64 / o.seconds
+        } else {
+            0.0
+        };
+        (
+            run_id,
+            o.query,
+            o.calls,
+            o.errors,
+            l.avg_ms,
+            l.stddev_ms,
+            l.p50_ms,
+            l.p95_ms,
+            l.p99_ms,
+            l.max_ms,
+            qps,
+            o.error,
+        )
+    }))
+}
+
+/// One `stress.runs` row (kind benchmark) and a `stress.results` row per query, in this transaction.
+fn record(
+    parameters: serde_json::Value,
+    started_at: TimestampWithTimeZone,
+    outcomes: &[Outcome],
+) -> i64 {
+    let run_id = Spi::get_one_with_args::<i64>(
+        "INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at)
+         VALUES ('benchmark', $1, 'completed', $2, clock_timestamp()) RETURNING id",
+        &[JsonB(parameters).into(), started_at.into()],
+    )
+    .expect("recording the run")
+    .expect("a run id");
+    for o in outcomes {
+        let l = o.latency;
+        let qps = if o.seconds > 0.0 {
+            (o.calls - o.errors) as f64 / o.seconds
+        } else {
+            0.0
+        };
+        Spi::run_with_args(
+            "INSERT INTO stress.results (run_id, name, calls, errors, seconds, ops_per_sec, avg_ms, stddev_ms,
+                                         p50_ms, p95_ms, p99_ms, p999_ms, max_ms, details)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            &[
+                run_id.into(),
+                o.query.as_str().into(),
+                o.calls.into(),
+                o.errors.into(),
+                o.seconds.into(),
+                qps.into(),
+                l.avg_ms.into(),
+                l.stddev_ms.into(),
+                l.p50_ms.into(),
+                l.p95_ms.into(),
+                l.p99_ms.into(),
+                l.p999_ms.into(),
+                l.max_ms.into(),
+                JsonB(json!({"error": o.error})).into(),
+            ],
+        )
+        .expect("recording a result");
+    }
+    run_id
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use crate::testing::{one, sqlstate_of};
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn percentiles_of_a_query_of_known_duration() {
+        let row = Spi::get_two::<f64, f64>(
+            "SELECT p50_ms, max_ms FROM stress.benchmark(ARRAY['SELECT pg_sleep(0.01)'], iterations => 20, warmup => 1)",
+        )
+        .unwrap();
+        let (p50, max) = (row.0.unwrap(), row.1.unwrap());
+        assert!(
+            (10.0..15.0).contains(&p50),
+            "p50 {p50} ms for a 10 ms sleep"
+        );
+        assert!(max >= p50);
+        assert_eq!(
+            one::<i64>(
+                "SELECT r.calls FROM stress.runs s JOIN stress.results r ON r.run_id = s.id
+                 WHERE s.kind = 'benchmark' AND r.name = 'SELECT pg_sleep(0.01)'"
+            ),
+            20
+        );
+    }
+
+    #[pg_test]
+    fn a_failing_query_gets_its_error_and_the_others_are_measured() {
+        let rows: Vec<(String, i64, i64, Option<String>)> = Spi::connect(|c| {
+            c.select(
+                "SELECT query, calls, errors, error FROM stress.benchmark(
+                     ARRAY['SELECT 1', 'SELECT * FROM t_bench_nowhere', 'SELEC 1', 'SELECT 1/(random() > 2)::int'],
+                     iterations => 10)",
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| {
+                (
+                    r.get(1).unwrap().unwrap(),
+                    r.get(2).unwrap().unwrap(),
+                    r.get(3).unwrap().unwrap(),
+                    r.get(4).unwrap(),
+                )
+            })
+            .collect()
+        });
+        assert_eq!((rows[0].1, rows[0].2, rows[0].3.clone()), (10, 0, None));
+        assert_eq!(rows[1].1, 0);
+        assert!(
+            rows[1]
+                .3
+                .as_deref()
+                .unwrap_or("")
+                .contains("does not exist"),
+            "{rows:?}"
+        );
+        assert!(
+            rows[2].3.as_deref().unwrap_or("").contains("syntax error"),
+            "{rows:?}"
+        );
+        // Fails at every execution, not at preparation: counted as errors.
+        assert_eq!((rows[3].1, rows[3].2), (10, 10));
+        assert!(
+            rows[3]
+                .3
+                .as_deref()
+                .unwrap_or("")
+                .contains("division by zero")
+        );
+    }
+
+    #[pg_test]
+    fn dml_with_rollback_leaves_the_data_unchanged() {
+        Spi::run("CREATE TABLE t_bench_dml (x int)").unwrap();
+        Spi::run("SELECT * FROM stress.benchmark(ARRAY['INSERT INTO t_bench_dml VALUES (1)'], iterations => 50, rollback => true)").unwrap();
+        assert_eq!(one::<i64>("SELECT count(*) FROM t_bench_dml"), 0);
+        Spi::run("SELECT * FROM stress.benchmark(ARRAY['INSERT INTO t_bench_dml VALUES (1)'], iterations => 50, warmup => 2, prepared => false)").unwrap();
+        assert_eq!(one::<i64>("SELECT count(*) FROM t_bench_dml"), 52);
+    }
+
+    #[pg_test]
+    fn bad_benchmark_arguments_are_refused() {
+        let invalid = Some(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE);
+        for sql in [
+            "SELECT * FROM stress.benchmark(ARRAY[]::text[])",
+            "SELECT * FROM stress.benchmark(ARRAY['SELECT 1', NULL])",
+            "SELECT * FROM stress.benchmark(ARRAY['  '])",
+            "SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 0)",
+            "SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 2000000000)",
+            "SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], warmup => -1)",
+            "SELECT * FROM stress.benchmark(ARRAY['SELECT 1; SELECT 2'])",
+            "SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], concurrency => 1000)",
+        ] {
+            assert_eq!(sqlstate_of(sql), invalid, "{sql}");
+        }
+        assert_eq!(
+            sqlstate_of("SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], concurrency => 2)"),
+            Some(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED)
+        );
+    }
+}
