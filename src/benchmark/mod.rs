@@ -22,6 +22,8 @@ struct Outcome {
     errors: i64,
     seconds: f64,
     latency: LatencySummary,
+    /// executions slower than stress.slow_query_threshold_ms
+    slow: u64,
     error: Option<String>,
 }
 
@@ -47,6 +49,7 @@ fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: 
         errors: 0,
         seconds: 0.0,
         latency: LatencySummary::default(),
+        slow: 0,
         error: None,
     };
     match statement_count(query) {
@@ -119,6 +122,8 @@ fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: 
     }
     outcome.seconds = started.elapsed().as_secs_f64();
     outcome.latency = latency.summary();
+    outcome.slow =
+        latency.count_above(crate::gucs::SLOW_QUERY_THRESHOLD_MS.get().max(0) as u64 * 1000);
     outcome
 }
 
@@ -274,7 +279,9 @@ fn record(
                 l.p99_ms.into(),
                 l.p999_ms.into(),
                 l.max_ms.into(),
-                JsonB(json!({"error": o.error})).into(),
+                JsonB(json!({"error": o.error, "slow": o.slow,
+                             "slow_threshold_ms": crate::gucs::SLOW_QUERY_THRESHOLD_MS.get()}))
+                .into(),
             ],
         )
         .expect("recording a result");
@@ -307,6 +314,14 @@ mod tests {
             ),
             20
         );
+        // Slow executions are counted against stress.slow_query_threshold_ms.
+        Spi::run("SET LOCAL stress.slow_query_threshold_ms = 5").unwrap();
+        Spi::run("SELECT * FROM stress.benchmark(ARRAY['SELECT pg_sleep(0.01)', 'SELECT 1'], iterations => 5, warmup => 0)").unwrap();
+        let slow = one::<String>(
+            "SELECT string_agg(r.details->>'slow', ',' ORDER BY r.id) FROM stress.results r
+             WHERE r.run_id = (SELECT max(id) FROM stress.runs WHERE kind = 'benchmark')",
+        );
+        assert_eq!(slow, "5,0");
     }
 
     #[pg_test]
