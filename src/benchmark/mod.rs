@@ -11,6 +11,8 @@ use pgrx::{JsonB, pg_sys};
 use serde_json::json;
 use std::time::Instant;
 
+mod explain;
+
 const F: &str = "benchmark";
 /// Most executions of one query in one call.
 pub const MAX_ITERATIONS: i32 = 10_000_000;
