@@ -11,6 +11,7 @@ use pgrx::{JsonB, pg_sys};
 use serde_json::json;
 use std::time::Instant;
 
+mod compare;
 mod explain;
 
 const F: &str = "benchmark";
