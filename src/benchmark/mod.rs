@@ -30,6 +30,17 @@ struct Outcome {
     error: Option<String>,
 }
 
+impl Outcome {
+    /// Successful executions per second.
+    fn qps(&self) -> f64 {
+        if self.seconds > 0.0 {
+            (self.calls - self.errors) as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
 /// How many statements `sql` holds (0 for an empty string); a syntax error is an Err.
 fn statement_count(sql: &str) -> Result<usize, String> {
     let text =
@@ -221,12 +232,7 @@ fn benchmark(
                             "concurrency": concurrency, "prepared": prepared, "rollback": rollback});
     let run_id = record(parameters, started_at, &outcomes);
     TableIterator::new(outcomes.into_iter().map(move |o| {
-        let l = o.latency;
-        let qps = if o.seconds > 0.0 {
-            (o.calls - o.errors) as f64 / o.seconds
-        } else {
-            0.0
-        };
+        let (l, qps) = (o.latency, o.qps());
         (
             run_id,
             o.query,
@@ -258,36 +264,16 @@ fn record(
     .expect("recording the run")
     .expect("a run id");
     for o in outcomes {
-        let l = o.latency;
-        let qps = if o.seconds > 0.0 {
-            (o.calls - o.errors) as f64 / o.seconds
-        } else {
-            0.0
-        };
-        Spi::run_with_args(
-            "INSERT INTO stress.results (run_id, name, calls, errors, seconds, ops_per_sec, avg_ms, stddev_ms,
-                                         p50_ms, p95_ms, p99_ms, p999_ms, max_ms, details)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            &[
-                run_id.into(),
-                o.query.as_str().into(),
-                o.calls.into(),
-                o.errors.into(),
-                o.seconds.into(),
-                qps.into(),
-                l.avg_ms.into(),
-                l.stddev_ms.into(),
-                l.p50_ms.into(),
-                l.p95_ms.into(),
-                l.p99_ms.into(),
-                l.p999_ms.into(),
-                l.max_ms.into(),
-                JsonB(json!({"error": o.error, "slow": o.slow,
-                             "slow_threshold_ms": crate::gucs::SLOW_QUERY_THRESHOLD_MS.get()}))
-                .into(),
-            ],
-        )
-        .expect("recording a result");
+        crate::metrics::record_latency_result(
+            run_id,
+            &o.query,
+            o.calls,
+            o.errors,
+            o.seconds,
+            &o.latency,
+            json!({"error": o.error, "slow": o.slow,
+                   "slow_threshold_ms": crate::gucs::SLOW_QUERY_THRESHOLD_MS.get()}),
+        );
     }
     run_id
 }

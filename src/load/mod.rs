@@ -77,14 +77,11 @@ fn run_load(
     const F: &str = "run_load";
     require_preload(F);
     unsafe { pg_sys::PreventCommandDuringRecovery(c"stress.run_load".as_ptr()) };
-    let seconds = interval_seconds(duration);
-    if !(seconds > 0.0 && seconds <= MAX_DURATION_SECONDS) {
-        invalid(
-            F,
-            format!("duration must be positive and at most 7 days, got {seconds} s"),
-            "Pass an interval such as '30 seconds' or '10 minutes'.",
-        );
-    }
+    let seconds = duration_seconds(
+        F,
+        duration,
+        "Pass an interval such as '30 seconds' or '10 minutes'.",
+    );
     let k = crate::generate::parallel::worker_count(F, Some(workers)).or_raise();
     if let Some(r) = rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
         invalid(
@@ -103,14 +100,9 @@ fn run_load(
         }
     };
     let weights = match (&mix, customs.is_empty()) {
-        (None, true) => ops::default_mix(),
         // Custom transactions alone: no built-in operation unless a mix asks for some.
         (None, false) => [0.0; ops::OPS.len()],
-        (Some(m), _) => ops::parse_mix(&m.0)
-            .map_err(|e| {
-                StressError::invalid(F, e, "See README.md, \"Load runs\", for the operations.")
-            })
-            .or_raise(),
+        (mix, _) => mix_weights(F, mix.as_ref()),
     };
     if weights.iter().sum::<f64>() + customs.iter().map(|c| c.weight).sum::<f64>() <= 0.0 {
         invalid(
@@ -161,14 +153,7 @@ fn run_load(
             "Pass e.g. isolation => 'repeatable read'.",
         );
     };
-    let max_retries = max_retries.unwrap_or_else(|| gucs::DEADLOCK_RETRY_ATTEMPTS.get());
-    if !(0..=1000).contains(&max_retries) {
-        invalid(
-            F,
-            format!("max_retries must be between 0 and 1000, got {max_retries}"),
-            "It is how often a deadlocked or serialization-failed transaction is retried.",
-        );
-    }
+    let max_retries = retries(F, max_retries);
     start_run(RunRequest {
         seconds,
         workers: k,
@@ -488,16 +473,7 @@ fn wait_for(run_id: i64, handles: Option<&[*mut pg_sys::BackgroundWorkerHandle]>
             );
             last_notice = Instant::now();
         }
-        unsafe {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                100,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
-        }
-        pg_sys::check_for_interrupts!();
+        worker::sleep_ms(100);
     }
     guard.1 = false;
     let summary = Spi::connect(|client| {
@@ -600,20 +576,8 @@ fn wait(run_id: i64) -> String {
 
 /// Like [`wait_for`], but cancelling the wait leaves the run going.
 fn wait_for_without_cancel(run_id: i64) -> String {
-    loop {
-        if shmem::find(&RUNS.share(), run_id).is_none() {
-            break;
-        }
-        unsafe {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                100,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
-        }
-        pg_sys::check_for_interrupts!();
+    while shmem::find(&RUNS.share(), run_id).is_some() {
+        worker::sleep_ms(100);
     }
     Spi::get_one_with_args::<String>(
         "SELECT (SELECT status FROM stress.runs WHERE id = $1)",
@@ -743,14 +707,7 @@ fn deadlock_test(
             "Transfers need two accounts; fewer accounts make deadlocks more likely.",
         );
     }
-    let seconds = interval_seconds(duration);
-    if !(seconds > 0.0 && seconds <= MAX_DURATION_SECONDS) {
-        invalid(
-            F,
-            format!("duration must be positive and at most 7 days, got {seconds} s"),
-            "Pass an interval such as '5 seconds'.",
-        );
-    }
+    let seconds = duration_seconds(F, duration, "Pass an interval such as '5 seconds'.");
     let pause = interval_seconds(pause);
     if !(0.0..=10.0).contains(&pause) {
         invalid(
@@ -760,14 +717,7 @@ fn deadlock_test(
         );
     }
     let k = crate::generate::parallel::worker_count(F, Some(workers)).or_raise();
-    let max_retries = max_retries.unwrap_or_else(|| gucs::DEADLOCK_RETRY_ATTEMPTS.get());
-    if !(0..=1000).contains(&max_retries) {
-        invalid(
-            F,
-            format!("max_retries must be between 0 and 1000, got {max_retries}"),
-            "It is how often a deadlocked transfer is retried.",
-        );
-    }
+    let max_retries = retries(F, max_retries);
     let total_sql = format!(
         "SELECT coalesce(sum(balance), 0) FROM {}",
         qualified(&gucs::data_schema(), "accounts")
@@ -810,20 +760,12 @@ fn deadlock_test(
         custom: String::new(),
     });
     let after = total();
-    let figure = |key: &str| -> i64 {
-        Spi::get_one_with_args::<i64>(
-            "SELECT coalesce((SELECT CASE WHEN $2 = 'calls' THEN calls ELSE (details->>$2)::int8 END
-                              FROM stress.results WHERE run_id = $1 AND name = 'transfer'), 0)",
-            &[run_id.into(), key.into()],
-        )
-        .expect("reading the run's figures")
-        .unwrap_or(0)
-    };
+    let figure = |expr: &str| result_figure(run_id, "transfer", expr) as i64;
     let figures = (
         figure("calls"),
-        figure("deadlocks"),
-        figure("retries"),
-        figure("failures"),
+        figure("details->>'deadlocks'"),
+        figure("details->>'retries'"),
+        figure("details->>'failures'"),
     );
     let conserved = before == after;
     TableIterator::once((
@@ -835,6 +777,60 @@ fn interval_seconds(interval: Interval) -> f64 {
     Spi::get_one_with_args::<f64>("SELECT extract(epoch FROM $1)::float8", &[interval.into()])
         .expect("reading an interval")
         .unwrap_or(0.0)
+}
+
+/// A run's duration in seconds: positive and at most [`MAX_DURATION_SECONDS`], else 22023.
+fn duration_seconds(function: &'static str, duration: Interval, hint: &str) -> f64 {
+    let seconds = interval_seconds(duration);
+    if !(seconds > 0.0 && seconds <= MAX_DURATION_SECONDS) {
+        invalid(
+            function,
+            format!("duration must be positive and at most 7 days, got {seconds} s"),
+            hint,
+        );
+    }
+    seconds
+}
+
+/// `max_retries`, or `stress.deadlock_retry_attempts` when NULL; 0…1000, else 22023.
+fn retries(function: &'static str, max_retries: Option<i32>) -> i32 {
+    let max_retries = max_retries.unwrap_or_else(|| gucs::DEADLOCK_RETRY_ATTEMPTS.get());
+    if !(0..=1000).contains(&max_retries) {
+        invalid(
+            function,
+            format!("max_retries must be between 0 and 1000, got {max_retries}"),
+            "It is how often a deadlocked or serialization-failed transaction is retried.",
+        );
+    }
+    max_retries
+}
+
+/// The weights of a `mix` argument (the seed's default mix when NULL); a bad mix is 22023.
+fn mix_weights(function: &'static str, mix: Option<&pgrx::JsonB>) -> ops::Weights {
+    match mix {
+        None => ops::default_mix(),
+        Some(m) => ops::parse_mix(&m.0)
+            .map_err(|e| {
+                StressError::invalid(
+                    function,
+                    e,
+                    "See README.md, \"Load runs\", for the operations.",
+                )
+            })
+            .or_raise(),
+    }
+}
+
+/// One figure of a finished run's `stress.results` row `name` (`expr` over its columns), 0 if none.
+fn result_figure(run_id: i64, name: &str, expr: &str) -> f64 {
+    Spi::get_one_with_args::<f64>(
+        &format!(
+            "SELECT coalesce((SELECT ({expr})::float8 FROM stress.results WHERE run_id = $1 AND name = $2), 0)"
+        ),
+        &[run_id.into(), name.into()],
+    )
+    .expect("reading a run's figures")
+    .unwrap_or(0.0)
 }
 
 /// The seed's incremental load test: one run of `step` per entry of `workers`, in order, until the
@@ -893,12 +889,7 @@ fn ramp(
             "The seed degrades at 1% errors: max_error_rate => 0.01.",
         );
     }
-    let weights = match &mix {
-        None => ops::default_mix(),
-        Some(m) => ops::parse_mix(&m.0)
-            .map_err(|e| StressError::invalid(F, e, "See README.md, \"Load runs\"."))
-            .or_raise(),
-    };
+    let weights = mix_weights(F, mix.as_ref());
     let mut rows = Vec::new();
     for (i, &k) in counts.iter().enumerate() {
         let run_id = start_run(RunRequest {
@@ -907,7 +898,7 @@ fn ramp(
             rate: None,
             weights,
             isolation: pg_sys::XACT_READ_COMMITTED as i32,
-            max_retries: gucs::DEADLOCK_RETRY_ATTEMPTS.get(),
+            max_retries: retries(F, None),
             wait: true,
             seed: None,
             hot_accounts: 0,
@@ -916,17 +907,7 @@ fn ramp(
             day_peaks: None,
             custom: String::new(),
         });
-        let figure = |expr: &str| -> f64 {
-            Spi::get_one_with_args::<f64>(
-                &format!(
-                    "SELECT coalesce((SELECT ({expr})::float8 FROM stress.results
-                                      WHERE run_id = $1 AND name = 'total'), 0)"
-                ),
-                &[run_id.into()],
-            )
-            .expect("reading a step's figures")
-            .unwrap_or(0.0)
-        };
+        let figure = |expr: &str| result_figure(run_id, "total", expr);
         let ops = figure("ops_per_sec");
         let p99 = figure("p99_ms");
         let error_rate = figure("errors::float8 / greatest(calls, 1)");
@@ -961,14 +942,11 @@ fn simulate_trading_day(
 ) -> i64 {
     const F: &str = "simulate_trading_day";
     require_preload(F);
-    let seconds = interval_seconds(duration);
-    if !(seconds > 0.0 && seconds <= MAX_DURATION_SECONDS) {
-        invalid(
-            F,
-            format!("duration must be positive and at most 7 days, got {seconds} s"),
-            "A day compressed into e.g. '24 minutes' (an hour a minute).",
-        );
-    }
+    let seconds = duration_seconds(
+        F,
+        duration,
+        "A day compressed into e.g. '24 minutes' (an hour a minute).",
+    );
     let mut peaks = 0u32;
     for hour in &peak_hours {
         match hour {
@@ -1011,7 +989,7 @@ fn simulate_trading_day(
         rate: Some(total * 4.0),
         weights,
         isolation: pg_sys::XACT_READ_COMMITTED as i32,
-        max_retries: gucs::DEADLOCK_RETRY_ATTEMPTS.get(),
+        max_retries: retries(F, None),
         wait,
         seed: None,
         hot_accounts: 0,

@@ -338,6 +338,10 @@ impl Plans {
         Ok(Plans { plans, customs })
     }
 
+    pub fn customs(&self) -> &[super::custom::Custom] {
+        &self.customs
+    }
+
     /// Run custom transaction `i` once: its statements in order, the same parameter values for all.
     pub fn execute_custom(
         &self,

@@ -5,6 +5,7 @@
 //! as the owner of the `stress` tables, like a SECURITY DEFINER function would: the workload itself
 //! always runs as the caller's role.
 
+use super::custom::Custom;
 use super::ops::{IdSequence, OPS, Plans, Workload};
 use super::shmem::{Phase, RUNS, RunSlot};
 use crate::metrics::buckets::{self, BUCKETS, Buckets};
@@ -34,6 +35,24 @@ pub struct OpStats {
     /// time spent in the operation's transactions (for the connection efficiency)
     pub busy_us: i64,
     pub first_error: Option<String>,
+}
+
+impl OpStats {
+    /// Add another worker's (or operation's) figures to these.
+    fn add(&mut self, other: &OpStats) {
+        self.calls += other.calls;
+        self.successes += other.successes;
+        self.failures += other.failures;
+        self.retries += other.retries;
+        self.deadlocks += other.deadlocks;
+        self.serialization_failures += other.serialization_failures;
+        self.busy_us += other.busy_us;
+        self.latency.merge(&other.latency);
+        self.lag.merge(&other.lag);
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+    }
 }
 
 /// Run `f` as one transaction: commit if it returns, roll back and return the error if it raises.
@@ -83,7 +102,8 @@ pub(super) fn as_bookkeeper<T>(f: impl FnOnce() -> T) -> T {
     value
 }
 
-fn sleep_ms(ms: i64) {
+/// Sleep on the latch (woken early by a signal), then honour interrupts.
+pub(super) fn sleep_ms(ms: i64) {
     unsafe {
         pg_sys::WaitLatch(
             pg_sys::MyLatch,
@@ -113,10 +133,10 @@ fn slot_of(run_id: i64, database: pg_sys::Oid, index: usize) -> Option<RunSlot> 
 }
 
 /// What a run measures, in order: the built-in operations, then its custom transactions.
-fn task_names(config: &RunSlot) -> Vec<String> {
+fn task_names(customs: &[Custom]) -> Vec<String> {
     OPS.iter()
         .map(|o| o.name().to_owned())
-        .chain(config.customs().into_iter().map(|c| c.name))
+        .chain(customs.iter().map(|c| c.name.clone()))
         .collect()
 }
 
@@ -170,7 +190,7 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
         pg_sys::DefaultXactIsoLevel = config.isolation;
     }
     let customs = config.customs();
-    let names = task_names(&config);
+    let names = task_names(&customs);
     let mut stats: Vec<OpStats> = vec![OpStats::default(); names.len()];
     // When this worker's loop ran: the run's seconds are from the first start to the last end.
     let (mut loop_start, mut loop_end) = (now(), now());
@@ -320,7 +340,7 @@ fn run_loop(
         .weights
         .iter()
         .copied()
-        .chain(config.customs().iter().map(|c| c.weight))
+        .chain(plans.customs().iter().map(|c| c.weight))
         .collect();
     let pick = WeightedIndex::new(&weights).expect("weights were validated");
     // Open model: Poisson arrivals at this worker's share of the rate, scheduled by intended start.
@@ -682,7 +702,7 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
             })
     })
     .expect("reading the workers' results");
-    let names = task_names(config);
+    let names = task_names(&config.customs());
     let mut merged: Vec<OpStats> = vec![OpStats::default(); names.len()];
     let mut stop_reason = None;
     for (name, s, stop) in rows {
@@ -692,19 +712,7 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
         let Some(op) = names.iter().position(|n| *n == name) else {
             continue;
         };
-        let m = &mut merged[op];
-        m.calls += s.calls;
-        m.successes += s.successes;
-        m.failures += s.failures;
-        m.retries += s.retries;
-        m.deadlocks += s.deadlocks;
-        m.serialization_failures += s.serialization_failures;
-        m.busy_us += s.busy_us;
-        m.latency.merge(&s.latency);
-        m.lag.merge(&s.lag);
-        if m.first_error.is_none() {
-            m.first_error = s.first_error;
-        }
+        merged[op].add(&s);
     }
     // From the first worker's start to the last one's end.
     let seconds = Spi::get_one_with_args::<f64>(
@@ -722,18 +730,10 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
         }
         insert_result(run_id, name, m, seconds, config.rate > 0.0, slow_us, None);
     }
-    let total = merged.iter().fold(OpStats::default(), |mut t, m| {
-        t.calls += m.calls;
-        t.successes += m.successes;
-        t.failures += m.failures;
-        t.retries += m.retries;
-        t.deadlocks += m.deadlocks;
-        t.serialization_failures += m.serialization_failures;
-        t.busy_us += m.busy_us;
-        t.latency.merge(&m.latency);
-        t.lag.merge(&m.lag);
-        t
-    });
+    let mut total = OpStats::default();
+    for m in &merged {
+        total.add(m);
+    }
     // The run as a whole: how busy its connections were, and how its indexes were served.
     let connected_us = Spi::get_one_with_args::<f64>(
         "SELECT sum(extract(epoch FROM loop_ended - loop_started) * 1e6)::float8
@@ -803,7 +803,6 @@ fn insert_result(
     slow_us: u64,
     extra: Option<serde_json::Value>,
 ) {
-    let l = m.latency.summary();
     let mut details = serde_json::json!({
         "successes": m.successes,
         "failures": m.failures,
@@ -823,26 +822,13 @@ fn insert_result(
         details["schedule_lag_ms"] =
             serde_json::json!({"avg": lag.avg_ms, "p99": lag.p99_ms, "max": lag.max_ms});
     }
-    Spi::run_with_args(
-        "INSERT INTO stress.results (run_id, name, calls, errors, seconds, ops_per_sec, avg_ms, stddev_ms,
-                                     p50_ms, p95_ms, p99_ms, p999_ms, max_ms, details)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        &[
-            run_id.into(),
-            name.into(),
-            m.calls.into(),
-            m.failures.into(),
-            seconds.into(),
-            (m.successes as f64 / seconds).into(),
-            l.avg_ms.into(),
-            l.stddev_ms.into(),
-            l.p50_ms.into(),
-            l.p95_ms.into(),
-            l.p99_ms.into(),
-            l.p999_ms.into(),
-            l.max_ms.into(),
-            JsonB(details).into(),
-        ],
-    )
-    .expect("recording a result");
+    crate::metrics::record_latency_result(
+        run_id,
+        name,
+        m.calls,
+        m.failures,
+        seconds,
+        &m.latency.summary(),
+        details,
+    );
 }

@@ -72,3 +72,38 @@ pub fn record_completed_call(
     .expect("recording the run in stress.runs")
     .expect("INSERT … RETURNING gives the run id")
 }
+
+/// One `stress.results` row of timed calls (a load run's operation, a benchmarked query): counts,
+/// successful calls per second, and latency percentiles from a histogram summary.
+pub fn record_latency_result(
+    run_id: i64,
+    name: &str,
+    calls: i64,
+    errors: i64,
+    seconds: f64,
+    latency: &histogram::LatencySummary,
+    details: serde_json::Value,
+) {
+    Spi::run_with_args(
+        "INSERT INTO stress.results (run_id, name, calls, errors, seconds, ops_per_sec, avg_ms, stddev_ms,
+                                     p50_ms, p95_ms, p99_ms, p999_ms, max_ms, details)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        &[
+            run_id.into(),
+            name.into(),
+            calls.into(),
+            errors.into(),
+            seconds.into(),
+            ((calls - errors) as f64 / seconds.max(1e-9)).into(),
+            latency.avg_ms.into(),
+            latency.stddev_ms.into(),
+            latency.p50_ms.into(),
+            latency.p95_ms.into(),
+            latency.p99_ms.into(),
+            latency.p999_ms.into(),
+            latency.max_ms.into(),
+            JsonB(details).into(),
+        ],
+    )
+    .expect("recording a result in stress.results");
+}
