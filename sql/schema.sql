@@ -58,6 +58,20 @@ CREATE TABLE stress.samples (
 COMMENT ON TABLE stress.samples IS 'Per second of a load run: operations, errors, ops/s, p50/p99, active workers, connections.';
 CREATE INDEX samples_run_id_ts_idx ON stress.samples (run_id, ts);
 
+-- The first few executions of each benchmarked query slower than stress.slow_query_threshold_ms
+-- (stress.slow_query_log_limit per query and run), with the plan the query had.
+CREATE TABLE stress.slow_queries (
+    id          bigserial PRIMARY KEY,
+    run_id      bigint      NOT NULL REFERENCES stress.runs (id) ON DELETE CASCADE,
+    query       text        NOT NULL,
+    duration_ms float8      NOT NULL,
+    executed_at timestamptz NOT NULL,
+    worker      int,                      -- which background worker ran it; NULL: the calling session
+    plan        jsonb                     -- EXPLAIN (FORMAT JSON, VERBOSE); NULL for utility statements
+);
+COMMENT ON TABLE stress.slow_queries IS 'Slow executions of benchmarked queries, with their plans.';
+CREATE INDEX slow_queries_run_id_idx ON stress.slow_queries (run_id);
+
 -- What each worker of a load run measured, until the run's last worker merges it into stress.results
 -- (histograms in HdrHistogram's V2 format). Written by pg_stress as the owner of these tables.
 CREATE TABLE stress.load_worker_results (
@@ -84,9 +98,11 @@ SELECT pg_catalog.pg_extension_config_dump('stress.runs_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('stress.results', '');
 SELECT pg_catalog.pg_extension_config_dump('stress.samples', '');
 SELECT pg_catalog.pg_extension_config_dump('stress.results_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('stress.slow_queries', '');
+SELECT pg_catalog.pg_extension_config_dump('stress.slow_queries_id_seq', '');
 
 -- Any role may run pg_stress functions and record its own runs; the data it generates is its own.
 GRANT USAGE ON SCHEMA stress TO PUBLIC;
-GRANT SELECT, INSERT ON stress.runs, stress.results TO PUBLIC;
+GRANT SELECT, INSERT ON stress.runs, stress.results, stress.slow_queries TO PUBLIC;
 GRANT SELECT ON stress.samples TO PUBLIC;
-GRANT USAGE ON SEQUENCE stress.runs_id_seq, stress.results_id_seq TO PUBLIC;
+GRANT USAGE ON SEQUENCE stress.runs_id_seq, stress.results_id_seq, stress.slow_queries_id_seq TO PUBLIC;

@@ -13,6 +13,8 @@ pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static PROGRESS_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(5000);
 /// Executions slower than this are counted as slow queries.
 pub static SLOW_QUERY_THRESHOLD_MS: GucSetting<i32> = GucSetting::<i32>::new(100);
+/// How many slow executions per query and run are logged, with the plan, into stress.slow_queries.
+pub static SLOW_QUERY_LOG_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(5);
 /// Retries of a transaction that hit a deadlock (40P01) or serialization failure (40001).
 pub static DEADLOCK_RETRY_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
 /// Upper bound on background workers one run may start.
@@ -56,6 +58,16 @@ pub fn init() {
         i32::MAX,
         GucContext::Userset,
         GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"stress.slow_query_log_limit",
+        c"Slow executions logged per query and run into stress.slow_queries (0 = none).",
+        c"Each is counted either way; the first this many are logged with the query's plan.",
+        &SLOW_QUERY_LOG_LIMIT,
+        0,
+        10_000,
+        GucContext::Userset,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"stress.deadlock_retry_attempts",

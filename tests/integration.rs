@@ -1030,8 +1030,13 @@ fn the_report_has_the_seeds_keys_and_judges_its_targets() {
         "slow_query_count",
         "connection_efficiency",
         "index_hit_rate",
+        "cache_hit_rate",
     ] {
         assert!(!report[key].is_null(), "{key} missing in {report}");
+    }
+    for rate in ["index_hit_rate", "cache_hit_rate"] {
+        let r = report[rate].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&r), "{rate} {r}");
     }
     let total = report["total_operations"].as_f64().unwrap();
     let slow = report["slow_query_count"].as_f64().unwrap();
@@ -1048,6 +1053,7 @@ fn the_report_has_the_seeds_keys_and_judges_its_targets() {
         "connection_efficiency",
         "deadlocks_per_1000",
         "index_hit_rate",
+        "cache_hit_rate",
     ] {
         assert!(
             report["targets"][target]["pass"].is_boolean(),

@@ -161,6 +161,16 @@ fn findings(node: &Value, analyzed: bool, out: &mut Vec<Value>) {
     }
 }
 
+/// `query`'s plan as EXPLAIN (FORMAT JSON, VERBOSE) gives it now, without running it; None for a
+/// statement that has no plan (utility commands) or cannot be planned.
+pub fn plan_of(query: &str) -> Option<Value> {
+    let sql = format!("EXPLAIN (FORMAT JSON, VERBOSE) {query}");
+    run_isolated_ending(Ending::RollBack, || Spi::get_one::<pgrx::Json>(&sql))
+        .ok()
+        .and_then(|r| r.ok().flatten())
+        .map(|pgrx::Json(plan)| plan)
+}
+
 /// The plan of `query` (EXPLAIN, FORMAT JSON, VERBOSE; with `analyze`, executed — inside a
 /// subtransaction that is rolled back, so DML changes nothing) and `findings`, each with a suggestion.
 #[pg_extern(volatile, parallel_unsafe)]

@@ -4,6 +4,7 @@
 //! estimates.
 
 use crate::error::{OrRaise, StressError};
+use crate::metrics::blocks::{self, Blocks};
 use crate::metrics::histogram::{Latency, LatencySummary};
 use crate::subxact::{Ending, run_isolated_ending};
 use pgrx::prelude::*;
@@ -27,7 +28,50 @@ struct Outcome {
     latency: LatencySummary,
     /// executions slower than stress.slow_query_threshold_ms
     slow: u64,
+    /// the first stress.slow_query_log_limit of them, and the query's plan if there were any
+    slow_log: Vec<SlowExecution>,
+    plan: Option<serde_json::Value>,
+    /// blocks the measured executions found in shared buffers or read
+    blocks: Blocks,
     error: Option<String>,
+}
+
+/// One execution slower than stress.slow_query_threshold_ms.
+#[derive(Debug, Clone, Copy)]
+pub struct SlowExecution {
+    pub duration_ms: f64,
+    pub at: pg_sys::TimestampTz,
+}
+
+/// Log slow executions of `query` into `stress.slow_queries` (`worker`: None for the caller).
+pub fn save_slow_executions(
+    run_id: i64,
+    query: &str,
+    worker: Option<i32>,
+    slow: &[SlowExecution],
+    plan: Option<serde_json::Value>,
+) {
+    if slow.is_empty() {
+        return;
+    }
+    let durations: Vec<f64> = slow.iter().map(|e| e.duration_ms).collect();
+    let times: Vec<TimestampWithTimeZone> = slow
+        .iter()
+        .map(|e| TimestampWithTimeZone::try_from(e.at).expect("a valid time"))
+        .collect();
+    Spi::run_with_args(
+        "INSERT INTO stress.slow_queries (run_id, query, duration_ms, executed_at, worker, plan)
+         SELECT $1, $2, d, t, $5, $6 FROM unnest($3::float8[], $4::timestamptz[]) AS e(d, t)",
+        &[
+            run_id.into(),
+            query.into(),
+            durations.into(),
+            times.into(),
+            worker.into(),
+            plan.map(JsonB).into(),
+        ],
+    )
+    .expect("logging slow executions");
 }
 
 impl Outcome {
@@ -64,6 +108,9 @@ fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: 
         seconds: 0.0,
         latency: LatencySummary::default(),
         slow: 0,
+        slow_log: Vec::new(),
+        plan: None,
+        blocks: Blocks::default(),
         error: None,
     };
     match statement_count(query) {
@@ -117,11 +164,21 @@ fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: 
         pg_sys::check_for_interrupts!();
     }
     let mut latency = Latency::default();
+    let slow_us = slow_threshold_us();
+    let log_limit = crate::gucs::SLOW_QUERY_LOG_LIMIT.get().max(0) as usize;
+    let blocks_before = blocks::this_backend();
     let started = Instant::now();
     for _ in 0..iterations {
         let t = Instant::now();
         let result = execute();
-        latency.record_us(t.elapsed().as_micros() as u64);
+        let us = t.elapsed().as_micros() as u64;
+        latency.record_us(us);
+        if us > slow_us && outcome.slow_log.len() < log_limit {
+            outcome.slow_log.push(SlowExecution {
+                duration_ms: us as f64 / 1000.0,
+                at: unsafe { pg_sys::GetCurrentTimestamp() },
+            });
+        }
         outcome.calls += 1;
         let failure = match result {
             Ok(Ok(())) => None,
@@ -135,10 +192,19 @@ fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: 
         pg_sys::check_for_interrupts!();
     }
     outcome.seconds = started.elapsed().as_secs_f64();
+    outcome.blocks = blocks::this_backend().since(&blocks_before);
     outcome.latency = latency.summary();
-    outcome.slow =
-        latency.count_above(crate::gucs::SLOW_QUERY_THRESHOLD_MS.get().max(0) as u64 * 1000);
+    outcome.slow = latency.count_above(slow_us);
+    // Planned after the measurement, so taking the plan slows no measured execution.
+    if !outcome.slow_log.is_empty() {
+        outcome.plan = explain::plan_of(query);
+    }
     outcome
+}
+
+/// stress.slow_query_threshold_ms, in µs.
+fn slow_threshold_us() -> u64 {
+    crate::gucs::SLOW_QUERY_THRESHOLD_MS.get().max(0) as u64 * 1000
 }
 
 /// Benchmarks each query: one row per query with calls, errors, latency (ms) and queries per second,
@@ -264,16 +330,13 @@ fn record(
     .expect("recording the run")
     .expect("a run id");
     for o in outcomes {
+        let mut details = json!({"error": o.error, "slow": o.slow,
+                                 "slow_threshold_ms": crate::gucs::SLOW_QUERY_THRESHOLD_MS.get()});
+        crate::metrics::merge_json(&mut details, o.blocks.to_json());
         crate::metrics::record_latency_result(
-            run_id,
-            &o.query,
-            o.calls,
-            o.errors,
-            o.seconds,
-            &o.latency,
-            json!({"error": o.error, "slow": o.slow,
-                   "slow_threshold_ms": crate::gucs::SLOW_QUERY_THRESHOLD_MS.get()}),
+            run_id, &o.query, o.calls, o.errors, o.seconds, &o.latency, details,
         );
+        save_slow_executions(run_id, &o.query, None, &o.slow_log, o.plan.clone());
     }
     run_id
 }
@@ -311,6 +374,43 @@ mod tests {
              WHERE r.run_id = (SELECT max(id) FROM stress.runs WHERE kind = 'benchmark')",
         );
         assert_eq!(slow, "5,0");
+        // The first stress.slow_query_log_limit of them are logged, with the plan.
+        Spi::run("SET LOCAL stress.slow_query_log_limit = 3").unwrap();
+        let run = one::<i64>(
+            "SELECT DISTINCT run_id FROM stress.benchmark(ARRAY['SELECT pg_sleep(0.01)', 'SELECT 1'], iterations => 5, warmup => 0)",
+        );
+        let logged = one::<String>(&format!(
+            "SELECT format('%s %s %s %s', count(*), bool_and(duration_ms >= 10), min(plan->0->'Plan'->>'Node Type'),
+                           bool_and(worker IS NULL))
+             FROM stress.slow_queries WHERE run_id = {run}"
+        ));
+        assert_eq!(logged, "3 t Result t");
+    }
+
+    #[pg_test]
+    fn block_hits_are_counted_per_query() {
+        Spi::run(
+            "CREATE TABLE t_bench_blocks (id int PRIMARY KEY, v text);
+             INSERT INTO t_bench_blocks SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g",
+        )
+        .unwrap();
+        let run = one::<i64>(
+            "SELECT run_id FROM stress.benchmark(ARRAY['SELECT v FROM t_bench_blocks WHERE id = 777'], iterations => 200)",
+        );
+        // (A later statement: the call's own statement does not see the rows it wrote.)
+        let row = Spi::get_two::<i64, f64>(&format!(
+            "SELECT (details->>'index_blocks_hit')::int8 + (details->>'index_blocks_read')::int8,
+                    (details->>'cache_hit_rate')::float8
+             FROM stress.results WHERE run_id = {run}"
+        ))
+        .unwrap();
+        let (index_blocks, cache_hit_rate) = (row.0.unwrap(), row.1.unwrap());
+        // Every lookup descends the primary key (root and leaf) and reads one heap page.
+        assert!(
+            index_blocks >= 400,
+            "{index_blocks} index blocks for 200 lookups"
+        );
+        assert!((0.9..=1.0).contains(&cache_hit_rate), "{cache_hit_rate}");
     }
 
     #[pg_test]

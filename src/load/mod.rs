@@ -283,7 +283,7 @@ pub fn start_run(req: RunRequest) -> i64 {
         );
     }
 
-    let index_blocks = index_blocks(&schema);
+    let blocks_start = crate::metrics::blocks::flushed(Some(&schema));
     let run_id = Spi::get_one::<i64>("SELECT nextval('stress.runs_id_seq')")
         .expect("allocating a run id")
         .expect("nextval gives a value");
@@ -317,8 +317,7 @@ pub fn start_run(req: RunRequest) -> i64 {
         day_peaks: req.day_peaks.unwrap_or(0),
         custom_len: req.custom.len() as u32,
         slow_ms: gucs::SLOW_QUERY_THRESHOLD_MS.get(),
-        index_hits_start: index_blocks.0,
-        index_reads_start: index_blocks.1,
+        blocks_start,
         ..RunSlot::default()
     };
     slot.set_schema(&schema);
@@ -396,23 +395,6 @@ pub fn start_run(req: RunRequest) -> i64 {
         wait_for(run_id, Some(&handles));
     }
     run_id
-}
-
-/// Index blocks of `schema` found in shared buffers and read from disk so far (pg_statio).
-pub fn index_blocks(schema: &str) -> (i64, i64) {
-    Spi::connect(|client| {
-        let row = client
-            .select(
-                "SELECT coalesce(sum(idx_blks_hit), 0)::int8, coalesce(sum(idx_blks_read), 0)::int8
-                 FROM pg_statio_all_indexes WHERE schemaname = $1",
-                None,
-                &[schema.into()],
-            )?
-            .first()
-            .get_two::<i64, i64>()?;
-        Ok::<_, pgrx::spi::SpiError>((row.0.unwrap_or(0), row.1.unwrap_or(0)))
-    })
-    .expect("reading index statistics")
 }
 
 /// Cancels the run if the waiting caller is cancelled (or fails) while the run goes on.

@@ -38,6 +38,12 @@ const TARGETS: &[(&str, &str, &str, f64)] = &[
         ">",
         0.95,
     ),
+    (
+        "cache_hit_rate",
+        "table and index blocks found in shared buffers, of all read",
+        ">",
+        0.95,
+    ),
 ];
 
 /// Judge `metrics` against the seed's targets.
@@ -131,6 +137,7 @@ pub fn build(run: &Value) -> Value {
         "slow_threshold_ms": details["slow_threshold_ms"],
         "connection_efficiency": details["connection_efficiency"],
         "index_hit_rate": details["index_hit_rate"],
+        "cache_hit_rate": details["cache_hit_rate"],
         "deadlocks_per_1000": (calls > 0.0).then(|| deadlocks * 1000.0 / calls),
         "operations": run["operations"],
     });

@@ -60,9 +60,8 @@ pub struct RunSlot {
     pub custom_len: u32,
     /// operations slower than this count as slow (the caller's stress.slow_query_threshold_ms)
     pub slow_ms: i32,
-    /// the data schema's index block hits and reads when the run started (pg_statio)
-    pub index_hits_start: i64,
-    pub index_reads_start: i64,
+    /// block counts of the run's tables when it started (pg_statio)
+    pub blocks_start: crate::metrics::blocks::Blocks,
     /// the data schema, NUL-terminated
     pub schema: [u8; 64],
     /// the caller's search_path (custom transactions resolve names as the caller would)
@@ -115,8 +114,7 @@ impl Default for RunSlot {
             custom: [0; super::custom::MAX_BYTES],
             custom_len: 0,
             slow_ms: 100,
-            index_hits_start: 0,
-            index_reads_start: 0,
+            blocks_start: Default::default(),
             schema: [0; 64],
             search_path: [0; 1024],
             ops: 0,

@@ -743,18 +743,13 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
     )
     .expect("reading the workers' windows")
     .unwrap_or(0.0);
-    let (hits, reads) = super::index_blocks(&config.schema());
-    let (hits, reads) = (
-        hits - config.index_hits_start,
-        reads - config.index_reads_start,
-    );
-    let whole = serde_json::json!({
+    let blocks =
+        crate::metrics::blocks::flushed(Some(&config.schema())).since(&config.blocks_start);
+    let mut whole = serde_json::json!({
         "connection_efficiency": (connected_us > 0.0).then(|| total.busy_us as f64 / connected_us),
-        "index_hit_rate": (hits + reads > 0).then(|| hits as f64 / (hits + reads) as f64),
-        "index_blocks_hit": hits,
-        "index_blocks_read": reads,
         "slow_threshold_ms": config.slow_ms,
     });
+    crate::metrics::merge_json(&mut whole, blocks.to_json());
     insert_result(
         run_id,
         "total",
@@ -811,8 +806,8 @@ fn insert_result(
         "serialization_failures": m.serialization_failures,
         "slow": m.latency.count_above(slow_us),
     });
-    if let (Some(serde_json::Value::Object(extra)), Some(d)) = (extra, details.as_object_mut()) {
-        d.extend(extra);
+    if let Some(extra) = extra {
+        crate::metrics::merge_json(&mut details, extra);
     }
     if let Some(e) = &m.first_error {
         details["first_error"] = e.clone().into();

@@ -4,6 +4,7 @@
 //! the end, in that same transaction: if the call fails or is cancelled, its rows roll back with the
 //! data, so the record never claims work that did not happen.
 
+pub mod blocks;
 pub mod buckets;
 pub mod histogram;
 
@@ -106,4 +107,11 @@ pub fn record_latency_result(
         ],
     )
     .expect("recording a result in stress.results");
+}
+
+/// Add `extra`'s keys to the JSON object `into` (for a result's `details`).
+pub fn merge_json(into: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (serde_json::Value::Object(extra), Some(into)) = (extra, into.as_object_mut()) {
+        into.extend(extra);
+    }
 }
