@@ -42,7 +42,7 @@ impl Blocks {
     }
 
     /// The rates and the counts behind them, for a result's `details`.
-    pub fn to_json(&self) -> Value {
+    pub fn to_json(self) -> Value {
         json!({
             "index_hit_rate": self.index_hit_rate(),
             "cache_hit_rate": self.cache_hit_rate(),
