@@ -797,6 +797,23 @@ fn without_the_preload_generation_works_and_load_runs_say_what_to_do() {
     let db_error = err.as_db_error().unwrap();
     assert!(db_error.message().contains("shared_preload_libraries"));
     assert!(db_error.hint().unwrap_or_default().contains("restart"));
+    // A benchmark runs on one connection without the preload, on several only with it.
+    let calls: i64 = client
+        .query_one(
+            "SELECT calls FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 10)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(calls, 10);
+    let err = client
+        .batch_execute("SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], concurrency => 2)")
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE),
+        "{err}"
+    );
 }
 
 #[test]
@@ -1338,5 +1355,81 @@ fn custom_transactions_see_the_callers_search_path() {
     assert_eq!(
         count(&mut client, "SELECT n::int8 FROM app.counters"),
         calls
+    );
+}
+
+#[test]
+fn concurrent_benchmarks_roll_back_their_dml_and_stop_with_their_caller() {
+    let mut client = fresh_database("it_bench_concurrent");
+    client
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL);
+             INSERT INTO items SELECT g, 0 FROM generate_series(1, 1000) g;
+             CREATE TABLE log (item int, at timestamptz DEFAULT now())",
+        )
+        .unwrap();
+    // DML with rollback: measured on three connections, and nothing stays.
+    let rows = client
+        .query(
+            "SELECT query, calls, errors FROM stress.benchmark(
+                 ARRAY['INSERT INTO log (item) VALUES (1)', 'UPDATE items SET n = n + 1 WHERE id = 7'],
+                 iterations => 300, warmup => 2, concurrency => 3, rollback => true)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!((row.get::<_, i64>(1), row.get::<_, i64>(2)), (300, 0));
+    }
+    assert_eq!(count(&mut client, "SELECT count(*) FROM log"), 0);
+    assert_eq!(count(&mut client, "SELECT sum(n) FROM items"), 0);
+    // Without rollback, unprepared: every execution (3 workers x 2 warmup + 300) is kept.
+    client
+        .batch_execute(
+            "SELECT * FROM stress.benchmark(ARRAY['INSERT INTO log (item) VALUES (2)'],
+                 iterations => 300, warmup => 2, concurrency => 3, prepared => false)",
+        )
+        .unwrap();
+    assert_eq!(count(&mut client, "SELECT count(*) FROM log"), 306);
+
+    // The caller's statement_timeout cancels the run: the workers stop, the record says so.
+    client
+        .batch_execute("SET statement_timeout = '1500ms'")
+        .unwrap();
+    let started = Instant::now();
+    let err = client
+        .batch_execute(
+            "SELECT * FROM stress.benchmark(ARRAY['SELECT pg_sleep(0.02)'], iterations => 1000000,
+                 concurrency => 2)",
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
+    client.batch_execute("RESET statement_timeout").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, workers): (String, i64) = client
+            .query_one(
+                "SELECT (SELECT status FROM stress.runs WHERE kind = 'benchmark' ORDER BY id DESC LIMIT 1),
+                        (SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pg_stress benchmark%')",
+                &[],
+            )
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        if status == "cancelled" && workers == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {status}, {workers} workers left after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // What was measured before the cancel is kept.
+    assert!(
+        count(
+            &mut client,
+            "SELECT calls FROM stress.results WHERE run_id = (SELECT max(id) FROM stress.runs WHERE kind = 'benchmark')"
+        ) > 0
     );
 }

@@ -13,7 +13,10 @@ use serde_json::json;
 use std::time::Instant;
 
 mod compare;
+mod concurrent;
 mod explain;
+
+pub use explain::plan_of;
 
 const F: &str = "benchmark";
 /// Most executions of one query in one call.
@@ -74,7 +77,40 @@ pub fn save_slow_executions(
     .expect("logging slow executions");
 }
 
+/// One row of `stress.benchmark`'s result.
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    pub query: String,
+    pub calls: i64,
+    pub errors: i64,
+    pub avg_ms: f64,
+    pub stddev_ms: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub qps: f64,
+    pub error: Option<String>,
+}
+
 impl Outcome {
+    fn into_row(self) -> Row {
+        let (l, qps) = (self.latency, self.qps());
+        Row {
+            query: self.query,
+            calls: self.calls,
+            errors: self.errors,
+            avg_ms: l.avg_ms,
+            stddev_ms: l.stddev_ms,
+            p50_ms: l.p50_ms,
+            p95_ms: l.p95_ms,
+            p99_ms: l.p99_ms,
+            max_ms: l.max_ms,
+            qps,
+            error: self.error,
+        }
+    }
+
     /// Successful executions per second.
     fn qps(&self) -> f64 {
         if self.seconds > 0.0 {
@@ -100,6 +136,19 @@ fn statement_count(sql: &str) -> Result<usize, String> {
     .map_err(|e| e.message().to_owned())
 }
 
+/// Ok if `query` is one statement; its syntax error if it has one; an ERROR if it holds several.
+fn one_statement(query: &str) -> Result<(), String> {
+    match statement_count(query)? {
+        1 => Ok(()),
+        n => StressError::invalid(
+            F,
+            format!("each query must be one statement, got {n} in \"{query}\""),
+            "Pass each statement as its own array element.",
+        )
+        .raise(),
+    }
+}
+
 fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: bool) -> Outcome {
     let mut outcome = Outcome {
         query: query.to_owned(),
@@ -113,20 +162,9 @@ fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: 
         blocks: Blocks::default(),
         error: None,
     };
-    match statement_count(query) {
-        Err(e) => {
-            outcome.error = Some(e);
-            return outcome;
-        }
-        Ok(1) => {}
-        Ok(n) => {
-            StressError::invalid(
-                F,
-                format!("each query must be one statement, got {n} in \"{query}\""),
-                "Pass each statement as its own array element.",
-            )
-            .raise();
-        }
+    if let Err(e) = one_statement(query) {
+        outcome.error = Some(e);
+        return outcome;
     }
     let ending = if rollback {
         Ending::RollBack
@@ -274,44 +312,53 @@ fn benchmark(
         )
         .raise();
     }
-    if concurrency != 1 {
-        let max = crate::gucs::MAX_WORKERS.get();
-        if !(1..=max).contains(&concurrency) {
-            StressError::invalid(
-                F,
-                format!("concurrency must be between 1 and stress.max_workers = {max}, got {concurrency}"),
-                "Pass concurrency => 1, or have a superuser raise stress.max_workers.",
-            )
-            .raise();
-        }
-        StressError::NotSupported {
-            message: "stress.benchmark with concurrency > 1 is not available yet".into(),
-            hint: "Run it with concurrency => 1, or drive concurrent load with stress.run_load(…, transactions => …).".into(),
-        }
+    let max = crate::gucs::MAX_WORKERS.get();
+    if !(1..=max).contains(&concurrency) {
+        StressError::invalid(
+            F,
+            format!(
+                "concurrency must be between 1 and stress.max_workers = {max}, got {concurrency}"
+            ),
+            "Pass e.g. concurrency => 4, or have a superuser raise stress.max_workers.",
+        )
         .raise();
     }
-    let outcomes: Vec<Outcome> = queries
-        .iter()
-        .map(|q| measure(q, iterations, warmup, prepared, rollback))
-        .collect();
     let parameters = json!({"queries": queries, "iterations": iterations, "warmup": warmup,
                             "concurrency": concurrency, "prepared": prepared, "rollback": rollback});
-    let run_id = record(parameters, started_at, &outcomes);
-    TableIterator::new(outcomes.into_iter().map(move |o| {
-        let (l, qps) = (o.latency, o.qps());
+    let (run_id, rows) = if concurrency > 1 {
+        concurrent::measure(
+            &queries,
+            iterations,
+            warmup,
+            concurrency,
+            prepared,
+            rollback,
+        )
+    } else {
+        let outcomes: Vec<Outcome> = queries
+            .iter()
+            .map(|q| measure(q, iterations, warmup, prepared, rollback))
+            .collect();
+        let run_id = record(parameters, started_at, &outcomes);
         (
             run_id,
-            o.query,
-            o.calls,
-            o.errors,
-            l.avg_ms,
-            l.stddev_ms,
-            l.p50_ms,
-            l.p95_ms,
-            l.p99_ms,
-            l.max_ms,
-            qps,
-            o.error,
+            outcomes.into_iter().map(Outcome::into_row).collect(),
+        )
+    };
+    TableIterator::new(rows.into_iter().map(move |r| {
+        (
+            run_id,
+            r.query,
+            r.calls,
+            r.errors,
+            r.avg_ms,
+            r.stddev_ms,
+            r.p50_ms,
+            r.p95_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.qps,
+            r.error,
         )
     }))
 }
@@ -349,30 +396,32 @@ mod tests {
 
     #[pg_test]
     fn percentiles_of_a_query_of_known_duration() {
-        let row = Spi::get_two::<f64, f64>(
-            "SELECT p50_ms, max_ms FROM stress.benchmark(ARRAY['SELECT pg_sleep(0.01)'], iterations => 20, warmup => 1)",
+        let row = Spi::get_three::<f64, f64, i64>(
+            "SELECT p50_ms, max_ms, run_id FROM stress.benchmark(ARRAY['SELECT pg_sleep(0.01)'], iterations => 20, warmup => 1)",
         )
         .unwrap();
-        let (p50, max) = (row.0.unwrap(), row.1.unwrap());
+        let (p50, max, run) = (row.0.unwrap(), row.1.unwrap(), row.2.unwrap());
         assert!(
             (10.0..15.0).contains(&p50),
             "p50 {p50} ms for a 10 ms sleep"
         );
         assert!(max >= p50);
         assert_eq!(
-            one::<i64>(
+            one::<i64>(&format!(
                 "SELECT r.calls FROM stress.runs s JOIN stress.results r ON r.run_id = s.id
-                 WHERE s.kind = 'benchmark' AND r.name = 'SELECT pg_sleep(0.01)'"
-            ),
+                 WHERE s.kind = 'benchmark' AND r.name = 'SELECT pg_sleep(0.01)' AND s.id = {run}"
+            )),
             20
         );
         // Slow executions are counted against stress.slow_query_threshold_ms.
         Spi::run("SET LOCAL stress.slow_query_threshold_ms = 5").unwrap();
-        Spi::run("SELECT * FROM stress.benchmark(ARRAY['SELECT pg_sleep(0.01)', 'SELECT 1'], iterations => 5, warmup => 0)").unwrap();
-        let slow = one::<String>(
-            "SELECT string_agg(r.details->>'slow', ',' ORDER BY r.id) FROM stress.results r
-             WHERE r.run_id = (SELECT max(id) FROM stress.runs WHERE kind = 'benchmark')",
+        let run = one::<i64>(
+            "SELECT DISTINCT run_id FROM stress.benchmark(ARRAY['SELECT pg_sleep(0.01)', 'SELECT 1'], iterations => 5, warmup => 0)",
         );
+        let slow = one::<String>(&format!(
+            "SELECT string_agg(r.details->>'slow', ',' ORDER BY r.id) FROM stress.results r
+             WHERE r.run_id = {run}"
+        ));
         assert_eq!(slow, "5,0");
         // The first stress.slow_query_log_limit of them are logged, with the plan.
         Spi::run("SET LOCAL stress.slow_query_log_limit = 3").unwrap();
@@ -480,12 +529,92 @@ mod tests {
             "SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], warmup => -1)",
             "SELECT * FROM stress.benchmark(ARRAY['SELECT 1; SELECT 2'])",
             "SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], concurrency => 1000)",
+            "SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], concurrency => 0)",
+            "SELECT * FROM stress.benchmark(array_fill('SELECT 1'::text, ARRAY[17]), concurrency => 2)",
+            "SELECT * FROM stress.benchmark(ARRAY['SELECT 1; SELECT 2'], concurrency => 2)",
         ] {
             assert_eq!(sqlstate_of(sql), invalid, "{sql}");
         }
-        assert_eq!(
-            sqlstate_of("SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], concurrency => 2)"),
-            Some(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED)
+    }
+
+    #[pg_test]
+    fn concurrent_executions_overlap_and_percentiles_stay_true() {
+        Spi::run("SET LOCAL stress.slow_query_threshold_ms = 5").unwrap();
+        Spi::run("SET LOCAL stress.slow_query_log_limit = 3").unwrap();
+        let (mut calls, mut p50, mut qps, mut run) = (0, 0.0, 0.0, 0);
+        Spi::connect(|c| {
+            let row = c
+                .select(
+                    "SELECT calls, p50_ms, qps, run_id FROM stress.benchmark(ARRAY['SELECT pg_sleep(0.01)'],
+                         iterations => 80, warmup => 1, concurrency => 4)",
+                    None,
+                    &[],
+                )
+                .unwrap()
+                .first();
+            calls = row.get::<i64>(1).unwrap().unwrap();
+            p50 = row.get::<f64>(2).unwrap().unwrap();
+            qps = row.get::<f64>(3).unwrap().unwrap();
+            run = row.get::<i64>(4).unwrap().unwrap();
+        });
+        assert_eq!(calls, 80);
+        assert!(
+            (10.0..15.0).contains(&p50),
+            "p50 {p50} ms for a 10 ms sleep"
+        );
+        // One connection manages under 100 sleeps of 10 ms a second; four overlap.
+        assert!(qps > 200.0, "{qps} queries/s with 4 workers");
+        let recorded = one::<String>(&format!(
+            "SELECT format('%s %s %s', status, parameters->>'concurrency', parameters->>'iterations')
+             FROM stress.runs WHERE id = {run}"
+        ));
+        assert_eq!(recorded, "completed 4 80");
+        // Slow executions logged: at most the limit in all, by the workers, with the plan.
+        let logged = one::<String>(&format!(
+            "SELECT format('%s %s %s', count(*), bool_and(worker BETWEEN 1 AND 4), bool_and(plan IS NOT NULL))
+             FROM stress.slow_queries WHERE run_id = {run}"
+        ));
+        assert_eq!(logged, "3 t t");
+    }
+
+    #[pg_test]
+    fn concurrent_failing_queries_get_their_error_rows() {
+        let rows: Vec<(i64, i64, Option<String>)> = Spi::connect(|c| {
+            c.select(
+                "SELECT calls, errors, error FROM stress.benchmark(
+                     ARRAY['SELECT 1', 'SELECT * FROM t_bench_nowhere', 'SELECT 1/(random() > 2)::int'],
+                     iterations => 30, concurrency => 2)",
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| {
+                (
+                    r.get(1).unwrap().unwrap(),
+                    r.get(2).unwrap().unwrap(),
+                    r.get(3).unwrap(),
+                )
+            })
+            .collect()
+        });
+        assert_eq!(rows[0], (30, 0, None));
+        assert_eq!((rows[1].0, rows[1].1), (0, 0));
+        assert!(
+            rows[1]
+                .2
+                .as_deref()
+                .unwrap_or("")
+                .contains("does not exist"),
+            "{rows:?}"
+        );
+        assert_eq!((rows[2].0, rows[2].1), (30, 30));
+        assert!(
+            rows[2]
+                .2
+                .as_deref()
+                .unwrap_or("")
+                .contains("division by zero"),
+            "{rows:?}"
         );
     }
 }

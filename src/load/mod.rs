@@ -53,7 +53,12 @@ fn invalid(function: &'static str, message: String, hint: &str) -> ! {
     StressError::invalid(function, message, hint.to_owned()).raise()
 }
 
-fn require_preload(function: &'static str) {
+/// Room for custom transactions' JSON in a run's slot.
+pub fn custom_max_bytes() -> usize {
+    custom::MAX_BYTES
+}
+
+pub(crate) fn require_preload(function: &'static str) {
     if !shmem::available() {
         StressError::NeedsPreload(function).raise();
     }
@@ -168,6 +173,7 @@ fn run_load(
         scenario: Scenario::RunLoad,
         day_peaks: None,
         custom: custom_json,
+        bench: None,
     })
 }
 
@@ -178,6 +184,7 @@ pub enum Scenario {
     DeadlockTest = 1,
     Ramp = 2,
     TradingDay = 3,
+    Benchmark = 4,
 }
 
 impl Scenario {
@@ -186,6 +193,7 @@ impl Scenario {
             1 => Scenario::DeadlockTest,
             2 => Scenario::Ramp,
             3 => Scenario::TradingDay,
+            4 => Scenario::Benchmark,
             _ => Scenario::RunLoad,
         }
     }
@@ -196,6 +204,15 @@ impl Scenario {
             Scenario::DeadlockTest => Some("deadlock_test"),
             Scenario::Ramp => Some("ramp"),
             Scenario::TradingDay => Some("simulate_trading_day"),
+            Scenario::Benchmark => None,
+        }
+    }
+
+    /// The run's kind in `stress.runs`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Scenario::Benchmark => "benchmark",
+            _ => "run_load",
         }
     }
 }
@@ -217,6 +234,8 @@ pub struct RunRequest {
     pub day_peaks: Option<u32>,
     /// custom transactions, as JSON (validated)
     pub custom: String,
+    /// a concurrent stress.benchmark (scenario Benchmark): its queries are the custom transactions
+    pub bench: Option<shmem::BenchmarkState>,
 }
 
 /// Start the workers of a run (and with `wait`, wait for its end). Returns the run id.
@@ -234,56 +253,14 @@ pub fn start_run(req: RunRequest) -> i64 {
         ..
     } = req;
     let schema = gucs::data_schema();
-    let max_id = |table: &str| -> i64 {
-        let name = qualified(&schema, table);
-        let exists = Spi::get_one_with_args::<bool>(
-            "SELECT to_regclass($1) IS NOT NULL",
-            &[name.as_str().into()],
-        )
-        .unwrap()
-        .unwrap_or(false);
-        if !exists {
-            invalid(
-                F,
-                format!("{schema}.{table} does not exist"),
-                "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
-            );
-        }
-        Spi::get_one::<i64>(&format!("SELECT coalesce(max(id), 0) FROM {name}"))
-            .expect("reading the highest id")
-            .unwrap_or(0)
+    let benchmark = req.scenario == Scenario::Benchmark;
+    // (A benchmark runs the caller's queries: it needs no trading dataset.)
+    let ids = if benchmark {
+        DatasetIds::default()
+    } else {
+        dataset_ids(F, &schema)
     };
-    let accounts = max_id("accounts");
-    let (orders, trades, audit) = (max_id("orders"), max_id("trades"), max_id("audit_log"));
-    if Spi::get_one_with_args::<bool>(
-        "SELECT to_regclass($1) IS NULL",
-        &[qualified(&schema, "positions").as_str().into()],
-    )
-    .unwrap()
-        == Some(true)
-    {
-        invalid(
-            F,
-            format!("{schema}.positions does not exist"),
-            "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
-        );
-    }
-    if accounts < 2 {
-        invalid(
-            F,
-            format!("{schema}.accounts has {accounts} accounts; trades need at least 2"),
-            "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
-        );
-    }
-    if schema.len() > 63 {
-        invalid(
-            F,
-            "the data schema's name is too long".into(),
-            "Use a name of at most 63 bytes.",
-        );
-    }
-
-    let blocks_start = crate::metrics::blocks::flushed(Some(&schema));
+    let blocks_start = crate::metrics::blocks::flushed((!benchmark).then_some(schema.as_str()));
     let run_id = Spi::get_one::<i64>("SELECT nextval('stress.runs_id_seq')")
         .expect("allocating a run id")
         .expect("nextval gives a value");
@@ -300,16 +277,21 @@ pub fn start_run(req: RunRequest) -> i64 {
         workers: k as u32,
         workers_running: k as u32,
         started_at,
-        deadline: started_at + (seconds * 1e6) as i64,
+        // (A benchmark ends when its executions are done.)
+        deadline: if benchmark {
+            i64::MAX
+        } else {
+            started_at + (seconds * 1e6) as i64
+        },
         rate: rate.unwrap_or(0.0),
         isolation: isolation_level,
         max_retries: max_retries as u32,
         weights,
         seed: crate::generate::seed_or_random(seed) as u64,
-        accounts,
-        first_order_id: orders + 1,
-        first_trade_id: trades + 1,
-        first_audit_id: audit + 1,
+        accounts: ids.accounts,
+        first_order_id: ids.orders + 1,
+        first_trade_id: ids.trades + 1,
+        first_audit_id: ids.audit + 1,
         hot_accounts: req.hot_accounts,
         transfer_pause: req.transfer_pause,
         scenario: req.scenario as u8,
@@ -318,6 +300,7 @@ pub fn start_run(req: RunRequest) -> i64 {
         custom_len: req.custom.len() as u32,
         slow_ms: gucs::SLOW_QUERY_THRESHOLD_MS.get(),
         blocks_start,
+        bench: req.bench.unwrap_or_default(),
         ..RunSlot::default()
     };
     slot.set_schema(&schema);
@@ -392,9 +375,76 @@ pub fn start_run(req: RunRequest) -> i64 {
         handles.push(handle);
     }
     if wait {
-        wait_for(run_id, Some(&handles));
+        wait_for(run_id, Some(&handles), req.scenario);
     }
     run_id
+}
+
+/// The highest ids of the trading dataset (load runs append after them).
+#[derive(Default)]
+struct DatasetIds {
+    accounts: i64,
+    orders: i64,
+    trades: i64,
+    audit: i64,
+}
+
+/// Check that `schema` holds the trading dataset, and read its highest ids.
+fn dataset_ids(function: &'static str, schema: &str) -> DatasetIds {
+    let max_id = |table: &str| -> i64 {
+        let name = qualified(schema, table);
+        let exists = Spi::get_one_with_args::<bool>(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[name.as_str().into()],
+        )
+        .unwrap()
+        .unwrap_or(false);
+        if !exists {
+            invalid(
+                function,
+                format!("{schema}.{table} does not exist"),
+                "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
+            );
+        }
+        Spi::get_one::<i64>(&format!("SELECT coalesce(max(id), 0) FROM {name}"))
+            .expect("reading the highest id")
+            .unwrap_or(0)
+    };
+    let accounts = max_id("accounts");
+    let (orders, trades, audit) = (max_id("orders"), max_id("trades"), max_id("audit_log"));
+    if Spi::get_one_with_args::<bool>(
+        "SELECT to_regclass($1) IS NULL",
+        &[qualified(schema, "positions").as_str().into()],
+    )
+    .unwrap()
+        == Some(true)
+    {
+        invalid(
+            function,
+            format!("{schema}.positions does not exist"),
+            "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
+        );
+    }
+    if accounts < 2 {
+        invalid(
+            function,
+            format!("{schema}.accounts has {accounts} accounts; trades need at least 2"),
+            "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
+        );
+    }
+    if schema.len() > 63 {
+        invalid(
+            function,
+            "the data schema's name is too long".into(),
+            "Use a name of at most 63 bytes.",
+        );
+    }
+    DatasetIds {
+        accounts,
+        orders,
+        trades,
+        audit,
+    }
 }
 
 /// Cancels the run if the waiting caller is cancelled (or fails) while the run goes on.
@@ -421,7 +471,12 @@ fn cancel_run(run_id: i64) -> bool {
 
 /// Block until `run_id` ends; NOTICEs on the way and a summary at the end. `handles` (the caller's
 /// own workers) let it notice workers that died without closing the run.
-fn wait_for(run_id: i64, handles: Option<&[*mut pg_sys::BackgroundWorkerHandle]>) -> String {
+fn wait_for(
+    run_id: i64,
+    handles: Option<&[*mut pg_sys::BackgroundWorkerHandle]>,
+    scenario: Scenario,
+) -> String {
+    let label = scenario.kind();
     let mut guard = CancelOnDrop(run_id, true);
     let interval = Duration::from_millis(gucs::PROGRESS_INTERVAL.get().max(0) as u64);
     let mut last_notice = Instant::now();
@@ -448,7 +503,7 @@ fn wait_for(run_id: i64, handles: Option<&[*mut pg_sys::BackgroundWorkerHandle]>
         if !interval.is_zero() && last_notice.elapsed() >= interval {
             let elapsed = (unsafe { pg_sys::GetCurrentTimestamp() } - slot.started_at) as f64 / 1e6;
             notice!(
-                "run_load: run {run_id}, {elapsed:.0} s: {} operations ({:.0} ops/s), {} errors",
+                "{label}: run {run_id}, {elapsed:.0} s: {} operations ({:.0} ops/s), {} errors",
                 slot.ops,
                 slot.ops as f64 / elapsed.max(1e-9),
                 slot.errors
@@ -484,7 +539,10 @@ fn wait_for(run_id: i64, handles: Option<&[*mut pg_sys::BackgroundWorkerHandle]>
     .expect("reading the run's summary");
     match summary {
         Some((status, error, figures)) => {
-            notice!("run_load: run {run_id} {status}{error}: {figures}");
+            // (A benchmark returns its figures as rows.)
+            if scenario != Scenario::Benchmark {
+                notice!("{label}: run {run_id} {status}{error}: {figures}");
+            }
             status
         }
         None => "unknown".into(),
@@ -740,6 +798,7 @@ fn deadlock_test(
         scenario: Scenario::DeadlockTest,
         day_peaks: None,
         custom: String::new(),
+        bench: None,
     });
     let after = total();
     let figure = |expr: &str| result_figure(run_id, "transfer", expr) as i64;
@@ -888,6 +947,7 @@ fn ramp(
             scenario: Scenario::Ramp,
             day_peaks: None,
             custom: String::new(),
+            bench: None,
         });
         let figure = |expr: &str| result_figure(run_id, "total", expr);
         let ops = figure("ops_per_sec");
@@ -979,5 +1039,6 @@ fn simulate_trading_day(
         scenario: Scenario::TradingDay,
         day_peaks: Some(peaks),
         custom: String::new(),
+        bench: None,
     })
 }

@@ -304,21 +304,30 @@ pub struct Workload {
 
 /// Prepared plans of every operation, kept across transactions.
 pub struct Plans {
-    /// per operation (indexed like [`OPS`], then the custom transactions), its statements
+    /// per operation (indexed like [`OPS`], then the custom transactions), its statements; empty for
+    /// operations that are not prepared
     plans: Vec<Vec<OwnedPreparedStatement>>,
     customs: Vec<super::custom::Custom>,
+    /// whether the custom transactions run from prepared plans (else planned at every execution)
+    prepared: bool,
 }
 
 impl Plans {
-    /// Prepare every operation (in a transaction, with SPI connected).
+    /// Prepare the operations (in a transaction, with SPI connected): the built-in ones when
+    /// `builtins` (they need the trading dataset), the custom transactions when `prepared`.
     pub fn prepare(
         client: &SpiClient<'_>,
         schema: &str,
         customs: Vec<super::custom::Custom>,
+        builtins: bool,
+        prepared: bool,
     ) -> SpiResult<Self> {
         let mut plans: Vec<Vec<OwnedPreparedStatement>> = OPS
             .iter()
             .map(|&op| {
+                if !builtins {
+                    return Ok(Vec::new());
+                }
                 sql(op, schema)
                     .into_iter()
                     .map(|(sql, types)| Ok(client.prepare_mut(sql.as_str(), &types)?.keep()))
@@ -327,15 +336,21 @@ impl Plans {
             .collect::<SpiResult<_>>()?;
         for custom in &customs {
             let types: Vec<PgOid> = custom.params.iter().map(|p| p.pg_type()).collect();
-            plans.push(
+            plans.push(if prepared {
                 custom
                     .statements
                     .iter()
                     .map(|sql| Ok(client.prepare_mut(sql.as_str(), &types)?.keep()))
-                    .collect::<SpiResult<Vec<_>>>()?,
-            );
+                    .collect::<SpiResult<Vec<_>>>()?
+            } else {
+                Vec::new()
+            });
         }
-        Ok(Plans { plans, customs })
+        Ok(Plans {
+            plans,
+            customs,
+            prepared,
+        })
     }
 
     pub fn customs(&self) -> &[super::custom::Custom] {
@@ -349,13 +364,16 @@ impl Plans {
         i: usize,
         rng: &mut impl Rng,
     ) -> SpiResult<()> {
-        let args: Vec<_> = self.customs[i]
-            .params
-            .iter()
-            .map(|p| p.sample(rng))
-            .collect();
-        for plan in &self.plans[OPS.len() + i] {
-            client.update(plan, None, &args)?;
+        let custom = &self.customs[i];
+        let args: Vec<_> = custom.params.iter().map(|p| p.sample(rng)).collect();
+        if self.prepared {
+            for plan in &self.plans[OPS.len() + i] {
+                client.update(plan, None, &args)?;
+            }
+        } else {
+            for sql in &custom.statements {
+                client.update(sql.as_str(), None, &args)?;
+            }
         }
         Ok(())
     }

@@ -91,7 +91,7 @@ pub extern "C-unwind" fn pg_stress_recovery_database_main(arg: pg_sys::Datum) {
                 .update(
                     "UPDATE stress.runs SET status = 'interrupted', finished_at = greatest(started_at, pg_postmaster_start_time()),
                             error = 'the server stopped (restart or crash) while the run was going on'
-                     WHERE kind = 'run_load' AND status = 'running' AND started_at < pg_postmaster_start_time()",
+                     WHERE kind IN ('run_load', 'benchmark') AND status = 'running' AND started_at < pg_postmaster_start_time()",
                     None,
                     &[],
                 )

@@ -80,6 +80,55 @@ pub struct RunSlot {
     pub sampled_errors: u64,
     pub last_rate: f64,
     pub peak_connections: i64,
+    /// stress.benchmark with concurrency: see [`BenchmarkState`]
+    pub bench: BenchmarkState,
+}
+
+/// Most queries of one concurrent benchmark (its queries travel as custom transactions).
+pub const MAX_BENCH_QUERIES: usize = super::custom::MAX_TRANSACTIONS;
+
+/// A concurrent `stress.benchmark`: the workers run the queries one after another, all of them on
+/// the same query at a time. Before and after each query's measured executions they meet at a
+/// barrier; the last to arrive marks the time and the block counts, so that each query's rate and
+/// hit rates cover exactly its measured executions.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchmarkState {
+    /// measured executions of each query, over all workers
+    pub iterations: u64,
+    /// unmeasured executions of each query by each worker, before the measured ones
+    pub warmup: u32,
+    pub prepared: bool,
+    pub rollback: bool,
+    /// the caller's statement_timeout (ms, 0 = none), which the workers take on
+    pub statement_timeout_ms: i32,
+    /// measured executions handed out so far, per query
+    pub claimed: [u64; MAX_BENCH_QUERIES],
+    /// slow executions logged so far, per query (at most stress.slow_query_log_limit)
+    pub slow_logged: [u32; MAX_BENCH_QUERIES],
+    pub slow_log_limit: u32,
+    /// barriers passed, and workers waiting at the current one
+    pub generation: u32,
+    pub arrived: u32,
+    /// at barrier g: when the last worker arrived, and the server's block counts then
+    pub marks: [(pg_sys::TimestampTz, crate::metrics::blocks::Blocks); 2 * MAX_BENCH_QUERIES],
+}
+
+impl Default for BenchmarkState {
+    fn default() -> Self {
+        BenchmarkState {
+            iterations: 0,
+            warmup: 0,
+            prepared: true,
+            rollback: false,
+            statement_timeout_ms: 0,
+            claimed: [0; MAX_BENCH_QUERIES],
+            slow_logged: [0; MAX_BENCH_QUERIES],
+            slow_log_limit: 0,
+            generation: 0,
+            arrived: 0,
+            marks: [(0, Default::default()); 2 * MAX_BENCH_QUERIES],
+        }
+    }
 }
 
 impl Default for RunSlot {
@@ -127,6 +176,7 @@ impl Default for RunSlot {
             sampled_errors: 0,
             last_rate: 0.0,
             peak_connections: 0,
+            bench: BenchmarkState::default(),
         }
     }
 }

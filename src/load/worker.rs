@@ -8,6 +8,8 @@
 use super::custom::Custom;
 use super::ops::{IdSequence, OPS, Plans, Workload};
 use super::shmem::{Phase, RUNS, RunSlot};
+use crate::benchmark::SlowExecution;
+use crate::metrics::blocks;
 use crate::metrics::buckets::{self, BUCKETS, Buckets};
 use crate::metrics::histogram::Latency;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
@@ -57,6 +59,14 @@ impl OpStats {
 
 /// Run `f` as one transaction: commit if it returns, roll back and return the error if it raises.
 fn in_transaction<T>(f: impl FnOnce() -> T) -> Result<T, Box<ErrorReportWithLevel>> {
+    in_transaction_ending(false, f)
+}
+
+/// Run `f` as one transaction, rolled back even when it returns if `roll_back`.
+fn in_transaction_ending<T>(
+    roll_back: bool,
+    f: impl FnOnce() -> T,
+) -> Result<T, Box<ErrorReportWithLevel>> {
     unsafe {
         pg_sys::StartTransactionCommand();
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
@@ -65,7 +75,11 @@ fn in_transaction<T>(f: impl FnOnce() -> T) -> Result<T, Box<ErrorReportWithLeve
         let value = f();
         unsafe {
             pg_sys::PopActiveSnapshot();
-            pg_sys::CommitTransactionCommand();
+            if roll_back {
+                pg_sys::AbortCurrentTransaction();
+            } else {
+                pg_sys::CommitTransactionCommand();
+            }
         }
         Ok(value)
     }))
@@ -142,6 +156,18 @@ fn task_names(customs: &[Custom]) -> Vec<String> {
 
 /// The run's parameters as recorded in `stress.runs`, rebuilt from its slot.
 pub fn parameters(slot: &RunSlot) -> serde_json::Value {
+    if is_benchmark(slot) {
+        let b = &slot.bench;
+        let queries: Vec<String> = slot
+            .customs()
+            .into_iter()
+            .map(|c| c.statements.concat())
+            .collect();
+        return serde_json::json!({
+            "queries": queries, "iterations": b.iterations, "warmup": b.warmup,
+            "concurrency": slot.workers, "prepared": b.prepared, "rollback": b.rollback,
+        });
+    }
     let mix: serde_json::Map<String, serde_json::Value> = OPS
         .iter()
         .zip(slot.weights)
@@ -163,6 +189,10 @@ pub fn parameters(slot: &RunSlot) -> serde_json::Value {
         }),
         "peak_hours": slot.day_profile.then(|| (0..24).filter(|h| slot.day_peaks & (1 << h) != 0).collect::<Vec<u32>>()),
     })
+}
+
+fn is_benchmark(slot: &RunSlot) -> bool {
+    super::Scenario::from_code(slot.scenario) == super::Scenario::Benchmark
 }
 
 /// Entry point of a load worker: `bgw_main_arg` is its slot, `bgw_extra` "run_id worker".
@@ -192,18 +222,30 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
     let customs = config.customs();
     let names = task_names(&customs);
     let mut stats: Vec<OpStats> = vec![OpStats::default(); names.len()];
+    // A benchmark's slow executions logged by this worker, per query.
+    let mut slow: Vec<Vec<SlowExecution>> = vec![Vec::new(); customs.len()];
     // When this worker's loop ran: the run's seconds are from the first start to the last end.
     let (mut loop_start, mut loop_end) = (now(), now());
 
     let plans = in_transaction(|| {
         // The caller's search_path, so custom transactions resolve names as the caller's did; and
         // no operation may outlive the run by much (one waiting on a lock the caller holds, say).
-        let timeout_ms = ((config.deadline - now()) / 1000).max(0) + 10_000;
+        // (A benchmark's executions are bounded as the caller's were.)
+        let timeout_ms = if is_benchmark(&config) {
+            config.bench.statement_timeout_ms as i64
+        } else {
+            ((config.deadline - now()) / 1000).max(0) + 10_000
+        };
         // And a name in pg_stat_activity.application_name that says which run this is. The
         // built-in operations are index lookups whose plans do not depend on their parameters: plan
         // them once (generic plans). Custom transactions are planned as pgbench -M prepared would.
         let name = format!(
-            "pg_stress load run {} worker {}/{}",
+            "pg_stress {} run {} worker {}/{}",
+            if is_benchmark(&config) {
+                "benchmark"
+            } else {
+                "load"
+            },
             config.run_id,
             worker + 1,
             config.workers
@@ -227,7 +269,17 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
         if worker == 0 {
             register_run(&config);
         }
-        Spi::connect(|client| Plans::prepare(client, &config.schema(), customs.clone()))
+        Spi::connect(|client| {
+            let benchmark = is_benchmark(&config);
+            let prepared = !benchmark || config.bench.prepared;
+            Plans::prepare(
+                client,
+                &config.schema(),
+                customs.clone(),
+                !benchmark,
+                prepared,
+            )
+        })
     });
     let stop_reason = match plans {
         Ok(Ok(plans)) => {
@@ -236,7 +288,11 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
                 table.slots[index].workers_started += 1;
             }
             loop_start = now();
-            let why = run_loop(&config, index, worker, &plans, &mut stats);
+            let why = if is_benchmark(&config) {
+                benchmark_loop(&config, index, worker, &plans, &mut stats, &mut slow)
+            } else {
+                run_loop(&config, index, worker, &plans, &mut stats)
+            };
             loop_end = now();
             why
         }
@@ -259,6 +315,16 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
     }
     let window = (loop_start, loop_end);
     let saved = in_transaction(|| {
+        // The plans of slow queries, as the caller's role sees them.
+        let plans: Vec<_> = customs
+            .iter()
+            .zip(&slow)
+            .map(|(c, s)| {
+                (!s.is_empty())
+                    .then(|| crate::benchmark::plan_of(&c.statements.concat()))
+                    .flatten()
+            })
+            .collect();
         as_bookkeeper(|| {
             save_worker_results(
                 run_id,
@@ -267,7 +333,16 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
                 &names,
                 &stats,
                 stop_reason.as_deref(),
-            )
+            );
+            for ((custom, executions), plan) in customs.iter().zip(&slow).zip(plans) {
+                crate::benchmark::save_slow_executions(
+                    run_id,
+                    &custom.statements.concat(),
+                    Some(worker as i32 + 1),
+                    executions,
+                    plan,
+                );
+            }
         })
     });
     if let Err(report) = saved {
@@ -289,10 +364,8 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
         }
     };
     if last {
-        let live = slot_of(run_id, database, index);
-        let cancelled = live.is_some_and(|s| s.cancel);
-        let peak = live.map_or(0, |s| s.peak_connections);
-        let closed = in_transaction(|| as_bookkeeper(|| finish_run(&config, cancelled, peak)));
+        let live = slot_of(run_id, database, index).unwrap_or(config);
+        let closed = in_transaction(|| as_bookkeeper(|| finish_run(&config, &live)));
         if let Err(report) = closed {
             pgrx::warning!(
                 "pg_stress load run {run_id}: could not record its end: {}",
@@ -465,6 +538,186 @@ fn run_loop(
         .then(|| format!("worker {} was terminated (SIGTERM)", worker + 1))
 }
 
+/// Why a benchmark worker stopped before its queries were done.
+enum Stopped {
+    /// the run was cancelled (or is gone): not a problem of this worker
+    Cancelled,
+    Terminated,
+}
+
+/// A concurrent `stress.benchmark`: every query in turn, all workers on the same one. Each worker
+/// warms up, waits for the others, then takes measured executions from the query's shared count
+/// until none is left, and waits for the others again (see [`BenchmarkState`](super::shmem::BenchmarkState)).
+fn benchmark_loop(
+    config: &RunSlot,
+    index: usize,
+    worker: u32,
+    plans: &Plans,
+    stats: &mut [OpStats],
+    slow: &mut [Vec<SlowExecution>],
+) -> Option<String> {
+    let (run_id, database) = (config.run_id, config.database);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ (0xBE7C_0000 + worker as u64));
+    let mut live = LiveFigures::new(run_id, database, index);
+    let slow_us = config.slow_ms.max(0) as u64 * 1000;
+    let execute = |j: usize, rng: &mut Xoshiro256PlusPlus| {
+        in_transaction_ending(config.bench.rollback, || {
+            unsafe {
+                pg_sys::pgstat_report_activity(
+                    pg_sys::BackendState::STATE_RUNNING,
+                    c"pg_stress benchmark query".as_ptr(),
+                )
+            };
+            Spi::connect_mut(|client| plans.execute_custom(client, j, rng))
+        })
+    };
+    {
+        let mut table = RUNS.exclusive();
+        table.slots[index].workers_looping += 1;
+    }
+    let mut outcome = Ok(());
+    'queries: for j in 0..plans.customs().len() {
+        for _ in 0..config.bench.warmup {
+            if BackgroundWorker::sigterm_received() {
+                outcome = Err(Stopped::Terminated);
+                break 'queries;
+            }
+            let _ = execute(j, &mut rng);
+        }
+        if let Err(stop) = barrier(config, index, 2 * j as u32) {
+            outcome = Err(stop);
+            break;
+        }
+        let s = &mut stats[OPS.len() + j];
+        loop {
+            let claimed = {
+                let mut table = RUNS.exclusive();
+                let slot = &mut table.slots[index];
+                if !holds(slot, run_id, database) || slot.cancel {
+                    None
+                } else if slot.bench.claimed[j] >= slot.bench.iterations {
+                    Some(false)
+                } else {
+                    slot.bench.claimed[j] += 1;
+                    Some(true)
+                }
+            };
+            match claimed {
+                None => {
+                    outcome = Err(Stopped::Cancelled);
+                    break 'queries;
+                }
+                Some(false) => break,
+                Some(true) => {}
+            }
+            if BackgroundWorker::sigterm_received() {
+                outcome = Err(Stopped::Terminated);
+                break 'queries;
+            }
+            let started = now();
+            let result = execute(j, &mut rng);
+            let finished = now();
+            let latency_us = (finished - started).max(1) as u64;
+            s.calls += 1;
+            s.busy_us += finished - started;
+            s.latency.record_us(latency_us);
+            let failure = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(report) => Some(report.message().to_owned()),
+            };
+            match failure {
+                None => s.successes += 1,
+                Some(message) => {
+                    s.failures += 1;
+                    s.first_error.get_or_insert(message);
+                    live.errors += 1;
+                }
+            }
+            if latency_us > slow_us {
+                let log = {
+                    let mut table = RUNS.exclusive();
+                    let b = &mut table.slots[index].bench;
+                    let log = b.slow_logged[j] < b.slow_log_limit;
+                    b.slow_logged[j] += log as u32;
+                    log
+                };
+                if log {
+                    slow[j].push(SlowExecution {
+                        duration_ms: latency_us as f64 / 1000.0,
+                        at: finished,
+                    });
+                }
+            }
+            live.record(latency_us);
+            if finished - live.published >= 100_000 && !live.publish(finished, worker == 0) {
+                outcome = Err(Stopped::Cancelled);
+                break 'queries;
+            }
+        }
+        if let Err(stop) = barrier(config, index, 2 * j as u32 + 1) {
+            outcome = Err(stop);
+            break;
+        }
+    }
+    live.publish(now(), false);
+    {
+        let mut table = RUNS.exclusive();
+        let slot = &mut table.slots[index];
+        if holds(slot, run_id, database) {
+            slot.workers_looping -= 1;
+        }
+    }
+    match outcome {
+        Err(Stopped::Terminated) => Some(format!("worker {} was terminated (SIGTERM)", worker + 1)),
+        _ => None,
+    }
+}
+
+/// Wait until all the run's workers reach barrier `g`. The last to arrive marks the time and the
+/// server's block counts (after every worker flushed its statistics) and lets the others go on.
+fn barrier(config: &RunSlot, index: usize, g: u32) -> Result<(), Stopped> {
+    let (run_id, database) = (config.run_id, config.database);
+    // This worker's block counts reach the server before anyone marks them.
+    unsafe { pg_sys::pgstat_report_stat(true) };
+    let last = {
+        let mut table = RUNS.exclusive();
+        let slot = &mut table.slots[index];
+        if !holds(slot, run_id, database) || slot.cancel {
+            return Err(Stopped::Cancelled);
+        }
+        slot.bench.arrived += 1;
+        slot.bench.arrived == slot.workers
+    };
+    if last {
+        let counts = in_transaction(|| blocks::flushed(None)).unwrap_or_default();
+        let mut table = RUNS.exclusive();
+        let slot = &mut table.slots[index];
+        if holds(slot, run_id, database) {
+            slot.bench.marks[g as usize] = (now(), counts);
+            slot.bench.arrived = 0;
+            slot.bench.generation = g + 1;
+        }
+        return Ok(());
+    }
+    loop {
+        {
+            let table = RUNS.share();
+            let slot = &table.slots[index];
+            if !holds(slot, run_id, database) || slot.cancel {
+                return Err(Stopped::Cancelled);
+            }
+            if slot.bench.generation > g {
+                return Ok(());
+            }
+        }
+        if BackgroundWorker::sigterm_received() {
+            return Err(Stopped::Terminated);
+        }
+        sleep_ms(1);
+    }
+}
+
 /// How busy hour `hour` of a simulated trading day is: peak hours ×4, night (0–5) ×¼, others ×1.
 pub fn day_weight(peaks: u32, hour: u32) -> f64 {
     if peaks & (1 << hour.min(23)) != 0 {
@@ -611,13 +864,16 @@ fn register_run(config: &RunSlot) {
     as_bookkeeper(|| {
         Spi::run_with_args(
             "INSERT INTO stress.runs (id, kind, parameters, status, started_at, run_as)
-             VALUES ($1, 'run_load', $2, 'running', $3, (SELECT rolname FROM pg_roles WHERE oid = $4))
+             VALUES ($1, $5, $2, 'running', $3, (SELECT rolname FROM pg_roles WHERE oid = $4))
              ON CONFLICT (id) DO NOTHING",
             &[
                 config.run_id.into(),
                 JsonB(parameters(config)).into(),
-                TimestampWithTimeZone::try_from(config.started_at).expect("valid start").into(),
+                TimestampWithTimeZone::try_from(config.started_at)
+                    .expect("valid start")
+                    .into(),
                 config.current_user.into(),
+                super::Scenario::from_code(config.scenario).kind().into(),
             ],
         )
         .expect("registering the run");
@@ -666,8 +922,10 @@ fn save_worker_results(
     }
 }
 
-/// Merge every worker's results into `stress.results` and close the run's row.
-fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
+/// Merge every worker's results into `stress.results` and close the run's row. `live` is the run's
+/// slot as its last worker left it.
+fn finish_run(config: &RunSlot, live: &RunSlot) {
+    let (cancelled, peak_connections) = (live.cancel, live.peak_connections);
     let run_id = config.run_id;
     let rows = Spi::connect(|client| {
         client
@@ -724,7 +982,10 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
     .unwrap_or(0.0)
     .max(1e-6);
     let slow_us = config.slow_ms.max(0) as u64 * 1000;
-    for (name, m) in names.iter().zip(&merged) {
+    if is_benchmark(config) {
+        finish_benchmark(config, live, &merged[OPS.len()..], seconds);
+    }
+    for (name, m) in names.iter().zip(&merged).filter(|_| !is_benchmark(config)) {
         if m.calls == 0 {
             continue;
         }
@@ -733,6 +994,9 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
     let mut total = OpStats::default();
     for m in &merged {
         total.add(m);
+    }
+    if is_benchmark(config) {
+        total.calls = 0; // (a benchmark has no total row: its queries are measured one by one)
     }
     // The run as a whole: how busy its connections were, and how its indexes were served.
     let connected_us = Spi::get_one_with_args::<f64>(
@@ -750,15 +1014,17 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
         "slow_threshold_ms": config.slow_ms,
     });
     crate::metrics::merge_json(&mut whole, blocks.to_json());
-    insert_result(
-        run_id,
-        "total",
-        &total,
-        seconds,
-        config.rate > 0.0,
-        slow_us,
-        Some(whole),
-    );
+    if total.calls > 0 {
+        insert_result(
+            run_id,
+            "total",
+            &total,
+            seconds,
+            config.rate > 0.0,
+            slow_us,
+            Some(whole),
+        );
+    }
     let status = match (&stop_reason, cancelled) {
         (Some(_), _) => "failed",
         (None, true) => "cancelled",
@@ -767,7 +1033,7 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
     Spi::run_with_args(
         "INSERT INTO stress.runs (id, kind, parameters, status, started_at, finished_at, run_as, error,
                                   peak_connections)
-         VALUES ($1, 'run_load', $2, $3, $4, clock_timestamp(), (SELECT rolname FROM pg_roles WHERE oid = $5), $6,
+         VALUES ($1, $8, $2, $3, $4, clock_timestamp(), (SELECT rolname FROM pg_roles WHERE oid = $5), $6,
                  nullif($7, 0))
          ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, finished_at = EXCLUDED.finished_at,
                                          error = EXCLUDED.error, peak_connections = EXCLUDED.peak_connections",
@@ -779,6 +1045,7 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
             config.current_user.into(),
             stop_reason.into(),
             peak_connections.into(),
+            super::Scenario::from_code(config.scenario).kind().into(),
         ],
     )
     .expect("closing the run");
@@ -787,6 +1054,33 @@ fn finish_run(config: &RunSlot, cancelled: bool, peak_connections: i64) {
         &[run_id.into()],
     )
     .expect("clearing the workers' results");
+}
+
+/// A benchmark's results: one row per query, named by its text, each over its own measured window
+/// (from the barrier before its measured executions to the one after), with its block counts.
+fn finish_benchmark(config: &RunSlot, live: &RunSlot, merged: &[OpStats], run_seconds: f64) {
+    let slow_us = config.slow_ms.max(0) as u64 * 1000;
+    for (j, (custom, m)) in config.customs().iter().zip(merged).enumerate() {
+        let ((t0, b0), (t1, b1)) = (live.bench.marks[2 * j], live.bench.marks[2 * j + 1]);
+        let (seconds, mut extra) = if t0 > 0 && t1 >= t0 {
+            ((t1 - t0) as f64 / 1e6, b1.since(&b0).to_json())
+        } else {
+            (run_seconds, serde_json::json!({}))
+        };
+        crate::metrics::merge_json(
+            &mut extra,
+            serde_json::json!({"slow_threshold_ms": config.slow_ms, "concurrency": config.workers}),
+        );
+        insert_result(
+            config.run_id,
+            &custom.statements.concat(),
+            m,
+            seconds.max(1e-6),
+            false,
+            slow_us,
+            Some(extra),
+        );
+    }
 }
 
 fn insert_result(
