@@ -13,7 +13,8 @@ db=pg_stress_bench
 echo "== building and installing pg_stress (release)"
 scripts/pgcluster.sh stop bench
 cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config "${pgrx_install_flags[@]}" >/dev/null
-eval "$(scripts/pgcluster.sh start bench "shared_buffers = '1GB'" "max_wal_size = '4GB'" "cron.database_name = 'postgres'")"
+eval "$(scripts/pgcluster.sh start bench "shared_buffers = '1GB'" "max_wal_size = '4GB'" "cron.database_name = 'postgres'" \
+         "shared_preload_libraries = 'pg_stress, pg_cron, pg_stat_statements'")"
 export PGHOST PGPORT PGUSER
 psql=(/usr/lib/postgresql/15/bin/psql -X -q -At -v ON_ERROR_STOP=1)
 PGOPTIONS="-c client_min_messages=warning" "${psql[@]}" -d postgres \
@@ -43,6 +44,43 @@ peak_growth() {
   wait "$client"
   awk -v a="$start_kb" -v b="$peak_kb" 'BEGIN { printf "%.1f", (b - a) / 1024 }'
 }
+
+echo "== query benchmark: stress.benchmark's mean vs pg_stat_statements' mean_exec_time, same statement, same calls"
+pgbench=/usr/lib/postgresql/15/bin/pgbench
+sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+sql "DROP TABLE IF EXISTS public.bench_pk;
+     CREATE TABLE public.bench_pk AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000000) g;
+     ALTER TABLE public.bench_pk ADD PRIMARY KEY (id); VACUUM ANALYZE public.bench_pk" >/dev/null
+# One session: reset, 100,000 executions (no warmup, so pg_stat_statements sees exactly the measured
+# ones: track = all records statements run through SPI), then read both.
+sql "SET pg_stat_statements.track = 'all';
+     SELECT pg_stat_statements_reset();
+     CREATE TEMP TABLE b AS SELECT * FROM stress.benchmark(ARRAY['SELECT v FROM public.bench_pk WHERE id = 424242'],
+                                                         iterations => 100000, warmup => 0);
+     SELECT format('   stress.benchmark: %s calls, avg %s ms, p50 %s ms, p99 %s ms
+   pg_stat_statements: %s calls, mean_exec_time %s ms
+   -> benchmark mean / pg_stat_statements mean = %s (difference %s%%); harness overhead per iteration %s us (subtransaction, SPI, clock)',
+                   b.calls, round(b.avg_ms::numeric, 4), round(b.p50_ms::numeric, 4), round(b.p99_ms::numeric, 4),
+                   s.calls, round(s.mean_exec_time::numeric, 4),
+                   round((b.avg_ms / s.mean_exec_time)::numeric, 3),
+                   round(((b.avg_ms / s.mean_exec_time - 1) * 100)::numeric, 1),
+                   round(((b.avg_ms - s.mean_exec_time) * 1000)::numeric, 2))
+     FROM b, pg_stat_statements s
+     WHERE s.query LIKE 'SELECT v FROM public.bench_pk WHERE id = %' AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+echo "== SELECT 1: stress.benchmark p50 over 100,000 iterations, next to pgbench -S (1 client, -M prepared, 10 s)"
+$pgbench -i -q -s 10 "$db" >/dev/null 2>&1
+select1=$(sql "SELECT round(p50_ms::numeric, 4) FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 100000)")
+pgbench_s=$(sql "SELECT round(p50_ms::numeric, 4) || ' ms p50, ' || round(qps::numeric) || ' qps'
+                 FROM stress.benchmark(ARRAY['SELECT abalance FROM pgbench_accounts WHERE aid = 424242'], iterations => 100000)")
+pgbench_lat=$($pgbench -n -S -M prepared -c 1 -T 10 "$db" 2>&1 | awk '/latency average/ { print $4 }')
+echo "   stress.benchmark SELECT 1: p50 $select1 ms; pgbench -S's query: $pgbench_s; pgbench -S: latency average $pgbench_lat ms"
+echo "   (pgbench's latency includes the client round trip over the socket; stress.benchmark times execution in the server)"
+echo "== the same lookup on 2 connections: stress.benchmark(concurrency => 2) qps vs pgbench -S -c 2 tps"
+conc_qps=$(sql "SELECT round(qps::numeric) FROM stress.benchmark(ARRAY['SELECT abalance FROM pgbench_accounts WHERE aid = 424242'],
+                                                              iterations => 400000, concurrency => 2)")
+conc_tps=$($pgbench -n -S -M prepared -c 2 -j 2 -T 10 "$db" 2>&1 | awk '/^tps = / { printf "%d", $3 }')
+echo "   stress.benchmark $conc_qps qps, pgbench -S $conc_tps tps  -> RATIO $(ratio "$conc_qps" "$conc_tps")"
+if [ "${BENCH_ONLY:-}" = query ]; then exit 0; fi
 
 # The pure-SQL equivalent of generate_orders: the same columns from random(), into an identical table.
 baseline_insert="INSERT INTO bench_sql.orders
@@ -251,3 +289,4 @@ echo
 echo "SUMMARY generate_orders/SQL=$gen_ratio checksum_speedup=$(ratio "$m" "$c")x orders_memory_mb=$grow_mb"
 echo "        per table: ${summary[*]}  dataset=${ds}s dataset_workers2=${ds_par}s trades_memory_mb=$trade_growth"
 echo "        load run_load/pgbench: ${load_ratios[*]}"
+echo "        query: SELECT 1 p50 ${select1} ms, pgbench -S latency ${pgbench_lat} ms; concurrency 2 benchmark/pgbench -S $(ratio "$conc_qps" "$conc_tps")"

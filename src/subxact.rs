@@ -1,9 +1,11 @@
 //! Running a piece of work in an internal subtransaction, as a PL/pgSQL EXCEPTION block does: if it
-//! raises an ERROR, only its own effects roll back and the caller gets the error as a value.
+//! raises an ERROR, only its own effects roll back and the caller gets the error as a value. Like
+//! PL/pgSQL's `WHEN OTHERS`, a cancel (`pg_cancel_backend`, `statement_timeout`: 57014) is not caught:
+//! it goes on up and ends the statement, so no loop of isolated executions can swallow it.
 
-use pgrx::PgTryBuilder;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
+use pgrx::{PgSqlErrorCode, PgTryBuilder};
 
 /// What happens to a subtransaction's effects when it succeeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,12 +36,7 @@ pub fn run_isolated_ending<T>(
         pg_sys::MemoryContextSwitchTo(outer_context);
 
         let outcome = PgTryBuilder::new(move || Ok(f()))
-            .catch_others(|error| match error {
-                CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
-                    Err(Box::new(report))
-                }
-                panic @ CaughtError::RustPanic { .. } => panic.rethrow(),
-            })
+            .catch_others(|error| Err(Box::new(error)))
             .execute();
 
         match (&outcome, ending) {
@@ -48,7 +45,17 @@ pub fn run_isolated_ending<T>(
         }
         pg_sys::MemoryContextSwitchTo(outer_context);
         pg_sys::CurrentResourceOwner = outer_owner;
-        outcome
+        // Only now, with the subtransaction gone, may an error go on up: raised inside it, it would
+        // leave the session in an aborted subtransaction that only a ROLLBACK ends.
+        match outcome.map_err(|boxed| *boxed) {
+            Ok(value) => Ok(value),
+            Err(CaughtError::PostgresError(report) | CaughtError::ErrorReport(report))
+                if report.sql_error_code() != PgSqlErrorCode::ERRCODE_QUERY_CANCELED =>
+            {
+                Err(Box::new(report))
+            }
+            Err(other) => other.rethrow(),
+        }
     }
 }
 
@@ -83,6 +90,20 @@ mod tests {
         assert_eq!(
             Spi::get_one::<i64>("SELECT sum(x) FROM subxact_probe").unwrap(),
             Some(1)
+        );
+    }
+
+    #[pg_test(error = "canceling statement due to user request")]
+    fn a_cancel_is_not_caught() {
+        // What pg_cancel_backend() does to this backend (its signal handler sets these flags).
+        unsafe {
+            pg_sys::QueryCancelPending = 1;
+            pg_sys::InterruptPending = 1;
+        }
+        let caught = run_isolated(|| Spi::run("SELECT pg_sleep(0.01)").unwrap());
+        panic!(
+            "the cancel was caught: {:?}",
+            caught.err().map(|e| e.message().to_owned())
         );
     }
 }

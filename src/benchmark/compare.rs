@@ -4,6 +4,7 @@
 
 use crate::error::StressError;
 use crate::subxact::{Ending, run_isolated_ending};
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 use serde_json::Value;
 
@@ -44,13 +45,40 @@ fn droppable_indexes(tables: &[(String, String)]) -> Vec<String> {
     out
 }
 
+/// Whether `sql` is exactly one `CREATE INDEX` statement (not CONCURRENTLY, which cannot run in the
+/// rolled-back subtransaction); an error message saying what is wrong if not.
+fn check_candidate(sql: &str) -> Result<(), String> {
+    let text = std::ffi::CString::new(sql).map_err(|_| "contains a NUL byte".to_owned())?;
+    let shape = crate::subxact::run_isolated(|| unsafe {
+        let list = pg_sys::pg_parse_query(text.as_ptr());
+        if list.is_null() || (*list).length != 1 {
+            return None;
+        }
+        let raw = (*(*list).elements).ptr_value as *mut pg_sys::RawStmt;
+        let stmt = (*raw).stmt;
+        if (*stmt).type_ != pg_sys::NodeTag::T_IndexStmt {
+            return None;
+        }
+        Some((*(stmt as *mut pg_sys::IndexStmt)).concurrent)
+    })
+    .map_err(|e| e.message().to_owned())?;
+    match shape {
+        None => Err("must be one CREATE INDEX statement".into()),
+        Some(true) => Err("cannot be CREATE INDEX CONCURRENTLY (the index is built in a transaction that is rolled back)".into()),
+        Some(false) => Ok(()),
+    }
+}
+
 /// Avg and p99 (ms) of `query` with the current indexes and without the droppable ones, and the
-/// speedup the indexes give (avg without / avg with).
+/// speedup the indexes give (avg without / avg with). With `candidates` (CREATE INDEX statements),
+/// also with those indexes: they are built for real, measured, and rolled back — a true timing of
+/// an index that does not exist yet (hypopg would only estimate its cost).
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn compare_indexes(
     queries: Vec<Option<String>>,
     iterations: default!(i32, 50),
+    candidates: default!(Option<Vec<Option<String>>>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -61,6 +89,9 @@ fn compare_indexes(
         name!(without_avg_ms, f64),
         name!(without_p99_ms, f64),
         name!(speedup, f64),
+        name!(candidate_avg_ms, Option<f64>),
+        name!(candidate_p99_ms, Option<f64>),
+        name!(candidate_speedup, Option<f64>),
     ),
 > {
     const F: &str = "compare_indexes";
@@ -78,42 +109,65 @@ fn compare_indexes(
         )
         .raise();
     }
-    let mut rows = Vec::new();
-    for (i, query) in queries.into_iter().enumerate() {
-        let Some(query) = query.filter(|q| !q.trim().is_empty()) else {
-            StressError::invalid(
-                F,
-                format!("queries[{}] is NULL or empty", i + 1),
-                "Every element must be a query.",
-            )
-            .raise();
-        };
-        let explained = run_isolated_ending(Ending::RollBack, || {
-            Spi::get_one::<pgrx::Json>(&format!("EXPLAIN (FORMAT JSON, VERBOSE) {query}"))
-                .expect("EXPLAIN gives one row")
-        });
-        let plan = match explained {
-            Ok(Some(pgrx::Json(plan))) => plan,
-            _ => {
+    let candidates: Vec<String> = candidates
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let c = c.unwrap_or_default();
+            check_candidate(&c).map(|()| c).map_err(|e| {
                 StressError::invalid(
                     F,
-                    format!("queries[{}] cannot be planned: \"{query}\"", i + 1),
-                    "Check it with stress.explain(query).",
+                    format!("candidates[{}] {e}", i + 1),
+                    "Pass statements such as 'CREATE INDEX ON orders (status)'.",
                 )
-                .raise();
-            }
+            })
+        })
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| e.raise());
+    let queries: Vec<String> = queries
+        .into_iter()
+        .enumerate()
+        .map(|(i, q)| {
+            q.filter(|q| !q.trim().is_empty()).unwrap_or_else(|| {
+                StressError::invalid(
+                    F,
+                    format!("queries[{}] is NULL or empty", i + 1),
+                    "Every element must be a query.",
+                )
+                .raise()
+            })
+        })
+        .collect();
+    let failed = |query: &str, e: &str| -> ! {
+        StressError::invalid(
+            F,
+            format!("\"{query}\" failed: {e}"),
+            "Check it with stress.benchmark(ARRAY[query]).",
+        )
+        .raise()
+    };
+    let mut rows = Vec::new();
+    for (i, query) in queries.iter().enumerate() {
+        let Some(plan) = super::plan_of(query) else {
+            StressError::invalid(
+                F,
+                format!("queries[{}] cannot be planned: \"{query}\"", i + 1),
+                "Check it with stress.explain(query).",
+            )
+            .raise();
         };
         let mut tables = Vec::new();
         tables_of(&plan[0]["Plan"], &mut tables);
         let indexes = droppable_indexes(&tables);
-        let with = super::measure(&query, iterations, 2, true, true);
+        let with = super::measure(query, iterations, 2, true, true);
         // Without the indexes: dropped in a subtransaction that is always rolled back.
         let without = run_isolated_ending(Ending::RollBack, || {
             for index in &indexes {
                 Spi::run(&format!("DROP INDEX {index}"))
                     .expect("dropping an index for the comparison");
             }
-            super::measure(&query, iterations, 2, true, true)
+            super::measure(query, iterations, 2, true, true)
         });
         let without = match without {
             Ok(o) => o,
@@ -122,29 +176,60 @@ fn compare_indexes(
             }
         };
         if let Some(e) = with.error.as_ref().or(without.error.as_ref()) {
-            StressError::invalid(
-                F,
-                format!("\"{query}\" failed: {e}"),
-                "Check it with stress.benchmark(ARRAY[query]).",
-            )
-            .raise();
+            failed(query, e);
         }
-        let speedup = if with.latency.avg_ms > 0.0 {
-            without.latency.avg_ms / with.latency.avg_ms
-        } else {
-            0.0
-        };
+        let speedup = ratio(without.latency.avg_ms, with.latency.avg_ms);
         rows.push((
-            query,
+            query.clone(),
             indexes,
             with.latency.avg_ms,
             with.latency.p99_ms,
             without.latency.avg_ms,
             without.latency.p99_ms,
             speedup,
+            None,
+            None,
+            None,
         ));
     }
+    if !candidates.is_empty() {
+        // The candidates are built once, every query measured with them, then all rolled back.
+        let measured = run_isolated_ending(Ending::RollBack, || {
+            for sql in &candidates {
+                Spi::run(sql).expect("building a candidate index");
+            }
+            queries
+                .iter()
+                .map(|q| super::measure(q, iterations, 2, true, true))
+                .collect::<Vec<_>>()
+        });
+        let measured = match measured {
+            Ok(m) => m,
+            Err(report) => StressError::invalid(
+                F,
+                format!(
+                    "building the candidate indexes failed: {}",
+                    report.message()
+                ),
+                "Check the CREATE INDEX statements; you must own the tables.",
+            )
+            .raise(),
+        };
+        for (row, m) in rows.iter_mut().zip(measured) {
+            if let Some(e) = &m.error {
+                failed(&row.0, e);
+            }
+            row.7 = Some(m.latency.avg_ms);
+            row.8 = Some(m.latency.p99_ms);
+            row.9 = Some(ratio(row.2, m.latency.avg_ms));
+        }
+    }
     TableIterator::new(rows)
+}
+
+/// `slower / faster`, 0 when `faster` is 0.
+fn ratio(slower: f64, faster: f64) -> f64 {
+    if faster > 0.0 { slower / faster } else { 0.0 }
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -184,5 +269,45 @@ mod tests {
         assert!(one::<bool>(
             "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_cmp_k'::regclass"
         ));
+    }
+
+    #[pg_test]
+    fn a_candidate_index_is_measured_for_real_and_rolled_back() {
+        Spi::run(
+            "CREATE TABLE t_cand AS SELECT g AS id, g % 1000 AS k FROM generate_series(1, 100000) g;
+             ANALYZE t_cand",
+        )
+        .unwrap();
+        let (without, with) = Spi::get_two::<f64, f64>(
+            "SELECT with_avg_ms, candidate_avg_ms FROM stress.compare_indexes(
+                 ARRAY['SELECT count(*) FROM t_cand WHERE k = 7'], 10,
+                 candidates => ARRAY['CREATE INDEX t_cand_k ON t_cand (k)'])",
+        )
+        .unwrap();
+        let (without, with) = (without.unwrap(), with.unwrap());
+        assert!(
+            without > 3.0 * with,
+            "a seq scan {without} ms vs the candidate index {with} ms"
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM pg_indexes WHERE tablename = 't_cand'"),
+            0
+        );
+        let invalid = Some(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE);
+        for bad in [
+            "ARRAY['SELECT 1']",
+            "ARRAY['CREATE INDEX CONCURRENTLY ON t_cand (k)']",
+            "ARRAY['CREATE INDEX ON t_cand (k); DROP TABLE t_cand']",
+            "ARRAY[NULL]::text[]",
+        ] {
+            let sql = format!(
+                "SELECT * FROM stress.compare_indexes(ARRAY['SELECT 1'], candidates => {bad})"
+            );
+            assert_eq!(crate::testing::sqlstate_of(&sql), invalid, "{sql}");
+        }
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM pg_class WHERE relname = 't_cand'"),
+            1
+        );
     }
 }
