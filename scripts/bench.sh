@@ -50,23 +50,33 @@ pgbench=/usr/lib/postgresql/15/bin/pgbench
 sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
 sql "DROP TABLE IF EXISTS public.bench_pk;
      CREATE TABLE public.bench_pk AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000000) g;
-     ALTER TABLE public.bench_pk ADD PRIMARY KEY (id); VACUUM ANALYZE public.bench_pk" >/dev/null
-# One session: reset, 100,000 executions (no warmup, so pg_stat_statements sees exactly the measured
-# ones: track = all records statements run through SPI), then read both.
-sql "SET pg_stat_statements.track = 'all';
-     SELECT pg_stat_statements_reset();
-     CREATE TEMP TABLE b AS SELECT * FROM stress.benchmark(ARRAY['SELECT v FROM public.bench_pk WHERE id = 424242'],
-                                                         iterations => 100000, warmup => 0);
-     SELECT format('   stress.benchmark: %s calls, avg %s ms, p50 %s ms, p99 %s ms
-   pg_stat_statements: %s calls, mean_exec_time %s ms
-   -> benchmark mean / pg_stat_statements mean = %s (difference %s%%); harness overhead per iteration %s us (subtransaction, SPI, clock)',
-                   b.calls, round(b.avg_ms::numeric, 4), round(b.p50_ms::numeric, 4), round(b.p99_ms::numeric, 4),
-                   s.calls, round(s.mean_exec_time::numeric, 4),
-                   round((b.avg_ms / s.mean_exec_time)::numeric, 3),
-                   round(((b.avg_ms / s.mean_exec_time - 1) * 100)::numeric, 1),
-                   round(((b.avg_ms - s.mean_exec_time) * 1000)::numeric, 2))
-     FROM b, pg_stat_statements s
-     WHERE s.query LIKE 'SELECT v FROM public.bench_pk WHERE id = %' AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+     ALTER TABLE public.bench_pk ADD PRIMARY KEY (id)" >/dev/null
+sql "VACUUM ANALYZE public.bench_pk" >/dev/null
+# One session per statement: reset, the measured executions (no warmup, so pg_stat_statements sees
+# exactly those: track = all records statements run through SPI), then read both.
+versus_pgss() {  # versus_pgss QUERY ITERATIONS
+  sql "SET pg_stat_statements.track = 'all';
+       SELECT pg_stat_statements_reset();
+       CREATE TEMP TABLE b AS SELECT * FROM stress.benchmark(ARRAY['$1'], iterations => $2, warmup => 0);
+       SELECT format('   %s
+     stress.benchmark: %s calls, avg %s ms, p50 %s ms, p99 %s ms; pg_stat_statements: %s calls, mean_exec_time %s ms
+     -> benchmark mean / pg_stat_statements mean = %s (difference %s%%, %s us per execution)',
+                     b.query, b.calls, round(b.avg_ms::numeric, 5), round(b.p50_ms::numeric, 5), round(b.p99_ms::numeric, 5),
+                     s.calls, round(s.mean_exec_time::numeric, 5),
+                     round((b.avg_ms / s.mean_exec_time)::numeric, 3),
+                     round(((b.avg_ms / s.mean_exec_time - 1) * 100)::numeric, 1),
+                     round(((b.avg_ms - s.mean_exec_time) * 1000)::numeric, 2))
+       FROM b, pg_stat_statements s
+       WHERE s.query = b.query AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+}
+versus_pgss "SELECT v FROM public.bench_pk WHERE id = 424242" 100000
+versus_pgss "SELECT count(*) FROM public.bench_pk WHERE id BETWEEN 100000 AND 102000" 20000
+# The harness's own cost per iteration: the whole call's time per execution, less the executions'.
+harness=$(sql "CREATE TEMP TABLE h AS SELECT clock_timestamp() AS t0;
+              CREATE TEMP TABLE hb AS SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 100000, warmup => 0);
+              SELECT round((extract(epoch FROM clock_timestamp() - h.t0) * 1e6 / 100000 - hb.avg_ms * 1000)::numeric, 2)
+              FROM h, hb")
+echo "   harness overhead per iteration (subtransaction, SPI connection, clock, histogram), outside the measured latency: $harness us"
 echo "== SELECT 1: stress.benchmark p50 over 100,000 iterations, next to pgbench -S (1 client, -M prepared, 10 s)"
 $pgbench -i -q -s 10 "$db" >/dev/null 2>&1
 select1=$(sql "SELECT round(p50_ms::numeric, 4) FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 100000)")

@@ -46,6 +46,22 @@ SELECT key AS target, value->>'target' AS wanted, round((value->>'value')::numer
 FROM jsonb_each(stress.report(:run_id)->'targets') ORDER BY key;
 SQL
 
+echo "== the seed's three example queries benchmarked, and what the indexes are worth"
+"${psql[@]}" -d "$db" -P footer=off <<'SQL'
+SELECT query, calls, round(avg_ms::numeric, 2) AS avg_ms, round(p50_ms::numeric, 2) AS p50_ms,
+       round(p99_ms::numeric, 2) AS p99_ms, round(qps::numeric, 1) AS qps
+FROM stress.benchmark(ARRAY[
+  'SELECT * FROM trading.orders WHERE status = ''OPEN''',
+  'SELECT sum(quantity) FROM trading.trades WHERE symbol = ''BTC/USDT''',
+  'SELECT o.*, t.* FROM trading.orders o JOIN trading.trades t ON o.id = t.order_id'], iterations => 10, warmup => 1);
+SELECT query, indexes, round(with_avg_ms::numeric, 2) AS with_ms, round(without_avg_ms::numeric, 2) AS without_ms,
+       round(speedup::numeric, 1) AS speedup, round(candidate_avg_ms::numeric, 2) AS candidate_ms,
+       round(candidate_speedup::numeric, 1) AS candidate_speedup
+FROM stress.compare_indexes(ARRAY['SELECT * FROM trading.orders WHERE status = ''OPEN''',
+                                  'SELECT sum(quantity) FROM trading.trades WHERE symbol = ''BTC/USDT'''], 10,
+                            candidates => ARRAY['CREATE INDEX ON trading.trades (symbol) INCLUDE (quantity)']);
+SQL
+
 cat <<MSG
 
 The demo cluster is running. Connect with:

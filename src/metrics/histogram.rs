@@ -1,11 +1,12 @@
-//! Latency histograms: HdrHistogram in microseconds, 3 significant digits, from 1 µs to 1 hour.
-//! Each worker records into its own; they travel serialized (V2 format) and merge exactly.
+//! Latency histograms: HdrHistogram in nanoseconds, 3 significant digits, from 1 ns to 1 hour (a
+//! microsecond unit would round a 2 µs index lookup by up to half its value). Each worker records
+//! into its own; they travel serialized (V2 format) and merge exactly.
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 
-/// Longest latency recorded as itself (1 hour, in µs); longer ones are clamped to it.
-const HIGHEST_US: u64 = 3_600_000_000;
+/// Longest latency recorded as itself (1 hour, in ns); longer ones are clamped to it.
+const HIGHEST_NS: u64 = 3_600_000_000_000;
 
 #[derive(Clone)]
 pub struct Latency {
@@ -15,7 +16,7 @@ pub struct Latency {
 impl Default for Latency {
     fn default() -> Self {
         Latency {
-            histogram: Histogram::new_with_bounds(1, HIGHEST_US, 3).expect("valid bounds"),
+            histogram: Histogram::new_with_bounds(1, HIGHEST_NS, 3).expect("valid bounds"),
         }
     }
 }
@@ -34,17 +35,22 @@ pub struct LatencySummary {
 }
 
 impl Latency {
-    pub fn record_us(&mut self, us: u64) {
-        self.histogram.saturating_record(us.clamp(1, HIGHEST_US));
+    pub fn record_ns(&mut self, ns: u64) {
+        self.histogram.saturating_record(ns.clamp(1, HIGHEST_NS));
     }
 
-    /// How many recorded values are above `us`.
+    pub fn record_us(&mut self, us: u64) {
+        self.record_ns(us.saturating_mul(1000));
+    }
+
+    /// How many recorded values are above `us` microseconds.
     pub fn count_above(&self, us: u64) -> u64 {
         let h = &self.histogram;
-        if h.is_empty() || h.max() <= us {
+        let ns = us.saturating_mul(1000);
+        if h.is_empty() || h.max() <= ns {
             return 0;
         }
-        h.count_between(us + 1, h.max())
+        h.count_between(ns + 1, h.max())
     }
 
     pub fn merge(&mut self, other: &Latency) {
@@ -78,11 +84,11 @@ impl Latency {
         if h.is_empty() {
             return LatencySummary::default();
         }
-        let ms = |us: u64| us as f64 / 1000.0;
+        let ms = |ns: u64| ns as f64 / 1e6;
         LatencySummary {
             count: h.len(),
-            avg_ms: h.mean() / 1000.0,
-            stddev_ms: h.stdev() / 1000.0,
+            avg_ms: h.mean() / 1e6,
+            stddev_ms: h.stdev() / 1e6,
             p50_ms: ms(h.value_at_quantile(0.50)),
             p95_ms: ms(h.value_at_quantile(0.95)),
             p99_ms: ms(h.value_at_quantile(0.99)),
@@ -113,6 +119,12 @@ mod tests {
         let above = l.count_above(900_000) as i64;
         assert!((above - 1000).abs() <= 10, "{above} above 900 ms");
         assert_eq!(Latency::default().count_above(1), 0);
+        // Below a microsecond, values keep their precision.
+        let mut fast = Latency::default();
+        for ns in [1500, 1600, 1700] {
+            fast.record_ns(ns);
+        }
+        assert!((fast.summary().avg_ms - 0.0016).abs() < 0.000_002, "{:?}", fast.summary());
     }
 
     #[test]
