@@ -54,7 +54,7 @@ sql "DROP TABLE IF EXISTS public.bench_pk;
 sql "VACUUM ANALYZE public.bench_pk" >/dev/null
 # One session per statement: reset, the measured executions (no warmup, so pg_stat_statements sees
 # exactly those: track = all records statements run through SPI), then read both.
-versus_pgss() {  # versus_pgss QUERY ITERATIONS
+versus_pgss() {  # versus_pgss QUERY ITERATIONS (pg_stat_statements shows its constants as parameters)
   sql "SET pg_stat_statements.track = 'all';
        SELECT pg_stat_statements_reset();
        CREATE TEMP TABLE b AS SELECT * FROM stress.benchmark(ARRAY['$1'], iterations => $2, warmup => 0);
@@ -67,7 +67,7 @@ versus_pgss() {  # versus_pgss QUERY ITERATIONS
                      round(((b.avg_ms / s.mean_exec_time - 1) * 100)::numeric, 1),
                      round(((b.avg_ms - s.mean_exec_time) * 1000)::numeric, 2))
        FROM b, pg_stat_statements s
-       WHERE s.query = b.query AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+       WHERE s.query LIKE split_part(b.query, ' WHERE ', 1) || ' WHERE %' AND s.calls = b.calls AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
 }
 versus_pgss "SELECT v FROM public.bench_pk WHERE id = 424242" 100000
 versus_pgss "SELECT count(*) FROM public.bench_pk WHERE id BETWEEN 100000 AND 102000" 20000

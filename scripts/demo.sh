@@ -54,11 +54,11 @@ FROM stress.benchmark(ARRAY[
   'SELECT * FROM trading.orders WHERE status = ''OPEN''',
   'SELECT sum(quantity) FROM trading.trades WHERE symbol = ''BTC/USDT''',
   'SELECT o.*, t.* FROM trading.orders o JOIN trading.trades t ON o.id = t.order_id'], iterations => 10, warmup => 1);
-SELECT query, indexes, round(with_avg_ms::numeric, 2) AS with_ms, round(without_avg_ms::numeric, 2) AS without_ms,
+SELECT query, indexes_used, round(with_avg_ms::numeric, 2) AS with_ms, round(without_avg_ms::numeric, 2) AS without_ms,
        round(speedup::numeric, 1) AS speedup, round(candidate_avg_ms::numeric, 2) AS candidate_ms,
        round(candidate_speedup::numeric, 1) AS candidate_speedup
 FROM stress.compare_indexes(ARRAY['SELECT * FROM trading.orders WHERE status = ''OPEN''',
-                                  'SELECT sum(quantity) FROM trading.trades WHERE symbol = ''BTC/USDT'''], 10,
+                                  'SELECT sum(quantity) FROM trading.trades WHERE symbol = ''BTC/USDT'''], 20,
                             candidates => ARRAY['CREATE INDEX ON trading.trades (symbol) INCLUDE (quantity)']);
 SQL
 

@@ -21,6 +21,18 @@ fn tables_of(plan: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// Indexes a plan scans, by name (EXPLAIN's "Index Name").
+fn indexes_in(plan: &Value, out: &mut Vec<String>) {
+    if let Some(index) = plan["Index Name"].as_str() {
+        if !out.iter().any(|i| i == index) {
+            out.push(index.to_owned());
+        }
+    }
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        indexes_in(child, out);
+    }
+}
+
 /// Indexes of those tables that DROP INDEX can remove (not those behind a constraint), as
 /// regclass text.
 fn droppable_indexes(tables: &[(String, String)]) -> Vec<String> {
@@ -84,6 +96,7 @@ fn compare_indexes(
     (
         name!(query, String),
         name!(indexes, Vec<String>),
+        name!(indexes_used, Vec<String>),
         name!(with_avg_ms, f64),
         name!(with_p99_ms, f64),
         name!(without_avg_ms, f64),
@@ -160,6 +173,9 @@ fn compare_indexes(
         let mut tables = Vec::new();
         tables_of(&plan[0]["Plan"], &mut tables);
         let indexes = droppable_indexes(&tables);
+        // (A speedup near 1 with no index used is noise, not an index that slows the query.)
+        let mut used = Vec::new();
+        indexes_in(&plan[0]["Plan"], &mut used);
         let with = super::measure(query, iterations, 2, true, true);
         // Without the indexes: dropped in a subtransaction that is always rolled back.
         let without = run_isolated_ending(Ending::RollBack, || {
@@ -182,6 +198,7 @@ fn compare_indexes(
         rows.push((
             query.clone(),
             indexes,
+            used,
             with.latency.avg_ms,
             with.latency.p99_ms,
             without.latency.avg_ms,
@@ -219,9 +236,9 @@ fn compare_indexes(
             if let Some(e) = &m.error {
                 failed(&row.0, e);
             }
-            row.7 = Some(m.latency.avg_ms);
-            row.8 = Some(m.latency.p99_ms);
-            row.9 = Some(ratio(row.2, m.latency.avg_ms));
+            row.8 = Some(m.latency.avg_ms);
+            row.9 = Some(m.latency.p99_ms);
+            row.10 = Some(ratio(row.3, m.latency.avg_ms));
         }
     }
     TableIterator::new(rows)
@@ -248,10 +265,11 @@ mod tests {
         let before = one::<String>(
             "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = 't_cmp'",
         );
-        let (indexes, speedup) = Spi::get_two::<Vec<String>, f64>(
-            "SELECT indexes, speedup FROM stress.compare_indexes(ARRAY['SELECT count(*) FROM t_cmp WHERE k = 7'], 20)",
+        let (indexes, speedup, used) = Spi::get_three::<Vec<String>, f64, Vec<String>>(
+            "SELECT indexes, speedup, indexes_used FROM stress.compare_indexes(ARRAY['SELECT count(*) FROM t_cmp WHERE k = 7'], 20)",
         )
         .unwrap();
+        assert_eq!(used.unwrap(), ["t_cmp_k"]);
         assert_eq!(
             indexes.unwrap(),
             ["t_cmp_k"],

@@ -124,7 +124,11 @@ mod tests {
         for ns in [1500, 1600, 1700] {
             fast.record_ns(ns);
         }
-        assert!((fast.summary().avg_ms - 0.0016).abs() < 0.000_002, "{:?}", fast.summary());
+        assert!(
+            (fast.summary().avg_ms - 0.0016).abs() < 0.000_002,
+            "{:?}",
+            fast.summary()
+        );
     }
 
     #[test]
