@@ -23,10 +23,10 @@ fn tables_of(plan: &Value, out: &mut Vec<(String, String)>) {
 
 /// Indexes a plan scans, by name (EXPLAIN's "Index Name").
 fn indexes_in(plan: &Value, out: &mut Vec<String>) {
-    if let Some(index) = plan["Index Name"].as_str() {
-        if !out.iter().any(|i| i == index) {
-            out.push(index.to_owned());
-        }
+    if let Some(index) = plan["Index Name"].as_str()
+        && !out.iter().any(|i| i == index)
+    {
+        out.push(index.to_owned());
     }
     for child in plan["Plans"].as_array().into_iter().flatten() {
         indexes_in(child, out);
