@@ -476,48 +476,37 @@ mod tests {
 
     #[pg_test]
     fn a_failing_query_gets_its_error_and_the_others_are_measured() {
-        let rows: Vec<(String, i64, i64, Option<String>)> = Spi::connect(|c| {
-            c.select(
-                "SELECT query, calls, errors, error FROM stress.benchmark(
-                     ARRAY['SELECT 1', 'SELECT * FROM t_bench_nowhere', 'SELEC 1', 'SELECT 1/(random() > 2)::int'],
-                     iterations => 10)",
-                None,
-                &[],
-            )
-            .unwrap()
-            .map(|r| {
-                (
-                    r.get(1).unwrap().unwrap(),
-                    r.get(2).unwrap().unwrap(),
-                    r.get(3).unwrap().unwrap(),
-                    r.get(4).unwrap(),
+        // On one connection, and on background workers.
+        for concurrency in [1, 2] {
+            let rows: Vec<(i64, i64, Option<String>)> = Spi::connect(|c| {
+                c.select(
+                    &format!(
+                        "SELECT calls, errors, error FROM stress.benchmark(
+                             ARRAY['SELECT 1', 'SELECT * FROM t_bench_nowhere', 'SELEC 1', 'SELECT 1/(random() > 2)::int'],
+                             iterations => 10, concurrency => {concurrency})"
+                    ),
+                    None,
+                    &[],
                 )
-            })
-            .collect()
-        });
-        assert_eq!((rows[0].1, rows[0].2, rows[0].3.clone()), (10, 0, None));
-        assert_eq!(rows[1].1, 0);
-        assert!(
-            rows[1]
-                .3
-                .as_deref()
-                .unwrap_or("")
-                .contains("does not exist"),
-            "{rows:?}"
-        );
-        assert!(
-            rows[2].3.as_deref().unwrap_or("").contains("syntax error"),
-            "{rows:?}"
-        );
-        // Fails at every execution, not at preparation: counted as errors.
-        assert_eq!((rows[3].1, rows[3].2), (10, 10));
-        assert!(
-            rows[3]
-                .3
-                .as_deref()
-                .unwrap_or("")
-                .contains("division by zero")
-        );
+                .unwrap()
+                .map(|r| {
+                    (
+                        r.get(1).unwrap().unwrap(),
+                        r.get(2).unwrap().unwrap(),
+                        r.get(3).unwrap(),
+                    )
+                })
+                .collect()
+            });
+            let error = |i: usize| rows[i].2.clone().unwrap_or_default();
+            assert_eq!(rows[0], (10, 0, None), "concurrency {concurrency}");
+            assert_eq!((rows[1].0, rows[2].0), (0, 0), "{rows:?}");
+            assert!(error(1).contains("does not exist"), "{rows:?}");
+            assert!(error(2).contains("syntax error"), "{rows:?}");
+            // Fails at every execution, not at preparation: counted as errors.
+            assert_eq!((rows[3].0, rows[3].1), (10, 10), "{rows:?}");
+            assert!(error(3).contains("division by zero"), "{rows:?}");
+        }
     }
 
     #[pg_test]
@@ -587,46 +576,5 @@ mod tests {
              FROM stress.slow_queries WHERE run_id = {run}"
         ));
         assert_eq!(logged, "3 t t");
-    }
-
-    #[pg_test]
-    fn concurrent_failing_queries_get_their_error_rows() {
-        let rows: Vec<(i64, i64, Option<String>)> = Spi::connect(|c| {
-            c.select(
-                "SELECT calls, errors, error FROM stress.benchmark(
-                     ARRAY['SELECT 1', 'SELECT * FROM t_bench_nowhere', 'SELECT 1/(random() > 2)::int'],
-                     iterations => 30, concurrency => 2)",
-                None,
-                &[],
-            )
-            .unwrap()
-            .map(|r| {
-                (
-                    r.get(1).unwrap().unwrap(),
-                    r.get(2).unwrap().unwrap(),
-                    r.get(3).unwrap(),
-                )
-            })
-            .collect()
-        });
-        assert_eq!(rows[0], (30, 0, None));
-        assert_eq!((rows[1].0, rows[1].1), (0, 0));
-        assert!(
-            rows[1]
-                .2
-                .as_deref()
-                .unwrap_or("")
-                .contains("does not exist"),
-            "{rows:?}"
-        );
-        assert_eq!((rows[2].0, rows[2].1), (30, 30));
-        assert!(
-            rows[2]
-                .2
-                .as_deref()
-                .unwrap_or("")
-                .contains("division by zero"),
-            "{rows:?}"
-        );
     }
 }
