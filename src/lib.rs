@@ -11,6 +11,7 @@ mod datum;
 mod error;
 mod generate;
 mod gucs;
+mod health;
 mod integrity;
 mod load;
 mod metrics;
