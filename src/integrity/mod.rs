@@ -1,6 +1,7 @@
-//! Integrity: content checksums of tables (later: verify_integrity, capture/compare state).
+//! Integrity: content checksums of tables; checks of a schema's data and captured states (`state`).
 
 pub mod checksum;
+mod state;
 
 use crate::error::StressError;
 use checksum::{ColumnEncoder, Digest};
