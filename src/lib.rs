@@ -16,6 +16,7 @@ mod integrity;
 mod load;
 mod metrics;
 mod progress;
+mod retention;
 mod scan;
 mod sql_util;
 mod subxact;

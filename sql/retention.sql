@@ -1,0 +1,185 @@
+-- Archiving and retention: old rows deleted (or moved to an archive table) in batches, by a
+-- timestamp column; retention policies registered per table and applied together. Everything runs
+-- with the caller's privileges (SECURITY INVOKER): it deletes only what the caller may delete.
+
+-- The checks archive() and set_retention() share: a clear ERROR for each kind of bad input.
+CREATE FUNCTION stress.check_archive_target(rel regclass, ts_column name, older_than interval, batch_size int,
+                                            archive_to regclass, fn text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ts_type regtype;
+BEGIN
+    IF rel IS NULL OR ts_column IS NULL OR older_than IS NULL OR batch_size IS NULL THEN
+        RAISE EXCEPTION '%: rel, ts_column, older_than and batch_size must not be NULL', fn
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('e.g. SELECT stress.%s(''logs'', ''created_at'', ''90 days'');', fn);
+    END IF;
+    IF (SELECT relkind FROM pg_class WHERE oid = rel) NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '%: % is not a table', fn, rel
+            USING ERRCODE = 'wrong_object_type', HINT = 'Pass a table or a partitioned table.';
+    END IF;
+    SELECT a.atttypid::regtype INTO ts_type FROM pg_attribute a
+    WHERE a.attrelid = rel AND a.attname = ts_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF ts_type IS NULL THEN
+        RAISE EXCEPTION '%: column "%" of % does not exist', fn, ts_column, rel
+            USING ERRCODE = 'undefined_column', HINT = 'Pass the name of the column that dates each row.';
+    END IF;
+    IF ts_type NOT IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype) THEN
+        RAISE EXCEPTION '%: column "%" of % is %, not a timestamp', fn, ts_column, rel, ts_type
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'The column must be timestamptz, timestamp or date.';
+    END IF;
+    IF older_than < interval '0' THEN
+        RAISE EXCEPTION '%: older_than must not be negative, got %', fn, older_than
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the age of the rows to remove, e.g. ''90 days''.';
+    END IF;
+    IF batch_size < 1 OR batch_size > 10000000 THEN
+        RAISE EXCEPTION '%: batch_size must be between 1 and 10000000, got %', fn, batch_size
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass e.g. batch_size => 10000.';
+    END IF;
+    IF archive_to IS NOT NULL THEN
+        IF archive_to = rel THEN
+            RAISE EXCEPTION '%: archive_to must be another table than %', fn, rel
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Create one: CREATE TABLE archive (LIKE rel);';
+        END IF;
+        IF (SELECT array_agg((a.attname, a.atttypid) ORDER BY a.attnum) FROM pg_attribute a
+            WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped)
+           IS DISTINCT FROM
+           (SELECT array_agg((a.attname, a.atttypid) ORDER BY a.attnum) FROM pg_attribute a
+            WHERE a.attrelid = archive_to AND a.attnum > 0 AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION '%: archive_to % does not have the columns of % (same names and types, in order)',
+                            fn, archive_to, rel
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = format('Create it like the table: CREATE TABLE %s_archive (LIKE %s);', rel, rel);
+        END IF;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION stress.archive(rel regclass, ts_column name, older_than interval, batch_size int DEFAULT 10000,
+                               archive_to regclass DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cutoff timestamptz := now() - older_than;
+    started timestamptz := clock_timestamp();
+    last_notice timestamptz := clock_timestamp();
+    every interval := current_setting('stress.progress_interval')::interval;
+    batch_sql text;
+    done bigint;
+    total bigint := 0;
+    batches int := 0;
+    run bigint;
+BEGIN
+    PERFORM stress.check_archive_target(rel, ts_column, older_than, batch_size, archive_to, 'archive');
+    -- One batch: the oldest-qualifying rows by physical position (tableoid + ctid, unique in a
+    -- partitioned table too), deleted and, with archive_to, inserted there in the same statement.
+    batch_sql := format(
+        'WITH batch AS (SELECT tableoid AS toid, ctid AS tid FROM %1$s WHERE %2$I < $1 LIMIT $2),
+              gone AS (DELETE FROM %1$s t USING batch b WHERE t.tableoid = b.toid AND t.ctid = b.tid RETURNING t.*)
+         %3$s',
+        rel, ts_column,
+        CASE WHEN archive_to IS NULL THEN 'SELECT count(*) FROM gone'
+             ELSE format(', moved AS (INSERT INTO %s SELECT * FROM gone RETURNING 1) SELECT count(*) FROM moved',
+                         archive_to) END);
+    LOOP
+        EXECUTE batch_sql INTO done USING cutoff, batch_size;
+        total := total + done;
+        batches := batches + 1;
+        IF every > interval '0' AND clock_timestamp() - last_notice >= every THEN
+            RAISE NOTICE 'archive: % rows of % so far (% batches, % s)', total, rel, batches,
+                round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
+            last_notice := clock_timestamp();
+        END IF;
+        EXIT WHEN done < batch_size;
+    END LOOP;
+    -- In the caller's transaction, like the rows: a rolled-back archive leaves no record.
+    INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at)
+    VALUES ('archive',
+            jsonb_build_object('rel', rel::text, 'ts_column', ts_column, 'older_than', older_than::text,
+                               'cutoff', cutoff, 'batch_size', batch_size, 'archive_to', archive_to::text),
+            'completed', started, clock_timestamp())
+    RETURNING id INTO run;
+    INSERT INTO stress.results (run_id, name, rows, seconds, rows_per_sec, details)
+    VALUES (run, rel::text, total, extract(epoch FROM clock_timestamp() - started),
+            total / greatest(extract(epoch FROM clock_timestamp() - started), 1e-6),
+            jsonb_build_object('batches', batches, 'moved_to', archive_to::text));
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION stress.archive(regclass, name, interval, int, regclass) IS
+    'Delete the rows of rel whose ts_column is older than older_than, batch_size at a time (moving them to archive_to when given); returns how many.';
+
+-- Retention policies: which tables keep how much, applied by stress.apply_retention().
+CREATE TABLE stress.retention_policies (
+    relation    text        PRIMARY KEY,           -- the table, schema-qualified (resolved when applied)
+    ts_column   name        NOT NULL,
+    keep        interval    NOT NULL CHECK (keep >= interval '0'),
+    archive_to  text,                              -- move old rows there instead of deleting them
+    batch_size  int         NOT NULL DEFAULT 10000 CHECK (batch_size BETWEEN 1 AND 10000000),
+    enabled     boolean     NOT NULL DEFAULT true,
+    created_by  name        NOT NULL DEFAULT current_user,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    last_applied_at timestamptz,
+    last_rows   bigint
+);
+COMMENT ON TABLE stress.retention_policies IS 'Per table: how long rows are kept (by ts_column), and where old ones go.';
+SELECT pg_catalog.pg_extension_config_dump('stress.retention_policies', '');
+GRANT SELECT, INSERT, UPDATE, DELETE ON stress.retention_policies TO PUBLIC;
+
+CREATE FUNCTION stress.set_retention(rel regclass, ts_column name, keep interval, archive_to regclass DEFAULT NULL,
+                                     batch_size int DEFAULT 10000)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM stress.check_archive_target(rel, ts_column, keep, batch_size, archive_to, 'set_retention');
+    INSERT INTO stress.retention_policies (relation, ts_column, keep, archive_to, batch_size)
+    VALUES (rel::text, ts_column, keep, archive_to::text, batch_size)
+    ON CONFLICT (relation) DO UPDATE
+        SET ts_column = EXCLUDED.ts_column, keep = EXCLUDED.keep, archive_to = EXCLUDED.archive_to,
+            batch_size = EXCLUDED.batch_size, enabled = true;
+END
+$$;
+COMMENT ON FUNCTION stress.set_retention(regclass, name, interval, regclass, int) IS
+    'Register (or change) the retention policy of a table, after checking it as stress.archive would.';
+
+CREATE FUNCTION stress.apply_retention()
+RETURNS TABLE (relation text, rows_removed bigint, archived_to text, seconds float8, status text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    p record;
+    started timestamptz;
+    n bigint;
+BEGIN
+    FOR p IN SELECT * FROM stress.retention_policies WHERE enabled ORDER BY relation LOOP
+        relation := p.relation; archived_to := p.archive_to; started := clock_timestamp();
+        -- Each policy on its own: one that fails (a table gone, no privilege) does not stop the others.
+        BEGIN
+            IF to_regclass(p.relation) IS NULL THEN
+                RAISE EXCEPTION 'table % does not exist', p.relation USING ERRCODE = 'undefined_table';
+            END IF;
+            n := stress.archive(to_regclass(p.relation), p.ts_column, p.keep, p.batch_size,
+                                to_regclass(p.archive_to));
+            UPDATE stress.retention_policies SET last_applied_at = clock_timestamp(), last_rows = n
+            WHERE stress.retention_policies.relation = p.relation;
+            rows_removed := n; status := 'ok';
+        EXCEPTION WHEN OTHERS THEN
+            rows_removed := 0; status := 'failed: ' || SQLERRM;
+        END;
+        seconds := extract(epoch FROM clock_timestamp() - started);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION stress.apply_retention() IS
+    'Apply every enabled retention policy with the caller''s privileges: one row per table with what was removed, or why not.';
