@@ -22,6 +22,8 @@ trap '"$here/scripts/pgcluster.sh" destroy it; "$here/scripts/pgcluster.sh" dest
 # A second server without shared_preload_libraries: what must (and must not) work without it.
 eval "$("$here/scripts/pgcluster.sh" start it-nopreload "shared_preload_libraries = ''")"
 export STRESS_NOPRELOAD_PGPORT=$PGPORT STRESS_NOPRELOAD_PGHOST=$PGHOST
-eval "$("$here/scripts/pgcluster.sh" start it "shared_buffers = '256MB'" "cron.database_name = 'postgres'")"
+# pg_cron runs its jobs in background workers: the cluster listens on no TCP port for it to connect to.
+eval "$("$here/scripts/pgcluster.sh" start it "shared_buffers = '256MB'" "cron.database_name = 'postgres'" \
+        "cron.use_background_workers = on")"
 export PGHOST PGPORT PGUSER
 cargo test --features integration --test integration -- --test-threads 2

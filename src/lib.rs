@@ -14,6 +14,7 @@ mod gucs;
 mod health;
 mod integrity;
 mod load;
+mod maintenance;
 mod metrics;
 mod progress;
 mod retention;

@@ -1886,3 +1886,98 @@ fn the_seeds_migration_scenario_runs_under_load_and_shows_what_changed() {
         0
     );
 }
+
+#[test]
+fn pg_cron_really_runs_the_scheduled_maintenance() {
+    // pg_cron lives in the cluster's cron.database_name: postgres.
+    let mut client = connect("postgres");
+    client
+        .batch_execute(
+            "SET client_min_messages = warning;
+             CREATE EXTENSION IF NOT EXISTS pg_cron; CREATE EXTENSION IF NOT EXISTS pg_stress;
+             SELECT stress.unschedule_maintenance();
+             DROP SCHEMA IF EXISTS it_cron CASCADE; CREATE SCHEMA it_cron;
+             CREATE TABLE it_cron.logs (id int PRIMARY KEY, at timestamptz NOT NULL);
+             -- one row a day, half a day off the boundaries: the job runs a minute or so later
+             INSERT INTO it_cron.logs SELECT g, now() - (g - 0.5) * interval '1 day' FROM generate_series(1, 100) g;
+             DELETE FROM stress.retention_policies;
+             SELECT stress.set_retention('it_cron.logs', 'at', '30 days')",
+        )
+        .unwrap();
+    let health_checks_before = count(
+        &mut client,
+        "SELECT count(*) FROM stress.runs WHERE kind = 'health_check'",
+    );
+    // Every minute (pg_cron 1.4 has no second-level schedules): the first run comes within a minute.
+    let jobs = client
+        .query(
+            "SELECT job_name FROM stress.schedule_maintenance(daily => '* * * * *', weekly => '* * * * *',
+                                                              busiest_tables => 1)",
+            &[],
+        )
+        .unwrap()
+        .len();
+    assert_eq!(jobs, 4);
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let done: Vec<String> = client
+            .query(
+                "SELECT DISTINCT j.jobname FROM cron.job_run_details d JOIN cron.job j USING (jobid)
+                 WHERE j.jobname LIKE 'stress: %' AND d.status = 'succeeded' ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if done.len() == 4 {
+            break;
+        }
+        let failed: Vec<String> = client
+            .query(
+                "SELECT j.jobname || ': ' || d.return_message FROM cron.job_run_details d JOIN cron.job j USING (jobid)
+                 WHERE j.jobname LIKE 'stress: %' AND d.status = 'failed'",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(failed.is_empty(), "{failed:?}");
+        assert!(Instant::now() < deadline, "after 150 s only {done:?} ran");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // Their effects: retention applied, the health check recorded, the busiest table vacuumed.
+    assert_eq!(count(&mut client, "SELECT count(*) FROM it_cron.logs"), 30);
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT last_rows FROM stress.retention_policies WHERE relation = 'it_cron.logs'"
+        ),
+        70
+    );
+    assert!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM stress.runs WHERE kind = 'health_check'"
+        ) > health_checks_before
+    );
+    assert_eq!(
+        client
+            .query_one(
+                "SELECT command FROM cron.job WHERE jobname = 'stress: vacuum analyze busiest tables'",
+                &[]
+            )
+            .unwrap()
+            .get::<_, String>(0),
+        "VACUUM (ANALYZE) it_cron.logs"
+    );
+    let unscheduled: i32 = client
+        .query_one("SELECT stress.unschedule_maintenance()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(unscheduled, 4);
+    client
+        .batch_execute("DROP SCHEMA it_cron CASCADE; DELETE FROM stress.retention_policies")
+        .unwrap();
+}
