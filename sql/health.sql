@@ -274,3 +274,37 @@ END
 $$;
 COMMENT ON FUNCTION stress.health_alerts(float8, float8, float8, float8, float8, float8, boolean) IS
     'The operations guide''s alert thresholds: what fires, with the measured value (every check with show_all).';
+
+-- The guide's monthly "slow queries": statements called often and slow on average, from
+-- pg_stat_statements (the extension in this database, the library preloaded).
+CREATE FUNCTION stress.slow_statements(min_calls bigint DEFAULT 100, min_mean_ms float8 DEFAULT 100)
+RETURNS TABLE (query text, calls bigint, total_ms numeric, mean_ms numeric, rows bigint, shared_blks_read bigint)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pgss regclass;
+BEGIN
+    IF min_calls IS NULL OR min_calls < 0 OR min_mean_ms IS NULL OR min_mean_ms < 0 THEN
+        RAISE EXCEPTION 'slow_statements: min_calls and min_mean_ms must be 0 or more'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. stress.slow_statements(100, 100).';
+    END IF;
+    SELECT to_regclass(quote_ident(e.extnamespace::regnamespace::text) || '.pg_stat_statements') INTO pgss
+    FROM pg_extension e WHERE e.extname = 'pg_stat_statements';
+    IF pgss IS NULL THEN
+        RAISE EXCEPTION 'slow_statements: pg_stat_statements is not installed in database %', current_database()
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Add pg_stat_statements to shared_preload_libraries (restart), then CREATE EXTENSION pg_stat_statements.';
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT s.query, s.calls, round(s.total_exec_time::numeric, 3), round(s.mean_exec_time::numeric, 3),
+                s.rows, s.shared_blks_read
+         FROM %s s
+         WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND s.calls >= $1 AND s.mean_exec_time >= $2
+         ORDER BY s.total_exec_time DESC', pgss)
+        USING min_calls, min_mean_ms;
+END
+$$;
+COMMENT ON FUNCTION stress.slow_statements(bigint, float8) IS
+    'Statements of this database called at least min_calls times with a mean of at least min_mean_ms, by total time (pg_stat_statements).';

@@ -181,7 +181,7 @@ COMMENT ON FUNCTION stress.capture_state(name, text) IS
 
 CREATE FUNCTION stress.compare_state(a bigint, b bigint)
 RETURNS TABLE (table_name name, rows_a bigint, rows_b bigint, row_difference bigint, checksum_a text,
-               checksum_b text, status text)
+               checksum_b text, status text, between_captures interval)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -197,11 +197,15 @@ BEGIN
            CASE WHEN x.table_name IS NULL THEN 'only in ' || b
                 WHEN y.table_name IS NULL THEN 'only in ' || a
                 WHEN x.checksum = y.checksum THEN 'identical'
-                ELSE 'different' END
+                ELSE 'different' END,
+           -- from the end of capture a to the start of capture b: what happened in between (a
+           -- migration, a restore) took this long
+           (SELECT cb.captured_at - (ca.captured_at + make_interval(secs => coalesce(ca.seconds, 0)))
+            FROM stress.state_captures ca, stress.state_captures cb WHERE ca.id = a AND cb.id = b)
     FROM (SELECT * FROM stress.state_tables WHERE capture_id = a) x
     FULL JOIN (SELECT * FROM stress.state_tables WHERE capture_id = b) y USING (table_name)
     ORDER BY 1;
 END
 $$;
 COMMENT ON FUNCTION stress.compare_state(bigint, bigint) IS
-    'Each table of two captures: rows in each, the difference, checksums, and identical / different / only in one.';
+    'Each table of two captures: rows in each, the difference, checksums, identical / different / only in one, and the time between the captures.';

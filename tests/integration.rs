@@ -1819,6 +1819,13 @@ fn the_seeds_migration_scenario_runs_under_load_and_shows_what_changed() {
         .unwrap()
         .get(0);
     std::thread::sleep(Duration::from_millis(1000));
+    let premigration: i64 = client
+        .query_one(
+            "SELECT stress.capture_state(label => 'the load running, before the migration')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     // The migration, while the load runs: a column with a default (no table rewrite since PG 11),
     // and an index built without blocking writes.
     let started = Instant::now();
@@ -1831,6 +1838,25 @@ fn the_seeds_migration_scenario_runs_under_load_and_shows_what_changed() {
         .batch_execute("CREATE INDEX CONCURRENTLY trades_fee_idx ON stress_data.trades (fee)")
         .unwrap();
     let migration = started.elapsed();
+    let migrated: i64 = client
+        .query_one(
+            "SELECT stress.capture_state(label => 'migrated, the load still running')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // The captures record how long the migration took: from the end of one to the start of the next.
+    let recorded: f64 = client
+        .query_one(
+            "SELECT DISTINCT extract(epoch FROM between_captures)::float8 FROM stress.compare_state($1, $2)",
+            &[&premigration, &migrated],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        recorded >= migration.as_secs_f64() && recorded < migration.as_secs_f64() + 0.5,
+        "recorded {recorded} s, measured {migration:?}"
+    );
     let status: String = client
         .query_one("SELECT stress.wait($1)", &[&run_id])
         .unwrap()
@@ -1980,4 +2006,39 @@ fn pg_cron_really_runs_the_scheduled_maintenance() {
     client
         .batch_execute("DROP SCHEMA it_cron CASCADE; DELETE FROM stress.retention_policies")
         .unwrap();
+}
+
+#[test]
+fn slow_statements_and_the_query_time_alert_read_pg_stat_statements() {
+    let mut client = fresh_database("it_slow_statements");
+    client
+        .batch_execute(
+            "CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset();
+             CREATE TABLE t (id int)",
+        )
+        .unwrap();
+    for _ in 0..3 {
+        client.batch_execute("SELECT pg_sleep(0.06)").unwrap();
+        client.batch_execute("SELECT count(*) FROM t").unwrap();
+    }
+    let slow: Vec<(String, i64)> = client
+        .query(
+            "SELECT query, calls FROM stress.slow_statements(min_calls => 3, min_mean_ms => 50)",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(slow, vec![("SELECT pg_sleep($1)".to_owned(), 3)]);
+    // The average query time is measured now; with a 10 ms limit the 60 ms sleeps make it fire.
+    let (firing, measured): (bool, f64) = client
+        .query_one(
+            "SELECT firing, measured::float8 FROM stress.health_alerts(max_avg_query_ms => 10, show_all => true)
+             WHERE alert = 'avg_query_time'",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert!(firing && measured > 10.0, "{measured} ms");
 }

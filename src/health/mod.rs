@@ -78,6 +78,15 @@ mod tests {
             sqlstate_of("SELECT * FROM stress.long_running_queries('-1 second')"),
             Some(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE)
         );
+        assert_eq!(
+            sqlstate_of("SELECT * FROM stress.slow_statements(-1)"),
+            Some(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE)
+        );
+        // (This test server does not preload pg_stat_statements.)
+        assert_eq!(
+            sqlstate_of("SELECT * FROM stress.slow_statements()"),
+            Some(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE)
+        );
     }
 
     #[pg_test]
