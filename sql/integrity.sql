@@ -2,22 +2,35 @@
 -- and content checksums of every table — to compare before and after a backup and restore, a
 -- migration, a load run (stress.capture_state, stress.compare_state).
 
+-- The schema a check works on: `schema`, or stress.data_schema when NULL; an ERROR if it is missing.
+CREATE FUNCTION stress.target_schema(schema name, fn text)
+RETURNS name
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    target name := coalesce(schema, current_setting('stress.data_schema'));
+BEGIN
+    IF to_regnamespace(quote_ident(target)) IS NULL THEN
+        RAISE EXCEPTION '%: schema "%" does not exist', fn, target
+            USING ERRCODE = 'invalid_schema_name',
+                  HINT = format('Pass an existing schema, e.g. stress.%s(''stress_data'').', fn);
+    END IF;
+    RETURN target;
+END
+$$;
+
 CREATE FUNCTION stress.verify_integrity(schema name DEFAULT NULL)
 RETURNS TABLE (check_name text, relation text, status text, failures bigint, detail text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    target name := coalesce(schema, current_setting('stress.data_schema'));
+    target name := stress.target_schema(schema, 'verify_integrity');
     k record;
     n bigint;
     cond text;
 BEGIN
-    IF to_regnamespace(quote_ident(target)) IS NULL THEN
-        RAISE EXCEPTION 'verify_integrity: schema "%" does not exist', target
-            USING ERRCODE = 'invalid_schema_name',
-                  HINT = 'Pass the schema to check, e.g. stress.verify_integrity(''stress_data'').';
-    END IF;
 
     -- Every foreign key path: rows whose key has no parent (possible when the key is NOT VALID,
     -- or its triggers were bypassed, e.g. with session_replication_role = replica).
@@ -148,17 +161,12 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    target name := coalesce(schema, current_setting('stress.data_schema'));
+    target name := stress.target_schema(schema, 'capture_state');
     capture bigint;
     started timestamptz := clock_timestamp();
     t record;
     digest text;
 BEGIN
-    IF to_regnamespace(quote_ident(target)) IS NULL THEN
-        RAISE EXCEPTION 'capture_state: schema "%" does not exist', target
-            USING ERRCODE = 'invalid_schema_name',
-                  HINT = 'Pass the schema to capture, e.g. stress.capture_state(''stress_data'').';
-    END IF;
     INSERT INTO stress.state_captures (schema_name, label) VALUES (target, label) RETURNING id INTO capture;
     -- Tables, partitioned tables (as a whole: not their partitions) and populated materialized views.
     FOR t IN
