@@ -59,6 +59,23 @@ BEGIN
 END
 $$;
 
+-- One batch of archive(): up to $2 rows older than $1, found by physical position (tableoid + ctid,
+-- unique in a partitioned table too), deleted and, with archive_to, inserted there in the same
+-- statement; returns how many.
+CREATE FUNCTION stress.archive_batch_sql(rel regclass, ts_column name, archive_to regclass)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+SELECT format(
+    'WITH batch AS (SELECT tableoid AS toid, ctid AS tid FROM %1$s WHERE %2$I < $1 LIMIT $2),
+          gone AS (DELETE FROM %1$s t USING batch b WHERE t.tableoid = b.toid AND t.ctid = b.tid RETURNING t.*)
+     %3$s',
+    rel, ts_column,
+    CASE WHEN archive_to IS NULL THEN 'SELECT count(*) FROM gone'
+         ELSE format(', moved AS (INSERT INTO %s SELECT * FROM gone RETURNING 1) SELECT count(*) FROM moved',
+                     archive_to) END)
+$$;
+
 CREATE FUNCTION stress.archive(rel regclass, ts_column name, older_than interval, batch_size int DEFAULT 10000,
                                archive_to regclass DEFAULT NULL)
 RETURNS bigint
@@ -77,16 +94,7 @@ DECLARE
     run bigint;
 BEGIN
     PERFORM stress.check_archive_target(rel, ts_column, older_than, batch_size, archive_to, 'archive');
-    -- One batch: the oldest-qualifying rows by physical position (tableoid + ctid, unique in a
-    -- partitioned table too), deleted and, with archive_to, inserted there in the same statement.
-    batch_sql := format(
-        'WITH batch AS (SELECT tableoid AS toid, ctid AS tid FROM %1$s WHERE %2$I < $1 LIMIT $2),
-              gone AS (DELETE FROM %1$s t USING batch b WHERE t.tableoid = b.toid AND t.ctid = b.tid RETURNING t.*)
-         %3$s',
-        rel, ts_column,
-        CASE WHEN archive_to IS NULL THEN 'SELECT count(*) FROM gone'
-             ELSE format(', moved AS (INSERT INTO %s SELECT * FROM gone RETURNING 1) SELECT count(*) FROM moved',
-                         archive_to) END);
+    batch_sql := stress.archive_batch_sql(rel, ts_column, archive_to);
     LOOP
         EXECUTE batch_sql INTO done USING cutoff, batch_size;
         total := total + done;
@@ -114,6 +122,57 @@ END
 $$;
 COMMENT ON FUNCTION stress.archive(regclass, name, interval, int, regclass) IS
     'Delete the rows of rel whose ts_column is older than older_than, batch_size at a time (moving them to archive_to when given); returns how many.';
+
+-- The same, committing after every batch (CALL it outside a transaction block, e.g. from pg_cron):
+-- locks and snapshots are held one batch at a time, and what is done stays done if it is stopped.
+CREATE PROCEDURE stress.archive_batched(rel regclass, ts_column name, older_than interval,
+                                        batch_size int DEFAULT 10000, archive_to regclass DEFAULT NULL,
+                                        INOUT rows_removed bigint DEFAULT NULL)
+LANGUAGE plpgsql
+-- (No SET search_path: a procedure with SET clauses may not COMMIT. Everything here is schema-qualified
+-- or from pg_catalog, which is searched first.)
+AS $$
+DECLARE
+    cutoff timestamptz := now() - older_than;
+    started timestamptz := clock_timestamp();
+    last_notice timestamptz := clock_timestamp();
+    every interval := current_setting('stress.progress_interval')::interval;
+    batch_sql text;
+    done bigint;
+    batches int := 0;
+BEGIN
+    PERFORM stress.check_archive_target(rel, ts_column, older_than, batch_size, archive_to, 'archive_batched');
+    batch_sql := stress.archive_batch_sql(rel, ts_column, archive_to);
+    rows_removed := 0;
+    LOOP
+        EXECUTE batch_sql INTO done USING cutoff, batch_size;
+        rows_removed := rows_removed + done;
+        batches := batches + 1;
+        COMMIT;
+        IF every > interval '0' AND clock_timestamp() - last_notice >= every THEN
+            RAISE NOTICE 'archive_batched: % rows of % so far (% batches committed, % s)', rows_removed, rel,
+                batches, round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
+            last_notice := clock_timestamp();
+        END IF;
+        EXIT WHEN done < batch_size;
+    END LOOP;
+    WITH run AS (
+        INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at)
+        VALUES ('archive',
+                jsonb_build_object('rel', rel::text, 'ts_column', ts_column, 'older_than', older_than::text,
+                                   'cutoff', cutoff, 'batch_size', batch_size, 'archive_to', archive_to::text,
+                                   'committed_per_batch', true),
+                'completed', started, clock_timestamp())
+        RETURNING id)
+    INSERT INTO stress.results (run_id, name, rows, seconds, rows_per_sec, details)
+    SELECT run.id, rel::text, rows_removed, extract(epoch FROM clock_timestamp() - started),
+           rows_removed / greatest(extract(epoch FROM clock_timestamp() - started), 1e-6),
+           jsonb_build_object('batches', batches, 'moved_to', archive_to::text)
+    FROM run;
+END
+$$;
+COMMENT ON PROCEDURE stress.archive_batched(regclass, name, interval, int, regclass, bigint) IS
+    'stress.archive, committing after every batch: CALL it outside a transaction block.';
 
 -- Retention policies: which tables keep how much, applied by stress.apply_retention().
 CREATE TABLE stress.retention_policies (

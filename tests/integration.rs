@@ -2042,3 +2042,54 @@ fn slow_statements_and_the_query_time_alert_read_pg_stat_statements() {
         .unwrap();
     assert!(firing && measured > 10.0, "{measured} ms");
 }
+
+#[test]
+fn archive_batched_commits_every_batch() {
+    let mut client = fresh_database("it_archive_batched");
+    client
+        .batch_execute(
+            "CREATE TABLE logs (id int PRIMARY KEY, at timestamptz NOT NULL);
+             INSERT INTO logs SELECT g, now() - (g - 0.5) * interval '1 hour' FROM generate_series(1, 1000) g",
+        )
+        .unwrap();
+    // (This session's commits reach pg_stat_database when it flushes its statistics: force it.)
+    let commits = |client: &mut Client| -> i64 {
+        client
+            .batch_execute("SELECT pg_stat_force_next_flush()")
+            .unwrap();
+        count(
+            client,
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+        )
+    };
+    let before = commits(&mut client);
+    // 1000 hourly rows; older than 100 hours: 900 of them, 100 a batch and each committed.
+    let removed: i64 = client
+        .query_one(
+            "CALL stress.archive_batched('logs', 'at', '100 hours', batch_size => 100)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(removed, 900);
+    assert_eq!(count(&mut client, "SELECT count(*) FROM logs"), 100);
+    let after = commits(&mut client);
+    assert!(
+        after - before >= 10,
+        "{} commits for 10 batches",
+        after - before
+    );
+    // Inside a transaction block it cannot commit: PostgreSQL says so, and nothing is removed.
+    let err = client
+        .batch_execute(
+            "BEGIN; CALL stress.archive_batched('logs', 'at', '1 hour', batch_size => 10); COMMIT",
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INVALID_TRANSACTION_TERMINATION),
+        "{err}"
+    );
+    client.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(count(&mut client, "SELECT count(*) FROM logs"), 100);
+}
