@@ -2093,3 +2093,42 @@ fn archive_batched_commits_every_batch() {
     client.batch_execute("ROLLBACK").unwrap();
     assert_eq!(count(&mut client, "SELECT count(*) FROM logs"), 100);
 }
+
+#[test]
+fn a_benchmark_whose_workers_cannot_connect_fails_instead_of_hanging() {
+    let mut client = fresh_database("it_bench_nologin");
+    // The workers connect as the session user: one that may not log in makes them exit at once.
+    client
+        .batch_execute(
+            "DROP ROLE IF EXISTS it_nologin; CREATE ROLE it_nologin NOLOGIN;
+             SET SESSION AUTHORIZATION it_nologin",
+        )
+        .unwrap();
+    let started = Instant::now();
+    let rows = client
+        .query(
+            "SELECT calls, error FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 1000, concurrency => 2)",
+            &[],
+        )
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let error: Option<String> = rows[0].get(1);
+    assert!(
+        error.as_deref().unwrap_or("").contains("failed"),
+        "{error:?}"
+    );
+    client.batch_execute("RESET SESSION AUTHORIZATION").unwrap();
+    // The record says so, with the role that ran it.
+    let (status, run_as): (String, String) = client
+        .query_one(
+            "SELECT status, run_as::text FROM stress.runs WHERE kind = 'benchmark' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!((status.as_str(), run_as.as_str()), ("failed", "it_nologin"));
+}

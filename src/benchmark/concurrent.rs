@@ -56,8 +56,8 @@ pub fn measure(
         .filter(|(_, p)| p.is_none())
         .map(|(q, _)| q)
         .collect();
-    let run_id = if runnable.is_empty() {
-        Spi::get_one_with_args::<i64>(
+    let (run_id, failure) = if runnable.is_empty() {
+        let run_id = Spi::get_one_with_args::<i64>(
             "INSERT INTO stress.runs (kind, parameters, status, finished_at)
              VALUES ('benchmark', $1, 'completed', clock_timestamp()) RETURNING id",
             &[
@@ -67,7 +67,8 @@ pub fn measure(
             ],
         )
         .expect("recording the run")
-        .expect("a run id")
+        .expect("a run id");
+        (run_id, None)
     } else {
         run_workers(
             &runnable,
@@ -83,7 +84,17 @@ pub fn measure(
         .iter()
         .zip(problems)
         .map(|(query, problem)| match problem {
-            None => measured.next().unwrap_or_default(),
+            // (A run that failed says so in every row: its record is kept, and a WARNING said why.)
+            None => {
+                let mut row = measured.next().unwrap_or_else(|| Row {
+                    query: query.clone(),
+                    ..Row::default()
+                });
+                if let Some(failure) = &failure {
+                    row.error = Some(failure.clone());
+                }
+                row
+            }
             Some(error) => {
                 crate::metrics::record_latency_result(
                     run_id,
@@ -105,7 +116,8 @@ pub fn measure(
     (run_id, rows)
 }
 
-/// Start the workers on `queries` and wait for them; the run's id once it completed.
+/// Start the workers on `queries` and wait for them: the run's id, and why it did not complete if it
+/// did not.
 fn run_workers(
     queries: &[&String],
     iterations: i32,
@@ -113,7 +125,7 @@ fn run_workers(
     concurrency: i32,
     prepared: bool,
     rollback: bool,
-) -> i64 {
+) -> (i64, Option<String>) {
     let transactions: Vec<serde_json::Value> = queries
         .iter()
         .enumerate()
@@ -163,18 +175,13 @@ fn run_workers(
     )
     .expect("reading the run's status");
     let status = status.unwrap_or_else(|| "unknown".into());
-    if status != "completed" {
-        StressError::WorkerLost {
-            message: format!(
-                "benchmark: run {run_id} {status}{}",
-                error.map(|e| format!(": {e}")).unwrap_or_default()
-            ),
-            hint: "See the server log and stress.runs; run it again, or with concurrency => 1."
-                .into(),
-        }
-        .raise();
-    }
-    run_id
+    let failure = (status != "completed").then(|| {
+        format!(
+            "benchmark run {run_id} {status}{}",
+            error.map(|e| format!(": {e}")).unwrap_or_default()
+        )
+    });
+    (run_id, failure)
 }
 
 /// The rows the workers wrote for `run_id`, in the order of its queries.

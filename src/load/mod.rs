@@ -487,17 +487,36 @@ fn wait_for(
         };
         let Some(slot) = live else { break };
         if let Some(handles) = handles {
-            let all_gone = handles.iter().all(|&h| {
-                let mut pid = 0;
-                let status = unsafe { pg_sys::GetBackgroundWorkerPid(h, &mut pid) };
-                status == pg_sys::BgwHandleStatus::BGWH_STOPPED
-            });
-            if all_gone && shmem::find(&RUNS.share(), run_id).is_some() {
+            let stopped = handles
+                .iter()
+                .filter(|&&h| {
+                    let mut pid = 0;
+                    let status = unsafe { pg_sys::GetBackgroundWorkerPid(h, &mut pid) };
+                    status == pg_sys::BgwHandleStatus::BGWH_STOPPED
+                })
+                .count();
+            // (Read after the handles: a worker that finished had counted itself out before it exited.)
+            let now = {
+                let table = RUNS.share();
+                shmem::find(&table, run_id).map(|i| table.slots[i])
+            };
+            let Some(now) = now else { break };
+            if stopped == handles.len() {
                 close_abandoned_run(
                     run_id,
+                    scenario,
+                    now.started_at,
                     "its workers exited without closing the run (see the server log)",
                 );
                 break;
+            }
+            // A worker gone without counting itself out (a FATAL as it connected, say) never will:
+            // stop the others, so that the run ends (as failed, above) instead of waiting for it.
+            if stopped as u32 > now.workers - now.workers_running && !now.cancel {
+                pgrx::warning!(
+                    "{label}: run {run_id}: a worker exited without finishing (see the server log); stopping the others"
+                );
+                cancel_run(run_id);
             }
         }
         if !interval.is_zero() && last_notice.elapsed() >= interval {
@@ -549,23 +568,43 @@ fn wait_for(
     }
 }
 
-/// A run whose workers are all gone without closing it: record it as failed and free its slot.
-fn close_abandoned_run(run_id: i64, why: &str) {
+/// A run whose workers are all gone without closing it: record it as failed (its row, if no worker
+/// wrote one) and free its slot.
+fn close_abandoned_run(
+    run_id: i64,
+    scenario: Scenario,
+    started_at: pg_sys::TimestampTz,
+    why: &str,
+) {
     {
         let mut table = RUNS.exclusive();
         if let Some(i) = shmem::find(&table, run_id) {
             table.slots[i] = RunSlot::default();
         }
     }
+    // (The caller's role: as_bookkeeper switches to the tables' owner.)
+    let run_as = Spi::get_one::<String>("SELECT current_user::text")
+        .expect("reading current_user")
+        .unwrap_or_default();
     worker::as_bookkeeper(|| {
         Spi::run_with_args(
-            "UPDATE stress.runs SET status = 'failed', finished_at = clock_timestamp(), error = $2
-             WHERE id = $1 AND status = 'running'",
-            &[run_id.into(), why.into()],
+            "INSERT INTO stress.runs (id, kind, status, started_at, finished_at, error, run_as)
+             VALUES ($1, $3, 'failed', $4, clock_timestamp(), $2, $5)
+             ON CONFLICT (id) DO UPDATE SET status = 'failed', finished_at = clock_timestamp(), error = $2
+             WHERE stress.runs.status = 'running'",
+            &[
+                run_id.into(),
+                why.into(),
+                scenario.kind().into(),
+                TimestampWithTimeZone::try_from(started_at)
+                    .expect("a valid start")
+                    .into(),
+                run_as.as_str().into(),
+            ],
         )
         .expect("closing an abandoned run")
     });
-    pgrx::warning!("run_load: run {run_id}: {why}");
+    pgrx::warning!("{}: run {run_id}: {why}", scenario.kind());
 }
 
 /// Asks every worker of a running load run to stop (within about one operation); true if the run
