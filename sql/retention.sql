@@ -76,6 +76,29 @@ SELECT format(
                      archive_to) END)
 $$;
 
+-- An archive's record: a run of kind archive, and a result row with the rows removed.
+CREATE FUNCTION stress.record_archive(rel regclass, ts_column name, older_than interval, cutoff timestamptz,
+                                      batch_size int, archive_to regclass, committed_per_batch boolean,
+                                      started timestamptz, removed bigint, batches int)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH run AS (
+    INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at)
+    VALUES ('archive',
+            jsonb_build_object('rel', rel::text, 'ts_column', ts_column, 'older_than', older_than::text,
+                               'cutoff', cutoff, 'batch_size', batch_size, 'archive_to', archive_to::text,
+                               'committed_per_batch', committed_per_batch),
+            'completed', started, clock_timestamp())
+    RETURNING id)
+INSERT INTO stress.results (run_id, name, rows, seconds, rows_per_sec, details)
+SELECT run.id, rel::text, removed, extract(epoch FROM clock_timestamp() - started),
+       removed / greatest(extract(epoch FROM clock_timestamp() - started), 1e-6),
+       jsonb_build_object('batches', batches, 'moved_to', archive_to::text)
+FROM run
+$$;
+
 CREATE FUNCTION stress.archive(rel regclass, ts_column name, older_than interval, batch_size int DEFAULT 10000,
                                archive_to regclass DEFAULT NULL)
 RETURNS bigint
@@ -91,7 +114,6 @@ DECLARE
     done bigint;
     total bigint := 0;
     batches int := 0;
-    run bigint;
 BEGIN
     PERFORM stress.check_archive_target(rel, ts_column, older_than, batch_size, archive_to, 'archive');
     batch_sql := stress.archive_batch_sql(rel, ts_column, archive_to);
@@ -107,16 +129,8 @@ BEGIN
         EXIT WHEN done < batch_size;
     END LOOP;
     -- In the caller's transaction, like the rows: a rolled-back archive leaves no record.
-    INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at)
-    VALUES ('archive',
-            jsonb_build_object('rel', rel::text, 'ts_column', ts_column, 'older_than', older_than::text,
-                               'cutoff', cutoff, 'batch_size', batch_size, 'archive_to', archive_to::text),
-            'completed', started, clock_timestamp())
-    RETURNING id INTO run;
-    INSERT INTO stress.results (run_id, name, rows, seconds, rows_per_sec, details)
-    VALUES (run, rel::text, total, extract(epoch FROM clock_timestamp() - started),
-            total / greatest(extract(epoch FROM clock_timestamp() - started), 1e-6),
-            jsonb_build_object('batches', batches, 'moved_to', archive_to::text));
+    PERFORM stress.record_archive(rel, ts_column, older_than, cutoff, batch_size, archive_to, false, started,
+                                  total, batches);
     RETURN total;
 END
 $$;
@@ -156,19 +170,8 @@ BEGIN
         END IF;
         EXIT WHEN done < batch_size;
     END LOOP;
-    WITH run AS (
-        INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at)
-        VALUES ('archive',
-                jsonb_build_object('rel', rel::text, 'ts_column', ts_column, 'older_than', older_than::text,
-                                   'cutoff', cutoff, 'batch_size', batch_size, 'archive_to', archive_to::text,
-                                   'committed_per_batch', true),
-                'completed', started, clock_timestamp())
-        RETURNING id)
-    INSERT INTO stress.results (run_id, name, rows, seconds, rows_per_sec, details)
-    SELECT run.id, rel::text, rows_removed, extract(epoch FROM clock_timestamp() - started),
-           rows_removed / greatest(extract(epoch FROM clock_timestamp() - started), 1e-6),
-           jsonb_build_object('batches', batches, 'moved_to', archive_to::text)
-    FROM run;
+    PERFORM stress.record_archive(rel, ts_column, older_than, cutoff, batch_size, archive_to, true, started,
+                                  rows_removed, batches);
 END
 $$;
 COMMENT ON PROCEDURE stress.archive_batched(regclass, name, interval, int, regclass, bigint) IS

@@ -59,6 +59,18 @@ pub fn run_isolated_ending<T>(
     }
 }
 
+/// The error message of an isolated piece of SPI work that failed, either way it can fail: an SPI
+/// error it returned, or an ERROR it raised. None when it succeeded.
+pub fn failure_message<T>(
+    outcome: &Result<pgrx::spi::SpiResult<T>, Box<ErrorReportWithLevel>>,
+) -> Option<String> {
+    match outcome {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(report) => Some(report.message().to_owned()),
+    }
+}
+
 /// The SQLSTATE that `sql` fails with, or None when it succeeds (its effects are then kept).
 #[cfg(any(test, feature = "pg_test"))]
 pub fn sqlstate_of(sql: &str) -> Option<pgrx::PgSqlErrorCode> {

@@ -108,20 +108,8 @@ fn compare_indexes(
     ),
 > {
     const F: &str = "compare_indexes";
-    if queries.is_empty() {
-        StressError::invalid(F, "queries must not be empty", "Pass an array of queries.").raise();
-    }
-    if !(1..=super::MAX_ITERATIONS).contains(&iterations) {
-        StressError::invalid(
-            F,
-            format!(
-                "iterations must be between 1 and {}, got {iterations}",
-                super::MAX_ITERATIONS
-            ),
-            "Pass e.g. iterations => 50.",
-        )
-        .raise();
-    }
+    let queries = super::query_list(F, queries);
+    super::check_iterations(F, iterations);
     let candidates: Vec<String> = candidates
         .unwrap_or_default()
         .into_iter()
@@ -138,20 +126,6 @@ fn compare_indexes(
         })
         .collect::<Result<_, _>>()
         .unwrap_or_else(|e| e.raise());
-    let queries: Vec<String> = queries
-        .into_iter()
-        .enumerate()
-        .map(|(i, q)| {
-            q.filter(|q| !q.trim().is_empty()).unwrap_or_else(|| {
-                StressError::invalid(
-                    F,
-                    format!("queries[{}] is NULL or empty", i + 1),
-                    "Every element must be a query.",
-                )
-                .raise()
-            })
-        })
-        .collect();
     let failed = |query: &str, e: &str| -> ! {
         StressError::invalid(
             F,

@@ -9,7 +9,7 @@ use crate::error::StressError;
 use crate::load::shmem::{BenchmarkState, MAX_BENCH_QUERIES};
 use crate::load::{RunRequest, Scenario, ops::OPS, start_run};
 use crate::metrics::histogram::LatencySummary;
-use crate::subxact::{Ending, run_isolated_ending};
+use crate::subxact::{Ending, failure_message, run_isolated_ending};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use serde_json::json;
@@ -19,16 +19,13 @@ fn preparation_error(query: &str) -> Option<String> {
     if let Err(e) = one_statement(query) {
         return Some(e);
     }
-    match run_isolated_ending(Ending::RollBack, || {
+    failure_message(&run_isolated_ending(Ending::RollBack, || {
         Spi::connect(|client| client.prepare(query, &[]).map(|_| ()))
-    }) {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(report) => Some(report.message().to_owned()),
-    }
+    }))
 }
 
 pub fn measure(
+    parameters: serde_json::Value,
     queries: &[String],
     iterations: i32,
     warmup: i32,
@@ -57,18 +54,8 @@ pub fn measure(
         .map(|(q, _)| q)
         .collect();
     let (run_id, failure) = if runnable.is_empty() {
-        let run_id = Spi::get_one_with_args::<i64>(
-            "INSERT INTO stress.runs (kind, parameters, status, finished_at)
-             VALUES ('benchmark', $1, 'completed', clock_timestamp()) RETURNING id",
-            &[
-                pgrx::JsonB(json!({"queries": queries, "iterations": iterations,
-                                 "concurrency": concurrency}))
-                .into(),
-            ],
-        )
-        .expect("recording the run")
-        .expect("a run id");
-        (run_id, None)
+        // (Nothing to run: the run is just the error rows below.)
+        (super::record(parameters, crate::generate::now(), &[]), None)
     } else {
         run_workers(
             &runnable,
@@ -132,12 +119,12 @@ fn run_workers(
         .map(|(i, q)| json!({"name": format!("query {}", i + 1), "sql": q}))
         .collect();
     let custom = serde_json::Value::from(transactions).to_string();
-    if custom.len() > crate::load::custom_max_bytes() {
+    if custom.len() > crate::load::CUSTOM_MAX_BYTES {
         StressError::invalid(
             F,
             format!(
                 "with concurrency > 1 the queries may take at most {} bytes together, got {}",
-                crate::load::custom_max_bytes(),
+                crate::load::CUSTOM_MAX_BYTES,
                 custom.len()
             ),
             "Benchmark fewer or shorter queries per call.",

@@ -23,6 +23,7 @@ const F: &str = "benchmark";
 pub const MAX_ITERATIONS: i32 = 10_000_000;
 
 /// What one query's measurement gave.
+#[derive(Default)]
 struct Outcome {
     query: String,
     calls: i64,
@@ -136,6 +137,44 @@ fn statement_count(sql: &str) -> Result<usize, String> {
     .map_err(|e| e.message().to_owned())
 }
 
+/// The queries of a call: a non-empty array of non-empty queries (22023 naming the first that is not).
+fn query_list(function: &'static str, queries: Vec<Option<String>>) -> Vec<String> {
+    if queries.is_empty() {
+        StressError::invalid(
+            function,
+            "queries must not be empty",
+            "Pass an array of queries, e.g. ARRAY['SELECT 1'].",
+        )
+        .raise();
+    }
+    queries
+        .into_iter()
+        .enumerate()
+        .map(|(i, q)| {
+            q.filter(|q| !q.trim().is_empty()).ok_or_else(|| {
+                StressError::invalid(
+                    function,
+                    format!("queries[{}] is NULL or empty", i + 1),
+                    "Every element must be a query.",
+                )
+            })
+        })
+        .collect::<Result<_, _>>()
+        .or_raise()
+}
+
+/// 22023 unless `iterations` is 1 … [`MAX_ITERATIONS`].
+fn check_iterations(function: &'static str, iterations: i32) {
+    if !(1..=MAX_ITERATIONS).contains(&iterations) {
+        StressError::invalid(
+            function,
+            format!("iterations must be between 1 and {MAX_ITERATIONS}, got {iterations}"),
+            "Pass e.g. iterations => 1000.",
+        )
+        .raise();
+    }
+}
+
 /// Ok if `query` is one statement; its syntax error if it has one; an ERROR if it holds several.
 fn one_statement(query: &str) -> Result<(), String> {
     match statement_count(query)? {
@@ -152,15 +191,7 @@ fn one_statement(query: &str) -> Result<(), String> {
 fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: bool) -> Outcome {
     let mut outcome = Outcome {
         query: query.to_owned(),
-        calls: 0,
-        errors: 0,
-        seconds: 0.0,
-        latency: LatencySummary::default(),
-        slow: 0,
-        slow_log: Vec::new(),
-        plan: None,
-        blocks: Blocks::default(),
-        error: None,
+        ..Outcome::default()
     };
     if let Err(e) = one_statement(query) {
         outcome.error = Some(e);
@@ -230,12 +261,7 @@ fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: 
             });
         }
         outcome.calls += 1;
-        let failure = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(report) => Some(report.message().to_owned()),
-        };
-        if let Some(message) = failure {
+        if let Some(message) = crate::subxact::failure_message(&result) {
             outcome.errors += 1;
             outcome.error.get_or_insert(message);
         }
@@ -286,36 +312,8 @@ fn benchmark(
     ),
 > {
     let started_at = crate::generate::now();
-    if queries.is_empty() {
-        StressError::invalid(
-            F,
-            "queries must not be empty",
-            "Pass an array of queries, e.g. ARRAY['SELECT 1'].",
-        )
-        .raise();
-    }
-    let queries: Vec<String> = queries
-        .into_iter()
-        .enumerate()
-        .map(|(i, q)| {
-            q.filter(|q| !q.trim().is_empty()).ok_or_else(|| {
-                StressError::invalid(
-                    F,
-                    format!("queries[{}] is NULL or empty", i + 1),
-                    "Every element must be a query.",
-                )
-            })
-        })
-        .collect::<Result<_, _>>()
-        .or_raise();
-    if !(1..=MAX_ITERATIONS).contains(&iterations) {
-        StressError::invalid(
-            F,
-            format!("iterations must be between 1 and {MAX_ITERATIONS}, got {iterations}"),
-            "Pass e.g. iterations => 1000.",
-        )
-        .raise();
-    }
+    let queries = query_list(F, queries);
+    check_iterations(F, iterations);
     if !(0..=MAX_ITERATIONS).contains(&warmup) {
         StressError::invalid(
             F,
@@ -339,6 +337,7 @@ fn benchmark(
                             "concurrency": concurrency, "prepared": prepared, "rollback": rollback});
     let (run_id, rows) = if concurrency > 1 {
         concurrent::measure(
+            parameters,
             &queries,
             iterations,
             warmup,

@@ -3,6 +3,8 @@
 //! `stress.wait` control a run from any session.
 
 mod custom;
+/// Room for custom transactions' JSON in a run's slot.
+pub use custom::MAX_BYTES as CUSTOM_MAX_BYTES;
 pub mod ops;
 mod recovery;
 mod report;
@@ -51,11 +53,6 @@ fn parse_isolation(text: &str) -> Option<i32> {
 
 fn invalid(function: &'static str, message: String, hint: &str) -> ! {
     StressError::invalid(function, message, hint.to_owned()).raise()
-}
-
-/// Room for custom transactions' JSON in a run's slot.
-pub fn custom_max_bytes() -> usize {
-    custom::MAX_BYTES
 }
 
 pub(crate) fn require_preload(function: &'static str) {

@@ -623,12 +623,7 @@ fn benchmark_loop(
             s.calls += 1;
             s.busy_us += latency_us as i64;
             s.latency.record_ns(took.as_nanos() as u64);
-            let failure = match result {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(report) => Some(report.message().to_owned()),
-            };
-            match failure {
+            match crate::subxact::failure_message(&result) {
                 None => s.successes += 1,
                 Some(message) => {
                     s.failures += 1;
@@ -983,49 +978,10 @@ fn finish_run(config: &RunSlot, live: &RunSlot) {
     .expect("reading the run's window")
     .unwrap_or(0.0)
     .max(1e-6);
-    let slow_us = config.slow_ms.max(0) as u64 * 1000;
     if is_benchmark(config) {
         finish_benchmark(config, live, &merged[OPS.len()..], seconds);
-    }
-    for (name, m) in names.iter().zip(&merged).filter(|_| !is_benchmark(config)) {
-        if m.calls == 0 {
-            continue;
-        }
-        insert_result(run_id, name, m, seconds, config.rate > 0.0, slow_us, None);
-    }
-    let mut total = OpStats::default();
-    for m in &merged {
-        total.add(m);
-    }
-    if is_benchmark(config) {
-        total.calls = 0; // (a benchmark has no total row: its queries are measured one by one)
-    }
-    // The run as a whole: how busy its connections were, and how its indexes were served.
-    let connected_us = Spi::get_one_with_args::<f64>(
-        "SELECT sum(extract(epoch FROM loop_ended - loop_started) * 1e6)::float8
-         FROM (SELECT DISTINCT worker, loop_started, loop_ended FROM stress.load_worker_results
-               WHERE run_id = $1) w",
-        &[run_id.into()],
-    )
-    .expect("reading the workers' windows")
-    .unwrap_or(0.0);
-    let blocks =
-        crate::metrics::blocks::flushed(Some(&config.schema())).since(&config.blocks_start);
-    let mut whole = serde_json::json!({
-        "connection_efficiency": (connected_us > 0.0).then(|| total.busy_us as f64 / connected_us),
-        "slow_threshold_ms": config.slow_ms,
-    });
-    crate::metrics::merge_json(&mut whole, blocks.to_json());
-    if total.calls > 0 {
-        insert_result(
-            run_id,
-            "total",
-            &total,
-            seconds,
-            config.rate > 0.0,
-            slow_us,
-            Some(whole),
-        );
+    } else {
+        record_load_results(config, &names, &merged, seconds);
     }
     let status = match (&stop_reason, cancelled) {
         (Some(_), _) => "failed",
@@ -1056,6 +1012,48 @@ fn finish_run(config: &RunSlot, live: &RunSlot) {
         &[run_id.into()],
     )
     .expect("clearing the workers' results");
+}
+
+/// A load run's results: a row per operation it ran, and the `total` row with the run-wide figures
+/// (connection efficiency, hit rates over the data schema).
+fn record_load_results(config: &RunSlot, names: &[String], merged: &[OpStats], seconds: f64) {
+    let run_id = config.run_id;
+    let slow_us = config.slow_ms.max(0) as u64 * 1000;
+    for (name, m) in names.iter().zip(merged) {
+        if m.calls == 0 {
+            continue;
+        }
+        insert_result(run_id, name, m, seconds, config.rate > 0.0, slow_us, None);
+    }
+    let mut total = OpStats::default();
+    for m in merged {
+        total.add(m);
+    }
+    // The run as a whole: how busy its connections were, and how its tables were served.
+    let connected_us = Spi::get_one_with_args::<f64>(
+        "SELECT sum(extract(epoch FROM loop_ended - loop_started) * 1e6)::float8
+         FROM (SELECT DISTINCT worker, loop_started, loop_ended FROM stress.load_worker_results
+               WHERE run_id = $1) w",
+        &[run_id.into()],
+    )
+    .expect("reading the workers' windows")
+    .unwrap_or(0.0);
+    let blocks =
+        crate::metrics::blocks::flushed(Some(&config.schema())).since(&config.blocks_start);
+    let mut whole = serde_json::json!({
+        "connection_efficiency": (connected_us > 0.0).then(|| total.busy_us as f64 / connected_us),
+        "slow_threshold_ms": config.slow_ms,
+    });
+    crate::metrics::merge_json(&mut whole, blocks.to_json());
+    insert_result(
+        run_id,
+        "total",
+        &total,
+        seconds,
+        config.rate > 0.0,
+        slow_us,
+        Some(whole),
+    );
 }
 
 /// A benchmark's results: one row per query, named by its text, each over its own measured window
