@@ -61,8 +61,13 @@ fn checksum(client: &mut Client, rel: &str) -> String {
         .get(0)
 }
 
-fn count(client: &mut Client, sql: &str) -> i64 {
+/// The one value `sql` returns.
+fn value<T: for<'a> postgres::types::FromSql<'a>>(client: &mut Client, sql: &str) -> T {
     client.query_one(sql, &[]).unwrap().get(0)
+}
+
+fn count(client: &mut Client, sql: &str) -> i64 {
+    value(client, sql)
 }
 
 fn scratch_file(name: &str) -> PathBuf {
@@ -106,10 +111,7 @@ fn same_seed_gives_the_same_data_in_two_databases() {
     let mut a = fresh_database("it_determinism_a");
     let mut b = fresh_database("it_determinism_b");
     for client in [&mut a, &mut b] {
-        let n: i64 = client
-            .query_one("SELECT stress.generate_orders(20000, seed => 42)", &[])
-            .unwrap()
-            .get(0);
+        let n: i64 = value(client, "SELECT stress.generate_orders(20000, seed => 42)");
         assert_eq!(n, 20000);
     }
     let (ca, cb) = (
@@ -216,10 +218,7 @@ fn statement_timeout_stops_generation_with_nothing_committed() {
 #[test]
 fn pg_cancel_backend_stops_generation_promptly_into_an_empty_table() {
     let mut client = fresh_database("it_cancel");
-    let pid: i32 = client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
+    let pid: i32 = value(&mut client, "SELECT pg_backend_pid()");
     let worker = std::thread::spawn(move || {
         let result = client.batch_execute("SELECT stress.generate_orders(50000000)");
         (client, result)
@@ -382,10 +381,7 @@ fn stop_parallel_generation(
     stop: impl FnOnce(&mut Client, i32, &[(i32, String)]),
 ) -> (Client, postgres::Error, Duration) {
     let mut client = client;
-    let pid: i32 = client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
+    let pid: i32 = value(&mut client, "SELECT pg_backend_pid()");
     let call = std::thread::spawn(move || {
         let result = client.batch_execute("SELECT stress.generate_orders(50000000, workers => 2)");
         (client, result)
@@ -509,10 +505,10 @@ fn a_load_run_records_true_percentiles_per_operation() {
         &mut client,
         "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
     );
-    let run_id: i64 = client
-        .query_one("SELECT stress.run_load('2 seconds', workers => 2)", &[])
-        .unwrap()
-        .get(0);
+    let run_id: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('2 seconds', workers => 2)",
+    );
     assert_eq!(run_status(&mut client, run_id), ("completed".into(), None));
     let rows = client
         .query(
@@ -586,13 +582,10 @@ fn a_load_run_records_true_percentiles_per_operation() {
 fn a_run_can_be_cancelled_and_waited_for_from_another_session() {
     let mut client = load_database("it_load_cancel");
     let started = Instant::now();
-    let run_id: i64 = client
-        .query_one(
-            "SELECT stress.run_load('60 seconds', workers => 2, wait => false)",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let run_id: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('60 seconds', workers => 2, wait => false)",
+    );
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "wait => false took {:?}",
@@ -635,13 +628,10 @@ fn a_run_can_be_cancelled_and_waited_for_from_another_session() {
 fn a_load_worker_killed_with_sigterm_fails_its_run_instead_of_hanging() {
     const DB: &str = "it_load_sigterm";
     let mut client = load_database(DB);
-    let run_id: i64 = client
-        .query_one(
-            "SELECT stress.run_load('60 seconds', workers => 2, wait => false)",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let run_id: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('60 seconds', workers => 2, wait => false)",
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let worker: i32 = loop {
         let rows = client
@@ -692,10 +682,10 @@ fn load_workers_run_as_the_caller_and_record_its_permission_errors() {
         )
         .unwrap();
     let mut reader = config(DB).user("it_reader").connect(NoTls).unwrap();
-    let run_id: i64 = reader
-        .query_one("SELECT stress.run_load('1 second', workers => 2)", &[])
-        .unwrap()
-        .get(0);
+    let run_id: i64 = value(
+        &mut reader,
+        "SELECT stress.run_load('1 second', workers => 2)",
+    );
     let row = reader
         .query_one(
             "SELECT status, run_as FROM stress.runs WHERE id = $1",
@@ -798,13 +788,10 @@ fn without_the_preload_generation_works_and_load_runs_say_what_to_do() {
     assert!(db_error.message().contains("shared_preload_libraries"));
     assert!(db_error.hint().unwrap_or_default().contains("restart"));
     // A benchmark runs on one connection without the preload, on several only with it.
-    let calls: i64 = client
-        .query_one(
-            "SELECT calls FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 10)",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let calls: i64 = value(
+        &mut client,
+        "SELECT calls FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 10)",
+    );
     assert_eq!(calls, 10);
     let err = client
         .batch_execute("SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], concurrency => 2)")
@@ -822,13 +809,10 @@ fn trades_move_money_between_accounts_without_creating_or_losing_any() {
     let total = "SELECT sum(balance)::text FROM stress_data.accounts";
     let before: String = client.query_one(total, &[]).unwrap().get(0);
     let trades_before = count(&mut client, "SELECT count(*) FROM stress_data.trades");
-    let run_id: i64 = client
-        .query_one(
-            "SELECT stress.run_load('2 seconds', workers => 2, mix => '{\"execute_trade\": 1}')",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let run_id: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('2 seconds', workers => 2, mix => '{\"execute_trade\": 1}')",
+    );
     let row = client
         .query_one(
             "SELECT calls, errors FROM stress.results WHERE run_id = $1 AND name = 'execute_trade'",
@@ -856,13 +840,10 @@ fn trades_move_money_between_accounts_without_creating_or_losing_any() {
 #[test]
 fn a_running_load_shows_in_stress_progress_and_leaves_one_sample_per_second() {
     let mut client = load_database("it_load_live");
-    let run_id: i64 = client
-        .query_one(
-            "SELECT stress.run_load('3 seconds', workers => 2, wait => false)",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let run_id: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('3 seconds', workers => 2, wait => false)",
+    );
     std::thread::sleep(Duration::from_millis(1800));
     let row = client
         .query_one(
@@ -975,13 +956,10 @@ fn runs_a_crash_interrupts_are_marked_interrupted_when_the_server_is_back() {
              SELECT count(*) FROM stress.generate_dataset(orders => 5000, seed => 1)",
         )
         .unwrap();
-    let run_id: i64 = client
-        .query_one(
-            "SELECT stress.run_load('10 minutes', workers => 2, wait => false)",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let run_id: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('10 minutes', workers => 2, wait => false)",
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     // (The run's row appears once its first worker has registered it.)
     while count(&mut client, "SELECT count(*) FROM stress.samples") == 0 {
@@ -1008,10 +986,10 @@ fn runs_a_crash_interrupts_are_marked_interrupted_when_the_server_is_back() {
     assert_eq!(status, "interrupted");
     assert!(error.unwrap_or_default().contains("restart or crash"));
     // A run started after the restart is not touched.
-    let after: i64 = client
-        .query_one("SELECT stress.run_load('1 second', workers => 1)", &[])
-        .unwrap()
-        .get(0);
+    let after: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('1 second', workers => 1)",
+    );
     assert_eq!(run_status(&mut client, after).0, "completed");
     drop(client);
     pgcluster("destroy", CLUSTER);
@@ -1023,10 +1001,10 @@ fn the_report_has_the_seeds_keys_and_judges_its_targets() {
     client
         .batch_execute("SET stress.slow_query_threshold_ms = 1")
         .unwrap();
-    let run_id: i64 = client
-        .query_one("SELECT stress.run_load('2 seconds', workers => 2)", &[])
-        .unwrap()
-        .get(0);
+    let run_id: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('2 seconds', workers => 2)",
+    );
     let report: serde_json::Value = client
         .query_one("SELECT stress.report()::text", &[])
         .map(|r| serde_json::from_str(&r.get::<_, String>(0)).unwrap())
@@ -1167,14 +1145,11 @@ fn a_ramp_steps_up_the_workers_and_stops_at_the_first_degraded_step() {
 #[test]
 fn a_simulated_trading_day_follows_its_peak_hours() {
     let mut client = load_database("it_trading_day");
-    let run_id: i64 = client
-        .query_one(
-            "SELECT stress.simulate_trading_day('6 seconds', '{9,10,14,15}', orders_per_second => 200,
+    let run_id: i64 = value(
+        &mut client,
+        "SELECT stress.simulate_trading_day('6 seconds', '{9,10,14,15}', orders_per_second => 200,
                                                 trades_per_second => 100, workers => 2)",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    );
     assert_eq!(run_status(&mut client, run_id).0, "completed");
     // 300 operations/s in an ordinary hour, ×4 in the 4 peak hours, ×¼ in the 6 night hours:
     // 300 × (4×4 + 6×¼ + 14×1) / 24 = 393.75 a second on average.
@@ -1445,22 +1420,16 @@ fn cancelling_compare_indexes_mid_way_leaves_every_index_in_place() {
         )
         .unwrap();
     let indexes = |client: &mut Client| -> String {
-        client
-            .query_one(
-                "SELECT string_agg(indexdef, '; ' ORDER BY indexname) FROM pg_indexes WHERE tablename = 't'",
-                &[],
-            )
-            .unwrap()
-            .get(0)
+        value(
+            client,
+            "SELECT string_agg(indexdef, '; ' ORDER BY indexname) FROM pg_indexes WHERE tablename = 't'",
+        )
     };
     let before = indexes(&mut client);
     // With its index the query takes well under 1 ms (2000 runs: < 1 s); without, a 200k-row scan
     // (2000 runs: many seconds): cancelled at 2 s, it is measuring with the indexes dropped.
     for cancel in ["SET statement_timeout = '2s'", "pg_cancel_backend"] {
-        let pid: i32 = client
-            .query_one("SELECT pg_backend_pid()", &[])
-            .unwrap()
-            .get(0);
+        let pid: i32 = value(&mut client, "SELECT pg_backend_pid()");
         let canceller = (cancel == "pg_cancel_backend").then(|| {
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(2000));
@@ -1484,13 +1453,10 @@ fn cancelling_compare_indexes_mid_way_leaves_every_index_in_place() {
         }
         client.batch_execute("RESET statement_timeout").unwrap();
         assert_eq!(indexes(&mut client), before, "after {cancel}");
-        let valid: bool = client
-            .query_one(
-                "SELECT bool_and(indisvalid AND indisready) FROM pg_index WHERE indrelid = 't'::regclass",
-                &[],
-            )
-            .unwrap()
-            .get(0);
+        let valid: bool = value(
+            &mut client,
+            "SELECT bool_and(indisvalid AND indisready) FROM pg_index WHERE indrelid = 't'::regclass",
+        );
         assert!(valid);
     }
     // A benchmark on one connection stops at a cancel too (not counted as a failed execution).
@@ -1523,16 +1489,10 @@ fn health_views_show_lock_waits_long_queries_and_table_activity() {
     holder
         .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
         .unwrap();
-    let holder_pid: i32 = holder
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
+    let holder_pid: i32 = value(&mut holder, "SELECT pg_backend_pid()");
     let waiter = std::thread::spawn(|| {
         let mut waiter = connect("it_health");
-        let pid: i32 = waiter
-            .query_one("SELECT pg_backend_pid()", &[])
-            .unwrap()
-            .get(0);
+        let pid: i32 = value(&mut waiter, "SELECT pg_backend_pid()");
         waiter.batch_execute("SELECT count(*) FROM t").unwrap();
         pid
     });
@@ -1617,10 +1577,7 @@ fn health_views_show_lock_waits_long_queries_and_table_activity() {
         .unwrap();
     for (role, hidden_expected) in [("it_health_plain", true), ("it_health_monitor", false)] {
         let mut as_role = config("it_health").user(role).connect(NoTls).unwrap();
-        let hidden: i64 = as_role
-            .query_one("SELECT hidden FROM stress.database_health", &[])
-            .unwrap()
-            .get(0);
+        let hidden: i64 = value(&mut as_role, "SELECT hidden FROM stress.database_health");
         assert_eq!(hidden > 0, hidden_expected, "{role}: {hidden} hidden");
     }
 }
@@ -1688,13 +1645,10 @@ fn the_bloat_report_finds_deliberate_damage_estimated_and_exactly() {
         .connect(NoTls)
         .unwrap();
     let method = |plain: &mut Client| -> String {
-        plain
-            .query_one(
-                "SELECT method FROM stress.bloat_report('damage') WHERE relation = 't'",
-                &[],
-            )
-            .unwrap()
-            .get(0)
+        value(
+            plain,
+            "SELECT method FROM stress.bloat_report('damage') WHERE relation = 't'",
+        )
     };
     // (pg_stats shows it only the columns it may read.)
     assert_eq!(
@@ -1712,13 +1666,10 @@ fn the_bloat_report_finds_deliberate_damage_estimated_and_exactly() {
     assert!(index.3 > 30.0, "{index:?}");
     assert_eq!(index.0, "REINDEX INDEX CONCURRENTLY damage.t_payload");
     // Worst first.
-    let first: String = client
-        .query_one(
-            "SELECT relation FROM stress.bloat_report('damage') LIMIT 1",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let first: String = value(
+        &mut client,
+        "SELECT relation FROM stress.bloat_report('damage') LIMIT 1",
+    );
     assert_eq!(first, "t");
     // Repaired: nothing left to do.
     client.batch_execute("VACUUM FULL damage.t").unwrap();
@@ -1745,13 +1696,10 @@ fn compare_states(client: &mut Client, a: i64, b: i64) -> Vec<(String, i64, Stri
 #[test]
 fn the_seeds_backup_scenario_restores_an_identical_dataset() {
     let mut client = load_database("it_backup_state");
-    let before: i64 = client
-        .query_one(
-            "SELECT stress.capture_state(label => 'before the backup')",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let before: i64 = value(
+        &mut client,
+        "SELECT stress.capture_state(label => 'before the backup')",
+    );
     let dump = scratch_file("it_backup_state.dump");
     let dump_path = dump.to_str().unwrap();
     run_tool(
@@ -1780,13 +1728,10 @@ fn the_seeds_backup_scenario_restores_an_identical_dataset() {
             dump_path,
         ],
     );
-    let after: i64 = client
-        .query_one(
-            "SELECT stress.capture_state(label => 'after the restore')",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let after: i64 = value(
+        &mut client,
+        "SELECT stress.capture_state(label => 'after the restore')",
+    );
     let compared = compare_states(&mut client, before, after);
     assert_eq!(compared.len(), 6, "{compared:?}");
     for (table, difference, status) in &compared {
@@ -1804,28 +1749,19 @@ fn the_seeds_backup_scenario_restores_an_identical_dataset() {
 #[test]
 fn the_seeds_migration_scenario_runs_under_load_and_shows_what_changed() {
     let mut client = load_database("it_migration_state");
-    let before: i64 = client
-        .query_one(
-            "SELECT stress.capture_state(label => 'before the migration')",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    let run_id: i64 = client
-        .query_one(
-            "SELECT stress.run_load('6 seconds', workers => 2, wait => false)",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let before: i64 = value(
+        &mut client,
+        "SELECT stress.capture_state(label => 'before the migration')",
+    );
+    let run_id: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('6 seconds', workers => 2, wait => false)",
+    );
     std::thread::sleep(Duration::from_millis(1000));
-    let premigration: i64 = client
-        .query_one(
-            "SELECT stress.capture_state(label => 'the load running, before the migration')",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let premigration: i64 = value(
+        &mut client,
+        "SELECT stress.capture_state(label => 'the load running, before the migration')",
+    );
     // The migration, while the load runs: a column with a default (no table rewrite since PG 11),
     // and an index built without blocking writes.
     let started = Instant::now();
@@ -1838,13 +1774,10 @@ fn the_seeds_migration_scenario_runs_under_load_and_shows_what_changed() {
         .batch_execute("CREATE INDEX CONCURRENTLY trades_fee_idx ON stress_data.trades (fee)")
         .unwrap();
     let migration = started.elapsed();
-    let migrated: i64 = client
-        .query_one(
-            "SELECT stress.capture_state(label => 'migrated, the load still running')",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let migrated: i64 = value(
+        &mut client,
+        "SELECT stress.capture_state(label => 'migrated, the load still running')",
+    );
     // The captures record how long the migration took: from the end of one to the start of the next.
     let recorded: f64 = client
         .query_one(
@@ -1862,13 +1795,10 @@ fn the_seeds_migration_scenario_runs_under_load_and_shows_what_changed() {
         .unwrap()
         .get(0);
     assert_eq!(status, "completed");
-    let after: i64 = client
-        .query_one(
-            "SELECT stress.capture_state(label => 'after the migration')",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let after: i64 = value(
+        &mut client,
+        "SELECT stress.capture_state(label => 'after the migration')",
+    );
     eprintln!("migration took {migration:?} under load");
     assert!(migration < Duration::from_secs(5), "{migration:?}");
     let errors: i64 = client
@@ -1896,13 +1826,10 @@ fn the_seeds_migration_scenario_runs_under_load_and_shows_what_changed() {
     assert_eq!(compared["orders"], (placed, "different".to_owned()));
     assert_eq!(compared["market_data"], (0, "identical".to_owned()));
     assert_eq!(compared["trades"].1, "different");
-    let valid: bool = client
-        .query_one(
-            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'stress_data.trades_fee_idx'::regclass",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let valid: bool = value(
+        &mut client,
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = 'stress_data.trades_fee_idx'::regclass",
+    );
     assert!(valid);
     assert_eq!(
         count(
@@ -1998,10 +1925,7 @@ fn pg_cron_really_runs_the_scheduled_maintenance() {
             .get::<_, String>(0),
         "VACUUM (ANALYZE) it_cron.logs"
     );
-    let unscheduled: i32 = client
-        .query_one("SELECT stress.unschedule_maintenance()", &[])
-        .unwrap()
-        .get(0);
+    let unscheduled: i32 = value(&mut client, "SELECT stress.unschedule_maintenance()");
     assert_eq!(unscheduled, 4);
     client
         .batch_execute("DROP SCHEMA it_cron CASCADE; DELETE FROM stress.retention_policies")
@@ -2064,13 +1988,10 @@ fn archive_batched_commits_every_batch() {
     };
     let before = commits(&mut client);
     // 1000 hourly rows; older than 100 hours: 900 of them, 100 a batch and each committed.
-    let removed: i64 = client
-        .query_one(
-            "CALL stress.archive_batched('logs', 'at', '100 hours', batch_size => 100)",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let removed: i64 = value(
+        &mut client,
+        "CALL stress.archive_batched('logs', 'at', '100 hours', batch_size => 100)",
+    );
     assert_eq!(removed, 900);
     assert_eq!(count(&mut client, "SELECT count(*) FROM logs"), 100);
     let after = commits(&mut client);
