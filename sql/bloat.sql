@@ -136,6 +136,7 @@ RETURNS TABLE (schema_name name, relation name, kind text, table_name name, size
                dead_rows bigint, dead_pct numeric, wasted_bytes bigint, wasted_pct numeric, method text,
                action text)
 LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM stress.bloat_rows(schema, exact) ORDER BY wasted_bytes DESC NULLS LAST, dead_rows DESC NULLS LAST $$;
 COMMENT ON FUNCTION stress.bloat_report(name, boolean) IS
     'Dead rows and wasted space per user table and index, worst first (exact with pgstattuple, else estimated from statistics), with the action to take.';

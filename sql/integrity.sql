@@ -20,6 +20,20 @@ BEGIN
 END
 $$;
 
+-- Whether the current user owns rel. verify_integrity reads a table's rows only then: a query on
+-- another role's table can run that role's code (casts of its types, its operators) with the
+-- caller's privileges, which for an administrator or the weekly pg_cron check means a superuser's.
+CREATE FUNCTION stress.owned_by_caller(rel regclass)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+               WHERE c.oid OPERATOR(pg_catalog.=) rel
+                 AND c.relowner OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r
+                                                         WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER))
+$$;
+
 CREATE FUNCTION stress.verify_integrity(schema name DEFAULT NULL)
 RETURNS TABLE (check_name text, relation text, status text, failures bigint, detail text)
 LANGUAGE plpgsql VOLATILE
@@ -44,6 +58,16 @@ BEGIN
         WHERE c.contype = 'f' AND c.connamespace = to_regnamespace(quote_ident(target))
         ORDER BY c.conrelid::regclass::text, c.conname
     LOOP
+        check_name := 'foreign_key';
+        relation := format('%s (%s) -> %s (%s)', k.child, array_to_string(k.child_cols, ', '),
+                           k.parent, array_to_string(k.parent_cols, ', '));
+        IF NOT (stress.owned_by_caller(k.child) AND stress.owned_by_caller(k.parent)) THEN
+            status := 'not checked'; failures := NULL;
+            detail := format('constraint %s: only the owner of %s and %s may check it (it reads their rows)',
+                             k.conname, k.child, k.parent);
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
         SELECT string_agg(format('c.%I IS NOT NULL', col), ' AND ') INTO cond FROM unnest(k.child_cols) col;
         EXECUTE format('SELECT count(*) FROM %s c WHERE %s AND NOT EXISTS (SELECT 1 FROM %s p WHERE %s)',
                        k.child, cond, k.parent,
@@ -68,6 +92,12 @@ BEGIN
         ORDER BY c.conrelid::regclass::text, c.conname
     LOOP
         n := NULL;
+        IF NOT stress.owned_by_caller(k.rel) THEN
+            check_name := 'not_valid_constraint'; relation := k.rel::text; status := 'not checked'; failures := NULL;
+            detail := format('%s is NOT VALID; only the owner of %s may evaluate it', k.conname, k.rel);
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
         IF k.contype = 'c' THEN
             EXECUTE format('SELECT count(*) FROM %s WHERE NOT coalesce((%s), true)', k.rel, k.expr) INTO n;
         END IF;
@@ -82,14 +112,25 @@ BEGIN
     END LOOP;
 
     -- The trading dataset's own rules, where its tables are there.
-    IF to_regclass(format('%I.accounts', target)) IS NOT NULL THEN
+    IF to_regclass(format('%I.accounts', target)) IS NOT NULL
+       AND NOT stress.owned_by_caller(to_regclass(format('%I.accounts', target))) THEN
+        check_name := 'negative_balance'; relation := format('%I.accounts', target);
+        status := 'not checked'; failures := NULL; detail := 'only the owner of the table may check it';
+        RETURN NEXT;
+    ELSIF to_regclass(format('%I.accounts', target)) IS NOT NULL THEN
         EXECUTE format('SELECT count(*) FROM %I.accounts WHERE balance < 0', target) INTO n;
         check_name := 'negative_balance'; relation := format('%I.accounts', target);
         status := CASE WHEN n > 0 THEN 'failed' ELSE 'ok' END; failures := n;
         detail := format('%s accounts with balance < 0', n);
         RETURN NEXT;
     END IF;
-    IF to_regclass(format('%I.positions', target)) IS NOT NULL AND to_regclass(format('%I.trades', target)) IS NOT NULL THEN
+    IF to_regclass(format('%I.positions', target)) IS NOT NULL AND to_regclass(format('%I.trades', target)) IS NOT NULL
+       AND NOT (stress.owned_by_caller(to_regclass(format('%I.positions', target)))
+                AND stress.owned_by_caller(to_regclass(format('%I.trades', target)))) THEN
+        check_name := 'positions_match_trades'; relation := format('%I.positions', target);
+        status := 'not checked'; failures := NULL; detail := 'only the owner of positions and trades may check them';
+        RETURN NEXT;
+    ELSIF to_regclass(format('%I.positions', target)) IS NOT NULL AND to_regclass(format('%I.trades', target)) IS NOT NULL THEN
         EXECUTE format(
             'SELECT count(*) FROM %1$I.positions p
              FULL JOIN (SELECT account_id, symbol, sum(CASE WHEN side = ''BUY'' THEN quantity ELSE -quantity END) AS net
@@ -115,6 +156,8 @@ BEGIN
         check_name := 'duplicate_keys'; relation := k.rel::text;
         IF k.enforced THEN
             status := 'ok'; failures := 0; detail := 'id is unique (a unique index enforces it)';
+        ELSIF NOT stress.owned_by_caller(k.rel) THEN
+            status := 'not checked'; failures := NULL; detail := 'no unique index on id; only the owner of the table may count duplicates';
         ELSE
             EXECUTE format('SELECT count(*) FROM (SELECT id FROM %s WHERE id IS NOT NULL GROUP BY id HAVING count(*) > 1) d', k.rel)
                 INTO n;
@@ -135,7 +178,7 @@ CREATE TABLE stress.state_captures (
     schema_name name        NOT NULL,
     label       text,
     captured_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    captured_by name        NOT NULL DEFAULT current_user,
+    captured_by name        NOT NULL,
     seconds     float8
 );
 COMMENT ON TABLE stress.state_captures IS 'One row per stress.capture_state(): which schema, when, by whom.';
@@ -152,8 +195,15 @@ COMMENT ON TABLE stress.state_tables IS 'Per capture and table: row count and st
 SELECT pg_catalog.pg_extension_config_dump('stress.state_captures', '');
 SELECT pg_catalog.pg_extension_config_dump('stress.state_captures_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('stress.state_tables', '');
-GRANT SELECT, INSERT ON stress.state_captures, stress.state_tables TO PUBLIC;
-GRANT USAGE ON SEQUENCE stress.state_captures_id_seq TO PUBLIC;
+-- Readable by their creator (and roles with its privileges, and pg_read_all_stats); written only by
+-- stress.record_state_capture (SECURITY.md).
+GRANT SELECT ON stress.state_captures, stress.state_tables TO PUBLIC;
+ALTER TABLE stress.state_captures ENABLE ROW LEVEL SECURITY;
+ALTER TABLE stress.state_tables ENABLE ROW LEVEL SECURITY;
+CREATE POLICY state_captures_visible ON stress.state_captures FOR SELECT TO PUBLIC
+    USING (stress.may_read_records_of(captured_by));
+CREATE POLICY state_tables_visible ON stress.state_tables FOR SELECT TO PUBLIC
+    USING (EXISTS (SELECT 1 FROM stress.state_captures c WHERE c.id OPERATOR(pg_catalog.=) capture_id));
 
 CREATE FUNCTION stress.capture_state(schema name DEFAULT NULL, label text DEFAULT NULL)
 RETURNS bigint
@@ -166,8 +216,8 @@ DECLARE
     started timestamptz := clock_timestamp();
     t record;
     digest text;
+    tables jsonb := '[]';
 BEGIN
-    INSERT INTO stress.state_captures (schema_name, label) VALUES (target, label) RETURNING id INTO capture;
     -- Tables, partitioned tables (as a whole: not their partitions) and populated materialized views.
     FOR t IN
         SELECT c.oid, c.relname FROM pg_class c
@@ -177,10 +227,10 @@ BEGIN
         ORDER BY c.relname
     LOOP
         digest := stress.checksum(t.oid::regclass);
-        INSERT INTO stress.state_tables (capture_id, table_name, rows, checksum)
-        VALUES (capture, t.relname, split_part(digest, ':', 1)::int8, digest);
+        tables := tables || jsonb_build_object('table_name', t.relname, 'rows', split_part(digest, ':', 1)::int8,
+                                               'checksum', digest);
     END LOOP;
-    UPDATE stress.state_captures SET seconds = extract(epoch FROM clock_timestamp() - started) WHERE id = capture;
+    capture := stress.record_state_capture(target, label, started, tables);
     RETURN capture;
 END
 $$;

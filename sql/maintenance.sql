@@ -10,32 +10,35 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    run bigint;
+    started timestamptz := clock_timestamp();
     target name := coalesce(schema, current_setting('stress.data_schema'));
+    findings jsonb;
+    integrity jsonb := '[]';
 BEGIN
-    INSERT INTO stress.runs (kind, parameters, status, finished_at)
-    VALUES ('health_check', jsonb_build_object('schema', target), 'completed', clock_timestamp())
-    RETURNING id INTO run;
-    INSERT INTO stress.results (run_id, name, details)
-    SELECT run, 'alert: ' || a.alert, jsonb_build_object('measured', a.measured, 'threshold', a.threshold,
-                                                          'unit', a.unit, 'detail', a.detail)
-    FROM stress.health_alerts() a;
-    INSERT INTO stress.results (run_id, name, details)
-    SELECT run, 'bloat: ' || b.schema_name || '.' || b.relation,
-           jsonb_build_object('kind', b.kind, 'wasted_bytes', b.wasted_bytes, 'wasted_pct', b.wasted_pct,
-                              'dead_pct', b.dead_pct, 'method', b.method, 'action', b.action)
-    FROM stress.bloat_report() b WHERE b.action <> 'none';
+    -- (verify_integrity checks only tables this role owns: others come out 'not checked')
     IF to_regnamespace(quote_ident(target)) IS NOT NULL THEN
-        INSERT INTO stress.results (run_id, name, rows, details)
-        SELECT run, 'integrity: ' || v.check_name || ' ' || v.relation, v.failures,
-               jsonb_build_object('status', v.status, 'detail', v.detail)
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'name', 'integrity: ' || v.check_name || ' ' || v.relation, 'rows', v.failures,
+                   'details', jsonb_build_object('status', v.status, 'detail', v.detail))), '[]')
+        INTO integrity
         FROM stress.verify_integrity(target) v WHERE v.status <> 'ok';
     END IF;
-    INSERT INTO stress.results (run_id, name, details)
-    SELECT run, 'unused index: ' || u.schema || '.' || u.index_name,
-           jsonb_build_object('size_bytes', u.size_bytes, 'suggestion', u.suggestion)
-    FROM stress.unused_indexes(0) u;
-    RETURN run;
+    SELECT coalesce(jsonb_agg(f), '[]') || integrity INTO findings FROM (
+        SELECT 'alert: ' || a.alert AS name, NULL::int8 AS rows,
+               jsonb_build_object('measured', a.measured, 'threshold', a.threshold, 'unit', a.unit,
+                                  'detail', a.detail) AS details
+        FROM stress.health_alerts() a
+        UNION ALL
+        SELECT 'bloat: ' || b.schema_name || '.' || b.relation, NULL,
+               jsonb_build_object('kind', b.kind, 'wasted_bytes', b.wasted_bytes, 'wasted_pct', b.wasted_pct,
+                                  'dead_pct', b.dead_pct, 'method', b.method, 'action', b.action)
+        FROM stress.bloat_report() b WHERE b.action <> 'none'
+
+        UNION ALL
+        SELECT 'unused index: ' || u.schema || '.' || u.index_name, NULL,
+               jsonb_build_object('size_bytes', u.size_bytes, 'suggestion', u.suggestion)
+        FROM stress.unused_indexes(0) u) f;
+    RETURN stress.record_call('health_check', jsonb_build_object('schema', target), started, findings);
 END
 $$;
 COMMENT ON FUNCTION stress.record_health_check(name) IS
@@ -121,7 +124,7 @@ BEGIN
              CASE WHEN busiest_tables = 0 THEN NULL
                   WHEN busiest IS NULL THEN 'VACUUM (ANALYZE)' ELSE 'VACUUM (ANALYZE) ' || busiest END),
             ('stress: refresh materialized views', daily, refresh),
-            ('stress: apply retention', daily, 'SELECT count(*) FROM stress.apply_retention()'),
+            ('stress: apply retention', daily, 'SELECT pg_catalog.count(*) FROM stress.apply_retention()'),
             ('stress: weekly health check', weekly, 'SELECT stress.record_health_check()')
         ) AS x(name, sched, cmd)
     LOOP

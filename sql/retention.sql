@@ -61,18 +61,22 @@ $$;
 
 -- One batch of archive(): up to $2 rows older than $1, found by physical position (tableoid + ctid,
 -- unique in a partitioned table too), deleted and, with archive_to, inserted there in the same
--- statement; returns how many.
+-- statement; returns how many were deleted and how many the archive received.
 CREATE FUNCTION stress.archive_batch_sql(rel regclass, ts_column name, archive_to regclass)
 RETURNS text
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT format(
-    'WITH batch AS (SELECT tableoid AS toid, ctid AS tid FROM %1$s WHERE %2$I < $1 LIMIT $2),
-          gone AS (DELETE FROM %1$s t USING batch b WHERE t.tableoid = b.toid AND t.ctid = b.tid RETURNING t.*)
+    'WITH batch AS (SELECT tableoid AS toid, ctid AS tid FROM %1$s WHERE %2$I OPERATOR(pg_catalog.<) $1 LIMIT $2),
+          gone AS (DELETE FROM %1$s t USING batch b
+                   WHERE t.tableoid OPERATOR(pg_catalog.=) b.toid AND t.ctid OPERATOR(pg_catalog.=) b.tid
+                   RETURNING t.*)
      %3$s',
     rel, ts_column,
-    CASE WHEN archive_to IS NULL THEN 'SELECT count(*) FROM gone'
-         ELSE format(', moved AS (INSERT INTO %s SELECT * FROM gone RETURNING 1) SELECT count(*) FROM moved',
+    CASE WHEN archive_to IS NULL THEN 'SELECT pg_catalog.count(*), pg_catalog.count(*) FROM gone'
+         ELSE format(', moved AS (INSERT INTO %s SELECT * FROM gone RETURNING 1)
+                      SELECT (SELECT pg_catalog.count(*) FROM gone), (SELECT pg_catalog.count(*) FROM moved)',
                      archive_to) END)
 $$;
 
@@ -81,22 +85,39 @@ CREATE FUNCTION stress.record_archive(rel regclass, ts_column name, older_than i
                                       batch_size int, archive_to regclass, committed_per_batch boolean,
                                       started timestamptz, removed bigint, batches int)
 RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+-- (plpgsql, not sql: its body is checked when it runs, after stress.record_call exists)
+AS $$
+BEGIN
+PERFORM stress.record_call(
+    'archive',
+    jsonb_build_object('rel', rel::text, 'ts_column', ts_column, 'older_than', older_than::text,
+                       'cutoff', cutoff, 'batch_size', batch_size, 'archive_to', archive_to::text,
+                       'committed_per_batch', committed_per_batch),
+    started,
+    jsonb_build_array(jsonb_build_object(
+        'name', rel::text, 'rows', removed, 'seconds', extract(epoch FROM clock_timestamp() - started),
+        'rows_per_sec', removed / greatest(extract(epoch FROM clock_timestamp() - started), 1e-6),
+        'details', jsonb_build_object('batches', batches, 'moved_to', archive_to::text))));
+END
+$$;
+
+-- An archive move that lost rows on the way (a trigger on archive_to that skips them, say) deletes
+-- nothing: the batch's statement is undone with the error.
+CREATE FUNCTION stress.check_archive_batch(rel regclass, archive_to regclass, deleted bigint, received bigint)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-WITH run AS (
-    INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at)
-    VALUES ('archive',
-            jsonb_build_object('rel', rel::text, 'ts_column', ts_column, 'older_than', older_than::text,
-                               'cutoff', cutoff, 'batch_size', batch_size, 'archive_to', archive_to::text,
-                               'committed_per_batch', committed_per_batch),
-            'completed', started, clock_timestamp())
-    RETURNING id)
-INSERT INTO stress.results (run_id, name, rows, seconds, rows_per_sec, details)
-SELECT run.id, rel::text, removed, extract(epoch FROM clock_timestamp() - started),
-       removed / greatest(extract(epoch FROM clock_timestamp() - started), 1e-6),
-       jsonb_build_object('batches', batches, 'moved_to', archive_to::text)
-FROM run
+BEGIN
+    IF archive_to IS NOT NULL AND deleted IS DISTINCT FROM received THEN
+        RAISE EXCEPTION 'archive: % received % of the % rows deleted from %', archive_to, received, deleted, rel
+            USING ERRCODE = 'triggered_data_change_violation',
+                  HINT = format('A trigger or rule on %s drops rows: disable it (ALTER TABLE %s DISABLE TRIGGER USER) or archive elsewhere. Nothing was deleted.',
+                                archive_to, archive_to);
+    END IF;
+END
 $$;
 
 CREATE FUNCTION stress.archive(rel regclass, ts_column name, older_than interval, batch_size int DEFAULT 10000,
@@ -112,13 +133,15 @@ DECLARE
     every interval := current_setting('stress.progress_interval')::interval;
     batch_sql text;
     done bigint;
+    received bigint;
     total bigint := 0;
     batches int := 0;
 BEGIN
     PERFORM stress.check_archive_target(rel, ts_column, older_than, batch_size, archive_to, 'archive');
     batch_sql := stress.archive_batch_sql(rel, ts_column, archive_to);
     LOOP
-        EXECUTE batch_sql INTO done USING cutoff, batch_size;
+        EXECUTE batch_sql INTO done, received USING cutoff, batch_size;
+        PERFORM stress.check_archive_batch(rel, archive_to, done, received);
         total := total + done;
         batches := batches + 1;
         IF every > interval '0' AND clock_timestamp() - last_notice >= every THEN
@@ -143,32 +166,36 @@ CREATE PROCEDURE stress.archive_batched(rel regclass, ts_column name, older_than
                                         batch_size int DEFAULT 10000, archive_to regclass DEFAULT NULL,
                                         INOUT rows_removed bigint DEFAULT NULL)
 LANGUAGE plpgsql
--- (No SET search_path: a procedure with SET clauses may not COMMIT. Everything here is schema-qualified
--- or from pg_catalog, which is searched first.)
+-- (No SET search_path: a procedure with SET clauses may not COMMIT. So every function, operator and
+-- type below is schema-qualified: the caller's search_path, or a pg_cron job's, can capture nothing.)
 AS $$
 DECLARE
-    cutoff timestamptz := now() - older_than;
-    started timestamptz := clock_timestamp();
-    last_notice timestamptz := clock_timestamp();
-    every interval := current_setting('stress.progress_interval')::interval;
-    batch_sql text;
-    done bigint;
-    batches int := 0;
+    cutoff pg_catalog.timestamptz := pg_catalog.now() OPERATOR(pg_catalog.-) older_than;
+    started pg_catalog.timestamptz := pg_catalog.clock_timestamp();
+    last_notice pg_catalog.timestamptz := pg_catalog.clock_timestamp();
+    every pg_catalog.interval := pg_catalog.current_setting('stress.progress_interval')::pg_catalog.interval;
+    batch_sql pg_catalog.text;
+    done pg_catalog.int8;
+    received pg_catalog.int8;
+    batches pg_catalog.int4 := 0;
 BEGIN
     PERFORM stress.check_archive_target(rel, ts_column, older_than, batch_size, archive_to, 'archive_batched');
     batch_sql := stress.archive_batch_sql(rel, ts_column, archive_to);
     rows_removed := 0;
     LOOP
-        EXECUTE batch_sql INTO done USING cutoff, batch_size;
-        rows_removed := rows_removed + done;
-        batches := batches + 1;
+        EXECUTE batch_sql INTO done, received USING cutoff, batch_size;
+        PERFORM stress.check_archive_batch(rel, archive_to, done, received);
+        rows_removed := rows_removed OPERATOR(pg_catalog.+) done;
+        batches := batches OPERATOR(pg_catalog.+) 1;
         COMMIT;
-        IF every > interval '0' AND clock_timestamp() - last_notice >= every THEN
+        IF every OPERATOR(pg_catalog.>) '0'::pg_catalog.interval
+           AND pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) last_notice OPERATOR(pg_catalog.>=) every THEN
             RAISE NOTICE 'archive_batched: % rows of % so far (% batches committed, % s)', rows_removed, rel,
-                batches, round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
-            last_notice := clock_timestamp();
+                batches, pg_catalog.round(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()
+                                                                 OPERATOR(pg_catalog.-) started)::pg_catalog.numeric, 1);
+            last_notice := pg_catalog.clock_timestamp();
         END IF;
-        EXIT WHEN done < batch_size;
+        EXIT WHEN done OPERATOR(pg_catalog.<) batch_size;
     END LOOP;
     PERFORM stress.record_archive(rel, ts_column, older_than, cutoff, batch_size, archive_to, true, started,
                                   rows_removed, batches);
@@ -185,14 +212,22 @@ CREATE TABLE stress.retention_policies (
     archive_to  text,                              -- move old rows there instead of deleting them
     batch_size  int         NOT NULL DEFAULT 10000 CHECK (batch_size BETWEEN 1 AND 10000000),
     enabled     boolean     NOT NULL DEFAULT true,
-    created_by  name        NOT NULL DEFAULT current_user,
+    created_by  name        NOT NULL,               -- the role the policy deletes as, set by pg_stress
     created_at  timestamptz NOT NULL DEFAULT now(),
     last_applied_at timestamptz,
     last_rows   bigint
 );
 COMMENT ON TABLE stress.retention_policies IS 'Per table: how long rows are kept (by ts_column), and where old ones go.';
 SELECT pg_catalog.pg_extension_config_dump('stress.retention_policies', '');
-GRANT SELECT, INSERT, UPDATE, DELETE ON stress.retention_policies TO PUBLIC;
+-- Each role sees the policies it may apply (its own and those of roles it has the privileges of);
+-- they are written only through stress.set_retention (SECURITY.md).
+GRANT SELECT ON stress.retention_policies TO PUBLIC;
+ALTER TABLE stress.retention_policies ENABLE ROW LEVEL SECURITY;
+CREATE POLICY retention_policies_visible ON stress.retention_policies FOR SELECT TO PUBLIC
+    USING (created_by OPERATOR(pg_catalog.=) CURRENT_USER
+           OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                      WHERE r.rolname OPERATOR(pg_catalog.=) created_by
+                        AND pg_catalog.pg_has_role(CURRENT_USER, r.oid, 'USAGE')));
 
 CREATE FUNCTION stress.set_retention(rel regclass, ts_column name, keep interval, archive_to regclass DEFAULT NULL,
                                      batch_size int DEFAULT 10000)
@@ -202,15 +237,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM stress.check_archive_target(rel, ts_column, keep, batch_size, archive_to, 'set_retention');
-    INSERT INTO stress.retention_policies (relation, ts_column, keep, archive_to, batch_size)
-    VALUES (rel::text, ts_column, keep, archive_to::text, batch_size)
-    ON CONFLICT (relation) DO UPDATE
-        SET ts_column = EXCLUDED.ts_column, keep = EXCLUDED.keep, archive_to = EXCLUDED.archive_to,
-            batch_size = EXCLUDED.batch_size, enabled = true;
+    -- (checks the caller's rights on rel and archive_to, and records the policy as the caller's)
+    PERFORM stress.record_retention_policy(rel, ts_column, keep, archive_to, batch_size);
 END
 $$;
 COMMENT ON FUNCTION stress.set_retention(regclass, name, interval, regclass, int) IS
-    'Register (or change) the retention policy of a table, after checking it as stress.archive would.';
+    'Register (or change) the caller''s retention policy of a table, after checking it as stress.archive would; it deletes with the caller''s rights.';
 
 CREATE FUNCTION stress.apply_retention()
 RETURNS TABLE (relation text, rows_removed bigint, archived_to text, seconds float8, status text)
@@ -222,18 +254,23 @@ DECLARE
     p record;
     started timestamptz;
     n bigint;
+    caller_role text := current_setting('role');
 BEGIN
+    -- The policies this role may see: its own and those of roles it has the privileges of. Each is
+    -- applied as the role that set it (SET ROLE), so a policy never deletes more than its creator
+    -- could by hand, whoever applies it (a superuser's pg_cron job included).
     FOR p IN SELECT * FROM stress.retention_policies WHERE enabled ORDER BY relation LOOP
         relation := p.relation; archived_to := p.archive_to; started := clock_timestamp();
         -- Each policy on its own: one that fails (a table gone, no privilege) does not stop the others.
         BEGIN
+            PERFORM set_config('role', p.created_by, true);
             IF to_regclass(p.relation) IS NULL THEN
                 RAISE EXCEPTION 'table % does not exist', p.relation USING ERRCODE = 'undefined_table';
             END IF;
             n := stress.archive(to_regclass(p.relation), p.ts_column, p.keep, p.batch_size,
                                 to_regclass(p.archive_to));
-            UPDATE stress.retention_policies SET last_applied_at = clock_timestamp(), last_rows = n
-            WHERE stress.retention_policies.relation = p.relation;
+            PERFORM stress.record_retention_applied(p.relation, n);
+            PERFORM set_config('role', caller_role, true);
             rows_removed := n; status := 'ok';
         EXCEPTION WHEN OTHERS THEN
             rows_removed := 0; status := 'failed: ' || SQLERRM;
@@ -244,4 +281,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION stress.apply_retention() IS
-    'Apply every enabled retention policy with the caller''s privileges: one row per table with what was removed, or why not.';
+    'Apply every enabled retention policy this role may see, each as the role that set it: one row per table with what was removed, or why not.';

@@ -10,7 +10,7 @@ CREATE TABLE stress.runs (
                 CHECK (status IN ('running', 'completed', 'cancelled', 'failed', 'interrupted')),
     started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
     finished_at timestamptz,
-    run_as      name        NOT NULL DEFAULT current_user,
+    run_as      name        NOT NULL,   -- the role the run belongs to, set by pg_stress
     error       text,
     peak_connections bigint,            -- load runs: most connections to the database in a sample
     CHECK (finished_at IS NULL OR finished_at >= started_at)
@@ -101,8 +101,34 @@ SELECT pg_catalog.pg_extension_config_dump('stress.results_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('stress.slow_queries', '');
 SELECT pg_catalog.pg_extension_config_dump('stress.slow_queries_id_seq', '');
 
--- Any role may run pg_stress functions and record its own runs; the data it generates is its own.
+-- Who may read a record of role `owner_role`: that role, roles with its privileges, and members of
+-- pg_read_all_stats (as pg_stat_statements shows query texts). Used by the row-level security
+-- policies below. (Every name qualified, no SET clause: it is inlined into the policies.)
+CREATE FUNCTION stress.may_read_records_of(owner_role name)
+RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+SELECT owner_role OPERATOR(pg_catalog.=) CURRENT_USER
+    OR pg_catalog.pg_has_role(CURRENT_USER, 'pg_read_all_stats', 'USAGE')
+    OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+               WHERE r.rolname OPERATOR(pg_catalog.=) owner_role
+                 AND pg_catalog.pg_has_role(CURRENT_USER, r.oid, 'USAGE'))
+$$;
+
+-- Any role may run pg_stress's functions and read its own records; nobody but the extension writes
+-- them (src/records: as the tables' owner, with a pinned search_path; see SECURITY.md).
 GRANT USAGE ON SCHEMA stress TO PUBLIC;
-GRANT SELECT, INSERT ON stress.runs, stress.results, stress.slow_queries TO PUBLIC;
-GRANT SELECT ON stress.samples TO PUBLIC;
-GRANT USAGE ON SEQUENCE stress.runs_id_seq, stress.results_id_seq, stress.slow_queries_id_seq TO PUBLIC;
+GRANT SELECT ON stress.runs, stress.results, stress.samples, stress.slow_queries TO PUBLIC;
+ALTER TABLE stress.runs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE stress.results ENABLE ROW LEVEL SECURITY;
+ALTER TABLE stress.samples ENABLE ROW LEVEL SECURITY;
+ALTER TABLE stress.slow_queries ENABLE ROW LEVEL SECURITY;
+ALTER TABLE stress.load_worker_results ENABLE ROW LEVEL SECURITY;
+CREATE POLICY runs_visible ON stress.runs FOR SELECT TO PUBLIC
+    USING (stress.may_read_records_of(run_as));
+CREATE POLICY results_visible ON stress.results FOR SELECT TO PUBLIC
+    USING (EXISTS (SELECT 1 FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id));
+CREATE POLICY samples_visible ON stress.samples FOR SELECT TO PUBLIC
+    USING (EXISTS (SELECT 1 FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id));
+CREATE POLICY slow_queries_visible ON stress.slow_queries FOR SELECT TO PUBLIC
+    USING (EXISTS (SELECT 1 FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id));

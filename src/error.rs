@@ -20,6 +20,9 @@ pub enum StressError {
     /// 42809: e.g. a checksum of a view or an index.
     #[error("\"{0}\" is not a table, partitioned table or materialized view")]
     WrongObjectType(String),
+    /// 42809: a relation of a kind pg_stress does not read or write (a view as a generated table).
+    #[error("{message}")]
+    WrongKind { message: String, hint: String },
     /// 55000: a materialized view that was never refreshed has no content to digest.
     #[error("materialized view \"{0}\" has not been populated")]
     NotPopulated(String),
@@ -60,7 +63,9 @@ impl StressError {
         match self {
             StressError::InvalidParameter { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             StressError::TableShape { .. } => PgSqlErrorCode::ERRCODE_INVALID_TABLE_DEFINITION,
-            StressError::WrongObjectType(_) => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            StressError::WrongObjectType(_) | StressError::WrongKind { .. } => {
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE
+            }
             StressError::NotPopulated(_) | StressError::NeedsPreload(_) => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
@@ -84,6 +89,7 @@ impl StressError {
             | StressError::PermissionDenied { hint, .. }
             | StressError::OutOfWorkerSlots { hint, .. }
             | StressError::WorkerLost { hint, .. }
+            | StressError::WrongKind { hint, .. }
                 if !hint.is_empty() =>
             {
                 report = report.set_hint(hint.clone());

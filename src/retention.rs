@@ -156,32 +156,49 @@ mod tests {
         ] {
             dated_table(&format!("t_{t}"));
         }
+        // A role sets its policies; each policy deletes with its creator's rights, whoever applies it.
         Spi::run(
             "CREATE TABLE t_error_logs_archive (LIKE t_error_logs);
+             CREATE ROLE r_retention;
+             GRANT SELECT, DELETE ON t_system_logs, t_performance_logs, t_error_logs, t_user_action_logs,
+                                     t_locked_logs TO r_retention;
+             GRANT SELECT, INSERT ON t_error_logs_archive TO r_retention;
+             SET LOCAL ROLE r_retention;
              SELECT stress.set_retention('t_system_logs', 'at', '90 days');
              SELECT stress.set_retention('t_performance_logs', 'at', '30 days');
              SELECT stress.set_retention('t_error_logs', 'at', '180 days', archive_to => 't_error_logs_archive');
              SELECT stress.set_retention('t_user_action_logs', 'at', '1 year');
              SELECT stress.set_retention('t_locked_logs', 'at', '1 day');
              SELECT stress.set_retention('t_performance_logs', 'at', '50 days');
-             CREATE ROLE r_retention; GRANT USAGE ON SCHEMA stress TO r_retention;
-             GRANT SELECT, DELETE ON t_system_logs, t_performance_logs, t_error_logs, t_user_action_logs TO r_retention;
-             GRANT SELECT, INSERT ON t_error_logs_archive TO r_retention;
-             GRANT SELECT ON t_locked_logs TO r_retention;
-             SET LOCAL ROLE r_retention",
+             RESET ROLE;
+             REVOKE DELETE ON t_locked_logs FROM r_retention",
         )
         .unwrap();
+        // Without DELETE, a policy cannot be set; the one set before is applied and fails.
+        Spi::run("SET LOCAL ROLE r_retention").unwrap();
+        assert_eq!(
+            sqlstate_of("SELECT stress.set_retention('t_locked_logs', 'at', '2 days')"),
+            Some(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE)
+        );
+        Spi::run("RESET ROLE").unwrap();
+        // Applied by a superuser (the daily pg_cron job, say): still with r_retention's rights.
         let applied = one::<String>(
             "SELECT string_agg(format('%s %s %s', relation, rows_removed, status), ', ' ORDER BY relation)
              FROM stress.apply_retention()",
         );
-        Spi::run("RESET ROLE").unwrap();
+        assert_eq!(one::<String>("SELECT current_user::text"), "postgres");
         // 100 days of rows: 90 days keeps 900 of them, 50 days 500, the rest none to remove; the
         // locked table is the role's to read, not to delete.
         assert_eq!(
             applied,
             "public.t_error_logs 0 ok, public.t_locked_logs 0 failed: permission denied for table t_locked_logs, \
              public.t_performance_logs 500 ok, public.t_system_logs 100 ok, public.t_user_action_logs 0 ok"
+        );
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(DISTINCT run_as::text, ',') FROM stress.runs WHERE kind = 'archive'"
+            ),
+            "r_retention"
         );
         assert_eq!(one::<i64>("SELECT count(*) FROM t_locked_logs"), 1000);
         assert_eq!(

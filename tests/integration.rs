@@ -11,6 +11,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The hostile-role tier (tests/integration/security.rs).
+#[path = "integration/security.rs"]
+mod security;
+
 const BINDIR: &str = "/usr/lib/postgresql/15/bin";
 
 fn env(name: &str) -> String {
@@ -409,7 +413,8 @@ fn parallel_generation_runs_as_the_caller_and_stops_whole() {
     admin
         .batch_execute(&format!(
             "DROP ROLE IF EXISTS it_generator; CREATE ROLE it_generator LOGIN;
-             GRANT CREATE ON DATABASE {DB} TO it_generator"
+             GRANT CREATE ON DATABASE {DB} TO it_generator;
+             GRANT EXECUTE ON FUNCTION stress.run_load TO it_generator"
         ))
         .unwrap();
     let as_generator = || {
@@ -677,6 +682,7 @@ fn load_workers_run_as_the_caller_and_record_its_permission_errors() {
     admin
         .batch_execute(
             "DROP ROLE IF EXISTS it_reader; CREATE ROLE it_reader LOGIN;
+             GRANT EXECUTE ON FUNCTION stress.run_load TO it_reader;
              GRANT USAGE ON SCHEMA stress_data TO it_reader;
              GRANT SELECT ON ALL TABLES IN SCHEMA stress_data TO it_reader",
         )
@@ -2022,6 +2028,7 @@ fn a_benchmark_whose_workers_cannot_connect_fails_instead_of_hanging() {
     client
         .batch_execute(
             "DROP ROLE IF EXISTS it_nologin; CREATE ROLE it_nologin NOLOGIN;
+             GRANT EXECUTE ON FUNCTION stress.run_load TO it_nologin;
              SET SESSION AUTHORIZATION it_nologin",
         )
         .unwrap();

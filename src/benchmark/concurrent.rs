@@ -83,7 +83,7 @@ pub fn measure(
                 row
             }
             Some(error) => {
-                crate::metrics::record_latency_result(
+                crate::records::latency_result(
                     run_id,
                     query,
                     0,

@@ -7,8 +7,8 @@ use crate::error::{OrRaise, StressError};
 use crate::metrics::blocks::{self, Blocks};
 use crate::metrics::histogram::{Latency, LatencySummary};
 use crate::subxact::{Ending, run_isolated_ending};
+use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::{JsonB, pg_sys};
 use serde_json::json;
 use std::time::Instant;
 
@@ -55,27 +55,12 @@ pub fn save_slow_executions(
     slow: &[SlowExecution],
     plan: Option<serde_json::Value>,
 ) {
-    if slow.is_empty() {
-        return;
-    }
     let durations: Vec<f64> = slow.iter().map(|e| e.duration_ms).collect();
     let times: Vec<TimestampWithTimeZone> = slow
         .iter()
         .map(|e| TimestampWithTimeZone::try_from(e.at).expect("a valid time"))
         .collect();
-    Spi::run_with_args(
-        "INSERT INTO stress.slow_queries (run_id, query, duration_ms, executed_at, worker, plan)
-         SELECT $1, $2, d, t, $5, $6 FROM unnest($3::float8[], $4::timestamptz[]) AS e(d, t)",
-        &[
-            run_id.into(),
-            query.into(),
-            durations.into(),
-            times.into(),
-            worker.into(),
-            plan.map(JsonB).into(),
-        ],
-    )
-    .expect("logging slow executions");
+    crate::records::slow_executions(run_id, query, worker, durations, times, plan);
 }
 
 /// One row of `stress.benchmark`'s result.
@@ -380,18 +365,12 @@ fn record(
     started_at: TimestampWithTimeZone,
     outcomes: &[Outcome],
 ) -> i64 {
-    let run_id = Spi::get_one_with_args::<i64>(
-        "INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at)
-         VALUES ('benchmark', $1, 'completed', $2, clock_timestamp()) RETURNING id",
-        &[JsonB(parameters).into(), started_at.into()],
-    )
-    .expect("recording the run")
-    .expect("a run id");
+    let run_id = crate::records::benchmark_run(parameters, started_at);
     for o in outcomes {
         let mut details = json!({"error": o.error, "slow": o.slow,
                                  "slow_threshold_ms": crate::gucs::SLOW_QUERY_THRESHOLD_MS.get()});
         crate::metrics::merge_json(&mut details, o.blocks.to_json());
-        crate::metrics::record_latency_result(
+        crate::records::latency_result(
             run_id, &o.query, o.calls, o.errors, o.seconds, &o.latency, details,
         );
         save_slow_executions(run_id, &o.query, None, &o.slow_log, o.plan.clone());

@@ -111,6 +111,7 @@ pub(super) fn generate_accounts(
     workers: default!(Option<i32>, 1),
 ) -> i64 {
     const F: &str = "generate_accounts";
+    let start_at = super::finite_time(F, "start_at", start_at);
     super::prevent_writes_where_read_only(F);
     let started_at = super::now();
     let n = super::row_count(F, n).or_raise();

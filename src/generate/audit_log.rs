@@ -180,6 +180,7 @@ pub(super) fn generate_audit_log(
     workers: default!(Option<i32>, 1),
 ) -> i64 {
     const F: &str = "generate_audit_log";
+    let start_at = super::finite_time(F, "start_at", start_at);
     super::prevent_writes_where_read_only(F);
     let started_at = super::now();
     let n = super::row_count(F, n).or_raise();

@@ -101,7 +101,7 @@ impl BulkWriter {
         unsafe {
             let slot = self.slots[self.filled];
             if let Some(clear) = (*(*slot).tts_ops).clear {
-                clear(slot);
+                pg_sys::ffi::pg_guard_ffi_boundary(|| clear(slot));
             }
             let values = std::slice::from_raw_parts_mut((*slot).tts_values, self.natts);
             let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, self.natts);
@@ -161,14 +161,18 @@ impl BulkWriter {
             let multi_insert = (*(*self.rel).rd_tableam)
                 .multi_insert
                 .expect("table AM has multi_insert");
-            multi_insert(
-                self.rel,
-                batch.as_mut_ptr(),
-                batch.len() as i32,
-                self.command_id,
-                self.insert_options,
-                self.bistate,
-            );
+            // A table AM callback is a raw C function pointer, outside pgrx's generated guards: an
+            // ERROR it raises must become a Rust panic here, not a longjmp over Rust frames.
+            pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                multi_insert(
+                    self.rel,
+                    batch.as_mut_ptr(),
+                    batch.len() as i32,
+                    self.command_id,
+                    self.insert_options,
+                    self.bistate,
+                )
+            });
             if self.index_mode == IndexMode::Maintain && (*self.result_rel).ri_NumIndices > 0 {
                 for &slot in batch.iter() {
                     pg_sys::ExecInsertIndexTuples(
@@ -199,7 +203,9 @@ impl BulkWriter {
         self.flush();
         unsafe {
             if let Some(finish_bulk_insert) = (*(*self.rel).rd_tableam).finish_bulk_insert {
-                finish_bulk_insert(self.rel, self.insert_options);
+                pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                    finish_bulk_insert(self.rel, self.insert_options)
+                });
             }
             pg_sys::FreeBulkInsertState(self.bistate);
             if self.index_mode == IndexMode::Maintain {

@@ -6,7 +6,7 @@
 use super::{accounts, audit_log, market_data, orders, positions, trades};
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
-use crate::metrics::{self, Measurement};
+use crate::records::{self, Measurement};
 use pgrx::prelude::*;
 use serde_json::json;
 use std::time::Instant;
@@ -22,7 +22,7 @@ fn generate_dataset(
     start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
     days: default!(Option<i32>, 30),
     market_data_step: default!(Option<Interval>, "'5 minutes'"),
-    spec: default!(Option<pgrx::JsonB>, "NULL"),
+    spec: default!(Option<crate::json_arg::JsonArg>, "NULL"),
     workers: default!(Option<i32>, 1),
 ) -> TableIterator<
     'static,
@@ -34,10 +34,11 @@ fn generate_dataset(
     ),
 > {
     const F: &str = "generate_dataset";
+    let start_at = super::finite_time(F, "start_at", start_at);
     super::prevent_writes_where_read_only(F);
     let started_at = super::now();
-    let spec = match &spec {
-        Some(s) => parse_spec(&s.0)
+    let spec = match spec.map(|s| s.parse(F, "spec").or_raise()) {
+        Some(s) => parse_spec(&s)
             .map_err(|e| {
                 StressError::invalid(
                     F,
@@ -97,7 +98,9 @@ fn generate_dataset(
             Some(start),
             Some(days),
             Some(vec![Some(9), Some(10), Some(14), Some(15)]),
-            spec.order_distribution.clone().map(pgrx::JsonB),
+            spec.order_distribution
+                .clone()
+                .map(|v| crate::json_arg::JsonArg(v.to_string())),
             workers,
         )
     });
@@ -107,7 +110,9 @@ fn generate_dataset(
                 Some(n_trades),
                 seed,
                 Some(0.1),
-                spec.trade_distribution.clone().map(pgrx::JsonB),
+                spec.trade_distribution
+                    .clone()
+                    .map(|v| crate::json_arg::JsonArg(v.to_string())),
                 workers,
             )
         } else {
@@ -149,7 +154,7 @@ fn generate_dataset(
     let parameters = json!({"spec": spec.raw,"orders": n_orders, "seed": seed, "accounts": n_accounts, "trades_per_order": per_order,
                             "audit_events": n_audit, "start_at": start.to_iso_string(), "days": days,
                             "workers": n_workers});
-    metrics::record_completed_call(F, parameters, started_at, &measurements);
+    records::completed_call(F, parameters, started_at, &measurements);
     TableIterator::new(measurements.into_iter().map(|m| {
         let rate = m.rows_per_sec().unwrap_or(0.0);
         (m.name, m.rows.unwrap_or(0), m.seconds, rate)

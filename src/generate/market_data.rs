@@ -88,6 +88,8 @@ pub(super) fn generate_market_data(
     seed: default!(Option<i64>, "NULL"),
 ) -> i64 {
     const F: &str = "generate_market_data";
+    let start_at = super::finite_time(F, "start_at", start_at);
+    let end_at = super::finite_time(F, "end_at", end_at);
     super::prevent_writes_where_read_only(F);
     let started_at = super::now();
     let seed = super::seed_or_random(seed);

@@ -17,8 +17,8 @@ pub mod tables;
 mod trades;
 
 use crate::error::{OrRaise, StressError};
-use crate::metrics::{self, Measurement};
 use crate::progress::Progress;
+use crate::records::{self, Measurement};
 use crate::sql_util::qualified;
 use bulk::{BulkWriter, IndexMode};
 use pgrx::pg_sys;
@@ -65,7 +65,7 @@ pub fn record(
             "index_build_seconds": outcome.index_build_seconds,
         }),
     };
-    let run_id = metrics::record_completed_call(kind, parameters, started_at, &[measurement]);
+    let run_id = records::completed_call(kind, parameters, started_at, &[measurement]);
     if outcome.was_long {
         notice!(
             "{kind}: {} rows in {:.1} s ({:.0} rows/s), run {run_id}",
@@ -85,6 +85,25 @@ pub fn prevent_writes_where_read_only(function: &'static str) {
         pg_sys::PreventCommandIfReadOnly(name.as_ptr());
         pg_sys::PreventCommandDuringRecovery(name.as_ptr());
     }
+}
+
+/// A timestamp argument, refused (22023) when it is ±infinity: rows need a real instant.
+pub fn finite_time(
+    function: &'static str,
+    name: &str,
+    t: Option<TimestampWithTimeZone>,
+) -> Option<TimestampWithTimeZone> {
+    if let Some(t) = t
+        && (t.is_infinity() || t.is_neg_infinity())
+    {
+        StressError::invalid(
+            function,
+            format!("{name} must be a finite timestamp, got {t}"),
+            "Pass a real instant, e.g. '2025-01-01 00:00:00+00'.",
+        )
+        .raise();
+    }
+    t
 }
 
 /// A seed the caller gave, or a fresh one (recorded in `stress.runs` so the data can be made again).
@@ -149,11 +168,19 @@ impl TableWrite {
     ) -> Self {
         let display = format!("{schema}.{}", spec.name);
         let table = qualified(schema, spec.name);
+        // Kind and privileges first, from the catalog: no lock on a relation we may not write.
+        crate::privilege::check_bulk_target(relid, &display);
+        let parents = referenced_tables(relid);
+        for &parent in &parents {
+            crate::privilege::require_share_lock(parent, &format!("referenced by {display}"));
+        }
         unsafe {
             let rel = pg_sys::table_open(relid, pg_sys::ShareRowExclusiveLock as pg_sys::LOCKMODE);
+            // (again, now that it is locked: it cannot change any more)
+            crate::privilege::check_bulk_target(relid, &display);
             check_can_write(rel, relid, &display);
             spec.check_shape(rel, &display).or_raise();
-            for parent in referenced_tables(relid) {
+            for parent in parents {
                 pg_sys::LockRelationOid(parent, pg_sys::ShareLock as pg_sys::LOCKMODE);
             }
             let has_id = spec.columns[0].name == "id";

@@ -72,12 +72,14 @@ pub(super) fn generate_orders(
     start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
     days: default!(Option<i32>, 30),
     peak_hours: default!(Option<Vec<Option<i32>>>, "'{9,10,14,15}'"),
-    distribution: default!(Option<pgrx::JsonB>, "NULL"),
+    distribution: default!(Option<crate::json_arg::JsonArg>, "NULL"),
     workers: default!(Option<i32>, 1),
 ) -> i64 {
     const F: &str = "generate_orders";
+    let start_at = super::finite_time(F, "start_at", start_at);
     super::prevent_writes_where_read_only(F);
     let started_at = super::now();
+    let distribution = distribution.map(|d| d.parse(F, "distribution").or_raise());
     let n = super::row_count(F, n).or_raise();
     let seed = super::seed_or_random(seed);
     let accounts = accounts.unwrap_or(10_000);
@@ -108,7 +110,7 @@ pub(super) fn generate_orders(
         start,
         days,
         peak_hours: peak_hours.clone(),
-        distribution: distribution.as_ref().map(|d| d.0.clone()),
+        distribution: distribution.clone(),
     };
     let rows = id_rows(&job)
         .map_err(|e| {
@@ -124,7 +126,7 @@ pub(super) fn generate_orders(
 
     let parameters = json!({
         "n": n, "seed": seed, "accounts": accounts, "start_at": start_at.map(|t| t.to_iso_string()),
-        "days": days, "peak_hours": peak_hours, "distribution": distribution.map(|d| d.0), "workers": workers,
+        "days": days, "peak_hours": peak_hours, "distribution": distribution, "workers": workers,
     });
     super::record(F, parameters, started_at, &schema, "orders", &outcome);
     outcome.rows as i64

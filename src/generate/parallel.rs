@@ -169,6 +169,7 @@ pub struct Workers {
 impl Workers {
     /// Start `k` workers that make rows of `job` for the table `write` goes to.
     pub fn launch(job: &Job, write: &TableWrite, k: usize, label: &'static str) -> Self {
+        crate::privilege::require_worker_grant(label);
         let job_json = serde_json::to_vec(job).expect("a job serializes");
         unsafe {
             let desc = write.tuple_desc();

@@ -62,7 +62,12 @@ pub(super) fn generate_positions() -> i64 {
         )
         .raise();
     };
+    let trades_display = format!("{schema}.trades");
+    crate::privilege::check_scan_source(trades_oid, &trades_display);
+    crate::privilege::require(trades_oid, pg_sys::ACL_SELECT, &trades_display);
+    crate::privilege::require_share_lock(trades_oid, &trades_display);
     let relid = POSITIONS.ensure(&schema, F);
+    crate::privilege::check_bulk_target(relid, &format!("{schema}.positions"));
     Spi::run(&format!("TRUNCATE {}", qualified(&schema, POSITIONS.name)))
         .expect("emptying positions");
 
@@ -112,7 +117,11 @@ unsafe fn sum_trades(rel: &PgRelation) -> Totals {
     let mut totals: HashMap<(i64, usize), PositionTotals> = HashMap::new();
     let mut symbols: Vec<String> = Vec::new();
     unsafe {
-        crate::scan::for_each_row(rel.as_ptr(), |v, _| {
+        crate::scan::for_each_row(rel.as_ptr(), |v, nulls| {
+            // (check_shape insists on NOT NULL columns; a row with a NULL cannot be added up anyway)
+            if nulls[..9].iter().any(|&n| n) {
+                return;
+            }
             let account = v[2].value() as i64;
             let buy = crate::datum::with_varlena_bytes(v[4], |side| side == b"BUY");
             let quantity = numeric_units(v[5]).unwrap_or(0);

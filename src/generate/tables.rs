@@ -255,9 +255,13 @@ impl TableSpec {
     ) -> Result<(), StressError> {
         let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked((*rel).rd_att) };
         let live: Vec<_> = tupdesc.iter().filter(|a| !a.is_dropped()).collect();
+        // NOT NULL too: readers of these tables (positions reads trades' heap) rely on it.
         let matches = live.len() == self.columns.len()
             && live.iter().zip(self.columns).all(|(a, c)| {
-                a.name() == c.name && a.type_oid().value() == c.type_oid && a.type_mod() == c.typmod
+                a.name() == c.name
+                    && a.type_oid().value() == c.type_oid
+                    && a.type_mod() == c.typmod
+                    && a.attnotnull
             });
         if matches && live.len() == tupdesc.len() {
             return Ok(());
@@ -270,7 +274,7 @@ impl TableSpec {
         Err(StressError::TableShape {
             table: display.to_owned(),
             detail: format!(
-                "Expected exactly these columns, in order, and no dropped ones: {}.",
+                "Expected exactly these columns, in order, each NOT NULL, and no dropped ones: {}.",
                 expected.join(", ")
             ),
         })

@@ -188,17 +188,18 @@ pub(super) fn generate_trades(
     n: Option<i64>,
     seed: default!(Option<i64>, "NULL"),
     fill_rate: default!(Option<f64>, 0.1),
-    distribution: default!(Option<pgrx::JsonB>, "NULL"),
+    distribution: default!(Option<crate::json_arg::JsonArg>, "NULL"),
     workers: default!(Option<i32>, 1),
 ) -> i64 {
     const F: &str = "generate_trades";
     super::prevent_writes_where_read_only(F);
     let started_at = super::now();
+    let distribution = distribution.map(|d| d.parse(F, "distribution").or_raise());
     let n = super::row_count(F, n).or_raise() as i64;
     let seed = super::seed_or_random(seed);
     let mut fill_rate = fill_rate.unwrap_or(0.1);
     if let Some(spec) = &distribution {
-        fill_rate = fill_rate_of(&spec.0)
+        fill_rate = fill_rate_of(spec)
             .map_err(|e| StressError::invalid(F, e, "See README.md, \"Distributions\"."))
             .or_raise();
     }

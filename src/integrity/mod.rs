@@ -49,12 +49,16 @@ pub fn table_digest(rel: &PgRelation) -> Digest {
         .expect("listing partitions");
         let mut digest = Digest::default();
         for leaf in leaves.into_iter().flatten() {
+            // A foreign table or one of another access method has no heap to read: refused, and
+            // before the lock.
+            crate::privilege::check_scan_source(leaf, &format!("partition {leaf} of {display}"));
             let part =
                 unsafe { PgRelation::with_lock(leaf, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
             digest.merge(unsafe { scan_digest(&part, rel) });
         }
         digest
     } else {
+        crate::privilege::check_scan_source(rel.oid(), &display);
         unsafe { scan_digest(rel, rel) }
     }
 }

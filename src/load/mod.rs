@@ -69,12 +69,12 @@ fn run_load(
     duration: Interval,
     workers: default!(i32, 1),
     rate: default!(Option<f64>, "NULL"),
-    mix: default!(Option<pgrx::JsonB>, "NULL"),
+    mix: default!(Option<crate::json_arg::JsonArg>, "NULL"),
     isolation: default!(String, "'read committed'"),
     max_retries: default!(Option<i32>, "NULL"),
     wait: default!(bool, true),
     seed: default!(Option<i64>, "NULL"),
-    transactions: default!(Option<pgrx::JsonB>, "NULL"),
+    transactions: default!(Option<crate::json_arg::JsonArg>, "NULL"),
 ) -> i64 {
     const F: &str = "run_load";
     require_preload(F);
@@ -92,11 +92,13 @@ fn run_load(
             "Leave rate NULL for the closed model (each worker back to back).",
         );
     }
+    let mix = mix.map(|m| m.parse(F, "mix").or_raise());
+    let transactions = transactions.map(|t| t.parse(F, "transactions").or_raise());
     let customs = match &transactions {
         None => Vec::new(),
         Some(t) => {
             let names: Vec<&str> = ops::OPS.iter().map(|o| o.name()).collect();
-            custom::parse(&t.0, &names)
+            custom::parse(t, &names)
                 .map_err(|e| StressError::invalid(F, e, "See README.md, \"Custom transactions\"."))
                 .or_raise()
         }
@@ -106,14 +108,15 @@ fn run_load(
         (None, false) => [0.0; ops::OPS.len()],
         (mix, _) => mix_weights(F, mix.as_ref()),
     };
-    if weights.iter().sum::<f64>() + customs.iter().map(|c| c.weight).sum::<f64>() <= 0.0 {
+    let total_weight = weights.iter().sum::<f64>() + customs.iter().map(|c| c.weight).sum::<f64>();
+    if !(total_weight.is_finite() && total_weight > 0.0) {
         invalid(
             F,
-            "the weights of the mix and the transactions add up to zero".into(),
-            "Give at least one operation or transaction a weight.",
+            format!("the weights of the mix and the transactions add up to {total_weight}"),
+            "Give at least one operation or transaction a weight, and keep their sum a finite number.",
         );
     }
-    let custom_json = transactions.map(|t| t.0.to_string()).unwrap_or_default();
+    let custom_json = transactions.map(|t| t.to_string()).unwrap_or_default();
     if custom_json.len() > custom::MAX_BYTES {
         invalid(
             F,
@@ -249,6 +252,9 @@ pub fn start_run(req: RunRequest) -> i64 {
         seed,
         ..
     } = req;
+    crate::privilege::require_worker_grant(F);
+    // Runs of this database whose workers all died and whose closer could not start.
+    recovery::close_abandoned_runs();
     let schema = gucs::data_schema();
     let benchmark = req.scenario == Scenario::Benchmark;
     // (A benchmark runs the caller's queries: it needs no trading dataset.)
@@ -258,9 +264,7 @@ pub fn start_run(req: RunRequest) -> i64 {
         dataset_ids(F, &schema)
     };
     let blocks_start = crate::metrics::blocks::flushed((!benchmark).then_some(schema.as_str()));
-    let run_id = Spi::get_one::<i64>("SELECT nextval('stress.runs_id_seq')")
-        .expect("allocating a run id")
-        .expect("nextval gives a value");
+    let run_id = crate::records::new_run_id();
     let started_at = unsafe { pg_sys::GetCurrentTimestamp() };
     let (mut user, mut security_context) = (pg_sys::InvalidOid, 0);
     unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut security_context) };
@@ -457,7 +461,7 @@ impl Drop for CancelOnDrop {
 
 fn cancel_run(run_id: i64) -> bool {
     let mut table = RUNS.exclusive();
-    match shmem::find(&table, run_id) {
+    match shmem::find_in(&table, run_id) {
         Some(i) => {
             table.slots[i].cancel = true;
             true
@@ -480,7 +484,7 @@ fn wait_for(
     loop {
         let live = {
             let table = RUNS.share();
-            shmem::find(&table, run_id).map(|i| table.slots[i])
+            shmem::find_in(&table, run_id).map(|i| table.slots[i])
         };
         let Some(slot) = live else { break };
         if let Some(handles) = handles {
@@ -495,14 +499,14 @@ fn wait_for(
             // (Read after the handles: a worker that finished had counted itself out before it exited.)
             let now = {
                 let table = RUNS.share();
-                shmem::find(&table, run_id).map(|i| table.slots[i])
+                shmem::find_in(&table, run_id).map(|i| table.slots[i])
             };
             let Some(now) = now else { break };
             if stopped == handles.len() {
                 close_abandoned_run(
                     run_id,
                     scenario,
-                    now.started_at,
+                    (now.started_at, now.current_user),
                     "its workers exited without closing the run (see the server log)",
                 );
                 break;
@@ -570,36 +574,24 @@ fn wait_for(
 fn close_abandoned_run(
     run_id: i64,
     scenario: Scenario,
-    started_at: pg_sys::TimestampTz,
+    (started_at, run_as): (pg_sys::TimestampTz, pg_sys::Oid),
     why: &str,
 ) {
     {
         let mut table = RUNS.exclusive();
-        if let Some(i) = shmem::find(&table, run_id) {
+        if let Some(i) = shmem::find_in(&table, run_id) {
             table.slots[i] = RunSlot::default();
         }
     }
-    // (The caller's role: as_bookkeeper switches to the tables' owner.)
-    let run_as = Spi::get_one::<String>("SELECT current_user::text")
-        .expect("reading current_user")
-        .unwrap_or_default();
-    worker::as_bookkeeper(|| {
-        Spi::run_with_args(
-            "INSERT INTO stress.runs (id, kind, status, started_at, finished_at, error, run_as)
-             VALUES ($1, $3, 'failed', $4, clock_timestamp(), $2, $5)
-             ON CONFLICT (id) DO UPDATE SET status = 'failed', finished_at = clock_timestamp(), error = $2
-             WHERE stress.runs.status = 'running'",
-            &[
-                run_id.into(),
-                why.into(),
-                scenario.kind().into(),
-                TimestampWithTimeZone::try_from(started_at)
-                    .expect("a valid start")
-                    .into(),
-                run_as.as_str().into(),
-            ],
-        )
-        .expect("closing an abandoned run")
+    crate::records::close_abandoned_run(&crate::records::RunRow {
+        id: run_id,
+        kind: scenario.kind(),
+        parameters: serde_json::Value::Null,
+        status: "failed",
+        started_at,
+        run_as,
+        error: Some(why),
+        peak_connections: 0,
     });
     pgrx::warning!("{}: run {run_id}: {why}", scenario.kind());
 }
@@ -611,7 +603,7 @@ fn cancel(run_id: i64) -> bool {
     require_preload("cancel");
     let owner = {
         let table = RUNS.share();
-        shmem::find(&table, run_id).map(|i| table.slots[i].current_user)
+        shmem::find_in(&table, run_id).map(|i| table.slots[i].current_user)
     };
     match owner {
         None => false,
@@ -691,7 +683,7 @@ fn live_runs() -> TableIterator<
         table
             .slots
             .iter()
-            .filter(|s| s.phase == Phase::Running)
+            .filter(|s| s.phase == Phase::Running && shmem::visible(s))
             .copied()
             .collect()
     };
@@ -733,6 +725,17 @@ GRANT SELECT ON stress.progress TO PUBLIC;
 "#,
     name = "progress_view",
     requires = [live_runs]
+);
+
+// Starting background workers needs a grant (SECURITY.md); the functions that do nothing else are
+// not executable by PUBLIC, and every other path that starts workers checks EXECUTE on run_load.
+extension_sql!(
+    r#"
+REVOKE EXECUTE ON FUNCTION stress.run_load, stress.ramp, stress.deadlock_test, stress.simulate_trading_day
+    FROM PUBLIC;
+"#,
+    name = "worker_grants",
+    requires = [run_load, ramp, deadlock_test, simulate_trading_day]
 );
 
 /// The seed's deadlock test: `workers` workers transfer money back and forth between the first
@@ -883,10 +886,10 @@ fn retries(function: &'static str, max_retries: Option<i32>) -> i32 {
 }
 
 /// The weights of a `mix` argument (the seed's default mix when NULL); a bad mix is 22023.
-fn mix_weights(function: &'static str, mix: Option<&pgrx::JsonB>) -> ops::Weights {
-    match mix {
+fn mix_weights(function: &'static str, mix: Option<&serde_json::Value>) -> ops::Weights {
+    let weights = match mix {
         None => ops::default_mix(),
-        Some(m) => ops::parse_mix(&m.0)
+        Some(m) => ops::parse_mix(m)
             .map_err(|e| {
                 StressError::invalid(
                     function,
@@ -895,7 +898,16 @@ fn mix_weights(function: &'static str, mix: Option<&pgrx::JsonB>) -> ops::Weight
                 )
             })
             .or_raise(),
+    };
+    let sum: f64 = weights.iter().sum();
+    if !sum.is_finite() {
+        invalid(
+            function,
+            format!("the weights of the mix add up to {sum}"),
+            "Keep each weight, and their sum, a finite number, e.g. {\"place_order\": 3, \"execute_trade\": 1}.",
+        );
     }
+    weights
 }
 
 /// One figure of a finished run's `stress.results` row `name` (`expr` over its columns), 0 if none.
@@ -918,7 +930,7 @@ fn ramp(
     workers: Vec<Option<i32>>,
     step: default!(Interval, "'30 seconds'"),
     max_error_rate: default!(f64, 0.01),
-    mix: default!(Option<pgrx::JsonB>, "NULL"),
+    mix: default!(Option<crate::json_arg::JsonArg>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -966,6 +978,7 @@ fn ramp(
             "The seed degrades at 1% errors: max_error_rate => 0.01.",
         );
     }
+    let mix = mix.map(|m| m.parse(F, "mix").or_raise());
     let weights = mix_weights(F, mix.as_ref());
     let mut rows = Vec::new();
     for (i, &k) in counts.iter().enumerate() {
@@ -1047,6 +1060,13 @@ fn simulate_trading_day(
                 "They are the rates of an ordinary hour; peak hours get four times as many.",
             );
         }
+    }
+    if !((orders_per_second + trades_per_second) * 4.0).is_finite() {
+        invalid(
+            F,
+            "orders_per_second + trades_per_second is too large".into(),
+            "Pass rates of operations per second a server can run, e.g. orders_per_second => 100.",
+        );
     }
     if orders_per_second + trades_per_second <= 0.0 {
         invalid(

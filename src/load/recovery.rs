@@ -5,6 +5,7 @@
 //! closes every `run_load` row still `running` that started before the server did: nothing can be
 //! running it any more, since load runs live in this server's shared memory.
 
+use super::shmem::{Phase, RUNS, RunSlot};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -71,6 +72,54 @@ pub extern "C-unwind" fn pg_stress_recovery_main(_arg: pg_sys::Datum) {
     }
 }
 
+/// Start a worker that closes `database`'s abandoned runs (see [`close_abandoned_runs`]); false if
+/// no background worker slot was free (a run that waits notices on its own; stress.wait and the
+/// next start of a run in that database close it too).
+pub fn start_closer(database: pg_sys::Oid) -> bool {
+    let builder = BackgroundWorkerBuilder::new("pg_stress run closer")
+        .set_type("pg_stress recovery")
+        .set_library("pg_stress")
+        .set_function("pg_stress_recovery_database_main")
+        .set_argument(Some(pg_sys::Datum::from(database)))
+        .enable_spi_access();
+    let mut worker: pg_sys::BackgroundWorker = (&builder).into();
+    let mut handle = std::ptr::null_mut();
+    unsafe { pg_sys::RegisterDynamicBackgroundWorker(&mut worker, &mut handle) }
+}
+
+/// Record every run of this database whose workers all died as failed, and free its slot.
+pub fn close_abandoned_runs() {
+    if !super::shmem::available() {
+        return;
+    }
+    let database = unsafe { pg_sys::MyDatabaseId };
+    let abandoned: Vec<RunSlot> = RUNS
+        .share()
+        .slots
+        .iter()
+        .filter(|s| s.phase == Phase::Abandoned && s.database == database)
+        .copied()
+        .collect();
+    for slot in &abandoned {
+        crate::records::close_abandoned_run(&crate::records::RunRow {
+            id: slot.run_id,
+            kind: super::Scenario::from_code(slot.scenario).kind(),
+            parameters: serde_json::Value::Null,
+            status: "failed",
+            started_at: slot.started_at,
+            run_as: slot.current_user,
+            error: Some("its workers exited without finishing (see the server log)"),
+            peak_connections: 0,
+        });
+        let mut table = RUNS.exclusive();
+        if let Some(s) = table.slots.iter_mut().find(|s| {
+            s.phase == Phase::Abandoned && s.database == database && s.run_id == slot.run_id
+        }) {
+            *s = RunSlot::default();
+        }
+    }
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_stress_recovery_database_main(arg: pg_sys::Datum) {
@@ -78,26 +127,21 @@ pub extern "C-unwind" fn pg_stress_recovery_database_main(arg: pg_sys::Datum) {
     let database = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
     BackgroundWorker::transaction(|| {
+        // Before anything else: this session took the database's settings (ALTER DATABASE … SET),
+        // which its owner chooses, and runs as the bootstrap superuser.
+        Spi::run("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)")
+            .expect("pinning search_path");
         let installed = Spi::get_one::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stress')",
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e
+                            WHERE e.extname OPERATOR(pg_catalog.=) 'pg_stress')",
         )
         .expect("looking for pg_stress")
         .unwrap_or(false);
         if !installed {
             return;
         }
-        let closed = Spi::connect_mut(|client| {
-            client
-                .update(
-                    "UPDATE stress.runs SET status = 'interrupted', finished_at = greatest(started_at, pg_postmaster_start_time()),
-                            error = 'the server stopped (restart or crash) while the run was going on'
-                     WHERE kind IN ('run_load', 'benchmark') AND status = 'running' AND started_at < pg_postmaster_start_time()",
-                    None,
-                    &[],
-                )
-                .map(|t| t.len())
-        })
-        .expect("marking interrupted runs");
+        close_abandoned_runs();
+        let closed = crate::records::mark_interrupted_runs();
         if closed > 0 {
             pgrx::log!("pg_stress: marked {closed} load runs interrupted");
         }

@@ -18,6 +18,9 @@ pub const MAX_RUNS: usize = 8;
 pub enum Phase {
     Free = 0,
     Running = 1,
+    /// every worker is gone and none closed the run (they died): a closer worker records it as
+    /// failed and frees the slot (see load::recovery)
+    Abandoned = 2,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +37,8 @@ pub struct RunSlot {
     pub workers_running: u32,
     /// workers that connected and started their loop
     pub workers_started: u32,
+    /// workers that exited without finishing (an ERROR, a panic, a FATAL): the run fails
+    pub workers_lost: u32,
     pub started_at: pg_sys::TimestampTz,
     pub deadline: pg_sys::TimestampTz,
     /// operations per second over all workers; 0 = closed model
@@ -144,6 +149,7 @@ impl Default for RunSlot {
             workers: 0,
             workers_running: 0,
             workers_started: 0,
+            workers_lost: 0,
             started_at: 0,
             deadline: 0,
             rate: 0.0,
@@ -257,6 +263,21 @@ pub fn available() -> bool {
 /// The slot of this database's run `run_id`, if the run is in progress. (Run ids come from each
 /// database's own `stress.runs` sequence: the same id may be running in another database.)
 pub fn find(table: &RunTable, run_id: i64) -> Option<usize> {
+    find_in(table, run_id).filter(|&i| visible(&table.slots[i]))
+}
+
+/// Whether the current user may see (and wait for) the run in `slot`: it started it, or has the
+/// privileges of the role that did, or is a member of pg_read_all_stats (as for stress.runs).
+pub fn visible(slot: &RunSlot) -> bool {
+    unsafe {
+        let user = pg_sys::GetUserId();
+        pg_sys::has_privs_of_role(user, slot.current_user)
+            || pg_sys::has_privs_of_role(user, pg_sys::Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS))
+    }
+}
+
+/// [`find`] whoever may see it.
+pub fn find_in(table: &RunTable, run_id: i64) -> Option<usize> {
     let database = unsafe { pg_sys::MyDatabaseId };
     table
         .slots

@@ -12,15 +12,17 @@ use crate::benchmark::SlowExecution;
 use crate::metrics::blocks;
 use crate::metrics::buckets::{self, BUCKETS, Buckets};
 use crate::metrics::histogram::Latency;
+use crate::records::{RunRow, WorkerResult};
+use pgrx::PgTryBuilder;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
 use pgrx::prelude::*;
-use pgrx::{JsonB, PgTryBuilder};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use rand_distr::weighted::WeightedIndex;
 use rand_distr::{Distribution, Exp};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 
 /// What one worker measured for one operation.
 #[derive(Default, Clone)]
@@ -94,26 +96,6 @@ fn in_transaction_ending<T>(
         unsafe { pg_sys::AbortCurrentTransaction() };
     }
     outcome
-}
-
-/// Run `f` as the owner of the `stress` tables (in a transaction: an abort restores the user).
-pub(super) fn as_bookkeeper<T>(f: impl FnOnce() -> T) -> T {
-    let owner = Spi::get_one::<pg_sys::Oid>(
-        "SELECT relowner FROM pg_class WHERE oid = 'stress.runs'::regclass",
-    )
-    .expect("looking up the owner of stress.runs")
-    .expect("stress.runs has an owner");
-    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            owner,
-            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
-    let value = f();
-    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
-    value
 }
 
 /// Sleep on the latch (woken early by a signal), then honour interrupts.
@@ -214,6 +196,11 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
     let Some(config) = slot_of(run_id, database, index) else {
         return; // the run ended before this worker started
     };
+    // However this worker ends (an ERROR, a panic, a FATAL as it connects), it gives its place in
+    // the run back; see give_back_slot.
+    EXITING_RUN.store(run_id, Ordering::Relaxed);
+    EXITING_DATABASE.store(u32::from(database), Ordering::Relaxed);
+    unsafe { pg_sys::before_shmem_exit(Some(give_back_slot), pg_sys::Datum::from(index)) };
     unsafe {
         pg_sys::BackgroundWorkerInitializeConnectionByOid(config.database, config.session_user, 0);
         pg_sys::SetUserIdAndSecContext(config.current_user, config.security_context);
@@ -325,25 +312,23 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
                     .flatten()
             })
             .collect();
-        as_bookkeeper(|| {
-            save_worker_results(
+        save_worker_results(
+            run_id,
+            worker,
+            window,
+            &names,
+            &stats,
+            stop_reason.as_deref(),
+        );
+        for ((custom, executions), plan) in customs.iter().zip(&slow).zip(plans) {
+            crate::benchmark::save_slow_executions(
                 run_id,
-                worker,
-                window,
-                &names,
-                &stats,
-                stop_reason.as_deref(),
+                &custom.statements.concat(),
+                Some(worker as i32 + 1),
+                executions,
+                plan,
             );
-            for ((custom, executions), plan) in customs.iter().zip(&slow).zip(plans) {
-                crate::benchmark::save_slow_executions(
-                    run_id,
-                    &custom.statements.concat(),
-                    Some(worker as i32 + 1),
-                    executions,
-                    plan,
-                );
-            }
-        })
+        }
     });
     if let Err(report) = saved {
         pgrx::log!(
@@ -363,21 +348,76 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
             false
         }
     };
+    COUNTED_OUT.store(true, Ordering::Relaxed);
     if last {
         let live = slot_of(run_id, database, index).unwrap_or(config);
-        let closed = in_transaction(|| as_bookkeeper(|| finish_run(&config, &live)));
+        let closed = in_transaction(|| finish_run(&config, &live));
         if let Err(report) = closed {
             pgrx::warning!(
                 "pg_stress load run {run_id}: could not record its end: {}",
                 report.message()
             );
+            let why = format!("its end could not be recorded: {}", report.message());
+            let _ = in_transaction(|| {
+                crate::records::close_abandoned_run(&RunRow {
+                    error: Some(&why),
+                    ..run_row(&config, "failed")
+                })
+            });
         }
         let mut table = RUNS.exclusive();
         if holds(&table.slots[index], run_id, database) {
             table.slots[index] = RunSlot::default();
         }
     }
+    SLOT_GIVEN_BACK.store(true, Ordering::Relaxed);
     unsafe { pg_sys::pgstat_report_stat(true) };
+}
+
+/// The run this worker belongs to, for [`give_back_slot`].
+static EXITING_RUN: AtomicI64 = AtomicI64::new(0);
+static EXITING_DATABASE: AtomicU32 = AtomicU32::new(0);
+/// This worker has counted itself out of `workers_running`.
+static COUNTED_OUT: AtomicBool = AtomicBool::new(false);
+/// This worker is done with the slot (finished normally).
+static SLOT_GIVEN_BACK: AtomicBool = AtomicBool::new(false);
+
+/// `before_shmem_exit` callback: a worker that exits without finishing (an ERROR or panic becomes
+/// FATAL in a background worker) counts itself out as lost and stops the others, so the run fails
+/// instead of waiting for it. If it was the last one, the run is left `Abandoned` and a closer
+/// worker records it as failed and frees the slot within a second or so (see load::recovery):
+/// no slot is kept until the next restart.
+#[pg_guard]
+unsafe extern "C-unwind" fn give_back_slot(_code: std::ffi::c_int, arg: pg_sys::Datum) {
+    if SLOT_GIVEN_BACK.load(Ordering::Relaxed) {
+        return;
+    }
+    // An exiting process keeps no LWLock: release any held when the error struck before we take ours.
+    unsafe { pg_sys::LWLockReleaseAll() };
+    let index = arg.value();
+    let run_id = EXITING_RUN.load(Ordering::Relaxed);
+    let database = pg_sys::Oid::from(EXITING_DATABASE.load(Ordering::Relaxed));
+    let abandoned = {
+        let mut table = RUNS.exclusive();
+        let slot = &mut table.slots[index];
+        if !holds(slot, run_id, database) {
+            return;
+        }
+        if !COUNTED_OUT.load(Ordering::Relaxed) {
+            slot.workers_running = slot.workers_running.saturating_sub(1);
+            slot.workers_lost += 1;
+            slot.cancel = true;
+        }
+        if slot.workers_running == 0 {
+            slot.phase = Phase::Abandoned;
+            true
+        } else {
+            false
+        }
+    };
+    if abandoned {
+        super::recovery::start_closer(database);
+    }
 }
 
 /// The operations until the deadline, a cancel or SIGTERM. Returns why it stopped early, if it did
@@ -798,7 +838,7 @@ impl LiveFigures {
         unsafe { pg_sys::pgstat_report_stat(false) };
         let (sample, going) = sample;
         if let Some(sample) = sample {
-            let connections = in_transaction(|| as_bookkeeper(|| sample.save(self.run_id)));
+            let connections = in_transaction(|| sample.save(self.run_id));
             match connections {
                 Ok(n) => {
                     let mut table = RUNS.exclusive();
@@ -833,130 +873,89 @@ struct Sample {
 impl Sample {
     /// Write it; returns the database's connections now (for the run's peak).
     fn save(&self, run_id: i64) -> i64 {
-        Spi::get_one_with_args::<i64>(
-            "INSERT INTO stress.samples (run_id, ts, elapsed_s, ops, errors, ops_per_sec, p50_ms, p99_ms,
-                                         active_workers, connections)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, count(*)
-             FROM pg_stat_activity WHERE datname = current_database()
-             RETURNING connections",
-            &[
-                run_id.into(),
-                TimestampWithTimeZone::try_from(self.at).expect("valid time").into(),
-                self.elapsed.into(),
-                (self.ops as i64).into(),
-                (self.errors as i64).into(),
-                (self.ops as f64 / self.seconds.max(1e-9)).into(),
-                self.p50_ms.into(),
-                self.p99_ms.into(),
-                (self.workers as i32).into(),
-            ],
+        crate::records::sample(
+            run_id,
+            self.at,
+            self.elapsed,
+            self.ops as i64,
+            self.errors as i64,
+            self.ops as f64 / self.seconds.max(1e-9),
+            self.p50_ms,
+            self.p99_ms,
+            self.workers as i32,
         )
-        .expect("saving a sample")
-        .unwrap_or(0)
+    }
+}
+
+/// The run's row in `stress.runs`, from its slot.
+fn run_row<'a>(config: &'a RunSlot, status: &'a str) -> RunRow<'a> {
+    RunRow {
+        id: config.run_id,
+        kind: super::Scenario::from_code(config.scenario).kind(),
+        parameters: parameters(config),
+        status,
+        started_at: config.started_at,
+        run_as: config.current_user,
+        error: None,
+        peak_connections: 0,
     }
 }
 
 /// The run's row, status running, so that it shows while the run goes on.
 fn register_run(config: &RunSlot) {
-    as_bookkeeper(|| {
-        Spi::run_with_args(
-            "INSERT INTO stress.runs (id, kind, parameters, status, started_at, run_as)
-             VALUES ($1, $5, $2, 'running', $3, (SELECT rolname FROM pg_roles WHERE oid = $4))
-             ON CONFLICT (id) DO NOTHING",
-            &[
-                config.run_id.into(),
-                JsonB(parameters(config)).into(),
-                TimestampWithTimeZone::try_from(config.started_at)
-                    .expect("valid start")
-                    .into(),
-                config.current_user.into(),
-                super::Scenario::from_code(config.scenario).kind().into(),
-            ],
-        )
-        .expect("registering the run");
-    })
+    crate::records::register_run(&run_row(config, "running"));
 }
 
 fn save_worker_results(
     run_id: i64,
     worker: u32,
-    (loop_start, loop_end): (pg_sys::TimestampTz, pg_sys::TimestampTz),
+    window: (pg_sys::TimestampTz, pg_sys::TimestampTz),
     names: &[String],
     stats: &[OpStats],
     stop_reason: Option<&str>,
 ) {
-    let ts = |t: pg_sys::TimestampTz| TimestampWithTimeZone::try_from(t).expect("valid time");
-    for (name, s) in names.iter().zip(stats) {
-        if s.calls == 0 && stop_reason.is_none() {
-            continue;
-        }
-        Spi::run_with_args(
-            "INSERT INTO stress.load_worker_results
-                 (run_id, worker, operation, calls, successes, failures, retries, deadlocks,
-                  serialization_failures, latency, lag, first_error, stop_reason, loop_started, loop_ended,
-                  busy_us)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-            &[
-                run_id.into(),
-                (worker as i32).into(),
-                name.as_str().into(),
-                s.calls.into(),
-                s.successes.into(),
-                s.failures.into(),
-                s.retries.into(),
-                s.deadlocks.into(),
-                s.serialization_failures.into(),
-                s.latency.serialize().into(),
-                s.lag.serialize().into(),
-                s.first_error.clone().into(),
-                stop_reason.into(),
-                ts(loop_start).into(),
-                ts(loop_end).into(),
-                s.busy_us.into(),
-            ],
-        )
-        .expect("saving a worker's results");
-    }
+    let results: Vec<WorkerResult> = names
+        .iter()
+        .zip(stats)
+        .filter(|(_, s)| s.calls > 0 || stop_reason.is_some())
+        .map(|(name, s)| WorkerResult {
+            operation: name.clone(),
+            calls: s.calls,
+            successes: s.successes,
+            failures: s.failures,
+            retries: s.retries,
+            deadlocks: s.deadlocks,
+            serialization_failures: s.serialization_failures,
+            latency: s.latency.serialize(),
+            lag: s.lag.serialize(),
+            first_error: s.first_error.clone(),
+            stop_reason: stop_reason.map(str::to_owned),
+            busy_us: s.busy_us,
+        })
+        .collect();
+    crate::records::save_worker_results(run_id, worker as i32, window, &results);
 }
 
 /// Merge every worker's results into `stress.results` and close the run's row. `live` is the run's
 /// slot as its last worker left it.
 fn finish_run(config: &RunSlot, live: &RunSlot) {
     let (cancelled, peak_connections) = (live.cancel, live.peak_connections);
-    let run_id = config.run_id;
-    let rows = Spi::connect(|client| {
-        client
-            .select(
-                "SELECT operation, calls, successes, failures, retries, deadlocks, serialization_failures,
-                        latency, lag, first_error, stop_reason, busy_us
-                 FROM stress.load_worker_results WHERE run_id = $1 ORDER BY worker, operation",
-                None,
-                &[run_id.into()],
-            )
-            .map(|rows| {
-                rows.map(|r| {
-                    let op: String = r.get(1).ok().flatten().unwrap_or_default();
-                    let mut s = OpStats {
-                        calls: r.get(2).ok().flatten().unwrap_or(0),
-                        successes: r.get(3).ok().flatten().unwrap_or(0),
-                        failures: r.get(4).ok().flatten().unwrap_or(0),
-                        retries: r.get(5).ok().flatten().unwrap_or(0),
-                        deadlocks: r.get(6).ok().flatten().unwrap_or(0),
-                        serialization_failures: r.get(7).ok().flatten().unwrap_or(0),
-                        first_error: r.get(10).ok().flatten(),
-                        busy_us: r.get(12).ok().flatten().unwrap_or(0),
-                        ..Default::default()
-                    };
-                    let bytes = |i| r.get::<Vec<u8>>(i).ok().flatten().unwrap_or_default();
-                    s.latency = Latency::deserialize(&bytes(8)).unwrap_or_default();
-                    s.lag = Latency::deserialize(&bytes(9)).unwrap_or_default();
-                    let stop: Option<String> = r.get(11).ok().flatten();
-                    (op, s, stop)
-                })
-                .collect::<Vec<_>>()
-            })
-    })
-    .expect("reading the workers' results");
+    let saved = crate::records::take_worker_results(config.run_id);
+    let rows = saved.rows.into_iter().map(|r| {
+        let s = OpStats {
+            calls: r.calls,
+            successes: r.successes,
+            failures: r.failures,
+            retries: r.retries,
+            deadlocks: r.deadlocks,
+            serialization_failures: r.serialization_failures,
+            first_error: r.first_error,
+            busy_us: r.busy_us,
+            latency: Latency::deserialize(&r.latency).unwrap_or_default(),
+            lag: Latency::deserialize(&r.lag).unwrap_or_default(),
+        };
+        (r.operation, s, r.stop_reason)
+    });
     let names = task_names(&config.customs());
     let mut merged: Vec<OpStats> = vec![OpStats::default(); names.len()];
     let mut stop_reason = None;
@@ -970,53 +969,39 @@ fn finish_run(config: &RunSlot, live: &RunSlot) {
         merged[op].add(&s);
     }
     // From the first worker's start to the last one's end.
-    let seconds = Spi::get_one_with_args::<f64>(
-        "SELECT extract(epoch FROM max(loop_ended) - min(loop_started))::float8
-         FROM stress.load_worker_results WHERE run_id = $1",
-        &[run_id.into()],
-    )
-    .expect("reading the run's window")
-    .unwrap_or(0.0)
-    .max(1e-6);
+    let seconds = saved.seconds;
     if is_benchmark(config) {
         finish_benchmark(config, live, &merged[OPS.len()..], seconds);
     } else {
-        record_load_results(config, &names, &merged, seconds);
+        record_load_results(config, &names, &merged, seconds, saved.connected_us);
+    }
+    if live.workers_lost > 0 && stop_reason.is_none() {
+        stop_reason = Some(format!(
+            "{} of {} workers exited without finishing (see the server log)",
+            live.workers_lost, config.workers
+        ));
     }
     let status = match (&stop_reason, cancelled) {
         (Some(_), _) => "failed",
         (None, true) => "cancelled",
         (None, false) => "completed",
     };
-    Spi::run_with_args(
-        "INSERT INTO stress.runs (id, kind, parameters, status, started_at, finished_at, run_as, error,
-                                  peak_connections)
-         VALUES ($1, $8, $2, $3, $4, clock_timestamp(), (SELECT rolname FROM pg_roles WHERE oid = $5), $6,
-                 nullif($7, 0))
-         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, finished_at = EXCLUDED.finished_at,
-                                         error = EXCLUDED.error, peak_connections = EXCLUDED.peak_connections",
-        &[
-            run_id.into(),
-            JsonB(parameters(config)).into(),
-            status.into(),
-            TimestampWithTimeZone::try_from(config.started_at).expect("valid start").into(),
-            config.current_user.into(),
-            stop_reason.into(),
-            peak_connections.into(),
-            super::Scenario::from_code(config.scenario).kind().into(),
-        ],
-    )
-    .expect("closing the run");
-    Spi::run_with_args(
-        "DELETE FROM stress.load_worker_results WHERE run_id = $1",
-        &[run_id.into()],
-    )
-    .expect("clearing the workers' results");
+    crate::records::close_run(&RunRow {
+        error: stop_reason.as_deref(),
+        peak_connections,
+        ..run_row(config, status)
+    });
 }
 
 /// A load run's results: a row per operation it ran, and the `total` row with the run-wide figures
 /// (connection efficiency, hit rates over the data schema).
-fn record_load_results(config: &RunSlot, names: &[String], merged: &[OpStats], seconds: f64) {
+fn record_load_results(
+    config: &RunSlot,
+    names: &[String],
+    merged: &[OpStats],
+    seconds: f64,
+    connected_us: f64,
+) {
     let run_id = config.run_id;
     let slow_us = config.slow_ms.max(0) as u64 * 1000;
     for (name, m) in names.iter().zip(merged) {
@@ -1030,14 +1015,6 @@ fn record_load_results(config: &RunSlot, names: &[String], merged: &[OpStats], s
         total.add(m);
     }
     // The run as a whole: how busy its connections were, and how its tables were served.
-    let connected_us = Spi::get_one_with_args::<f64>(
-        "SELECT sum(extract(epoch FROM loop_ended - loop_started) * 1e6)::float8
-         FROM (SELECT DISTINCT worker, loop_started, loop_ended FROM stress.load_worker_results
-               WHERE run_id = $1) w",
-        &[run_id.into()],
-    )
-    .expect("reading the workers' windows")
-    .unwrap_or(0.0);
     let blocks =
         crate::metrics::blocks::flushed(Some(&config.schema())).since(&config.blocks_start);
     let mut whole = serde_json::json!({
@@ -1111,7 +1088,7 @@ fn insert_result(
         details["schedule_lag_ms"] =
             serde_json::json!({"avg": lag.avg_ms, "p99": lag.p99_ms, "max": lag.max_ms});
     }
-    crate::metrics::record_latency_result(
+    crate::records::latency_result(
         run_id,
         name,
         m.calls,

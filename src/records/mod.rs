@@ -1,0 +1,534 @@
+//! The one writer of the `stress.*` tables.
+//!
+//! The tables belong to the extension's owner (a superuser: pg_stress is not a trusted extension);
+//! PUBLIC may only read them, and row-level security shows each role its own records (SECURITY.md).
+//! Every write goes through [`as_owner`], which does what PostgreSQL does for a SECURITY DEFINER
+//! function with `SET search_path = pg_catalog, pg_temp`, and a little more:
+//! - the search_path is pinned for the duration, in a GUC nest level of its own, so no schema or
+//!   temp object of the caller's can capture a name (every name below is qualified anyway);
+//! - the user id is the owner's with `SECURITY_RESTRICTED_OPERATION`, as VACUUM and REFRESH
+//!   MATERIALIZED VIEW run a table owner's code: no SET ROLE, no temp objects, no cursors survive it;
+//! - only fixed SQL runs, with every value a bound parameter; who a record belongs to (`run_as`) is
+//!   the caller's user id, read here, never an argument.
+//!
+//! The SQL-language parts of pg_stress (archive, health check, state captures, retention) record
+//! through the `stress.record_*` functions at the end of this file, which apply the same rules.
+
+pub mod sql_api;
+
+use crate::metrics::histogram::LatencySummary;
+use pgrx::JsonB;
+use pgrx::PgTryBuilder;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+/// The role that owns the `stress` tables, read from the catalog (no SQL, no search_path).
+pub fn owner() -> pg_sys::Oid {
+    unsafe {
+        let namespace = pg_sys::get_namespace_oid(c"stress".as_ptr(), false);
+        let runs = pg_sys::get_relname_relid(c"runs".as_ptr(), namespace);
+        if runs == pg_sys::InvalidOid {
+            pgrx::error!("pg_stress: stress.runs is missing; reinstall the extension");
+        }
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            pg_sys::Datum::from(runs),
+        );
+        if tuple.is_null() {
+            pgrx::error!("pg_stress: cache lookup failed for stress.runs");
+        }
+        let form = pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_class;
+        let owner = (*form).relowner;
+        pg_sys::ReleaseSysCache(tuple);
+        owner
+    }
+}
+
+/// The role a record made now belongs to: the current user (after SET ROLE and SECURITY DEFINER).
+pub fn caller() -> pg_sys::Oid {
+    unsafe { pg_sys::GetUserId() }
+}
+
+/// Run `f` as the owner of the `stress` tables, with `search_path = pg_catalog, pg_temp` and in a
+/// security-restricted operation; everything is restored when `f` returns or raises.
+pub fn as_owner<T>(f: impl FnOnce() -> T) -> T {
+    let owner = owner();
+    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+    let nest_level = unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            context
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        );
+        level
+    };
+    let restore = move |committed: bool| unsafe {
+        pg_sys::AtEOXact_GUC(committed, nest_level);
+        pg_sys::SetUserIdAndSecContext(user, context);
+    };
+    PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        let value = f();
+        restore(true);
+        value
+    }))
+    .catch_others(|error| {
+        restore(false);
+        error.rethrow()
+    })
+    .execute()
+}
+
+/// A new run id from `stress.runs_id_seq` (which only the owner may use).
+pub fn new_run_id() -> i64 {
+    as_owner(|| {
+        Spi::get_one::<i64>("SELECT pg_catalog.nextval('stress.runs_id_seq'::pg_catalog.regclass)")
+            .expect("allocating a run id")
+            .expect("nextval gives a value")
+    })
+}
+
+/// One measured thing of an in-transaction call (a generated table, a checksum).
+#[derive(Debug, Default, Clone)]
+pub struct Measurement {
+    pub name: String,
+    pub rows: Option<i64>,
+    pub seconds: f64,
+    pub details: serde_json::Value,
+}
+
+impl Measurement {
+    pub fn rows_per_sec(&self) -> Option<f64> {
+        self.rows.map(|r| {
+            if self.seconds > 0.0 {
+                r as f64 / self.seconds
+            } else {
+                0.0
+            }
+        })
+    }
+}
+
+/// Record a finished in-transaction call of the caller's: one `stress.runs` row (status
+/// completed) and a `stress.results` row per measurement, in one statement. Returns the run id.
+///
+/// Calls that run inside the caller's transaction record themselves once, at the end, in that same
+/// transaction: if the call fails or is cancelled, its rows roll back with the data, so the record
+/// never claims work that did not happen.
+pub fn completed_call(
+    kind: &str,
+    parameters: serde_json::Value,
+    started_at: TimestampWithTimeZone,
+    measurements: &[Measurement],
+) -> i64 {
+    let run_as = caller();
+    let names: Vec<String> = measurements.iter().map(|m| m.name.clone()).collect();
+    let rows: Vec<Option<i64>> = measurements.iter().map(|m| m.rows).collect();
+    let seconds: Vec<f64> = measurements.iter().map(|m| m.seconds).collect();
+    let rates: Vec<Option<f64>> = measurements.iter().map(Measurement::rows_per_sec).collect();
+    let details: Vec<JsonB> = measurements
+        .iter()
+        .map(|m| JsonB(m.details.clone()))
+        .collect();
+    as_owner(|| {
+        Spi::get_one_with_args::<i64>(
+            "WITH run AS (
+                 INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at, run_as)
+                 VALUES ($1, $2, 'completed', $3, pg_catalog.clock_timestamp(), pg_catalog.pg_get_userbyid($9))
+                 RETURNING id),
+             measured AS (
+                 INSERT INTO stress.results (run_id, name, rows, seconds, rows_per_sec, details)
+                 SELECT run.id, m.name, m.rows, m.seconds, m.rate, m.details
+                 FROM run, ROWS FROM (pg_catalog.unnest($4::pg_catalog.text[]),
+                                      pg_catalog.unnest($5::pg_catalog.int8[]),
+                                      pg_catalog.unnest($6::pg_catalog.float8[]),
+                                      pg_catalog.unnest($7::pg_catalog.float8[]),
+                                      pg_catalog.unnest($8::pg_catalog.jsonb[]))
+                      AS m(name, rows, seconds, rate, details))
+             SELECT id FROM run",
+            &[
+                kind.into(),
+                JsonB(parameters).into(),
+                started_at.into(),
+                names.into(),
+                rows.into(),
+                seconds.into(),
+                rates.into(),
+                details.into(),
+                run_as.into(),
+            ],
+        )
+        .expect("recording the run in stress.runs")
+        .expect("INSERT … RETURNING gives the run id")
+    })
+}
+
+/// A run's row in `stress.runs`: `id` from [`new_run_id`], belonging to `run_as`. With `finished`
+/// the run is closed (its status, error and peak connections set); `ON CONFLICT` makes registering
+/// and closing the same run from several workers idempotent.
+pub struct RunRow<'a> {
+    pub id: i64,
+    pub kind: &'a str,
+    pub parameters: serde_json::Value,
+    pub status: &'a str,
+    pub started_at: pg_sys::TimestampTz,
+    pub run_as: pg_sys::Oid,
+    pub error: Option<&'a str>,
+    pub peak_connections: i64,
+}
+
+fn timestamp(t: pg_sys::TimestampTz) -> TimestampWithTimeZone {
+    TimestampWithTimeZone::try_from(t).expect("a valid time")
+}
+
+/// Insert the run as `running` (nothing if a worker already did).
+pub fn register_run(run: &RunRow) {
+    as_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO stress.runs (id, kind, parameters, status, started_at, run_as)
+             VALUES ($1, $5, $2, 'running', $3, pg_catalog.pg_get_userbyid($4))
+             ON CONFLICT (id) DO NOTHING",
+            &[
+                run.id.into(),
+                JsonB(run.parameters.clone()).into(),
+                timestamp(run.started_at).into(),
+                run.run_as.into(),
+                run.kind.into(),
+            ],
+        )
+        .expect("registering the run");
+    })
+}
+
+/// Close the run with `run.status` (inserting its row if no worker wrote one).
+pub fn close_run(run: &RunRow) {
+    as_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO stress.runs (id, kind, parameters, status, started_at, finished_at, run_as, error,
+                                      peak_connections)
+             VALUES ($1, $8, $2, $3, $4, pg_catalog.clock_timestamp(), pg_catalog.pg_get_userbyid($5), $6,
+                     NULLIF($7, 0::pg_catalog.int8))
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, finished_at = EXCLUDED.finished_at,
+                                             error = EXCLUDED.error, peak_connections = EXCLUDED.peak_connections",
+            &[
+                run.id.into(),
+                JsonB(run.parameters.clone()).into(),
+                run.status.into(),
+                timestamp(run.started_at).into(),
+                run.run_as.into(),
+                run.error.into(),
+                run.peak_connections.into(),
+                run.kind.into(),
+            ],
+        )
+        .expect("closing the run");
+    })
+}
+
+/// A run whose workers are all gone without closing it: failed with `why` unless something closed
+/// it already.
+pub fn close_abandoned_run(run: &RunRow) {
+    as_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO stress.runs (id, kind, status, started_at, finished_at, error, run_as)
+             VALUES ($1, $3, 'failed', $4, pg_catalog.clock_timestamp(), $2, pg_catalog.pg_get_userbyid($5))
+             ON CONFLICT (id) DO UPDATE SET status = 'failed', finished_at = pg_catalog.clock_timestamp(), error = $2
+             WHERE stress.runs.status OPERATOR(pg_catalog.=) 'running'",
+            &[
+                run.id.into(),
+                run.error.into(),
+                run.kind.into(),
+                timestamp(run.started_at).into(),
+                run.run_as.into(),
+            ],
+        )
+        .expect("closing an abandoned run")
+    });
+}
+
+/// After a restart: every load run or benchmark still `running` that started before the server
+/// did is `interrupted`. Returns how many.
+pub fn mark_interrupted_runs() -> usize {
+    as_owner(|| {
+        Spi::connect_mut(|client| {
+            client
+                .update(
+                    "UPDATE stress.runs
+                     SET status = 'interrupted',
+                         finished_at = greatest(started_at, pg_catalog.pg_postmaster_start_time()),
+                         error = 'the server stopped (restart or crash) while the run was going on'
+                     WHERE kind OPERATOR(pg_catalog.=) ANY (ARRAY['run_load', 'benchmark'])
+                       AND status OPERATOR(pg_catalog.=) 'running'
+                       AND started_at OPERATOR(pg_catalog.<) pg_catalog.pg_postmaster_start_time()",
+                    None,
+                    &[],
+                )
+                .map(|t| t.len())
+        })
+        .expect("marking interrupted runs")
+    })
+}
+
+/// One `stress.results` row of timed calls (a load run's operation, a benchmarked query): counts,
+/// successful calls per second, and latency percentiles from a histogram summary.
+pub fn latency_result(
+    run_id: i64,
+    name: &str,
+    calls: i64,
+    errors: i64,
+    seconds: f64,
+    latency: &LatencySummary,
+    details: serde_json::Value,
+) {
+    as_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO stress.results (run_id, name, calls, errors, seconds, ops_per_sec, avg_ms, stddev_ms,
+                                         p50_ms, p95_ms, p99_ms, p999_ms, max_ms, details)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            &[
+                run_id.into(),
+                name.into(),
+                calls.into(),
+                errors.into(),
+                seconds.into(),
+                ((calls - errors) as f64 / seconds.max(1e-9)).into(),
+                latency.avg_ms.into(),
+                latency.stddev_ms.into(),
+                latency.p50_ms.into(),
+                latency.p95_ms.into(),
+                latency.p99_ms.into(),
+                latency.p999_ms.into(),
+                latency.max_ms.into(),
+                JsonB(details).into(),
+            ],
+        )
+        .expect("recording a result in stress.results");
+    })
+}
+
+/// A benchmark's run row (completed, in the caller's transaction). Returns its id.
+pub fn benchmark_run(parameters: serde_json::Value, started_at: TimestampWithTimeZone) -> i64 {
+    let run_as = caller();
+    as_owner(|| {
+        Spi::get_one_with_args::<i64>(
+            "INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at, run_as)
+             VALUES ('benchmark', $1, 'completed', $2, pg_catalog.clock_timestamp(), pg_catalog.pg_get_userbyid($3))
+             RETURNING id",
+            &[JsonB(parameters).into(), started_at.into(), run_as.into()],
+        )
+        .expect("recording the run")
+        .expect("a run id")
+    })
+}
+
+/// Slow executions of `query` into `stress.slow_queries` (`worker`: None for the caller).
+pub fn slow_executions(
+    run_id: i64,
+    query: &str,
+    worker: Option<i32>,
+    durations_ms: Vec<f64>,
+    times: Vec<TimestampWithTimeZone>,
+    plan: Option<serde_json::Value>,
+) {
+    if durations_ms.is_empty() {
+        return;
+    }
+    as_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO stress.slow_queries (run_id, query, duration_ms, executed_at, worker, plan)
+             SELECT $1, $2, e.d, e.t, $5, $6
+             FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.float8[]),
+                             pg_catalog.unnest($4::pg_catalog.timestamptz[])) AS e(d, t)",
+            &[
+                run_id.into(),
+                query.into(),
+                durations_ms.into(),
+                times.into(),
+                worker.into(),
+                plan.map(JsonB).into(),
+            ],
+        )
+        .expect("logging slow executions");
+    })
+}
+
+/// One per-second row of `stress.samples`. Returns the database's connections now (counted in the
+/// same statement), for the run's peak.
+#[allow(clippy::too_many_arguments)]
+pub fn sample(
+    run_id: i64,
+    at: pg_sys::TimestampTz,
+    elapsed_s: f64,
+    ops: i64,
+    errors: i64,
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    active_workers: i32,
+) -> i64 {
+    as_owner(|| {
+        Spi::get_one_with_args::<i64>(
+            "INSERT INTO stress.samples (run_id, ts, elapsed_s, ops, errors, ops_per_sec, p50_ms, p99_ms,
+                                         active_workers, connections)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, pg_catalog.count(*)
+             FROM pg_catalog.pg_stat_activity a
+             WHERE a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
+             RETURNING connections",
+            &[
+                run_id.into(),
+                timestamp(at).into(),
+                elapsed_s.into(),
+                ops.into(),
+                errors.into(),
+                ops_per_sec.into(),
+                p50_ms.into(),
+                p99_ms.into(),
+                active_workers.into(),
+            ],
+        )
+        .expect("saving a sample")
+        .unwrap_or(0)
+    })
+}
+
+/// What one load worker measured for one operation, as it is kept until the run's last worker
+/// merges every worker's rows (histograms in HdrHistogram's V2 format).
+#[derive(Debug, Default, Clone)]
+pub struct WorkerResult {
+    pub operation: String,
+    pub calls: i64,
+    pub successes: i64,
+    pub failures: i64,
+    pub retries: i64,
+    pub deadlocks: i64,
+    pub serialization_failures: i64,
+    pub latency: Vec<u8>,
+    pub lag: Vec<u8>,
+    pub first_error: Option<String>,
+    pub stop_reason: Option<String>,
+    pub busy_us: i64,
+}
+
+/// A worker's results, and the window its loop ran in.
+pub fn save_worker_results(
+    run_id: i64,
+    worker: i32,
+    window: (pg_sys::TimestampTz, pg_sys::TimestampTz),
+    results: &[WorkerResult],
+) {
+    as_owner(|| {
+        for r in results {
+            Spi::run_with_args(
+                "INSERT INTO stress.load_worker_results
+                     (run_id, worker, operation, calls, successes, failures, retries, deadlocks,
+                      serialization_failures, latency, lag, first_error, stop_reason, loop_started,
+                      loop_ended, busy_us)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                &[
+                    run_id.into(),
+                    worker.into(),
+                    r.operation.as_str().into(),
+                    r.calls.into(),
+                    r.successes.into(),
+                    r.failures.into(),
+                    r.retries.into(),
+                    r.deadlocks.into(),
+                    r.serialization_failures.into(),
+                    r.latency.clone().into(),
+                    r.lag.clone().into(),
+                    r.first_error.clone().into(),
+                    r.stop_reason.clone().into(),
+                    timestamp(window.0).into(),
+                    timestamp(window.1).into(),
+                    r.busy_us.into(),
+                ],
+            )
+            .expect("saving a worker's results");
+        }
+    })
+}
+
+/// Every worker's results of a run, in worker order; the run's seconds (first loop start to last
+/// loop end) and the workers' connected time in µs.
+pub struct WorkerResults {
+    pub rows: Vec<WorkerResult>,
+    pub seconds: f64,
+    pub connected_us: f64,
+}
+
+/// Read (and delete) what the workers of `run_id` saved.
+pub fn take_worker_results(run_id: i64) -> WorkerResults {
+    as_owner(|| {
+        let rows = Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT operation, calls, successes, failures, retries, deadlocks, serialization_failures,
+                            latency, lag, first_error, stop_reason, busy_us
+                     FROM stress.load_worker_results WHERE run_id OPERATOR(pg_catalog.=) $1
+                     ORDER BY worker, operation",
+                    None,
+                    &[run_id.into()],
+                )
+                .map(|rows| {
+                    rows.map(|r| {
+                        let bytes = |i| r.get::<Vec<u8>>(i).ok().flatten().unwrap_or_default();
+                        WorkerResult {
+                            operation: r.get(1).ok().flatten().unwrap_or_default(),
+                            calls: r.get(2).ok().flatten().unwrap_or(0),
+                            successes: r.get(3).ok().flatten().unwrap_or(0),
+                            failures: r.get(4).ok().flatten().unwrap_or(0),
+                            retries: r.get(5).ok().flatten().unwrap_or(0),
+                            deadlocks: r.get(6).ok().flatten().unwrap_or(0),
+                            serialization_failures: r.get(7).ok().flatten().unwrap_or(0),
+                            latency: bytes(8),
+                            lag: bytes(9),
+                            first_error: r.get(10).ok().flatten(),
+                            stop_reason: r.get(11).ok().flatten(),
+                            busy_us: r.get(12).ok().flatten().unwrap_or(0),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                })
+        })
+        .expect("reading the workers' results");
+        let seconds = Spi::get_one_with_args::<f64>(
+            "SELECT pg_catalog.date_part('epoch', pg_catalog.max(loop_ended) OPERATOR(pg_catalog.-) pg_catalog.min(loop_started))
+             FROM stress.load_worker_results WHERE run_id OPERATOR(pg_catalog.=) $1",
+            &[run_id.into()],
+        )
+        .expect("reading the run's window")
+        .unwrap_or(0.0)
+        .max(1e-6);
+        let connected_us = Spi::get_one_with_args::<f64>(
+            "SELECT pg_catalog.sum(pg_catalog.date_part('epoch', w.loop_ended OPERATOR(pg_catalog.-) w.loop_started)
+                                   OPERATOR(pg_catalog.*) 1e6::pg_catalog.float8)
+             FROM (SELECT DISTINCT worker, loop_started, loop_ended FROM stress.load_worker_results
+                   WHERE run_id OPERATOR(pg_catalog.=) $1) w",
+            &[run_id.into()],
+        )
+        .expect("reading the workers' windows")
+        .unwrap_or(0.0);
+        Spi::run_with_args(
+            "DELETE FROM stress.load_worker_results WHERE run_id OPERATOR(pg_catalog.=) $1",
+            &[run_id.into()],
+        )
+        .expect("clearing the workers' results");
+        WorkerResults {
+            rows,
+            seconds,
+            connected_us,
+        }
+    })
+}
