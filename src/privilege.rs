@@ -45,7 +45,7 @@ pub fn check_bulk_target(relid: pg_sys::Oid, display: &str) {
         }
         .raise();
     }
-    if relam != pg_sys::Oid::from(pg_sys::HEAP_TABLE_AM_OID) {
+    if relam != pg_sys::HEAP_TABLE_AM_OID {
         StressError::NotSupported {
             message: format!("{display} does not use the heap access method"),
             hint: "pg_stress writes with the heap's bulk insert; generate into a heap table (the default).".into(),
@@ -109,7 +109,7 @@ pub fn check_scan_source(relid: pg_sys::Oid, display: &str) {
         }
         .raise();
     }
-    if relam != pg_sys::Oid::from(pg_sys::HEAP_TABLE_AM_OID) {
+    if relam != pg_sys::HEAP_TABLE_AM_OID {
         StressError::NotSupported {
             message: format!("{display} does not use the heap access method"),
             hint: "pg_stress reads heap tables only.".into(),
