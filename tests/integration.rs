@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 /// The hostile-role tier (tests/integration/security.rs).
 #[path = "integration/security.rs"]
 mod security;
+#[path = "integration/upgrade.rs"]
+mod upgrade;
 
 const BINDIR: &str = "/usr/lib/postgresql/15/bin";
 
@@ -752,6 +754,79 @@ fn bad_load_arguments_are_refused() {
     let err = err.as_db_error().expect("a server error").clone();
     assert_eq!(err.code(), &SqlState::INVALID_PARAMETER_VALUE, "{err}");
     assert!(err.message().contains("does not exist"), "{err}");
+}
+
+/// Workers see only committed data: a run started in the transaction that created the table its
+/// custom transaction reads warns, and is recorded as failed with the workers' own reason.
+#[test]
+fn a_run_started_in_a_transaction_that_wrote_warns_and_records_why_it_failed() {
+    fresh_database("it_load_uncommitted")
+        .batch_execute("SELECT stress.generate_dataset(orders => 200, seed => 1)")
+        .unwrap();
+    let notices = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&notices);
+    let mut client = config("it_load_uncommitted")
+        .notice_callback(move |n| sink.lock().unwrap().push(n.message().to_owned()))
+        .connect(NoTls)
+        .unwrap();
+    let mut tx = client.transaction().unwrap();
+    tx.batch_execute("CREATE TABLE public.t (id int)").unwrap();
+    let run: i64 = tx
+        .query_one(
+            r#"SELECT stress.run_load('1 second', workers => 1,
+                   transactions => '[{"name": "read_t", "sql": "SELECT * FROM public.t"}]')"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    tx.commit().unwrap();
+    assert!(
+        notices
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.contains("workers cannot see until it commits")),
+        "no WARNING: {notices:?}"
+    );
+    let (status, error) = run_status(&mut client, run);
+    assert_eq!(status, "failed");
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains("preparing the operations") && error.contains("does not exist"),
+        "{error}"
+    );
+    // Operations waiting on the row locks of the caller's open transaction end with the run (a
+    // statement timeout 10 s past its end, which the workers arm themselves), counted as errors.
+    // (Without it this call would never return: the caller's own statement_timeout fails it.)
+    let mut tx = client.transaction().unwrap();
+    tx.batch_execute(
+        "SET LOCAL statement_timeout = '60s';
+         UPDATE stress_data.accounts SET balance = balance",
+    )
+    .unwrap();
+    let run: i64 = tx
+        .query_one(
+            r#"SELECT stress.run_load('1 second', workers => 1, mix => '{"balance_update": 1}')"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    tx.rollback().unwrap();
+    let row = client
+        .query_one(
+            "SELECT errors, details->>'first_error' FROM stress.results
+             WHERE run_id = $1 AND name = 'balance_update'",
+            &[&run],
+        )
+        .unwrap();
+    let (errors, first_error): (i64, Option<String>) = (row.get(0), row.get(1));
+    assert!(errors >= 1, "{errors}");
+    assert!(
+        first_error
+            .unwrap_or_default()
+            .contains("statement timeout"),
+        "{row:?}"
+    );
 }
 
 #[test]

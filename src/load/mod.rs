@@ -238,6 +238,42 @@ pub struct RunRequest {
     pub bench: Option<shmem::BenchmarkState>,
 }
 
+/// Workers are sessions of their own: they cannot see what the caller's open transaction wrote (a
+/// dataset generated in the same transaction), and they wait for the row locks it holds. Say so
+/// where the call is, rather than leave a run that fails with "does not exist" or only waits.
+/// (Rows this transaction wrote, from its statistics: not an assigned xid, which pgrx's SPI takes
+/// for any query; and not pg_stress's own records or temp tables, which no worker reads.)
+fn warn_if_caller_has_written(function: &str) {
+    let wrote = Spi::get_one::<bool>(
+        "SELECT EXISTS (
+             SELECT 1 FROM pg_catalog.pg_class c
+             WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,m}'::pg_catalog.\"char\"[])
+               AND c.relpersistence OPERATOR(pg_catalog.<>) 't'
+               AND c.relnamespace OPERATOR(pg_catalog.<>) 'stress'::pg_catalog.regnamespace
+               AND c.relnamespace OPERATOR(pg_catalog.<>) 'pg_toast'::pg_catalog.regnamespace
+               AND pg_catalog.pg_stat_get_xact_tuples_inserted(c.oid)
+                   OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_updated(c.oid)
+                   OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_deleted(c.oid)
+                   OPERATOR(pg_catalog.>) 0)",
+    )
+    .expect("reading this transaction's writes")
+    .unwrap_or(false);
+    if wrote {
+        pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_WARNING,
+            format!(
+                "{function}: this transaction has written data its workers cannot see until it commits"
+            ),
+            "pg_stress",
+        )
+        .set_hint(
+            "Workers run in sessions of their own: they see only committed data, and wait for the \
+             row locks this transaction holds. COMMIT first (or call it outside BEGIN ... COMMIT).",
+        )
+        .report(PgLogLevel::WARNING);
+    }
+}
+
 /// Start the workers of a run (and with `wait`, wait for its end). Returns the run id.
 pub fn start_run(req: RunRequest) -> i64 {
     const F: &str = "run_load";
@@ -253,6 +289,7 @@ pub fn start_run(req: RunRequest) -> i64 {
         ..
     } = req;
     crate::privilege::require_worker_grant(F);
+    warn_if_caller_has_written(F);
     // Runs of this database whose workers all died and whose closer could not start.
     recovery::close_abandoned_runs();
     let schema = gucs::data_schema();

@@ -57,26 +57,17 @@ pub extern "C-unwind" fn pg_stress_recovery_main(_arg: pg_sys::Datum) {
     // No database: only the shared catalogs (pg_database) are needed here.
     BackgroundWorker::connect_worker_to_spi(None, None);
     for database in databases() {
-        let builder = BackgroundWorkerBuilder::new("pg_stress run recovery (database)")
-            .set_type("pg_stress recovery")
-            .set_library("pg_stress")
-            .set_function("pg_stress_recovery_database_main")
-            .set_argument(Some(pg_sys::Datum::from(database)))
-            .enable_spi_access();
-        let mut worker: pg_sys::BackgroundWorker = (&builder).into();
-        let mut handle = std::ptr::null_mut();
         // Without a free slot the rows stay `running` until the next start: say so in the log.
-        if !unsafe { pg_sys::RegisterDynamicBackgroundWorker(&mut worker, &mut handle) } {
+        if !start_database_worker("pg_stress run recovery (database)", database) {
             pgrx::log!("pg_stress: no background worker slot to mark interrupted load runs");
         }
     }
 }
 
-/// Start a worker that closes `database`'s abandoned runs (see [`close_abandoned_runs`]); false if
-/// no background worker slot was free (a run that waits notices on its own; stress.wait and the
-/// next start of a run in that database close it too).
-pub fn start_closer(database: pg_sys::Oid) -> bool {
-    let builder = BackgroundWorkerBuilder::new("pg_stress run closer")
+/// Start the per-database worker (`pg_stress_recovery_database_main`) for `database`; false if no
+/// background worker slot was free.
+fn start_database_worker(name: &str, database: pg_sys::Oid) -> bool {
+    let builder = BackgroundWorkerBuilder::new(name)
         .set_type("pg_stress recovery")
         .set_library("pg_stress")
         .set_function("pg_stress_recovery_database_main")
@@ -85,6 +76,13 @@ pub fn start_closer(database: pg_sys::Oid) -> bool {
     let mut worker: pg_sys::BackgroundWorker = (&builder).into();
     let mut handle = std::ptr::null_mut();
     unsafe { pg_sys::RegisterDynamicBackgroundWorker(&mut worker, &mut handle) }
+}
+
+/// Start a worker that closes `database`'s abandoned runs (see [`close_abandoned_runs`]); false if
+/// no background worker slot was free (a run that waits notices on its own; stress.wait and the
+/// next start of a run in that database close it too).
+pub fn start_closer(database: pg_sys::Oid) -> bool {
+    start_database_worker("pg_stress run closer", database)
 }
 
 /// Record every run of this database whose workers all died as failed, and free its slot.

@@ -98,6 +98,44 @@ fn in_transaction_ending<T>(
     outcome
 }
 
+// utils/timeout.h, which pgrx does not bind. (TimeoutId is an enum: STATEMENT_TIMEOUT is its 4th.)
+const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
+unsafe extern "C-unwind" {
+    fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
+    fn disable_timeout(id: std::ffi::c_int, keep_indicator: bool);
+    fn get_timeout_indicator(id: std::ffi::c_int, reset_indicator: bool) -> bool;
+}
+
+/// Run `f` (one operation's transaction) with a statement timeout of `ms` (none when 0). The
+/// `statement_timeout` setting is armed by the client protocol loop, which a background worker does
+/// not run: without this an operation waiting on a lock held by the caller's open transaction, say,
+/// would wait past the end of its run for ever. A timeout that fires is the operation's 57014 ERROR.
+fn with_statement_timeout<T>(ms: i64, f: impl FnOnce() -> T) -> T {
+    struct Armed;
+    impl Drop for Armed {
+        fn drop(&mut self) {
+            unsafe {
+                disable_timeout(STATEMENT_TIMEOUT, false);
+                // (fired after the operation ended, before it was disarmed: cancels nothing)
+                if get_timeout_indicator(STATEMENT_TIMEOUT, true) {
+                    pg_sys::QueryCancelPending = 0;
+                }
+            }
+        }
+    }
+    if ms <= 0 {
+        return f();
+    }
+    unsafe {
+        enable_timeout_after(
+            STATEMENT_TIMEOUT,
+            ms.min(i32::MAX as i64) as std::ffi::c_int,
+        )
+    };
+    let _armed = Armed;
+    f()
+}
+
 /// Sleep on the latch (woken early by a signal), then honour interrupts.
 pub(super) fn sleep_ms(ms: i64) {
     unsafe {
@@ -214,15 +252,19 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
     // When this worker's loop ran: the run's seconds are from the first start to the last end.
     let (mut loop_start, mut loop_end) = (now(), now());
 
+    // The run's row, committed before anything that could fail: a run whose operations cannot even
+    // be prepared is recorded with the reason (finish_run inserts it too, should this fail).
+    if worker == 0
+        && let Err(report) = in_transaction(|| register_run(&config))
+    {
+        pgrx::log!(
+            "pg_stress load run {run_id}: could not register the run: {}",
+            report.message()
+        );
+    }
     let plans = in_transaction(|| {
-        // The caller's search_path, so custom transactions resolve names as the caller's did; and
-        // no operation may outlive the run by much (one waiting on a lock the caller holds, say).
-        // (A benchmark's executions are bounded as the caller's were.)
-        let timeout_ms = if is_benchmark(&config) {
-            config.bench.statement_timeout_ms as i64
-        } else {
-            ((config.deadline - now()) / 1000).max(0) + 10_000
-        };
+        // The caller's search_path, so custom transactions resolve names as the caller's did. (No
+        // statement_timeout: a worker arms its operations' timeouts itself, with_statement_timeout.)
         // And a name in pg_stat_activity.application_name that says which run this is. The
         // built-in operations are index lookups whose plans do not depend on their parameters: plan
         // them once (generic plans). Custom transactions are planned as pgbench -M prepared would.
@@ -243,19 +285,15 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
             "auto"
         };
         Spi::run_with_args(
-            "SELECT set_config('search_path', $1, false), set_config('statement_timeout', $2, false),
-                    set_config('application_name', $3, false), set_config('plan_cache_mode', $4, false)",
+            "SELECT set_config('search_path', $1, false), set_config('application_name', $2, false),
+                    set_config('plan_cache_mode', $3, false)",
             &[
                 config.search_path().into(),
-                timeout_ms.to_string().into(),
                 name.into(),
                 plan_cache_mode.into(),
             ],
         )
         .expect("setting the worker's session");
-        if worker == 0 {
-            register_run(&config);
-        }
         Spi::connect(|client| {
             let benchmark = is_benchmark(&config);
             let prepared = !benchmark || config.bench.prepared;
@@ -497,17 +535,21 @@ fn run_loop(
         let s = &mut stats[task];
         s.calls += 1;
         let mut attempt = 0;
+        // (an operation may end up to 10 s after the run's deadline, not later)
+        let timeout_ms = (config.deadline - started) / 1000 + 10_000;
         loop {
-            let outcome = in_transaction(|| {
-                unsafe {
-                    pg_sys::pgstat_report_activity(
-                        pg_sys::BackendState::STATE_RUNNING,
-                        c"pg_stress load operation".as_ptr(),
-                    )
-                };
-                Spi::connect_mut(|client| match OPS.get(task) {
-                    Some(&op) => plans.execute(client, op, &mut work, &mut rng),
-                    None => plans.execute_custom(client, task - OPS.len(), &mut rng),
+            let outcome = with_statement_timeout(timeout_ms, || {
+                in_transaction(|| {
+                    unsafe {
+                        pg_sys::pgstat_report_activity(
+                            pg_sys::BackendState::STATE_RUNNING,
+                            c"pg_stress load operation".as_ptr(),
+                        )
+                    };
+                    Spi::connect_mut(|client| match OPS.get(task) {
+                        Some(&op) => plans.execute(client, op, &mut work, &mut rng),
+                        None => plans.execute_custom(client, task - OPS.len(), &mut rng),
+                    })
                 })
             });
             match outcome {
@@ -600,15 +642,19 @@ fn benchmark_loop(
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ (0xBE7C_0000 + worker as u64));
     let mut live = LiveFigures::new(run_id, database, index);
     let slow_us = config.slow_ms.max(0) as u64 * 1000;
+    // (each execution bounded by the caller's statement_timeout, as its own were)
+    let timeout_ms = config.bench.statement_timeout_ms as i64;
     let execute = |j: usize, rng: &mut Xoshiro256PlusPlus| {
-        in_transaction_ending(config.bench.rollback, || {
-            unsafe {
-                pg_sys::pgstat_report_activity(
-                    pg_sys::BackendState::STATE_RUNNING,
-                    c"pg_stress benchmark query".as_ptr(),
-                )
-            };
-            Spi::connect_mut(|client| plans.execute_custom(client, j, rng))
+        with_statement_timeout(timeout_ms, || {
+            in_transaction_ending(config.bench.rollback, || {
+                unsafe {
+                    pg_sys::pgstat_report_activity(
+                        pg_sys::BackendState::STATE_RUNNING,
+                        c"pg_stress benchmark query".as_ptr(),
+                    )
+                };
+                Spi::connect_mut(|client| plans.execute_custom(client, j, rng))
+            })
         })
     };
     {
@@ -939,6 +985,8 @@ fn save_worker_results(
 /// Merge every worker's results into `stress.results` and close the run's row. `live` is the run's
 /// slot as its last worker left it.
 fn finish_run(config: &RunSlot, live: &RunSlot) {
+    // (its results refer to the run's row: there must be one, even if worker 0 could not write it)
+    register_run(config);
     let (cancelled, peak_connections) = (live.cancel, live.peak_connections);
     let saved = crate::records::take_worker_results(config.run_id);
     let rows = saved.rows.into_iter().map(|r| {

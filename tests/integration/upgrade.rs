@@ -1,0 +1,152 @@
+//! Releases are upgradable: a database on 0.1.0 with runs, captures and policies in it, after
+//! `ALTER EXTENSION pg_stress UPDATE`, has the same extension a fresh install has (member objects,
+//! definitions, grants, policies, defaults: describe_extension.sql) and still every record.
+
+use super::{config, empty_database, fresh_database, value};
+use postgres::error::SqlState;
+use postgres::{Client, NoTls};
+
+const DESCRIBE: &str = include_str!("describe_extension.sql");
+
+fn describe(client: &mut Client) -> Vec<String> {
+    client
+        .query(DESCRIBE, &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn record_counts(client: &mut Client) -> Vec<i64> {
+    [
+        "stress.runs",
+        "stress.results",
+        "stress.samples",
+        "stress.slow_queries",
+        "stress.state_captures",
+        "stress.state_tables",
+        "stress.retention_policies",
+    ]
+    .iter()
+    .map(|t| value(client, &format!("SELECT count(*) FROM {t}")))
+    .collect()
+}
+
+#[test]
+fn alter_extension_update_from_0_1_0_ends_where_a_fresh_install_does() {
+    let mut old = empty_database("it_upgrade_old");
+    let available: i64 = value(
+        &mut old,
+        "SELECT count(*) FROM pg_available_extension_versions
+         WHERE name = 'pg_stress' AND version = '0.1.0'",
+    );
+    assert_eq!(
+        available, 1,
+        "pg_stress--0.1.0.sql is not installed: scripts/test.sh copies it from sql/"
+    );
+    // 0.1.0, used the way it was: an administrator's dataset, runs of every kind, a capture and
+    // a retention policy; and a role's own run (PUBLIC could start workers then).
+    // (one statement per call: workers see only what is committed)
+    for sql in [
+        "CREATE EXTENSION pg_stress VERSION '0.1.0'",
+        "SET stress.progress_interval = 0",
+        "SELECT stress.generate_dataset(orders => 2000, seed => 1)",
+    ] {
+        old.batch_execute(sql).unwrap();
+    }
+    old.batch_execute(
+        "SELECT stress.run_load('2 seconds', workers => 2);
+         SELECT * FROM stress.benchmark(ARRAY['SELECT 1', 'SELECT pg_sleep(0.002)'], iterations => 20);
+         SELECT stress.capture_state();
+         CREATE TABLE public.logs (at timestamptz NOT NULL);
+         SELECT stress.set_retention('public.logs', 'at', '30 days');
+         DROP ROLE IF EXISTS it_upgrade_user; CREATE ROLE it_upgrade_user LOGIN;
+         GRANT USAGE ON SCHEMA stress_data TO it_upgrade_user;
+         GRANT SELECT ON ALL TABLES IN SCHEMA stress_data TO it_upgrade_user",
+    )
+    .unwrap();
+    let mut user = config("it_upgrade_old")
+        .user("it_upgrade_user")
+        .connect(NoTls)
+        .unwrap();
+    let user_run: i64 = value(
+        &mut user,
+        "SELECT stress.run_load('1 second', workers => 1, mix => '{\"open_orders\": 1, \"recent_trades\": 1}')",
+    );
+    let version: String = value(
+        &mut old,
+        "SELECT extversion FROM pg_extension WHERE extname = 'pg_stress'",
+    );
+    assert_eq!(version, "0.1.0");
+    let before = record_counts(&mut old);
+    // (runs, results, samples, captures, their tables, policies: slow queries may be none)
+    assert!(
+        before.iter().enumerate().all(|(i, &n)| n > 0 || i == 3),
+        "{before:?}"
+    );
+
+    old.batch_execute("ALTER EXTENSION pg_stress UPDATE")
+        .unwrap();
+    let version: String = value(
+        &mut old,
+        "SELECT extversion FROM pg_extension WHERE extname = 'pg_stress'",
+    );
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+
+    // The same extension as a fresh install, fact by fact.
+    let mut fresh = fresh_database("it_upgrade_fresh");
+    let (upgraded, installed) = (describe(&mut old), describe(&mut fresh));
+    let only_upgraded: Vec<_> = upgraded.iter().filter(|f| !installed.contains(f)).collect();
+    let only_installed: Vec<_> = installed.iter().filter(|f| !upgraded.contains(f)).collect();
+    assert!(
+        only_upgraded.is_empty() && only_installed.is_empty(),
+        "after the update but not in a fresh install:\n{only_upgraded:#?}\n\
+         in a fresh install but not after the update:\n{only_installed:#?}"
+    );
+    assert!(upgraded.len() > 300, "{} facts", upgraded.len());
+
+    // Every record kept, and now private: the role sees its own run only, and writes nothing.
+    assert_eq!(record_counts(&mut old), before);
+    let seen: Vec<i64> = user
+        .query("SELECT id FROM stress.runs", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(seen, vec![user_run]);
+    for (sql, code) in [
+        (
+            "INSERT INTO stress.runs (kind, run_as) VALUES ('run_load', 'postgres')",
+            SqlState::INSUFFICIENT_PRIVILEGE,
+        ),
+        (
+            "SELECT pg_catalog.nextval('stress.runs_id_seq')",
+            SqlState::INSUFFICIENT_PRIVILEGE,
+        ),
+        (
+            "SELECT stress.run_load('1 second')",
+            SqlState::INSUFFICIENT_PRIVILEGE,
+        ),
+    ] {
+        let e = user.batch_execute(sql).unwrap_err();
+        assert_eq!(e.code(), Some(&code), "{sql}: {e:?}");
+    }
+    // The upgraded functions work on the old records: the capture made on 0.1.0 compares with a
+    // new one, and the report of a 0.1.0 run reads.
+    let capture: i64 = value(&mut old, "SELECT stress.capture_state()");
+    let identical: i64 = old
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status = 'identical') - count(*)
+             FROM stress.compare_state((SELECT min(id) FROM stress.state_captures), $1)",
+            &[&capture],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(identical, 0);
+    let operations: i64 = value(
+        &mut old,
+        "SELECT count(*) FROM jsonb_object_keys(
+             stress.report((SELECT min(id) FROM stress.runs WHERE kind = 'run_load'))->'operations')",
+    );
+    assert!(operations > 0);
+}
