@@ -402,6 +402,75 @@ $$;
 COMMENT ON FUNCTION stress.capture_state(name, text) IS
     'Store the row count and content checksum of every table of a schema (stress.data_schema when NULL); returns the capture id.';
 
+-- (refuses a table the caller may not empty before anything is locked)
+CREATE OR REPLACE FUNCTION stress.check_archive_target(rel regclass, ts_column name, older_than interval, batch_size int,
+                                            archive_to regclass, fn text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ts_type regtype;
+BEGIN
+    IF rel IS NULL OR ts_column IS NULL OR older_than IS NULL OR batch_size IS NULL THEN
+        RAISE EXCEPTION '%: rel, ts_column, older_than and batch_size must not be NULL', fn
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('e.g. SELECT stress.%s(''logs'', ''created_at'', ''90 days'');', fn);
+    END IF;
+    IF (SELECT relkind FROM pg_class WHERE oid = rel) NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '%: % is not a table', fn, rel
+            USING ERRCODE = 'wrong_object_type', HINT = 'Pass a table or a partitioned table.';
+    END IF;
+    SELECT a.atttypid::regtype INTO ts_type FROM pg_attribute a
+    WHERE a.attrelid = rel AND a.attname = ts_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF ts_type IS NULL THEN
+        RAISE EXCEPTION '%: column "%" of % does not exist', fn, ts_column, rel
+            USING ERRCODE = 'undefined_column', HINT = 'Pass the name of the column that dates each row.';
+    END IF;
+    IF ts_type NOT IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype) THEN
+        RAISE EXCEPTION '%: column "%" of % is %, not a timestamp', fn, ts_column, rel, ts_type
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'The column must be timestamptz, timestamp or date.';
+    END IF;
+    -- The caller's rights, before anything is locked: a role must not make archive wait for the
+    -- lock of a table it may not empty (queueing that table's other users behind it).
+    IF NOT (has_table_privilege(rel, 'SELECT') AND has_table_privilege(rel, 'DELETE')) THEN
+        RAISE EXCEPTION '%: permission denied to delete from %', fn, rel
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('It deletes the old rows as the caller: it needs SELECT and DELETE on %s.', rel);
+    END IF;
+    IF archive_to IS NOT NULL AND NOT has_table_privilege(archive_to, 'INSERT') THEN
+        RAISE EXCEPTION '%: permission denied to insert into %', fn, archive_to
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('It moves the old rows as the caller: it needs INSERT on %s.', archive_to);
+    END IF;
+    IF older_than < interval '0' THEN
+        RAISE EXCEPTION '%: older_than must not be negative, got %', fn, older_than
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the age of the rows to remove, e.g. ''90 days''.';
+    END IF;
+    IF batch_size < 1 OR batch_size > 10000000 THEN
+        RAISE EXCEPTION '%: batch_size must be between 1 and 10000000, got %', fn, batch_size
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass e.g. batch_size => 10000.';
+    END IF;
+    IF archive_to IS NOT NULL THEN
+        IF archive_to = rel THEN
+            RAISE EXCEPTION '%: archive_to must be another table than %', fn, rel
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Create one: CREATE TABLE archive (LIKE rel);';
+        END IF;
+        IF (SELECT array_agg((a.attname, a.atttypid) ORDER BY a.attnum) FROM pg_attribute a
+            WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped)
+           IS DISTINCT FROM
+           (SELECT array_agg((a.attname, a.atttypid) ORDER BY a.attnum) FROM pg_attribute a
+            WHERE a.attrelid = archive_to AND a.attnum > 0 AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION '%: archive_to % does not have the columns of % (same names and types, in order)',
+                            fn, archive_to, rel
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = format('Create it like the table: CREATE TABLE %s_archive (LIKE %s);', rel, rel);
+        END IF;
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION stress.archive_batch_sql(rel regclass, ts_column name, archive_to regclass)
 RETURNS text
 LANGUAGE sql IMMUTABLE

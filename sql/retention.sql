@@ -32,6 +32,18 @@ BEGIN
             USING ERRCODE = 'datatype_mismatch',
                   HINT = 'The column must be timestamptz, timestamp or date.';
     END IF;
+    -- The caller's rights, before anything is locked: a role must not make archive wait for the
+    -- lock of a table it may not empty (queueing that table's other users behind it).
+    IF NOT (has_table_privilege(rel, 'SELECT') AND has_table_privilege(rel, 'DELETE')) THEN
+        RAISE EXCEPTION '%: permission denied to delete from %', fn, rel
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('It deletes the old rows as the caller: it needs SELECT and DELETE on %s.', rel);
+    END IF;
+    IF archive_to IS NOT NULL AND NOT has_table_privilege(archive_to, 'INSERT') THEN
+        RAISE EXCEPTION '%: permission denied to insert into %', fn, archive_to
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('It moves the old rows as the caller: it needs INSERT on %s.', archive_to);
+    END IF;
     IF older_than < interval '0' THEN
         RAISE EXCEPTION '%: older_than must not be negative, got %', fn, older_than
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the age of the rows to remove, e.g. ''90 days''.';

@@ -70,6 +70,16 @@ impl Arena {
                      $$ BEGIN PERFORM hostile.trap('nextval'); RETURN pg_catalog.nextval($1); END $$;
                  CREATE FUNCTION hostile.current_database() RETURNS name LANGUAGE plpgsql AS
                      $$ BEGIN PERFORM hostile.trap('current_database'); RETURN pg_catalog.current_database(); END $$;
+                 -- Operators before pg_catalog's: an unqualified = or < on these types would call them.
+                 CREATE FUNCTION hostile.int8_eq(bigint, bigint) RETURNS boolean LANGUAGE plpgsql AS
+                     $$ BEGIN PERFORM hostile.trap('= bigint'); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
+                 CREATE OPERATOR hostile.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = hostile.int8_eq);
+                 CREATE FUNCTION hostile.name_eq(name, name) RETURNS boolean LANGUAGE plpgsql AS
+                     $$ BEGIN PERFORM hostile.trap('= name'); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
+                 CREATE OPERATOR hostile.= (LEFTARG = name, RIGHTARG = name, FUNCTION = hostile.name_eq);
+                 CREATE FUNCTION hostile.ts_lt(timestamptz, timestamptz) RETURNS boolean LANGUAGE plpgsql AS
+                     $$ BEGIN PERFORM hostile.trap('< timestamptz'); RETURN $1 OPERATOR(pg_catalog.<) $2; END $$;
+                 CREATE OPERATOR hostile.< (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = hostile.ts_lt);
                  CREATE VIEW hostile.pg_roles AS SELECT * FROM pg_catalog.pg_roles WHERE hostile.trap('pg_roles');
                  CREATE VIEW hostile.pg_class AS SELECT * FROM pg_catalog.pg_class WHERE hostile.trap('pg_class');
                  CREATE VIEW hostile.pg_stat_activity AS
@@ -448,7 +458,10 @@ fn a_run_whose_workers_die_unwaited_is_closed_and_its_slot_freed() {
         }
         runs.push(run);
     }
-    let live: i64 = value(&mut client, "SELECT count(*) FROM stress.progress");
+    let live: i64 = value(
+        &mut client,
+        "SELECT count(*) FROM stress.progress WHERE database = current_database()",
+    );
     assert_eq!(live, 0);
     let mut admin = connect("it_hostile_slots");
     let errors: Vec<String> = admin
@@ -458,4 +471,73 @@ fn a_run_whose_workers_die_unwaited_is_closed_and_its_slot_freed() {
         .map(|r| r.get(0))
         .collect();
     assert!(errors.iter().all(|e| e.contains("exited")), "{errors:?}");
+}
+
+/// Another role's live run is invisible in stress.progress and cannot be waited for or cancelled;
+/// a table the role may not write is refused before pg_stress would wait for its lock.
+#[test]
+fn live_runs_and_locks_of_others_are_out_of_reach() {
+    let mut a = Arena::new("it_hostile_live", "it_hostile_live", true);
+    let run: i64 = value(
+        &mut a.admin,
+        "SELECT stress.run_load('20 seconds', workers => 1, wait => false,
+                                mix => '{\"open_orders\": 1}')",
+    );
+    // (its row is written by its first worker, as it starts)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while value::<i64>(
+        &mut a.admin,
+        &format!("SELECT count(*) FROM stress.runs WHERE id = {run}"),
+    ) == 0
+    {
+        assert!(Instant::now() < deadline, "run {run} was never registered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.admin_runs += 1;
+    let admin_sees: i64 = value(
+        &mut a.admin,
+        "SELECT count(*) FROM stress.progress WHERE database = current_database()",
+    );
+    assert_eq!(admin_sees, 1);
+    let seen: i64 = value(&mut a.attacker, "SELECT count(*) FROM stress.progress");
+    assert_eq!(seen, 0, "another role's live run is visible");
+    let invalid = Some(SqlState::INVALID_PARAMETER_VALUE);
+    a.attempt(&format!("SELECT stress.wait({run})"), invalid.clone());
+    a.attempt(
+        &format!("SELECT stress.cancel({run})"),
+        Some(SqlState::INSUFFICIENT_PRIVILEGE),
+    );
+    let status: String = value(
+        &mut a.admin,
+        &format!("SELECT status FROM stress.runs WHERE id = {run}"),
+    );
+    assert_eq!(status, "running");
+    // The lock probe: with the administrator holding audit_log, a role that may not write it
+    // gets 42501 at once, not a wait for the lock (which lock_timeout would turn into 55P03).
+    let mut holder = super::connect("it_hostile_live");
+    holder
+        .batch_execute("BEGIN; LOCK stress_data.audit_log IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    for sql in [
+        "SET lock_timeout = '2s'; SET stress.data_schema = 'stress_data'; SELECT stress.generate_audit_log(5)",
+        "SET lock_timeout = '2s'; SELECT stress.archive('stress_data.audit_log', 'ts', '1 day')",
+        "SET lock_timeout = '2s'; SELECT stress.set_retention('stress_data.audit_log', 'ts', '1 day')",
+    ] {
+        // (checked after the holder lets go: counting audit_log's rows would wait for it too)
+        let e = a.attacker.batch_execute(sql).unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {e:?}"
+        );
+        a.cases += 1;
+    }
+    holder.batch_execute("ROLLBACK").unwrap();
+    a.assert_nothing_gained_or_lost("the lock probes");
+    a.admin
+        .batch_execute(&format!(
+            "SELECT stress.cancel({run}); SELECT stress.wait({run})"
+        ))
+        .unwrap();
+    assert_eq!(a.cases, 5);
 }
