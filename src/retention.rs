@@ -191,7 +191,7 @@ mod tests {
         // locked table is the role's to read, not to delete.
         assert_eq!(
             applied,
-            "public.t_error_logs 0 ok, public.t_locked_logs 0 failed: permission denied for table t_locked_logs, \
+            "public.t_error_logs 0 ok, public.t_locked_logs 0 failed: archive: permission denied to delete from public.t_locked_logs, \
              public.t_performance_logs 500 ok, public.t_system_logs 100 ok, public.t_user_action_logs 0 ok"
         );
         assert_eq!(
