@@ -12,11 +12,11 @@ db=pg_stress_bench
 
 echo "== building and installing pg_stress (release)"
 scripts/pgcluster.sh stop bench
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config "${pgrx_install_flags[@]}" >/dev/null
+cargo pgrx install --release --pg-config "$PG_CONFIG" "${pgrx_install_flags[@]}" >/dev/null
 eval "$(scripts/pgcluster.sh start bench "shared_buffers = '1GB'" "max_wal_size = '4GB'" "cron.database_name = 'postgres'" \
          "shared_preload_libraries = 'pg_stress, pg_cron, pg_stat_statements'")"
 export PGHOST PGPORT PGUSER
-psql=(/usr/lib/postgresql/15/bin/psql -X -q -At -v ON_ERROR_STOP=1)
+psql=("$pg_bindir/psql" -X -q -At -v ON_ERROR_STOP=1)
 PGOPTIONS="-c client_min_messages=warning" "${psql[@]}" -d postgres \
   -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 PGOPTIONS="-c client_min_messages=warning" "${psql[@]}" -d "$db" -c "CREATE EXTENSION pg_stress" -c "SET stress.progress_interval = 0"
@@ -46,7 +46,7 @@ peak_growth() {
 }
 
 echo "== query benchmark: stress.benchmark's mean vs pg_stat_statements' mean_exec_time, same statement, same calls"
-pgbench=/usr/lib/postgresql/15/bin/pgbench
+pgbench=$pg_bindir/pgbench
 sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
 sql "DROP TABLE IF EXISTS public.bench_pk;
      CREATE TABLE public.bench_pk AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000000) g;
@@ -266,7 +266,7 @@ compare_load() {
   local conc=$1 sync=$2 tps run ops
   sql "ALTER DATABASE $db SET synchronous_commit = $sync" >/dev/null
   reopen
-  tps=$(/usr/lib/postgresql/15/bin/pgbench -n -M prepared -c "$conc" -j 2 -T "$LOAD_SECONDS" -D accounts="$accounts" \
+  tps=$("$pgbench" -n -M prepared -c "$conc" -j 2 -T "$LOAD_SECONDS" -D accounts="$accounts" \
           -f bench/execute_trade.pgbench "$db" 2>&1 | awk '/^tps = / { print $3 }')
   reopen
   run=$(sql "SELECT stress.run_load('$LOAD_SECONDS seconds', workers => $conc, mix => '{\"execute_trade\": 1}')")

@@ -10,12 +10,12 @@ db=pg_stress_demo
 echo "== building and installing pg_stress (release)"
 # The cluster preloads the library: stop it so the new build is what it loads.
 scripts/pgcluster.sh stop demo
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config "${pgrx_install_flags[@]}" >/dev/null
+cargo pgrx install --release --pg-config "$PG_CONFIG" "${pgrx_install_flags[@]}" >/dev/null
 
 echo "== starting the demo cluster"
 eval "$(scripts/pgcluster.sh start demo "shared_buffers = '1GB'" "cron.database_name = '$db'")"
 export PGHOST PGPORT PGUSER
-psql=(/usr/lib/postgresql/15/bin/psql -X -q -v ON_ERROR_STOP=1)
+psql=("$pg_bindir/psql" -X -q -v ON_ERROR_STOP=1)
 PGOPTIONS="-c client_min_messages=warning" "${psql[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 "${psql[@]}" -d "$db" -c "CREATE EXTENSION pg_stress" -c "CREATE EXTENSION pg_cron"
 
@@ -65,7 +65,7 @@ SQL
 cat <<MSG
 
 The demo cluster is running. Connect with:
-  /usr/lib/postgresql/15/bin/psql -h $PGHOST -p $PGPORT -U $PGUSER $db
+  $pg_bindir/psql -h $PGHOST -p $PGPORT -U $PGUSER $db
 Stop it with:
   make demo-stop
 MSG

@@ -1,12 +1,15 @@
 # Sourced by the other scripts: PATH for cargo, and how `cargo pgrx` must run as this user.
 export PATH="$HOME/.cargo/bin:$PATH"
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The PostgreSQL 15 to build against, test and benchmark: Debian's, unless PG_CONFIG names another.
+export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+pg_bindir=$("$PG_CONFIG" --bindir)
 
 # Installing into Debian's PostgreSQL directories needs root. As root, install directly and run the
 # test cluster as `postgres` (initdb refuses root). As a normal user who cannot write there, let
 # pgrx use sudo for the install (it does so when a run-as user is set) and run the cluster as ourselves.
-pkglibdir=$(/usr/lib/postgresql/15/bin/pg_config --pkglibdir)
-extdir=$(/usr/lib/postgresql/15/bin/pg_config --sharedir)/extension
+pkglibdir=$("$PG_CONFIG" --pkglibdir)
+extdir=$("$PG_CONFIG" --sharedir)/extension
 if [ "$(id -u)" = 0 ]; then
   export CARGO_PGRX_TEST_RUNAS=postgres
   pgrx_install_flags=()

@@ -28,5 +28,5 @@ export STRESS_NOPRELOAD_PGPORT=$PGPORT STRESS_NOPRELOAD_PGHOST=$PGHOST
 # pg_cron runs its jobs in background workers: the cluster listens on no TCP port for it to connect to.
 eval "$("$here/scripts/pgcluster.sh" start it "shared_buffers = '256MB'" "cron.database_name = 'postgres'" \
         "cron.use_background_workers = on" "shared_preload_libraries = 'pg_stress, pg_cron, pg_stat_statements'")"
-export PGHOST PGPORT PGUSER
+export PGHOST PGPORT PGUSER PG_BINDIR=$pg_bindir
 cargo test --features integration --test integration -- --test-threads 2

@@ -17,7 +17,10 @@ mod security;
 #[path = "integration/upgrade.rs"]
 mod upgrade;
 
-const BINDIR: &str = "/usr/lib/postgresql/15/bin";
+/// PostgreSQL's programs (pg_dump, pg_restore, …): scripts/test.sh exports the bindir of its PG_CONFIG.
+fn bindir() -> String {
+    std::env::var("PG_BINDIR").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
+}
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -83,7 +86,7 @@ fn scratch_file(name: &str) -> PathBuf {
 }
 
 fn run_tool(tool: &str, args: &[&str]) {
-    let out = Command::new(format!("{BINDIR}/{tool}"))
+    let out = Command::new(format!("{}/{tool}", bindir()))
         .args([
             "-h",
             &env("PGHOST"),
