@@ -535,9 +535,9 @@ fn run_loop(
         let s = &mut stats[task];
         s.calls += 1;
         let mut attempt = 0;
-        // (an operation may end up to 10 s after the run's deadline, not later)
-        let timeout_ms = (config.deadline - started) / 1000 + 10_000;
         loop {
+            // (an operation, retries included, may end up to 10 s after the run's deadline, not later)
+            let timeout_ms = ((config.deadline - now()) / 1000).max(0) + 10_000;
             let outcome = with_statement_timeout(timeout_ms, || {
                 in_transaction(|| {
                     unsafe {
