@@ -99,7 +99,8 @@ pub fn require_share_lock(relid: pg_sys::Oid, display: &str) {
 }
 
 /// A relation pg_stress scans itself (checksum, positions' read of trades): a table or materialized
-/// view with the heap access method, which the caller may SELECT. 42809 / 0A000 / 42501 otherwise.
+/// view with the heap access method; 42809 / 0A000 otherwise. (Kind only: the callers check SELECT,
+/// column privileges and row-level security with `integrity::check_can_read`.)
 pub fn check_scan_source(relid: pg_sys::Oid, display: &str) {
     let (relkind, relam, _) = relation_form(relid, display);
     if relkind != pg_sys::RELKIND_RELATION && relkind != pg_sys::RELKIND_MATVIEW {

@@ -365,7 +365,8 @@ fn record(
     started_at: TimestampWithTimeZone,
     outcomes: &[Outcome],
 ) -> i64 {
-    let run_id = crate::records::benchmark_run(parameters, started_at);
+    // (the run's row; its results are the latency rows below)
+    let run_id = crate::records::completed_call("benchmark", parameters, started_at, &[]);
     for o in outcomes {
         let mut details = json!({"error": o.error, "slow": o.slow,
                                  "slow_threshold_ms": crate::gucs::SLOW_QUERY_THRESHOLD_MS.get()});

@@ -318,21 +318,6 @@ pub fn latency_result(
     })
 }
 
-/// A benchmark's run row (completed, in the caller's transaction). Returns its id.
-pub fn benchmark_run(parameters: serde_json::Value, started_at: TimestampWithTimeZone) -> i64 {
-    let run_as = caller();
-    as_owner(|| {
-        Spi::get_one_with_args::<i64>(
-            "INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at, run_as)
-             VALUES ('benchmark', $1, 'completed', $2, pg_catalog.clock_timestamp(), pg_catalog.pg_get_userbyid($3))
-             RETURNING id",
-            &[JsonB(parameters).into(), started_at.into(), run_as.into()],
-        )
-        .expect("recording the run")
-        .expect("a run id")
-    })
-}
-
 /// Slow executions of `query` into `stress.slow_queries` (`worker`: None for the caller).
 pub fn slow_executions(
     run_id: i64,

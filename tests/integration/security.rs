@@ -199,13 +199,25 @@ fn search_path_and_temp_object_hijacks_gain_nothing() {
         "SELECT * FROM stress.benchmark(ARRAY['CREATE OR REPLACE TEMP VIEW pg_roles AS SELECT * FROM pg_catalog.pg_roles WHERE hostile.trap(''temp'')'],
                                         iterations => 4, concurrency => 2, rollback => false)",
         "SELECT stress.generate_orders(2000, seed => 3, accounts => 2, workers => 2)",
+        // Identifiers that would end the statement if pg_stress concatenated them into SQL.
+        r#"CREATE TABLE hostile."t'; DROP TABLE hostile.owner_calls; --" ("at"")--" timestamptz NOT NULL);
+           INSERT INTO hostile."t'; DROP TABLE hostile.owner_calls; --" SELECT pg_catalog.now() - interval '1 year';
+           SELECT stress.checksum('hostile."t''; DROP TABLE hostile.owner_calls; --"');
+           SELECT stress.set_retention('hostile."t''; DROP TABLE hostile.owner_calls; --"', 'at")--', '1 day');
+           SELECT stress.archive('hostile."t''; DROP TABLE hostile.owner_calls; --"', 'at")--', '1 day');
+           SELECT stress.capture_state('hostile')"#,
     ] {
         a.attempt(sql, ok.clone());
     }
     // The traps did run, as the role itself, where its own SQL called them (so they were reachable).
     let own_calls: i64 = value(&mut a.admin, "SELECT count(*) FROM hostile.owner_calls");
     assert!(own_calls > 0);
-    assert_eq!(a.cases, 15);
+    let left: i64 = value(
+        &mut a.attacker,
+        r#"SELECT count(*) FROM hostile."t'; DROP TABLE hostile.owner_calls; --""#,
+    );
+    assert_eq!(left, 0, "the oddly named table's old row was not archived");
+    assert_eq!(a.cases, 16);
 }
 
 /// Every generator and reader against relations of the wrong kind: a clear ERROR, never a crash.
