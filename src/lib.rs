@@ -6,31 +6,20 @@
 
 use pgrx::prelude::*;
 
+mod api;
 mod benchmark;
-mod datum;
 mod error;
 mod generate;
 mod gucs;
-mod health;
 mod integrity;
-mod json_arg;
 mod load;
-mod maintenance;
 mod metrics;
-mod privilege;
-mod progress;
+mod postgres;
 mod records;
-mod retention;
-mod scan;
-mod sql_util;
-mod subxact;
 #[cfg(any(test, feature = "pg_test"))]
-mod testing;
+mod tests;
 
 pgrx::pg_module_magic!();
-
-// The metric tables and their dump configuration come first: functions below record into them.
-extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

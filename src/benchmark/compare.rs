@@ -3,7 +3,7 @@
 //! back, so none is ever lost (an error or a cancel rolls it back too).
 
 use crate::error::StressError;
-use crate::subxact::{Ending, run_isolated_ending};
+use crate::postgres::subxact::{Ending, run_isolated_ending};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use serde_json::Value;
@@ -61,7 +61,7 @@ fn droppable_indexes(tables: &[(String, String)]) -> Vec<String> {
 /// rolled-back subtransaction); an error message saying what is wrong if not.
 fn check_candidate(sql: &str) -> Result<(), String> {
     let text = std::ffi::CString::new(sql).map_err(|_| "contains a NUL byte".to_owned())?;
-    let shape = crate::subxact::run_isolated(|| unsafe {
+    let shape = crate::postgres::subxact::run_isolated(|| unsafe {
         let list = pg_sys::pg_parse_query(text.as_ptr());
         if list.is_null() || (*list).length != 1 {
             return None;
@@ -226,7 +226,7 @@ fn ratio(slower: f64, faster: f64) -> f64 {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::testing::one;
+    use crate::tests::one;
     use pgrx::prelude::*;
 
     #[pg_test]
@@ -295,7 +295,7 @@ mod tests {
             let sql = format!(
                 "SELECT * FROM stress.compare_indexes(ARRAY['SELECT 1'], candidates => {bad})"
             );
-            assert_eq!(crate::testing::sqlstate_of(&sql), invalid, "{sql}");
+            assert_eq!(crate::tests::sqlstate_of(&sql), invalid, "{sql}");
         }
         assert_eq!(
             one::<i64>("SELECT count(*) FROM pg_class WHERE relname = 't_cand'"),

@@ -9,7 +9,7 @@ use crate::error::StressError;
 use crate::load::shmem::{BenchmarkState, MAX_BENCH_QUERIES};
 use crate::load::{RunRequest, Scenario, ops::OPS, start_run};
 use crate::metrics::histogram::LatencySummary;
-use crate::subxact::{Ending, failure_message, run_isolated_ending};
+use crate::postgres::subxact::{Ending, failure_message, run_isolated_ending};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use serde_json::json;

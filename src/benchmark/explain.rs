@@ -3,8 +3,8 @@
 //! estimates far from the actual rows.
 
 use crate::error::{OrRaise, StressError};
-use crate::sql_util::{qualified, quote_ident};
-use crate::subxact::{Ending, run_isolated_ending};
+use crate::postgres::quote::{qualified, quote_ident};
+use crate::postgres::subxact::{Ending, run_isolated_ending};
 use pgrx::JsonB;
 use pgrx::prelude::*;
 use serde_json::{Value, json};
@@ -244,7 +244,7 @@ mod unit_tests {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::testing::{one, sqlstate_of};
+    use crate::tests::{one, sqlstate_of};
     use pgrx::prelude::*;
 
     #[pg_test]

@@ -6,7 +6,7 @@
 use crate::error::{OrRaise, StressError};
 use crate::metrics::blocks::{self, Blocks};
 use crate::metrics::histogram::{Latency, LatencySummary};
-use crate::subxact::{Ending, run_isolated_ending};
+use crate::postgres::subxact::{Ending, run_isolated_ending};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use serde_json::json;
@@ -111,7 +111,7 @@ impl Outcome {
 fn statement_count(sql: &str) -> Result<usize, String> {
     let text =
         std::ffi::CString::new(sql).map_err(|_| "the query contains a NUL byte".to_owned())?;
-    crate::subxact::run_isolated(|| unsafe {
+    crate::postgres::subxact::run_isolated(|| unsafe {
         let list = pg_sys::pg_parse_query(text.as_ptr());
         if list.is_null() {
             0
@@ -246,7 +246,7 @@ fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: 
             });
         }
         outcome.calls += 1;
-        if let Some(message) = crate::subxact::failure_message(&result) {
+        if let Some(message) = crate::postgres::subxact::failure_message(&result) {
             outcome.errors += 1;
             outcome.error.get_or_insert(message);
         }
@@ -382,7 +382,7 @@ fn record(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::testing::{one, sqlstate_of};
+    use crate::tests::{one, sqlstate_of};
     use pgrx::prelude::*;
 
     #[pg_test]

@@ -234,7 +234,7 @@ pub fn numeric_datum(units: i64, scale: i32) -> pg_sys::Datum {
 /// # Safety
 /// `datum` must be a non-null `numeric` datum.
 pub unsafe fn numeric_units(datum: pg_sys::Datum) -> Option<i128> {
-    unsafe { crate::datum::with_varlena_bytes(datum, numeric_bytes_to_units) }
+    unsafe { crate::postgres::datum::with_varlena_bytes(datum, numeric_bytes_to_units) }
 }
 
 /// See [`numeric_units`]: the payload of a numeric varlena.

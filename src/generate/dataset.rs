@@ -22,7 +22,7 @@ fn generate_dataset(
     start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
     days: default!(Option<i32>, 30),
     market_data_step: default!(Option<Interval>, "'5 minutes'"),
-    spec: default!(Option<crate::json_arg::JsonArg>, "NULL"),
+    spec: default!(Option<crate::postgres::json_arg::JsonArg>, "NULL"),
     workers: default!(Option<i32>, 1),
 ) -> TableIterator<
     'static,
@@ -100,7 +100,7 @@ fn generate_dataset(
             Some(vec![Some(9), Some(10), Some(14), Some(15)]),
             spec.order_distribution
                 .clone()
-                .map(|v| crate::json_arg::JsonArg(v.to_string())),
+                .map(|v| crate::postgres::json_arg::JsonArg(v.to_string())),
             workers,
         )
     });
@@ -112,7 +112,7 @@ fn generate_dataset(
                 Some(0.1),
                 spec.trade_distribution
                     .clone()
-                    .map(|v| crate::json_arg::JsonArg(v.to_string())),
+                    .map(|v| crate::postgres::json_arg::JsonArg(v.to_string())),
                 workers,
             )
         } else {

@@ -2,7 +2,7 @@
 
 #[pgrx::pg_schema]
 mod tests {
-    use crate::testing::{one, sqlstate_of, use_schema};
+    use crate::tests::{one, sqlstate_of, use_schema};
     use pgrx::prelude::*;
 
     #[pg_test]

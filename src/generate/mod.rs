@@ -17,9 +17,9 @@ pub mod tables;
 mod trades;
 
 use crate::error::{OrRaise, StressError};
-use crate::progress::Progress;
+use crate::postgres::progress_notices::ProgressNotices;
+use crate::postgres::quote::qualified;
 use crate::records::{self, Measurement};
-use crate::sql_util::qualified;
 use bulk::{BulkWriter, IndexMode};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -152,7 +152,7 @@ pub struct TableWrite {
     table: String,
     writer: BulkWriter,
     index_mode: IndexMode,
-    progress: Progress,
+    progress: ProgressNotices,
     first_id: i64,
     /// Keyed by `id` (all but positions and market_data): new rows are `id >= first_id`.
     has_id: bool,
@@ -169,15 +169,18 @@ impl TableWrite {
         let display = format!("{schema}.{}", spec.name);
         let table = qualified(schema, spec.name);
         // Kind and privileges first, from the catalog: no lock on a relation we may not write.
-        crate::privilege::check_bulk_target(relid, &display);
+        crate::postgres::privilege::check_bulk_target(relid, &display);
         let parents = referenced_tables(relid);
         for &parent in &parents {
-            crate::privilege::require_share_lock(parent, &format!("referenced by {display}"));
+            crate::postgres::privilege::require_share_lock(
+                parent,
+                &format!("referenced by {display}"),
+            );
         }
         unsafe {
             let rel = pg_sys::table_open(relid, pg_sys::ShareRowExclusiveLock as pg_sys::LOCKMODE);
             // (again, now that it is locked: it cannot change any more)
-            crate::privilege::check_bulk_target(relid, &display);
+            crate::postgres::privilege::check_bulk_target(relid, &display);
             check_can_write(rel, relid, &display);
             spec.check_shape(rel, &display).or_raise();
             for parent in parents {
@@ -215,7 +218,7 @@ impl TableWrite {
                 table,
                 writer: BulkWriter::new(rel, index_mode, crate::gucs::BATCH_SIZE.get() as usize),
                 index_mode,
-                progress: Progress::new(label, expected_rows),
+                progress: ProgressNotices::new(label, expected_rows),
                 first_id,
                 has_id,
             }

@@ -72,7 +72,7 @@ pub(super) fn generate_orders(
     start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
     days: default!(Option<i32>, 30),
     peak_hours: default!(Option<Vec<Option<i32>>>, "'{9,10,14,15}'"),
-    distribution: default!(Option<crate::json_arg::JsonArg>, "NULL"),
+    distribution: default!(Option<crate::postgres::json_arg::JsonArg>, "NULL"),
     workers: default!(Option<i32>, 1),
 ) -> i64 {
     const F: &str = "generate_orders";
@@ -135,7 +135,7 @@ pub(super) fn generate_orders(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::testing::{one, sqlstate_of, use_schema};
+    use crate::tests::{one, sqlstate_of, use_schema};
     use pgrx::prelude::*;
 
     #[pg_test]

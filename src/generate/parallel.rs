@@ -169,7 +169,7 @@ pub struct Workers {
 impl Workers {
     /// Start `k` workers that make rows of `job` for the table `write` goes to.
     pub fn launch(job: &Job, write: &TableWrite, k: usize, label: &'static str) -> Self {
-        crate::privilege::require_worker_grant(label);
+        crate::postgres::privilege::require_worker_grant(label);
         let job_json = serde_json::to_vec(job).expect("a job serializes");
         unsafe {
             let desc = write.tuple_desc();
@@ -763,7 +763,7 @@ mod unit_tests {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::testing::{one, sqlstate_of, use_schema};
+    use crate::tests::{one, sqlstate_of, use_schema};
     use pgrx::prelude::*;
 
     const TABLES: [&str; 6] = [
@@ -892,7 +892,7 @@ mod tests {
         Spi::run("SELECT stress.generate_orders(10, seed => 1)").unwrap();
         Spi::run("SET LOCAL stress.max_workers = 100").unwrap();
         // The test server has max_worker_processes = 32, some of them taken (pg_cron, …).
-        let report = crate::subxact::run_isolated(|| {
+        let report = crate::postgres::subxact::run_isolated(|| {
             Spi::run("SELECT stress.generate_orders(1000, workers => 40)").expect("SPI")
         })
         .unwrap_err();

@@ -10,7 +10,7 @@ use super::model::NUMERIC_SCALE;
 use super::tables::{POSITIONS, TRADES};
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
-use crate::sql_util::qualified;
+use crate::postgres::quote::qualified;
 use pgrx::PgRelation;
 use pgrx::prelude::*;
 use serde_json::json;
@@ -63,11 +63,11 @@ pub(super) fn generate_positions() -> i64 {
         .raise();
     };
     let trades_display = format!("{schema}.trades");
-    crate::privilege::check_scan_source(trades_oid, &trades_display);
-    crate::privilege::require(trades_oid, pg_sys::ACL_SELECT, &trades_display);
-    crate::privilege::require_share_lock(trades_oid, &trades_display);
+    crate::postgres::privilege::check_scan_source(trades_oid, &trades_display);
+    crate::postgres::privilege::require(trades_oid, pg_sys::ACL_SELECT, &trades_display);
+    crate::postgres::privilege::require_share_lock(trades_oid, &trades_display);
     let relid = POSITIONS.ensure(&schema, F);
-    crate::privilege::check_bulk_target(relid, &format!("{schema}.positions"));
+    crate::postgres::privilege::check_bulk_target(relid, &format!("{schema}.positions"));
     Spi::run(&format!("TRUNCATE {}", qualified(&schema, POSITIONS.name)))
         .expect("emptying positions");
 
@@ -117,18 +117,18 @@ unsafe fn sum_trades(rel: &PgRelation) -> Totals {
     let mut totals: HashMap<(i64, usize), PositionTotals> = HashMap::new();
     let mut symbols: Vec<String> = Vec::new();
     unsafe {
-        crate::scan::for_each_row(rel.as_ptr(), |v, nulls| {
+        crate::postgres::scan::for_each_row(rel.as_ptr(), |v, nulls| {
             // (check_shape insists on NOT NULL columns; a row with a NULL cannot be added up anyway)
             if nulls[..9].iter().any(|&n| n) {
                 return;
             }
             let account = v[2].value() as i64;
-            let buy = crate::datum::with_varlena_bytes(v[4], |side| side == b"BUY");
+            let buy = crate::postgres::datum::with_varlena_bytes(v[4], |side| side == b"BUY");
             let quantity = numeric_units(v[5]).unwrap_or(0);
             let price = numeric_units(v[6]).unwrap_or(0);
             let at = v[8].value() as i64;
             // A handful of symbols: a linear search beats hashing the string.
-            let symbol = crate::datum::with_varlena_bytes(v[3], |name| {
+            let symbol = crate::postgres::datum::with_varlena_bytes(v[3], |name| {
                 symbols
                     .iter()
                     .position(|s| s.as_bytes() == name)

@@ -5,7 +5,7 @@
 //! datums straight into the heap; anything else is refused with 42P16 instead of written wrongly.
 
 use crate::error::StressError;
-use crate::sql_util::{qualified, quote_ident};
+use crate::postgres::quote::{qualified, quote_ident};
 use pgrx::PgTupleDesc;
 use pgrx::pg_sys;
 use pgrx::prelude::*;

@@ -12,7 +12,7 @@ use super::parallel::{Job, OrdersChunk, RowSink, Workers, worker_count};
 use super::tables::{ORDERS, TRADES};
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
-use crate::sql_util::qualified;
+use crate::postgres::quote::qualified;
 use pgrx::prelude::*;
 use rand::RngExt;
 use rand_distr::{Distribution, Exp, Exp1, Normal};
@@ -188,7 +188,7 @@ pub(super) fn generate_trades(
     n: Option<i64>,
     seed: default!(Option<i64>, "NULL"),
     fill_rate: default!(Option<f64>, 0.1),
-    distribution: default!(Option<crate::json_arg::JsonArg>, "NULL"),
+    distribution: default!(Option<crate::postgres::json_arg::JsonArg>, "NULL"),
     workers: default!(Option<i32>, 1),
 ) -> i64 {
     const F: &str = "generate_trades";

@@ -127,9 +127,9 @@ impl ColumnEncoder {
                 }
                 Encoding::FixedRef(len) => out
                     .extend_from_slice(std::slice::from_raw_parts(datum.cast_mut_ptr::<u8>(), len)),
-                Encoding::Payload => {
-                    crate::datum::with_varlena_bytes(datum, |bytes| push_sized(out, bytes))
-                }
+                Encoding::Payload => crate::postgres::datum::with_varlena_bytes(datum, |bytes| {
+                    push_sized(out, bytes)
+                }),
                 Encoding::CString => push_sized(
                     out,
                     std::ffi::CStr::from_ptr(datum.cast_mut_ptr()).to_bytes(),

@@ -1,7 +1,6 @@
 //! Integrity: content checksums of tables; checks of a schema's data and captured states (`state`).
 
 pub mod checksum;
-mod state;
 
 use crate::error::StressError;
 use checksum::{ColumnEncoder, Digest};
@@ -51,14 +50,17 @@ pub fn table_digest(rel: &PgRelation) -> Digest {
         for leaf in leaves.into_iter().flatten() {
             // A foreign table or one of another access method has no heap to read: refused, and
             // before the lock.
-            crate::privilege::check_scan_source(leaf, &format!("partition {leaf} of {display}"));
+            crate::postgres::privilege::check_scan_source(
+                leaf,
+                &format!("partition {leaf} of {display}"),
+            );
             let part =
                 unsafe { PgRelation::with_lock(leaf, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
             digest.merge(unsafe { scan_digest(&part, rel) });
         }
         digest
     } else {
-        crate::privilege::check_scan_source(rel.oid(), &display);
+        crate::postgres::privilege::check_scan_source(rel.oid(), &display);
         unsafe { scan_digest(rel, rel) }
     }
 }
@@ -92,7 +94,7 @@ unsafe fn scan_digest(scanned: &PgRelation, logical: &PgRelation) -> Digest {
             .collect();
         let mut digest = Digest::default();
         let mut encoded = Vec::with_capacity(256);
-        crate::scan::for_each_row(scanned.as_ptr(), |values, nulls| {
+        crate::postgres::scan::for_each_row(scanned.as_ptr(), |values, nulls| {
             encoded.clear();
             for encoder in &encoders {
                 encoder.encode(values, nulls, &mut encoded);
@@ -140,7 +142,7 @@ fn relation_display_name(rel: &PgRelation) -> String {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::subxact::sqlstate_of;
+    use crate::tests::sqlstate_of;
     use pgrx::prelude::*;
 
     fn checksum(rel: &str) -> String {

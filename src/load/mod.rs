@@ -13,7 +13,7 @@ mod worker;
 
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
-use crate::sql_util::qualified;
+use crate::postgres::quote::qualified;
 use pgrx::AnyNumeric;
 use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::pg_sys;
@@ -69,12 +69,12 @@ fn run_load(
     duration: Interval,
     workers: default!(i32, 1),
     rate: default!(Option<f64>, "NULL"),
-    mix: default!(Option<crate::json_arg::JsonArg>, "NULL"),
+    mix: default!(Option<crate::postgres::json_arg::JsonArg>, "NULL"),
     isolation: default!(String, "'read committed'"),
     max_retries: default!(Option<i32>, "NULL"),
     wait: default!(bool, true),
     seed: default!(Option<i64>, "NULL"),
-    transactions: default!(Option<crate::json_arg::JsonArg>, "NULL"),
+    transactions: default!(Option<crate::postgres::json_arg::JsonArg>, "NULL"),
 ) -> i64 {
     const F: &str = "run_load";
     require_preload(F);
@@ -288,7 +288,7 @@ pub fn start_run(req: RunRequest) -> i64 {
         seed,
         ..
     } = req;
-    crate::privilege::require_worker_grant(F);
+    crate::postgres::privilege::require_worker_grant(F);
     warn_if_caller_has_written(F);
     // Runs of this database whose workers all died and whose closer could not start.
     recovery::close_abandoned_runs();
@@ -967,7 +967,7 @@ fn ramp(
     workers: Vec<Option<i32>>,
     step: default!(Interval, "'30 seconds'"),
     max_error_rate: default!(f64, 0.01),
-    mix: default!(Option<crate::json_arg::JsonArg>, "NULL"),
+    mix: default!(Option<crate::postgres::json_arg::JsonArg>, "NULL"),
 ) -> TableIterator<
     'static,
     (

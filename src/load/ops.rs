@@ -6,7 +6,7 @@
 //! cancel_order. The finer names can be used directly, and both kinds mixed.
 
 use crate::generate::model::SYMBOLS;
-use crate::sql_util::qualified;
+use crate::postgres::quote::qualified;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult};
 use pgrx::{AnyNumeric, PgBuiltInOids, PgOid};
 use rand::{Rng, RngExt};

@@ -709,7 +709,7 @@ fn benchmark_loop(
             s.calls += 1;
             s.busy_us += latency_us as i64;
             s.latency.record_ns(took.as_nanos() as u64);
-            match crate::subxact::failure_message(&result) {
+            match crate::postgres::subxact::failure_message(&result) {
                 None => s.successes += 1,
                 Some(message) => {
                     s.failures += 1;

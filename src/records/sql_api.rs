@@ -5,7 +5,7 @@
 
 use super::{as_owner, caller};
 use crate::error::{OrRaise, StressError};
-use crate::json_arg::JsonArg;
+use crate::postgres::json_arg::JsonArg;
 use pgrx::prelude::*;
 
 /// The kinds of run SQL-language functions record (the others are recorded by the Rust code that

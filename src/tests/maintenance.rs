@@ -1,20 +1,10 @@
-//! Routine maintenance with pg_cron: `stress.schedule_maintenance(daily, weekly, busiest_tables,
-//! refresh_views, database)`, `stress.unschedule_maintenance()`, and the weekly
-//! `stress.record_health_check()` whose findings are kept as a run. Written in SQL
-//! (`sql/maintenance.sql`); pg_cron is called dynamically, so pg_stress installs without it.
+//! #[pg_test]s of the SQL-only capability in `sql/maintenance.sql`.
 
 use pgrx::prelude::*;
 
-extension_sql_file!(
-    "../sql/maintenance.sql",
-    name = "maintenance",
-    requires = ["schema"]
-);
-
-#[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::testing::{one, sqlstate_of};
+    use crate::tests::{one, sqlstate_of};
     use pgrx::prelude::*;
 
     #[pg_test]

@@ -1,21 +1,10 @@
-//! Health of the database — the operations guide's daily and weekly checks — as views and functions
-//! in `stress`. They are queries over PostgreSQL's statistics views, so they are written in SQL
-//! (`sql/health.sql`); the tests here run them against the real server.
+//! #[pg_test]s of the SQL-only capability in `sql/health.sql`.
 
 use pgrx::prelude::*;
 
-mod bloat;
-
-extension_sql_file!(
-    "../../sql/health.sql",
-    name = "health",
-    requires = ["schema"]
-);
-
-#[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::testing::{one, sqlstate_of};
+    use crate::tests::{one, sqlstate_of};
     use pgrx::prelude::*;
 
     #[pg_test]

@@ -1,19 +1,10 @@
-//! `stress.verify_integrity(schema)`, `stress.capture_state(schema, label)` and
-//! `stress.compare_state(a, b)`: catalog-driven checks and captures, written in SQL
-//! (`sql/integrity.sql`); the captures use `stress.checksum`.
+//! #[pg_test]s of the SQL-only capability in `sql/integrity.sql`.
 
 use pgrx::prelude::*;
 
-extension_sql_file!(
-    "../../sql/integrity.sql",
-    name = "integrity",
-    requires = ["schema"]
-);
-
-#[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::testing::{one, sqlstate_of, use_schema};
+    use crate::tests::{one, sqlstate_of, use_schema};
     use pgrx::prelude::*;
 
     fn statuses(schema: &str) -> String {

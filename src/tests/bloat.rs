@@ -1,15 +1,10 @@
-//! `stress.bloat_report(schema, exact)`: dead rows and wasted space per user table and index, worst
-//! first, with the action to take — exact with pgstattuple when the caller may use it, estimated from
-//! the statistics otherwise (`sql/bloat.sql`).
+//! #[pg_test]s of the SQL-only capability in `sql/bloat.sql`.
 
 use pgrx::prelude::*;
 
-extension_sql_file!("../../sql/bloat.sql", name = "bloat", requires = ["schema"]);
-
-#[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::testing::{one, sqlstate_of};
+    use crate::tests::{one, sqlstate_of};
     use pgrx::prelude::*;
 
     #[pg_test]

@@ -1,20 +1,10 @@
-//! Archiving and retention — the operations guide's "delete logs older than 90 days" — as
-//! `stress.archive(rel, ts_column, older_than, batch_size, archive_to)`, the `stress.retention_policies`
-//! table and `stress.apply_retention()`. Written in SQL (`sql/retention.sql`): they are dynamic
-//! DELETE … RETURNING statements run with the caller's privileges.
+//! #[pg_test]s of the SQL-only capability in `sql/retention.sql`.
 
 use pgrx::prelude::*;
 
-extension_sql_file!(
-    "../sql/retention.sql",
-    name = "retention",
-    requires = ["schema"]
-);
-
-#[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::testing::{one, sqlstate_of};
+    use crate::tests::{one, sqlstate_of};
     use pgrx::prelude::*;
 
     /// A table of 1000 rows, one every 2.4 hours back from now: 100 days.

@@ -1,10 +1,10 @@
-//! Progress NOTICEs for long calls, every `stress.progress_interval` seconds.
+//! ProgressNotices NOTICEs for long calls, every `stress.progress_interval` seconds.
 
 use crate::gucs;
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
-pub struct Progress {
+pub struct ProgressNotices {
     label: &'static str,
     total: u64,
     started: Instant,
@@ -12,11 +12,11 @@ pub struct Progress {
     interval: Option<Duration>,
 }
 
-impl Progress {
+impl ProgressNotices {
     pub fn new(label: &'static str, total: u64) -> Self {
         let now = Instant::now();
         let ms = gucs::PROGRESS_INTERVAL.get();
-        Progress {
+        ProgressNotices {
             label,
             total,
             started: now,

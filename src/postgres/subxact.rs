@@ -71,14 +71,6 @@ pub fn failure_message<T>(
     }
 }
 
-/// The SQLSTATE that `sql` fails with, or None when it succeeds (its effects are then kept).
-#[cfg(any(test, feature = "pg_test"))]
-pub fn sqlstate_of(sql: &str) -> Option<pgrx::PgSqlErrorCode> {
-    run_isolated(|| pgrx::Spi::run(sql).expect("SPI"))
-        .err()
-        .map(|e| e.sql_error_code())
-}
-
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {

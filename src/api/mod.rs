@@ -1,0 +1,45 @@
+//! The SQL surface's SQL-only parts, all included here and in this order: the schema first (every
+//! function records into it), then the capabilities written in SQL because they are queries over
+//! PostgreSQL's own catalogs and statistics. Their #[pg_test]s are in `src/tests/`.
+
+use pgrx::prelude::*;
+
+// The metric tables and their dump configuration come first: functions record into them.
+extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
+
+// Health of the database — the operations guide's daily and weekly checks — as views and functions
+// over PostgreSQL's statistics views.
+extension_sql_file!(
+    "../../sql/health.sql",
+    name = "health",
+    requires = ["schema"]
+);
+
+// `stress.bloat_report(schema, exact)`: dead rows and wasted space per table and index, worst first,
+// with the action to take — exact with pgstattuple when the caller may use it, else estimated.
+extension_sql_file!("../../sql/bloat.sql", name = "bloat", requires = ["schema"]);
+
+// `stress.verify_integrity(schema)`, `stress.capture_state(schema, label)` and
+// `stress.compare_state(a, b)`: catalog-driven checks and captures (which use `stress.checksum`).
+extension_sql_file!(
+    "../../sql/integrity.sql",
+    name = "integrity",
+    requires = ["schema"]
+);
+
+// Routine maintenance with pg_cron: `stress.schedule_maintenance(…)`,
+// `stress.unschedule_maintenance()` and the weekly `stress.record_health_check()`. pg_cron is called
+// dynamically, so pg_stress installs without it.
+extension_sql_file!(
+    "../../sql/maintenance.sql",
+    name = "maintenance",
+    requires = ["schema"]
+);
+
+// Archiving and retention — "delete logs older than 90 days" — as `stress.archive(…)`,
+// `stress.archive_batched(…)`, the `stress.retention_policies` table and `stress.set_retention(…)`.
+extension_sql_file!(
+    "../../sql/retention.sql",
+    name = "retention",
+    requires = ["schema"]
+);

@@ -1,0 +1,10 @@
+//! PostgreSQL glue: the few places where pg_stress talks to PostgreSQL below SQL. Each file wraps
+//! one mechanism, so that capability modules read as plain Rust over it.
+
+pub mod datum;
+pub mod json_arg;
+pub mod privilege;
+pub mod progress_notices;
+pub mod quote;
+pub mod scan;
+pub mod subxact;
