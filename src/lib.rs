@@ -15,7 +15,7 @@ mod integrity;
 mod load;
 mod metrics;
 mod postgres;
-mod records;
+mod runs;
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
 
@@ -24,7 +24,7 @@ pgrx::pg_module_magic!();
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
-    load::init();
+    runs::init();
 }
 
 /// Required by `cargo pgrx test`.

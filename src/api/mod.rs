@@ -4,6 +4,8 @@
 
 use pgrx::prelude::*;
 
+mod runs;
+
 // The metric tables and their dump configuration come first: functions record into them.
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 

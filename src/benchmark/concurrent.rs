@@ -1,18 +1,29 @@
-//! `stress.benchmark(…, concurrency => k)`: k background workers — the load run's workers, with
-//! the queries as their custom transactions — run each query in turn, together, until its
-//! `iterations` measured executions are done (see `load::worker::benchmark_loop`). Each worker keeps
-//! an HdrHistogram per query; the last one merges them into `stress.results`, so percentiles stay
-//! exact across connections.
+//! `stress.benchmark(…, concurrency => k)`: k background workers (a run of the engine, `runs`) run
+//! each query in turn, together, until its `iterations` measured executions are done. Before and
+//! after each query's measured executions they meet at a barrier; the last to arrive marks the time
+//! and the block counts, so that each query's rate and hit rates cover exactly its measured
+//! executions. Each worker keeps an HdrHistogram per query; the last one merges them into
+//! `stress.results`, so percentiles stay exact across connections.
 
-use super::{F, Row, one_statement};
+use super::{F, Row, SlowExecution, one_statement};
 use crate::error::StressError;
-use crate::load::shmem::{BenchmarkState, MAX_BENCH_QUERIES};
-use crate::load::{RunRequest, Scenario, ops::OPS, start_run};
 use crate::metrics::histogram::LatencySummary;
 use crate::postgres::subxact::{Ending, failure_message, run_isolated_ending};
+use crate::postgres::transaction::{in_transaction_ending, now, with_statement_timeout};
+use crate::runs::control::{self, Configured};
+use crate::runs::worker::{FinishedRun, RunKind, Stopped, TaskStats, WorkerRun, record_task};
+use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+/// Most queries of one concurrent benchmark, and the most bytes they may take together (as JSON):
+/// they travel in the run's slot, and each has two barriers.
+pub const MAX_QUERIES: usize = 16;
+const MAX_BYTES: usize = 16 * 1024;
+const _: () = assert!(MAX_QUERIES <= crate::runs::slots::MAX_TASKS);
 
 /// Why `query` cannot run at all (it cannot be planned: a missing table, no privilege…), if so.
 fn preparation_error(query: &str) -> Option<String> {
@@ -33,12 +44,12 @@ pub fn measure(
     prepared: bool,
     rollback: bool,
 ) -> (i64, Vec<Row>) {
-    crate::load::require_preload("benchmark with concurrency > 1");
-    if queries.len() > MAX_BENCH_QUERIES {
+    control::require_preload("benchmark with concurrency > 1");
+    if queries.len() > MAX_QUERIES {
         StressError::invalid(
             F,
             format!(
-                "with concurrency > 1 at most {MAX_BENCH_QUERIES} queries can be benchmarked in one call, got {}",
+                "with concurrency > 1 at most {MAX_QUERIES} queries can be benchmarked in one call, got {}",
                 queries.len()
             ),
             "Split the queries over several calls.",
@@ -83,7 +94,7 @@ pub fn measure(
                 row
             }
             Some(error) => {
-                crate::records::latency_result(
+                crate::runs::records::latency_result(
                     run_id,
                     query,
                     0,
@@ -113,48 +124,47 @@ fn run_workers(
     prepared: bool,
     rollback: bool,
 ) -> (i64, Option<String>) {
-    let transactions: Vec<serde_json::Value> = queries
+    let listed: Vec<serde_json::Value> = queries
         .iter()
         .enumerate()
         .map(|(i, q)| json!({"name": format!("query {}", i + 1), "sql": q}))
         .collect();
-    let custom = serde_json::Value::from(transactions).to_string();
-    if custom.len() > crate::load::CUSTOM_MAX_BYTES {
+    let size = serde_json::Value::from(listed).to_string().len();
+    if size > MAX_BYTES {
         StressError::invalid(
             F,
-            format!(
-                "with concurrency > 1 the queries may take at most {} bytes together, got {}",
-                crate::load::CUSTOM_MAX_BYTES,
-                custom.len()
-            ),
+            format!("with concurrency > 1 the queries may take at most {MAX_BYTES} bytes together, got {size}"),
             "Benchmark fewer or shorter queries per call.",
         )
         .raise();
     }
-    let run_id = start_run(RunRequest {
-        seconds: 0.0,
-        workers: concurrency as usize,
-        rate: None,
-        weights: [0.0; OPS.len()],
+    let config = BenchmarkConfig {
+        queries: queries.iter().map(|q| (*q).clone()).collect(),
+        iterations: iterations as u64,
+        warmup: warmup as u32,
+        prepared,
+        rollback,
         // The workers' transactions get the caller's default isolation and statement_timeout.
+        statement_timeout_ms: unsafe { pg_sys::StatementTimeout },
+        slow_log_limit: crate::gucs::SLOW_QUERY_LOG_LIMIT.get().max(0) as u32,
+        slow_ms: crate::gucs::SLOW_QUERY_THRESHOLD_MS.get(),
+    };
+    let run = control::RunRequest {
+        kind: "benchmark",
+        entry_point: ENTRY_POINT,
+        label: "benchmark",
+        workers: concurrency as usize,
+        seconds: None,
         isolation: unsafe { pg_sys::DefaultXactIsoLevel },
-        max_retries: 0,
         wait: true,
-        seed: None,
-        hot_accounts: 0,
-        transfer_pause: 0.0,
-        scenario: Scenario::Benchmark,
-        day_peaks: None,
-        custom,
-        bench: Some(BenchmarkState {
-            iterations: iterations as u64,
-            warmup: warmup as u32,
-            prepared,
-            rollback,
-            statement_timeout_ms: unsafe { pg_sys::StatementTimeout },
-            slow_log_limit: crate::gucs::SLOW_QUERY_LOG_LIMIT.get().max(0) as u32,
-            ..BenchmarkState::default()
+        summary_notice: false,
+    };
+    let run_id = control::start(run, || Configured {
+        parameters: json!({
+            "queries": config.queries, "iterations": config.iterations, "warmup": config.warmup,
+            "concurrency": concurrency, "prepared": prepared, "rollback": rollback,
         }),
+        config: serde_json::to_value(&config).expect("a benchmark's configuration"),
     });
     let (status, error) = Spi::get_two_with_args::<String, String>(
         "SELECT status, error FROM stress.runs WHERE id = $1",
@@ -169,6 +179,226 @@ fn run_workers(
         )
     });
     (run_id, failure)
+}
+
+/// A concurrent benchmark's configuration, in its run's slot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchmarkConfig {
+    pub queries: Vec<String>,
+    /// measured executions of each query, over all workers
+    pub iterations: u64,
+    /// unmeasured executions of each query by each worker, before the measured ones
+    pub warmup: u32,
+    pub prepared: bool,
+    pub rollback: bool,
+    /// the caller's statement_timeout (ms, 0 = none), which the workers take on
+    pub statement_timeout_ms: i32,
+    /// slow executions logged per query, at most (stress.slow_query_log_limit)
+    pub slow_log_limit: u32,
+    /// executions slower than this are slow (stress.slow_query_threshold_ms)
+    pub slow_ms: i32,
+}
+
+/// The library function the benchmark's workers start in.
+const ENTRY_POINT: &str = "pg_stress_benchmark_worker_main";
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_stress_benchmark_worker_main(arg: pg_sys::Datum) {
+    crate::runs::worker::main::<BenchmarkRun>(arg);
+}
+
+/// A benchmark worker's queries (prepared unless the call said not to), and the slow executions
+/// it logged, per query.
+pub struct BenchmarkWorker {
+    plans: Vec<Option<OwnedPreparedStatement>>,
+    slow: Vec<Vec<SlowExecution>>,
+}
+
+/// The concurrent benchmark's kind of run.
+pub struct BenchmarkRun;
+
+impl RunKind for BenchmarkRun {
+    type Config = BenchmarkConfig;
+    type Worker = BenchmarkWorker;
+
+    fn tasks(config: &BenchmarkConfig) -> Vec<String> {
+        (1..=config.queries.len())
+            .map(|i| format!("query {i}"))
+            .collect()
+    }
+
+    fn prepare(run: &WorkerRun<BenchmarkConfig>) -> Result<BenchmarkWorker, String> {
+        // (the queries are planned as pgbench -M prepared would)
+        Spi::run("SELECT set_config('plan_cache_mode', 'auto', false)")
+            .expect("setting plan_cache_mode");
+        let plans = Spi::connect(|client| {
+            run.config
+                .queries
+                .iter()
+                .map(|q| {
+                    Ok(if run.config.prepared {
+                        Some(client.prepare_mut(q.as_str(), &[])?.keep())
+                    } else {
+                        None
+                    })
+                })
+                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(BenchmarkWorker {
+            plans,
+            slow: vec![Vec::new(); run.config.queries.len()],
+        })
+    }
+
+    fn run(
+        run: &WorkerRun<BenchmarkConfig>,
+        worker: &mut BenchmarkWorker,
+        stats: &mut [TaskStats],
+    ) -> Option<String> {
+        match benchmark_loop(run, worker, stats) {
+            Err(Stopped::Terminated) => Some(format!(
+                "worker {} was terminated (SIGTERM)",
+                run.worker + 1
+            )),
+            _ => None,
+        }
+    }
+
+    /// The slow executions this worker logged, with the plans of their queries as the caller's role
+    /// sees them.
+    fn save(run: &WorkerRun<BenchmarkConfig>, worker: &BenchmarkWorker) {
+        for (query, executions) in run.config.queries.iter().zip(&worker.slow) {
+            if executions.is_empty() {
+                continue;
+            }
+            let plan = super::plan_of(query);
+            super::save_slow_executions(
+                run.run_id,
+                query,
+                Some(run.worker as i32 + 1),
+                executions,
+                plan,
+            );
+        }
+    }
+
+    /// One row per query, named by its text, each over its own measured window (from the barrier
+    /// before its measured executions to the one after), with its block counts.
+    fn record(run: &FinishedRun<BenchmarkConfig>, merged: &[TaskStats]) {
+        let config = &run.config;
+        let slow_us = config.slow_ms.max(0) as u64 * 1000;
+        for (j, (query, m)) in config.queries.iter().zip(merged).enumerate() {
+            let ((t0, b0), (t1, b1)) = (run.slot.marks[2 * j], run.slot.marks[2 * j + 1]);
+            let (seconds, mut extra) = if t0 > 0 && t1 >= t0 {
+                ((t1 - t0) as f64 / 1e6, b1.since(&b0).to_json())
+            } else {
+                (run.seconds, json!({}))
+            };
+            crate::metrics::merge_json(
+                &mut extra,
+                json!({"slow_threshold_ms": config.slow_ms, "concurrency": run.workers}),
+            );
+            record_task(
+                run.run_id,
+                query,
+                m,
+                seconds.max(1e-6),
+                false,
+                slow_us,
+                Some(extra),
+            );
+        }
+    }
+}
+
+/// Every query in turn, all workers on the same one. Each worker warms up, waits for the others,
+/// then takes measured executions from the query's shared count until none is left, and waits for
+/// the others again.
+fn benchmark_loop(
+    run: &WorkerRun<BenchmarkConfig>,
+    worker: &mut BenchmarkWorker,
+    stats: &mut [TaskStats],
+) -> Result<(), Stopped> {
+    let config = &run.config;
+    let mut live = run.figures();
+    let slow_us = config.slow_ms.max(0) as u64 * 1000;
+    // (each execution bounded by the caller's statement_timeout, as its own were)
+    let timeout_ms = config.statement_timeout_ms as i64;
+    let plans = &worker.plans;
+    let execute = |j: usize| {
+        with_statement_timeout(timeout_ms, || {
+            in_transaction_ending(config.rollback, || {
+                unsafe {
+                    pg_sys::pgstat_report_activity(
+                        pg_sys::BackendState::STATE_RUNNING,
+                        c"pg_stress benchmark query".as_ptr(),
+                    )
+                };
+                Spi::connect_mut(|client| match &plans[j] {
+                    Some(plan) => client.update(plan, None, &[]).map(|_| ()),
+                    None => client
+                        .update(config.queries[j].as_str(), None, &[])
+                        .map(|_| ()),
+                })
+            })
+        })
+    };
+    run.looping(true);
+    let outcome = (|| {
+        for (j, s) in stats.iter_mut().enumerate().take(config.queries.len()) {
+            for _ in 0..config.warmup {
+                if BackgroundWorker::sigterm_received() {
+                    return Err(Stopped::Terminated);
+                }
+                let _ = execute(j);
+            }
+            run.barrier(2 * j as u32)?;
+            loop {
+                match run.claim(j, config.iterations) {
+                    None => return Err(Stopped::Cancelled),
+                    Some(false) => break,
+                    Some(true) => {}
+                }
+                if BackgroundWorker::sigterm_received() {
+                    return Err(Stopped::Terminated);
+                }
+                // (Each execution is its own transaction here: its latency includes the commit.)
+                let clock = std::time::Instant::now();
+                let result = execute(j);
+                let took = clock.elapsed();
+                let finished = now();
+                let latency_us = (took.as_micros() as u64).max(1);
+                s.calls += 1;
+                s.busy_us += latency_us as i64;
+                s.latency.record_ns(took.as_nanos() as u64);
+                match failure_message(&result) {
+                    None => s.successes += 1,
+                    Some(message) => {
+                        s.failures += 1;
+                        s.first_error.get_or_insert(message);
+                        live.errors += 1;
+                    }
+                }
+                if latency_us > slow_us && run.may_log(j, config.slow_log_limit) {
+                    worker.slow[j].push(SlowExecution {
+                        duration_ms: latency_us as f64 / 1000.0,
+                        at: finished,
+                    });
+                }
+                live.record(latency_us);
+                if live.due(finished) && !live.publish(finished, true) {
+                    return Err(Stopped::Cancelled);
+                }
+            }
+            run.barrier(2 * j as u32 + 1)?;
+        }
+        Ok(())
+    })();
+    live.publish(now(), false);
+    run.looping(false);
+    outcome
 }
 
 /// The rows the workers wrote for `run_id`, in the order of its queries.

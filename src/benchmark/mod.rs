@@ -60,7 +60,7 @@ pub fn save_slow_executions(
         .iter()
         .map(|e| TimestampWithTimeZone::try_from(e.at).expect("a valid time"))
         .collect();
-    crate::records::slow_executions(run_id, query, worker, durations, times, plan);
+    crate::runs::records::slow_executions(run_id, query, worker, durations, times, plan);
 }
 
 /// One row of `stress.benchmark`'s result.
@@ -366,12 +366,12 @@ fn record(
     outcomes: &[Outcome],
 ) -> i64 {
     // (the run's row; its results are the latency rows below)
-    let run_id = crate::records::completed_call("benchmark", parameters, started_at, &[]);
+    let run_id = crate::runs::records::completed_call("benchmark", parameters, started_at, &[]);
     for o in outcomes {
         let mut details = json!({"error": o.error, "slow": o.slow,
                                  "slow_threshold_ms": crate::gucs::SLOW_QUERY_THRESHOLD_MS.get()});
         crate::metrics::merge_json(&mut details, o.blocks.to_json());
-        crate::records::latency_result(
+        crate::runs::records::latency_result(
             run_id, &o.query, o.calls, o.errors, o.seconds, &o.latency, details,
         );
         save_slow_executions(run_id, &o.query, None, &o.slow_log, o.plan.clone());

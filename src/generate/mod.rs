@@ -19,7 +19,7 @@ mod trades;
 use crate::error::{OrRaise, StressError};
 use crate::postgres::progress_notices::ProgressNotices;
 use crate::postgres::quote::qualified;
-use crate::records::{self, Measurement};
+use crate::runs::records::{self, Measurement};
 use bulk::{BulkWriter, IndexMode};
 use pgrx::pg_sys;
 use pgrx::prelude::*;

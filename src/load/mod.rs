@@ -3,32 +3,17 @@
 //! `stress.wait` control a run from any session.
 
 mod custom;
-/// Room for custom transactions' JSON in a run's slot.
-pub use custom::MAX_BYTES as CUSTOM_MAX_BYTES;
 pub mod ops;
-mod recovery;
 mod report;
-pub mod shmem;
 mod worker;
 
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
 use crate::postgres::quote::qualified;
+use crate::runs::control::{self, Configured, require_preload};
 use pgrx::AnyNumeric;
-use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use shmem::{Phase, RUNS, RunSlot};
-use std::time::{Duration, Instant};
-
-/// From `_PG_init`: when preloaded, shared memory for runs and the worker that closes runs a restart
-/// interrupted.
-pub fn init() {
-    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
-        shmem::init();
-        recovery::register();
-    }
-}
 
 /// The longest run one call may ask for.
 const MAX_DURATION_SECONDS: f64 = 7.0 * 86_400.0;
@@ -53,12 +38,6 @@ fn parse_isolation(text: &str) -> Option<i32> {
 
 fn invalid(function: &'static str, message: String, hint: &str) -> ! {
     StressError::invalid(function, message, hint.to_owned()).raise()
-}
-
-pub(crate) fn require_preload(function: &'static str) {
-    if !shmem::available() {
-        StressError::NeedsPreload(function).raise();
-    }
 }
 
 /// Starts a load run and returns its id. With `wait` (the default) returns when the run has ended,
@@ -116,7 +95,10 @@ fn run_load(
             "Give at least one operation or transaction a weight, and keep their sum a finite number.",
         );
     }
-    let custom_json = transactions.map(|t| t.to_string()).unwrap_or_default();
+    let custom_json = transactions
+        .as_ref()
+        .map(|t| t.to_string())
+        .unwrap_or_default();
     if custom_json.len() > custom::MAX_BYTES {
         invalid(
             F,
@@ -172,47 +154,26 @@ fn run_load(
         transfer_pause: 0.0,
         scenario: Scenario::RunLoad,
         day_peaks: None,
-        custom: custom_json,
-        bench: None,
+        transactions,
     })
 }
 
-/// What started a run (recorded in its parameters).
+/// What started a load run (recorded in its parameters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
-    RunLoad = 0,
-    DeadlockTest = 1,
-    Ramp = 2,
-    TradingDay = 3,
-    Benchmark = 4,
+    RunLoad,
+    DeadlockTest,
+    Ramp,
+    TradingDay,
 }
 
 impl Scenario {
-    pub fn from_code(code: u8) -> Self {
-        match code {
-            1 => Scenario::DeadlockTest,
-            2 => Scenario::Ramp,
-            3 => Scenario::TradingDay,
-            4 => Scenario::Benchmark,
-            _ => Scenario::RunLoad,
-        }
-    }
-
     pub fn name(self) -> Option<&'static str> {
         match self {
             Scenario::RunLoad => None,
             Scenario::DeadlockTest => Some("deadlock_test"),
             Scenario::Ramp => Some("ramp"),
             Scenario::TradingDay => Some("simulate_trading_day"),
-            Scenario::Benchmark => None,
-        }
-    }
-
-    /// The run's kind in `stress.runs`.
-    pub fn kind(self) -> &'static str {
-        match self {
-            Scenario::Benchmark => "benchmark",
-            _ => "run_load",
         }
     }
 }
@@ -232,190 +193,73 @@ pub struct RunRequest {
     pub scenario: Scenario,
     /// simulate_trading_day's peak hours (bit h = hour h), when the rate follows a day
     pub day_peaks: Option<u32>,
-    /// custom transactions, as JSON (validated)
-    pub custom: String,
-    /// a concurrent stress.benchmark (scenario Benchmark): its queries are the custom transactions
-    pub bench: Option<shmem::BenchmarkState>,
+    /// custom transactions (validated)
+    pub transactions: Option<serde_json::Value>,
 }
 
-/// Workers are sessions of their own: they cannot see what the caller's open transaction wrote (a
-/// dataset generated in the same transaction), and they wait for the row locks it holds. Say so
-/// where the call is, rather than leave a run that fails with "does not exist" or only waits.
-/// (Rows this transaction wrote, from its statistics: not an assigned xid, which pgrx's SPI takes
-/// for any query; and not pg_stress's own records or temp tables, which no worker reads.)
-fn warn_if_caller_has_written(function: &str) {
-    let wrote = Spi::get_one::<bool>(
-        "SELECT EXISTS (
-             SELECT 1 FROM pg_catalog.pg_class c
-             WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,m}'::pg_catalog.\"char\"[])
-               AND c.relpersistence OPERATOR(pg_catalog.<>) 't'
-               AND c.relnamespace OPERATOR(pg_catalog.<>) 'stress'::pg_catalog.regnamespace
-               AND c.relnamespace OPERATOR(pg_catalog.<>) 'pg_toast'::pg_catalog.regnamespace
-               AND pg_catalog.pg_stat_get_xact_tuples_inserted(c.oid)
-                   OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_updated(c.oid)
-                   OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_deleted(c.oid)
-                   OPERATOR(pg_catalog.>) 0)",
-    )
-    .expect("reading this transaction's writes")
-    .unwrap_or(false);
-    if wrote {
-        pg_sys::panic::ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_WARNING,
-            format!(
-                "{function}: this transaction has written data its workers cannot see until it commits"
-            ),
-            "pg_stress",
-        )
-        .set_hint(
-            "Workers run in sessions of their own: they see only committed data, and wait for the \
-             row locks this transaction holds. COMMIT first (or call it outside BEGIN ... COMMIT).",
-        )
-        .report(PgLogLevel::WARNING);
-    }
-}
-
-/// Start the workers of a run (and with `wait`, wait for its end). Returns the run id.
+/// Start the workers of a load run (and with `wait`, wait for its end). Returns the run id.
 pub fn start_run(req: RunRequest) -> i64 {
     const F: &str = "run_load";
-    let RunRequest {
-        seconds,
-        workers: k,
-        rate,
-        weights,
-        isolation: isolation_level,
-        max_retries,
-        wait,
-        seed,
-        ..
-    } = req;
-    crate::postgres::privilege::require_worker_grant(F);
-    warn_if_caller_has_written(F);
-    // Runs of this database whose workers all died and whose closer could not start.
-    recovery::close_abandoned_runs();
-    let schema = gucs::data_schema();
-    let benchmark = req.scenario == Scenario::Benchmark;
-    // (A benchmark runs the caller's queries: it needs no trading dataset.)
-    let ids = if benchmark {
-        DatasetIds::default()
-    } else {
-        dataset_ids(F, &schema)
+    let run = control::RunRequest {
+        kind: "run_load",
+        entry_point: worker::ENTRY_POINT,
+        label: "load",
+        workers: req.workers,
+        seconds: Some(req.seconds),
+        isolation: req.isolation,
+        wait: req.wait,
+        summary_notice: true,
     };
-    let blocks_start = crate::metrics::blocks::flushed((!benchmark).then_some(schema.as_str()));
-    let run_id = crate::records::new_run_id();
-    let started_at = unsafe { pg_sys::GetCurrentTimestamp() };
-    let (mut user, mut security_context) = (pg_sys::InvalidOid, 0);
-    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut security_context) };
-    let mut slot = RunSlot {
-        run_id,
-        phase: Phase::Running,
-        database: unsafe { pg_sys::MyDatabaseId },
-        session_user: unsafe { pg_sys::GetSessionUserId() },
-        current_user: user,
-        security_context,
-        workers: k as u32,
-        workers_running: k as u32,
-        started_at,
-        // (A benchmark ends when its executions are done.)
-        deadline: if benchmark {
-            i64::MAX
-        } else {
-            started_at + (seconds * 1e6) as i64
-        },
-        rate: rate.unwrap_or(0.0),
-        isolation: isolation_level,
-        max_retries: max_retries as u32,
-        weights,
-        seed: crate::generate::seed_or_random(seed) as u64,
-        accounts: ids.accounts,
-        first_order_id: ids.orders + 1,
-        first_trade_id: ids.trades + 1,
-        first_audit_id: ids.audit + 1,
-        hot_accounts: req.hot_accounts,
-        transfer_pause: req.transfer_pause,
-        scenario: req.scenario as u8,
-        day_profile: req.day_peaks.is_some(),
-        day_peaks: req.day_peaks.unwrap_or(0),
-        custom_len: req.custom.len() as u32,
-        slow_ms: gucs::SLOW_QUERY_THRESHOLD_MS.get(),
-        blocks_start,
-        bench: req.bench.unwrap_or_default(),
-        ..RunSlot::default()
-    };
-    slot.set_schema(&schema);
-    let search_path = Spi::get_one::<String>("SELECT current_setting('search_path')")
-        .expect("reading search_path")
-        .unwrap_or_default();
-    if search_path.len() > 1023 {
-        invalid(
-            F,
-            "search_path is longer than 1023 bytes".into(),
-            "Shorten it (SET search_path = …) before starting the run: the workers take it on.",
-        );
-    }
-    slot.set_search_path(&search_path);
-    slot.custom[..req.custom.len()].copy_from_slice(req.custom.as_bytes());
-    let index = {
-        let mut table = RUNS.exclusive();
-        let Some(index) = table.slots.iter().position(|s| s.phase == Phase::Free) else {
-            drop(table);
-            StressError::OutOfWorkerSlots {
-                message: format!("{F}: {} load runs are already running", shmem::MAX_RUNS),
-                hint: "Wait for one to end, or cancel one: SELECT stress.cancel(run_id) (see stress.runs WHERE status = 'running').".into(),
-            }
-            .raise();
+    control::start(run, || {
+        let schema = gucs::data_schema();
+        let ids = dataset_ids(F, &schema);
+        let config = worker::LoadConfig {
+            rate: req.rate.unwrap_or(0.0),
+            weights: req.weights,
+            max_retries: req.max_retries as u32,
+            seed: crate::generate::seed_or_random(req.seed) as u64,
+            accounts: ids.accounts,
+            first_order_id: ids.orders + 1,
+            first_trade_id: ids.trades + 1,
+            first_audit_id: ids.audit + 1,
+            hot_accounts: req.hot_accounts,
+            transfer_pause: req.transfer_pause,
+            day_peaks: req.day_peaks,
+            transactions: req.transactions.clone(),
+            slow_ms: gucs::SLOW_QUERY_THRESHOLD_MS.get(),
+            blocks_start: crate::metrics::blocks::flushed(Some(&schema)),
+            schema,
         };
-        table.slots[index] = slot;
-        index
-    };
-
-    let mut handles = Vec::with_capacity(k);
-    for i in 0..k {
-        let name = format!("pg_stress load run {run_id} worker {}/{k}", i + 1);
-        let builder = BackgroundWorkerBuilder::new(&name)
-            .set_type("pg_stress load")
-            .set_library("pg_stress")
-            .set_function("pg_stress_load_worker_main")
-            .set_argument(Some(pg_sys::Datum::from(index)))
-            .set_extra(&format!(
-                "{run_id} {i} {}",
-                u32::from(unsafe { pg_sys::MyDatabaseId })
-            ))
-            .enable_spi_access()
-            .set_notify_pid(unsafe { pg_sys::MyProcPid });
-        let mut bgw: pg_sys::BackgroundWorker = (&builder).into();
-        let mut handle = std::ptr::null_mut();
-        if !unsafe { pg_sys::RegisterDynamicBackgroundWorker(&mut bgw, &mut handle) } {
-            {
-                // The ones started stop at once and close the run; the rest never come.
-                let mut table = RUNS.exclusive();
-                let s = &mut table.slots[index];
-                s.cancel = true;
-                s.workers_running -= (k - i) as u32;
-                if i == 0 {
-                    *s = RunSlot::default();
-                }
-            }
-            for &h in &handles {
-                unsafe { pg_sys::WaitForBackgroundWorkerShutdown(h) };
-            }
-            let max = unsafe { pg_sys::max_worker_processes };
-            StressError::OutOfWorkerSlots {
-                message: format!(
-                    "{F}: could not start {k} background workers: only {i} background worker slots were free (max_worker_processes = {max})"
-                ),
-                hint: format!(
-                    "Pass workers => {} or fewer, or raise max_worker_processes (needs a server restart).",
-                    i.max(1)
-                ),
-            }
-            .raise();
+        let parameters = parameters(&req, &config);
+        Configured {
+            config: serde_json::to_value(&config).expect("a load run's configuration"),
+            parameters,
         }
-        handles.push(handle);
-    }
-    if wait {
-        wait_for(run_id, Some(&handles), req.scenario);
-    }
-    run_id
+    })
+}
+
+/// The run's parameters as recorded in `stress.runs`.
+fn parameters(req: &RunRequest, config: &worker::LoadConfig) -> serde_json::Value {
+    let mix: serde_json::Map<String, serde_json::Value> = ops::OPS
+        .iter()
+        .zip(config.weights)
+        .filter(|(_, w)| *w > 0.0)
+        .map(|(op, w)| (op.name().to_owned(), w.into()))
+        .collect();
+    serde_json::json!({
+        // (in whole µs, as the run's deadline is kept)
+        "duration_seconds": ((req.seconds * 1e6) as i64) as f64 / 1e6,
+        "workers": req.workers,
+        "rate": (config.rate > 0.0).then_some(config.rate),
+        "mix": mix,
+        "isolation": isolation_name(req.isolation),
+        "max_retries": config.max_retries,
+        "seed": config.seed,
+        "schema": config.schema,
+        "scenario": req.scenario.name(),
+        "transactions": config.transactions,
+        "peak_hours": config.day_peaks.map(|p| (0..24).filter(|h| p & (1 << h) != 0).collect::<Vec<u32>>()),
+    })
 }
 
 /// The highest ids of the trading dataset (load runs append after them).
@@ -484,285 +328,6 @@ fn dataset_ids(function: &'static str, schema: &str) -> DatasetIds {
         audit,
     }
 }
-
-/// Cancels the run if the waiting caller is cancelled (or fails) while the run goes on.
-struct CancelOnDrop(i64, bool);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if self.1 {
-            cancel_run(self.0);
-        }
-    }
-}
-
-fn cancel_run(run_id: i64) -> bool {
-    let mut table = RUNS.exclusive();
-    match shmem::find_in(&table, run_id) {
-        Some(i) => {
-            table.slots[i].cancel = true;
-            true
-        }
-        None => false,
-    }
-}
-
-/// Block until `run_id` ends; NOTICEs on the way and a summary at the end. `handles` (the caller's
-/// own workers) let it notice workers that died without closing the run.
-fn wait_for(
-    run_id: i64,
-    handles: Option<&[*mut pg_sys::BackgroundWorkerHandle]>,
-    scenario: Scenario,
-) -> String {
-    let label = scenario.kind();
-    let mut guard = CancelOnDrop(run_id, true);
-    let interval = Duration::from_millis(gucs::PROGRESS_INTERVAL.get().max(0) as u64);
-    let mut last_notice = Instant::now();
-    loop {
-        let live = {
-            let table = RUNS.share();
-            shmem::find_in(&table, run_id).map(|i| table.slots[i])
-        };
-        let Some(slot) = live else { break };
-        if let Some(handles) = handles {
-            let stopped = handles
-                .iter()
-                .filter(|&&h| {
-                    let mut pid = 0;
-                    let status = unsafe { pg_sys::GetBackgroundWorkerPid(h, &mut pid) };
-                    status == pg_sys::BgwHandleStatus::BGWH_STOPPED
-                })
-                .count();
-            // (Read after the handles: a worker that finished had counted itself out before it exited.)
-            let now = {
-                let table = RUNS.share();
-                shmem::find_in(&table, run_id).map(|i| table.slots[i])
-            };
-            let Some(now) = now else { break };
-            if stopped == handles.len() {
-                close_abandoned_run(
-                    run_id,
-                    scenario,
-                    (now.started_at, now.current_user),
-                    "its workers exited without closing the run (see the server log)",
-                );
-                break;
-            }
-            // A worker gone without counting itself out (a FATAL as it connected, say) never will:
-            // stop the others, so that the run ends (as failed, above) instead of waiting for it.
-            if stopped as u32 > now.workers - now.workers_running && !now.cancel {
-                pgrx::warning!(
-                    "{label}: run {run_id}: a worker exited without finishing (see the server log); stopping the others"
-                );
-                cancel_run(run_id);
-            }
-        }
-        if !interval.is_zero() && last_notice.elapsed() >= interval {
-            let elapsed = (unsafe { pg_sys::GetCurrentTimestamp() } - slot.started_at) as f64 / 1e6;
-            notice!(
-                "{label}: run {run_id}, {elapsed:.0} s: {} operations ({:.0} ops/s), {} errors",
-                slot.ops,
-                slot.ops as f64 / elapsed.max(1e-9),
-                slot.errors
-            );
-            last_notice = Instant::now();
-        }
-        worker::sleep_ms(100);
-    }
-    guard.1 = false;
-    let summary = Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT r.status, coalesce(' (' || r.error || ')', ''),
-                    format('%s operations in %s s (%s ops/s), p50 %s ms, p99 %s ms, %s errors, %s deadlocks',
-                           coalesce(t.calls, 0), round(coalesce(t.seconds, 0)::numeric, 1),
-                           round(coalesce(t.ops_per_sec, 0)::numeric), round(coalesce(t.p50_ms, 0)::numeric, 2),
-                           round(coalesce(t.p99_ms, 0)::numeric, 2), coalesce(t.errors, 0),
-                           coalesce(t.details->>'deadlocks', '0'))
-             FROM stress.runs r LEFT JOIN stress.results t ON t.run_id = r.id AND t.name = 'total'
-             WHERE r.id = $1",
-            None,
-            &[run_id.into()],
-        )?;
-        let mut out = None;
-        for row in rows {
-            out = Some((
-                row.get::<String>(1)?.unwrap_or_default(),
-                row.get::<String>(2)?.unwrap_or_default(),
-                row.get::<String>(3)?.unwrap_or_default(),
-            ));
-        }
-        Ok::<_, pgrx::spi::SpiError>(out)
-    })
-    .expect("reading the run's summary");
-    match summary {
-        Some((status, error, figures)) => {
-            // (A benchmark returns its figures as rows.)
-            if scenario != Scenario::Benchmark {
-                notice!("{label}: run {run_id} {status}{error}: {figures}");
-            }
-            status
-        }
-        None => "unknown".into(),
-    }
-}
-
-/// A run whose workers are all gone without closing it: record it as failed (its row, if no worker
-/// wrote one) and free its slot.
-fn close_abandoned_run(
-    run_id: i64,
-    scenario: Scenario,
-    (started_at, run_as): (pg_sys::TimestampTz, pg_sys::Oid),
-    why: &str,
-) {
-    {
-        let mut table = RUNS.exclusive();
-        if let Some(i) = shmem::find_in(&table, run_id) {
-            table.slots[i] = RunSlot::default();
-        }
-    }
-    crate::records::close_abandoned_run(&crate::records::RunRow {
-        id: run_id,
-        kind: scenario.kind(),
-        parameters: serde_json::Value::Null,
-        status: "failed",
-        started_at,
-        run_as,
-        error: Some(why),
-        peak_connections: 0,
-    });
-    pgrx::warning!("{}: run {run_id}: {why}", scenario.kind());
-}
-
-/// Asks every worker of a running load run to stop (within about one operation); true if the run
-/// was running. The run ends with status cancelled, its measurements so far kept.
-#[pg_extern(volatile, parallel_unsafe, strict)]
-fn cancel(run_id: i64) -> bool {
-    require_preload("cancel");
-    let owner = {
-        let table = RUNS.share();
-        shmem::find_in(&table, run_id).map(|i| table.slots[i].current_user)
-    };
-    match owner {
-        None => false,
-        Some(role) => {
-            if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), role) } {
-                StressError::PermissionDenied {
-                    message: format!("permission denied to cancel load run {run_id}"),
-                    hint: "Only the role that started a run (or a member of it, or a superuser) may cancel it.".into(),
-                }
-                .raise();
-            }
-            cancel_run(run_id)
-        }
-    }
-}
-
-/// Blocks until the run ends and returns its status (completed, cancelled, failed, …).
-#[pg_extern(volatile, parallel_unsafe, strict)]
-fn wait(run_id: i64) -> String {
-    require_preload("wait");
-    let known = Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM stress.runs WHERE id = $1)",
-        &[run_id.into()],
-    )
-    .unwrap()
-    .unwrap_or(false)
-        || shmem::find(&RUNS.share(), run_id).is_some();
-    if !known {
-        StressError::invalid(
-            "wait",
-            format!("there is no run {run_id}"),
-            "See stress.runs for run ids.",
-        )
-        .raise();
-    }
-    wait_for_without_cancel(run_id)
-}
-
-/// Like [`wait_for`], but cancelling the wait leaves the run going.
-fn wait_for_without_cancel(run_id: i64) -> String {
-    while shmem::find(&RUNS.share(), run_id).is_some() {
-        worker::sleep_ms(100);
-    }
-    Spi::get_one_with_args::<String>(
-        "SELECT (SELECT status FROM stress.runs WHERE id = $1)",
-        &[run_id.into()],
-    )
-    .unwrap()
-    .unwrap_or_else(|| "unknown".into())
-}
-
-/// The load runs going on in this server, from shared memory (see the `stress.progress` view).
-// (pgrx reads the column names from this very signature: it cannot be a type alias.)
-#[allow(clippy::type_complexity)]
-#[pg_extern(volatile, parallel_safe)]
-fn live_runs() -> TableIterator<
-    'static,
-    (
-        name!(run_id, i64),
-        name!(database, Option<String>),
-        name!(started_at, TimestampWithTimeZone),
-        name!(elapsed_s, f64),
-        name!(workers, i32),
-        name!(active_workers, i32),
-        name!(ops, i64),
-        name!(ops_per_sec, f64),
-        name!(errors, i64),
-        name!(p99_ms, f64),
-        name!(cancel_requested, bool),
-    ),
-> {
-    if !shmem::available() {
-        return TableIterator::new(Vec::new());
-    }
-    let slots: Vec<RunSlot> = {
-        let table = RUNS.share();
-        table
-            .slots
-            .iter()
-            .filter(|s| s.phase == Phase::Running && shmem::visible(s))
-            .copied()
-            .collect()
-    };
-    let now = unsafe { pg_sys::GetCurrentTimestamp() };
-    let rows: Vec<_> = slots
-        .into_iter()
-        .map(|s| {
-            let database = unsafe {
-                let name = pg_sys::get_database_name(s.database);
-                (!name.is_null()).then(|| {
-                    std::ffi::CStr::from_ptr(name)
-                        .to_string_lossy()
-                        .into_owned()
-                })
-            };
-            (
-                s.run_id,
-                database,
-                TimestampWithTimeZone::try_from(s.started_at).expect("valid start"),
-                (now - s.started_at) as f64 / 1e6,
-                s.workers as i32,
-                s.workers_looping as i32,
-                s.ops as i64,
-                s.last_rate,
-                s.errors as i64,
-                crate::metrics::buckets::quantile_ms(&s.cumulative, 0.99),
-                s.cancel,
-            )
-        })
-        .collect();
-    TableIterator::new(rows)
-}
-
-extension_sql!(
-    r#"
-CREATE VIEW stress.progress AS SELECT * FROM stress.live_runs();
-COMMENT ON VIEW stress.progress IS 'Load runs going on now: elapsed, operations, ops/s over the last second, errors, p99 so far.';
-GRANT SELECT ON stress.progress TO PUBLIC;
-"#,
-    name = "progress_view",
-    requires = [live_runs]
-);
 
 // Starting background workers needs a grant (SECURITY.md); the functions that do nothing else are
 // not executable by PUBLIC, and every other path that starts workers checks EXECUTE on run_load.
@@ -873,8 +438,7 @@ fn deadlock_test(
         transfer_pause: pause,
         scenario: Scenario::DeadlockTest,
         day_peaks: None,
-        custom: String::new(),
-        bench: None,
+        transactions: None,
     });
     let after = total();
     let figure = |expr: &str| result_figure(run_id, "transfer", expr) as i64;
@@ -1032,8 +596,7 @@ fn ramp(
             transfer_pause: 0.0,
             scenario: Scenario::Ramp,
             day_peaks: None,
-            custom: String::new(),
-            bench: None,
+            transactions: None,
         });
         let figure = |expr: &str| result_figure(run_id, "total", expr);
         let ops = figure("ops_per_sec");
@@ -1131,7 +694,6 @@ fn simulate_trading_day(
         transfer_pause: 0.0,
         scenario: Scenario::TradingDay,
         day_peaks: Some(peaks),
-        custom: String::new(),
-        bench: None,
+        transactions: None,
     })
 }

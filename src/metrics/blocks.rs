@@ -9,7 +9,7 @@
 use pgrx::prelude::*;
 use serde_json::{Value, json};
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Blocks {
     pub heap_hit: i64,
     pub heap_read: i64,

@@ -54,12 +54,6 @@ pub fn quantile_ms(buckets: &Buckets, q: f64) -> f64 {
     0.0
 }
 
-pub fn add(into: &mut Buckets, from: &Buckets) {
-    for (a, b) in into.iter_mut().zip(from) {
-        *a += b;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

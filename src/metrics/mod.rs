@@ -1,5 +1,5 @@
 //! What is measured: latency histograms, live buckets, block counts. (Writing them into the
-//! `stress.*` tables is `crate::records`'.)
+//! `stress.*` tables is `crate::runs::records`'.)
 
 pub mod blocks;
 pub mod buckets;

@@ -8,3 +8,4 @@ pub mod progress_notices;
 pub mod quote;
 pub mod scan;
 pub mod subxact;
+pub mod transaction;

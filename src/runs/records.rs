@@ -14,8 +14,6 @@
 //! The SQL-language parts of pg_stress (archive, health check, state captures, retention) record
 //! through the `stress.record_*` functions at the end of this file, which apply the same rules.
 
-pub mod sql_api;
-
 use crate::metrics::histogram::LatencySummary;
 use pgrx::JsonB;
 use pgrx::PgTryBuilder;

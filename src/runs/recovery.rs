@@ -1,11 +1,11 @@
-//! After a restart or a crash, load runs that were going on are marked `interrupted`.
+//! After a restart or a crash, runs that were going on are marked `interrupted`.
 //!
 //! A static background worker (registered when pg_stress is preloaded) starts once recovery is over,
 //! lists the databases that accept connections, and starts one short worker per database. That one
 //! closes every `run_load` row still `running` that started before the server did: nothing can be
 //! running it any more, since load runs live in this server's shared memory.
 
-use super::shmem::{Phase, RUNS, RunSlot};
+use super::slots::{self, Phase, RUNS, RunSlot};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -87,7 +87,7 @@ pub fn start_closer(database: pg_sys::Oid) -> bool {
 
 /// Record every run of this database whose workers all died as failed, and free its slot.
 pub fn close_abandoned_runs() {
-    if !super::shmem::available() {
+    if !slots::available() {
         return;
     }
     let database = unsafe { pg_sys::MyDatabaseId };
@@ -99,9 +99,9 @@ pub fn close_abandoned_runs() {
         .copied()
         .collect();
     for slot in &abandoned {
-        crate::records::close_abandoned_run(&crate::records::RunRow {
+        super::records::close_abandoned_run(&super::records::RunRow {
             id: slot.run_id,
-            kind: super::Scenario::from_code(slot.scenario).kind(),
+            kind: slot.kind.as_str(),
             parameters: serde_json::Value::Null,
             status: "failed",
             started_at: slot.started_at,
@@ -139,7 +139,7 @@ pub extern "C-unwind" fn pg_stress_recovery_database_main(arg: pg_sys::Datum) {
             return;
         }
         close_abandoned_runs();
-        let closed = crate::records::mark_interrupted_runs();
+        let closed = super::records::mark_interrupted_runs();
         if closed > 0 {
             pgrx::log!("pg_stress: marked {closed} load runs interrupted");
         }

@@ -1,0 +1,101 @@
+//! Top-level transactions and timeouts for background workers (a `#[pg_extern]` isolates statements
+//! in subtransactions instead: see `subxact`).
+
+use pgrx::PgTryBuilder;
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
+
+/// Run `f` as one transaction: commit if it returns, roll back and return the error if it raises.
+pub fn in_transaction<T>(f: impl FnOnce() -> T) -> Result<T, Box<ErrorReportWithLevel>> {
+    in_transaction_ending(false, f)
+}
+
+/// Run `f` as one transaction, rolled back even when it returns if `roll_back`.
+pub fn in_transaction_ending<T>(
+    roll_back: bool,
+    f: impl FnOnce() -> T,
+) -> Result<T, Box<ErrorReportWithLevel>> {
+    unsafe {
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let outcome = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        let value = f();
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            if roll_back {
+                pg_sys::AbortCurrentTransaction();
+            } else {
+                pg_sys::CommitTransactionCommand();
+            }
+        }
+        Ok(value)
+    }))
+    .catch_others(|error| match error {
+        CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
+            Err(Box::new(report))
+        }
+        panic @ CaughtError::RustPanic { .. } => panic.rethrow(),
+    })
+    .execute();
+    if outcome.is_err() {
+        unsafe { pg_sys::AbortCurrentTransaction() };
+    }
+    outcome
+}
+
+// utils/timeout.h, which pgrx does not bind. (TimeoutId is an enum: STATEMENT_TIMEOUT is its 4th.)
+const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
+unsafe extern "C-unwind" {
+    fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
+    fn disable_timeout(id: std::ffi::c_int, keep_indicator: bool);
+    fn get_timeout_indicator(id: std::ffi::c_int, reset_indicator: bool) -> bool;
+}
+
+/// Run `f` (one operation's transaction) with a statement timeout of `ms` (none when 0). The
+/// `statement_timeout` setting is armed by the client protocol loop, which a background worker does
+/// not run: without this an operation waiting on a lock held by the caller's open transaction, say,
+/// would wait past the end of its run for ever. A timeout that fires is the operation's 57014 ERROR.
+pub fn with_statement_timeout<T>(ms: i64, f: impl FnOnce() -> T) -> T {
+    struct Armed;
+    impl Drop for Armed {
+        fn drop(&mut self) {
+            unsafe {
+                disable_timeout(STATEMENT_TIMEOUT, false);
+                // (fired after the operation ended, before it was disarmed: cancels nothing)
+                if get_timeout_indicator(STATEMENT_TIMEOUT, true) {
+                    pg_sys::QueryCancelPending = 0;
+                }
+            }
+        }
+    }
+    if ms <= 0 {
+        return f();
+    }
+    unsafe {
+        enable_timeout_after(
+            STATEMENT_TIMEOUT,
+            ms.min(i32::MAX as i64) as std::ffi::c_int,
+        )
+    };
+    let _armed = Armed;
+    f()
+}
+
+/// Sleep on the latch (woken early by a signal), then honour interrupts.
+pub fn sleep_ms(ms: i64) {
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            ms.max(0) as std::ffi::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    pg_sys::check_for_interrupts!();
+}
+
+pub fn now() -> pg_sys::TimestampTz {
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}

@@ -1,0 +1,420 @@
+//! Starting a run, waiting for it, cancelling it, and what it is doing now: the engine's side that
+//! runs in the caller's session.
+
+use super::records;
+use super::slots::{self, Phase, RUNS, RunSlot};
+use crate::error::StressError;
+use crate::gucs;
+use pgrx::bgworkers::BackgroundWorkerBuilder;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// ERROR (55000) unless pg_stress was preloaded: runs live in shared memory.
+pub fn require_preload(function: &'static str) {
+    if !slots::available() {
+        StressError::NeedsPreload(function).raise();
+    }
+}
+
+/// A validated run, ready to start; its kind's configuration comes from [`start`]'s `configure`.
+pub struct RunRequest {
+    /// the run's kind in stress.runs (run_load, benchmark), also the label of its NOTICEs
+    pub kind: &'static str,
+    /// the workers' entry point in this library, and the word in their names
+    pub entry_point: &'static str,
+    pub label: &'static str,
+    pub workers: usize,
+    /// None: the run ends when its work is done
+    pub seconds: Option<f64>,
+    pub isolation: i32,
+    pub wait: bool,
+    /// a summary NOTICE when the run ends (a benchmark returns rows instead)
+    pub summary_notice: bool,
+}
+
+/// The kind's configuration (which its workers read) and the parameters recorded in stress.runs.
+pub struct Configured {
+    pub config: serde_json::Value,
+    pub parameters: serde_json::Value,
+}
+
+/// Workers are sessions of their own: they cannot see what the caller's open transaction wrote (a
+/// dataset generated in the same transaction), and they wait for the row locks it holds. Say so
+/// where the call is, rather than leave a run that fails with "does not exist" or only waits.
+/// (Rows this transaction wrote, from its statistics: not an assigned xid, which pgrx's SPI takes
+/// for any query; and not pg_stress's own records or temp tables, which no worker reads.)
+fn warn_if_caller_has_written(function: &str) {
+    let wrote = Spi::get_one::<bool>(
+        "SELECT EXISTS (
+             SELECT 1 FROM pg_catalog.pg_class c
+             WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,m}'::pg_catalog.\"char\"[])
+               AND c.relpersistence OPERATOR(pg_catalog.<>) 't'
+               AND c.relnamespace OPERATOR(pg_catalog.<>) 'stress'::pg_catalog.regnamespace
+               AND c.relnamespace OPERATOR(pg_catalog.<>) 'pg_toast'::pg_catalog.regnamespace
+               AND pg_catalog.pg_stat_get_xact_tuples_inserted(c.oid)
+                   OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_updated(c.oid)
+                   OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_deleted(c.oid)
+                   OPERATOR(pg_catalog.>) 0)",
+    )
+    .expect("reading this transaction's writes")
+    .unwrap_or(false);
+    if wrote {
+        pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_WARNING,
+            format!(
+                "{function}: this transaction has written data its workers cannot see until it commits"
+            ),
+            "pg_stress",
+        )
+        .set_hint(
+            "Workers run in sessions of their own: they see only committed data, and wait for the \
+             row locks this transaction holds. COMMIT first (or call it outside BEGIN ... COMMIT).",
+        )
+        .report(PgLogLevel::WARNING);
+    }
+}
+
+/// Start the workers of a run (and with `req.wait`, wait for its end); returns the run id. Who may
+/// start workers is checked first, then `configure` (the kind's own checks and configuration) runs.
+pub fn start(req: RunRequest, configure: impl FnOnce() -> Configured) -> i64 {
+    const F: &str = "run_load";
+    crate::postgres::privilege::require_worker_grant(F);
+    warn_if_caller_has_written(F);
+    // Runs of this database whose workers all died and whose closer could not start.
+    super::recovery::close_abandoned_runs();
+    let Configured { config, parameters } = configure();
+    let k = req.workers;
+    let run_id = records::new_run_id();
+    let started_at = unsafe { pg_sys::GetCurrentTimestamp() };
+    let (mut user, mut security_context) = (pg_sys::InvalidOid, 0);
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut security_context) };
+    let search_path = Spi::get_one::<String>("SELECT current_setting('search_path')")
+        .expect("reading search_path")
+        .unwrap_or_default();
+    let Some(search_path) = slots::FixedText::new(&search_path) else {
+        StressError::invalid(
+            F,
+            "search_path is longer than 1023 bytes",
+            "Shorten it (SET search_path = …) before starting the run: the workers take it on.",
+        )
+        .raise();
+    };
+    let text = |value: &serde_json::Value| {
+        slots::FixedText::new(&value.to_string()).unwrap_or_else(|| {
+            StressError::invalid(
+                F,
+                format!(
+                    "the run's configuration takes more than {} bytes",
+                    slots::CONFIG_BYTES
+                ),
+                "Pass fewer or shorter transactions or queries.",
+            )
+            .raise()
+        })
+    };
+    let slot = RunSlot {
+        run_id,
+        phase: Phase::Running,
+        database: unsafe { pg_sys::MyDatabaseId },
+        session_user: unsafe { pg_sys::GetSessionUserId() },
+        current_user: user,
+        security_context,
+        kind: slots::FixedText::new(req.kind).expect("a short kind"),
+        label: slots::FixedText::new(req.label).expect("a short label"),
+        workers: k as u32,
+        workers_running: k as u32,
+        started_at,
+        deadline: match req.seconds {
+            Some(seconds) => started_at + (seconds * 1e6) as i64,
+            None => i64::MAX,
+        },
+        isolation: req.isolation,
+        search_path,
+        config: text(&config),
+        parameters: text(&parameters),
+        ..RunSlot::default()
+    };
+    let index = {
+        let mut table = RUNS.exclusive();
+        let Some(index) = table.slots.iter().position(|s| s.phase == Phase::Free) else {
+            drop(table);
+            StressError::OutOfWorkerSlots {
+                message: format!("{F}: {} load runs are already running", slots::MAX_RUNS),
+                hint: "Wait for one to end, or cancel one: SELECT stress.cancel(run_id) (see stress.runs WHERE status = 'running').".into(),
+            }
+            .raise();
+        };
+        slots::live(index).reset();
+        table.slots[index] = slot;
+        index
+    };
+
+    let mut handles = Vec::with_capacity(k);
+    for i in 0..k {
+        let name = format!("pg_stress {} run {run_id} worker {}/{k}", req.label, i + 1);
+        let builder = BackgroundWorkerBuilder::new(&name)
+            // (every run's workers, benchmarks' too, show as backend_type "pg_stress load")
+            .set_type("pg_stress load")
+            .set_library("pg_stress")
+            .set_function(req.entry_point)
+            .set_argument(Some(pg_sys::Datum::from(index)))
+            .set_extra(&format!(
+                "{run_id} {i} {}",
+                u32::from(unsafe { pg_sys::MyDatabaseId })
+            ))
+            .enable_spi_access()
+            .set_notify_pid(unsafe { pg_sys::MyProcPid });
+        let mut bgw: pg_sys::BackgroundWorker = (&builder).into();
+        let mut handle = std::ptr::null_mut();
+        if !unsafe { pg_sys::RegisterDynamicBackgroundWorker(&mut bgw, &mut handle) } {
+            {
+                // The ones started stop at once and close the run; the rest never come.
+                let mut table = RUNS.exclusive();
+                let s = &mut table.slots[index];
+                slots::live(index).request_cancel();
+                s.workers_running -= (k - i) as u32;
+                if i == 0 {
+                    *s = RunSlot::default();
+                }
+            }
+            for &h in &handles {
+                unsafe { pg_sys::WaitForBackgroundWorkerShutdown(h) };
+            }
+            let max = unsafe { pg_sys::max_worker_processes };
+            StressError::OutOfWorkerSlots {
+                message: format!(
+                    "{F}: could not start {k} background workers: only {i} background worker slots were free (max_worker_processes = {max})"
+                ),
+                hint: format!(
+                    "Pass workers => {} or fewer, or raise max_worker_processes (needs a server restart).",
+                    i.max(1)
+                ),
+            }
+            .raise();
+        }
+        handles.push(handle);
+    }
+    if req.wait {
+        wait_for(run_id, Some(&handles), req.kind, req.summary_notice);
+    }
+    run_id
+}
+
+/// Cancels the run if the waiting caller is cancelled (or fails) while the run goes on.
+struct CancelOnDrop(i64, bool);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.1 {
+            cancel_run(self.0);
+        }
+    }
+}
+
+/// Ask every worker of `run_id` to stop; false if it is not running.
+pub fn cancel_run(run_id: i64) -> bool {
+    let table = RUNS.share();
+    match slots::find_in(&table, run_id) {
+        Some(i) => {
+            slots::live(i).request_cancel();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Block until `run_id` ends; NOTICEs on the way and a summary at the end. `handles` (the caller's
+/// own workers) let it notice workers that died without closing the run.
+fn wait_for(
+    run_id: i64,
+    handles: Option<&[*mut pg_sys::BackgroundWorkerHandle]>,
+    label: &str,
+    summary_notice: bool,
+) -> String {
+    let mut guard = CancelOnDrop(run_id, true);
+    let interval = Duration::from_millis(gucs::PROGRESS_INTERVAL.get().max(0) as u64);
+    let mut last_notice = Instant::now();
+    loop {
+        let found = {
+            let table = RUNS.share();
+            slots::find_in(&table, run_id).map(|i| (i, table.slots[i]))
+        };
+        let Some((index, slot)) = found else { break };
+        let live = slots::live(index);
+        if let Some(handles) = handles {
+            let stopped = handles
+                .iter()
+                .filter(|&&h| {
+                    let mut pid = 0;
+                    let status = unsafe { pg_sys::GetBackgroundWorkerPid(h, &mut pid) };
+                    status == pg_sys::BgwHandleStatus::BGWH_STOPPED
+                })
+                .count();
+            // (Read after the handles: a worker that finished had counted itself out before it exited.)
+            let now = {
+                let table = RUNS.share();
+                slots::find_in(&table, run_id).map(|i| table.slots[i])
+            };
+            let Some(now) = now else { break };
+            if stopped == handles.len() {
+                close_abandoned_run(
+                    &now,
+                    "its workers exited without closing the run (see the server log)",
+                );
+                break;
+            }
+            // A worker gone without counting itself out (a FATAL as it connected, say) never will:
+            // stop the others, so that the run ends (as failed, above) instead of waiting for it.
+            if stopped as u32 > now.workers - now.workers_running && !live.cancelled() {
+                pgrx::warning!(
+                    "{label}: run {run_id}: a worker exited without finishing (see the server log); stopping the others"
+                );
+                cancel_run(run_id);
+            }
+        }
+        if !interval.is_zero() && last_notice.elapsed() >= interval {
+            let elapsed = (unsafe { pg_sys::GetCurrentTimestamp() } - slot.started_at) as f64 / 1e6;
+            notice!(
+                "{label}: run {run_id}, {elapsed:.0} s: {} operations ({:.0} ops/s), {} errors",
+                live.ops.load(Ordering::Relaxed),
+                live.ops.load(Ordering::Relaxed) as f64 / elapsed.max(1e-9),
+                live.errors.load(Ordering::Relaxed)
+            );
+            last_notice = Instant::now();
+        }
+        live.sleep(100);
+    }
+    slots::stop_sleeping();
+    guard.1 = false;
+    let summary = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT r.status, coalesce(' (' || r.error || ')', ''),
+                    format('%s operations in %s s (%s ops/s), p50 %s ms, p99 %s ms, %s errors, %s deadlocks',
+                           coalesce(t.calls, 0), round(coalesce(t.seconds, 0)::numeric, 1),
+                           round(coalesce(t.ops_per_sec, 0)::numeric), round(coalesce(t.p50_ms, 0)::numeric, 2),
+                           round(coalesce(t.p99_ms, 0)::numeric, 2), coalesce(t.errors, 0),
+                           coalesce(t.details->>'deadlocks', '0'))
+             FROM stress.runs r LEFT JOIN stress.results t ON t.run_id = r.id AND t.name = 'total'
+             WHERE r.id = $1",
+            None,
+            &[run_id.into()],
+        )?;
+        let mut out = None;
+        for row in rows {
+            out = Some((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<String>(3)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .expect("reading the run's summary");
+    match summary {
+        Some((status, error, figures)) => {
+            // (A benchmark returns its figures as rows.)
+            if summary_notice {
+                notice!("{label}: run {run_id} {status}{error}: {figures}");
+            }
+            status
+        }
+        None => "unknown".into(),
+    }
+}
+
+/// A run whose workers are all gone without closing it: record it as failed (its row, if no worker
+/// wrote one) and free its slot.
+fn close_abandoned_run(slot: &RunSlot, why: &str) {
+    {
+        let mut table = RUNS.exclusive();
+        if let Some(i) = slots::find_in(&table, slot.run_id) {
+            table.slots[i] = RunSlot::default();
+        }
+    }
+    records::close_abandoned_run(&records::RunRow {
+        id: slot.run_id,
+        kind: slot.kind.as_str(),
+        parameters: serde_json::Value::Null,
+        status: "failed",
+        started_at: slot.started_at,
+        run_as: slot.current_user,
+        error: Some(why),
+        peak_connections: 0,
+    });
+    pgrx::warning!("{}: run {}: {why}", slot.kind.as_str(), slot.run_id);
+}
+/// Like [`wait_for`], but cancelling the wait leaves the run going.
+pub fn wait_for_without_cancel(run_id: i64) -> String {
+    loop {
+        let Some(index) = slots::find(&RUNS.share(), run_id) else {
+            break;
+        };
+        slots::live(index).sleep(100);
+    }
+    slots::stop_sleeping();
+    Spi::get_one_with_args::<String>(
+        "SELECT (SELECT status FROM stress.runs WHERE id = $1)",
+        &[run_id.into()],
+    )
+    .unwrap()
+    .unwrap_or_else(|| "unknown".into())
+}
+
+/// A run going on, as `stress.progress` shows it.
+pub struct LiveRun {
+    pub run_id: i64,
+    pub database: pg_sys::Oid,
+    pub started_at: pg_sys::TimestampTz,
+    pub workers: u32,
+    pub active_workers: u32,
+    pub ops: u64,
+    pub ops_per_sec: f64,
+    pub errors: u64,
+    pub p99_ms: f64,
+    pub cancel_requested: bool,
+}
+
+/// The runs of this server the current user may see (none without preloading).
+pub fn live_runs() -> Vec<LiveRun> {
+    if !slots::available() {
+        return Vec::new();
+    }
+    let table = RUNS.share();
+    table
+        .slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.phase == Phase::Running && slots::visible(s))
+        .map(|(i, s)| {
+            let live = slots::live(i);
+            LiveRun {
+                run_id: s.run_id,
+                database: s.database,
+                started_at: s.started_at,
+                workers: s.workers,
+                active_workers: live.workers_looping.load(Ordering::Relaxed),
+                ops: live.ops.load(Ordering::Relaxed),
+                ops_per_sec: live.rate(),
+                errors: live.errors.load(Ordering::Relaxed),
+                p99_ms: crate::metrics::buckets::quantile_ms(
+                    &slots::LiveSlot::snapshot(&live.cumulative),
+                    0.99,
+                ),
+                cancel_requested: live.cancelled(),
+            }
+        })
+        .collect()
+}
+
+/// The role that started run `run_id`, if it is running in this database.
+pub fn run_owner(run_id: i64) -> Option<pg_sys::Oid> {
+    let table = RUNS.share();
+    slots::find_in(&table, run_id).map(|i| table.slots[i].current_user)
+}
+
+/// Whether run `run_id` is going on and visible to the current user.
+pub fn is_running(run_id: i64) -> bool {
+    slots::find(&RUNS.share(), run_id).is_some()
+}

@@ -1,0 +1,342 @@
+//! The runs in progress, in the server's shared memory (allocated at startup, so runs need
+//! `shared_preload_libraries = 'pg_stress'`). Two structures, one per kind of access:
+//! - [`RUNS`], under one LWLock: what each run *is* — its identity, who runs it, its kind's
+//!   configuration (which the workers read once, as they start) and how many workers it has left.
+//!   It changes when a run starts, a worker starts or ends, and a run closes.
+//! - [`LIVE`], atomics without a lock: what each run is *doing* — the cancel flag, live counters and
+//!   latency buckets, the benchmark's shared counters and its barrier, and a condition variable on
+//!   which barrier waiters and `stress.wait` sleep. A worker writes here only while it is counted in
+//!   its slot's `workers_running`, so a slot is never reused under it.
+
+use crate::metrics::blocks::Blocks;
+use crate::metrics::buckets::{BUCKETS, Buckets};
+use pgrx::lwlock::PgLwLock;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::shmem::PGRXSharedMemory;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+
+/// Runs that may go on at once in one server.
+pub const MAX_RUNS: usize = 8;
+/// Most tasks (operations, transactions, queries) one run measures.
+pub const MAX_TASKS: usize = 24;
+/// Room for a run's configuration, and for its recorded parameters (JSON).
+pub const CONFIG_BYTES: usize = 20 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    Free = 0,
+    Running = 1,
+    /// every worker is gone and none closed the run (they died): a closer worker records it as
+    /// failed and frees the slot (see runs::recovery)
+    Abandoned = 2,
+}
+
+/// A NUL-padded string of at most `N - 1` bytes, for shared memory.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedText<const N: usize>([u8; N]);
+
+impl<const N: usize> Default for FixedText<N> {
+    fn default() -> Self {
+        FixedText([0; N])
+    }
+}
+
+impl<const N: usize> FixedText<N> {
+    /// None when `text` does not fit.
+    pub fn new(text: &str) -> Option<Self> {
+        (text.len() < N && !text.contains('\0')).then(|| {
+            let mut bytes = [0; N];
+            bytes[..text.len()].copy_from_slice(text.as_bytes());
+            FixedText(bytes)
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(N);
+        std::str::from_utf8(&self.0[..end]).unwrap_or_default()
+    }
+}
+
+/// What a run is: fixed when it starts, but for the worker counts.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSlot {
+    pub run_id: i64,
+    pub phase: Phase,
+    pub database: pg_sys::Oid,
+    pub session_user: pg_sys::Oid,
+    pub current_user: pg_sys::Oid,
+    pub security_context: i32,
+    /// the run's kind in `stress.runs` (run_load, benchmark)
+    pub kind: FixedText<32>,
+    /// the word in its workers' names ("load", "benchmark")
+    pub label: FixedText<32>,
+    pub workers: u32,
+    /// workers that have not finished yet (each decrements it once, the last one closes the run)
+    pub workers_running: u32,
+    /// workers that connected and started their loop
+    pub workers_started: u32,
+    /// workers that exited without finishing (an ERROR, a panic, a FATAL): the run fails
+    pub workers_lost: u32,
+    pub started_at: pg_sys::TimestampTz,
+    /// i64::MAX for a run that ends when its work is done
+    pub deadline: pg_sys::TimestampTz,
+    /// the caller's default isolation level and search_path, which the workers take on
+    pub isolation: i32,
+    pub search_path: FixedText<1024>,
+    /// the kind's configuration (its workers read it), and the parameters recorded in stress.runs
+    pub config: FixedText<CONFIG_BYTES>,
+    pub parameters: FixedText<CONFIG_BYTES>,
+    /// at barrier g (see [`LiveSlot::generation`]): when the last worker arrived, and the server's
+    /// block counts then
+    pub marks: [(pg_sys::TimestampTz, Blocks); 2 * MAX_TASKS],
+}
+
+impl Default for RunSlot {
+    fn default() -> Self {
+        RunSlot {
+            run_id: 0,
+            phase: Phase::Free,
+            database: pg_sys::InvalidOid,
+            session_user: pg_sys::InvalidOid,
+            current_user: pg_sys::InvalidOid,
+            security_context: 0,
+            kind: FixedText::default(),
+            label: FixedText::default(),
+            workers: 0,
+            workers_running: 0,
+            workers_started: 0,
+            workers_lost: 0,
+            started_at: 0,
+            deadline: 0,
+            isolation: pg_sys::XACT_READ_COMMITTED as i32,
+            search_path: FixedText::default(),
+            config: FixedText::default(),
+            parameters: FixedText::default(),
+            marks: [(0, Blocks::default()); 2 * MAX_TASKS],
+        }
+    }
+}
+
+impl RunSlot {
+    /// Whether this slot holds run `run_id` of `database` (slots are reused, and run ids are only
+    /// unique within a database).
+    pub fn holds(&self, run_id: i64, database: pg_sys::Oid) -> bool {
+        self.phase == Phase::Running && self.run_id == run_id && self.database == database
+    }
+
+    pub fn parameters(&self) -> serde_json::Value {
+        serde_json::from_str(self.parameters.as_str()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[derive(Clone, Copy)]
+pub struct RunTable {
+    pub slots: [RunSlot; MAX_RUNS],
+}
+
+impl Default for RunTable {
+    fn default() -> Self {
+        RunTable {
+            slots: [RunSlot::default(); MAX_RUNS],
+        }
+    }
+}
+
+// Plain old data: no pointers, fine to share between processes.
+unsafe impl PGRXSharedMemory for RunTable {}
+
+/// What a run is doing, updated without a lock.
+pub struct LiveSlot {
+    pub cancel: AtomicBool,
+    /// operations done and failed so far (published by the workers about every 100 ms)
+    pub ops: AtomicU64,
+    pub errors: AtomicU64,
+    /// workers inside their loop now
+    pub workers_looping: AtomicU32,
+    /// latencies since the last per-second sample, and since the start (µs, see metrics::buckets)
+    pub interval: [AtomicU64; BUCKETS],
+    pub cumulative: [AtomicU64; BUCKETS],
+    /// at the last sample: when, the totals then, and the rate over the second before it (f64 bits)
+    pub sampled_at: AtomicI64,
+    pub sampled_ops: AtomicU64,
+    pub sampled_errors: AtomicU64,
+    pub last_rate: AtomicU64,
+    pub peak_connections: AtomicI64,
+    /// per task: work handed out so far (a benchmark's measured executions), and slow executions
+    /// logged so far
+    pub claimed: [AtomicU64; MAX_TASKS],
+    pub logged: [AtomicU32; MAX_TASKS],
+    /// barriers passed, and workers waiting at the current one
+    pub generation: AtomicU32,
+    pub arrived: AtomicU32,
+    /// broadcast when a barrier opens, the run is cancelled, or it ends
+    changed: SharedConditionVariable,
+}
+
+/// PostgreSQL's condition variable, in our shared memory: a spinlock and a list of process numbers.
+struct SharedConditionVariable(std::cell::UnsafeCell<pg_sys::ConditionVariable>);
+
+impl LiveSlot {
+    fn new() -> Self {
+        let mut cv = pg_sys::ConditionVariable::default();
+        unsafe { pg_sys::ConditionVariableInit(&mut cv) };
+        LiveSlot {
+            cancel: AtomicBool::new(false),
+            ops: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            workers_looping: AtomicU32::new(0),
+            interval: std::array::from_fn(|_| AtomicU64::new(0)),
+            cumulative: std::array::from_fn(|_| AtomicU64::new(0)),
+            sampled_at: AtomicI64::new(0),
+            sampled_ops: AtomicU64::new(0),
+            sampled_errors: AtomicU64::new(0),
+            last_rate: AtomicU64::new(0),
+            peak_connections: AtomicI64::new(0),
+            claimed: std::array::from_fn(|_| AtomicU64::new(0)),
+            logged: std::array::from_fn(|_| AtomicU32::new(0)),
+            generation: AtomicU32::new(0),
+            arrived: AtomicU32::new(0),
+            changed: SharedConditionVariable(std::cell::UnsafeCell::new(cv)),
+        }
+    }
+
+    /// Zero everything for a new run (by its starter, holding RUNS exclusively).
+    pub fn reset(&self) {
+        let all_u64 = [
+            &self.ops,
+            &self.errors,
+            &self.sampled_ops,
+            &self.sampled_errors,
+        ];
+        for a in all_u64
+            .into_iter()
+            .chain(&self.interval)
+            .chain(&self.cumulative)
+        {
+            a.store(0, Ordering::Relaxed);
+        }
+        for a in &self.claimed {
+            a.store(0, Ordering::Relaxed);
+        }
+        for a in self
+            .logged
+            .iter()
+            .chain([&self.workers_looping, &self.generation, &self.arrived])
+        {
+            a.store(0, Ordering::Relaxed);
+        }
+        self.sampled_at.store(0, Ordering::Relaxed);
+        self.last_rate.store(0, Ordering::Relaxed);
+        self.peak_connections.store(0, Ordering::Relaxed);
+        self.cancel.store(false, Ordering::SeqCst);
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+
+    /// Ask the run to stop, and wake whoever sleeps on it.
+    pub fn request_cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    pub fn wake_all(&self) {
+        unsafe { pg_sys::ConditionVariableBroadcast(self.changed.0.get()) };
+    }
+
+    /// Sleep until [`wake_all`](Self::wake_all) or `ms` have passed (then check interrupts). Call
+    /// [`stop_sleeping`] after the last sleep of a wait.
+    pub fn sleep(&self, ms: i64) {
+        unsafe {
+            pg_sys::ConditionVariableTimedSleep(
+                self.changed.0.get(),
+                ms.max(1) as std::ffi::c_long,
+                pg_sys::PG_WAIT_EXTENSION,
+            )
+        };
+    }
+
+    /// A copy of a bucket array.
+    pub fn snapshot(buckets: &[AtomicU64; BUCKETS]) -> Buckets {
+        std::array::from_fn(|i| buckets[i].load(Ordering::Relaxed))
+    }
+
+    pub fn rate(&self) -> f64 {
+        f64::from_bits(self.last_rate.load(Ordering::Relaxed))
+    }
+}
+
+/// Leave the condition variable's wait list (after the last [`LiveSlot::sleep`] of a wait).
+pub fn stop_sleeping() {
+    unsafe { pg_sys::ConditionVariableCancelSleep() };
+}
+
+pub struct LiveTable {
+    pub slots: [LiveSlot; MAX_RUNS],
+}
+
+impl Default for LiveTable {
+    fn default() -> Self {
+        LiveTable {
+            slots: std::array::from_fn(|_| LiveSlot::new()),
+        }
+    }
+}
+
+// Atomics and PostgreSQL's own condition variable (process numbers, no pointers).
+unsafe impl PGRXSharedMemory for LiveTable {}
+unsafe impl Sync for LiveTable {}
+
+pub static RUNS: PgLwLock<RunTable> = unsafe { PgLwLock::new(c"pg_stress runs") };
+pub static LIVE: pgrx::atomics::PgAtomic<LiveTable> =
+    unsafe { pgrx::atomics::PgAtomic::new(c"pg_stress live runs") };
+
+/// What run slot `index` is doing.
+pub fn live(index: usize) -> &'static LiveSlot {
+    &LIVE.get().slots[index]
+}
+
+/// Whether this server loaded pg_stress at startup (so RUNS and LIVE exist).
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+
+/// From `_PG_init`: claim the shared memory when loaded by `shared_preload_libraries`.
+pub fn init() {
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        pgrx::pg_shmem_init!(RUNS);
+        pgrx::pg_shmem_init!(LIVE);
+        PRELOADED.store(true, Ordering::Relaxed);
+    }
+}
+
+pub fn available() -> bool {
+    PRELOADED.load(Ordering::Relaxed)
+}
+
+/// The slot of this database's run `run_id`, if the run is in progress and the current user may
+/// see it. (Run ids come from each database's own `stress.runs` sequence: the same id may be
+/// running in another database.)
+pub fn find(table: &RunTable, run_id: i64) -> Option<usize> {
+    find_in(table, run_id).filter(|&i| visible(&table.slots[i]))
+}
+
+/// Whether the current user may see (and wait for) the run in `slot`: it started it, or has the
+/// privileges of the role that did, or is a member of pg_read_all_stats (as for stress.runs).
+pub fn visible(slot: &RunSlot) -> bool {
+    unsafe {
+        let user = pg_sys::GetUserId();
+        pg_sys::has_privs_of_role(user, slot.current_user)
+            || pg_sys::has_privs_of_role(user, pg_sys::Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS))
+    }
+}
+
+/// [`find`] whoever may see it.
+pub fn find_in(table: &RunTable, run_id: i64) -> Option<usize> {
+    let database = unsafe { pg_sys::MyDatabaseId };
+    table
+        .slots
+        .iter()
+        .position(|s| s.phase != Phase::Free && s.run_id == run_id && s.database == database)
+}
