@@ -2,7 +2,7 @@
 
 use super::bulk::{numeric_datum, text_datum};
 use super::model::{NUMERIC_SCALE, US_PER_DAY, row_rng, to_units};
-use super::parallel::{IdRows, Job, id_rows, worker_count};
+use super::parallel::{IdRows, RowProducer, RowSink, produce_ids, worker_count};
 use super::tables::ACCOUNTS;
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
@@ -10,6 +10,7 @@ use pgrx::prelude::*;
 use rand::RngExt;
 use rand_distr::weighted::WeightedIndex;
 use rand_distr::{Distribution, LogNormal};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 const FIRST: &[&str] = &[
@@ -90,6 +91,33 @@ impl AccountRows {
     }
 }
 
+/// The parameters of a accounts call, as its workers receive them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountsJob {
+    pub seed: u64,
+    pub start: i64,
+    pub days: i32,
+}
+
+impl RowProducer for AccountRows {
+    type Job = AccountsJob;
+    const ENTRY_POINT: &'static str = "pg_stress_generate_accounts_main";
+
+    fn from_job(job: &AccountsJob) -> Result<Self, String> {
+        AccountRows::new(job.seed, job.start, job.days)
+    }
+
+    fn produce(&self, chunk: &[u8], sink: &mut impl RowSink) {
+        produce_ids(self, chunk, sink);
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_stress_generate_accounts_main(arg: pg_sys::Datum) {
+    super::parallel::worker_main::<AccountRows>(arg);
+}
+
 impl IdRows for AccountRows {
     fn fill(&self, id: i64, v: &mut [pg_sys::Datum], _nulls: &mut [bool]) {
         let a = self.model.account(id);
@@ -121,16 +149,16 @@ pub(super) fn generate_accounts(
         .map(pg_sys::TimestampTz::from)
         .unwrap_or(ACCOUNTS_DEFAULT_START);
     let workers = worker_count(F, workers).or_raise();
-    let job = Job::Accounts {
+    let job = AccountsJob {
         seed: seed as u64,
         start,
         days,
     };
-    let rows = id_rows(&job)
+    let rows = AccountRows::from_job(&job)
         .map_err(|e| StressError::invalid(F, e, "days is the period accounts were opened in."))
         .or_raise();
     let schema = gucs::data_schema();
-    let outcome = super::write_id_rows(&ACCOUNTS, &schema, n, F, &job, rows.as_ref(), workers);
+    let outcome = super::write_id_rows(&ACCOUNTS, &schema, n, F, &job, &rows, workers);
     let parameters = json!({"n": n, "seed": seed, "start_at": start_at.map(|t| t.to_iso_string()), "days": days,
                             "workers": workers});
     super::record(F, parameters, started_at, &schema, "accounts", &outcome);

@@ -3,7 +3,7 @@
 
 use super::bulk::{JsonValue, jsonb_object_datum, numeric_datum, text_datum};
 use super::model::{DEFAULT_START, US_PER_DAY, US_PER_HOUR, row_rng};
-use super::parallel::{IdRows, Job, id_rows, worker_count};
+use super::parallel::{IdRows, RowProducer, RowSink, produce_ids, worker_count};
 use super::tables::AUDIT_LOG;
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
@@ -11,6 +11,7 @@ use pgrx::prelude::*;
 use rand::RngExt;
 use rand_distr::Distribution;
 use rand_distr::weighted::WeightedIndex;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// (action, entity it acts on, weight)
@@ -146,6 +147,35 @@ impl AuditRows {
     }
 }
 
+/// The parameters of a audit_log call, as its workers receive them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditLogJob {
+    pub seed: u64,
+    pub start: i64,
+    pub days: i32,
+    pub accounts: i64,
+    pub entities: i64,
+}
+
+impl RowProducer for AuditRows {
+    type Job = AuditLogJob;
+    const ENTRY_POINT: &'static str = "pg_stress_generate_audit_log_main";
+
+    fn from_job(job: &AuditLogJob) -> Result<Self, String> {
+        AuditRows::new(job.seed, job.start, job.days, job.accounts, job.entities)
+    }
+
+    fn produce(&self, chunk: &[u8], sink: &mut impl RowSink) {
+        produce_ids(self, chunk, sink);
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_stress_generate_audit_log_main(arg: pg_sys::Datum) {
+    super::parallel::worker_main::<AuditRows>(arg);
+}
+
 impl IdRows for AuditRows {
     fn fill(&self, id: i64, v: &mut [pg_sys::Datum], _nulls: &mut [bool]) {
         let e = self.model.event(id);
@@ -194,14 +224,14 @@ pub(super) fn generate_audit_log(
         .map(pg_sys::TimestampTz::from)
         .unwrap_or(DEFAULT_START);
     let workers = worker_count(F, workers).or_raise();
-    let job = Job::AuditLog {
+    let job = AuditLogJob {
         seed: seed as u64,
         start,
         days,
         accounts,
         entities,
     };
-    let rows = id_rows(&job)
+    let rows = AuditRows::from_job(&job)
         .map_err(|e| {
             StressError::invalid(
                 F,
@@ -211,7 +241,7 @@ pub(super) fn generate_audit_log(
         })
         .or_raise();
     let schema = gucs::data_schema();
-    let outcome = super::write_id_rows(&AUDIT_LOG, &schema, n, F, &job, rows.as_ref(), workers);
+    let outcome = super::write_id_rows(&AUDIT_LOG, &schema, n, F, &job, &rows, workers);
     let parameters = json!({"n": n, "seed": seed, "start_at": start_at.map(|t| t.to_iso_string()), "days": days,
                             "accounts": accounts, "entities": entities, "workers": workers});
     super::record(F, parameters, started_at, &schema, "audit_log", &outcome);

@@ -293,20 +293,20 @@ impl parallel::RowSink for TableWrite {
 /// missing) with ids after the table's highest, in this
 /// backend from `rows` (`workers` = 1) or formed by that many background workers from `job` (which
 /// makes the same `rows` in each): the data is the same.
-pub fn write_id_rows(
+pub fn write_id_rows<P: parallel::RowProducer + parallel::IdRows>(
     spec: &TableSpec,
     schema: &str,
     n: u64,
     label: &'static str,
-    job: &parallel::Job,
-    rows: &dyn parallel::IdRows,
+    job: &P::Job,
+    rows: &P,
     workers: usize,
 ) -> WriteOutcome {
     let relid = spec.ensure(schema, label);
     let mut write = TableWrite::open(spec, schema, relid, n, label);
     let first_id = write.first_id();
     if workers > 1 && n > 0 {
-        let mut pool = parallel::Workers::launch(job, &write, workers, label);
+        let mut pool = parallel::Workers::launch::<P>(job, &write, workers, label);
         let chunk = parallel::id_chunk_rows(n, workers);
         let mut offset = 0;
         while offset < n {

@@ -2,12 +2,13 @@
 
 use super::bulk::{numeric_datum, text_datum};
 use super::model::{self, OrderModel};
-use super::parallel::{IdRows, Job, id_rows, worker_count};
+use super::parallel::{IdRows, RowProducer, RowSink, produce_ids, worker_count};
 use super::tables::ORDERS;
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// Orders as datums (see [`super::parallel::IdRows`]). Every text value is one of a few
@@ -43,6 +44,43 @@ impl OrderRows {
             statuses: datums(model::STATUSES),
         })
     }
+}
+
+/// The parameters of a orders call, as its workers receive them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrdersJob {
+    pub seed: u64,
+    pub accounts: i64,
+    pub start: i64,
+    pub days: i32,
+    pub peak_hours: Vec<i32>,
+    pub distribution: Option<serde_json::Value>,
+}
+
+impl RowProducer for OrderRows {
+    type Job = OrdersJob;
+    const ENTRY_POINT: &'static str = "pg_stress_generate_orders_main";
+
+    fn from_job(job: &OrdersJob) -> Result<Self, String> {
+        OrderRows::new(
+            job.seed,
+            job.accounts,
+            job.start,
+            job.days,
+            &job.peak_hours,
+            job.distribution.as_ref(),
+        )
+    }
+
+    fn produce(&self, chunk: &[u8], sink: &mut impl RowSink) {
+        produce_ids(self, chunk, sink);
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_stress_generate_orders_main(arg: pg_sys::Datum) {
+    super::parallel::worker_main::<OrderRows>(arg);
 }
 
 impl IdRows for OrderRows {
@@ -104,7 +142,7 @@ pub(super) fn generate_orders(
             .or_raise(),
     };
     let workers = worker_count(F, workers).or_raise();
-    let job = Job::Orders {
+    let job = OrdersJob {
         seed: seed as u64,
         accounts,
         start,
@@ -112,7 +150,7 @@ pub(super) fn generate_orders(
         peak_hours: peak_hours.clone(),
         distribution: distribution.clone(),
     };
-    let rows = id_rows(&job)
+    let rows = OrderRows::from_job(&job)
         .map_err(|e| {
             StressError::invalid(
                 F,
@@ -122,7 +160,7 @@ pub(super) fn generate_orders(
         })
         .or_raise();
     let schema = gucs::data_schema();
-    let outcome = super::write_id_rows(&ORDERS, &schema, n, F, &job, rows.as_ref(), workers);
+    let outcome = super::write_id_rows(&ORDERS, &schema, n, F, &job, &rows, workers);
 
     let parameters = json!({
         "n": n, "seed": seed, "accounts": accounts, "start_at": start_at.map(|t| t.to_iso_string()),

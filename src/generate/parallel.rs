@@ -19,44 +19,14 @@
 //! sees its queue detach and raises an ERROR, so the call fails as a whole.
 
 use super::TableWrite;
-use super::trades::OrderToFill;
 use crate::error::StressError;
 use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::pg_sys;
-use pgrx::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::ptr;
-
-/// What the workers generate: the parameters of one generator call.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Job {
-    Accounts {
-        seed: u64,
-        start: i64,
-        days: i32,
-    },
-    Orders {
-        seed: u64,
-        accounts: i64,
-        start: i64,
-        days: i32,
-        peak_hours: Vec<i32>,
-        distribution: Option<serde_json::Value>,
-    },
-    AuditLog {
-        seed: u64,
-        start: i64,
-        days: i32,
-        accounts: i64,
-        entities: i64,
-    },
-    Trades {
-        seed: u64,
-        fill_rate: f64,
-    },
-}
 
 /// Where generated rows go: a table (one-process calls, and the caller of a parallel call) or a
 /// worker's queue. Generators write through this so both paths run the same code.
@@ -70,14 +40,36 @@ pub trait IdRows {
     fn fill(&self, id: i64, values: &mut [pg_sys::Datum], nulls: &mut [bool]);
 }
 
+/// What a table's generator implements so that workers can make its rows. The caller sends the
+/// job (the call's parameters) once and then chunks of work it encodes itself; each worker builds
+/// the producer from the job and turns each chunk into rows. Each producer has its own worker
+/// entry point, which calls [`worker_main`] with itself: this module names no table.
+pub trait RowProducer: Sized {
+    /// The call's parameters, as the workers receive them.
+    type Job: Serialize + DeserializeOwned;
+    /// The library function its workers start in.
+    const ENTRY_POINT: &'static str;
+    /// Errors are the job's bad parameters.
+    fn from_job(job: &Self::Job) -> Result<Self, String>;
+    /// Make the rows of one chunk, as the caller encoded it.
+    fn produce(&self, chunk: &[u8], sink: &mut impl RowSink);
+}
+
+/// [`RowProducer::produce`] for an id-keyed generator: the chunk is an [`ids_chunk`].
+pub fn produce_ids(rows: &impl IdRows, chunk: &[u8], sink: &mut impl RowSink) {
+    let mut r = ChunkReader::new(chunk);
+    let first = r.i64();
+    let count = r.i64();
+    for id in first..first + count {
+        sink.push(|v, n| rows.fill(id, v, n));
+    }
+}
+
 /// Rows per chunk of an id range, so that each worker gets several chunks (a slow worker delays the
 /// others less) but a chunk is big enough that handing it out costs nothing.
 pub fn id_chunk_rows(n: u64, workers: usize) -> u64 {
     (n / (4 * workers as u64)).clamp(100, 10_000)
 }
-
-/// Most orders in one trades chunk (each gets its fills computed by the same worker).
-pub const TRADE_CHUNK_ORDERS: usize = 1_000;
 
 const IN_QUEUE_BYTES: usize = 512 * 1024;
 const OUT_QUEUE_BYTES: usize = 1024 * 1024;
@@ -85,8 +77,8 @@ const OUT_QUEUE_BYTES: usize = 1024 * 1024;
 const TUPLE_MESSAGE_BYTES: usize = 128 * 1024;
 const MAGIC: u32 = 0x5057_4731; // "PWG1"
 
-const CHUNK_IDS: u8 = b'I';
-const CHUNK_ORDERS: u8 = b'O';
+/// A chunk should take at most this much of a worker's queue.
+pub const MAX_CHUNK_BYTES: usize = IN_QUEUE_BYTES / 8;
 const TUPLES_MORE: u8 = b'T';
 const TUPLES_DONE: u8 = b'D';
 
@@ -168,7 +160,12 @@ pub struct Workers {
 
 impl Workers {
     /// Start `k` workers that make rows of `job` for the table `write` goes to.
-    pub fn launch(job: &Job, write: &TableWrite, k: usize, label: &'static str) -> Self {
+    pub fn launch<P: RowProducer>(
+        job: &P::Job,
+        write: &TableWrite,
+        k: usize,
+        label: &'static str,
+    ) -> Self {
         crate::postgres::privilege::require_worker_grant(label);
         let job_json = serde_json::to_vec(job).expect("a job serializes");
         unsafe {
@@ -227,7 +224,7 @@ impl Workers {
                 let builder = BackgroundWorkerBuilder::new(truncated(&name, BGW_NAME_BYTES))
                     .set_type("pg_stress generator")
                     .set_library("pg_stress")
-                    .set_function("pg_stress_generator_main")
+                    .set_function(P::ENTRY_POINT)
                     .set_argument(Some(pg_sys::Datum::from(pg_sys::dsm_segment_handle(
                         segment,
                     ))))
@@ -383,175 +380,45 @@ fn truncated(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// A chunk of consecutive ids.
+/// A chunk of consecutive ids (see [`produce_ids`]).
 pub fn ids_chunk(first: i64, count: u64) -> Vec<u8> {
-    let mut chunk = Vec::with_capacity(17);
-    chunk.push(CHUNK_IDS);
+    let mut chunk = Vec::with_capacity(16);
     chunk.extend_from_slice(&first.to_ne_bytes());
     chunk.extend_from_slice(&count.to_ne_bytes());
     chunk
 }
 
-/// A chunk of orders to fill, built up one order at a time; trade ids start at `first_trade_id`.
-pub struct OrdersChunk {
-    pub bytes: Vec<u8>,
-    pub orders: usize,
-}
-
-impl OrdersChunk {
-    pub fn new(first_trade_id: i64) -> Self {
-        let mut bytes = Vec::with_capacity(64 * TRADE_CHUNK_ORDERS);
-        bytes.push(CHUNK_ORDERS);
-        bytes.extend_from_slice(&first_trade_id.to_ne_bytes());
-        OrdersChunk { bytes, orders: 0 }
-    }
-
-    pub fn add(&mut self, order: &OrderToFill, fills: usize) {
-        let b = &mut self.bytes;
-        for v in [
-            order.id,
-            order.account_id,
-            order.quantity,
-            order.price,
-            order.created_at,
-        ] {
-            b.extend_from_slice(&v.to_ne_bytes());
-        }
-        b.extend_from_slice(&(fills as u32).to_ne_bytes());
-        b.push(order.market as u8 | (order.partial as u8) << 1);
-        for s in [&order.symbol, &order.side] {
-            b.extend_from_slice(&(s.len() as u32).to_ne_bytes());
-            b.extend_from_slice(s.as_bytes());
-        }
-        self.orders += 1;
-    }
-
-    pub fn is_full(&self) -> bool {
-        self.orders >= TRADE_CHUNK_ORDERS || self.bytes.len() >= IN_QUEUE_BYTES / 8
-    }
-}
-
-/// Reads the fields of a chunk in order.
-struct Reader<'a> {
+/// Reads the fields of a chunk in order (native byte order: the chunk stays in this server).
+pub struct ChunkReader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
-impl Reader<'_> {
+impl<'a> ChunkReader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        ChunkReader { bytes, at: 0 }
+    }
     fn take(&mut self, n: usize) -> &[u8] {
         let s = &self.bytes[self.at..self.at + n];
         self.at += n;
         s
     }
-    fn i64(&mut self) -> i64 {
+    pub fn i64(&mut self) -> i64 {
         i64::from_ne_bytes(self.take(8).try_into().expect("8 bytes"))
     }
-    fn u32(&mut self) -> u32 {
+    pub fn u32(&mut self) -> u32 {
         u32::from_ne_bytes(self.take(4).try_into().expect("4 bytes"))
     }
-    fn u8(&mut self) -> u8 {
+    pub fn u8(&mut self) -> u8 {
         self.take(1)[0]
     }
-    fn string(&mut self) -> String {
+    pub fn string(&mut self) -> String {
         let n = self.u32() as usize;
         String::from_utf8_lossy(self.take(n)).into_owned()
     }
-    fn done(&self) -> bool {
+    pub fn done(&self) -> bool {
         self.at >= self.bytes.len()
     }
-}
-
-/// What a worker makes rows with.
-enum Producer {
-    Ids(Box<dyn IdRows>),
-    Trades(super::trades::TradeRows),
-}
-
-impl Producer {
-    fn new(job: &Job) -> Result<Self, String> {
-        Ok(match job {
-            Job::Trades { seed, fill_rate } => {
-                Producer::Trades(super::trades::TradeRows::new(*seed, *fill_rate)?)
-            }
-            other => Producer::Ids(id_rows(other)?),
-        })
-    }
-
-    fn run(&self, chunk: &[u8], sink: &mut TupleSink) {
-        let mut r = Reader {
-            bytes: chunk,
-            at: 1,
-        };
-        match (chunk[0], self) {
-            (CHUNK_IDS, Producer::Ids(rows)) => {
-                let first = r.i64();
-                let count = r.i64();
-                for id in first..first + count {
-                    sink.push(|v, n| rows.fill(id, v, n));
-                }
-            }
-            (CHUNK_ORDERS, Producer::Trades(rows)) => {
-                let mut trade_id = r.i64();
-                let mut fills = Vec::new();
-                while !r.done() {
-                    let (id, account_id, quantity, price, created_at) =
-                        (r.i64(), r.i64(), r.i64(), r.i64(), r.i64());
-                    let k = r.u32() as usize;
-                    let flags = r.u8();
-                    let symbol = r.string();
-                    let side = r.string();
-                    let order = OrderToFill {
-                        id,
-                        account_id,
-                        symbol_index: super::model::SYMBOLS.iter().position(|s| s.name == symbol),
-                        symbol,
-                        side,
-                        market: flags & 1 != 0,
-                        partial: flags & 2 != 0,
-                        quantity,
-                        price,
-                        created_at,
-                    };
-                    trade_id = rows.write_order(&order, k, trade_id, &mut fills, sink);
-                }
-            }
-            _ => pgrx::error!("pg_stress generator: a chunk this job does not take"),
-        }
-    }
-}
-
-/// The rows of an id-keyed job (see [`IdRows`]); errors are the job's bad parameters.
-pub fn id_rows(job: &Job) -> Result<Box<dyn IdRows>, String> {
-    Ok(match job {
-        Job::Accounts { seed, start, days } => {
-            Box::new(super::accounts::AccountRows::new(*seed, *start, *days)?)
-        }
-        Job::Orders {
-            seed,
-            accounts,
-            start,
-            days,
-            peak_hours,
-            distribution,
-        } => Box::new(super::orders::OrderRows::new(
-            *seed,
-            *accounts,
-            *start,
-            *days,
-            peak_hours,
-            distribution.as_ref(),
-        )?),
-        Job::AuditLog {
-            seed,
-            start,
-            days,
-            accounts,
-            entities,
-        } => Box::new(super::audit_log::AuditRows::new(
-            *seed, *start, *days, *accounts, *entities,
-        )?),
-        Job::Trades { .. } => return Err("trades are not keyed by a range of ids".into()),
-    })
 }
 
 /// A worker's end: forms each row into a heap tuple for the caller's table and sends them in batches.
@@ -618,10 +485,8 @@ unsafe extern "C-unwind" {
     fn postgres_die(signal: std::ffi::c_int);
 }
 
-/// Entry point of a generator worker (`bgw_main_arg` is the segment's handle).
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn pg_stress_generator_main(arg: pg_sys::Datum) {
+/// A generator worker's whole life, for producer `P` (`bgw_main_arg` is the segment's handle).
+pub fn worker_main<P: RowProducer>(arg: pg_sys::Datum) {
     unsafe {
         // SIGTERM ends the worker at its next interrupt check (the queues check while waiting);
         // the caller then sees the queue detach and fails the call.
@@ -672,10 +537,10 @@ pub extern "C-unwind" fn pg_stress_generator_main(arg: pg_sys::Datum) {
             natts,
         );
         let job_bytes = std::slice::from_raw_parts(base.add(layout.job), header.job_len as usize);
-        let job: Job = serde_json::from_slice(job_bytes)
+        let job: P::Job = serde_json::from_slice(job_bytes)
             .unwrap_or_else(|e| pgrx::error!("pg_stress generator: bad job: {e}"));
         let producer =
-            Producer::new(&job).unwrap_or_else(|e| pgrx::error!("pg_stress generator: {e}"));
+            P::from_job(&job).unwrap_or_else(|e| pgrx::error!("pg_stress generator: {e}"));
         let mut sink = TupleSink {
             desc,
             values: vec![pg_sys::Datum::from(0); natts],
@@ -703,7 +568,7 @@ pub extern "C-unwind" fn pg_stress_generator_main(arg: pg_sys::Datum) {
             // Copy the chunk out: receiving again (or sending) may reuse the queue's buffer.
             let chunk = std::slice::from_raw_parts(data as *const u8, len).to_vec();
             pg_sys::check_for_interrupts!();
-            producer.run(&chunk, &mut sink);
+            producer.produce(&chunk, &mut sink);
             sink.send(TUPLES_DONE);
         }
     }
@@ -727,41 +592,10 @@ mod unit_tests {
         assert_eq!(id_chunk_rows(20_000, 2), 2_500);
         assert_eq!(id_chunk_rows(10, 4), 100);
     }
-
-    #[test]
-    fn an_orders_chunk_reads_back_as_written() {
-        let order = OrderToFill {
-            id: 7,
-            account_id: 3,
-            symbol: "ÉTH/USDT".into(),
-            symbol_index: None,
-            side: "SELL".into(),
-            market: true,
-            partial: false,
-            quantity: 12,
-            price: 34,
-            created_at: -5,
-        };
-        let mut chunk = OrdersChunk::new(100);
-        chunk.add(&order, 4);
-        let mut r = Reader {
-            bytes: &chunk.bytes,
-            at: 0,
-        };
-        assert_eq!(r.u8(), CHUNK_ORDERS);
-        assert_eq!(r.i64(), 100);
-        assert_eq!(
-            [r.i64(), r.i64(), r.i64(), r.i64(), r.i64()],
-            [7, 3, 12, 34, -5]
-        );
-        assert_eq!((r.u32(), r.u8()), (4, 1));
-        assert_eq!((r.string(), r.string()), ("ÉTH/USDT".into(), "SELL".into()));
-        assert!(r.done());
-    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
+#[pgrx::pg_schema]
 mod tests {
     use crate::tests::{one, sqlstate_of, use_schema};
     use pgrx::prelude::*;

@@ -8,7 +8,7 @@
 
 use super::bulk::{numeric_datum, text_datum};
 use super::model::{NUMERIC_SCALE, SIDES, SYMBOLS, row_rng};
-use super::parallel::{Job, OrdersChunk, RowSink, Workers, worker_count};
+use super::parallel::{ChunkReader, MAX_CHUNK_BYTES, RowProducer, RowSink, Workers, worker_count};
 use super::tables::{ORDERS, TRADES};
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
@@ -16,6 +16,7 @@ use crate::postgres::quote::qualified;
 use pgrx::prelude::*;
 use rand::RngExt;
 use rand_distr::{Distribution, Exp, Exp1, Normal};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// Most fills one order may be split into.
@@ -257,13 +258,14 @@ pub(super) fn generate_trades(
 
     let mut write = super::TableWrite::open(&TRADES, &schema, relid, n as u64, F);
     let mut id = write.first_id();
-    let job = Job::Trades {
+    let job = TradesJob {
         seed: seed as u64,
         fill_rate,
     };
     // With workers, the orders read here go out in chunks; each worker computes and forms the
     // fills of its chunks and this backend writes them.
-    let mut pool = (workers > 1 && n > 0).then(|| Workers::launch(&job, &write, workers, F));
+    let mut pool =
+        (workers > 1 && n > 0).then(|| Workers::launch::<TradeRows>(&job, &write, workers, F));
     let mut pending = OrdersChunk::new(id);
     let mut rank = 0i64;
     let mut fills = Vec::new();
@@ -366,8 +368,146 @@ fn units_of(n: Option<pgrx::AnyNumeric>) -> i64 {
         .unwrap_or(0)
 }
 
+/// The parameters of a generate_trades call, as its workers receive them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TradesJob {
+    pub seed: u64,
+    pub fill_rate: f64,
+}
+
+/// Most orders in one chunk (each gets its fills computed by the same worker).
+pub const TRADE_CHUNK_ORDERS: usize = 1_000;
+
+/// A chunk of orders to fill, built up one order at a time; trade ids start at `first_trade_id`.
+pub struct OrdersChunk {
+    pub bytes: Vec<u8>,
+    pub orders: usize,
+}
+
+impl OrdersChunk {
+    pub fn new(first_trade_id: i64) -> Self {
+        let mut bytes = Vec::with_capacity(64 * TRADE_CHUNK_ORDERS);
+        bytes.extend_from_slice(&first_trade_id.to_ne_bytes());
+        OrdersChunk { bytes, orders: 0 }
+    }
+
+    pub fn add(&mut self, order: &OrderToFill, fills: usize) {
+        let b = &mut self.bytes;
+        for v in [
+            order.id,
+            order.account_id,
+            order.quantity,
+            order.price,
+            order.created_at,
+        ] {
+            b.extend_from_slice(&v.to_ne_bytes());
+        }
+        b.extend_from_slice(&(fills as u32).to_ne_bytes());
+        b.push(order.market as u8 | (order.partial as u8) << 1);
+        for s in [&order.symbol, &order.side] {
+            b.extend_from_slice(&(s.len() as u32).to_ne_bytes());
+            b.extend_from_slice(s.as_bytes());
+        }
+        self.orders += 1;
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.orders >= TRADE_CHUNK_ORDERS || self.bytes.len() >= MAX_CHUNK_BYTES
+    }
+}
+
+/// The orders of an [`OrdersChunk`], each with its number of fills; and its first trade id.
+fn read_orders_chunk(chunk: &[u8]) -> (i64, Vec<(OrderToFill, usize)>) {
+    let mut r = ChunkReader::new(chunk);
+    let first_trade_id = r.i64();
+    let mut orders = Vec::new();
+    while !r.done() {
+        let (id, account_id, quantity, price, created_at) =
+            (r.i64(), r.i64(), r.i64(), r.i64(), r.i64());
+        let k = r.u32() as usize;
+        let flags = r.u8();
+        let symbol = r.string();
+        let side = r.string();
+        let order = OrderToFill {
+            id,
+            account_id,
+            symbol_index: SYMBOLS.iter().position(|s| s.name == symbol),
+            symbol,
+            side,
+            market: flags & 1 != 0,
+            partial: flags & 2 != 0,
+            quantity,
+            price,
+            created_at,
+        };
+        orders.push((order, k));
+    }
+    (first_trade_id, orders)
+}
+
+impl RowProducer for TradeRows {
+    type Job = TradesJob;
+    const ENTRY_POINT: &'static str = "pg_stress_generate_trades_main";
+
+    fn from_job(job: &TradesJob) -> Result<Self, String> {
+        TradeRows::new(job.seed, job.fill_rate)
+    }
+
+    /// The fills of each order of an [`OrdersChunk`].
+    fn produce(&self, chunk: &[u8], sink: &mut impl RowSink) {
+        let (mut trade_id, orders) = read_orders_chunk(chunk);
+        let mut fills = Vec::new();
+        for (order, k) in &orders {
+            trade_id = self.write_order(order, *k, trade_id, &mut fills, sink);
+        }
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_stress_generate_trades_main(arg: pg_sys::Datum) {
+    super::parallel::worker_main::<TradeRows>(arg);
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_orders_chunk_reads_back_as_written() {
+        let order = OrderToFill {
+            id: 7,
+            account_id: 3,
+            symbol: "ÉTH/USDT".into(),
+            symbol_index: None,
+            side: "SELL".into(),
+            market: true,
+            partial: false,
+            quantity: 12,
+            price: 34,
+            created_at: -5,
+        };
+        let mut chunk = OrdersChunk::new(100);
+        chunk.add(&order, 4);
+        let (first_trade_id, orders) = read_orders_chunk(&chunk.bytes);
+        assert_eq!(first_trade_id, 100);
+        assert_eq!(orders.len(), 1);
+        let (read, fills) = &orders[0];
+        assert_eq!(*fills, 4);
+        assert_eq!(
+            [
+                read.id,
+                read.account_id,
+                read.quantity,
+                read.price,
+                read.created_at
+            ],
+            [7, 3, 12, 34, -5]
+        );
+        assert_eq!((read.market, read.partial), (true, false));
+        assert_eq!(
+            (read.symbol.as_str(), read.side.as_str()),
+            ("ÉTH/USDT", "SELL")
+        );
+    }
     use super::*;
 
     fn order(partial: bool, market: bool) -> OrderToFill {

@@ -3,7 +3,7 @@
 //! its own. After every attempt: the postmaster was not restarted, the role is no superuser, none of
 //! its trap functions ran as another role, and the administrator's data and records are intact.
 
-use super::{config, connect, fresh_database, value};
+use super::common::{config, connect, fresh_database, value};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 use std::time::{Duration, Instant};
@@ -526,7 +526,7 @@ fn live_runs_and_locks_of_others_are_out_of_reach() {
     assert_eq!(status, "running");
     // The lock probe: with the administrator holding audit_log, a role that may not write it
     // gets 42501 at once, not a wait for the lock (which lock_timeout would turn into 55P03).
-    let mut holder = super::connect("it_hostile_live");
+    let mut holder = super::common::connect("it_hostile_live");
     holder
         .batch_execute("BEGIN; LOCK stress_data.audit_log IN ACCESS EXCLUSIVE MODE")
         .unwrap();

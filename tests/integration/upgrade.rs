@@ -2,7 +2,7 @@
 //! `ALTER EXTENSION pg_stress UPDATE`, has the same extension a fresh install has (member objects,
 //! definitions, grants, policies, defaults: describe_extension.sql) and still every record.
 
-use super::{config, empty_database, fresh_database, value};
+use super::common::{config, empty_database, fresh_database, value};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 

@@ -1,0 +1,732 @@
+//! Load runs: true percentiles, cancel and wait from other sessions, workers that die or are killed,
+//! running as the caller, bad arguments, progress and samples, a crash mid-run, the report, custom
+//! transactions.
+
+use super::common::{
+    checksum, config, connect, count, env, fresh_database, load_database, pgcluster, run_status,
+    value,
+};
+use postgres::error::SqlState;
+use postgres::{Config, NoTls};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_load_run_records_true_percentiles_per_operation() {
+    let mut client = load_database("it_load");
+    let commits_before = count(
+        &mut client,
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    );
+    let run_id: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('2 seconds', workers => 2)",
+    );
+    assert_eq!(run_status(&mut client, run_id), ("completed".into(), None));
+    let rows = client
+        .query(
+            "SELECT name, calls, errors, p50_ms, p95_ms, p99_ms, max_ms, ops_per_sec,
+                    (details->>'successes')::bigint, coalesce(details->>'first_error', '')
+             FROM stress.results WHERE run_id = $1 ORDER BY id",
+            &[&run_id],
+        )
+        .unwrap();
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        names,
+        [
+            "place_order",
+            "cancel_order",
+            "execute_trade",
+            "balance_update",
+            "open_orders",
+            "recent_trades",
+            "position",
+            "total"
+        ]
+    );
+    let mut calls = 0;
+    for r in &rows {
+        let (name, n, errors): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        let (p50, p95, p99, max): (f64, f64, f64, f64) = (r.get(3), r.get(4), r.get(5), r.get(6));
+        let first_error: String = r.get(9);
+        assert!(
+            n > 0 && errors == 0,
+            "{name}: {n} calls, {errors} errors: {first_error}"
+        );
+        assert!(
+            0.0 < p50 && p50 <= p95 && p95 <= p99 && p99 <= max,
+            "{name}: {p50} {p95} {p99} {max}"
+        );
+        if name != "total" {
+            calls += n;
+        } else {
+            assert_eq!(n, calls);
+            let ops: f64 = r.get(7);
+            assert!(
+                (ops - n as f64 / 2.0).abs() / ops < 0.1,
+                "{ops} ops/s for {n} calls in 2 s"
+            );
+        }
+    }
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM stress.load_worker_results"
+        ),
+        0
+    );
+    // Every operation is one committed transaction: the server counted them.
+    let successes: i64 = rows.last().unwrap().get(8);
+    std::thread::sleep(Duration::from_millis(600)); // the statistics collector's flush interval
+    let commits = count(
+        &mut client,
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    ) - commits_before;
+    // Besides the operations: each worker prepares and saves (2), the run is registered and closed
+    // (2), and this session's own statements (a handful).
+    assert!(
+        commits >= successes && commits <= successes + 20,
+        "{commits} commits for {successes} successful operations"
+    );
+}
+
+#[test]
+fn a_run_can_be_cancelled_and_waited_for_from_another_session() {
+    let mut client = load_database("it_load_cancel");
+    let started = Instant::now();
+    let run_id: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('60 seconds', workers => 2, wait => false)",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "wait => false took {:?}",
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(run_status(&mut client, run_id).0, "running");
+    let mut other = connect("it_load_cancel");
+    let cancelled_at = Instant::now();
+    let cancelled: bool = other
+        .query_one("SELECT stress.cancel($1)", &[&run_id])
+        .unwrap()
+        .get(0);
+    assert!(cancelled);
+    let status: String = other
+        .query_one("SELECT stress.wait($1)", &[&run_id])
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "cancelled");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        cancelled_at.elapsed()
+    );
+    // The measurements so far are kept.
+    assert!(
+        count(
+            &mut client,
+            &format!("SELECT calls FROM stress.results WHERE run_id = {run_id} AND name = 'total'")
+        ) > 0
+    );
+    let again: bool = other
+        .query_one("SELECT stress.cancel($1)", &[&run_id])
+        .unwrap()
+        .get(0);
+    assert!(!again);
+}
+
+#[test]
+fn a_load_worker_killed_with_sigterm_fails_its_run_instead_of_hanging() {
+    const DB: &str = "it_load_sigterm";
+    let mut client = load_database(DB);
+    let run_id: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('60 seconds', workers => 2, wait => false)",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let worker: i32 = loop {
+        let rows = client
+            .query(
+                "SELECT pid, application_name FROM pg_stat_activity
+                 WHERE backend_type = 'pg_stress load' AND datname = $1 ORDER BY application_name",
+                &[&DB],
+            )
+            .unwrap();
+        if rows.len() == 2 && !rows[0].get::<_, String>(1).is_empty() {
+            // Each worker says which run it belongs to.
+            assert_eq!(
+                rows[0].get::<_, String>(1),
+                format!("pg_stress load run {run_id} worker 1/2")
+            );
+            break rows[0].get(0);
+        }
+        assert!(Instant::now() < deadline, "the load workers never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let killed_at = Instant::now();
+    client
+        .batch_execute(&format!("SELECT pg_terminate_backend({worker})"))
+        .unwrap();
+    let status: String = client
+        .query_one("SELECT stress.wait($1)", &[&run_id])
+        .unwrap()
+        .get(0);
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(status, "failed");
+    let (_, error) = run_status(&mut client, run_id);
+    assert!(error.unwrap_or_default().contains("SIGTERM"));
+}
+
+#[test]
+fn load_workers_run_as_the_caller_and_record_its_permission_errors() {
+    const DB: &str = "it_load_priv";
+    let mut admin = load_database(DB);
+    admin
+        .batch_execute(
+            "DROP ROLE IF EXISTS it_reader; CREATE ROLE it_reader LOGIN;
+             GRANT EXECUTE ON FUNCTION stress.run_load TO it_reader;
+             GRANT USAGE ON SCHEMA stress_data TO it_reader;
+             GRANT SELECT ON ALL TABLES IN SCHEMA stress_data TO it_reader",
+        )
+        .unwrap();
+    let mut reader = config(DB).user("it_reader").connect(NoTls).unwrap();
+    let run_id: i64 = value(
+        &mut reader,
+        "SELECT stress.run_load('1 second', workers => 2)",
+    );
+    let row = reader
+        .query_one(
+            "SELECT status, run_as FROM stress.runs WHERE id = $1",
+            &[&run_id],
+        )
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("completed".into(), "it_reader".into())
+    );
+    let mut result = |name: &str| {
+        reader
+            .query_one(
+                "SELECT calls, errors, coalesce(details->>'first_error', '') FROM stress.results
+                 WHERE run_id = $1 AND name = $2",
+                &[&run_id, &name],
+            )
+            .unwrap()
+    };
+    let writes = result("place_order");
+    let (calls, errors, first_error): (i64, i64, String) =
+        (writes.get(0), writes.get(1), writes.get(2));
+    assert!(
+        calls > 0 && errors == calls,
+        "{calls} calls, {errors} errors"
+    );
+    assert!(first_error.contains("permission denied"), "{first_error}");
+    let reads = result("open_orders");
+    assert_eq!(reads.get::<_, i64>(1), 0);
+}
+
+#[test]
+fn bad_load_arguments_are_refused() {
+    let mut client = load_database("it_load_bad");
+    for sql in [
+        "SELECT stress.run_load('0 seconds')",
+        "SELECT stress.run_load('-1 minute')",
+        "SELECT stress.run_load('1 second', workers => 0)",
+        "SELECT stress.run_load('1 second', rate => -5)",
+        "SELECT stress.run_load('1 second', mix => '{\"upsert\": 1}')",
+        "SELECT stress.run_load('1 second', mix => '{\"insert\": -1}')",
+        "SELECT stress.run_load('1 second', mix => '[1]')",
+        "SELECT stress.run_load('1 second', isolation => 'snapshot')",
+        "SELECT stress.run_load('1 second', max_retries => -1)",
+        "SELECT stress.wait(987654321)",
+    ] {
+        let err = client.batch_execute(sql).unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::INVALID_PARAMETER_VALUE),
+            "{sql}: {err}"
+        );
+    }
+    let mut empty = fresh_database("it_load_empty");
+    let err = empty
+        .batch_execute("SELECT stress.run_load('1 second')")
+        .unwrap_err();
+    let err = err.as_db_error().expect("a server error").clone();
+    assert_eq!(err.code(), &SqlState::INVALID_PARAMETER_VALUE, "{err}");
+    assert!(err.message().contains("does not exist"), "{err}");
+}
+
+/// Workers see only committed data: a run started in the transaction that created the table its
+/// custom transaction reads warns, and is recorded as failed with the workers' own reason.
+#[test]
+fn a_run_started_in_a_transaction_that_wrote_warns_and_records_why_it_failed() {
+    fresh_database("it_load_uncommitted")
+        .batch_execute("SELECT stress.generate_dataset(orders => 200, seed => 1)")
+        .unwrap();
+    let notices = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&notices);
+    let mut client = config("it_load_uncommitted")
+        .notice_callback(move |n| sink.lock().unwrap().push(n.message().to_owned()))
+        .connect(NoTls)
+        .unwrap();
+    let mut tx = client.transaction().unwrap();
+    tx.batch_execute("CREATE TABLE public.t (id int)").unwrap();
+    let run: i64 = tx
+        .query_one(
+            r#"SELECT stress.run_load('1 second', workers => 1,
+                   transactions => '[{"name": "read_t", "sql": "SELECT * FROM public.t"}]')"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    tx.commit().unwrap();
+    assert!(
+        notices
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.contains("workers cannot see until it commits")),
+        "no WARNING: {notices:?}"
+    );
+    let (status, error) = run_status(&mut client, run);
+    assert_eq!(status, "failed");
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains("preparing the operations") && error.contains("does not exist"),
+        "{error}"
+    );
+    // Operations waiting on the row locks of the caller's open transaction end with the run (a
+    // statement timeout 10 s past its end, which the workers arm themselves), counted as errors.
+    // (Without it this call would never return: the caller's own statement_timeout fails it.)
+    let mut tx = client.transaction().unwrap();
+    tx.batch_execute(
+        "SET LOCAL statement_timeout = '60s';
+         UPDATE stress_data.accounts SET balance = balance",
+    )
+    .unwrap();
+    let run: i64 = tx
+        .query_one(
+            r#"SELECT stress.run_load('1 second', workers => 1, mix => '{"balance_update": 1}')"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    tx.rollback().unwrap();
+    let row = client
+        .query_one(
+            "SELECT errors, details->>'first_error' FROM stress.results
+             WHERE run_id = $1 AND name = 'balance_update'",
+            &[&run],
+        )
+        .unwrap();
+    let (errors, first_error): (i64, Option<String>) = (row.get(0), row.get(1));
+    assert!(errors >= 1, "{errors}");
+    assert!(
+        first_error
+            .unwrap_or_default()
+            .contains("statement timeout"),
+        "{row:?}"
+    );
+}
+
+#[test]
+fn without_the_preload_generation_works_and_load_runs_say_what_to_do() {
+    // (Config::host_path adds a host: build this one from scratch.)
+    let mut config = Config::new();
+    config
+        .host_path(env("STRESS_NOPRELOAD_PGHOST"))
+        .port(env("STRESS_NOPRELOAD_PGPORT").parse().unwrap())
+        .user(&env("PGUSER"))
+        .dbname("postgres");
+    let mut admin = config.connect(NoTls).unwrap();
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS it_nopreload WITH (FORCE)")
+        .unwrap();
+    admin.batch_execute("CREATE DATABASE it_nopreload").unwrap();
+    let mut client = config.dbname("it_nopreload").connect(NoTls).unwrap();
+    client
+        .batch_execute(
+            "CREATE EXTENSION pg_stress; SET stress.progress_interval = 0;
+             SELECT stress.generate_orders(20000, seed => 3, workers => 2)",
+        )
+        .unwrap();
+    let parallel = checksum(&mut client, "stress_data.orders");
+    client
+        .batch_execute(
+            "TRUNCATE stress_data.orders; SELECT stress.generate_orders(20000, seed => 3)",
+        )
+        .unwrap();
+    assert_eq!(checksum(&mut client, "stress_data.orders"), parallel);
+    let err = client
+        .batch_execute("SELECT stress.run_load('1 second')")
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE),
+        "{err}"
+    );
+    let db_error = err.as_db_error().unwrap();
+    assert!(db_error.message().contains("shared_preload_libraries"));
+    assert!(db_error.hint().unwrap_or_default().contains("restart"));
+    // A benchmark runs on one connection without the preload, on several only with it.
+    let calls: i64 = value(
+        &mut client,
+        "SELECT calls FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 10)",
+    );
+    assert_eq!(calls, 10);
+    let err = client
+        .batch_execute("SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], concurrency => 2)")
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_running_load_shows_in_stress_progress_and_leaves_one_sample_per_second() {
+    let mut client = load_database("it_load_live");
+    let run_id: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('3 seconds', workers => 2, wait => false)",
+    );
+    std::thread::sleep(Duration::from_millis(1800));
+    let row = client
+        .query_one(
+            "SELECT ops, ops_per_sec, active_workers, p99_ms, errors, database
+             FROM stress.progress WHERE run_id = $1 AND database = current_database()",
+            &[&run_id],
+        )
+        .unwrap();
+    let (ops, rate, active, p99): (i64, f64, i32, f64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert!(
+        ops > 0 && rate > 0.0 && p99 > 0.0,
+        "{ops} ops, {rate} ops/s, p99 {p99}"
+    );
+    assert_eq!(active, 2);
+    assert_eq!(
+        row.get::<_, Option<String>>(5).as_deref(),
+        Some("it_load_live")
+    );
+    let status: String = client
+        .query_one("SELECT stress.wait($1)", &[&run_id])
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "completed");
+    assert_eq!(
+        count(
+            &mut client,
+            &format!(
+                "SELECT count(*) FROM stress.progress WHERE run_id = {run_id} AND database = current_database()"
+            )
+        ),
+        0
+    );
+    let samples = client
+        .query(
+            "SELECT ops, ops_per_sec, p50_ms, p99_ms, active_workers, connections
+             FROM stress.samples WHERE run_id = $1 ORDER BY ts",
+            &[&run_id],
+        )
+        .unwrap();
+    assert!(
+        (2..=4).contains(&samples.len()),
+        "{} samples in 3 s",
+        samples.len()
+    );
+    for s in &samples {
+        let (ops, p50, p99): (i64, f64, f64) = (s.get(0), s.get(2), s.get(3));
+        assert!(ops > 0 && 0.0 < p50 && p50 <= p99, "{ops} {p50} {p99}");
+        // This session and the sampling worker at least (near the end the other may be gone);
+        // the run's peak below counts both workers.
+        assert!(s.get::<_, i64>(5) >= 2, "connections in a sample");
+    }
+    let sampled: i64 = samples.iter().map(|s| s.get::<_, i64>(0)).sum();
+    let total = count(
+        &mut client,
+        &format!("SELECT calls FROM stress.results WHERE run_id = {run_id} AND name = 'total'"),
+    );
+    assert!(
+        sampled <= total && sampled * 2 > total,
+        "{sampled} sampled of {total}"
+    );
+    assert!(
+        count(
+            &mut client,
+            &format!("SELECT peak_connections FROM stress.runs WHERE id = {run_id}")
+        ) >= 3
+    );
+}
+
+#[test]
+fn runs_a_crash_interrupts_are_marked_interrupted_when_the_server_is_back() {
+    const CLUSTER: &str = "it-restart";
+    pgcluster("destroy", CLUSTER);
+    let config = pgcluster("start", CLUSTER).unwrap();
+    let mut admin = config.connect(NoTls).unwrap();
+    admin.batch_execute("CREATE DATABASE it_restart").unwrap();
+    let mut client = config.clone().dbname("it_restart").connect(NoTls).unwrap();
+    client
+        .batch_execute(
+            "CREATE EXTENSION pg_stress; SET stress.progress_interval = 0;
+             SELECT count(*) FROM stress.generate_dataset(orders => 5000, seed => 1)",
+        )
+        .unwrap();
+    let run_id: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('10 minutes', workers => 2, wait => false)",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // (The run's row appears once its first worker has registered it.)
+    while count(&mut client, "SELECT count(*) FROM stress.samples") == 0 {
+        assert!(Instant::now() < deadline, "the run never got going");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(client);
+    drop(admin);
+    pgcluster("crash", CLUSTER);
+    let config = pgcluster("start", CLUSTER).unwrap();
+    let mut client = config.clone().dbname("it_restart").connect(NoTls).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, error) = loop {
+        let (status, error) = run_status(&mut client, run_id);
+        if status != "running" {
+            break (status, error);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run is still marked running after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status, "interrupted");
+    assert!(error.unwrap_or_default().contains("restart or crash"));
+    // A run started after the restart is not touched.
+    let after: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('1 second', workers => 1)",
+    );
+    assert_eq!(run_status(&mut client, after).0, "completed");
+    drop(client);
+    pgcluster("destroy", CLUSTER);
+}
+
+#[test]
+fn the_report_has_the_seeds_keys_and_judges_its_targets() {
+    let mut client = load_database("it_load_report");
+    client
+        .batch_execute("SET stress.slow_query_threshold_ms = 1")
+        .unwrap();
+    let run_id: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('2 seconds', workers => 2)",
+    );
+    let report: serde_json::Value = client
+        .query_one("SELECT stress.report()::text", &[])
+        .map(|r| serde_json::from_str(&r.get::<_, String>(0)).unwrap())
+        .unwrap_or_default();
+    assert_eq!(report["run_id"], run_id);
+    for key in [
+        "total_operations",
+        "successful_operations",
+        "failed_operations",
+        "deadlock_count",
+        "error_rate",
+        "avg_latency_ms",
+        "p50_latency_ms",
+        "p95_latency_ms",
+        "p99_latency_ms",
+        "throughput",
+        "peak_connections",
+        "slow_query_count",
+        "connection_efficiency",
+        "index_hit_rate",
+        "cache_hit_rate",
+    ] {
+        assert!(!report[key].is_null(), "{key} missing in {report}");
+    }
+    for rate in ["index_hit_rate", "cache_hit_rate"] {
+        let r = report[rate].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&r), "{rate} {r}");
+    }
+    let total = report["total_operations"].as_f64().unwrap();
+    let slow = report["slow_query_count"].as_f64().unwrap();
+    assert!(
+        slow > 0.0 && slow < total,
+        "{slow} of {total} operations over 1 ms"
+    );
+    let efficiency = report["connection_efficiency"].as_f64().unwrap();
+    assert!(efficiency > 0.5 && efficiency <= 1.0, "{efficiency}");
+    for target in [
+        "p50_latency_ms",
+        "p99_latency_ms",
+        "throughput",
+        "connection_efficiency",
+        "deadlocks_per_1000",
+        "index_hit_rate",
+        "cache_hit_rate",
+    ] {
+        assert!(
+            report["targets"][target]["pass"].is_boolean(),
+            "{target}: {}",
+            report["targets"]
+        );
+    }
+    assert_eq!(report["operations"].as_object().unwrap().len(), 7);
+    let err = client
+        .batch_execute("SELECT stress.report(987654321)")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::INVALID_PARAMETER_VALUE));
+}
+
+#[test]
+fn custom_transactions_stress_your_own_schema() {
+    let mut client = load_database("it_custom");
+    client
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL DEFAULT 0, tag text);
+             INSERT INTO items SELECT g, 0, NULL FROM generate_series(1, 1000) g;
+             CREATE TABLE hits (item int, tag text)",
+        )
+        .unwrap();
+    let run_id: i64 = client
+        .query_one(
+            r#"SELECT stress.run_load('2 seconds', workers => 2, transactions => '[
+                 {"name": "lookup", "sql": "SELECT n FROM items WHERE id = $1",
+                  "params": [{"distribution": "uniform", "min": 1, "max": 1000}], "weight": 3},
+                 {"name": "touch", "sql": ["UPDATE items SET n = n + 1, tag = $2 WHERE id = $1",
+                                            "INSERT INTO hits VALUES ($1, $2)"],
+                  "params": [{"distribution": "zipf", "n": 1000, "s": 1.1}, {"values": ["a", "b"]}]}]')"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let rows = client
+        .query(
+            "SELECT name, calls, errors FROM stress.results WHERE run_id = $1 ORDER BY id",
+            &[&run_id],
+        )
+        .unwrap();
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        names,
+        ["lookup", "touch", "total"],
+        "only the custom transactions ran"
+    );
+    let (lookups, touches): (i64, i64) = (rows[0].get(1), rows[1].get(1));
+    assert!(rows.iter().all(|r| r.get::<_, i64>(2) == 0));
+    assert!(
+        lookups > 2 * touches && touches > 0,
+        "{lookups} lookups, {touches} touches (3:1)"
+    );
+    // Both statements of a touch ran, with the same values, in one transaction each.
+    assert_eq!(count(&mut client, "SELECT count(*) FROM hits"), touches);
+    assert_eq!(count(&mut client, "SELECT sum(n) FROM items"), touches);
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM hits h JOIN items i ON i.id = h.item WHERE h.item BETWEEN 1 AND 1000"
+        ),
+        touches
+    );
+    // zipf: item 1 is the most touched.
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT item::int8 FROM hits GROUP BY item ORDER BY count(*) DESC, item LIMIT 1"
+        ),
+        1
+    );
+    for (sql, code) in [
+        (
+            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "x", "sql": "SELEC 1"}]')"#,
+            SqlState::SYNTAX_ERROR,
+        ),
+        (
+            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "x", "sql": "SELECT * FROM nowhere"}]')"#,
+            SqlState::UNDEFINED_TABLE,
+        ),
+        (
+            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "place_order", "sql": "SELECT 1"}]')"#,
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+        (
+            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "x", "sql": "SELECT $1", "params": [{"distribution": "poisson"}]}]')"#,
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+        (
+            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "x", "sql": "SELECT 1", "weight": 0}]')"#,
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+    ] {
+        let err = client.batch_execute(sql).unwrap_err();
+        assert_eq!(err.code(), Some(&code), "{sql}: {err}");
+    }
+}
+
+#[test]
+fn cancelling_a_waiting_run_load_cancels_its_run() {
+    let mut client = load_database("it_load_timeout");
+    client
+        .batch_execute("SET statement_timeout = '1500ms'")
+        .unwrap();
+    let started = Instant::now();
+    let err = client
+        .batch_execute("SELECT stress.run_load('60 seconds', workers => 2)")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
+    client.batch_execute("RESET statement_timeout").unwrap();
+    // The run goes on without its caller only until its workers see the cancel.
+    let run_id = count(
+        &mut client,
+        "SELECT max(id) FROM stress.runs WHERE kind = 'run_load'",
+    );
+    let status: String = client
+        .query_one("SELECT stress.wait($1)", &[&run_id])
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "cancelled");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn custom_transactions_see_the_callers_search_path() {
+    let mut client = load_database("it_custom_path");
+    client
+        .batch_execute(
+            "CREATE SCHEMA app; CREATE TABLE app.counters (id int PRIMARY KEY, n int NOT NULL);
+             INSERT INTO app.counters VALUES (1, 0); SET search_path = app, public",
+        )
+        .unwrap();
+    let run_id: i64 = client
+        .query_one(
+            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "bump", "sql": "UPDATE counters SET n = n + 1 WHERE id = 1"}]')"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let (calls, errors): (i64, i64) = client
+        .query_one(
+            "SELECT calls, errors FROM stress.results WHERE run_id = $1 AND name = 'bump'",
+            &[&run_id],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert!(calls > 0 && errors == 0, "{calls} calls, {errors} errors");
+    assert_eq!(
+        count(&mut client, "SELECT n::int8 FROM app.counters"),
+        calls
+    );
+}

@@ -1,0 +1,17 @@
+//! Integration tests against a running PostgreSQL 15 with pg_stress and pg_cron preloaded, for what
+//! the in-transaction #[pg_test]s cannot do: several databases, pg_dump/pg_restore, VACUUM FULL,
+//! cancellation and statement_timeout, NOTICEs as a client sees them.
+//!
+//! `scripts/test.sh` (run by `make test`) starts the cluster and exports PGHOST/PGPORT/PGUSER.
+
+mod benchmark;
+mod common;
+mod generate;
+mod integrity;
+mod load;
+mod operations;
+mod scenarios;
+/// The hostile-role tier.
+mod security;
+/// ALTER EXTENSION pg_stress UPDATE ends where a fresh install does.
+mod upgrade;
