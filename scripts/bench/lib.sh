@@ -1,0 +1,60 @@
+# Sourced by scripts/bench.sh and each scripts/bench/AREA.sh: a release build of pg_stress installed
+# into a throwaway cluster (shared_buffers 1GB) with a fresh database, and the helpers every area's
+# comparisons use. Variants alternate, REPS times each; the best time of each is compared (noise only
+# adds time).
+[ -n "${BENCH_LIB_LOADED:-}" ] && return 0
+BENCH_LIB_LOADED=1
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../env.sh"
+cd "$here"
+db=pg_stress_bench
+
+echo "== building and installing pg_stress (release)"
+scripts/pgcluster.sh stop bench
+cargo pgrx install --release --pg-config "$PG_CONFIG" "${pgrx_install_flags[@]}" >/dev/null
+eval "$(scripts/pgcluster.sh start bench "shared_buffers = '1GB'" "max_wal_size = '4GB'" "cron.database_name = 'postgres'" \
+         "shared_preload_libraries = 'pg_stress, pg_cron, pg_stat_statements'")"
+export PGHOST PGPORT PGUSER
+psql=("$pg_bindir/psql" -X -q -At -v ON_ERROR_STOP=1)
+pgbench=$pg_bindir/pgbench
+PGOPTIONS="-c client_min_messages=warning" "${psql[@]}" -d postgres \
+  -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+PGOPTIONS="-c client_min_messages=warning" "${psql[@]}" -d "$db" -c "CREATE EXTENSION pg_stress" -c "SET stress.progress_interval = 0"
+REPS=${REPS:-3}
+ROWS=${ROWS:-1000000}
+MEMORY_ROWS=${MEMORY_ROWS:-10000000}
+
+echo "== building and installing pg_stress (release)"
+scripts/pgcluster.sh stop bench
+cargo pgrx install --release --pg-config "$PG_CONFIG" "${pgrx_install_flags[@]}" >/dev/null
+eval "$(scripts/pgcluster.sh start bench "shared_buffers = '1GB'" "max_wal_size = '4GB'" "cron.database_name = 'postgres'" \
+         "shared_preload_libraries = 'pg_stress, pg_cron, pg_stat_statements'")"
+export PGHOST PGPORT PGUSER
+psql=("$pg_bindir/psql" -X -q -At -v ON_ERROR_STOP=1)
+PGOPTIONS="-c client_min_messages=warning" "${psql[@]}" -d postgres \
+  -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+PGOPTIONS="-c client_min_messages=warning" "${psql[@]}" -d "$db" -c "CREATE EXTENSION pg_stress" -c "SET stress.progress_interval = 0"
+sql() { PGOPTIONS="-c client_min_messages=warning -c stress.progress_interval=0" "${psql[@]}" -d "$db" -c "$1"; }
+now() { date +%s.%N; }
+# seconds taken by one SQL statement (after a checkpoint, so no variant pays for another's writes)
+timed() { sql "CHECKPOINT" >/dev/null; local s; s=$(now); sql "$1" >/dev/null; awk -v s="$s" -v e="$(now)" 'BEGIN { printf "%.3f", e - s }'; }
+min() { printf '%s\n' "$@" | sort -g | head -1; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# peak_growth SQL: run SQL in its own session and print by how many MB that backend's private memory
+# (RssAnon: not shared buffers) grew at its peak, sampled every 50 ms
+peak_growth() {
+  PGAPPNAME=stress_bench_memory PGOPTIONS="-c stress.progress_interval=0" "${psql[@]}" -d "$db" \
+    -c "SELECT pg_sleep(1)" -c "$1" >/dev/null &
+  local client=$! pid="" start_kb peak_kb kb
+  while [ -z "$pid" ]; do
+    pid=$(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'stress_bench_memory'")
+  done
+  start_kb=$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status") peak_kb=$start_kb
+  while kill -0 "$client" 2>/dev/null; do
+    kb=$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+    [ -n "$kb" ] && [ "$kb" -gt "$peak_kb" ] && peak_kb=$kb
+    sleep 0.05
+  done
+  wait "$client"
+  awk -v a="$start_kb" -v b="$peak_kb" 'BEGIN { printf "%.1f", (b - a) / 1024 }'
+}
