@@ -1,8 +1,7 @@
 # Sourced by the other scripts: PATH for cargo, and how `cargo pgrx` must run as this user.
 export PATH="$HOME/.cargo/bin:$PATH"
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# The PostgreSQL 15 to build against, test and benchmark: Debian's, unless PG_CONFIG names another.
-export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+source "$here/scripts/pg_config.sh"
 pg_bindir=$("$PG_CONFIG" --bindir)
 
 # Installing into Debian's PostgreSQL directories needs root. As root, install directly and run the

@@ -14,8 +14,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# (PG_CONFIG as in env.sh: Debian's PostgreSQL 15 unless it names another)
-bindir=$("${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)
+source "$here/scripts/pg_config.sh"
+bindir=$("$PG_CONFIG" --bindir)
 
 as_owner() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi

@@ -28,7 +28,7 @@ if [ "$(cargo pgrx --version 2>/dev/null | awk '{print $2}')" != "$PGRX_VERSION"
   cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked
 fi
 
-pg_config=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-if ! grep -qs "pg15 = \"$pg_config\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-  cargo pgrx init --pg15 "$pg_config" >/dev/null
+source "$(dirname "$0")/pg_config.sh"
+if ! grep -qs "pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+  cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
 fi
