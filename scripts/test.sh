@@ -11,6 +11,9 @@ mkdir -p "$pgdata_base"
 [ "$(id -u)" = 0 ] && chown postgres:postgres "$pgdata_base"
 export CARGO_PGRX_TEST_PGDATA=$pgdata_base
 
+echo "== module graph (no import cycle between top-level modules)"
+python3 scripts/module-deps.py
+
 echo "== unit tests and #[pg_test]s"
 cargo pgrx test pg15
 

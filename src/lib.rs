@@ -7,6 +7,7 @@
 use pgrx::prelude::*;
 
 mod api;
+mod args;
 mod benchmark;
 mod error;
 mod generate;

@@ -8,18 +8,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../env.sh"
 cd "$here"
 db=pg_stress_bench
-
-echo "== building and installing pg_stress (release)"
-scripts/pgcluster.sh stop bench
-cargo pgrx install --release --pg-config "$PG_CONFIG" "${pgrx_install_flags[@]}" >/dev/null
-eval "$(scripts/pgcluster.sh start bench "shared_buffers = '1GB'" "max_wal_size = '4GB'" "cron.database_name = 'postgres'" \
-         "shared_preload_libraries = 'pg_stress, pg_cron, pg_stat_statements'")"
-export PGHOST PGPORT PGUSER
-psql=("$pg_bindir/psql" -X -q -At -v ON_ERROR_STOP=1)
-pgbench=$pg_bindir/pgbench
-PGOPTIONS="-c client_min_messages=warning" "${psql[@]}" -d postgres \
-  -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
-PGOPTIONS="-c client_min_messages=warning" "${psql[@]}" -d "$db" -c "CREATE EXTENSION pg_stress" -c "SET stress.progress_interval = 0"
 REPS=${REPS:-3}
 ROWS=${ROWS:-1000000}
 MEMORY_ROWS=${MEMORY_ROWS:-10000000}
@@ -31,6 +19,7 @@ eval "$(scripts/pgcluster.sh start bench "shared_buffers = '1GB'" "max_wal_size 
          "shared_preload_libraries = 'pg_stress, pg_cron, pg_stat_statements'")"
 export PGHOST PGPORT PGUSER
 psql=("$pg_bindir/psql" -X -q -At -v ON_ERROR_STOP=1)
+pgbench=$pg_bindir/pgbench
 PGOPTIONS="-c client_min_messages=warning" "${psql[@]}" -d postgres \
   -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 PGOPTIONS="-c client_min_messages=warning" "${psql[@]}" -d "$db" -c "CREATE EXTENSION pg_stress" -c "SET stress.progress_interval = 0"

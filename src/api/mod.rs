@@ -1,9 +1,15 @@
-//! The SQL surface's SQL-only parts, all included here and in this order: the schema first (every
-//! function records into it), then the capabilities written in SQL because they are queries over
-//! PostgreSQL's own catalogs and statistics. Their #[pg_test]s are in `src/tests/`.
+//! The SQL surface: every `#[pg_extern]`, one file per capability, each turning its arguments into a
+//! call of one function of that capability; and, here, every SQL file, in this order: the schema
+//! first (every function records into it), then the capabilities written in SQL because they are
+//! queries over PostgreSQL's own catalogs and statistics (their #[pg_test]s are in `src/tests/`).
 
 use pgrx::prelude::*;
 
+mod benchmark;
+mod generate;
+mod integrity;
+mod load;
+mod records;
 mod runs;
 
 // The metric tables and their dump configuration come first: functions record into them.

@@ -86,11 +86,10 @@ fn check_candidate(sql: &str) -> Result<(), String> {
 /// also with those indexes: they are built for real, measured, and rolled back — a true timing of
 /// an index that does not exist yet (hypopg would only estimate its cost).
 #[allow(clippy::type_complexity)]
-#[pg_extern(volatile, parallel_unsafe)]
-fn compare_indexes(
+pub fn compare_indexes(
     queries: Vec<Option<String>>,
-    iterations: default!(i32, 50),
-    candidates: default!(Option<Vec<Option<String>>>, "NULL"),
+    iterations: i32,
+    candidates: Option<Vec<Option<String>>>,
 ) -> TableIterator<
     'static,
     (

@@ -66,7 +66,7 @@ pub fn measure(
         .collect();
     let (run_id, failure) = if runnable.is_empty() {
         // (Nothing to run: the run is just the error rows below.)
-        (super::record(parameters, crate::generate::now(), &[]), None)
+        (super::record(parameters, super::now(), &[]), None)
     } else {
         run_workers(
             &runnable,

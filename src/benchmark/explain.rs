@@ -173,8 +173,7 @@ pub fn plan_of(query: &str) -> Option<Value> {
 
 /// The plan of `query` (EXPLAIN, FORMAT JSON, VERBOSE; with `analyze`, executed — inside a
 /// subtransaction that is rolled back, so DML changes nothing) and `findings`, each with a suggestion.
-#[pg_extern(volatile, parallel_unsafe)]
-fn explain(query: &str, analyze: default!(bool, false)) -> JsonB {
+pub fn explain(query: &str, analyze: bool) -> JsonB {
     const F: &str = "explain";
     if query.trim().is_empty() {
         StressError::invalid(F, "the query is empty", "Pass one SQL statement.").raise();

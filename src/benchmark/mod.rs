@@ -12,15 +12,20 @@ use pgrx::prelude::*;
 use serde_json::json;
 use std::time::Instant;
 
-mod compare;
+pub mod compare;
 mod concurrent;
-mod explain;
+pub mod explain;
 
 pub use explain::plan_of;
 
 const F: &str = "benchmark";
 /// Most executions of one query in one call.
 pub const MAX_ITERATIONS: i32 = 10_000_000;
+
+/// Now, as the time a benchmark's run started.
+fn now() -> TimestampWithTimeZone {
+    TimestampWithTimeZone::try_from(crate::postgres::transaction::now()).expect("valid clock")
+}
 
 /// What one query's measurement gave.
 #[derive(Default)]
@@ -271,14 +276,13 @@ fn slow_threshold_us() -> u64 {
 /// Benchmarks each query: one row per query with calls, errors, latency (ms) and queries per second,
 /// all recorded in `stress.runs` / `stress.results` under one run.
 #[allow(clippy::type_complexity)]
-#[pg_extern(volatile, parallel_unsafe)]
-fn benchmark(
+pub fn benchmark(
     queries: Vec<Option<String>>,
-    iterations: default!(i32, 100),
-    warmup: default!(i32, 5),
-    concurrency: default!(i32, 1),
-    prepared: default!(bool, true),
-    rollback: default!(bool, false),
+    iterations: i32,
+    warmup: i32,
+    concurrency: i32,
+    prepared: bool,
+    rollback: bool,
 ) -> TableIterator<
     'static,
     (
@@ -296,7 +300,7 @@ fn benchmark(
         name!(error, Option<String>),
     ),
 > {
-    let started_at = crate::generate::now();
+    let started_at = now();
     let queries = query_list(F, queries);
     check_iterations(F, iterations);
     if !(0..=MAX_ITERATIONS).contains(&warmup) {

@@ -2,7 +2,7 @@
 
 use super::bulk::{numeric_datum, text_datum};
 use super::model::{NUMERIC_SCALE, US_PER_DAY, row_rng, to_units};
-use super::parallel::{IdRows, RowProducer, RowSink, produce_ids, worker_count};
+use super::parallel::{IdRows, RowProducer, RowSink, produce_ids};
 use super::tables::ACCOUNTS;
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
@@ -130,25 +130,24 @@ impl IdRows for AccountRows {
 }
 
 /// Appends `n` accounts to `stress_data.accounts` (created when missing); returns how many.
-#[pg_extern(volatile, parallel_unsafe)]
-pub(super) fn generate_accounts(
+pub fn generate_accounts(
     n: Option<i64>,
-    seed: default!(Option<i64>, "NULL"),
-    start_at: default!(Option<TimestampWithTimeZone>, "'2024-01-01 00:00:00+00'"),
-    days: default!(Option<i32>, 365),
-    workers: default!(Option<i32>, 1),
+    seed: Option<i64>,
+    start_at: Option<TimestampWithTimeZone>,
+    days: Option<i32>,
+    workers: Option<i32>,
 ) -> i64 {
     const F: &str = "generate_accounts";
-    let start_at = super::finite_time(F, "start_at", start_at);
+    let start_at = crate::args::finite_time(F, "start_at", start_at);
     super::prevent_writes_where_read_only(F);
     let started_at = super::now();
-    let n = super::row_count(F, n).or_raise();
-    let seed = super::seed_or_random(seed);
+    let n = crate::args::row_count(F, n).or_raise();
+    let seed = crate::args::seed_or_random(seed);
     let days = days.unwrap_or(365);
     let start = start_at
         .map(pg_sys::TimestampTz::from)
         .unwrap_or(ACCOUNTS_DEFAULT_START);
-    let workers = worker_count(F, workers).or_raise();
+    let workers = crate::args::worker_count(F, workers).or_raise();
     let job = AccountsJob {
         seed: seed as u64,
         start,

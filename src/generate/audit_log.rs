@@ -3,7 +3,7 @@
 
 use super::bulk::{JsonValue, jsonb_object_datum, numeric_datum, text_datum};
 use super::model::{DEFAULT_START, US_PER_DAY, US_PER_HOUR, row_rng};
-use super::parallel::{IdRows, RowProducer, RowSink, produce_ids, worker_count};
+use super::parallel::{IdRows, RowProducer, RowSink, produce_ids};
 use super::tables::AUDIT_LOG;
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
@@ -199,22 +199,21 @@ impl IdRows for AuditRows {
 }
 
 /// Appends `n` audit events to `stress_data.audit_log` (created when missing); returns how many.
-#[pg_extern(volatile, parallel_unsafe)]
-pub(super) fn generate_audit_log(
+pub fn generate_audit_log(
     n: Option<i64>,
-    seed: default!(Option<i64>, "NULL"),
-    start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
-    days: default!(Option<i32>, 30),
-    accounts: default!(Option<i64>, 10000),
-    entities: default!(Option<i64>, 1000000),
-    workers: default!(Option<i32>, 1),
+    seed: Option<i64>,
+    start_at: Option<TimestampWithTimeZone>,
+    days: Option<i32>,
+    accounts: Option<i64>,
+    entities: Option<i64>,
+    workers: Option<i32>,
 ) -> i64 {
     const F: &str = "generate_audit_log";
-    let start_at = super::finite_time(F, "start_at", start_at);
+    let start_at = crate::args::finite_time(F, "start_at", start_at);
     super::prevent_writes_where_read_only(F);
     let started_at = super::now();
-    let n = super::row_count(F, n).or_raise();
-    let seed = super::seed_or_random(seed);
+    let n = crate::args::row_count(F, n).or_raise();
+    let seed = crate::args::seed_or_random(seed);
     let (days, accounts, entities) = (
         days.unwrap_or(30),
         accounts.unwrap_or(10_000),
@@ -223,7 +222,7 @@ pub(super) fn generate_audit_log(
     let start = start_at
         .map(pg_sys::TimestampTz::from)
         .unwrap_or(DEFAULT_START);
-    let workers = worker_count(F, workers).or_raise();
+    let workers = crate::args::worker_count(F, workers).or_raise();
     let job = AuditLogJob {
         seed: seed as u64,
         start,

@@ -12,18 +12,17 @@ use serde_json::json;
 use std::time::Instant;
 
 #[allow(clippy::too_many_arguments)]
-#[pg_extern(volatile, parallel_unsafe)]
-fn generate_dataset(
-    orders: default!(Option<i64>, 1000000),
-    seed: default!(Option<i64>, "NULL"),
-    accounts: default!(Option<i64>, "NULL"),
-    trades_per_order: default!(Option<f64>, 5.0),
-    audit_events: default!(Option<i64>, "NULL"),
-    start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
-    days: default!(Option<i32>, 30),
-    market_data_step: default!(Option<Interval>, "'5 minutes'"),
-    spec: default!(Option<crate::postgres::json_arg::JsonArg>, "NULL"),
-    workers: default!(Option<i32>, 1),
+pub fn generate_dataset(
+    orders: Option<i64>,
+    seed: Option<i64>,
+    accounts: Option<i64>,
+    trades_per_order: Option<f64>,
+    audit_events: Option<i64>,
+    start_at: Option<TimestampWithTimeZone>,
+    days: Option<i32>,
+    market_data_step: Option<Interval>,
+    spec: Option<crate::postgres::json_arg::JsonArg>,
+    workers: Option<i32>,
 ) -> TableIterator<
     'static,
     (
@@ -34,7 +33,7 @@ fn generate_dataset(
     ),
 > {
     const F: &str = "generate_dataset";
-    let start_at = super::finite_time(F, "start_at", start_at);
+    let start_at = crate::args::finite_time(F, "start_at", start_at);
     super::prevent_writes_where_read_only(F);
     let started_at = super::now();
     let spec = match spec.map(|s| s.parse(F, "spec").or_raise()) {
@@ -49,10 +48,10 @@ fn generate_dataset(
             .or_raise(),
         None => DatasetSpec::default(),
     };
-    let n_orders = super::row_count(F, spec.orders.or(orders)).or_raise() as i64;
-    let n_workers = super::parallel::worker_count(F, workers).or_raise() as i32;
+    let n_orders = crate::args::row_count(F, spec.orders.or(orders)).or_raise() as i64;
+    let n_workers = crate::args::worker_count(F, workers).or_raise() as i32;
     let workers = Some(n_workers);
-    let seed = Some(super::seed_or_random(seed));
+    let seed = Some(crate::args::seed_or_random(seed));
     let n_accounts = spec
         .accounts
         .or(accounts)
@@ -216,11 +215,11 @@ pub fn parse_spec(spec: &serde_json::Value) -> Result<DatasetSpec, String> {
             None => None,
             Some(c) => Some(
                 c.as_i64()
-                    .filter(|c| (0..=super::MAX_ROWS_PER_CALL).contains(c))
+                    .filter(|c| (0..=crate::args::MAX_ROWS_PER_CALL).contains(c))
                     .ok_or_else(|| {
                         format!(
                             "spec.{table}.count must be an integer between 0 and {}",
-                            super::MAX_ROWS_PER_CALL
+                            crate::args::MAX_ROWS_PER_CALL
                         )
                     })?,
             ),

@@ -79,20 +79,19 @@ impl Walk {
 }
 
 /// Appends one candle per symbol per `step` in [start_at, end_at) to `stress_data.market_data`.
-#[pg_extern(volatile, parallel_unsafe)]
-pub(super) fn generate_market_data(
-    symbols: default!(Option<Vec<Option<String>>>, "NULL"),
-    start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
-    end_at: default!(Option<TimestampWithTimeZone>, "'2025-01-02 00:00:00+00'"),
-    step: default!(Option<Interval>, "'1 minute'"),
-    seed: default!(Option<i64>, "NULL"),
+pub fn generate_market_data(
+    symbols: Option<Vec<Option<String>>>,
+    start_at: Option<TimestampWithTimeZone>,
+    end_at: Option<TimestampWithTimeZone>,
+    step: Option<Interval>,
+    seed: Option<i64>,
 ) -> i64 {
     const F: &str = "generate_market_data";
-    let start_at = super::finite_time(F, "start_at", start_at);
-    let end_at = super::finite_time(F, "end_at", end_at);
+    let start_at = crate::args::finite_time(F, "start_at", start_at);
+    let end_at = crate::args::finite_time(F, "end_at", end_at);
     super::prevent_writes_where_read_only(F);
     let started_at = super::now();
-    let seed = super::seed_or_random(seed);
+    let seed = crate::args::seed_or_random(seed);
     let hint =
         "See README.md: symbols (NULL for all), start_at < end_at, a step such as '1 minute'.";
     let indexes: Vec<usize> = match &symbols {
@@ -139,12 +138,12 @@ pub(super) fn generate_market_data(
     }
     let steps = (end - start) / step_us + i64::from((end - start) % step_us != 0);
     let rows = steps.saturating_mul(indexes.len() as i64);
-    if rows > super::MAX_ROWS_PER_CALL {
+    if rows > crate::args::MAX_ROWS_PER_CALL {
         StressError::invalid(
             F,
             format!(
                 "{rows} candles is more than {} in one call",
-                super::MAX_ROWS_PER_CALL
+                crate::args::MAX_ROWS_PER_CALL
             ),
             hint,
         )

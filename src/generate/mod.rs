@@ -1,20 +1,20 @@
 //! Data generators: the trading model (what a row is), the table declarations, the bulk writer (how
 //! rows reach the heap), and one SQL function per table.
 
-mod accounts;
-mod audit_log;
+pub mod accounts;
+pub mod audit_log;
 pub mod bulk;
-mod dataset;
+pub mod dataset;
 #[cfg(any(test, feature = "pg_test"))]
 mod dataset_tests;
 pub mod distribution;
-mod market_data;
+pub mod market_data;
 pub mod model;
-mod orders;
+pub mod orders;
 pub mod parallel;
-mod positions;
+pub mod positions;
 pub mod tables;
-mod trades;
+pub mod trades;
 
 use crate::error::{OrRaise, StressError};
 use crate::postgres::progress_notices::ProgressNotices;
@@ -24,10 +24,6 @@ use bulk::{BulkWriter, IndexMode};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use tables::TableSpec;
-
-/// Most rows one call may generate: beyond this a single transaction gets unwieldy (hours of work,
-/// hundreds of GB of WAL that a cancel would throw away); generate more in several calls.
-pub const MAX_ROWS_PER_CALL: i64 = 1_000_000_000;
 
 /// What one table write did.
 pub struct WriteOutcome {
@@ -84,58 +80,6 @@ pub fn prevent_writes_where_read_only(function: &'static str) {
     unsafe {
         pg_sys::PreventCommandIfReadOnly(name.as_ptr());
         pg_sys::PreventCommandDuringRecovery(name.as_ptr());
-    }
-}
-
-/// A timestamp argument, refused (22023) when it is ±infinity: rows need a real instant.
-pub fn finite_time(
-    function: &'static str,
-    name: &str,
-    t: Option<TimestampWithTimeZone>,
-) -> Option<TimestampWithTimeZone> {
-    if let Some(t) = t
-        && (t.is_infinity() || t.is_neg_infinity())
-    {
-        StressError::invalid(
-            function,
-            format!("{name} must be a finite timestamp, got {t}"),
-            "Pass a real instant, e.g. '2025-01-01 00:00:00+00'.",
-        )
-        .raise();
-    }
-    t
-}
-
-/// A seed the caller gave, or a fresh one (recorded in `stress.runs` so the data can be made again).
-pub fn seed_or_random(seed: Option<i64>) -> i64 {
-    seed.unwrap_or_else(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        (nanos ^ (unsafe { pg_sys::MyProcPid } as u64).rotate_left(32)) as i64 & i64::MAX
-    })
-}
-
-/// Validate a row count argument.
-pub fn row_count(function: &'static str, n: Option<i64>) -> Result<u64, StressError> {
-    match n {
-        None => Err(StressError::invalid(
-            function,
-            "n must not be NULL",
-            "Pass the number of rows to generate, e.g. 1000000.",
-        )),
-        Some(n) if n < 0 => Err(StressError::invalid(
-            function,
-            format!("n must not be negative, got {n}"),
-            "Pass the number of rows to generate, e.g. 1000000.",
-        )),
-        Some(n) if n > MAX_ROWS_PER_CALL => Err(StressError::invalid(
-            function,
-            format!("n = {n} is more than {MAX_ROWS_PER_CALL} rows in one call"),
-            "Generate larger sets in several calls; each appends after the highest id.",
-        )),
-        Some(n) => Ok(n as u64),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::bulk::{numeric_datum, text_datum};
 use super::model::{self, OrderModel};
-use super::parallel::{IdRows, RowProducer, RowSink, produce_ids, worker_count};
+use super::parallel::{IdRows, RowProducer, RowSink, produce_ids};
 use super::tables::ORDERS;
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
@@ -102,24 +102,23 @@ impl IdRows for OrderRows {
 /// Appends `n` orders to `stress_data.orders` (created when missing) and returns how many.
 /// The same seed into an empty table gives the same rows, byte for byte.
 #[allow(clippy::too_many_arguments)]
-#[pg_extern(volatile, parallel_unsafe)]
-pub(super) fn generate_orders(
+pub fn generate_orders(
     n: Option<i64>,
-    seed: default!(Option<i64>, "NULL"),
-    accounts: default!(Option<i64>, 10000),
-    start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
-    days: default!(Option<i32>, 30),
-    peak_hours: default!(Option<Vec<Option<i32>>>, "'{9,10,14,15}'"),
-    distribution: default!(Option<crate::postgres::json_arg::JsonArg>, "NULL"),
-    workers: default!(Option<i32>, 1),
+    seed: Option<i64>,
+    accounts: Option<i64>,
+    start_at: Option<TimestampWithTimeZone>,
+    days: Option<i32>,
+    peak_hours: Option<Vec<Option<i32>>>,
+    distribution: Option<crate::postgres::json_arg::JsonArg>,
+    workers: Option<i32>,
 ) -> i64 {
     const F: &str = "generate_orders";
-    let start_at = super::finite_time(F, "start_at", start_at);
+    let start_at = crate::args::finite_time(F, "start_at", start_at);
     super::prevent_writes_where_read_only(F);
     let started_at = super::now();
     let distribution = distribution.map(|d| d.parse(F, "distribution").or_raise());
-    let n = super::row_count(F, n).or_raise();
-    let seed = super::seed_or_random(seed);
+    let n = crate::args::row_count(F, n).or_raise();
+    let seed = crate::args::seed_or_random(seed);
     let accounts = accounts.unwrap_or(10_000);
     let days = days.unwrap_or(30);
     let start = start_at
@@ -141,7 +140,7 @@ pub(super) fn generate_orders(
             .collect::<Result<_, _>>()
             .or_raise(),
     };
-    let workers = worker_count(F, workers).or_raise();
+    let workers = crate::args::worker_count(F, workers).or_raise();
     let job = OrdersJob {
         seed: seed as u64,
         accounts,

@@ -127,25 +127,6 @@ impl Layout {
     }
 }
 
-/// Check a `workers` argument against `stress.max_workers`.
-pub fn worker_count(function: &'static str, workers: Option<i32>) -> Result<usize, StressError> {
-    let max = crate::gucs::MAX_WORKERS.get();
-    match workers {
-        None => Ok(1),
-        Some(k) if k < 1 => Err(StressError::invalid(
-            function,
-            format!("workers must be at least 1, got {k}"),
-            "Pass workers => 1 to generate in this backend, or more to use background workers.",
-        )),
-        Some(k) if k > max => Err(StressError::invalid(
-            function,
-            format!("workers => {k} is more than stress.max_workers = {max}"),
-            "Pass fewer workers, or have a superuser raise stress.max_workers.",
-        )),
-        Some(k) => Ok(k as usize),
-    }
-}
-
 /// The caller's side of a parallel write: the segment, the workers, and which chunks are out.
 pub struct Workers {
     segment: *mut pg_sys::dsm_segment,

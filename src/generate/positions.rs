@@ -42,8 +42,7 @@ impl PositionTotals {
     }
 }
 
-#[pg_extern(volatile, parallel_unsafe)]
-pub(super) fn generate_positions() -> i64 {
+pub fn generate_positions() -> i64 {
     const F: &str = "generate_positions";
     super::prevent_writes_where_read_only(F);
     let started_at = super::now();

@@ -8,7 +8,7 @@
 
 use super::bulk::{numeric_datum, text_datum};
 use super::model::{NUMERIC_SCALE, SIDES, SYMBOLS, row_rng};
-use super::parallel::{ChunkReader, MAX_CHUNK_BYTES, RowProducer, RowSink, Workers, worker_count};
+use super::parallel::{ChunkReader, MAX_CHUNK_BYTES, RowProducer, RowSink, Workers};
 use super::tables::{ORDERS, TRADES};
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
@@ -184,27 +184,26 @@ pub fn fills_for_rank(n: i64, eligible: i64, rank: i64) -> usize {
 }
 
 /// Appends `n` trades to `stress_data.trades` for the FILLED/PARTIAL orders that have none yet.
-#[pg_extern(volatile, parallel_unsafe)]
-pub(super) fn generate_trades(
+pub fn generate_trades(
     n: Option<i64>,
-    seed: default!(Option<i64>, "NULL"),
-    fill_rate: default!(Option<f64>, 0.1),
-    distribution: default!(Option<crate::postgres::json_arg::JsonArg>, "NULL"),
-    workers: default!(Option<i32>, 1),
+    seed: Option<i64>,
+    fill_rate: Option<f64>,
+    distribution: Option<crate::postgres::json_arg::JsonArg>,
+    workers: Option<i32>,
 ) -> i64 {
     const F: &str = "generate_trades";
     super::prevent_writes_where_read_only(F);
     let started_at = super::now();
     let distribution = distribution.map(|d| d.parse(F, "distribution").or_raise());
-    let n = super::row_count(F, n).or_raise() as i64;
-    let seed = super::seed_or_random(seed);
+    let n = crate::args::row_count(F, n).or_raise() as i64;
+    let seed = crate::args::seed_or_random(seed);
     let mut fill_rate = fill_rate.unwrap_or(0.1);
     if let Some(spec) = &distribution {
         fill_rate = fill_rate_of(spec)
             .map_err(|e| StressError::invalid(F, e, "See README.md, \"Distributions\"."))
             .or_raise();
     }
-    let workers = worker_count(F, workers).or_raise();
+    let workers = crate::args::worker_count(F, workers).or_raise();
     let rows = TradeRows::new(seed as u64, fill_rate)
         .map_err(|e| {
             StressError::invalid(

@@ -4,7 +4,7 @@
 
 mod custom;
 pub mod ops;
-mod report;
+pub mod report;
 mod worker;
 
 use crate::error::{OrRaise, StressError};
@@ -15,25 +15,12 @@ use pgrx::AnyNumeric;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-/// The longest run one call may ask for.
-const MAX_DURATION_SECONDS: f64 = 7.0 * 86_400.0;
-
 pub fn isolation_name(level: i32) -> &'static str {
     match level as u32 {
         pg_sys::XACT_REPEATABLE_READ => "repeatable read",
         pg_sys::XACT_SERIALIZABLE => "serializable",
         _ => "read committed",
     }
-}
-
-fn parse_isolation(text: &str) -> Option<i32> {
-    let normal = text.trim().to_lowercase().replace(['_', '-'], " ");
-    Some(match normal.as_str() {
-        "read committed" => pg_sys::XACT_READ_COMMITTED,
-        "repeatable read" => pg_sys::XACT_REPEATABLE_READ,
-        "serializable" => pg_sys::XACT_SERIALIZABLE,
-        _ => return None,
-    } as i32)
 }
 
 fn invalid(function: &'static str, message: String, hint: &str) -> ! {
@@ -43,27 +30,26 @@ fn invalid(function: &'static str, message: String, hint: &str) -> ! {
 /// Starts a load run and returns its id. With `wait` (the default) returns when the run has ended,
 /// printing progress NOTICEs and a summary; otherwise at once (see `stress.wait`, `stress.cancel`).
 #[allow(clippy::too_many_arguments)]
-#[pg_extern(volatile, parallel_unsafe)]
-fn run_load(
+pub fn run_load(
     duration: Interval,
-    workers: default!(i32, 1),
-    rate: default!(Option<f64>, "NULL"),
-    mix: default!(Option<crate::postgres::json_arg::JsonArg>, "NULL"),
-    isolation: default!(String, "'read committed'"),
-    max_retries: default!(Option<i32>, "NULL"),
-    wait: default!(bool, true),
-    seed: default!(Option<i64>, "NULL"),
-    transactions: default!(Option<crate::postgres::json_arg::JsonArg>, "NULL"),
+    workers: i32,
+    rate: Option<f64>,
+    mix: Option<crate::postgres::json_arg::JsonArg>,
+    isolation: String,
+    max_retries: Option<i32>,
+    wait: bool,
+    seed: Option<i64>,
+    transactions: Option<crate::postgres::json_arg::JsonArg>,
 ) -> i64 {
     const F: &str = "run_load";
     require_preload(F);
     unsafe { pg_sys::PreventCommandDuringRecovery(c"stress.run_load".as_ptr()) };
-    let seconds = duration_seconds(
+    let seconds = crate::args::duration_seconds(
         F,
         duration,
         "Pass an interval such as '30 seconds' or '10 minutes'.",
     );
-    let k = crate::generate::parallel::worker_count(F, Some(workers)).or_raise();
+    let k = crate::args::worker_count(F, Some(workers)).or_raise();
     if let Some(r) = rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
         invalid(
             F,
@@ -131,7 +117,7 @@ fn run_load(
         })
         .or_raise();
     }
-    let Some(isolation_level) = parse_isolation(&isolation) else {
+    let Some(isolation_level) = crate::args::parse_isolation(&isolation) else {
         invalid(
             F,
             format!(
@@ -217,7 +203,7 @@ pub fn start_run(req: RunRequest) -> i64 {
             rate: req.rate.unwrap_or(0.0),
             weights: req.weights,
             max_retries: req.max_retries as u32,
-            seed: crate::generate::seed_or_random(req.seed) as u64,
+            seed: crate::args::seed_or_random(req.seed) as u64,
             accounts: ids.accounts,
             first_order_id: ids.orders + 1,
             first_trade_id: ids.trades + 1,
@@ -329,29 +315,17 @@ fn dataset_ids(function: &'static str, schema: &str) -> DatasetIds {
     }
 }
 
-// Starting background workers needs a grant (SECURITY.md); the functions that do nothing else are
-// not executable by PUBLIC, and every other path that starts workers checks EXECUTE on run_load.
-extension_sql!(
-    r#"
-REVOKE EXECUTE ON FUNCTION stress.run_load, stress.ramp, stress.deadlock_test, stress.simulate_trading_day
-    FROM PUBLIC;
-"#,
-    name = "worker_grants",
-    requires = [run_load, ramp, deadlock_test, simulate_trading_day]
-);
-
 /// The seed's deadlock test: `workers` workers transfer money back and forth between the first
 /// `accounts` accounts, each debiting one account and then crediting the other, so transfers in
 /// opposite directions deadlock. PostgreSQL detects each deadlock, the losing transfer is retried,
 /// and the total of all balances must not change by a cent.
 #[allow(clippy::type_complexity)]
-#[pg_extern(volatile, parallel_unsafe)]
-fn deadlock_test(
-    workers: default!(i32, 2),
-    duration: default!(Interval, "'5 seconds'"),
-    accounts: default!(i32, 2),
-    pause: default!(Interval, "'10 milliseconds'"),
-    max_retries: default!(Option<i32>, "NULL"),
+pub fn deadlock_test(
+    workers: i32,
+    duration: Interval,
+    accounts: i32,
+    pause: Interval,
+    max_retries: Option<i32>,
 ) -> TableIterator<
     'static,
     (
@@ -388,8 +362,9 @@ fn deadlock_test(
             "Transfers need two accounts; fewer accounts make deadlocks more likely.",
         );
     }
-    let seconds = duration_seconds(F, duration, "Pass an interval such as '5 seconds'.");
-    let pause = interval_seconds(pause);
+    let seconds =
+        crate::args::duration_seconds(F, duration, "Pass an interval such as '5 seconds'.");
+    let pause = crate::args::interval_seconds(pause);
     if !(0.0..=10.0).contains(&pause) {
         invalid(
             F,
@@ -397,7 +372,7 @@ fn deadlock_test(
             "It is how long a transfer holds its first lock before taking the second, e.g. '10 milliseconds'.",
         );
     }
-    let k = crate::generate::parallel::worker_count(F, Some(workers)).or_raise();
+    let k = crate::args::worker_count(F, Some(workers)).or_raise();
     let max_retries = retries(F, max_retries);
     let total_sql = format!(
         "SELECT coalesce(sum(balance), 0) FROM {}",
@@ -454,25 +429,6 @@ fn deadlock_test(
     ))
 }
 
-fn interval_seconds(interval: Interval) -> f64 {
-    Spi::get_one_with_args::<f64>("SELECT extract(epoch FROM $1)::float8", &[interval.into()])
-        .expect("reading an interval")
-        .unwrap_or(0.0)
-}
-
-/// A run's duration in seconds: positive and at most [`MAX_DURATION_SECONDS`], else 22023.
-fn duration_seconds(function: &'static str, duration: Interval, hint: &str) -> f64 {
-    let seconds = interval_seconds(duration);
-    if !(seconds > 0.0 && seconds <= MAX_DURATION_SECONDS) {
-        invalid(
-            function,
-            format!("duration must be positive and at most 7 days, got {seconds} s"),
-            hint,
-        );
-    }
-    seconds
-}
-
 /// `max_retries`, or `stress.deadlock_retry_attempts` when NULL; 0…1000, else 22023.
 fn retries(function: &'static str, max_retries: Option<i32>) -> i32 {
     let max_retries = max_retries.unwrap_or_else(|| gucs::DEADLOCK_RETRY_ATTEMPTS.get());
@@ -526,12 +482,11 @@ fn result_figure(run_id: i64, name: &str, expr: &str) -> f64 {
 /// The seed's incremental load test: one run of `step` per entry of `workers`, in order, until the
 /// error rate goes over `max_error_rate` (that step is marked `degraded` and the ramp stops there).
 #[allow(clippy::type_complexity)]
-#[pg_extern(volatile, parallel_unsafe)]
-fn ramp(
+pub fn ramp(
     workers: Vec<Option<i32>>,
-    step: default!(Interval, "'30 seconds'"),
-    max_error_rate: default!(f64, 0.01),
-    mix: default!(Option<crate::postgres::json_arg::JsonArg>, "NULL"),
+    step: Interval,
+    max_error_rate: f64,
+    mix: Option<crate::postgres::json_arg::JsonArg>,
 ) -> TableIterator<
     'static,
     (
@@ -561,11 +516,11 @@ fn ramp(
                 "workers must not contain NULL".into(),
                 "Pass the steps, e.g. workers => '{1,2,4,8}'.",
             ),
-            Some(k) => crate::generate::parallel::worker_count(F, Some(*k)).or_raise(),
+            Some(k) => crate::args::worker_count(F, Some(*k)).or_raise(),
         })
         .collect();
-    let seconds = interval_seconds(step);
-    if !(seconds > 0.0 && seconds * counts.len() as f64 <= MAX_DURATION_SECONDS) {
+    let seconds = crate::args::interval_seconds(step);
+    if !(seconds > 0.0 && seconds * counts.len() as f64 <= crate::args::MAX_DURATION_SECONDS) {
         invalid(
             F,
             format!("step must be positive and all steps at most 7 days, got {seconds} s"),
@@ -622,18 +577,17 @@ fn ramp(
 /// The seed's production simulation: a trading day compressed into `duration`, orders and trades
 /// arriving (open model) at `orders_per_second` and `trades_per_second` in an ordinary hour, four
 /// times that in `peak_hours`, a quarter of it at night (hours 0–5).
-#[pg_extern(volatile, parallel_unsafe)]
-fn simulate_trading_day(
+pub fn simulate_trading_day(
     duration: Interval,
-    peak_hours: default!(Vec<Option<i32>>, "'{9,10,14,15}'"),
-    orders_per_second: default!(f64, 100.0),
-    trades_per_second: default!(f64, 50.0),
-    workers: default!(i32, 4),
-    wait: default!(bool, true),
+    peak_hours: Vec<Option<i32>>,
+    orders_per_second: f64,
+    trades_per_second: f64,
+    workers: i32,
+    wait: bool,
 ) -> i64 {
     const F: &str = "simulate_trading_day";
     require_preload(F);
-    let seconds = duration_seconds(
+    let seconds = crate::args::duration_seconds(
         F,
         duration,
         "A day compressed into e.g. '24 minutes' (an hour a minute).",
@@ -675,7 +629,7 @@ fn simulate_trading_day(
             "Give the day some activity, e.g. orders_per_second => 100.",
         );
     }
-    let k = crate::generate::parallel::worker_count(F, Some(workers)).or_raise();
+    let k = crate::args::worker_count(F, Some(workers)).or_raise();
     let mut weights = [0.0; ops::OPS.len()];
     let total = orders_per_second + trades_per_second;
     weights[ops::Op::PlaceOrder.index()] = orders_per_second / total;

@@ -68,8 +68,7 @@ pub fn targets(metrics: &Value) -> Value {
 
 /// The report of load run `run_id` (the latest load run when NULL), as jsonb: the seed's keys
 /// (total_operations, …, slow_query_count), each operation's figures, and `targets`.
-#[pg_extern(stable, parallel_safe)]
-fn report(run_id: default!(Option<i64>, "NULL")) -> JsonB {
+pub fn report(run_id: Option<i64>) -> JsonB {
     let run = Spi::get_one_with_args::<JsonB>(
         "SELECT (SELECT jsonb_build_object(
                     'run_id', r.id, 'kind', r.kind, 'status', r.status, 'started_at', r.started_at,

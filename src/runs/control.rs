@@ -333,18 +333,10 @@ fn close_abandoned_run(slot: &RunSlot, why: &str) {
             table.slots[i] = RunSlot::default();
         }
     }
-    records::close_abandoned_run(&records::RunRow {
-        id: slot.run_id,
-        kind: slot.kind.as_str(),
-        parameters: serde_json::Value::Null,
-        status: "failed",
-        started_at: slot.started_at,
-        run_as: slot.current_user,
-        error: Some(why),
-        peak_connections: 0,
-    });
+    super::recovery::record_abandoned(slot, why);
     pgrx::warning!("{}: run {}: {why}", slot.kind.as_str(), slot.run_id);
 }
+
 /// Like [`wait_for`], but cancelling the wait leaves the run going.
 pub fn wait_for_without_cancel(run_id: i64) -> String {
     loop {

@@ -23,12 +23,11 @@ fn permission_denied(message: String, hint: &str) -> ! {
 /// Record a completed call of the caller's: a `stress.runs` row of `kind` (archive, health_check)
 /// and one `stress.results` row per element of `results` (objects with name, rows, seconds,
 /// rows_per_sec, details). Returns the run id.
-#[pg_extern(volatile, parallel_unsafe)]
 pub fn record_call(
     kind: &str,
     parameters: JsonArg,
     started_at: TimestampWithTimeZone,
-    results: default!(Option<JsonArg>, "'[]'"),
+    results: Option<JsonArg>,
 ) -> i64 {
     if !SQL_RECORDED_KINDS.contains(&kind) {
         StressError::invalid(
@@ -71,7 +70,6 @@ pub fn record_call(
 
 /// Record a state capture of the caller's: `tables` is an array of objects with table_name, rows,
 /// checksum. Returns the capture id.
-#[pg_extern(volatile, parallel_unsafe)]
 pub fn record_state_capture(
     schema_name: &str,
     label: Option<&str>,
@@ -109,7 +107,6 @@ pub fn record_state_capture(
 /// The caller must own `rel` or may SELECT and DELETE its rows, and may INSERT into `archive_to`:
 /// the policy never does more than its creator could do by hand. A policy of another role is
 /// changed only by a role with that role's privileges.
-#[pg_extern(volatile, parallel_unsafe)]
 pub fn record_retention_policy(
     rel: pg_sys::Oid,
     ts_column: &str,
@@ -194,7 +191,6 @@ pub fn record_retention_policy(
 }
 
 /// Note that the caller's policy of `relation` was applied now and removed `rows` rows.
-#[pg_extern(volatile, parallel_unsafe)]
 pub fn record_retention_applied(relation: &str, rows: i64) {
     let run_as = caller();
     as_owner(|| {

@@ -85,6 +85,21 @@ pub fn start_closer(database: pg_sys::Oid) -> bool {
     start_database_worker("pg_stress run closer", database)
 }
 
+/// Record the run in `slot`, whose workers are all gone without closing it, as failed with `why`
+/// (inserting its row if no worker wrote one).
+pub fn record_abandoned(slot: &RunSlot, why: &str) {
+    super::records::close_abandoned_run(&super::records::RunRow {
+        id: slot.run_id,
+        kind: slot.kind.as_str(),
+        parameters: serde_json::Value::Null,
+        status: "failed",
+        started_at: slot.started_at,
+        run_as: slot.current_user,
+        error: Some(why),
+        peak_connections: 0,
+    });
+}
+
 /// Record every run of this database whose workers all died as failed, and free its slot.
 pub fn close_abandoned_runs() {
     if !slots::available() {
@@ -99,16 +114,10 @@ pub fn close_abandoned_runs() {
         .copied()
         .collect();
     for slot in &abandoned {
-        super::records::close_abandoned_run(&super::records::RunRow {
-            id: slot.run_id,
-            kind: slot.kind.as_str(),
-            parameters: serde_json::Value::Null,
-            status: "failed",
-            started_at: slot.started_at,
-            run_as: slot.current_user,
-            error: Some("its workers exited without finishing (see the server log)"),
-            peak_connections: 0,
-        });
+        record_abandoned(
+            slot,
+            "its workers exited without finishing (see the server log)",
+        );
         let mut table = RUNS.exclusive();
         if let Some(s) = table.slots.iter_mut().find(|s| {
             s.phase == Phase::Abandoned && s.database == database && s.run_id == slot.run_id

@@ -1,0 +1,122 @@
+//! Generation: the trading tables, alone or as one dataset.
+
+use pgrx::prelude::*;
+
+/// Appends `n` accounts to `stress_data.accounts` (created when missing); returns how many.
+#[pg_extern(volatile, parallel_unsafe)]
+fn generate_accounts(
+    n: Option<i64>,
+    seed: default!(Option<i64>, "NULL"),
+    start_at: default!(Option<TimestampWithTimeZone>, "'2024-01-01 00:00:00+00'"),
+    days: default!(Option<i32>, 365),
+    workers: default!(Option<i32>, 1),
+) -> i64 {
+    crate::generate::accounts::generate_accounts(n, seed, start_at, days, workers)
+}
+
+/// Appends `n` orders to `stress_data.orders` (created when missing) and returns how many.
+/// The same seed into an empty table gives the same rows, byte for byte.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(volatile, parallel_unsafe)]
+fn generate_orders(
+    n: Option<i64>,
+    seed: default!(Option<i64>, "NULL"),
+    accounts: default!(Option<i64>, 10000),
+    start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
+    days: default!(Option<i32>, 30),
+    peak_hours: default!(Option<Vec<Option<i32>>>, "'{9,10,14,15}'"),
+    distribution: default!(Option<crate::postgres::json_arg::JsonArg>, "NULL"),
+    workers: default!(Option<i32>, 1),
+) -> i64 {
+    crate::generate::orders::generate_orders(
+        n,
+        seed,
+        accounts,
+        start_at,
+        days,
+        peak_hours,
+        distribution,
+        workers,
+    )
+}
+
+/// Appends `n` trades to `stress_data.trades` for the FILLED/PARTIAL orders that have none yet.
+#[pg_extern(volatile, parallel_unsafe)]
+fn generate_trades(
+    n: Option<i64>,
+    seed: default!(Option<i64>, "NULL"),
+    fill_rate: default!(Option<f64>, 0.1),
+    distribution: default!(Option<crate::postgres::json_arg::JsonArg>, "NULL"),
+    workers: default!(Option<i32>, 1),
+) -> i64 {
+    crate::generate::trades::generate_trades(n, seed, fill_rate, distribution, workers)
+}
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn generate_positions() -> i64 {
+    crate::generate::positions::generate_positions()
+}
+
+/// Appends one candle per symbol per `step` in [start_at, end_at) to `stress_data.market_data`.
+#[pg_extern(volatile, parallel_unsafe)]
+fn generate_market_data(
+    symbols: default!(Option<Vec<Option<String>>>, "NULL"),
+    start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
+    end_at: default!(Option<TimestampWithTimeZone>, "'2025-01-02 00:00:00+00'"),
+    step: default!(Option<Interval>, "'1 minute'"),
+    seed: default!(Option<i64>, "NULL"),
+) -> i64 {
+    crate::generate::market_data::generate_market_data(symbols, start_at, end_at, step, seed)
+}
+
+/// Appends `n` audit events to `stress_data.audit_log` (created when missing); returns how many.
+#[pg_extern(volatile, parallel_unsafe)]
+fn generate_audit_log(
+    n: Option<i64>,
+    seed: default!(Option<i64>, "NULL"),
+    start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
+    days: default!(Option<i32>, 30),
+    accounts: default!(Option<i64>, 10000),
+    entities: default!(Option<i64>, 1000000),
+    workers: default!(Option<i32>, 1),
+) -> i64 {
+    crate::generate::audit_log::generate_audit_log(
+        n, seed, start_at, days, accounts, entities, workers,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(volatile, parallel_unsafe)]
+fn generate_dataset(
+    orders: default!(Option<i64>, 1000000),
+    seed: default!(Option<i64>, "NULL"),
+    accounts: default!(Option<i64>, "NULL"),
+    trades_per_order: default!(Option<f64>, 5.0),
+    audit_events: default!(Option<i64>, "NULL"),
+    start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
+    days: default!(Option<i32>, 30),
+    market_data_step: default!(Option<Interval>, "'5 minutes'"),
+    spec: default!(Option<crate::postgres::json_arg::JsonArg>, "NULL"),
+    workers: default!(Option<i32>, 1),
+) -> TableIterator<
+    'static,
+    (
+        name!(table_name, String),
+        name!(rows, i64),
+        name!(seconds, f64),
+        name!(rows_per_sec, f64),
+    ),
+> {
+    crate::generate::dataset::generate_dataset(
+        orders,
+        seed,
+        accounts,
+        trades_per_order,
+        audit_events,
+        start_at,
+        days,
+        market_data_step,
+        spec,
+        workers,
+    )
+}
