@@ -20,7 +20,7 @@
 
 use super::TableWrite;
 use crate::error::StressError;
-use pgrx::bgworkers::BackgroundWorkerBuilder;
+use crate::postgres::bgworker::{self, Caller, WorkerSpec};
 use pgrx::pg_sys;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -89,10 +89,7 @@ struct Header {
     workers: u32,
     natts: u32,
     job_len: u32,
-    database: pg_sys::Oid,
-    session_user: pg_sys::Oid,
-    current_user: pg_sys::Oid,
-    security_context: i32,
+    caller: Caller,
 }
 
 /// Byte offsets of the parts of the segment.
@@ -155,9 +152,6 @@ impl Workers {
             let layout = Layout::new(k, natts, job_json.len());
             let segment = pg_sys::dsm_create(layout.total, 0);
             let base = pg_sys::dsm_segment_address(segment) as *mut u8;
-            let mut user = pg_sys::InvalidOid;
-            let mut security_context = 0;
-            pg_sys::GetUserIdAndSecContext(&mut user, &mut security_context);
             ptr::write(
                 base as *mut Header,
                 Header {
@@ -165,10 +159,7 @@ impl Workers {
                     workers: k as u32,
                     natts: natts as u32,
                     job_len: job_json.len() as u32,
-                    database: pg_sys::MyDatabaseId,
-                    session_user: pg_sys::GetSessionUserId(),
-                    current_user: user,
-                    security_context,
+                    caller: Caller::current(),
                 },
             );
             ptr::copy_nonoverlapping(
@@ -188,7 +179,7 @@ impl Workers {
                 label,
             };
             let table = write.display_name();
-            let (my_pid, max_worker_processes) = (pg_sys::MyProcPid, pg_sys::max_worker_processes);
+            let my_pid = pg_sys::MyProcPid;
             for i in 0..k {
                 let to = pg_sys::shm_mq_create(
                     base.add(layout.in_queue(i)) as *mut c_void,
@@ -202,32 +193,20 @@ impl Workers {
                 pg_sys::shm_mq_set_receiver(from, pg_sys::MyProc);
 
                 let name = format!("pg_stress {table} worker {}/{k} of pid {my_pid}", i + 1);
-                let builder = BackgroundWorkerBuilder::new(truncated(&name, BGW_NAME_BYTES))
-                    .set_type("pg_stress generator")
-                    .set_library("pg_stress")
-                    .set_function(P::ENTRY_POINT)
-                    .set_argument(Some(pg_sys::Datum::from(pg_sys::dsm_segment_handle(
-                        segment,
-                    ))))
-                    .set_extra(&i.to_string())
-                    .enable_spi_access()
-                    .set_notify_pid(my_pid);
-                let mut worker: pg_sys::BackgroundWorker = (&builder).into();
-                let mut handle = ptr::null_mut();
-                if !pg_sys::RegisterDynamicBackgroundWorker(&mut worker, &mut handle) {
+                let extra = i.to_string();
+                let started = bgworker::start(&WorkerSpec {
+                    name: &name,
+                    kind: "pg_stress generator",
+                    function: P::ENTRY_POINT,
+                    argument: pg_sys::Datum::from(pg_sys::dsm_segment_handle(segment)),
+                    extra: &extra,
+                    notify: true,
+                });
+                let Some(handle) = started else {
                     // Dropping `workers` stops the ones already started.
                     drop(workers);
-                    StressError::OutOfWorkerSlots {
-                        message: format!(
-                            "{label}: could not start {k} background workers: only {i} background worker slots were free (max_worker_processes = {max_worker_processes})"
-                        ),
-                        hint: format!(
-                            "Pass workers => {} or fewer, or raise max_worker_processes (needs a server restart); other extensions and parallel queries use slots too.",
-                            i.max(1)
-                        ),
-                    }
-                    .raise();
-                }
+                    bgworker::out_of_slots(label, k, i);
+                };
                 workers.handles.push(handle);
                 // With the worker's handle, a queue whose worker died reads as detached instead
                 // of waiting forever.
@@ -346,19 +325,6 @@ impl Drop for Workers {
             }
         }
     }
-}
-
-/// Room for a worker's name (BGW_MAXLEN less the terminating NUL, which pgrx does not add when
-/// the name fills the field).
-const BGW_NAME_BYTES: usize = 95;
-
-/// `s` cut to at most `max` bytes, at a character boundary.
-fn truncated(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// A chunk of consecutive ids (see [`produce_ids`]).
@@ -494,8 +460,7 @@ pub fn worker_main<P: RowProducer>(arg: pg_sys::Datum) {
             header.job_len as usize,
         );
         // As the caller: its login role, then the role it had set (SET ROLE / SECURITY DEFINER).
-        pg_sys::BackgroundWorkerInitializeConnectionByOid(header.database, header.session_user, 0);
-        pg_sys::SetUserIdAndSecContext(header.current_user, header.security_context);
+        header.caller.connect_as();
 
         let from_leader = pg_sys::shm_mq_attach(
             base.add(layout.in_queue(worker)) as *mut pg_sys::shm_mq,
@@ -558,14 +523,6 @@ pub fn worker_main<P: RowProducer>(arg: pg_sys::Datum) {
 #[cfg(test)]
 mod unit_tests {
     use super::*;
-
-    #[test]
-    fn worker_names_fit_and_stay_valid_utf8() {
-        assert_eq!(truncated("abc", 95), "abc");
-        let long = "é".repeat(60);
-        let cut = truncated(&long, 95);
-        assert!(cut.len() <= 95 && cut.chars().all(|c| c == 'é'));
-    }
 
     #[test]
     fn chunks_are_sized_for_the_workers() {

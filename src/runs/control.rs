@@ -5,7 +5,7 @@ use super::records;
 use super::slots::{self, Phase, RUNS, RunSlot};
 use crate::error::StressError;
 use crate::gucs;
-use pgrx::bgworkers::BackgroundWorkerBuilder;
+use crate::postgres::bgworker::{self, Caller, WorkerSpec};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::sync::atomic::Ordering;
@@ -88,8 +88,6 @@ pub fn start(req: RunRequest, configure: impl FnOnce() -> Configured) -> i64 {
     let k = req.workers;
     let run_id = records::new_run_id();
     let started_at = unsafe { pg_sys::GetCurrentTimestamp() };
-    let (mut user, mut security_context) = (pg_sys::InvalidOid, 0);
-    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut security_context) };
     let search_path = Spi::get_one::<String>("SELECT current_setting('search_path')")
         .expect("reading search_path")
         .unwrap_or_default();
@@ -117,10 +115,7 @@ pub fn start(req: RunRequest, configure: impl FnOnce() -> Configured) -> i64 {
     let slot = RunSlot {
         run_id,
         phase: Phase::Running,
-        database: unsafe { pg_sys::MyDatabaseId },
-        session_user: unsafe { pg_sys::GetSessionUserId() },
-        current_user: user,
-        security_context,
+        caller: Caller::current(),
         kind: slots::FixedText::new(req.kind).expect("a short kind"),
         label: slots::FixedText::new(req.label).expect("a short label"),
         workers: k as u32,
@@ -154,21 +149,20 @@ pub fn start(req: RunRequest, configure: impl FnOnce() -> Configured) -> i64 {
     let mut handles = Vec::with_capacity(k);
     for i in 0..k {
         let name = format!("pg_stress {} run {run_id} worker {}/{k}", req.label, i + 1);
-        let builder = BackgroundWorkerBuilder::new(&name)
+        let extra = format!(
+            "{run_id} {i} {}",
+            u32::from(unsafe { pg_sys::MyDatabaseId })
+        );
+        let started = bgworker::start(&WorkerSpec {
+            name: &name,
             // (every run's workers, benchmarks' too, show as backend_type "pg_stress load")
-            .set_type("pg_stress load")
-            .set_library("pg_stress")
-            .set_function(req.entry_point)
-            .set_argument(Some(pg_sys::Datum::from(index)))
-            .set_extra(&format!(
-                "{run_id} {i} {}",
-                u32::from(unsafe { pg_sys::MyDatabaseId })
-            ))
-            .enable_spi_access()
-            .set_notify_pid(unsafe { pg_sys::MyProcPid });
-        let mut bgw: pg_sys::BackgroundWorker = (&builder).into();
-        let mut handle = std::ptr::null_mut();
-        if !unsafe { pg_sys::RegisterDynamicBackgroundWorker(&mut bgw, &mut handle) } {
+            kind: "pg_stress load",
+            function: req.entry_point,
+            argument: pg_sys::Datum::from(index),
+            extra: &extra,
+            notify: true,
+        });
+        let Some(handle) = started else {
             {
                 // The ones started stop at once and close the run; the rest never come.
                 let mut table = RUNS.exclusive();
@@ -182,18 +176,8 @@ pub fn start(req: RunRequest, configure: impl FnOnce() -> Configured) -> i64 {
             for &h in &handles {
                 unsafe { pg_sys::WaitForBackgroundWorkerShutdown(h) };
             }
-            let max = unsafe { pg_sys::max_worker_processes };
-            StressError::OutOfWorkerSlots {
-                message: format!(
-                    "{F}: could not start {k} background workers: only {i} background worker slots were free (max_worker_processes = {max})"
-                ),
-                hint: format!(
-                    "Pass workers => {} or fewer, or raise max_worker_processes (needs a server restart).",
-                    i.max(1)
-                ),
-            }
-            .raise();
-        }
+            bgworker::out_of_slots(F, k, i);
+        };
         handles.push(handle);
     }
     if req.wait {
@@ -383,7 +367,7 @@ pub fn live_runs() -> Vec<LiveRun> {
             let live = slots::live(i);
             LiveRun {
                 run_id: s.run_id,
-                database: s.database,
+                database: s.caller.database,
                 started_at: s.started_at,
                 workers: s.workers,
                 active_workers: live.workers_looping.load(Ordering::Relaxed),
@@ -403,7 +387,7 @@ pub fn live_runs() -> Vec<LiveRun> {
 /// The role that started run `run_id`, if it is running in this database.
 pub fn run_owner(run_id: i64) -> Option<pg_sys::Oid> {
     let table = RUNS.share();
-    slots::find_in(&table, run_id).map(|i| table.slots[i].current_user)
+    slots::find_in(&table, run_id).map(|i| table.slots[i].caller.current_user)
 }
 
 /// Whether run `run_id` is going on and visible to the current user.

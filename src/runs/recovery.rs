@@ -6,6 +6,7 @@
 //! running it any more, since load runs live in this server's shared memory.
 
 use super::slots::{self, Phase, RUNS, RunSlot};
+use crate::postgres::bgworker::{self, WorkerSpec};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -67,15 +68,15 @@ pub extern "C-unwind" fn pg_stress_recovery_main(_arg: pg_sys::Datum) {
 /// Start the per-database worker (`pg_stress_recovery_database_main`) for `database`; false if no
 /// background worker slot was free.
 fn start_database_worker(name: &str, database: pg_sys::Oid) -> bool {
-    let builder = BackgroundWorkerBuilder::new(name)
-        .set_type("pg_stress recovery")
-        .set_library("pg_stress")
-        .set_function("pg_stress_recovery_database_main")
-        .set_argument(Some(pg_sys::Datum::from(database)))
-        .enable_spi_access();
-    let mut worker: pg_sys::BackgroundWorker = (&builder).into();
-    let mut handle = std::ptr::null_mut();
-    unsafe { pg_sys::RegisterDynamicBackgroundWorker(&mut worker, &mut handle) }
+    bgworker::start(&WorkerSpec {
+        name,
+        kind: "pg_stress recovery",
+        function: "pg_stress_recovery_database_main",
+        argument: pg_sys::Datum::from(database),
+        extra: "",
+        notify: false,
+    })
+    .is_some()
 }
 
 /// Start a worker that closes `database`'s abandoned runs (see [`close_abandoned_runs`]); false if
@@ -94,7 +95,7 @@ pub fn record_abandoned(slot: &RunSlot, why: &str) {
         parameters: serde_json::Value::Null,
         status: "failed",
         started_at: slot.started_at,
-        run_as: slot.current_user,
+        run_as: slot.caller.current_user,
         error: Some(why),
         peak_connections: 0,
     });
@@ -110,7 +111,7 @@ pub fn close_abandoned_runs() {
         .share()
         .slots
         .iter()
-        .filter(|s| s.phase == Phase::Abandoned && s.database == database)
+        .filter(|s| s.phase == Phase::Abandoned && s.caller.database == database)
         .copied()
         .collect();
     for slot in &abandoned {
@@ -120,7 +121,7 @@ pub fn close_abandoned_runs() {
         );
         let mut table = RUNS.exclusive();
         if let Some(s) = table.slots.iter_mut().find(|s| {
-            s.phase == Phase::Abandoned && s.database == database && s.run_id == slot.run_id
+            s.phase == Phase::Abandoned && s.caller.database == database && s.run_id == slot.run_id
         }) {
             *s = RunSlot::default();
         }

@@ -10,6 +10,7 @@
 
 use crate::metrics::blocks::Blocks;
 use crate::metrics::buckets::{BUCKETS, Buckets};
+use crate::postgres::bgworker::Caller;
 use pgrx::lwlock::PgLwLock;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -64,10 +65,8 @@ impl<const N: usize> FixedText<N> {
 pub struct RunSlot {
     pub run_id: i64,
     pub phase: Phase,
-    pub database: pg_sys::Oid,
-    pub session_user: pg_sys::Oid,
-    pub current_user: pg_sys::Oid,
-    pub security_context: i32,
+    /// who started it: its workers act as that session
+    pub caller: Caller,
     /// the run's kind in `stress.runs` (run_load, benchmark)
     pub kind: FixedText<32>,
     /// the word in its workers' names ("load", "benchmark")
@@ -98,10 +97,7 @@ impl Default for RunSlot {
         RunSlot {
             run_id: 0,
             phase: Phase::Free,
-            database: pg_sys::InvalidOid,
-            session_user: pg_sys::InvalidOid,
-            current_user: pg_sys::InvalidOid,
-            security_context: 0,
+            caller: Caller::default(),
             kind: FixedText::default(),
             label: FixedText::default(),
             workers: 0,
@@ -123,7 +119,7 @@ impl RunSlot {
     /// Whether this slot holds run `run_id` of `database` (slots are reused, and run ids are only
     /// unique within a database).
     pub fn holds(&self, run_id: i64, database: pg_sys::Oid) -> bool {
-        self.phase == Phase::Running && self.run_id == run_id && self.database == database
+        self.phase == Phase::Running && self.run_id == run_id && self.caller.database == database
     }
 
     pub fn parameters(&self) -> serde_json::Value {
@@ -327,7 +323,7 @@ pub fn find(table: &RunTable, run_id: i64) -> Option<usize> {
 pub fn visible(slot: &RunSlot) -> bool {
     unsafe {
         let user = pg_sys::GetUserId();
-        pg_sys::has_privs_of_role(user, slot.current_user)
+        pg_sys::has_privs_of_role(user, slot.caller.current_user)
             || pg_sys::has_privs_of_role(user, pg_sys::Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS))
     }
 }
@@ -338,5 +334,5 @@ pub fn find_in(table: &RunTable, run_id: i64) -> Option<usize> {
     table
         .slots
         .iter()
-        .position(|s| s.phase != Phase::Free && s.run_id == run_id && s.database == database)
+        .position(|s| s.phase != Phase::Free && s.run_id == run_id && s.caller.database == database)
 }

@@ -308,7 +308,7 @@ fn run_row<'a>(slot: &'a RunSlot, status: &'a str) -> RunRow<'a> {
         parameters: slot.parameters(),
         status,
         started_at: slot.started_at,
-        run_as: slot.current_user,
+        run_as: slot.caller.current_user,
         error: None,
         peak_connections: 0,
     }
@@ -336,11 +336,8 @@ pub fn main<K: RunKind>(arg: pg_sys::Datum) {
     EXITING_RUN.store(run_id, Ordering::Relaxed);
     EXITING_DATABASE.store(u32::from(database), Ordering::Relaxed);
     unsafe { pg_sys::before_shmem_exit(Some(give_back_slot), pg_sys::Datum::from(index)) };
-    unsafe {
-        pg_sys::BackgroundWorkerInitializeConnectionByOid(slot.database, slot.session_user, 0);
-        pg_sys::SetUserIdAndSecContext(slot.current_user, slot.security_context);
-        pg_sys::DefaultXactIsoLevel = slot.isolation;
-    }
+    slot.caller.connect_as();
+    unsafe { pg_sys::DefaultXactIsoLevel = slot.isolation };
     // (The starter serialized it: it parses.)
     let config: K::Config =
         serde_json::from_str(slot.config.as_str()).expect("the run's configuration");
