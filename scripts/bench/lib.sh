@@ -12,9 +12,12 @@ REPS=${REPS:-3}
 ROWS=${ROWS:-1000000}
 MEMORY_ROWS=${MEMORY_ROWS:-10000000}
 
-echo "== building and installing pg_stress (release)"
 scripts/pgcluster.sh stop bench
-cargo pgrx install --release --pg-config "$PG_CONFIG" "${pgrx_install_flags[@]}" >/dev/null
+# BENCH_NO_INSTALL=1 measures the build already installed (to compare two builds, A/B).
+if [ -z "${BENCH_NO_INSTALL:-}" ]; then
+  echo "== building and installing pg_stress (release)"
+  cargo pgrx install --release --pg-config "$PG_CONFIG" "${pgrx_install_flags[@]}" >/dev/null
+fi
 eval "$(scripts/pgcluster.sh start bench "shared_buffers = '1GB'" "max_wal_size = '4GB'" "cron.database_name = 'postgres'" \
          "shared_preload_libraries = 'pg_stress, pg_cron, pg_stat_statements'")"
 export PGHOST PGPORT PGUSER
