@@ -31,7 +31,14 @@ fn benchmark(
         name!(error, Option<String>),
     ),
 > {
-    crate::benchmark::benchmark(queries, iterations, warmup, concurrency, prepared, rollback)
+    TableIterator::new(crate::benchmark::benchmark(
+        queries,
+        iterations,
+        warmup,
+        concurrency,
+        prepared,
+        rollback,
+    ))
 }
 
 /// The plan of `query` (EXPLAIN, FORMAT JSON, VERBOSE; with `analyze`, executed — inside a
@@ -67,5 +74,7 @@ fn compare_indexes(
         name!(candidate_speedup, Option<f64>),
     ),
 > {
-    crate::benchmark::compare::compare_indexes(queries, iterations, candidates)
+    TableIterator::new(crate::benchmark::compare::compare_indexes(
+        queries, iterations, candidates,
+    ))
 }

@@ -107,7 +107,7 @@ fn generate_dataset(
         name!(rows_per_sec, f64),
     ),
 > {
-    crate::generate::dataset::generate_dataset(
+    TableIterator::new(crate::generate::dataset::generate_dataset(
         orders,
         seed,
         accounts,
@@ -118,5 +118,5 @@ fn generate_dataset(
         market_data_step,
         spec,
         workers,
-    )
+    ))
 }

@@ -56,7 +56,13 @@ fn deadlock_test(
         name!(conserved, bool),
     ),
 > {
-    crate::load::deadlock_test(workers, duration, accounts, pause, max_retries)
+    TableIterator::new(crate::load::deadlock_test(
+        workers,
+        duration,
+        accounts,
+        pause,
+        max_retries,
+    ))
 }
 
 /// The seed's incremental load test: one run of `step` per entry of `workers`, in order, until the
@@ -80,7 +86,7 @@ fn ramp(
         name!(degraded, bool),
     ),
 > {
-    crate::load::ramp(workers, step, max_error_rate, mix)
+    TableIterator::new(crate::load::ramp(workers, step, max_error_rate, mix))
 }
 
 /// The seed's production simulation: a trading day compressed into `duration`, orders and trades

@@ -81,31 +81,30 @@ fn check_candidate(sql: &str) -> Result<(), String> {
     }
 }
 
+/// One row of `stress.compare_indexes`: a query with and without its indexes (and the candidates).
+pub type IndexComparison = (
+    String,
+    Vec<String>,
+    Vec<String>,
+    f64,
+    f64,
+    f64,
+    f64,
+    f64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+);
+
 /// Avg and p99 (ms) of `query` with the current indexes and without the droppable ones, and the
 /// speedup the indexes give (avg without / avg with). With `candidates` (CREATE INDEX statements),
 /// also with those indexes: they are built for real, measured, and rolled back — a true timing of
 /// an index that does not exist yet (hypopg would only estimate its cost).
-#[allow(clippy::type_complexity)]
 pub fn compare_indexes(
     queries: Vec<Option<String>>,
     iterations: i32,
     candidates: Option<Vec<Option<String>>>,
-) -> TableIterator<
-    'static,
-    (
-        name!(query, String),
-        name!(indexes, Vec<String>),
-        name!(indexes_used, Vec<String>),
-        name!(with_avg_ms, f64),
-        name!(with_p99_ms, f64),
-        name!(without_avg_ms, f64),
-        name!(without_p99_ms, f64),
-        name!(speedup, f64),
-        name!(candidate_avg_ms, Option<f64>),
-        name!(candidate_p99_ms, Option<f64>),
-        name!(candidate_speedup, Option<f64>),
-    ),
-> {
+) -> Vec<IndexComparison> {
     const F: &str = "compare_indexes";
     let queries = super::query_list(F, queries);
     super::check_iterations(F, iterations);
@@ -214,7 +213,7 @@ pub fn compare_indexes(
             row.10 = Some(ratio(row.3, m.latency.avg_ms));
         }
     }
-    TableIterator::new(rows)
+    rows
 }
 
 /// `slower / faster`, 0 when `faster` is 0.

@@ -273,9 +273,24 @@ fn slow_threshold_us() -> u64 {
     crate::gucs::SLOW_QUERY_THRESHOLD_MS.get().max(0) as u64 * 1000
 }
 
+/// One row of `stress.benchmark`: a query's figures.
+pub type BenchmarkRow = (
+    i64,
+    String,
+    i64,
+    i64,
+    f64,
+    f64,
+    f64,
+    f64,
+    f64,
+    f64,
+    f64,
+    Option<String>,
+);
+
 /// Benchmarks each query: one row per query with calls, errors, latency (ms) and queries per second,
 /// all recorded in `stress.runs` / `stress.results` under one run.
-#[allow(clippy::type_complexity)]
 pub fn benchmark(
     queries: Vec<Option<String>>,
     iterations: i32,
@@ -283,23 +298,7 @@ pub fn benchmark(
     concurrency: i32,
     prepared: bool,
     rollback: bool,
-) -> TableIterator<
-    'static,
-    (
-        name!(run_id, i64),
-        name!(query, String),
-        name!(calls, i64),
-        name!(errors, i64),
-        name!(avg_ms, f64),
-        name!(stddev_ms, f64),
-        name!(p50_ms, f64),
-        name!(p95_ms, f64),
-        name!(p99_ms, f64),
-        name!(max_ms, f64),
-        name!(qps, f64),
-        name!(error, Option<String>),
-    ),
-> {
+) -> Vec<BenchmarkRow> {
     let started_at = now();
     let queries = query_list(F, queries);
     check_iterations(F, iterations);
@@ -345,22 +344,24 @@ pub fn benchmark(
             outcomes.into_iter().map(Outcome::into_row).collect(),
         )
     };
-    TableIterator::new(rows.into_iter().map(move |r| {
-        (
-            run_id,
-            r.query,
-            r.calls,
-            r.errors,
-            r.avg_ms,
-            r.stddev_ms,
-            r.p50_ms,
-            r.p95_ms,
-            r.p99_ms,
-            r.max_ms,
-            r.qps,
-            r.error,
-        )
-    }))
+    rows.into_iter()
+        .map(move |r| {
+            (
+                run_id,
+                r.query,
+                r.calls,
+                r.errors,
+                r.avg_ms,
+                r.stddev_ms,
+                r.p50_ms,
+                r.p95_ms,
+                r.p99_ms,
+                r.max_ms,
+                r.qps,
+                r.error,
+            )
+        })
+        .collect()
 }
 
 /// One `stress.runs` row (kind benchmark) and a `stress.results` row per query, in this transaction.

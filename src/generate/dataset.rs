@@ -11,6 +11,9 @@ use pgrx::prelude::*;
 use serde_json::json;
 use std::time::Instant;
 
+/// One row of `stress.generate_dataset`: a table it wrote.
+pub type DatasetTable = (String, i64, f64, f64);
+
 #[allow(clippy::too_many_arguments)]
 pub fn generate_dataset(
     orders: Option<i64>,
@@ -23,15 +26,7 @@ pub fn generate_dataset(
     market_data_step: Option<Interval>,
     spec: Option<crate::postgres::json_arg::JsonArg>,
     workers: Option<i32>,
-) -> TableIterator<
-    'static,
-    (
-        name!(table_name, String),
-        name!(rows, i64),
-        name!(seconds, f64),
-        name!(rows_per_sec, f64),
-    ),
-> {
+) -> Vec<DatasetTable> {
     const F: &str = "generate_dataset";
     let start_at = crate::args::finite_time(F, "start_at", start_at);
     super::prevent_writes_where_read_only(F);
@@ -154,10 +149,13 @@ pub fn generate_dataset(
                             "audit_events": n_audit, "start_at": start.to_iso_string(), "days": days,
                             "workers": n_workers});
     records::completed_call(F, parameters, started_at, &measurements);
-    TableIterator::new(measurements.into_iter().map(|m| {
-        let rate = m.rows_per_sec().unwrap_or(0.0);
-        (m.name, m.rows.unwrap_or(0), m.seconds, rate)
-    }))
+    measurements
+        .into_iter()
+        .map(|m| {
+            let rate = m.rows_per_sec().unwrap_or(0.0);
+            (m.name, m.rows.unwrap_or(0), m.seconds, rate)
+        })
+        .collect()
 }
 
 /// The seed's `generate_data_with_distribution` dictionary, as jsonb:

@@ -315,30 +315,20 @@ fn dataset_ids(function: &'static str, schema: &str) -> DatasetIds {
     }
 }
 
+/// One row of `stress.deadlock_test`.
+pub type DeadlockTestRow = (i64, i64, i64, i64, i64, AnyNumeric, AnyNumeric, bool);
+
 /// The seed's deadlock test: `workers` workers transfer money back and forth between the first
 /// `accounts` accounts, each debiting one account and then crediting the other, so transfers in
 /// opposite directions deadlock. PostgreSQL detects each deadlock, the losing transfer is retried,
 /// and the total of all balances must not change by a cent.
-#[allow(clippy::type_complexity)]
 pub fn deadlock_test(
     workers: i32,
     duration: Interval,
     accounts: i32,
     pause: Interval,
     max_retries: Option<i32>,
-) -> TableIterator<
-    'static,
-    (
-        name!(run_id, i64),
-        name!(transfers, i64),
-        name!(deadlocks, i64),
-        name!(retries, i64),
-        name!(failures, i64),
-        name!(balance_before, AnyNumeric),
-        name!(balance_after, AnyNumeric),
-        name!(conserved, bool),
-    ),
-> {
+) -> Vec<DeadlockTestRow> {
     const F: &str = "deadlock_test";
     require_preload(F);
     if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
@@ -424,9 +414,9 @@ pub fn deadlock_test(
         figure("details->>'failures'"),
     );
     let conserved = before == after;
-    TableIterator::once((
+    vec![(
         run_id, figures.0, figures.1, figures.2, figures.3, before, after, conserved,
-    ))
+    )]
 }
 
 /// `max_retries`, or `stress.deadlock_retry_attempts` when NULL; 0…1000, else 22023.
@@ -479,26 +469,17 @@ fn result_figure(run_id: i64, name: &str, expr: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
+/// One step of `stress.ramp`.
+pub type RampStep = (i32, i32, i64, f64, f64, f64, bool);
+
 /// The seed's incremental load test: one run of `step` per entry of `workers`, in order, until the
 /// error rate goes over `max_error_rate` (that step is marked `degraded` and the ramp stops there).
-#[allow(clippy::type_complexity)]
 pub fn ramp(
     workers: Vec<Option<i32>>,
     step: Interval,
     max_error_rate: f64,
     mix: Option<crate::postgres::json_arg::JsonArg>,
-) -> TableIterator<
-    'static,
-    (
-        name!(step, i32),
-        name!(workers, i32),
-        name!(run_id, i64),
-        name!(ops_per_sec, f64),
-        name!(p99_ms, f64),
-        name!(error_rate, f64),
-        name!(degraded, bool),
-    ),
-> {
+) -> Vec<RampStep> {
     const F: &str = "ramp";
     require_preload(F);
     if workers.is_empty() {
@@ -571,7 +552,7 @@ pub fn ramp(
             break;
         }
     }
-    TableIterator::new(rows)
+    rows
 }
 
 /// The seed's production simulation: a trading day compressed into `duration`, orders and trades

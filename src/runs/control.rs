@@ -22,8 +22,9 @@ pub fn require_preload(function: &'static str) {
 pub struct RunRequest {
     /// the run's kind in stress.runs (run_load, benchmark), also the label of its NOTICEs
     pub kind: &'static str,
-    /// the workers' entry point in this library, and the word in their names
+    /// the `extern "C"` function the workers start in (the kind's, which calls `worker::main`)
     pub entry_point: &'static str,
+    /// the word in the workers' names and application_name (load, benchmark)
     pub label: &'static str,
     pub workers: usize,
     /// None: the run ends when its work is done

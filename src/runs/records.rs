@@ -14,7 +14,7 @@
 //! The SQL-language parts of pg_stress (archive, health check, state captures, retention) record
 //! through the `stress.record_*` functions at the end of this file, which apply the same rules.
 
-use crate::metrics::histogram::LatencySummary;
+use crate::metrics::histogram::{Latency, LatencySummary};
 use pgrx::JsonB;
 use pgrx::PgTryBuilder;
 use pgrx::pg_sys;
@@ -386,22 +386,48 @@ pub fn sample(
     })
 }
 
-/// What one load worker measured for one operation, as it is kept until the run's last worker
-/// merges every worker's rows (histograms in HdrHistogram's V2 format).
-#[derive(Debug, Default, Clone)]
-pub struct WorkerResult {
-    pub operation: String,
+/// What one worker measured for one task (an operation, a transaction, a query).
+#[derive(Default, Clone)]
+pub struct TaskStats {
     pub calls: i64,
     pub successes: i64,
     pub failures: i64,
     pub retries: i64,
     pub deadlocks: i64,
     pub serialization_failures: i64,
-    pub latency: Vec<u8>,
-    pub lag: Vec<u8>,
-    pub first_error: Option<String>,
-    pub stop_reason: Option<String>,
+    pub latency: Latency,
+    /// schedule lag of the open model: intended start to actual start
+    pub lag: Latency,
+    /// time spent in the task's transactions (for the connection efficiency)
     pub busy_us: i64,
+    pub first_error: Option<String>,
+}
+
+impl TaskStats {
+    /// Add another worker's (or task's) figures to these.
+    pub fn add(&mut self, other: &TaskStats) {
+        self.calls += other.calls;
+        self.successes += other.successes;
+        self.failures += other.failures;
+        self.retries += other.retries;
+        self.deadlocks += other.deadlocks;
+        self.serialization_failures += other.serialization_failures;
+        self.busy_us += other.busy_us;
+        self.latency.merge(&other.latency);
+        self.lag.merge(&other.lag);
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+    }
+}
+
+/// What one worker measured for one task, as it is kept until the run's last worker merges every
+/// worker's rows (histograms in HdrHistogram's V2 format).
+#[derive(Default, Clone)]
+pub struct WorkerResult {
+    pub operation: String,
+    pub stats: TaskStats,
+    pub stop_reason: Option<String>,
 }
 
 /// A worker's results, and the window its loop ran in.
@@ -413,6 +439,7 @@ pub fn save_worker_results(
 ) {
     as_owner(|| {
         for r in results {
+            let s = &r.stats;
             Spi::run_with_args(
                 "INSERT INTO stress.load_worker_results
                      (run_id, worker, operation, calls, successes, failures, retries, deadlocks,
@@ -423,19 +450,19 @@ pub fn save_worker_results(
                     run_id.into(),
                     worker.into(),
                     r.operation.as_str().into(),
-                    r.calls.into(),
-                    r.successes.into(),
-                    r.failures.into(),
-                    r.retries.into(),
-                    r.deadlocks.into(),
-                    r.serialization_failures.into(),
-                    r.latency.clone().into(),
-                    r.lag.clone().into(),
-                    r.first_error.clone().into(),
+                    s.calls.into(),
+                    s.successes.into(),
+                    s.failures.into(),
+                    s.retries.into(),
+                    s.deadlocks.into(),
+                    s.serialization_failures.into(),
+                    s.latency.serialize().into(),
+                    s.lag.serialize().into(),
+                    s.first_error.clone().into(),
                     r.stop_reason.clone().into(),
                     timestamp(window.0).into(),
                     timestamp(window.1).into(),
-                    r.busy_us.into(),
+                    s.busy_us.into(),
                 ],
             )
             .expect("saving a worker's results");
@@ -466,20 +493,25 @@ pub fn take_worker_results(run_id: i64) -> WorkerResults {
                 )
                 .map(|rows| {
                     rows.map(|r| {
-                        let bytes = |i| r.get::<Vec<u8>>(i).ok().flatten().unwrap_or_default();
+                        let histogram = |i| {
+                            let bytes = r.get::<Vec<u8>>(i).ok().flatten().unwrap_or_default();
+                            Latency::deserialize(&bytes).unwrap_or_default()
+                        };
                         WorkerResult {
                             operation: r.get(1).ok().flatten().unwrap_or_default(),
-                            calls: r.get(2).ok().flatten().unwrap_or(0),
-                            successes: r.get(3).ok().flatten().unwrap_or(0),
-                            failures: r.get(4).ok().flatten().unwrap_or(0),
-                            retries: r.get(5).ok().flatten().unwrap_or(0),
-                            deadlocks: r.get(6).ok().flatten().unwrap_or(0),
-                            serialization_failures: r.get(7).ok().flatten().unwrap_or(0),
-                            latency: bytes(8),
-                            lag: bytes(9),
-                            first_error: r.get(10).ok().flatten(),
+                            stats: TaskStats {
+                                calls: r.get(2).ok().flatten().unwrap_or(0),
+                                successes: r.get(3).ok().flatten().unwrap_or(0),
+                                failures: r.get(4).ok().flatten().unwrap_or(0),
+                                retries: r.get(5).ok().flatten().unwrap_or(0),
+                                deadlocks: r.get(6).ok().flatten().unwrap_or(0),
+                                serialization_failures: r.get(7).ok().flatten().unwrap_or(0),
+                                latency: histogram(8),
+                                lag: histogram(9),
+                                first_error: r.get(10).ok().flatten(),
+                                busy_us: r.get(12).ok().flatten().unwrap_or(0),
+                            },
                             stop_reason: r.get(11).ok().flatten(),
-                            busy_us: r.get(12).ok().flatten().unwrap_or(0),
                         }
                     })
                     .collect::<Vec<_>>()

@@ -10,47 +10,13 @@ use super::records::{self, RunRow, WorkerResult};
 use super::slots::{self, LiveSlot, Phase, RUNS, RunSlot};
 use crate::metrics::blocks;
 use crate::metrics::buckets::{self, BUCKETS, Buckets};
-use crate::metrics::histogram::Latency;
 use crate::postgres::transaction::{in_transaction, now};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 
-/// What one worker measured for one task (an operation, a transaction, a query).
-#[derive(Default, Clone)]
-pub struct TaskStats {
-    pub calls: i64,
-    pub successes: i64,
-    pub failures: i64,
-    pub retries: i64,
-    pub deadlocks: i64,
-    pub serialization_failures: i64,
-    pub latency: Latency,
-    /// schedule lag of the open model: intended start to actual start
-    pub lag: Latency,
-    /// time spent in the task's transactions (for the connection efficiency)
-    pub busy_us: i64,
-    pub first_error: Option<String>,
-}
-
-impl TaskStats {
-    /// Add another worker's (or task's) figures to these.
-    pub fn add(&mut self, other: &TaskStats) {
-        self.calls += other.calls;
-        self.successes += other.successes;
-        self.failures += other.failures;
-        self.retries += other.retries;
-        self.deadlocks += other.deadlocks;
-        self.serialization_failures += other.serialization_failures;
-        self.busy_us += other.busy_us;
-        self.latency.merge(&other.latency);
-        self.lag.merge(&other.lag);
-        if self.first_error.is_none() {
-            self.first_error.clone_from(&other.first_error);
-        }
-    }
-}
+pub use super::records::TaskStats;
 
 /// A kind of run (a load run, a concurrent benchmark): what its workers do between connecting and
 /// closing the run. Each kind has its own worker entry point, which calls [`main`] with itself.
@@ -526,17 +492,8 @@ fn save_worker_results<C>(
         .filter(|(_, s)| s.calls > 0 || stop_reason.is_some())
         .map(|(name, s)| WorkerResult {
             operation: name.clone(),
-            calls: s.calls,
-            successes: s.successes,
-            failures: s.failures,
-            retries: s.retries,
-            deadlocks: s.deadlocks,
-            serialization_failures: s.serialization_failures,
-            latency: s.latency.serialize(),
-            lag: s.lag.serialize(),
-            first_error: s.first_error.clone(),
+            stats: s.clone(),
             stop_reason: stop_reason.map(str::to_owned),
-            busy_us: s.busy_us,
         })
         .collect();
     records::save_worker_results(run.run_id, run.worker as i32, window, &results);
@@ -563,18 +520,7 @@ fn finish_run<K: RunKind>(run: &WorkerRun<K::Config>, now_slot: &RunSlot) {
         let Some(task) = names.iter().position(|n| *n == r.operation) else {
             continue;
         };
-        merged[task].add(&TaskStats {
-            calls: r.calls,
-            successes: r.successes,
-            failures: r.failures,
-            retries: r.retries,
-            deadlocks: r.deadlocks,
-            serialization_failures: r.serialization_failures,
-            first_error: r.first_error,
-            busy_us: r.busy_us,
-            latency: Latency::deserialize(&r.latency).unwrap_or_default(),
-            lag: Latency::deserialize(&r.lag).unwrap_or_default(),
-        });
+        merged[task].add(&r.stats);
     }
     // (the configuration is the workers' own copy; a FinishedRun owns one too)
     let config: K::Config =
