@@ -64,7 +64,7 @@ fn live_runs() -> TableIterator<
         name!(ops, i64),
         name!(ops_per_sec, f64),
         name!(errors, i64),
-        name!(p99_ms, f64),
+        name!(p99_ms, Option<f64>),
         name!(cancel_requested, bool),
     ),
 > {

@@ -94,20 +94,17 @@ pub fn measure(
                 row
             }
             Some(error) => {
+                // (one attempt, failed: no latency, no rate)
                 crate::runs::records::latency_result(
                     run_id,
                     query,
-                    0,
-                    0,
+                    1,
+                    1,
                     0.0,
                     &LatencySummary::default(),
                     json!({"error": error, "concurrency": concurrency}),
                 );
-                Row {
-                    query: query.clone(),
-                    error: Some(error),
-                    ..Row::default()
-                }
+                Row::unrunnable(query, error)
             }
         })
         .collect();
@@ -413,7 +410,7 @@ fn measured_rows(run_id: i64) -> Vec<Row> {
                 &[run_id.into()],
             )?
             .map(|r| {
-                let f = |i| r.get::<f64>(i).map(|v| v.unwrap_or(0.0));
+                let f = |i| r.get::<f64>(i);
                 Ok(Row {
                     query: r.get(1)?.unwrap_or_default(),
                     calls: r.get(2)?.unwrap_or(0),

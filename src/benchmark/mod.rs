@@ -68,47 +68,67 @@ pub fn save_slow_executions(
     crate::runs::records::slow_executions(run_id, query, worker, durations, times, plan);
 }
 
-/// One row of `stress.benchmark`'s result.
+/// One row of `stress.benchmark`'s result. Latency figures over no execution, and a rate over no
+/// time, are None (NULL): not zeros.
 #[derive(Debug, Clone, Default)]
 pub struct Row {
     pub query: String,
     pub calls: i64,
     pub errors: i64,
-    pub avg_ms: f64,
-    pub stddev_ms: f64,
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-    pub qps: f64,
+    pub avg_ms: Option<f64>,
+    pub stddev_ms: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub qps: Option<f64>,
     pub error: Option<String>,
+}
+
+impl Row {
+    /// A query that could not run at all (a syntax error, a missing table, no privilege): one
+    /// attempt, failed.
+    pub fn unrunnable(query: &str, error: String) -> Row {
+        Row {
+            query: query.to_owned(),
+            calls: 1,
+            errors: 1,
+            error: Some(error),
+            ..Row::default()
+        }
+    }
 }
 
 impl Outcome {
     fn into_row(self) -> Row {
         let (l, qps) = (self.latency, self.qps());
+        let measured = |v: f64| (l.count > 0).then_some(v);
         Row {
             query: self.query,
             calls: self.calls,
             errors: self.errors,
-            avg_ms: l.avg_ms,
-            stddev_ms: l.stddev_ms,
-            p50_ms: l.p50_ms,
-            p95_ms: l.p95_ms,
-            p99_ms: l.p99_ms,
-            max_ms: l.max_ms,
+            avg_ms: measured(l.avg_ms),
+            stddev_ms: measured(l.stddev_ms),
+            p50_ms: measured(l.p50_ms),
+            p95_ms: measured(l.p95_ms),
+            p99_ms: measured(l.p99_ms),
+            max_ms: measured(l.max_ms),
             qps,
             error: self.error,
         }
     }
 
-    /// Successful executions per second.
-    fn qps(&self) -> f64 {
-        if self.seconds > 0.0 {
-            (self.calls - self.errors) as f64 / self.seconds
-        } else {
-            0.0
-        }
+    /// Successful executions per second (None over no time: nothing ran).
+    fn qps(&self) -> Option<f64> {
+        (self.seconds > 0.0).then(|| (self.calls - self.errors) as f64 / self.seconds)
+    }
+
+    /// A query that could not run at all: one attempt, failed with `error`.
+    fn unrunnable(mut self, error: String) -> Self {
+        self.calls = 1;
+        self.errors = 1;
+        self.error = Some(error);
+        self
     }
 }
 
@@ -184,8 +204,7 @@ fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: 
         ..Outcome::default()
     };
     if let Err(e) = one_statement(query) {
-        outcome.error = Some(e);
-        return outcome;
+        return outcome.unrunnable(e);
     }
     let ending = if rollback {
         Ending::RollBack
@@ -198,14 +217,8 @@ fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: 
             Spi::connect(|client| client.prepare_mut(query, &[]).map(|p| p.keep()))
         }) {
             Ok(Ok(plan)) => Some(plan),
-            Ok(Err(e)) => {
-                outcome.error = Some(e.to_string());
-                return outcome;
-            }
-            Err(report) => {
-                outcome.error = Some(report.message().to_owned());
-                return outcome;
-            }
+            Ok(Err(e)) => return outcome.unrunnable(e.to_string()),
+            Err(report) => return outcome.unrunnable(report.message().to_owned()),
         }
     } else {
         None
@@ -279,13 +292,13 @@ pub type BenchmarkRow = (
     String,
     i64,
     i64,
-    f64,
-    f64,
-    f64,
-    f64,
-    f64,
-    f64,
-    f64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
     Option<String>,
 );
 
@@ -462,34 +475,65 @@ mod tests {
     fn a_failing_query_gets_its_error_and_the_others_are_measured() {
         // On one connection, and on background workers.
         for concurrency in [1, 2] {
-            let rows: Vec<(i64, i64, Option<String>)> = Spi::connect(|c| {
-                c.select(
-                    &format!(
-                        "SELECT calls, errors, error FROM stress.benchmark(
-                             ARRAY['SELECT 1', 'SELECT * FROM t_bench_nowhere', 'SELEC 1', 'SELECT 1/(random() > 2)::int'],
-                             iterations => 10, concurrency => {concurrency})"
-                    ),
-                    None,
-                    &[],
-                )
-                .unwrap()
-                .map(|r| {
-                    (
-                        r.get(1).unwrap().unwrap(),
-                        r.get(2).unwrap().unwrap(),
-                        r.get(3).unwrap(),
+            #[allow(clippy::type_complexity)]
+            let rows: Vec<(i64, i64, Option<String>, Option<f64>, Option<f64>, i64)> = Spi::connect(
+                |c| {
+                    c.select(
+                        &format!(
+                            "SELECT calls, errors, error, p50_ms, qps, run_id FROM stress.benchmark(
+                                 ARRAY['SELECT 1', 'SELECT * FROM t_bench_nowhere', 'SELEC 1', 'SELECT 1/(random() > 2)::int'],
+                                 iterations => 10, concurrency => {concurrency})"
+                        ),
+                        None,
+                        &[],
                     )
-                })
-                .collect()
-            });
+                    .unwrap()
+                    .map(|r| {
+                        (
+                            r.get(1).unwrap().unwrap(),
+                            r.get(2).unwrap().unwrap(),
+                            r.get(3).unwrap(),
+                            r.get(4).unwrap(),
+                            r.get(5).unwrap(),
+                            r.get(6).unwrap().unwrap(),
+                        )
+                    })
+                    .collect()
+                },
+            );
             let error = |i: usize| rows[i].2.clone().unwrap_or_default();
-            assert_eq!(rows[0], (10, 0, None), "concurrency {concurrency}");
-            assert_eq!((rows[1].0, rows[2].0), (0, 0), "{rows:?}");
+            assert_eq!(
+                (rows[0].0, rows[0].1, &rows[0].2),
+                (10, 0, &None),
+                "concurrency {concurrency}"
+            );
+            assert!(rows[0].3.is_some_and(|p50| p50 > 0.0) && rows[0].4.is_some());
+            // A query that cannot even be planned is one attempt, failed; the statistics of no
+            // execution are NULL, not zeros.
+            for i in [1, 2] {
+                assert_eq!(
+                    (rows[i].0, rows[i].1, rows[i].3, rows[i].4),
+                    (1, 1, None, None),
+                    "{rows:?}"
+                );
+            }
             assert!(error(1).contains("does not exist"), "{rows:?}");
             assert!(error(2).contains("syntax error"), "{rows:?}");
-            // Fails at every execution, not at preparation: counted as errors.
+            // Fails at every execution, not at preparation: counted as errors, and timed.
             assert_eq!((rows[3].0, rows[3].1), (10, 10), "{rows:?}");
+            assert!(rows[3].3.is_some(), "{rows:?}");
             assert!(error(3).contains("division by zero"), "{rows:?}");
+            // The same in stress.results.
+            let recorded = one::<String>(&format!(
+                "SELECT string_agg(format('%s/%s/%s/%s', calls, errors, p50_ms IS NULL, ops_per_sec IS NULL), ' ' ORDER BY name COLLATE \"C\")
+                 FROM stress.results WHERE run_id = {}",
+                rows[0].5
+            ));
+            // (by query text: SELEC 1, SELECT * FROM t_bench_nowhere, SELECT 1, SELECT 1/…)
+            assert_eq!(
+                recorded, "1/1/t/t 1/1/t/t 10/0/f/f 10/10/f/f",
+                "concurrency {concurrency}"
+            );
         }
     }
 

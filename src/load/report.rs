@@ -105,10 +105,11 @@ pub fn report(run_id: Option<i64>) -> JsonB {
 pub fn build(run: &Value) -> Value {
     let total = &run["total"];
     let details = &total["details"];
-    let number = |v: &Value| v.as_f64();
-    let calls = number(&total["calls"]).unwrap_or(0.0);
-    let failures = number(&details["failures"]).unwrap_or(0.0);
-    let deadlocks = number(&details["deadlocks"]).unwrap_or(0.0);
+    // Counts are JSON integers (`(report->>'total_operations')::bigint` works).
+    let count = |v: &Value| v.as_i64();
+    let calls = count(&total["calls"]).unwrap_or(0);
+    let failures = count(&details["failures"]).unwrap_or(0);
+    let deadlocks = count(&details["deadlocks"]).unwrap_or(0);
     let mut report = json!({
         "run_id": run["run_id"],
         "status": run["status"],
@@ -122,7 +123,7 @@ pub fn build(run: &Value) -> Value {
         "deadlock_count": deadlocks,
         "retries": details["retries"],
         "serialization_failures": details["serialization_failures"],
-        "error_rate": (calls > 0.0).then(|| failures / calls),
+        "error_rate": (calls > 0).then(|| failures as f64 / calls as f64),
         "avg_latency_ms": total["avg_ms"],
         "p50_latency_ms": total["p50_ms"],
         "p95_latency_ms": total["p95_ms"],
@@ -137,7 +138,7 @@ pub fn build(run: &Value) -> Value {
         "connection_efficiency": details["connection_efficiency"],
         "index_hit_rate": details["index_hit_rate"],
         "cache_hit_rate": details["cache_hit_rate"],
-        "deadlocks_per_1000": (calls > 0.0).then(|| deadlocks * 1000.0 / calls),
+        "deadlocks_per_1000": (calls > 0).then(|| deadlocks as f64 * 1000.0 / calls as f64),
         "operations": run["operations"],
     });
     if !run["error"].is_null() {

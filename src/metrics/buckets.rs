@@ -37,21 +37,21 @@ pub fn count(buckets: &Buckets) -> u64 {
     buckets.iter().sum()
 }
 
-/// The value at quantile `q` (0..=1), in ms; 0 when empty.
-pub fn quantile_ms(buckets: &Buckets, q: f64) -> f64 {
+/// The value at quantile `q` (0..=1), in ms; None when empty.
+pub fn quantile_ms(buckets: &Buckets, q: f64) -> Option<f64> {
     let total = count(buckets);
     if total == 0 {
-        return 0.0;
+        return None;
     }
     let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
     let mut seen = 0;
-    for (i, &n) in buckets.iter().enumerate() {
-        seen += n;
-        if seen >= rank {
-            return value(i) / 1000.0;
-        }
-    }
-    0.0
+    buckets
+        .iter()
+        .position(|&n| {
+            seen += n;
+            seen >= rank
+        })
+        .map(|i| value(i) / 1000.0)
 }
 
 #[cfg(test)]
@@ -93,8 +93,9 @@ mod tests {
         for us in 1..=10_000u64 {
             b[index(us * 100)] += 1;
         }
-        assert!((quantile_ms(&b, 0.5) - 500.0).abs() / 500.0 < 0.07);
-        assert!((quantile_ms(&b, 0.99) - 990.0).abs() / 990.0 < 0.07);
-        assert_eq!(quantile_ms(&[0; BUCKETS], 0.99), 0.0);
+        assert!((quantile_ms(&b, 0.5).unwrap() - 500.0).abs() / 500.0 < 0.07);
+        assert!((quantile_ms(&b, 0.99).unwrap() - 990.0).abs() / 990.0 < 0.07);
+        // no latency at all: no percentile, rather than a 0 that reads as "fast"
+        assert_eq!(quantile_ms(&[0; BUCKETS], 0.99), None);
     }
 }

@@ -349,7 +349,8 @@ pub struct LiveRun {
     pub ops: u64,
     pub ops_per_sec: f64,
     pub errors: u64,
-    pub p99_ms: f64,
+    /// None before the first operation
+    pub p99_ms: Option<f64>,
     pub cancel_requested: bool,
 }
 

@@ -290,6 +290,8 @@ pub fn latency_result(
     latency: &LatencySummary,
     details: serde_json::Value,
 ) {
+    // Statistics over no sample are NULL, not 0; so is a rate over no time.
+    let measured = |v: f64| (latency.count > 0).then_some(v);
     as_owner(|| {
         Spi::run_with_args(
             "INSERT INTO stress.results (run_id, name, calls, errors, seconds, ops_per_sec, avg_ms, stddev_ms,
@@ -301,14 +303,16 @@ pub fn latency_result(
                 calls.into(),
                 errors.into(),
                 seconds.into(),
-                ((calls - errors) as f64 / seconds.max(1e-9)).into(),
-                latency.avg_ms.into(),
-                latency.stddev_ms.into(),
-                latency.p50_ms.into(),
-                latency.p95_ms.into(),
-                latency.p99_ms.into(),
-                latency.p999_ms.into(),
-                latency.max_ms.into(),
+                (seconds > 0.0)
+                    .then(|| (calls - errors) as f64 / seconds)
+                    .into(),
+                measured(latency.avg_ms).into(),
+                measured(latency.stddev_ms).into(),
+                measured(latency.p50_ms).into(),
+                measured(latency.p95_ms).into(),
+                measured(latency.p99_ms).into(),
+                measured(latency.p999_ms).into(),
+                measured(latency.max_ms).into(),
                 JsonB(details).into(),
             ],
         )

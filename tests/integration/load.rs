@@ -561,6 +561,26 @@ fn the_report_has_the_seeds_keys_and_judges_its_targets() {
     ] {
         assert!(!report[key].is_null(), "{key} missing in {report}");
     }
+    // Counts are JSON integers: what a CI step casts to bigint.
+    for key in [
+        "total_operations",
+        "successful_operations",
+        "failed_operations",
+        "deadlock_count",
+        "retries",
+        "slow_query_count",
+    ] {
+        assert!(report[key].is_i64(), "{key} is {} in {report}", report[key]);
+    }
+    let cast: i64 = value(
+        &mut client,
+        "SELECT (stress.report()->>'total_operations')::bigint
+                + (stress.report()->>'deadlock_count')::bigint",
+    );
+    assert_eq!(
+        cast,
+        report["total_operations"].as_i64().unwrap() + report["deadlock_count"].as_i64().unwrap()
+    );
     for rate in ["index_hit_rate", "cache_hit_rate"] {
         let r = report[rate].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&r), "{rate} {r}");
