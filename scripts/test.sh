@@ -18,9 +18,11 @@ echo "== unit tests and #[pg_test]s"
 cargo pgrx test pg15
 
 echo "== integration tests (tests/)"
-# The upgrade test installs pg_stress 0.1.0 and updates it: PostgreSQL needs 0.1.0's install script
+# The upgrade tests install earlier releases and update them: PostgreSQL needs their install scripts
 # (pgrx installs only the current version's and the upgrade scripts).
-if [ -w "$extdir" ]; then cp sql/pg_stress--0.1.0.sql "$extdir/"; else sudo cp sql/pg_stress--0.1.0.sql "$extdir/"; fi
+for script in sql/pg_stress--0.1.0.sql sql/pg_stress--0.2.0.sql; do
+  if [ -w "$extdir" ]; then cp "$script" "$extdir/"; else sudo cp "$script" "$extdir/"; fi
+done
 # cargo pgrx test just installed this build into PostgreSQL; start a cluster that preloads it.
 "$here/scripts/pgcluster.sh" destroy it
 "$here/scripts/pgcluster.sh" destroy it-nopreload

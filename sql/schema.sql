@@ -50,8 +50,8 @@ CREATE TABLE stress.samples (
     ops            bigint      NOT NULL,
     errors         bigint      NOT NULL,
     ops_per_sec    float8      NOT NULL,
-    p50_ms         float8      NOT NULL,
-    p99_ms         float8      NOT NULL,
+    p50_ms         float8,                 -- NULL in a second without operations
+    p99_ms         float8,
     active_workers int         NOT NULL,
     connections    bigint      NOT NULL
 );

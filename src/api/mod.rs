@@ -44,6 +44,14 @@ extension_sql_file!(
     requires = ["schema"]
 );
 
+// Run against run (`stress.compare_runs`) and a run against its targets (`stress.assert_targets`, an
+// ERROR that fails a CI step), over stress.results as the caller.
+extension_sql_file!(
+    "../../sql/compare.sql",
+    name = "compare",
+    requires = ["schema"]
+);
+
 // Archiving and retention — "delete logs older than 90 days" — as `stress.archive(…)`,
 // `stress.archive_batched(…)`, the `stress.retention_policies` table and `stress.set_retention(…)`.
 extension_sql_file!(

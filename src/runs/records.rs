@@ -361,8 +361,8 @@ pub fn sample(
     ops: i64,
     errors: i64,
     ops_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
     active_workers: i32,
 ) -> i64 {
     as_owner(|| {

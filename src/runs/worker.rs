@@ -233,9 +233,8 @@ impl LiveFigures {
                 done as i64,
                 failed as i64,
                 rate,
-                // (0 for a second without operations: stress.samples' columns are NOT NULL)
-                buckets::quantile_ms(&interval, 0.50).unwrap_or(0.0),
-                buckets::quantile_ms(&interval, 0.99).unwrap_or(0.0),
+                buckets::quantile_ms(&interval, 0.50),
+                buckets::quantile_ms(&interval, 0.99),
                 live.workers_looping.load(Ordering::Relaxed) as i32,
             )
         });

@@ -7,7 +7,7 @@ use std::process::Command;
 
 /// PostgreSQL's programs (pg_dump, pg_restore, …): scripts/test.sh exports the bindir of its PG_CONFIG.
 pub fn bindir() -> String {
-    std::env::var("PG_BINDIR").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
+    env("PG_BINDIR")
 }
 
 pub fn env(name: &str) -> String {

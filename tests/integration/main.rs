@@ -6,6 +6,7 @@
 
 mod benchmark;
 mod common;
+mod compare;
 mod generate;
 mod integrity;
 mod load;

@@ -194,6 +194,10 @@ fn search_path_and_temp_object_hijacks_gain_nothing() {
         "SELECT stress.set_retention('hostile.logs', 'at', '5 days'); SELECT * FROM stress.apply_retention()",
         "SELECT stress.explain('SELECT 1')",
         "SELECT stress.run_load('1 second', workers => 1)",
+        // (its own run, judged and compared with the traps in place)
+        "SELECT stress.assert_targets((SELECT max(id) FROM stress.runs WHERE kind = 'run_load'), min_ops_per_sec => 0);
+         SELECT * FROM stress.compare_runs((SELECT max(id) FROM stress.runs WHERE kind = 'run_load'),
+                                           (SELECT max(id) FROM stress.runs WHERE kind = 'run_load'))",
         "SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 20, concurrency => 2)",
         // A query that leaves a temp view named pg_roles in the workers' sessions.
         "SELECT * FROM stress.benchmark(ARRAY['CREATE OR REPLACE TEMP VIEW pg_roles AS SELECT * FROM pg_catalog.pg_roles WHERE hostile.trap(''temp'')'],
@@ -217,7 +221,7 @@ fn search_path_and_temp_object_hijacks_gain_nothing() {
         r#"SELECT count(*) FROM hostile."t'; DROP TABLE hostile.owner_calls; --""#,
     );
     assert_eq!(left, 0, "the oddly named table's old row was not archived");
-    assert_eq!(a.cases, 16);
+    assert_eq!(a.cases, 17);
 }
 
 /// Every generator and reader against relations of the wrong kind: a clear ERROR, never a crash.
@@ -307,6 +311,9 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
         ("TRUNCATE stress.samples".into(), denied.clone()),
         (format!("SELECT stress.report({admin_run})"), invalid.clone()),
         (format!("SELECT stress.wait({admin_run})"), invalid.clone()),
+        // Another role's runs do not exist for these either (row-level security, as the caller).
+        (format!("SELECT * FROM stress.compare_runs({admin_run}, {admin_run})"), invalid.clone()),
+        (format!("SELECT stress.assert_targets({admin_run})"), invalid.clone()),
         (format!("SELECT * FROM stress.compare_state({capture}, {capture})"), invalid.clone()),
         ("SELECT stress.record_call('run_load', '{}', pg_catalog.now())".into(), invalid.clone()),
         ("SELECT stress.set_retention('stress_data.audit_log', 'ts', '0')".into(), denied.clone()),
@@ -340,7 +347,7 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
         "SELECT count(*) FROM stress.runs WHERE run_as = 'it_hostile_records'",
     );
     assert_eq!(visible, 1);
-    assert_eq!(a.cases, 14);
+    assert_eq!(a.cases, 16);
 }
 
 /// Starting background workers needs a grant; bad numbers are 22023, never a panic or XX000.

@@ -32,18 +32,45 @@ fn record_counts(client: &mut Client) -> Vec<i64> {
     .collect()
 }
 
-#[test]
-fn alter_extension_update_from_0_1_0_ends_where_a_fresh_install_does() {
-    let mut old = empty_database("it_upgrade_old");
+/// The updated extension in `updated` is a fresh install's, fact by fact (a fresh install is made in
+/// database `fresh`).
+fn assert_same_as_a_fresh_install(updated: &mut Client, fresh: &str) {
+    let version: String = value(
+        updated,
+        "SELECT extversion FROM pg_extension WHERE extname = 'pg_stress'",
+    );
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    let mut fresh = fresh_database(fresh);
+    let (upgraded, installed) = (describe(updated), describe(&mut fresh));
+    let only_upgraded: Vec<_> = upgraded.iter().filter(|f| !installed.contains(f)).collect();
+    let only_installed: Vec<_> = installed.iter().filter(|f| !upgraded.contains(f)).collect();
+    assert!(
+        only_upgraded.is_empty() && only_installed.is_empty(),
+        "after the update but not in a fresh install:\n{only_upgraded:#?}\n\
+         in a fresh install but not after the update:\n{only_installed:#?}"
+    );
+    assert!(upgraded.len() > 300, "{} facts", upgraded.len());
+}
+
+/// A release's install script is in PostgreSQL's extension directory (scripts/test.sh copies it).
+fn assert_available(client: &mut Client, version: &str) {
     let available: i64 = value(
-        &mut old,
-        "SELECT count(*) FROM pg_available_extension_versions
-         WHERE name = 'pg_stress' AND version = '0.1.0'",
+        client,
+        &format!(
+            "SELECT count(*) FROM pg_available_extension_versions
+             WHERE name = 'pg_stress' AND version = '{version}'"
+        ),
     );
     assert_eq!(
         available, 1,
-        "pg_stress--0.1.0.sql is not installed: scripts/test.sh copies it from sql/"
+        "pg_stress--{version}.sql is not installed: scripts/test.sh copies it from sql/"
     );
+}
+
+#[test]
+fn alter_extension_update_from_0_1_0_ends_where_a_fresh_install_does() {
+    let mut old = empty_database("it_upgrade_old");
+    assert_available(&mut old, "0.1.0");
     // 0.1.0, used the way it was: an administrator's dataset, runs of every kind, a capture and
     // a retention policy; and a role's own run (PUBLIC could start workers then).
     // (one statement per call: workers see only what is committed)
@@ -87,23 +114,8 @@ fn alter_extension_update_from_0_1_0_ends_where_a_fresh_install_does() {
 
     old.batch_execute("ALTER EXTENSION pg_stress UPDATE")
         .unwrap();
-    let version: String = value(
-        &mut old,
-        "SELECT extversion FROM pg_extension WHERE extname = 'pg_stress'",
-    );
-    assert_eq!(version, env!("CARGO_PKG_VERSION"));
 
-    // The same extension as a fresh install, fact by fact.
-    let mut fresh = fresh_database("it_upgrade_fresh");
-    let (upgraded, installed) = (describe(&mut old), describe(&mut fresh));
-    let only_upgraded: Vec<_> = upgraded.iter().filter(|f| !installed.contains(f)).collect();
-    let only_installed: Vec<_> = installed.iter().filter(|f| !upgraded.contains(f)).collect();
-    assert!(
-        only_upgraded.is_empty() && only_installed.is_empty(),
-        "after the update but not in a fresh install:\n{only_upgraded:#?}\n\
-         in a fresh install but not after the update:\n{only_installed:#?}"
-    );
-    assert!(upgraded.len() > 300, "{} facts", upgraded.len());
+    assert_same_as_a_fresh_install(&mut old, "it_upgrade_fresh");
 
     // Every record kept, and now private: the role sees its own run only, and writes nothing.
     assert_eq!(record_counts(&mut old), before);
@@ -149,4 +161,48 @@ fn alter_extension_update_from_0_1_0_ends_where_a_fresh_install_does() {
              stress.report((SELECT min(id) FROM stress.runs WHERE kind = 'run_load'))->'operations')",
     );
     assert!(operations > 0);
+}
+
+/// From 0.2.0: its runs compare and are judged by the functions 0.3.0 added, and the seconds of a
+/// load run without operations may now have no percentiles.
+#[test]
+fn alter_extension_update_from_0_2_0_ends_where_a_fresh_install_does() {
+    let mut old = empty_database("it_upgrade_020");
+    assert_available(&mut old, "0.2.0");
+    for sql in [
+        "CREATE EXTENSION pg_stress VERSION '0.2.0'",
+        "SET stress.progress_interval = 0",
+        "SELECT stress.generate_dataset(orders => 2000, seed => 1)",
+    ] {
+        old.batch_execute(sql).unwrap();
+    }
+    let first: i64 = value(&mut old, "SELECT stress.run_load('1 second', workers => 2)");
+    let second: i64 = value(&mut old, "SELECT stress.run_load('1 second', workers => 2)");
+    old.batch_execute("SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 20)")
+        .unwrap();
+    let before = record_counts(&mut old);
+    old.batch_execute("ALTER EXTENSION pg_stress UPDATE")
+        .unwrap();
+    assert_same_as_a_fresh_install(&mut old, "it_upgrade_020_fresh");
+    assert_eq!(record_counts(&mut old), before);
+    let compared: i64 = value(
+        &mut old,
+        &format!(
+            "SELECT count(*) FROM stress.compare_runs({first}, {second}) WHERE name = 'total'"
+        ),
+    );
+    assert_eq!(compared, 5);
+    let judged: i64 = value(
+        &mut old,
+        &format!(
+            "SELECT count(*) FROM jsonb_object_keys(stress.assert_targets({second}, min_ops_per_sec => 0))"
+        ),
+    );
+    assert_eq!(judged, 1);
+    let nullable: i64 = value(
+        &mut old,
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'stress.samples'::regclass
+         AND attname IN ('p50_ms', 'p99_ms') AND NOT attnotnull",
+    );
+    assert_eq!(nullable, 2);
 }
