@@ -9,5 +9,5 @@ done
 echo
 echo "SUMMARY generate_orders/SQL=${gen_ratio:-n/a} checksum_speedup=${ck_speedup:-n/a}x orders_memory_mb=${grow_mb:-n/a}"
 echo "        per table: ${summary[*]:-n/a}  dataset=${ds:-n/a}s dataset_workers2=${ds_par:-n/a}s trades_memory_mb=${trade_growth:-n/a}"
-echo "        load run_load/pgbench: ${load_ratios[*]:-n/a}"
+echo "        load run_load/pgbench: ${load_ratios[*]:-n/a}  timeline on/off: ${timeline_ratio:-n/a}"
 echo "        query: SELECT 1 p50 ${select1:-n/a} ms, pgbench -S latency ${pgbench_lat:-n/a} ms; concurrency 2 benchmark/pgbench -S ${conc_ratio:-n/a}"

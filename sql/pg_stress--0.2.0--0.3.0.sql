@@ -1,10 +1,37 @@
--- pg_stress 0.2.0 → 0.3.0: runs compared and judged. Statistics over no sample are NULL (a second of
--- a load run without operations has no p50/p99); stress.compare_runs and stress.assert_targets are
--- new. Every record is kept. tests/integration/upgrade.rs checks that this ends where a fresh 0.3.0
+-- pg_stress 0.2.0 → 0.3.0: runs seen and judged. Statistics over no sample are NULL (a second of
+-- a load run without operations has no p50/p99); stress.timeline, stress.compare_runs and
+-- stress.assert_targets are new. Every record is kept. tests/integration/upgrade.rs checks that this ends where a fresh 0.3.0
 -- install does.
 \echo Use "ALTER EXTENSION pg_stress UPDATE TO '0.3.0'" to load this file. \quit
 
 ALTER TABLE stress.samples ALTER COLUMN p50_ms DROP NOT NULL, ALTER COLUMN p99_ms DROP NOT NULL;
+
+-- The server beside each sample of a run: what the run's workers waited on, the lock waits among
+-- them, and the server's work in that second (WAL, blocks, commits, checkpoints, autovacuum).
+-- Counters are this database's (WAL and checkpoints: the server's), as the statistics had them.
+CREATE TABLE stress.timeline (
+    run_id               bigint      NOT NULL REFERENCES stress.runs (id) ON DELETE CASCADE,
+    ts                   timestamptz NOT NULL,
+    elapsed_s            float8      NOT NULL,
+    wait_events          jsonb       NOT NULL,  -- the run's workers now, per "type:event" ("CPU": not waiting)
+    lock_waits           int         NOT NULL,  -- the run's workers waiting for a lock now
+    longest_lock_wait_ms float8,                -- the longest of those waits so far (NULL: none)
+    lock_relation        text,                  -- the relation that longest wait is on, when it is one
+    wal_bytes            bigint      NOT NULL,  -- in this second (the server's)
+    blks_hit             bigint      NOT NULL,  -- this database, in this second
+    blks_read            bigint      NOT NULL,
+    xact_commit          bigint      NOT NULL,
+    xact_rollback        bigint      NOT NULL,
+    checkpoints          bigint      NOT NULL,  -- finished in this second, timed or requested
+    autovacuum_workers   int         NOT NULL   -- running now, in the server
+);
+COMMENT ON TABLE stress.timeline IS 'Per second of a run, beside stress.samples: wait events of its workers, lock waits, WAL, blocks, commits, checkpoints, autovacuum.';
+CREATE INDEX timeline_run_id_ts_idx ON stress.timeline (run_id, ts);
+SELECT pg_catalog.pg_extension_config_dump('stress.timeline', '');
+GRANT SELECT ON stress.timeline TO PUBLIC;
+ALTER TABLE stress.timeline ENABLE ROW LEVEL SECURITY;
+CREATE POLICY timeline_visible ON stress.timeline FOR SELECT TO PUBLIC
+    USING (EXISTS (SELECT 1 FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id));
 
 -- Run against run, and a run against its targets: what a nightly job or a CI step asks. Both read
 -- stress.results as the caller (SECURITY INVOKER, row-level security): a run the caller may not see

@@ -19,6 +19,8 @@ pub static SLOW_QUERY_LOG_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(5);
 pub static DEADLOCK_RETRY_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
 /// Upper bound on background workers one run may start.
 pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(8);
+/// Whether runs sample the server into stress.timeline each second.
+pub static TIMELINE: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -87,6 +89,14 @@ pub fn init() {
         1,
         1024,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"stress.timeline",
+        c"Whether runs record the server's second by second into stress.timeline.",
+        c"Wait events of the run's workers, lock waits, WAL, blocks, commits, checkpoints, autovacuum; taken by the run's first worker with each sample.",
+        &TIMELINE,
+        GucContext::Userset,
         GucFlags::default(),
     );
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"stress".as_ptr()) };

@@ -37,6 +37,23 @@ compare_load() {
 for conc in 2 8; do compare_load "$conc" on; done
 for conc in 2 8; do compare_load "$conc" off; done
 sql "ALTER DATABASE $db RESET synchronous_commit" >/dev/null
+
+echo "== load: the timeline's cost: run_load (execute_trade, 2 workers, ${LOAD_SECONDS} s) with stress.timeline on and off, alternating, 3 rounds each"
+timeline_on=() timeline_off=()
+for ((i = 1; i <= 3; i++)); do
+  for setting in on off; do
+    reopen
+    run=$(PGOPTIONS="-c client_min_messages=warning -c stress.progress_interval=0 -c stress.timeline=$setting" \
+          "${psql[@]}" -d "$db" -c "SELECT stress.run_load('$LOAD_SECONDS seconds', workers => 2, mix => '{\"execute_trade\": 1}')")
+    ops=$(sql "SELECT round(ops_per_sec::numeric, 1) FROM stress.results WHERE run_id = $run AND name = 'total'")
+    rows=$(sql "SELECT count(*) FROM stress.timeline WHERE run_id = $run")
+    if [ "$setting" = on ]; then timeline_on+=("$ops"); else timeline_off+=("$ops"); fi
+    echo "   round $i, timeline $setting: $ops ops/s ($rows timeline rows)"
+  done
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+timeline_ratio=$(ratio "$(median "${timeline_on[@]}")" "$(median "${timeline_off[@]}")")
+echo "   medians: on $(median "${timeline_on[@]}") ops/s, off $(median "${timeline_off[@]}") ops/s  -> RATIO on / off = $timeline_ratio   (cost must stay under 2%: >= 0.98)"
 echo "== load: open model at 1000 ops/s for 30 s (default mix, 4 workers), and the server's commit count"
 commits() { sql "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"; }
 before=$(commits)
@@ -50,8 +67,9 @@ sql "SELECT format('   achieved %s ops/s of 1000 (%s%%), p50 %s ms, p99 %s ms, s
                    round((details->'schedule_lag_ms'->>'p99')::numeric, 2))
      FROM stress.results WHERE run_id = $run AND name = 'total'"
 # Besides the operations, a run commits: the run's row (the first worker, first), per worker its
-# preparation and its results, the run's closing, one per sample; and two of this script's sessions (the
-# first count, the run_load call) commit in between. Autovacuum's transactions count too (noise).
-expected=$(sql "SELECT (details->>'successes')::int8 + 1 + 2 * 4 + 1 + (SELECT count(*) FROM stress.samples WHERE run_id = $run) + 2
+# preparation and its results, the run's closing, one per sample (its timeline row in the same
+# transaction) and the sampler's session setup; and two of this script's sessions (the first count,
+# the run_load call) commit in between. Autovacuum's transactions count too (noise).
+expected=$(sql "SELECT (details->>'successes')::int8 + 1 + 2 * 4 + 1 + (SELECT count(*) FROM stress.samples WHERE run_id = $run) + 1 + 2
                 FROM stress.results WHERE run_id = $run AND name = 'total'")
 echo "   xact_commit grew by $((after - before)); the run's operations and bookkeeping: $expected  -> difference $(awk -v a="$((after - before))" -v b="$expected" 'BEGIN { printf "%.3f", (a - b) * 100 / b }')%   (must be within 0.1%)"

@@ -385,7 +385,7 @@ fn benchmark_loop(
                     });
                 }
                 live.record(latency_us);
-                if live.due(finished) && !live.publish(finished, true) {
+                if live.due(finished) && !live.publish(finished) {
                     return Err(Stopped::Cancelled);
                 }
             }
@@ -393,7 +393,7 @@ fn benchmark_loop(
         }
         Ok(())
     })();
-    live.publish(now(), false);
+    live.publish(now());
     run.looping(false);
     outcome
 }

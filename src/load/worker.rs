@@ -248,11 +248,11 @@ fn run_loop(run: &WorkerRun<LoadConfig>, plans: &Plans, stats: &mut [TaskStats])
             s.lag.record_us((started - intended as i64).max(1) as u64);
         }
         live.record(latency_us);
-        if live.due(finished) && !live.publish(finished, true) {
+        if live.due(finished) && !live.publish(finished) {
             break;
         }
     }
-    live.publish(now(), false);
+    live.publish(now());
     run.looping(false);
     (terminated || BackgroundWorker::sigterm_received())
         .then(|| format!("worker {} was terminated (SIGTERM)", worker + 1))

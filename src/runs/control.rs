@@ -127,11 +127,15 @@ pub fn start(req: RunRequest, configure: impl FnOnce() -> Configured) -> i64 {
             None => i64::MAX,
         },
         isolation: req.isolation,
+        timeline: gucs::TIMELINE.get(),
         search_path,
         config: text(&config),
         parameters: text(&parameters),
         ..RunSlot::default()
     };
+    // (the run's first timeline row is the difference from these; read before a slot is taken,
+    // which nothing may interrupt until the workers are started)
+    let baseline = slot.timeline.then(records::server_counters);
     let index = {
         let mut table = RUNS.exclusive();
         let Some(index) = table.slots.iter().position(|s| s.phase == Phase::Free) else {
@@ -146,6 +150,9 @@ pub fn start(req: RunRequest, configure: impl FnOnce() -> Configured) -> i64 {
         table.slots[index] = slot;
         index
     };
+    if let Some(counters) = &baseline {
+        slots::live(index).set_server_counters(counters);
+    }
 
     let mut handles = Vec::with_capacity(k);
     for i in 0..k {
@@ -180,6 +187,21 @@ pub fn start(req: RunRequest, configure: impl FnOnce() -> Configured) -> i64 {
             bgworker::out_of_slots(F, k, i);
         };
         handles.push(handle);
+    }
+    // The run's sampler: not one of its workers (a run without it has no per-second rows).
+    let sampler = bgworker::start(&WorkerSpec {
+        name: &format!("pg_stress {} run {run_id} sampler", req.label),
+        kind: "pg_stress sampler",
+        function: super::sampler::ENTRY_POINT,
+        argument: pg_sys::Datum::from(index),
+        extra: &format!("{run_id} {}", u32::from(unsafe { pg_sys::MyDatabaseId })),
+        notify: false,
+    });
+    if sampler.is_none() {
+        pgrx::warning!(
+            "{}: run {run_id}: no background worker slot was left for its sampler: the run has no rows in stress.samples or stress.timeline",
+            req.kind
+        );
     }
     if req.wait {
         wait_for(run_id, Some(&handles), req.kind, req.summary_notice);

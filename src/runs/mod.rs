@@ -4,6 +4,7 @@
 //! - [`control`]: in the caller's session — start a run's workers, wait for it, cancel it, list it.
 //! - [`worker`]: in each worker — connect as the caller, let the run's [`worker::RunKind`] prepare and
 //!   loop, save its measurements; the last one out merges them and closes the run.
+//! - [`sampler`]: a worker of its own per run, writing each second's sample and timeline row.
 //! - [`recovery`]: after a restart or a worker's death, close the runs nobody will close.
 //! - [`records`]: the one writer of `stress.runs`, `stress.results`, `stress.samples` and the other
 //!   record tables, as their owner; [`record_functions`]: the same for the SQL-language parts.
@@ -15,6 +16,7 @@ pub mod control;
 pub mod record_functions;
 pub mod records;
 pub mod recovery;
+pub mod sampler;
 pub mod slots;
 pub mod worker;
 

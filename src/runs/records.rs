@@ -390,6 +390,134 @@ pub fn sample(
     })
 }
 
+/// The server's cumulative counters a timeline row is the difference of.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ServerCounters {
+    pub wal_bytes: i64,
+    pub blks_hit: i64,
+    pub blks_read: i64,
+    pub xact_commit: i64,
+    pub xact_rollback: i64,
+    pub checkpoints: i64,
+}
+
+// (WAL position as bytes, this database's counters, the checkpoints so far)
+const SERVER_COUNTERS: &str = "
+    SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), '0/0')::pg_catalog.int8 AS wal,
+           d.blks_hit, d.blks_read, d.xact_commit, d.xact_rollback,
+           (SELECT b.checkpoints_timed OPERATOR(pg_catalog.+) b.checkpoints_req
+            FROM pg_catalog.pg_stat_bgwriter b) AS checkpoints
+    FROM pg_catalog.pg_stat_database d WHERE d.datid OPERATOR(pg_catalog.=) $1";
+
+/// The counters now (a run's first timeline row is the difference from these).
+pub fn server_counters() -> ServerCounters {
+    as_owner(|| {
+        Spi::connect(|client| {
+            let row = client
+                .select(
+                    &format!("SELECT * FROM ({SERVER_COUNTERS}) c"),
+                    Some(1),
+                    &[unsafe { pg_sys::MyDatabaseId }.into()],
+                )?
+                .first();
+            Ok::<_, pgrx::spi::SpiError>(ServerCounters {
+                wal_bytes: row.get(1)?.unwrap_or(0),
+                blks_hit: row.get(2)?.unwrap_or(0),
+                blks_read: row.get(3)?.unwrap_or(0),
+                xact_commit: row.get(4)?.unwrap_or(0),
+                xact_rollback: row.get(5)?.unwrap_or(0),
+                checkpoints: row.get(6)?.unwrap_or(0),
+            })
+        })
+        .expect("reading the server's counters")
+    })
+}
+
+/// One `stress.timeline` row: what the workers `pids` wait on now, their lock waits, and the
+/// server's counters since `before`. Returns the counters now.
+pub fn timeline(
+    run_id: i64,
+    at: pg_sys::TimestampTz,
+    elapsed_s: f64,
+    pids: &[i32],
+    before: &ServerCounters,
+) -> ServerCounters {
+    as_owner(|| {
+        Spi::connect_mut(|client| {
+            let row = client
+                .update(
+                    &format!(
+                        "WITH workers AS (
+                             SELECT a.wait_event_type, a.wait_event FROM pg_catalog.pg_stat_activity a
+                             WHERE a.pid OPERATOR(pg_catalog.=) ANY ($4)),
+                         -- (one read of the lock table, for a consistent picture)
+                         locks AS MATERIALIZED (
+                             SELECT l.pid, l.locktype, l.relation, l.granted, l.waitstart
+                             FROM pg_catalog.pg_locks l WHERE l.pid OPERATOR(pg_catalog.=) ANY ($4)),
+                         waiting AS (SELECT * FROM locks l WHERE NOT l.granted),
+                         longest AS (SELECT * FROM waiting w ORDER BY w.waitstart NULLS LAST LIMIT 1),
+                         counters AS ({SERVER_COUNTERS})
+                         INSERT INTO stress.timeline
+                             (run_id, ts, elapsed_s, wait_events, lock_waits, longest_lock_wait_ms, lock_relation,
+                              wal_bytes, blks_hit, blks_read, xact_commit, xact_rollback, checkpoints,
+                              autovacuum_workers)
+                         SELECT $2, $3, $5,
+                                (SELECT coalesce(pg_catalog.jsonb_object_agg(e.event, e.n), '{{}}')
+                                 FROM (SELECT coalesce(w.wait_event_type OPERATOR(pg_catalog.||) ':'
+                                                       OPERATOR(pg_catalog.||) w.wait_event, 'CPU') AS event,
+                                              pg_catalog.count(*) AS n
+                                       FROM workers w GROUP BY 1) e),
+                                (SELECT pg_catalog.count(DISTINCT w.pid) FROM waiting w),
+                                (SELECT pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()
+                                                            OPERATOR(pg_catalog.-) l.waitstart)
+                                        OPERATOR(pg_catalog.*) 1000 FROM longest l),
+                                -- (a row lock wait is on the other transaction; the tuple lock
+                                -- the waiter holds says which relation the row is in)
+                                (SELECT coalesce(l.relation,
+                                                 (SELECT t.relation FROM locks t
+                                                  WHERE t.pid OPERATOR(pg_catalog.=) l.pid
+                                                    AND t.locktype OPERATOR(pg_catalog.=) 'tuple' LIMIT 1)
+                                        )::pg_catalog.regclass::pg_catalog.text
+                                 FROM longest l),
+                                c.wal OPERATOR(pg_catalog.-) $6, c.blks_hit OPERATOR(pg_catalog.-) $7,
+                                c.blks_read OPERATOR(pg_catalog.-) $8, c.xact_commit OPERATOR(pg_catalog.-) $9,
+                                c.xact_rollback OPERATOR(pg_catalog.-) $10, c.checkpoints OPERATOR(pg_catalog.-) $11,
+                                (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity a
+                                 WHERE a.backend_type OPERATOR(pg_catalog.=) 'autovacuum worker')
+                         FROM counters c
+                         RETURNING wal_bytes OPERATOR(pg_catalog.+) $6, blks_hit OPERATOR(pg_catalog.+) $7,
+                                   blks_read OPERATOR(pg_catalog.+) $8, xact_commit OPERATOR(pg_catalog.+) $9,
+                                   xact_rollback OPERATOR(pg_catalog.+) $10, checkpoints OPERATOR(pg_catalog.+) $11"
+                    ),
+                    None,
+                    &[
+                        unsafe { pg_sys::MyDatabaseId }.into(),
+                        run_id.into(),
+                        timestamp(at).into(),
+                        pids.to_vec().into(),
+                        elapsed_s.into(),
+                        before.wal_bytes.into(),
+                        before.blks_hit.into(),
+                        before.blks_read.into(),
+                        before.xact_commit.into(),
+                        before.xact_rollback.into(),
+                        before.checkpoints.into(),
+                    ],
+                )?
+                .first();
+            Ok::<_, pgrx::spi::SpiError>(ServerCounters {
+                wal_bytes: row.get(1)?.unwrap_or(before.wal_bytes),
+                blks_hit: row.get(2)?.unwrap_or(before.blks_hit),
+                blks_read: row.get(3)?.unwrap_or(before.blks_read),
+                xact_commit: row.get(4)?.unwrap_or(before.xact_commit),
+                xact_rollback: row.get(5)?.unwrap_or(before.xact_rollback),
+                checkpoints: row.get(6)?.unwrap_or(before.checkpoints),
+            })
+        })
+        .expect("saving a timeline row")
+    })
+}
+
 /// What one worker measured for one task (an operation, a transaction, a query).
 #[derive(Default, Clone)]
 pub struct TaskStats {

@@ -8,6 +8,7 @@
 //!   which barrier waiters and `stress.wait` sleep. A worker writes here only while it is counted in
 //!   its slot's `workers_running`, so a slot is never reused under it.
 
+use super::records::ServerCounters;
 use crate::metrics::blocks::Blocks;
 use crate::metrics::buckets::{BUCKETS, Buckets};
 use crate::postgres::bgworker::Caller;
@@ -15,12 +16,14 @@ use pgrx::lwlock::PgLwLock;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 /// Runs that may go on at once in one server.
 pub const MAX_RUNS: usize = 8;
 /// Most tasks (operations, transactions, queries) one run measures.
 pub const MAX_TASKS: usize = 24;
+/// Most workers one run has (stress.max_workers can say less).
+pub const MAX_WORKERS: usize = 1024;
 /// Room for a run's configuration, and for its recorded parameters (JSON).
 pub const CONFIG_BYTES: usize = 20 * 1024;
 
@@ -81,6 +84,8 @@ pub struct RunSlot {
     pub started_at: pg_sys::TimestampTz,
     /// i64::MAX for a run that ends when its work is done
     pub deadline: pg_sys::TimestampTz,
+    /// whether worker 0 samples the server into stress.timeline with each sample
+    pub timeline: bool,
     /// the caller's default isolation level and search_path, which the workers take on
     pub isolation: i32,
     pub search_path: FixedText<1024>,
@@ -106,6 +111,7 @@ impl Default for RunSlot {
             workers_lost: 0,
             started_at: 0,
             deadline: 0,
+            timeline: false,
             isolation: pg_sys::XACT_READ_COMMITTED as i32,
             search_path: FixedText::default(),
             config: FixedText::default(),
@@ -154,7 +160,8 @@ pub struct LiveSlot {
     /// latencies since the last per-second sample, and since the start (µs, see metrics::buckets)
     pub interval: [AtomicU64; BUCKETS],
     pub cumulative: [AtomicU64; BUCKETS],
-    /// at the last sample: when, the totals then, and the rate over the second before it (f64 bits)
+    /// at the last sample (by the run's sampler): when, the totals then, and the rate over the second
+    /// before it (f64 bits)
     pub sampled_at: AtomicI64,
     pub sampled_ops: AtomicU64,
     pub sampled_errors: AtomicU64,
@@ -164,6 +171,10 @@ pub struct LiveSlot {
     /// logged so far
     pub claimed: [AtomicU64; MAX_TASKS],
     pub logged: [AtomicU32; MAX_TASKS],
+    /// the process id of each worker while it runs (0: not running), for stress.timeline
+    pub pids: [AtomicI32; MAX_WORKERS],
+    /// the server's counters at the last timeline row (at the start: the run's starter reads them)
+    server_counters: [AtomicI64; 6],
     /// barriers passed, and workers waiting at the current one
     pub generation: AtomicU32,
     pub arrived: AtomicU32,
@@ -192,6 +203,8 @@ impl LiveSlot {
             peak_connections: AtomicI64::new(0),
             claimed: std::array::from_fn(|_| AtomicU64::new(0)),
             logged: std::array::from_fn(|_| AtomicU32::new(0)),
+            pids: std::array::from_fn(|_| AtomicI32::new(0)),
+            server_counters: std::array::from_fn(|_| AtomicI64::new(0)),
             generation: AtomicU32::new(0),
             arrived: AtomicU32::new(0),
             changed: SharedConditionVariable(std::cell::UnsafeCell::new(cv)),
@@ -216,6 +229,10 @@ impl LiveSlot {
         for a in &self.claimed {
             a.store(0, Ordering::Relaxed);
         }
+        for a in &self.pids {
+            a.store(0, Ordering::Relaxed);
+        }
+        self.set_server_counters(&ServerCounters::default());
         for a in self
             .logged
             .iter()
@@ -262,6 +279,32 @@ impl LiveSlot {
 
     pub fn rate(&self) -> f64 {
         f64::from_bits(self.last_rate.load(Ordering::Relaxed))
+    }
+
+    pub fn server_counters(&self) -> ServerCounters {
+        let c: [i64; 6] = std::array::from_fn(|i| self.server_counters[i].load(Ordering::Relaxed));
+        ServerCounters {
+            wal_bytes: c[0],
+            blks_hit: c[1],
+            blks_read: c[2],
+            xact_commit: c[3],
+            xact_rollback: c[4],
+            checkpoints: c[5],
+        }
+    }
+
+    pub fn set_server_counters(&self, c: &ServerCounters) {
+        let values = [
+            c.wal_bytes,
+            c.blks_hit,
+            c.blks_read,
+            c.xact_commit,
+            c.xact_rollback,
+            c.checkpoints,
+        ];
+        for (a, v) in self.server_counters.iter().zip(values) {
+            a.store(v, Ordering::Relaxed);
+        }
     }
 }
 

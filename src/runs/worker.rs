@@ -100,10 +100,7 @@ impl<C> WorkerRun<C> {
     /// What this worker adds to the run's live figures, published about every 100 ms.
     pub fn figures(&self) -> LiveFigures {
         LiveFigures {
-            run_id: self.run_id,
             index: self.index,
-            started_at: self.started_at,
-            sampler: self.worker == 0,
             ops: 0,
             errors: 0,
             buckets: [0; BUCKETS],
@@ -166,11 +163,7 @@ pub struct FinishedRun<C> {
 
 /// What a worker adds to its run's live figures (counts and latencies since it last published).
 pub struct LiveFigures {
-    run_id: i64,
     index: usize,
-    started_at: pg_sys::TimestampTz,
-    /// worker 0 writes the per-second samples
-    sampler: bool,
     pub ops: u64,
     pub errors: u64,
     buckets: Buckets,
@@ -188,10 +181,9 @@ impl LiveFigures {
         at - self.published >= 100_000
     }
 
-    /// Add what this worker did to the run's live figures (and with `sample`, if this is the
-    /// sampling worker, write a per-second sample when one is due). Returns false when the run is
-    /// cancelled.
-    pub fn publish(&mut self, at: pg_sys::TimestampTz, sample: bool) -> bool {
+    /// Add what this worker did to the run's live figures (the run's sampler reads them each
+    /// second). Returns false when the run is cancelled.
+    pub fn publish(&mut self, at: pg_sys::TimestampTz) -> bool {
         let live = slots::live(self.index);
         live.ops.fetch_add(self.ops, Ordering::Relaxed);
         live.errors.fetch_add(self.errors, Ordering::Relaxed);
@@ -204,57 +196,14 @@ impl LiveFigures {
         self.buckets = [0; BUCKETS];
         self.published = at;
         unsafe { pg_sys::pgstat_report_stat(false) };
-        let since = live.sampled_at.load(Ordering::Relaxed).max(self.started_at);
-        if sample && self.sampler && at - since >= 1_000_000 {
-            self.sample(live, at, since);
-        }
         !live.cancelled()
-    }
-
-    /// Write the run's sample for the second (or so) from `since` to `at`.
-    fn sample(&self, live: &LiveSlot, at: pg_sys::TimestampTz, since: pg_sys::TimestampTz) {
-        let interval: Buckets =
-            std::array::from_fn(|i| live.interval[i].swap(0, Ordering::Relaxed));
-        let (ops, errors) = (
-            live.ops.load(Ordering::Relaxed),
-            live.errors.load(Ordering::Relaxed),
-        );
-        let seconds = (at - since) as f64 / 1e6;
-        let done = ops - live.sampled_ops.swap(ops, Ordering::Relaxed);
-        let failed = errors - live.sampled_errors.swap(errors, Ordering::Relaxed);
-        let rate = done as f64 / seconds.max(1e-9);
-        live.sampled_at.store(at, Ordering::Relaxed);
-        live.last_rate.store(rate.to_bits(), Ordering::Relaxed);
-        let saved = in_transaction(|| {
-            records::sample(
-                self.run_id,
-                at,
-                (at - self.started_at) as f64 / 1e6,
-                done as i64,
-                failed as i64,
-                rate,
-                buckets::quantile_ms(&interval, 0.50),
-                buckets::quantile_ms(&interval, 0.99),
-                live.workers_looping.load(Ordering::Relaxed) as i32,
-            )
-        });
-        match saved {
-            Ok(connections) => {
-                live.peak_connections
-                    .fetch_max(connections, Ordering::Relaxed);
-            }
-            Err(report) => pgrx::log!(
-                "pg_stress run {}: could not save a sample: {}",
-                self.run_id,
-                report.message()
-            ),
-        }
     }
 }
 
 /// The run this worker belongs to, for [`give_back_slot`].
 static EXITING_RUN: AtomicI64 = AtomicI64::new(0);
 static EXITING_DATABASE: AtomicU32 = AtomicU32::new(0);
+static EXITING_WORKER: AtomicU32 = AtomicU32::new(0);
 /// This worker has counted itself out of `workers_running`.
 static COUNTED_OUT: AtomicBool = AtomicBool::new(false);
 /// This worker is done with the slot (finished normally).
@@ -301,6 +250,7 @@ pub fn main<K: RunKind>(arg: pg_sys::Datum) {
     // the run back; see give_back_slot.
     EXITING_RUN.store(run_id, Ordering::Relaxed);
     EXITING_DATABASE.store(u32::from(database), Ordering::Relaxed);
+    EXITING_WORKER.store(worker, Ordering::Relaxed);
     unsafe { pg_sys::before_shmem_exit(Some(give_back_slot), pg_sys::Datum::from(index)) };
     slot.caller.connect_as();
     unsafe { pg_sys::DefaultXactIsoLevel = slot.isolation };
@@ -317,6 +267,10 @@ pub fn main<K: RunKind>(arg: pg_sys::Datum) {
         deadline: slot.deadline,
         config,
     };
+    // (stress.timeline reads what this process waits on)
+    if let Some(pid) = run.live().pids.get(worker as usize) {
+        pid.store(unsafe { pg_sys::MyProcPid }, Ordering::Relaxed);
+    }
     let names = K::tasks(&run.config);
     let mut stats: Vec<TaskStats> = vec![TaskStats::default(); names.len()];
     // When this worker's loop ran: the run's seconds are from the first start to the last end.
@@ -395,6 +349,9 @@ pub fn main<K: RunKind>(arg: pg_sys::Datum) {
         );
     }
     drop(kept);
+    if let Some(pid) = run.live().pids.get(worker as usize) {
+        pid.store(0, Ordering::Relaxed);
+    }
     // This worker's commits and block counts reach the statistics before the run is closed.
     unsafe { pg_sys::pgstat_report_stat(true) };
     let last = {
@@ -460,6 +417,13 @@ unsafe extern "C-unwind" fn give_back_slot(_code: std::ffi::c_int, arg: pg_sys::
         let slot = &mut table.slots[index];
         if !slot.holds(run_id, database) {
             return;
+        }
+        // (its process id, which another process may take next, leaves stress.timeline's view)
+        if let Some(pid) = slots::live(index)
+            .pids
+            .get(EXITING_WORKER.load(Ordering::Relaxed) as usize)
+        {
+            pid.store(0, Ordering::Relaxed);
         }
         if !COUNTED_OUT.load(Ordering::Relaxed) {
             slot.workers_running = slot.workers_running.saturating_sub(1);

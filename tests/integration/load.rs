@@ -758,3 +758,70 @@ fn custom_transactions_see_the_callers_search_path() {
         calls
     );
 }
+
+/// The server beside each second of a run: hot accounts make the run's workers wait for each
+/// other's row locks, and the timeline says so (lock waits, on which relation, the wait events),
+/// with the WAL and commits the run made; `stress.timeline = off` records none.
+#[test]
+fn the_timeline_shows_lock_waits_wal_and_commits_second_by_second() {
+    let mut client = load_database("it_timeline");
+    let run_id: i64 = value(
+        &mut client,
+        "SELECT run_id FROM stress.deadlock_test(workers => 4, duration => '4 seconds', accounts => 2,
+                                                 pause => '50 milliseconds')",
+    );
+    let row = client
+        .query_one(
+            "SELECT count(*), (SELECT count(*) FROM stress.samples s WHERE s.run_id = $1),
+                    sum(wal_bytes)::int8, sum(xact_commit)::int8, max(lock_waits),
+                    count(*) FILTER (WHERE lock_relation = 'stress_data.accounts'),
+                    count(*) FILTER (WHERE lock_waits > 0 AND longest_lock_wait_ms > 0),
+                    count(*) FILTER (WHERE wait_events ? 'Lock:transactionid' OR wait_events ? 'Lock:tuple'),
+                    max((SELECT sum(v::int) FROM jsonb_each_text(wait_events) e (k, v)))::int8,
+                    min(elapsed_s) > 0 AND bool_and(blks_hit >= 0 AND autovacuum_workers >= 0)
+             FROM stress.timeline WHERE run_id = $1",
+            &[&run_id],
+        )
+        .unwrap();
+    let (rows, samples): (i64, i64) = (row.get(0), row.get(1));
+    assert!(
+        rows >= 3 && rows == samples,
+        "{rows} timeline rows, {samples} samples"
+    );
+    let (wal, commits): (i64, i64) = (row.get(2), row.get(3));
+    assert!(wal > 0 && commits > 0, "WAL {wal}, commits {commits}");
+    let most_waiting: i32 = row.get(4);
+    assert!(
+        (1..=4).contains(&most_waiting),
+        "{most_waiting} workers waiting"
+    );
+    let (on_accounts, timed, lock_events): (i64, i64, i64) = (row.get(5), row.get(6), row.get(7));
+    assert!(
+        on_accounts > 0 && timed > 0 && lock_events > 0,
+        "{on_accounts} {timed} {lock_events}"
+    );
+    let most_workers: i64 = row.get(8);
+    assert!(
+        (1..=4).contains(&most_workers),
+        "{most_workers} workers seen"
+    );
+    assert!(row.get::<_, bool>(9));
+
+    client.batch_execute("SET stress.timeline = off").unwrap();
+    let quiet: i64 = value(
+        &mut client,
+        "SELECT stress.run_load('2 seconds', workers => 1)",
+    );
+    let (timeline, samples): (i64, i64) = (
+        value(
+            &mut client,
+            &format!("SELECT count(*) FROM stress.timeline WHERE run_id = {quiet}"),
+        ),
+        value(
+            &mut client,
+            &format!("SELECT count(*) FROM stress.samples WHERE run_id = {quiet}"),
+        ),
+    );
+    assert_eq!(timeline, 0);
+    assert!(samples > 0);
+}

@@ -298,6 +298,7 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
     let seen: i64 = value(
         &mut a.attacker,
         "SELECT (SELECT count(*) FROM stress.runs) + (SELECT count(*) FROM stress.results)
+              + (SELECT count(*) FROM stress.samples) + (SELECT count(*) FROM stress.timeline)
               + (SELECT count(*) FROM stress.state_captures) + (SELECT count(*) FROM stress.retention_policies)",
     );
     assert_eq!(seen, 0, "another role's records are visible");
