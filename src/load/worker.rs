@@ -236,8 +236,11 @@ fn run_loop(run: &WorkerRun<LoadConfig>, plans: &Plans, stats: &mut [TaskStats])
             }
         }
         let finished = now();
+        // Open model: from the intended start when the operation started late (its wait counts,
+        // no coordinated omission); from its start when it started early — the latch sleeps whole
+        // milliseconds, so a worker may wake up to one before its intended start.
         let from = if gaps.is_some() {
-            intended as i64
+            (intended as i64).min(started)
         } else {
             started
         };
