@@ -235,7 +235,7 @@ pub fn generate_audit_log(
             StressError::invalid(
                 F,
                 e,
-                "See README.md for the parameters of stress.generate_audit_log.",
+                "See docs/generate.md for the parameters of stress.generate_audit_log.",
             )
         })
         .or_raise();

@@ -37,7 +37,7 @@ pub fn generate_dataset(
                 StressError::invalid(
                     F,
                     e,
-                    "See README.md, \"Distributions\", for the spec format.",
+                    "See docs/generate.md, \"Distributions\", for the spec format.",
                 )
             })
             .or_raise(),

@@ -93,7 +93,7 @@ pub fn generate_market_data(
     let started_at = super::now();
     let seed = crate::args::seed_or_random(seed);
     let hint =
-        "See README.md: symbols (NULL for all), start_at < end_at, a step such as '1 minute'.";
+        "See docs/generate.md: symbols (NULL for all), start_at < end_at, a step such as '1 minute'.";
     let indexes: Vec<usize> = match &symbols {
         None => (0..SYMBOLS.len()).collect(),
         Some(names) => names

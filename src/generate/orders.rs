@@ -154,7 +154,7 @@ pub fn generate_orders(
             StressError::invalid(
                 F,
                 e,
-                "See README.md, \"stress.generate_orders\" and \"Distributions\".",
+                "See docs/generate.md, \"stress.generate_orders\" and \"Distributions\".",
             )
         })
         .or_raise();

@@ -200,7 +200,7 @@ pub fn generate_trades(
     let mut fill_rate = fill_rate.unwrap_or(0.1);
     if let Some(spec) = &distribution {
         fill_rate = fill_rate_of(spec)
-            .map_err(|e| StressError::invalid(F, e, "See README.md, \"Distributions\"."))
+            .map_err(|e| StressError::invalid(F, e, "See docs/generate.md, \"Distributions\"."))
             .or_raise();
     }
     let workers = crate::args::worker_count(F, workers).or_raise();

@@ -64,7 +64,7 @@ pub fn run_load(
         Some(t) => {
             let names: Vec<&str> = ops::OPS.iter().map(|o| o.name()).collect();
             custom::parse(t, &names)
-                .map_err(|e| StressError::invalid(F, e, "See README.md, \"Custom transactions\"."))
+                .map_err(|e| StressError::invalid(F, e, "See docs/load.md, \"Custom transactions\"."))
                 .or_raise()
         }
     };
@@ -441,7 +441,7 @@ fn mix_weights(function: &'static str, mix: Option<&serde_json::Value>) -> ops::
                 StressError::invalid(
                     function,
                     e,
-                    "See README.md, \"Load runs\", for the operations.",
+                    "See docs/load.md, \"Load runs\", for the operations.",
                 )
             })
             .or_raise(),
