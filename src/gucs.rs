@@ -94,7 +94,7 @@ pub fn init() {
     GucRegistry::define_bool_guc(
         c"stress.timeline",
         c"Whether runs record the server's second by second into stress.timeline.",
-        c"Wait events of the run's workers, lock waits, WAL, blocks, commits, checkpoints, autovacuum; taken by the run's first worker with each sample.",
+        c"Wait events of the run's workers, lock waits, WAL, blocks, commits, checkpoints, autovacuum; taken by the run's sampler with each sample.",
         &TIMELINE,
         GucContext::Userset,
         GucFlags::default(),

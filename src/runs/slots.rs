@@ -84,7 +84,7 @@ pub struct RunSlot {
     pub started_at: pg_sys::TimestampTz,
     /// i64::MAX for a run that ends when its work is done
     pub deadline: pg_sys::TimestampTz,
-    /// whether worker 0 samples the server into stress.timeline with each sample
+    /// whether the run's sampler writes a stress.timeline row with each sample
     pub timeline: bool,
     /// the caller's default isolation level and search_path, which the workers take on
     pub isolation: i32,
