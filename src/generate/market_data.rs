@@ -92,8 +92,7 @@ pub fn generate_market_data(
     super::prevent_writes_where_read_only(F);
     let started_at = super::now();
     let seed = crate::args::seed_or_random(seed);
-    let hint =
-        "See docs/generate.md: symbols (NULL for all), start_at < end_at, a step such as '1 minute'.";
+    let hint = "See docs/generate.md: symbols (NULL for all), start_at < end_at, a step such as '1 minute'.";
     let indexes: Vec<usize> = match &symbols {
         None => (0..SYMBOLS.len()).collect(),
         Some(names) => names

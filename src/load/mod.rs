@@ -64,7 +64,9 @@ pub fn run_load(
         Some(t) => {
             let names: Vec<&str> = ops::OPS.iter().map(|o| o.name()).collect();
             custom::parse(t, &names)
-                .map_err(|e| StressError::invalid(F, e, "See docs/load.md, \"Custom transactions\"."))
+                .map_err(|e| {
+                    StressError::invalid(F, e, "See docs/load.md, \"Custom transactions\".")
+                })
                 .or_raise()
         }
     };
