@@ -104,7 +104,12 @@ pub fn measure(
                     &LatencySummary::default(),
                     json!({"error": error, "concurrency": concurrency}),
                 );
-                Row::unrunnable(query, error)
+                super::Outcome {
+                    query: query.clone(),
+                    ..Default::default()
+                }
+                .unrunnable(error)
+                .into_row()
             }
         })
         .collect();

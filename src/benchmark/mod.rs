@@ -85,20 +85,6 @@ pub struct Row {
     pub error: Option<String>,
 }
 
-impl Row {
-    /// A query that could not run at all (a syntax error, a missing table, no privilege): one
-    /// attempt, failed.
-    pub fn unrunnable(query: &str, error: String) -> Row {
-        Row {
-            query: query.to_owned(),
-            calls: 1,
-            errors: 1,
-            error: Some(error),
-            ..Row::default()
-        }
-    }
-}
-
 impl Outcome {
     fn into_row(self) -> Row {
         let (l, qps) = (self.latency, self.qps());
@@ -123,7 +109,8 @@ impl Outcome {
         (self.seconds > 0.0).then(|| (self.calls - self.errors) as f64 / self.seconds)
     }
 
-    /// A query that could not run at all: one attempt, failed with `error`.
+    /// A query that could not run at all (a syntax error, a missing table, no privilege): one
+    /// attempt, failed with `error`.
     fn unrunnable(mut self, error: String) -> Self {
         self.calls = 1;
         self.errors = 1;

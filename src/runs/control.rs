@@ -133,9 +133,6 @@ pub fn start(req: RunRequest, configure: impl FnOnce() -> Configured) -> i64 {
         parameters: text(&parameters),
         ..RunSlot::default()
     };
-    // (the run's first timeline row is the difference from these; read before a slot is taken,
-    // which nothing may interrupt until the workers are started)
-    let baseline = slot.timeline.then(records::server_counters);
     let index = {
         let mut table = RUNS.exclusive();
         let Some(index) = table.slots.iter().position(|s| s.phase == Phase::Free) else {
@@ -150,17 +147,16 @@ pub fn start(req: RunRequest, configure: impl FnOnce() -> Configured) -> i64 {
         table.slots[index] = slot;
         index
     };
-    if let Some(counters) = &baseline {
-        slots::live(index).set_server_counters(counters);
-    }
 
     let mut handles = Vec::with_capacity(k);
     for i in 0..k {
         let name = format!("pg_stress {} run {run_id} worker {}/{k}", req.label, i + 1);
-        let extra = format!(
-            "{run_id} {i} {}",
-            u32::from(unsafe { pg_sys::MyDatabaseId })
-        );
+        let extra = slots::WorkerArgs {
+            run_id,
+            worker: i as u32,
+            database: unsafe { pg_sys::MyDatabaseId },
+        }
+        .to_extra();
         let started = bgworker::start(&WorkerSpec {
             name: &name,
             // (every run's workers, benchmarks' too, show as backend_type "pg_stress load")
@@ -194,7 +190,12 @@ pub fn start(req: RunRequest, configure: impl FnOnce() -> Configured) -> i64 {
         kind: "pg_stress sampler",
         function: super::sampler::ENTRY_POINT,
         argument: pg_sys::Datum::from(index),
-        extra: &format!("{run_id} {}", u32::from(unsafe { pg_sys::MyDatabaseId })),
+        extra: &slots::WorkerArgs {
+            run_id,
+            worker: 0,
+            database: unsafe { pg_sys::MyDatabaseId },
+        }
+        .to_extra(),
         notify: false,
     });
     if sampler.is_none() {
@@ -204,7 +205,7 @@ pub fn start(req: RunRequest, configure: impl FnOnce() -> Configured) -> i64 {
         );
     }
     if req.wait {
-        wait_for(run_id, Some(&handles), req.kind, req.summary_notice);
+        wait_for(run_id, &handles, req.kind, req.summary_notice);
     }
     run_id
 }
@@ -236,7 +237,7 @@ pub fn cancel_run(run_id: i64) -> bool {
 /// own workers) let it notice workers that died without closing the run.
 fn wait_for(
     run_id: i64,
-    handles: Option<&[*mut pg_sys::BackgroundWorkerHandle]>,
+    handles: &[*mut pg_sys::BackgroundWorkerHandle],
     label: &str,
     summary_notice: bool,
 ) -> String {
@@ -244,45 +245,47 @@ fn wait_for(
     let interval = Duration::from_millis(gucs::PROGRESS_INTERVAL.get().max(0) as u64);
     let mut last_notice = Instant::now();
     loop {
-        let found = {
-            let table = RUNS.share();
-            slots::find_in(&table, run_id).map(|i| (i, table.slots[i]))
+        let Some(index) = slots::find_in(&RUNS.share(), run_id) else {
+            break;
         };
-        let Some((index, slot)) = found else { break };
         let live = slots::live(index);
-        if let Some(handles) = handles {
-            let stopped = handles
-                .iter()
-                .filter(|&&h| {
-                    let mut pid = 0;
-                    let status = unsafe { pg_sys::GetBackgroundWorkerPid(h, &mut pid) };
-                    status == pg_sys::BgwHandleStatus::BGWH_STOPPED
-                })
-                .count();
-            // (Read after the handles: a worker that finished had counted itself out before it exited.)
-            let now = {
-                let table = RUNS.share();
-                slots::find_in(&table, run_id).map(|i| table.slots[i])
-            };
-            let Some(now) = now else { break };
-            if stopped == handles.len() {
-                close_abandoned_run(
-                    &now,
-                    "its workers exited without closing the run (see the server log)",
-                );
-                break;
-            }
-            // A worker gone without counting itself out (a FATAL as it connected, say) never will:
-            // stop the others, so that the run ends (as failed, above) instead of waiting for it.
-            if stopped as u32 > now.workers - now.workers_running && !live.cancelled() {
-                pgrx::warning!(
-                    "{label}: run {run_id}: a worker exited without finishing (see the server log); stopping the others"
-                );
-                cancel_run(run_id);
-            }
+        let stopped = handles
+            .iter()
+            .filter(|&&h| {
+                let mut pid = 0;
+                let status = unsafe { pg_sys::GetBackgroundWorkerPid(h, &mut pid) };
+                status == pg_sys::BgwHandleStatus::BGWH_STOPPED
+            })
+            .count();
+        // (Read after the handles: a worker that finished had counted itself out before it exited.
+        // Only the counts, not the whole slot with its configuration.)
+        let now = {
+            let table = RUNS.share();
+            slots::find_in(&table, run_id).map(|i| {
+                let s = &table.slots[i];
+                (s.started_at, s.workers - s.workers_running)
+            })
+        };
+        let Some((started_at, finished)) = now else {
+            break;
+        };
+        if stopped == handles.len() {
+            close_abandoned_run(
+                run_id,
+                "its workers exited without closing the run (see the server log)",
+            );
+            break;
+        }
+        // A worker gone without counting itself out (a FATAL as it connected, say) never will:
+        // stop the others, so that the run ends (as failed, above) instead of waiting for it.
+        if stopped as u32 > finished && !live.cancelled() {
+            pgrx::warning!(
+                "{label}: run {run_id}: a worker exited without finishing (see the server log); stopping the others"
+            );
+            cancel_run(run_id);
         }
         if !interval.is_zero() && last_notice.elapsed() >= interval {
-            let elapsed = (unsafe { pg_sys::GetCurrentTimestamp() } - slot.started_at) as f64 / 1e6;
+            let elapsed = (unsafe { pg_sys::GetCurrentTimestamp() } - started_at) as f64 / 1e6;
             notice!(
                 "{label}: run {run_id}, {elapsed:.0} s: {} operations ({:.0} ops/s), {} errors",
                 live.ops.load(Ordering::Relaxed),
@@ -333,15 +336,15 @@ fn wait_for(
 
 /// A run whose workers are all gone without closing it: record it as failed (its row, if no worker
 /// wrote one) and free its slot.
-fn close_abandoned_run(slot: &RunSlot, why: &str) {
-    {
+fn close_abandoned_run(run_id: i64, why: &str) {
+    let slot = {
         let mut table = RUNS.exclusive();
-        if let Some(i) = slots::find_in(&table, slot.run_id) {
-            table.slots[i] = RunSlot::default();
-        }
+        slots::find_in(&table, run_id).map(|i| std::mem::take(&mut table.slots[i]))
+    };
+    if let Some(slot) = slot {
+        super::recovery::record_abandoned(&slot, why);
+        pgrx::warning!("{}: run {}: {why}", slot.kind.as_str(), slot.run_id);
     }
-    super::recovery::record_abandoned(slot, why);
-    pgrx::warning!("{}: run {}: {why}", slot.kind.as_str(), slot.run_id);
 }
 
 /// Like [`wait_for`], but cancelling the wait leaves the run going.

@@ -401,13 +401,30 @@ pub struct ServerCounters {
     pub checkpoints: i64,
 }
 
-// (WAL position as bytes, this database's counters, the checkpoints so far)
-const SERVER_COUNTERS: &str = "
-    SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), '0/0')::pg_catalog.int8 AS wal,
-           d.blks_hit, d.blks_read, d.xact_commit, d.xact_rollback,
-           (SELECT b.checkpoints_timed OPERATOR(pg_catalog.+) b.checkpoints_req
-            FROM pg_catalog.pg_stat_bgwriter b) AS checkpoints
-    FROM pg_catalog.pg_stat_database d WHERE d.datid OPERATOR(pg_catalog.=) $1";
+// The server's counters now: the WAL position as bytes, this database's counters, the checkpoints so
+// far. (A macro, so that both queries below are fixed strings, built with concat!.)
+macro_rules! server_counters_sql {
+    () => {
+        "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), '0/0')::pg_catalog.int8 AS wal,
+                d.blks_hit, d.blks_read, d.xact_commit, d.xact_rollback,
+                (SELECT b.checkpoints_timed OPERATOR(pg_catalog.+) b.checkpoints_req
+                 FROM pg_catalog.pg_stat_bgwriter b) AS checkpoints
+         FROM pg_catalog.pg_stat_database d WHERE d.datid OPERATOR(pg_catalog.=) $1"
+    };
+}
+
+/// The six counters in columns 1…6 of the current row, in [`ServerCounters`]' order.
+fn counters_of(row: &pgrx::spi::SpiTupleTable) -> pgrx::spi::SpiResult<ServerCounters> {
+    let n = |i| row.get::<i64>(i).map(Option::unwrap_or_default);
+    Ok(ServerCounters {
+        wal_bytes: n(1)?,
+        blks_hit: n(2)?,
+        blks_read: n(3)?,
+        xact_commit: n(4)?,
+        xact_rollback: n(5)?,
+        checkpoints: n(6)?,
+    })
+}
 
 /// The counters now (a run's first timeline row is the difference from these).
 pub fn server_counters() -> ServerCounters {
@@ -415,19 +432,12 @@ pub fn server_counters() -> ServerCounters {
         Spi::connect(|client| {
             let row = client
                 .select(
-                    &format!("SELECT * FROM ({SERVER_COUNTERS}) c"),
+                    server_counters_sql!(),
                     Some(1),
                     &[unsafe { pg_sys::MyDatabaseId }.into()],
                 )?
                 .first();
-            Ok::<_, pgrx::spi::SpiError>(ServerCounters {
-                wal_bytes: row.get(1)?.unwrap_or(0),
-                blks_hit: row.get(2)?.unwrap_or(0),
-                blks_read: row.get(3)?.unwrap_or(0),
-                xact_commit: row.get(4)?.unwrap_or(0),
-                xact_rollback: row.get(5)?.unwrap_or(0),
-                checkpoints: row.get(6)?.unwrap_or(0),
-            })
+            counters_of(&row)
         })
         .expect("reading the server's counters")
     })
@@ -446,7 +456,7 @@ pub fn timeline(
         Spi::connect_mut(|client| {
             let row = client
                 .update(
-                    &format!(
+                    concat!(
                         "WITH workers AS (
                              SELECT a.wait_event_type, a.wait_event FROM pg_catalog.pg_stat_activity a
                              WHERE a.pid OPERATOR(pg_catalog.=) ANY ($4)),
@@ -456,13 +466,15 @@ pub fn timeline(
                              FROM pg_catalog.pg_locks l WHERE l.pid OPERATOR(pg_catalog.=) ANY ($4)),
                          waiting AS (SELECT * FROM locks l WHERE NOT l.granted),
                          longest AS (SELECT * FROM waiting w ORDER BY w.waitstart NULLS LAST LIMIT 1),
-                         counters AS ({SERVER_COUNTERS})
+                         counters AS (",
+                        server_counters_sql!(),
+                        ")
                          INSERT INTO stress.timeline
                              (run_id, ts, elapsed_s, wait_events, lock_waits, longest_lock_wait_ms, lock_relation,
                               wal_bytes, blks_hit, blks_read, xact_commit, xact_rollback, checkpoints,
                               autovacuum_workers)
                          SELECT $2, $3, $5,
-                                (SELECT coalesce(pg_catalog.jsonb_object_agg(e.event, e.n), '{{}}')
+                                (SELECT coalesce(pg_catalog.jsonb_object_agg(e.event, e.n), '{}')
                                  FROM (SELECT coalesce(w.wait_event_type OPERATOR(pg_catalog.||) ':'
                                                        OPERATOR(pg_catalog.||) w.wait_event, 'CPU') AS event,
                                               pg_catalog.count(*) AS n
@@ -487,7 +499,7 @@ pub fn timeline(
                          FROM counters c
                          RETURNING wal_bytes OPERATOR(pg_catalog.+) $6, blks_hit OPERATOR(pg_catalog.+) $7,
                                    blks_read OPERATOR(pg_catalog.+) $8, xact_commit OPERATOR(pg_catalog.+) $9,
-                                   xact_rollback OPERATOR(pg_catalog.+) $10, checkpoints OPERATOR(pg_catalog.+) $11"
+                                   xact_rollback OPERATOR(pg_catalog.+) $10, checkpoints OPERATOR(pg_catalog.+) $11",
                     ),
                     None,
                     &[
@@ -505,14 +517,7 @@ pub fn timeline(
                     ],
                 )?
                 .first();
-            Ok::<_, pgrx::spi::SpiError>(ServerCounters {
-                wal_bytes: row.get(1)?.unwrap_or(before.wal_bytes),
-                blks_hit: row.get(2)?.unwrap_or(before.blks_hit),
-                blks_read: row.get(3)?.unwrap_or(before.blks_read),
-                xact_commit: row.get(4)?.unwrap_or(before.xact_commit),
-                xact_rollback: row.get(5)?.unwrap_or(before.xact_rollback),
-                checkpoints: row.get(6)?.unwrap_or(before.checkpoints),
-            })
+            counters_of(&row)
         })
         .expect("saving a timeline row")
     })

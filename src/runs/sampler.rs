@@ -6,7 +6,8 @@
 //! memory and the server's statistics, and writes through `records` as the tables' owner.
 
 use super::records;
-use super::slots::{self, LiveSlot, RUNS, RunSlot};
+use super::records::ServerCounters;
+use super::slots::{self, LiveSlot, RUNS, RunSlot, WorkerArgs};
 use crate::metrics::buckets::{self, Buckets};
 use crate::postgres::transaction::{in_transaction, now};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
@@ -17,53 +18,22 @@ use std::sync::atomic::Ordering;
 /// The library function a run's sampler starts in.
 pub const ENTRY_POINT: &str = "pg_stress_sampler_main";
 
-/// `bgw_main_arg` is the run's slot, `bgw_extra` "run_id database".
+/// `bgw_main_arg` is the run's slot, `bgw_extra` its [`WorkerArgs`].
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_stress_sampler_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
     unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
     let index = arg.value();
-    let mut extra = BackgroundWorker::get_extra().split_whitespace();
-    let run_id: i64 = extra.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let database = pg_sys::Oid::from(
-        extra
-            .next()
-            .and_then(|s| s.parse::<u32>().ok())
-            .unwrap_or(0),
-    );
+    let WorkerArgs {
+        run_id, database, ..
+    } = WorkerArgs::from_extra(BackgroundWorker::get_extra());
     let holds = || RUNS.share().slots[index].holds(run_id, database);
     let Some(slot) = holds().then(|| RUNS.share().slots[index]) else {
         return; // the run ended before its sampler started
     };
     slot.caller.connect_as();
-    // The extension's objects may be older than this library (it is installed, the database not
-    // yet updated with ALTER EXTENSION pg_stress UPDATE): write what they can take.
-    let tables = in_transaction(|| {
-        Spi::run_with_args(
-            "SELECT pg_catalog.set_config('application_name', $1, false)",
-            &[format!("pg_stress sampler run {run_id}").into()],
-        )?;
-        Spi::get_two::<bool, bool>(
-            "SELECT pg_catalog.to_regclass('stress.timeline') IS NOT NULL,
-                    (SELECT NOT a.attnotnull FROM pg_catalog.pg_attribute a
-                     WHERE a.attrelid OPERATOR(pg_catalog.=) 'stress.samples'::pg_catalog.regclass
-                       AND a.attname OPERATOR(pg_catalog.=) 'p50_ms')",
-        )
-    });
-    let tables = match tables {
-        Ok(Ok((timeline, nullable))) => Tables {
-            timeline: timeline == Some(true),
-            nullable_percentiles: nullable == Some(true),
-        },
-        other => {
-            if let Err(report) = other {
-                pgrx::log!("pg_stress run {run_id}: sampler: {}", report.message());
-            }
-            Tables::default()
-        }
-    };
-    let live = slots::live(index);
+    let mut sampler = Sampler::start(slot, slots::live(index));
     // Seconds counted from the run's start; a late second is taken late, not twice.
     let mut due = slot.started_at + 1_000_000;
     loop {
@@ -76,85 +46,135 @@ pub extern "C-unwind" fn pg_stress_sampler_main(arg: pg_sys::Datum) {
                 slots::stop_sleeping();
                 return;
             }
-            live.sleep((wait_us / 1000).clamp(1, 100));
+            sampler.live.sleep((wait_us / 1000).clamp(1, 100));
         }
         slots::stop_sleeping();
         if !holds() {
             return;
         }
         let at = now();
-        let since = live.sampled_at.load(Ordering::Relaxed).max(slot.started_at);
-        sample(&slot, &tables, live, at, since);
+        sampler.sample(at);
         due = (due + 1_000_000).max(at + 500_000);
     }
 }
 
-/// What the extension's tables in this database take.
-#[derive(Default)]
-struct Tables {
-    /// stress.timeline exists (0.3.0 and later)
+/// A run's sampler: the run, what the extension's tables here take, and where the last sample left
+/// off.
+struct Sampler {
+    slot: RunSlot,
+    live: &'static LiveSlot,
+    /// stress.timeline exists (0.3.0 and later) and the run asked for it
     timeline: bool,
     /// stress.samples' percentiles may be NULL (0.3.0 and later; before, a second without
     /// operations was written as 0)
     nullable_percentiles: bool,
+    /// at the last sample: when, the run's totals, and the server's counters
+    at: pg_sys::TimestampTz,
+    ops: u64,
+    errors: u64,
+    counters: ServerCounters,
 }
 
-/// Write the run's sample for the second (or so) from `since` to `at`, and its timeline row.
-fn sample(
-    slot: &RunSlot,
-    tables: &Tables,
-    live: &LiveSlot,
-    at: pg_sys::TimestampTz,
-    since: pg_sys::TimestampTz,
-) {
-    let interval: Buckets = std::array::from_fn(|i| live.interval[i].swap(0, Ordering::Relaxed));
-    let (ops, errors) = (
-        live.ops.load(Ordering::Relaxed),
-        live.errors.load(Ordering::Relaxed),
-    );
-    let seconds = (at - since) as f64 / 1e6;
-    let done = ops - live.sampled_ops.swap(ops, Ordering::Relaxed);
-    let failed = errors - live.sampled_errors.swap(errors, Ordering::Relaxed);
-    let rate = done as f64 / seconds.max(1e-9);
-    live.sampled_at.store(at, Ordering::Relaxed);
-    live.last_rate.store(rate.to_bits(), Ordering::Relaxed);
-    let elapsed = (at - slot.started_at) as f64 / 1e6;
-    let percentile = |q: f64| {
-        buckets::quantile_ms(&interval, q).or((!tables.nullable_percentiles).then_some(0.0))
-    };
-    let saved = in_transaction(|| {
-        if slot.timeline && tables.timeline {
-            let pids: Vec<i32> = live
-                .pids
-                .iter()
-                .map(|p| p.load(Ordering::Relaxed))
-                .filter(|&p| p != 0)
-                .collect();
-            let before = live.server_counters();
-            let after = records::timeline(slot.run_id, at, elapsed, &pids, &before);
-            live.set_server_counters(&after);
+impl Sampler {
+    /// Name the session, see what the tables take — the extension's objects may be older than this
+    /// library (installed, the database not yet updated with ALTER EXTENSION pg_stress UPDATE) —
+    /// and read the server's counters the first timeline row starts from.
+    fn start(slot: RunSlot, live: &'static LiveSlot) -> Self {
+        let run_id = slot.run_id;
+        let setup = in_transaction(|| {
+            Spi::run_with_args(
+                "SELECT pg_catalog.set_config('application_name', $1, false)",
+                &[format!("pg_stress sampler run {run_id}").into()],
+            )?;
+            let tables = Spi::get_two::<bool, bool>(
+                "SELECT pg_catalog.to_regclass('stress.timeline') IS NOT NULL,
+                        (SELECT NOT a.attnotnull FROM pg_catalog.pg_attribute a
+                         WHERE a.attrelid OPERATOR(pg_catalog.=) 'stress.samples'::pg_catalog.regclass
+                           AND a.attname OPERATOR(pg_catalog.=) 'p50_ms')",
+            )?;
+            let timeline = slot.timeline && tables.0 == Some(true);
+            let counters = if timeline {
+                records::server_counters()
+            } else {
+                ServerCounters::default()
+            };
+            Ok::<_, pgrx::spi::SpiError>((timeline, tables.1 == Some(true), counters))
+        });
+        let (timeline, nullable_percentiles, counters) = match setup {
+            Ok(Ok(found)) => found,
+            other => {
+                if let Err(report) = other {
+                    pgrx::log!("pg_stress run {run_id}: sampler: {}", report.message());
+                }
+                (false, false, ServerCounters::default())
+            }
+        };
+        Sampler {
+            slot,
+            live,
+            timeline,
+            nullable_percentiles,
+            at: slot.started_at,
+            ops: 0,
+            errors: 0,
+            counters,
         }
-        records::sample(
-            slot.run_id,
-            at,
-            elapsed,
-            done as i64,
-            failed as i64,
-            rate,
-            percentile(0.50),
-            percentile(0.99),
-            live.workers_looping.load(Ordering::Relaxed) as i32,
-        )
-    });
-    match saved {
-        Ok(connections) => {
-            live.peak_connections
-                .fetch_max(connections, Ordering::Relaxed);
+    }
+
+    /// Write the run's sample for the second (or so) since the last one, and its timeline row.
+    fn sample(&mut self, at: pg_sys::TimestampTz) {
+        let (slot, live) = (&self.slot, self.live);
+        let interval: Buckets =
+            std::array::from_fn(|i| live.interval[i].swap(0, Ordering::Relaxed));
+        let (ops, errors) = (
+            live.ops.load(Ordering::Relaxed),
+            live.errors.load(Ordering::Relaxed),
+        );
+        let (done, failed) = (ops - self.ops, errors - self.errors);
+        let rate = done as f64 / ((at - self.at) as f64 / 1e6).max(1e-9);
+        (self.at, self.ops, self.errors) = (at, ops, errors);
+        live.last_rate.store(rate.to_bits(), Ordering::Relaxed);
+        let elapsed = (at - slot.started_at) as f64 / 1e6;
+        let percentile = |q: f64| {
+            buckets::quantile_ms(&interval, q).or((!self.nullable_percentiles).then_some(0.0))
+        };
+        let before = self.counters;
+        let saved = in_transaction(|| {
+            let counters = self.timeline.then(|| {
+                let pids: Vec<i32> = live
+                    .pids
+                    .iter()
+                    .map(|p| p.load(Ordering::Relaxed))
+                    .filter(|&p| p != 0)
+                    .collect();
+                records::timeline(slot.run_id, at, elapsed, &pids, &before)
+            });
+            let connections = records::sample(
+                slot.run_id,
+                at,
+                elapsed,
+                done as i64,
+                failed as i64,
+                rate,
+                percentile(0.50),
+                percentile(0.99),
+                live.workers_looping.load(Ordering::Relaxed) as i32,
+            );
+            (connections, counters)
+        });
+        match saved {
+            Ok((connections, counters)) => {
+                live.peak_connections
+                    .fetch_max(connections, Ordering::Relaxed);
+                if let Some(counters) = counters {
+                    self.counters = counters;
+                }
+            }
+            Err(report) => pgrx::log!(
+                "pg_stress run {}: could not save a sample: {}",
+                slot.run_id,
+                report.message()
+            ),
         }
-        Err(report) => pgrx::log!(
-            "pg_stress run {}: could not save a sample: {}",
-            slot.run_id,
-            report.message()
-        ),
     }
 }

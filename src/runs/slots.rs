@@ -8,7 +8,6 @@
 //!   which barrier waiters and `stress.wait` sleep. A worker writes here only while it is counted in
 //!   its slot's `workers_running`, so a slot is never reused under it.
 
-use super::records::ServerCounters;
 use crate::metrics::blocks::Blocks;
 use crate::metrics::buckets::{BUCKETS, Buckets};
 use crate::postgres::bgworker::Caller;
@@ -60,6 +59,43 @@ impl<const N: usize> FixedText<N> {
     pub fn as_str(&self) -> &str {
         let end = self.0.iter().position(|&b| b == 0).unwrap_or(N);
         std::str::from_utf8(&self.0[..end]).unwrap_or_default()
+    }
+}
+
+/// What a run's background process is told in `bgw_extra` (its slot is `bgw_main_arg`): which run
+/// (run ids are per database) and which of the run's workers it is (0 for the sampler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerArgs {
+    pub run_id: i64,
+    pub worker: u32,
+    pub database: pg_sys::Oid,
+}
+
+impl WorkerArgs {
+    pub fn to_extra(self) -> String {
+        format!(
+            "{} {} {}",
+            self.run_id,
+            self.worker,
+            u32::from(self.database)
+        )
+    }
+
+    /// What `to_extra` wrote (zeros for what is missing: a slot then holds no such run).
+    pub fn from_extra(extra: &str) -> Self {
+        let mut fields = extra.split_whitespace();
+        let mut next = || {
+            fields
+                .next()
+                .and_then(|s| s.parse::<i64>().ok())
+                .unwrap_or(0)
+        };
+        let (run_id, worker, database) = (next(), next(), next());
+        WorkerArgs {
+            run_id,
+            worker: worker as u32,
+            database: pg_sys::Oid::from(database as u32),
+        }
     }
 }
 
@@ -160,11 +196,7 @@ pub struct LiveSlot {
     /// latencies since the last per-second sample, and since the start (µs, see metrics::buckets)
     pub interval: [AtomicU64; BUCKETS],
     pub cumulative: [AtomicU64; BUCKETS],
-    /// at the last sample (by the run's sampler): when, the totals then, and the rate over the second
-    /// before it (f64 bits)
-    pub sampled_at: AtomicI64,
-    pub sampled_ops: AtomicU64,
-    pub sampled_errors: AtomicU64,
+    /// the rate over the second before the last sample (f64 bits; by the run's sampler)
     pub last_rate: AtomicU64,
     pub peak_connections: AtomicI64,
     /// per task: work handed out so far (a benchmark's measured executions), and slow executions
@@ -173,8 +205,6 @@ pub struct LiveSlot {
     pub logged: [AtomicU32; MAX_TASKS],
     /// the process id of each worker while it runs (0: not running), for stress.timeline
     pub pids: [AtomicI32; MAX_WORKERS],
-    /// the server's counters at the last timeline row (at the start: the run's starter reads them)
-    server_counters: [AtomicI64; 6],
     /// barriers passed, and workers waiting at the current one
     pub generation: AtomicU32,
     pub arrived: AtomicU32,
@@ -196,15 +226,11 @@ impl LiveSlot {
             workers_looping: AtomicU32::new(0),
             interval: std::array::from_fn(|_| AtomicU64::new(0)),
             cumulative: std::array::from_fn(|_| AtomicU64::new(0)),
-            sampled_at: AtomicI64::new(0),
-            sampled_ops: AtomicU64::new(0),
-            sampled_errors: AtomicU64::new(0),
             last_rate: AtomicU64::new(0),
             peak_connections: AtomicI64::new(0),
             claimed: std::array::from_fn(|_| AtomicU64::new(0)),
             logged: std::array::from_fn(|_| AtomicU32::new(0)),
             pids: std::array::from_fn(|_| AtomicI32::new(0)),
-            server_counters: std::array::from_fn(|_| AtomicI64::new(0)),
             generation: AtomicU32::new(0),
             arrived: AtomicU32::new(0),
             changed: SharedConditionVariable(std::cell::UnsafeCell::new(cv)),
@@ -213,13 +239,7 @@ impl LiveSlot {
 
     /// Zero everything for a new run (by its starter, holding RUNS exclusively).
     pub fn reset(&self) {
-        let all_u64 = [
-            &self.ops,
-            &self.errors,
-            &self.sampled_ops,
-            &self.sampled_errors,
-        ];
-        for a in all_u64
+        for a in [&self.ops, &self.errors, &self.last_rate]
             .into_iter()
             .chain(&self.interval)
             .chain(&self.cumulative)
@@ -232,7 +252,6 @@ impl LiveSlot {
         for a in &self.pids {
             a.store(0, Ordering::Relaxed);
         }
-        self.set_server_counters(&ServerCounters::default());
         for a in self
             .logged
             .iter()
@@ -240,8 +259,6 @@ impl LiveSlot {
         {
             a.store(0, Ordering::Relaxed);
         }
-        self.sampled_at.store(0, Ordering::Relaxed);
-        self.last_rate.store(0, Ordering::Relaxed);
         self.peak_connections.store(0, Ordering::Relaxed);
         self.cancel.store(false, Ordering::SeqCst);
     }
@@ -279,32 +296,6 @@ impl LiveSlot {
 
     pub fn rate(&self) -> f64 {
         f64::from_bits(self.last_rate.load(Ordering::Relaxed))
-    }
-
-    pub fn server_counters(&self) -> ServerCounters {
-        let c: [i64; 6] = std::array::from_fn(|i| self.server_counters[i].load(Ordering::Relaxed));
-        ServerCounters {
-            wal_bytes: c[0],
-            blks_hit: c[1],
-            blks_read: c[2],
-            xact_commit: c[3],
-            xact_rollback: c[4],
-            checkpoints: c[5],
-        }
-    }
-
-    pub fn set_server_counters(&self, c: &ServerCounters) {
-        let values = [
-            c.wal_bytes,
-            c.blks_hit,
-            c.blks_read,
-            c.xact_commit,
-            c.xact_rollback,
-            c.checkpoints,
-        ];
-        for (a, v) in self.server_counters.iter().zip(values) {
-            a.store(v, Ordering::Relaxed);
-        }
     }
 }
 

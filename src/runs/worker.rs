@@ -234,15 +234,11 @@ pub fn main<K: RunKind>(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
     unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
     let index = arg.value();
-    let mut extra = BackgroundWorker::get_extra().split_whitespace();
-    let run_id: i64 = extra.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let worker: u32 = extra.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let database = pg_sys::Oid::from(
-        extra
-            .next()
-            .and_then(|s| s.parse::<u32>().ok())
-            .unwrap_or(0),
-    );
+    let slots::WorkerArgs {
+        run_id,
+        worker,
+        database,
+    } = slots::WorkerArgs::from_extra(BackgroundWorker::get_extra());
     let Some(slot) = slot_of(run_id, database, index) else {
         return; // the run ended before this worker started
     };

@@ -310,6 +310,10 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
         ("SELECT pg_catalog.nextval('stress.runs_id_seq')".into(), denied.clone()),
         ("SELECT * FROM stress.load_worker_results".into(), denied.clone()),
         ("TRUNCATE stress.samples".into(), denied.clone()),
+        ("INSERT INTO stress.timeline (run_id, ts, elapsed_s, wait_events, lock_waits, wal_bytes, blks_hit, blks_read,
+                                       xact_commit, xact_rollback, checkpoints, autovacuum_workers)
+          SELECT id, pg_catalog.now(), 0, '{}', 0, 0, 0, 0, 0, 0, 0, 0 FROM stress.runs".into(), denied.clone()),
+        ("DELETE FROM stress.timeline".into(), denied.clone()),
         (format!("SELECT stress.report({admin_run})"), invalid.clone()),
         (format!("SELECT stress.wait({admin_run})"), invalid.clone()),
         // Another role's runs do not exist for these either (row-level security, as the caller).
@@ -348,7 +352,7 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
         "SELECT count(*) FROM stress.runs WHERE run_as = 'it_hostile_records'",
     );
     assert_eq!(visible, 1);
-    assert_eq!(a.cases, 16);
+    assert_eq!(a.cases, 18);
 }
 
 /// Starting background workers needs a grant; bad numbers are 22023, never a panic or XX000.
