@@ -1,10 +1,12 @@
 -- pg_stress 0.2.0 → 0.3.0: runs seen and judged. Statistics over no sample are NULL (a second of
--- a load run without operations has no p50/p99); stress.timeline, stress.compare_runs and
--- stress.assert_targets are new. Every record is kept. tests/integration/upgrade.rs checks that this ends where a fresh 0.3.0
--- install does.
+-- a load run without operations has no p50/p99); samples count deadlocks; stress.timeline,
+-- stress.compare_runs, stress.assert_targets and stress.report_html are new. Every record is kept.
+-- tests/integration/upgrade.rs checks that this ends where a fresh 0.3.0 install does.
 \echo Use "ALTER EXTENSION pg_stress UPDATE TO '0.3.0'" to load this file. \quit
 
-ALTER TABLE stress.samples ALTER COLUMN p50_ms DROP NOT NULL, ALTER COLUMN p99_ms DROP NOT NULL;
+ALTER TABLE stress.samples ALTER COLUMN p50_ms DROP NOT NULL, ALTER COLUMN p99_ms DROP NOT NULL,
+    ADD COLUMN deadlocks bigint;  -- met in that second, retried or not (NULL: before 0.3.0)
+COMMENT ON TABLE stress.samples IS 'Per second of a load run: operations, errors, deadlocks, ops/s, p50/p99, active workers, connections.';
 
 -- The server beside each sample of a run: what the run's workers waited on, the lock waits among
 -- them, and the server's work in that second (WAL, blocks, commits, checkpoints, autovacuum).
@@ -201,3 +203,12 @@ END
 $$;
 COMMENT ON FUNCTION stress.assert_targets(bigint, float8, float8, float8, float8, float8, float8, bigint, float8) IS
     'ERROR (P0004) naming every target the run missed (and every regression against baseline); else the judged targets.';
+
+-- A run as one self-contained HTML page (src/report_html).
+CREATE FUNCTION stress.report_html(run_id bigint) RETURNS text
+STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'report_html_wrapper';
+COMMENT ON FUNCTION stress.report_html(bigint) IS
+    'A run as one self-contained HTML page with charts: psql -Atc "SELECT stress.report_html(42)" > run42.html';

@@ -53,9 +53,10 @@ CREATE TABLE stress.samples (
     p50_ms         float8,                 -- NULL in a second without operations
     p99_ms         float8,
     active_workers int         NOT NULL,
-    connections    bigint      NOT NULL
+    connections    bigint      NOT NULL,
+    deadlocks      bigint                  -- met in that second, retried or not (NULL: before 0.3.0)
 );
-COMMENT ON TABLE stress.samples IS 'Per second of a load run: operations, errors, ops/s, p50/p99, active workers, connections.';
+COMMENT ON TABLE stress.samples IS 'Per second of a load run: operations, errors, deadlocks, ops/s, p50/p99, active workers, connections.';
 CREATE INDEX samples_run_id_ts_idx ON stress.samples (run_id, ts);
 
 -- The first few executions of each benchmarked query slower than stress.slow_query_threshold_ms

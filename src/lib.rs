@@ -16,6 +16,7 @@ mod integrity;
 mod load;
 mod metrics;
 mod postgres;
+mod report_html;
 mod runs;
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;

@@ -10,6 +10,7 @@ mod generate;
 mod integrity;
 mod load;
 mod records;
+mod report_html;
 mod runs;
 
 // The metric tables and their dump configuration come first: functions record into them.

@@ -161,7 +161,7 @@ fn run_workers(
         wait: true,
         summary_notice: false,
     };
-    let run_id = control::start(run, || Configured {
+    let run_id = control::start(run, |_| Configured {
         parameters: json!({
             "queries": config.queries, "iterations": config.iterations, "warmup": config.warmup,
             "concurrency": concurrency, "prepared": prepared, "rollback": rollback,

@@ -151,7 +151,12 @@ pub fn run_load(
 pub enum Scenario {
     RunLoad,
     DeadlockTest,
-    Ramp,
+    /// step `step` of `steps`; the series is named by its first step's run id (None: this is it)
+    Ramp {
+        step: usize,
+        steps: usize,
+        first_run_id: Option<i64>,
+    },
     TradingDay,
 }
 
@@ -160,7 +165,7 @@ impl Scenario {
         match self {
             Scenario::RunLoad => None,
             Scenario::DeadlockTest => Some("deadlock_test"),
-            Scenario::Ramp => Some("ramp"),
+            Scenario::Ramp { .. } => Some("ramp"),
             Scenario::TradingDay => Some("simulate_trading_day"),
         }
     }
@@ -198,7 +203,7 @@ pub fn start_run(req: RunRequest) -> i64 {
         wait: req.wait,
         summary_notice: true,
     };
-    control::start(run, || {
+    control::start(run, |run_id| {
         let schema = gucs::data_schema();
         let ids = dataset_ids(F, &schema);
         let config = worker::LoadConfig {
@@ -218,7 +223,7 @@ pub fn start_run(req: RunRequest) -> i64 {
             blocks_start: crate::metrics::blocks::flushed(Some(&schema)),
             schema,
         };
-        let parameters = parameters(&req, &config);
+        let parameters = parameters(&req, &config, run_id);
         Configured {
             config: serde_json::to_value(&config).expect("a load run's configuration"),
             parameters,
@@ -227,14 +232,14 @@ pub fn start_run(req: RunRequest) -> i64 {
 }
 
 /// The run's parameters as recorded in `stress.runs`.
-fn parameters(req: &RunRequest, config: &worker::LoadConfig) -> serde_json::Value {
+fn parameters(req: &RunRequest, config: &worker::LoadConfig, run_id: i64) -> serde_json::Value {
     let mix: serde_json::Map<String, serde_json::Value> = ops::OPS
         .iter()
         .zip(config.weights)
         .filter(|(_, w)| *w > 0.0)
         .map(|(op, w)| (op.name().to_owned(), w.into()))
         .collect();
-    serde_json::json!({
+    let mut parameters = serde_json::json!({
         // (in whole µs, as the run's deadline is kept)
         "duration_seconds": ((req.seconds * 1e6) as i64) as f64 / 1e6,
         "workers": req.workers,
@@ -247,7 +252,20 @@ fn parameters(req: &RunRequest, config: &worker::LoadConfig) -> serde_json::Valu
         "scenario": req.scenario.name(),
         "transactions": config.transactions,
         "peak_hours": config.day_peaks.map(|p| (0..24).filter(|h| p & (1 << h) != 0).collect::<Vec<u32>>()),
-    })
+    });
+    // The runs of one ramp: its first step's run id names them (report_html charts them).
+    if let Scenario::Ramp {
+        step,
+        steps,
+        first_run_id,
+    } = req.scenario
+    {
+        parameters["series"] = serde_json::json!({
+            "kind": "ramp", "first_run_id": first_run_id.unwrap_or(run_id),
+            "step": step, "steps": steps,
+        });
+    }
+    parameters
 }
 
 /// The highest ids of the trading dataset (load runs append after them).
@@ -520,6 +538,7 @@ pub fn ramp(
     let mix = mix.map(|m| m.parse(F, "mix").or_raise());
     let weights = mix_weights(F, mix.as_ref());
     let mut rows = Vec::new();
+    let mut first_run_id = None;
     for (i, &k) in counts.iter().enumerate() {
         let run_id = start_run(RunRequest {
             seconds,
@@ -532,10 +551,15 @@ pub fn ramp(
             seed: None,
             hot_accounts: 0,
             transfer_pause: 0.0,
-            scenario: Scenario::Ramp,
+            scenario: Scenario::Ramp {
+                step: i + 1,
+                steps: counts.len(),
+                first_run_id,
+            },
             day_peaks: None,
             transactions: None,
         });
+        first_run_id.get_or_insert(run_id);
         let figure = |expr: &str| result_figure(run_id, "total", expr);
         let ops = figure("ops_per_sec");
         let p99 = figure("p99_ms");

@@ -216,6 +216,7 @@ fn run_loop(run: &WorkerRun<LoadConfig>, plans: &Plans, stats: &mut [TaskStats])
                     );
                     if code == PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED {
                         s.deadlocks += 1;
+                        live.deadlocks += 1;
                     } else if code == PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE {
                         s.serialization_failures += 1;
                     }

@@ -21,6 +21,10 @@ impl Default for Latency {
     }
 }
 
+/// The percentiles of a latency distribution that results keep (HdrHistogram's percentile plot:
+/// each step a tenth of the calls left; 100 is the slowest call).
+pub const DISTRIBUTION_PERCENTILES: [f64; 8] = [50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 99.99, 100.0];
+
 /// What a histogram says, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct LatencySummary {
@@ -32,6 +36,21 @@ pub struct LatencySummary {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// the latency at each of [`DISTRIBUTION_PERCENTILES`]
+    pub distribution: [f64; DISTRIBUTION_PERCENTILES.len()],
+}
+
+impl LatencySummary {
+    /// The distribution as `[[percentile, ms], …]` (None over no call), for a result's details.
+    pub fn distribution_json(&self) -> Option<serde_json::Value> {
+        (self.count > 0).then(|| {
+            DISTRIBUTION_PERCENTILES
+                .iter()
+                .zip(self.distribution)
+                .map(|(&p, ms)| serde_json::json!([p, ms]))
+                .collect()
+        })
+    }
 }
 
 impl Latency {
@@ -94,6 +113,10 @@ impl Latency {
             p99_ms: ms(h.value_at_quantile(0.99)),
             p999_ms: ms(h.value_at_quantile(0.999)),
             max_ms: ms(h.max()),
+            distribution: DISTRIBUTION_PERCENTILES.map(|p| match p {
+                100.0 => ms(h.max()),
+                p => ms(h.value_at_quantile(p / 100.0)),
+            }),
         }
     }
 }
@@ -114,6 +137,15 @@ mod tests {
         assert!((s.p99_ms - 990.0).abs() / 990.0 < 0.002, "{s:?}");
         assert!((s.avg_ms - 500.05).abs() / 500.0 < 0.002, "{s:?}");
         assert!((s.max_ms - 1000.0).abs() / 1000.0 < 0.002, "{s:?}");
+        // the distribution runs from the median to the slowest call, never down
+        assert_eq!(s.distribution[0], s.p50_ms);
+        assert_eq!(s.distribution[4], s.p99_ms);
+        assert_eq!(s.distribution[7], s.max_ms);
+        assert!(s.distribution.windows(2).all(|w| w[0] <= w[1]), "{s:?}");
+        assert!((s.distribution[6] - 999.9).abs() / 999.9 < 0.002, "{s:?}");
+        let json = s.distribution_json().expect("calls were recorded");
+        assert_eq!(json[6][0], 99.99);
+        assert_eq!(Latency::default().summary().distribution_json(), None);
         // 1000 values are above 900 ms; at 3 significant digits the threshold's bucket is ~0.9 ms
         // wide (9 values here), and may be counted whole.
         let above = l.count_above(900_000) as i64;

@@ -79,15 +79,15 @@ fn warn_if_caller_has_written(function: &str) {
 
 /// Start the workers of a run (and with `req.wait`, wait for its end); returns the run id. Who may
 /// start workers is checked first, then `configure` (the kind's own checks and configuration) runs.
-pub fn start(req: RunRequest, configure: impl FnOnce() -> Configured) -> i64 {
+pub fn start(req: RunRequest, configure: impl FnOnce(i64) -> Configured) -> i64 {
     const F: &str = "run_load";
     crate::postgres::privilege::require_worker_grant(F);
     warn_if_caller_has_written(F);
     // Runs of this database whose workers all died and whose closer could not start.
     super::recovery::close_abandoned_runs();
-    let Configured { config, parameters } = configure();
-    let k = req.workers;
     let run_id = records::new_run_id();
+    let Configured { config, parameters } = configure(run_id);
+    let k = req.workers;
     let started_at = unsafe { pg_sys::GetCurrentTimestamp() };
     let search_path = Spi::get_one::<String>("SELECT current_setting('search_path')")
         .expect("reading search_path")

@@ -292,6 +292,11 @@ pub fn latency_result(
 ) {
     // Statistics over no sample are NULL, not 0; so is a rate over no time.
     let measured = |v: f64| (latency.count > 0).then_some(v);
+    let mut details = details;
+    if let (Some(distribution), Some(map)) = (latency.distribution_json(), details.as_object_mut())
+    {
+        map.insert("percentiles".into(), distribution);
+    }
     as_owner(|| {
         Spi::run_with_args(
             "INSERT INTO stress.results (run_id, name, calls, errors, seconds, ops_per_sec, avg_ms, stddev_ms,
@@ -351,42 +356,61 @@ pub fn slow_executions(
     })
 }
 
+/// One second (or so) of a run, as its sampler saw it.
+pub struct Sample {
+    pub run_id: i64,
+    pub at: pg_sys::TimestampTz,
+    pub elapsed_s: f64,
+    pub ops: i64,
+    pub errors: i64,
+    /// None: stress.samples has no deadlocks column (older than 0.3.0)
+    pub deadlocks: Option<i64>,
+    pub ops_per_sec: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub active_workers: i32,
+}
+
 /// One per-second row of `stress.samples`. Returns the database's connections now (counted in the
 /// same statement), for the run's peak.
-#[allow(clippy::too_many_arguments)]
-pub fn sample(
-    run_id: i64,
-    at: pg_sys::TimestampTz,
-    elapsed_s: f64,
-    ops: i64,
-    errors: i64,
-    ops_per_sec: f64,
-    p50_ms: Option<f64>,
-    p99_ms: Option<f64>,
-    active_workers: i32,
-) -> i64 {
+pub fn sample(s: &Sample) -> i64 {
+    // (without `deadlocks` into a stress.samples older than 0.3.0's)
+    const WITH_DEADLOCKS: &str =
+        "INSERT INTO stress.samples (run_id, ts, elapsed_s, ops, errors, ops_per_sec, p50_ms,
+                                     p99_ms, active_workers, connections, deadlocks)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, pg_catalog.count(*), $10
+         FROM pg_catalog.pg_stat_activity a
+         WHERE a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
+         RETURNING connections";
+    const WITHOUT: &str =
+        "INSERT INTO stress.samples (run_id, ts, elapsed_s, ops, errors, ops_per_sec, p50_ms,
+                                     p99_ms, active_workers, connections)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, pg_catalog.count(*)
+         FROM pg_catalog.pg_stat_activity a
+         WHERE a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
+         RETURNING connections";
+    let mut args = vec![
+        s.run_id.into(),
+        timestamp(s.at).into(),
+        s.elapsed_s.into(),
+        s.ops.into(),
+        s.errors.into(),
+        s.ops_per_sec.into(),
+        s.p50_ms.into(),
+        s.p99_ms.into(),
+        s.active_workers.into(),
+    ];
+    let sql = match s.deadlocks {
+        Some(deadlocks) => {
+            args.push(deadlocks.into());
+            WITH_DEADLOCKS
+        }
+        None => WITHOUT,
+    };
     as_owner(|| {
-        Spi::get_one_with_args::<i64>(
-            "INSERT INTO stress.samples (run_id, ts, elapsed_s, ops, errors, ops_per_sec, p50_ms, p99_ms,
-                                         active_workers, connections)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, pg_catalog.count(*)
-             FROM pg_catalog.pg_stat_activity a
-             WHERE a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
-             RETURNING connections",
-            &[
-                run_id.into(),
-                timestamp(at).into(),
-                elapsed_s.into(),
-                ops.into(),
-                errors.into(),
-                ops_per_sec.into(),
-                p50_ms.into(),
-                p99_ms.into(),
-                active_workers.into(),
-            ],
-        )
-        .expect("saving a sample")
-        .unwrap_or(0)
+        Spi::get_one_with_args::<i64>(sql, &args)
+            .expect("saving a sample")
+            .unwrap_or(0)
     })
 }
 

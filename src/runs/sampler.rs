@@ -68,10 +68,13 @@ struct Sampler {
     /// stress.samples' percentiles may be NULL (0.3.0 and later; before, a second without
     /// operations was written as 0)
     nullable_percentiles: bool,
+    /// stress.samples has a deadlocks column (0.3.0 and later)
+    deadlock_column: bool,
     /// at the last sample: when, the run's totals, and the server's counters
     at: pg_sys::TimestampTz,
     ops: u64,
     errors: u64,
+    deadlocks: u64,
     counters: ServerCounters,
 }
 
@@ -86,11 +89,14 @@ impl Sampler {
                 "SELECT pg_catalog.set_config('application_name', $1, false)",
                 &[format!("pg_stress sampler run {run_id}").into()],
             )?;
-            let tables = Spi::get_two::<bool, bool>(
+            let tables = Spi::get_three::<bool, bool, bool>(
                 "SELECT pg_catalog.to_regclass('stress.timeline') IS NOT NULL,
                         (SELECT NOT a.attnotnull FROM pg_catalog.pg_attribute a
                          WHERE a.attrelid OPERATOR(pg_catalog.=) 'stress.samples'::pg_catalog.regclass
-                           AND a.attname OPERATOR(pg_catalog.=) 'p50_ms')",
+                           AND a.attname OPERATOR(pg_catalog.=) 'p50_ms'),
+                        EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                                WHERE a.attrelid OPERATOR(pg_catalog.=) 'stress.samples'::pg_catalog.regclass
+                                  AND a.attname OPERATOR(pg_catalog.=) 'deadlocks' AND NOT a.attisdropped)",
             )?;
             let timeline = slot.timeline && tables.0 == Some(true);
             let counters = if timeline {
@@ -98,15 +104,20 @@ impl Sampler {
             } else {
                 ServerCounters::default()
             };
-            Ok::<_, pgrx::spi::SpiError>((timeline, tables.1 == Some(true), counters))
+            Ok::<_, pgrx::spi::SpiError>((
+                timeline,
+                tables.1 == Some(true),
+                tables.2 == Some(true),
+                counters,
+            ))
         });
-        let (timeline, nullable_percentiles, counters) = match setup {
+        let (timeline, nullable_percentiles, deadlock_column, counters) = match setup {
             Ok(Ok(found)) => found,
             other => {
                 if let Err(report) = other {
                     pgrx::log!("pg_stress run {run_id}: sampler: {}", report.message());
                 }
-                (false, false, ServerCounters::default())
+                (false, false, false, ServerCounters::default())
             }
         };
         Sampler {
@@ -114,9 +125,11 @@ impl Sampler {
             live,
             timeline,
             nullable_percentiles,
+            deadlock_column,
             at: slot.started_at,
             ops: 0,
             errors: 0,
+            deadlocks: 0,
             counters,
         }
     }
@@ -126,13 +139,18 @@ impl Sampler {
         let (slot, live) = (&self.slot, self.live);
         let interval: Buckets =
             std::array::from_fn(|i| live.interval[i].swap(0, Ordering::Relaxed));
-        let (ops, errors) = (
+        let (ops, errors, deadlocks) = (
             live.ops.load(Ordering::Relaxed),
             live.errors.load(Ordering::Relaxed),
+            live.deadlocks.load(Ordering::Relaxed),
         );
-        let (done, failed) = (ops - self.ops, errors - self.errors);
+        let (done, failed, deadlocked) = (
+            ops - self.ops,
+            errors - self.errors,
+            deadlocks - self.deadlocks,
+        );
         let rate = done as f64 / ((at - self.at) as f64 / 1e6).max(1e-9);
-        (self.at, self.ops, self.errors) = (at, ops, errors);
+        (self.at, self.ops, self.errors, self.deadlocks) = (at, ops, errors, deadlocks);
         live.last_rate.store(rate.to_bits(), Ordering::Relaxed);
         let elapsed = (at - slot.started_at) as f64 / 1e6;
         let percentile = |q: f64| {
@@ -149,17 +167,18 @@ impl Sampler {
                     .collect();
                 records::timeline(slot.run_id, at, elapsed, &pids, &before)
             });
-            let connections = records::sample(
-                slot.run_id,
+            let connections = records::sample(&records::Sample {
+                run_id: slot.run_id,
                 at,
-                elapsed,
-                done as i64,
-                failed as i64,
-                rate,
-                percentile(0.50),
-                percentile(0.99),
-                live.workers_looping.load(Ordering::Relaxed) as i32,
-            );
+                elapsed_s: elapsed,
+                ops: done as i64,
+                errors: failed as i64,
+                deadlocks: self.deadlock_column.then_some(deadlocked as i64),
+                ops_per_sec: rate,
+                p50_ms: percentile(0.50),
+                p99_ms: percentile(0.99),
+                active_workers: live.workers_looping.load(Ordering::Relaxed) as i32,
+            });
             (connections, counters)
         });
         match saved {

@@ -191,6 +191,8 @@ pub struct LiveSlot {
     /// operations done and failed so far (published by the workers about every 100 ms)
     pub ops: AtomicU64,
     pub errors: AtomicU64,
+    /// deadlocks met so far, retried or not (for the samples' deadlock marks)
+    pub deadlocks: AtomicU64,
     /// workers inside their loop now
     pub workers_looping: AtomicU32,
     /// latencies since the last per-second sample, and since the start (µs, see metrics::buckets)
@@ -223,6 +225,7 @@ impl LiveSlot {
             cancel: AtomicBool::new(false),
             ops: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            deadlocks: AtomicU64::new(0),
             workers_looping: AtomicU32::new(0),
             interval: std::array::from_fn(|_| AtomicU64::new(0)),
             cumulative: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -239,7 +242,7 @@ impl LiveSlot {
 
     /// Zero everything for a new run (by its starter, holding RUNS exclusively).
     pub fn reset(&self) {
-        for a in [&self.ops, &self.errors, &self.last_rate]
+        for a in [&self.ops, &self.errors, &self.deadlocks, &self.last_rate]
             .into_iter()
             .chain(&self.interval)
             .chain(&self.cumulative)

@@ -103,6 +103,7 @@ impl<C> WorkerRun<C> {
             index: self.index,
             ops: 0,
             errors: 0,
+            deadlocks: 0,
             buckets: [0; BUCKETS],
             published: now(),
         }
@@ -166,6 +167,7 @@ pub struct LiveFigures {
     index: usize,
     pub ops: u64,
     pub errors: u64,
+    pub deadlocks: u64,
     buckets: Buckets,
     pub published: pg_sys::TimestampTz,
 }
@@ -187,12 +189,14 @@ impl LiveFigures {
         let live = slots::live(self.index);
         live.ops.fetch_add(self.ops, Ordering::Relaxed);
         live.errors.fetch_add(self.errors, Ordering::Relaxed);
+        live.deadlocks.fetch_add(self.deadlocks, Ordering::Relaxed);
         for (i, &n) in self.buckets.iter().enumerate().filter(|(_, n)| **n > 0) {
             live.interval[i].fetch_add(n, Ordering::Relaxed);
             live.cumulative[i].fetch_add(n, Ordering::Relaxed);
         }
         self.ops = 0;
         self.errors = 0;
+        self.deadlocks = 0;
         self.buckets = [0; BUCKETS];
         self.published = at;
         unsafe { pg_sys::pgstat_report_stat(false) };

@@ -11,6 +11,7 @@ mod generate;
 mod integrity;
 mod load;
 mod operations;
+mod report_html;
 mod scenarios;
 /// The hostile-role tier.
 mod security;

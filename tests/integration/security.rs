@@ -319,6 +319,7 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
         // Another role's runs do not exist for these either (row-level security, as the caller).
         (format!("SELECT * FROM stress.compare_runs({admin_run}, {admin_run})"), invalid.clone()),
         (format!("SELECT stress.assert_targets({admin_run})"), invalid.clone()),
+        (format!("SELECT stress.report_html({admin_run})"), invalid.clone()),
         (format!("SELECT * FROM stress.compare_state({capture}, {capture})"), invalid.clone()),
         ("SELECT stress.record_call('run_load', '{}', pg_catalog.now())".into(), invalid.clone()),
         ("SELECT stress.set_retention('stress_data.audit_log', 'ts', '0')".into(), denied.clone()),
@@ -352,7 +353,34 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
         "SELECT count(*) FROM stress.runs WHERE run_as = 'it_hostile_records'",
     );
     assert_eq!(visible, 1);
-    assert_eq!(a.cases, 18);
+    // Markup in a role's records stays text in the page another role opens: a query, a name and
+    // a parameter that try to close the page's elements and run a script.
+    let markup =
+        r#"</pre></td></table><script>alert(document.cookie)</script><img src=x onerror=alert(1)>"#;
+    a.attempt(
+        &format!(
+            "SELECT stress.record_call('archive', jsonb_build_object('note', $m${markup}$m$), pg_catalog.now(),
+                                       jsonb_build_array(jsonb_build_object('name', $m${markup}$m$, 'rows', 1)))"
+        ),
+        None,
+    );
+    let theirs: i64 = value(
+        &mut a.admin,
+        "SELECT max(id) FROM stress.runs WHERE run_as = 'it_hostile_records'",
+    );
+    let page: String = value(
+        &mut a.admin,
+        &format!("SELECT stress.report_html({theirs})"),
+    );
+    assert!(
+        !page.contains("<script") && !page.contains("<img"),
+        "markup from a record reached the page"
+    );
+    assert_eq!(
+        page.matches("&lt;script&gt;alert(document.cookie)").count(),
+        2
+    );
+    assert_eq!(a.cases, 20);
 }
 
 /// Starting background workers needs a grant; bad numbers are 22023, never a panic or XX000.

@@ -1,0 +1,22 @@
+//! `stress.report_html(run_id)`.
+
+use pgrx::prelude::*;
+
+/// Run `run_id` as one self-contained HTML page (inline CSS and SVG, no script, nothing fetched):
+/// results, targets, throughput and latency over time with error and deadlock marks, wait events,
+/// latency percentiles, the ramp it is a step of, parameters.
+/// `psql -Atc "SELECT stress.report_html(42)" > run42.html`
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn report_html(run_id: Option<i64>) -> String {
+    crate::report_html::report_html(run_id)
+}
+
+extension_sql!(
+    r#"
+COMMENT ON FUNCTION stress.report_html(bigint) IS
+    'A run as one self-contained HTML page with charts: psql -Atc "SELECT stress.report_html(42)" > run42.html';
+"#,
+    name = "report_html_comment",
+    requires = [report_html]
+);

@@ -1,0 +1,80 @@
+//! `stress.report_html(run_id)`: a run as one self-contained HTML page with charts. The records are
+//! read as the caller (row-level security: a run the caller may not see does not exist) in one
+//! query; `page` draws them, with `svg`'s charts.
+
+mod page;
+mod svg;
+
+use pgrx::JsonB;
+use pgrx::prelude::*;
+
+/// At most this many points per chart over time: a longer run's seconds are drawn as means of
+/// consecutive seconds (a 7-day run has 604,800 samples).
+const MAX_POINTS: i64 = 1200;
+
+/// The records a page is drawn from, as one jsonb (see [`page::RunRecords`]). Runs with the
+/// function's pinned search_path (pg_catalog, pg_temp).
+const GATHER: &str = "
+WITH run AS (SELECT r.* FROM stress.runs r WHERE r.id = $1),
+s AS (SELECT s.*, (row_number() OVER (ORDER BY s.ts) - 1) * $2 / count(*) OVER () AS bucket
+      FROM stress.samples s WHERE s.run_id = $1),
+t AS (SELECT t.ts, t.elapsed_s, t.wait_events,
+             (row_number() OVER (ORDER BY t.ts) - 1) * $2 / count(*) OVER () AS bucket
+      FROM stress.timeline t WHERE t.run_id = $1),
+t_buckets AS (SELECT bucket, avg(elapsed_s) AS elapsed_s, count(*) AS n FROM t GROUP BY bucket),
+t_waits AS (SELECT t.bucket, w.key, sum(w.value::float8) AS workers
+            FROM t, jsonb_each_text(t.wait_events) w GROUP BY t.bucket, w.key)
+SELECT jsonb_build_object(
+    'run', (SELECT jsonb_build_object('id', r.id, 'kind', r.kind, 'status', r.status,
+                                      'started_at', date_trunc('second', r.started_at)::text,
+                                      'finished_at', date_trunc('second', r.finished_at)::text,
+                                      'run_as', r.run_as, 'error', r.error, 'parameters', r.parameters,
+                                      'peak_connections', r.peak_connections) FROM run r),
+    'results', (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.name = 'total', x.id), '[]')
+                FROM stress.results x WHERE x.run_id = $1),
+    'sample_count', (SELECT count(*) FROM s),
+    'samples', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                           'elapsed_s', b.elapsed_s, 'ops_per_sec', b.ops_per_sec, 'p50_ms', b.p50_ms,
+                           'p99_ms', b.p99_ms, 'errors', b.errors, 'deadlocks', b.deadlocks)
+                       ORDER BY b.bucket), '[]')
+                FROM (SELECT bucket, avg(elapsed_s) AS elapsed_s, avg(ops_per_sec) AS ops_per_sec,
+                             avg(p50_ms) AS p50_ms, max(p99_ms) AS p99_ms, sum(errors) AS errors,
+                             sum(deadlocks) AS deadlocks
+                      FROM s GROUP BY bucket) b),
+    'timeline', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                            'elapsed_s', b.elapsed_s,
+                            'waits', (SELECT coalesce(jsonb_object_agg(w.key, w.workers / b.n), '{}')
+                                      FROM t_waits w WHERE w.bucket = b.bucket))
+                        ORDER BY b.bucket), '[]')
+                 FROM t_buckets b),
+    'series', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                          'run_id', r.id, 'step', (r.parameters->'series'->>'step')::bigint,
+                          'workers', (r.parameters->>'workers')::bigint, 'status', r.status,
+                          'ops_per_sec', x.ops_per_sec, 'p99_ms', x.p99_ms,
+                          'error_rate', x.errors::float8 / nullif(x.calls, 0))
+                      ORDER BY (r.parameters->'series'->>'step')::bigint, r.id), '[]')
+               FROM stress.runs r
+               LEFT JOIN stress.results x ON x.run_id = r.id AND x.name = 'total'
+               WHERE r.kind = 'run_load'
+                 AND r.parameters->'series'->'first_run_id'
+                     = (SELECT run.parameters->'series'->'first_run_id' FROM run)),
+    'targets', (SELECT stress.report(run.id)->'targets' FROM run
+                WHERE run.kind = 'run_load'
+                  AND EXISTS (SELECT FROM stress.results x WHERE x.run_id = run.id AND x.name = 'total'))
+)";
+
+/// The page of run `run_id` (22023 when there is none the caller may see).
+pub fn report_html(run_id: Option<i64>) -> String {
+    // (its ERROR, 22023, is the caller's: no run, or not one of theirs)
+    Spi::run_with_args(
+        "SELECT stress.check_run_visible($1, 'report_html')",
+        &[run_id.into()],
+    )
+    .expect("checking the run id");
+    let records = Spi::get_one_with_args::<JsonB>(GATHER, &[run_id.into(), MAX_POINTS.into()])
+        .expect("reading the run's records")
+        .expect("a visible run has records");
+    let records: page::RunRecords =
+        serde_json::from_value(records.0).expect("the records as report_html gathers them");
+    page::render(&records)
+}

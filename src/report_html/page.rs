@@ -1,0 +1,682 @@
+//! A run's report as one self-contained HTML page: inline CSS and SVG, no script, nothing fetched.
+//! Plain Rust from the run's records (as [`RunRecords`], gathered by `report_html::gather`).
+//!
+//! Charts, each drawn only when the run has what it shows:
+//! - `throughput`: ops/s per second of the run, errors and deadlocks marked above it;
+//! - `latency`: p50 and p99 per second (log axis);
+//! - `wait-events`: what the run's workers waited on each second, stacked;
+//! - `percentiles`: each operation's (or query's) latency at p50 … p99.99 and the slowest call,
+//!   both axes logarithmic (HdrHistogram's percentile plot);
+//! - `series-throughput`, `series-p99`: a ramp's steps against their worker counts.
+
+use super::svg::{self, Area, Axis, Chart, Line, Mark, MarkKind, Scale, escape, number};
+use serde::Deserialize;
+use serde_json::Value;
+use std::fmt::Write;
+
+/// Wait events drawn as their own layer; the rest are summed into "other".
+const WAIT_LAYERS: usize = 8;
+
+#[derive(Debug, Deserialize)]
+pub struct RunRecords {
+    pub run: Run,
+    #[serde(default)]
+    pub results: Vec<ResultRow>,
+    /// per second (or the mean of a few seconds, for a long run), in order
+    #[serde(default)]
+    pub samples: Vec<Sample>,
+    /// how many samples the run has (more than `samples` when they were bucketed)
+    #[serde(default)]
+    pub sample_count: i64,
+    #[serde(default)]
+    pub timeline: Vec<TimelinePoint>,
+    /// the run's ramp, step by step, when it is one of its steps
+    #[serde(default)]
+    pub series: Vec<SeriesStep>,
+    /// stress.report's judged targets (load runs)
+    #[serde(default)]
+    pub targets: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Run {
+    pub id: i64,
+    pub kind: String,
+    pub status: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub run_as: String,
+    pub error: Option<String>,
+    #[serde(default)]
+    pub parameters: Value,
+    pub peak_connections: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResultRow {
+    pub name: String,
+    pub rows: Option<i64>,
+    pub calls: Option<i64>,
+    pub errors: Option<i64>,
+    pub seconds: Option<f64>,
+    pub rows_per_sec: Option<f64>,
+    pub ops_per_sec: Option<f64>,
+    pub avg_ms: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub p999_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    #[serde(default)]
+    pub details: Value,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Sample {
+    pub elapsed_s: f64,
+    pub ops_per_sec: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub errors: i64,
+    pub deadlocks: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TimelinePoint {
+    pub elapsed_s: f64,
+    /// mean workers per "type:event" ("CPU": not waiting)
+    pub waits: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SeriesStep {
+    pub run_id: i64,
+    pub step: i64,
+    pub workers: i64,
+    pub status: String,
+    pub ops_per_sec: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub error_rate: Option<f64>,
+}
+
+const STYLE: &str = "
+body{font:14px/1.4 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#222;margin:24px auto;max-width:960px;padding:0 16px;background:#fff}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.meta{color:#555}.status-completed{color:#2a7d2a}.status-failed,.status-interrupted,.status-cancelled{color:#b22}
+table{border-collapse:collapse;font-variant-numeric:tabular-nums;margin:6px 0}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;vertical-align:top}
+th{background:#f4f4f4}td.name,th.name{text-align:left;max-width:420px;overflow-wrap:anywhere}
+td.pass{color:#2a7d2a;font-weight:600}td.fail{color:#b22;font-weight:600}td.none{color:#888}
+pre{background:#f7f7f7;padding:8px;white-space:pre-wrap;overflow-wrap:anywhere;margin:0}
+figure{margin:12px 0 20px}figcaption{font-weight:600;margin-bottom:4px}
+svg.chart{max-width:100%;height:auto;background:#fff}
+svg .plot{fill:#fcfcfc;stroke:#ccc}svg .grid{stroke:#e6e6e6}svg .tick{font-size:11px;fill:#555}
+svg .axis-title{font-size:12px;fill:#333}
+svg .line{fill:none;stroke-width:1.8}svg .line.dashed{stroke-dasharray:5 3}
+svg .area{fill-opacity:.85;stroke:none}
+svg .mark.error{fill:#d62728}svg .mark.deadlock{fill:#ff7f0e}
+.legend span{display:inline-block;margin:2px 14px 2px 0;font-size:12px}
+.legend i{display:inline-block;width:14px;height:4px;margin:0 5px 3px 0;vertical-align:middle}
+.legend i.dashed{background-image:linear-gradient(90deg,transparent 60%,#fff 60%)!important;background-size:6px 4px}
+.legend b.error{color:#d62728;margin-right:4px}.legend b.deadlock{color:#ff7f0e;margin-right:4px}
+.note{color:#666;font-size:12px}
+";
+
+/// The page.
+pub fn render(r: &RunRecords) -> String {
+    let run = &r.run;
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        r#"<h1>pg_stress run {} — {}</h1><p class="meta">status <b class="status-{}">{}</b> · run as {} · started {} · finished {}{}</p>"#,
+        run.id,
+        escape(&kind_title(run)),
+        escape(&run.status),
+        escape(&run.status),
+        escape(&run.run_as),
+        escape(run.started_at.as_deref().unwrap_or("–")),
+        escape(run.finished_at.as_deref().unwrap_or("not yet")),
+        run.peak_connections
+            .map(|c| format!(" · peak connections {c}"))
+            .unwrap_or_default()
+    );
+    if let Some(error) = &run.error {
+        let _ = write!(body, "<p><b>Error:</b></p><pre>{}</pre>", escape(error));
+    }
+    body.push_str(&results_table(&r.results));
+    if let Some(targets) = &r.targets {
+        body.push_str(&targets_table(targets));
+    }
+    if !r.samples.is_empty() {
+        body.push_str("<h2>Over time</h2>");
+        if r.sample_count > r.samples.len() as i64 {
+            let _ = write!(
+                body,
+                r#"<p class="note">{} samples, drawn as {} points (means of consecutive seconds; p99: their highest).</p>"#,
+                r.sample_count,
+                r.samples.len()
+            );
+        }
+        body.push_str(&throughput_chart(run, &r.samples).render());
+        if let Some(chart) = latency_chart(run, &r.samples) {
+            body.push_str(&chart.render());
+        }
+    }
+    if let Some(chart) = wait_chart(run, &r.timeline) {
+        body.push_str(&chart.render());
+    }
+    if let Some(chart) = percentile_chart(&r.results) {
+        body.push_str("<h2>Latency distribution</h2>");
+        body.push_str(&chart.render());
+    }
+    if !r.series.is_empty() {
+        body.push_str(&series_section(run.id, &r.series));
+    }
+    body.push_str(&parameters_table(&run.parameters));
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>pg_stress run {} — {}</title><style>{STYLE}</style></head><body>{body}<p class=\"note\">Made by stress.report_html({}).</p></body></html>\n",
+        run.id,
+        escape(&kind_title(run)),
+        run.id
+    )
+}
+
+/// "run_load", or the scenario that made the run ("ramp step 2 of 4").
+fn kind_title(run: &Run) -> String {
+    let p = &run.parameters;
+    match (p["scenario"].as_str(), &p["series"]) {
+        (Some(s), series) if series.is_object() => format!(
+            "{s} step {} of {}",
+            series["step"].as_i64().unwrap_or(0),
+            series["steps"].as_i64().unwrap_or(0)
+        ),
+        (Some(s), _) => s.to_owned(),
+        (None, _) => run.kind.clone(),
+    }
+}
+
+fn cell(v: Option<f64>) -> String {
+    v.map(number).unwrap_or_else(|| "–".into())
+}
+
+fn count(v: Option<i64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "–".into())
+}
+
+fn results_table(results: &[ResultRow]) -> String {
+    if results.is_empty() {
+        return "<h2>Results</h2><p>This run recorded no results.</p>".into();
+    }
+    let timed = results.iter().any(|r| r.calls.is_some());
+    let mut out =
+        String::from("<h2>Results</h2><table id=\"results\"><tr><th class=\"name\">name</th>");
+    if timed {
+        out.push_str("<th>calls</th><th>errors</th><th>ops/s</th><th>avg ms</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th></tr>");
+    } else {
+        out.push_str("<th>rows</th><th>seconds</th><th>rows/s</th></tr>");
+    }
+    for r in results {
+        let _ = write!(out, r#"<tr><td class="name">{}</td>"#, escape(&r.name));
+        if timed {
+            let _ = write!(
+                out,
+                "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                count(r.calls),
+                count(r.errors),
+                cell(r.ops_per_sec),
+                cell(r.avg_ms),
+                cell(r.p50_ms),
+                cell(r.p95_ms),
+                cell(r.p99_ms),
+                cell(r.p999_ms),
+                cell(r.max_ms)
+            );
+        } else {
+            let _ = write!(
+                out,
+                "<td>{}</td><td>{}</td><td>{}</td></tr>",
+                count(r.rows),
+                cell(r.seconds),
+                cell(r.rows_per_sec)
+            );
+        }
+    }
+    out.push_str("</table>");
+    if let Some(first_error) = results
+        .iter()
+        .find_map(|r| r.details["first_error"].as_str().map(|e| (&r.name, e)))
+    {
+        let _ = write!(
+            out,
+            r#"<p class="note">First error ({}): {}</p>"#,
+            escape(first_error.0),
+            escape(first_error.1)
+        );
+    }
+    out
+}
+
+fn targets_table(targets: &serde_json::Map<String, Value>) -> String {
+    let mut out = String::from(
+        "<h2>Targets</h2><table id=\"targets\"><tr><th class=\"name\">metric</th><th>target</th><th>value</th><th>result</th><th class=\"name\">what it measures</th></tr>",
+    );
+    for (name, t) in targets {
+        let (class, verdict) = match t["pass"].as_bool() {
+            Some(true) => ("pass", "pass"),
+            Some(false) => ("fail", "FAIL"),
+            None => ("none", "not measured"),
+        };
+        let _ = write!(
+            out,
+            r#"<tr><td class="name">{}</td><td>{}</td><td>{}</td><td class="{class}">{verdict}</td><td class="name">{}</td></tr>"#,
+            escape(name),
+            escape(t["target"].as_str().unwrap_or("")),
+            cell(t["value"].as_f64()),
+            escape(t["meaning"].as_str().unwrap_or(""))
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
+fn parameters_table(parameters: &Value) -> String {
+    let Some(map) = parameters.as_object().filter(|m| !m.is_empty()) else {
+        return String::new();
+    };
+    let mut out = String::from(
+        "<h2>Parameters</h2><table id=\"parameters\"><tr><th class=\"name\">parameter</th><th class=\"name\">value</th></tr>",
+    );
+    for (key, value) in map {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Null => "–".into(),
+            v if v.is_object() || v.is_array() => {
+                serde_json::to_string_pretty(v).unwrap_or_default()
+            }
+            v => v.to_string(),
+        };
+        let _ = write!(
+            out,
+            r#"<tr><td class="name">{}</td><td class="name"><pre>{}</pre></td></tr>"#,
+            escape(key),
+            escape(&text)
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
+/// From the run's start to its last second (or its planned end, when the run has one and it is
+/// later).
+fn seconds_axis(run: &Run, last: f64) -> Axis {
+    let planned = run.parameters["duration_seconds"].as_f64().unwrap_or(0.0);
+    Axis::new(
+        Scale::Linear {
+            min: 0.0,
+            max: last.max(planned).max(1.0),
+        },
+        "seconds since the run started",
+    )
+}
+
+fn throughput_chart(run: &Run, samples: &[Sample]) -> Chart {
+    let end = samples.last().map_or(1.0, |s| s.elapsed_s);
+    let mut chart = Chart::new(
+        "throughput",
+        "Throughput: operations per second",
+        seconds_axis(run, end),
+        Axis::new(
+            Scale::linear_from_zero(samples.iter().map(|s| s.ops_per_sec)),
+            "ops/s",
+        ),
+    );
+    chart.lines.push(Line {
+        name: "ops/s".into(),
+        points: samples
+            .iter()
+            .map(|s| (s.elapsed_s, s.ops_per_sec))
+            .collect(),
+        dots: samples.len() <= 60,
+        dashed: false,
+    });
+    for s in samples {
+        if s.errors > 0 {
+            chart.marks.push(Mark {
+                x: s.elapsed_s,
+                kind: MarkKind::Error,
+                title: format!("{} errors at {:.0} s", s.errors, s.elapsed_s),
+            });
+        }
+        if let Some(d) = s.deadlocks.filter(|d| *d > 0) {
+            chart.marks.push(Mark {
+                x: s.elapsed_s,
+                kind: MarkKind::Deadlock,
+                title: format!("{d} deadlocks at {:.0} s", s.elapsed_s),
+            });
+        }
+    }
+    chart
+}
+
+fn latency_chart(run: &Run, samples: &[Sample]) -> Option<Chart> {
+    let p50: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| Some((s.elapsed_s, s.p50_ms?)))
+        .collect();
+    let p99: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| Some((s.elapsed_s, s.p99_ms?)))
+        .collect();
+    if p50.is_empty() && p99.is_empty() {
+        return None;
+    }
+    let end = samples.last().map_or(1.0, |s| s.elapsed_s);
+    let y = Scale::log_over(p50.iter().chain(&p99).map(|p| p.1));
+    let mut chart = Chart::new(
+        "latency",
+        "Latency per second: p50 and p99 (ms, log scale)",
+        seconds_axis(run, end),
+        Axis::new(y, "ms"),
+    );
+    let dots = samples.len() <= 60;
+    chart.lines.push(Line {
+        name: "p50".into(),
+        points: p50,
+        dots,
+        dashed: false,
+    });
+    chart.lines.push(Line {
+        name: "p99".into(),
+        points: p99,
+        dots,
+        dashed: false,
+    });
+    Some(chart)
+}
+
+/// The wait events to draw as layers: most workers × seconds first, the rest as "other".
+fn wait_layers(timeline: &[TimelinePoint]) -> Vec<String> {
+    let mut totals: Vec<(String, f64)> = Vec::new();
+    for point in timeline {
+        for (key, n) in &point.waits {
+            let n = n.as_f64().unwrap_or(0.0);
+            match totals.iter_mut().find(|(k, _)| k == key) {
+                Some((_, total)) => *total += n,
+                None => totals.push((key.clone(), n)),
+            }
+        }
+    }
+    totals.retain(|(_, total)| *total > 0.0);
+    totals.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    totals.into_iter().map(|(k, _)| k).collect()
+}
+
+fn wait_chart(run: &Run, timeline: &[TimelinePoint]) -> Option<Chart> {
+    let keys = wait_layers(timeline);
+    if keys.is_empty() {
+        return None;
+    }
+    let (shown, rest) = keys.split_at(keys.len().min(WAIT_LAYERS));
+    let xs: Vec<f64> = timeline.iter().map(|p| p.elapsed_s).collect();
+    let value = |p: &TimelinePoint, k: &str| p.waits.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let mut layers: Vec<(String, Vec<f64>)> = shown
+        .iter()
+        .map(|k| (k.clone(), timeline.iter().map(|p| value(p, k)).collect()))
+        .collect();
+    if !rest.is_empty() {
+        layers.push((
+            format!("other ({} events)", rest.len()),
+            timeline
+                .iter()
+                .map(|p| rest.iter().map(|k| value(p, k)).sum())
+                .collect(),
+        ));
+    }
+    let mut lower = vec![0.0; xs.len()];
+    let mut areas = Vec::new();
+    for (name, values) in layers {
+        let upper: Vec<f64> = lower.iter().zip(&values).map(|(l, v)| l + v).collect();
+        areas.push(Area {
+            name,
+            xs: xs.clone(),
+            lower: std::mem::replace(&mut lower, upper.clone()),
+            upper,
+        });
+    }
+    let end = xs.last().copied().unwrap_or(1.0);
+    let mut chart = Chart::new(
+        "wait-events",
+        "What the run's workers waited on, each second (stacked; CPU: not waiting)",
+        seconds_axis(run, end),
+        Axis::new(Scale::linear_from_zero(lower.iter().copied()), "workers"),
+    );
+    chart.areas = areas;
+    Some(chart)
+}
+
+/// Each measured thing's latency distribution (`details.percentiles`), the total dashed.
+fn percentile_chart(results: &[ResultRow]) -> Option<Chart> {
+    let distributions: Vec<(&ResultRow, Vec<(f64, f64)>)> = results
+        .iter()
+        .filter_map(|r| {
+            let points: Vec<(f64, f64)> = r.details["percentiles"]
+                .as_array()?
+                .iter()
+                .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?)))
+                .collect();
+            (!points.is_empty()).then_some((r, points))
+        })
+        .collect();
+    // (the total alone repeats its one operation)
+    let distributions: Vec<_> = if distributions.len() == 2 {
+        distributions
+            .into_iter()
+            .filter(|(r, _)| r.name != "total")
+            .collect()
+    } else {
+        distributions
+    };
+    if distributions.is_empty() {
+        return None;
+    }
+    let last = distributions
+        .iter()
+        .flat_map(|(_, d)| d.iter().map(|p| p.0))
+        .filter(|p| *p < 100.0)
+        .fold(50.0, f64::max);
+    let ticks: Vec<(f64, String)> = [50.0, 90.0, 99.0, 99.9, 99.99, 99.999]
+        .into_iter()
+        .filter(|p| *p <= last)
+        .map(|p| (svg::nines(p, last), format!("{p}%")))
+        .chain([(svg::nines(100.0, last), "max".to_owned())])
+        .collect();
+    let mut x = Axis::new(
+        Scale::Linear {
+            min: svg::nines(50.0, last) - 0.1,
+            max: svg::nines(100.0, last) + 0.1,
+        },
+        "percentile (log scale of 1 / (1 − p))",
+    );
+    x.ticks = Some(ticks);
+    let y = Scale::log_over(
+        distributions
+            .iter()
+            .flat_map(|(_, d)| d.iter().map(|p| p.1)),
+    );
+    let mut chart = Chart::new(
+        "percentiles",
+        "Latency by percentile, p50 to the slowest call (ms, log scale)",
+        x,
+        Axis::new(y, "ms"),
+    );
+    for (r, d) in distributions {
+        chart.lines.push(Line {
+            name: r.name.clone(),
+            points: d.iter().map(|&(p, ms)| (svg::nines(p, last), ms)).collect(),
+            dots: true,
+            dashed: r.name == "total",
+        });
+    }
+    Some(chart)
+}
+
+fn series_section(run_id: i64, steps: &[SeriesStep]) -> String {
+    let mut out = format!(
+        "<h2>The ramp this run is a step of ({} steps)</h2>",
+        steps.len()
+    );
+    let workers = Scale::linear_over(steps.iter().map(|s| s.workers as f64));
+    let mut x = Axis::new(workers, "workers");
+    x.ticks = Some(
+        steps
+            .iter()
+            .map(|s| (s.workers as f64, s.workers.to_string()))
+            .collect(),
+    );
+    let padded = |x: Axis| match x.scale {
+        Scale::Linear { min, max } => {
+            let pad = (max - min) * 0.04;
+            Axis {
+                scale: Scale::Linear {
+                    min: min - pad,
+                    max: max + pad,
+                },
+                ..x
+            }
+        }
+        _ => x,
+    };
+    let mut throughput = Chart::new(
+        "series-throughput",
+        "Throughput against workers (ops/s)",
+        padded(Axis {
+            ticks: x.ticks.clone(),
+            ..Axis::new(x.scale, "workers")
+        }),
+        Axis::new(
+            Scale::linear_from_zero(steps.iter().filter_map(|s| s.ops_per_sec)),
+            "ops/s",
+        ),
+    );
+    throughput.lines.push(Line {
+        name: "ops/s".into(),
+        points: steps
+            .iter()
+            .filter_map(|s| Some((s.workers as f64, s.ops_per_sec?)))
+            .collect(),
+        dots: true,
+        dashed: false,
+    });
+    let mut p99 = Chart::new(
+        "series-p99",
+        "p99 against workers (ms, log scale)",
+        padded(x),
+        Axis::new(Scale::log_over(steps.iter().filter_map(|s| s.p99_ms)), "ms"),
+    );
+    p99.lines.push(Line {
+        name: "p99".into(),
+        points: steps
+            .iter()
+            .filter_map(|s| Some((s.workers as f64, s.p99_ms?)))
+            .collect(),
+        dots: true,
+        dashed: false,
+    });
+    out.push_str(&throughput.render());
+    out.push_str(&p99.render());
+    out.push_str(
+        "<table id=\"series\"><tr><th>step</th><th>workers</th><th>run</th><th class=\"name\">status</th><th>ops/s</th><th>p99 ms</th><th>error rate</th></tr>",
+    );
+    for s in steps {
+        let _ = write!(
+            out,
+            r#"<tr><td>{}</td><td>{}</td><td>{}{}</td><td class="name">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            s.step,
+            s.workers,
+            s.run_id,
+            if s.run_id == run_id {
+                " (this run)"
+            } else {
+                ""
+            },
+            escape(&s.status),
+            cell(s.ops_per_sec),
+            cell(s.p99_ms),
+            s.error_rate
+                .map(|e| format!("{:.2}%", e * 100.0))
+                .unwrap_or_else(|| "–".into())
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn records(extra: Value) -> RunRecords {
+        let mut v = json!({
+            "run": {"id": 7, "kind": "run_load", "status": "completed", "run_as": "alice",
+                    "started_at": "2026-11-25 10:00:00+00", "finished_at": "2026-11-25 10:00:03+00",
+                    "error": null, "peak_connections": 6,
+                    "parameters": {"workers": 2, "mix": {"place_order": 0.5}}},
+        });
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_load_run_has_every_chart() {
+        let page = render(&records(json!({
+            "results": [
+                {"name": "place_order", "calls": 10, "errors": 1, "p50_ms": 1.0,
+                 "details": {"percentiles": [[50, 1.0], [90, 2.0], [99, 3.0], [99.9, 4.0], [99.99, 4.0], [100, 5.0]]}},
+                {"name": "transfer", "calls": 10, "errors": 0, "p50_ms": 1.0,
+                 "details": {"percentiles": [[50, 0.5], [90, 2.0], [99, 8.0], [99.9, 9.0], [99.99, 9.0], [100, 9.5]]}},
+                {"name": "total", "calls": 20, "errors": 1,
+                 "details": {"percentiles": [[50, 0.7], [90, 2.0], [99, 8.0], [99.9, 9.0], [99.99, 9.0], [100, 9.5]]}}],
+            "samples": [
+                {"elapsed_s": 1.0, "ops_per_sec": 10.0, "p50_ms": 1.0, "p99_ms": 3.0, "errors": 0, "deadlocks": 0},
+                {"elapsed_s": 2.0, "ops_per_sec": 0.0, "p50_ms": null, "p99_ms": null, "errors": 0, "deadlocks": 0},
+                {"elapsed_s": 3.0, "ops_per_sec": 12.0, "p50_ms": 1.1, "p99_ms": 9.0, "errors": 1, "deadlocks": 2}],
+            "sample_count": 3,
+            "timeline": [
+                {"elapsed_s": 1.0, "waits": {"CPU": 1, "Lock:transactionid": 1}},
+                {"elapsed_s": 2.0, "waits": {"Lock:transactionid": 2}},
+                {"elapsed_s": 3.0, "waits": {"CPU": 2}}],
+            "targets": {"throughput": {"target": "> 1000", "value": 11.0, "pass": false, "meaning": "ops"}}
+        })));
+        for id in ["throughput", "latency", "wait-events", "percentiles"] {
+            assert!(page.contains(&format!(r#"<svg id="{id}""#)), "{id} missing");
+        }
+        assert!(!page.contains("series-throughput"));
+        // 3 seconds of throughput; the latency lines skip the second without operations
+        assert_eq!(page.matches(r#"data-series="p50""#).count(), 1);
+        assert_eq!(page.matches(r#"class="mark error""#).count(), 1);
+        assert_eq!(page.matches(r#"class="mark deadlock""#).count(), 1);
+        assert_eq!(page.matches(r#"<polygon class="area""#).count(), 2);
+        assert!(page.contains(r#"<td class="fail">FAIL</td>"#));
+        assert!(!page.contains("<script") && !page.contains("http"));
+    }
+
+    #[test]
+    fn a_ramp_step_charts_its_ramp() {
+        let page = render(&records(json!({
+            "run": {"id": 8, "kind": "run_load", "status": "completed", "run_as": "alice",
+                    "error": null, "peak_connections": null,
+                    "parameters": {"scenario": "ramp", "series": {"step": 2, "steps": 2, "first_run_id": 7}}},
+            "series": [
+                {"run_id": 7, "step": 1, "workers": 1, "status": "completed", "ops_per_sec": 100.0, "p99_ms": 2.0, "error_rate": 0.0},
+                {"run_id": 8, "step": 2, "workers": 4, "status": "completed", "ops_per_sec": 250.0, "p99_ms": 5.0, "error_rate": 0.01}]
+        })));
+        assert!(page.contains("ramp step 2 of 2"));
+        assert!(page.contains(r#"<svg id="series-throughput""#));
+        assert!(page.contains(r#"<svg id="series-p99""#));
+        assert!(page.contains("8 (this run)"));
+        assert!(page.contains("This run recorded no results."));
+    }
+}
