@@ -47,6 +47,17 @@ SELECT jsonb_build_object(
                                       FROM t_waits w WHERE w.bucket = b.bucket))
                         ORDER BY b.bucket), '[]')
                  FROM t_buckets b),
+    'server', (SELECT jsonb_build_object(
+                   'seconds', count(*), 'wal_bytes', sum(t.wal_bytes), 'blks_hit', sum(t.blks_hit),
+                   'blks_read', sum(t.blks_read), 'xact_commit', sum(t.xact_commit),
+                   'xact_rollback', sum(t.xact_rollback), 'checkpoints', sum(t.checkpoints),
+                   'autovacuum_workers', max(t.autovacuum_workers),
+                   'lock_wait_seconds', count(*) FILTER (WHERE t.lock_waits > 0),
+                   'longest_lock_wait_ms', max(t.longest_lock_wait_ms),
+                   'lock_relation', (SELECT l.lock_relation FROM stress.timeline l
+                                     WHERE l.run_id = $1 AND l.longest_lock_wait_ms IS NOT NULL
+                                     ORDER BY l.longest_lock_wait_ms DESC LIMIT 1))
+               FROM stress.timeline t WHERE t.run_id = $1 HAVING count(*) > 0),
     'series', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                           'run_id', r.id, 'step', (r.parameters->'series'->>'step')::bigint,
                           'workers', (r.parameters->>'workers')::bigint, 'status', r.status,
@@ -77,4 +88,59 @@ pub fn report_html(run_id: Option<i64>) -> String {
     let records: page::RunRecords =
         serde_json::from_value(records.0).expect("the records as report_html gathers them");
     page::render(&records)
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// A week-long run's samples are drawn as at most MAX_POINTS means, in order, over the whole
+    /// run; its wait events are averaged per bucket in the same way.
+    #[pg_test]
+    fn a_long_run_is_drawn_in_buckets() {
+        Spi::run(
+            "WITH run AS (INSERT INTO stress.runs (kind, status, run_as, parameters)
+                          VALUES ('run_load', 'completed', current_user, '{\"duration_seconds\": 5000}')
+                          RETURNING id),
+             samples AS (INSERT INTO stress.samples (run_id, ts, elapsed_s, ops, errors, ops_per_sec,
+                                                     p50_ms, p99_ms, active_workers, connections, deadlocks)
+                         SELECT run.id, now() + g * interval '1 second', g, 100, 0, 100 + g % 2,
+                                1, 2, 1, 1, (g = 4000)::int
+                         FROM run, generate_series(1, 5000) g),
+             timeline AS (INSERT INTO stress.timeline (run_id, ts, elapsed_s, wait_events, lock_waits, wal_bytes,
+                                                      blks_hit, blks_read, xact_commit, xact_rollback, checkpoints,
+                                                      autovacuum_workers)
+                          SELECT run.id, now() + g * interval '1 second', g,
+                                 jsonb_build_object('CPU', 1, 'Lock:tuple', g % 2), 0, 0, 0, 0, 0, 0, 0, 0
+                          FROM run, generate_series(1, 5000) g)
+             SELECT FROM run",
+        )
+        .unwrap();
+        let id = Spi::get_one::<i64>("SELECT max(id) FROM stress.runs")
+            .unwrap()
+            .unwrap();
+        let page = Spi::get_one::<String>(&format!("SELECT stress.report_html({id})"))
+            .unwrap()
+            .unwrap();
+        let points = |series: &str| {
+            let at = page
+                .find(&format!("data-series=\"{series}\""))
+                .unwrap_or_else(|| panic!("no series {series}"));
+            let from = at + page[at..].find("points=\"").unwrap() + 8;
+            page[from..from + page[from..].find('"').unwrap()]
+                .split_whitespace()
+                .count()
+        };
+        assert!(page.contains("5000 samples, drawn as 1200 points"), "{page}");
+        assert_eq!(points("ops/s"), 1200);
+        assert_eq!(points("p99"), 1200);
+        // both wait events, each drawn over 1200 buckets (an area: there and back)
+        assert_eq!(points("CPU"), 2400);
+        assert_eq!(points("Lock:tuple"), 2400);
+        // the one second with a deadlock is still marked
+        assert_eq!(page.matches("class=\"mark deadlock\"").count(), 1);
+        // the x axis ends at the last second
+        assert!(page.contains(">5000</text>"), "no tick at 5000 s");
+    }
 }

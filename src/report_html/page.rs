@@ -30,6 +30,9 @@ pub struct RunRecords {
     pub sample_count: i64,
     #[serde(default)]
     pub timeline: Vec<TimelinePoint>,
+    /// the server's work over the run's timeline rows (none without a timeline)
+    #[serde(default)]
+    pub server: Option<Server>,
     /// the run's ramp, step by step, when it is one of its steps
     #[serde(default)]
     pub series: Vec<SeriesStep>,
@@ -88,6 +91,22 @@ pub struct TimelinePoint {
     pub waits: serde_json::Map<String, Value>,
 }
 
+/// Sums (and highs) of the run's stress.timeline rows.
+#[derive(Debug, Deserialize)]
+pub struct Server {
+    pub seconds: i64,
+    pub wal_bytes: Option<i64>,
+    pub blks_hit: Option<i64>,
+    pub blks_read: Option<i64>,
+    pub xact_commit: Option<i64>,
+    pub xact_rollback: Option<i64>,
+    pub checkpoints: Option<i64>,
+    pub autovacuum_workers: Option<i64>,
+    pub lock_wait_seconds: i64,
+    pub longest_lock_wait_ms: Option<f64>,
+    pub lock_relation: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct SeriesStep {
     pub run_id: i64,
@@ -108,7 +127,7 @@ th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;vertical-align:top}
 th{background:#f4f4f4}td.name,th.name{text-align:left;max-width:420px;overflow-wrap:anywhere}
 td.pass{color:#2a7d2a;font-weight:600}td.fail{color:#b22;font-weight:600}td.none{color:#888}
 pre{background:#f7f7f7;padding:8px;white-space:pre-wrap;overflow-wrap:anywhere;margin:0}
-figure{margin:12px 0 20px}figcaption{font-weight:600;margin-bottom:4px}
+caption{text-align:left;font-weight:600;padding:4px 0}figure{margin:12px 0 20px}figcaption{font-weight:600;margin-bottom:4px}
 svg.chart{max-width:100%;height:auto;background:#fff}
 svg .plot{fill:#fcfcfc;stroke:#ccc}svg .grid{stroke:#e6e6e6}svg .tick{font-size:11px;fill:#555}
 svg .axis-title{font-size:12px;fill:#333}
@@ -164,6 +183,9 @@ pub fn render(r: &RunRecords) -> String {
     }
     if let Some(chart) = wait_chart(run, &r.timeline) {
         body.push_str(&chart.render());
+    }
+    if let Some(server) = &r.server {
+        body.push_str(&server_table(server));
     }
     if let Some(chart) = percentile_chart(&r.results) {
         body.push_str("<h2>Latency distribution</h2>");
@@ -279,8 +301,75 @@ fn targets_table(targets: &serde_json::Map<String, Value>) -> String {
     out
 }
 
+fn server_table(s: &Server) -> String {
+    let per_second = |v: Option<i64>| {
+        v.map(|v| {
+            // (a count as itself up to 9999, then 12k, 1.5M …)
+            let total = if v.abs() < 10_000 {
+                v.to_string()
+            } else {
+                number(v as f64)
+            };
+            format!("{total} ({}/s)", number(v as f64 / s.seconds.max(1) as f64))
+        })
+        .unwrap_or_else(|| "–".into())
+    };
+    let hit_ratio = match (s.blks_hit, s.blks_read) {
+        (Some(hit), Some(read)) if hit + read > 0 => {
+            format!("{:.2}%", 100.0 * hit as f64 / (hit + read) as f64)
+        }
+        _ => "–".into(),
+    };
+    let wal = s
+        .wal_bytes
+        .map(|b| {
+            format!(
+                "{} MB ({} MB/s)",
+                number(b as f64 / 1e6),
+                number(b as f64 / 1e6 / s.seconds.max(1) as f64)
+            )
+        })
+        .unwrap_or_else(|| "–".into());
+    let longest = match (s.longest_lock_wait_ms, &s.lock_relation) {
+        (Some(ms), Some(rel)) => format!("{} ms, on {}", number(ms), escape(rel)),
+        (Some(ms), None) => format!("{} ms", number(ms)),
+        _ => "none".into(),
+    };
+    let rows = [
+        ("WAL written (the server's)", wal),
+        ("transactions committed (this database)", per_second(s.xact_commit)),
+        ("transactions rolled back", per_second(s.xact_rollback)),
+        ("blocks found in shared buffers", per_second(s.blks_hit)),
+        ("blocks read", per_second(s.blks_read)),
+        ("shared buffer hit ratio", hit_ratio),
+        ("checkpoints finished", count(s.checkpoints)),
+        ("autovacuum workers, most at once", count(s.autovacuum_workers)),
+        (
+            "seconds in which a worker waited for a lock",
+            format!("{} of {}", s.lock_wait_seconds, s.seconds),
+        ),
+        ("longest lock wait", longest),
+    ];
+    let mut out = String::from(
+        "<table id=\"server\"><caption>The server during the run (stress.timeline)</caption>",
+    );
+    for (what, value) in rows {
+        let _ = write!(
+            out,
+            r#"<tr><td class="name">{what}</td><td>{value}</td></tr>"#
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
 fn parameters_table(parameters: &Value) -> String {
-    let Some(map) = parameters.as_object().filter(|m| !m.is_empty()) else {
+    // (a parameter the run did not use is null: left out)
+    let Some(map) = parameters
+        .as_object()
+        .map(|m| m.iter().filter(|(_, v)| !v.is_null()).collect::<Vec<_>>())
+        .filter(|m| !m.is_empty())
+    else {
         return String::new();
     };
     let mut out = String::from(
@@ -289,7 +378,6 @@ fn parameters_table(parameters: &Value) -> String {
     for (key, value) in map {
         let text = match value {
             Value::String(s) => s.clone(),
-            Value::Null => "–".into(),
             v if v.is_object() || v.is_array() => {
                 serde_json::to_string_pretty(v).unwrap_or_default()
             }
@@ -621,7 +709,7 @@ mod tests {
             "run": {"id": 7, "kind": "run_load", "status": "completed", "run_as": "alice",
                     "started_at": "2026-11-25 10:00:00+00", "finished_at": "2026-11-25 10:00:03+00",
                     "error": null, "peak_connections": 6,
-                    "parameters": {"workers": 2, "mix": {"place_order": 0.5}}},
+                    "parameters": {"workers": 2, "rate": null, "mix": {"place_order": 0.5}}},
         });
         for (k, val) in extra.as_object().unwrap() {
             v[k] = val.clone();
@@ -648,7 +736,10 @@ mod tests {
                 {"elapsed_s": 1.0, "waits": {"CPU": 1, "Lock:transactionid": 1}},
                 {"elapsed_s": 2.0, "waits": {"Lock:transactionid": 2}},
                 {"elapsed_s": 3.0, "waits": {"CPU": 2}}],
-            "targets": {"throughput": {"target": "> 1000", "value": 11.0, "pass": false, "meaning": "ops"}}
+            "targets": {"throughput": {"target": "> 1000", "value": 11.0, "pass": false, "meaning": "ops"}},
+            "server": {"seconds": 3, "wal_bytes": 3000000, "blks_hit": 990, "blks_read": 10, "xact_commit": 60,
+                       "xact_rollback": 0, "checkpoints": 0, "autovacuum_workers": 1, "lock_wait_seconds": 2,
+                       "longest_lock_wait_ms": 950.0, "lock_relation": "stress_data.accounts"}
         })));
         for id in ["throughput", "latency", "wait-events", "percentiles"] {
             assert!(page.contains(&format!(r#"<svg id="{id}""#)), "{id} missing");
@@ -660,6 +751,13 @@ mod tests {
         assert_eq!(page.matches(r#"class="mark deadlock""#).count(), 1);
         assert_eq!(page.matches(r#"<polygon class="area""#).count(), 2);
         assert!(page.contains(r#"<td class="fail">FAIL</td>"#));
+        assert!(page.contains("<td>3.00 MB (1.00 MB/s)</td>"), "{page}");
+        assert!(page.contains("<td>99.00%</td>"));
+        assert!(page.contains("<td>2 of 3</td>"));
+        assert!(page.contains("<td>60 (20.0/s)</td>"), "{page}");
+        assert!(page.contains("<td>950 ms, on stress_data.accounts</td>"));
+        // parameters the run did not use (null) are left out
+        assert!(page.contains(">workers</td>") && !page.contains(">rate</td>"));
         assert!(!page.contains("<script") && !page.contains("http"));
     }
 
