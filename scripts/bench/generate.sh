@@ -19,7 +19,7 @@ load_then_index="${baseline_insert//bench_sql.orders/bench_sql.orders_noindex};
   ALTER TABLE bench_sql.orders_noindex ADD PRIMARY KEY (id);
   CREATE INDEX ON bench_sql.orders_noindex (status);
   CREATE INDEX ON bench_sql.orders_noindex (symbol, created_at);
-  CREATE INDEX ON bench_sql.orders_noindex (account_id)"
+  CREATE INDEX ON bench_sql.orders_noindex (account_id, id)"
 fresh_tables() {
   sql "DROP SCHEMA IF EXISTS stress_data CASCADE; DROP SCHEMA IF EXISTS bench_sql CASCADE;
        SELECT stress.generate_orders(0); CREATE SCHEMA bench_sql;

@@ -93,7 +93,11 @@ pub const ORDERS: TableSpec = TableSpec {
     indexes: &[
         ("orders_status_idx", "status"),
         ("orders_symbol_created_at_idx", "symbol, created_at"),
-        ("orders_account_id_idx", "account_id"),
+        // (with id: an account's oldest or newest open order — execute_trade, cancel_order — is
+        // found in this index; on (account_id) alone the planner walks the primary key for
+        // `ORDER BY id LIMIT 1`, and as open orders drift to high ids that read 24,000 blocks a
+        // call and took a run from 7,300 to 780 ops/s within 20 seconds)
+        ("orders_account_id_idx", "account_id, id"),
     ],
 };
 

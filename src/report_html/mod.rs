@@ -132,7 +132,10 @@ mod tests {
                 .split_whitespace()
                 .count()
         };
-        assert!(page.contains("5000 samples, drawn as 1200 points"), "{page}");
+        assert!(
+            page.contains("5000 samples, drawn as 1200 points"),
+            "{page}"
+        );
         assert_eq!(points("ops/s"), 1200);
         assert_eq!(points("p99"), 1200);
         // both wait events, each drawn over 1200 buckets (an area: there and back)

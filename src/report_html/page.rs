@@ -337,13 +337,19 @@ fn server_table(s: &Server) -> String {
     };
     let rows = [
         ("WAL written (the server's)", wal),
-        ("transactions committed (this database)", per_second(s.xact_commit)),
+        (
+            "transactions committed (this database)",
+            per_second(s.xact_commit),
+        ),
         ("transactions rolled back", per_second(s.xact_rollback)),
         ("blocks found in shared buffers", per_second(s.blks_hit)),
         ("blocks read", per_second(s.blks_read)),
         ("shared buffer hit ratio", hit_ratio),
         ("checkpoints finished", count(s.checkpoints)),
-        ("autovacuum workers, most at once", count(s.autovacuum_workers)),
+        (
+            "autovacuum workers, most at once",
+            count(s.autovacuum_workers),
+        ),
         (
             "seconds in which a worker waited for a lock",
             format!("{} of {}", s.lock_wait_seconds, s.seconds),
