@@ -217,6 +217,12 @@ fn run_loop(run: &WorkerRun<LoadConfig>, plans: &Plans, stats: &mut [TaskStats])
                     if code == PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED {
                         s.deadlocks += 1;
                         live.deadlocks += 1;
+                        // Now, not when the retried operation ends: the sample of this second
+                        // shows the deadlock. (A cancel is seen at the operation's end.)
+                        let at = now();
+                        if live.due(at) {
+                            live.publish(at);
+                        }
                     } else if code == PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE {
                         s.serialization_failures += 1;
                     }

@@ -375,20 +375,22 @@ pub struct Sample {
 /// same statement), for the run's peak.
 pub fn sample(s: &Sample) -> i64 {
     // (without `deadlocks` into a stress.samples older than 0.3.0's)
-    const WITH_DEADLOCKS: &str =
-        "INSERT INTO stress.samples (run_id, ts, elapsed_s, ops, errors, ops_per_sec, p50_ms,
-                                     p99_ms, active_workers, connections, deadlocks)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, pg_catalog.count(*), $10
-         FROM pg_catalog.pg_stat_activity a
-         WHERE a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
-         RETURNING connections";
-    const WITHOUT: &str =
-        "INSERT INTO stress.samples (run_id, ts, elapsed_s, ops, errors, ops_per_sec, p50_ms,
-                                     p99_ms, active_workers, connections)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, pg_catalog.count(*)
-         FROM pg_catalog.pg_stat_activity a
-         WHERE a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
-         RETURNING connections";
+    macro_rules! insert_sample {
+        ($columns:literal, $values:literal) => {
+            concat!(
+                "INSERT INTO stress.samples (run_id, ts, elapsed_s, ops, errors, ops_per_sec, p50_ms,
+                                             p99_ms, active_workers, connections",
+                $columns,
+                ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, pg_catalog.count(*)",
+                $values,
+                " FROM pg_catalog.pg_stat_activity a
+                  WHERE a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
+                  RETURNING connections"
+            )
+        };
+    }
+    const WITH_DEADLOCKS: &str = insert_sample!(", deadlocks", ", $10");
+    const WITHOUT: &str = insert_sample!("", "");
     let mut args = vec![
         s.run_id.into(),
         timestamp(s.at).into(),

@@ -122,7 +122,7 @@ fn a_load_run_report_renders_in_chromium_with_every_point() {
     // Opposite-order transfers on 2 accounts: deadlocks, and workers waiting for locks.
     let run_id: i64 = value(
         &mut client,
-        "SELECT run_id FROM stress.deadlock_test(workers => 2, duration => '3 seconds')",
+        "SELECT run_id FROM stress.deadlock_test(workers => 2, duration => '4 seconds')",
     );
     let (dom, page) = open_report(&mut client, run_id);
 

@@ -205,4 +205,15 @@ fn alter_extension_update_from_0_2_0_ends_where_a_fresh_install_does() {
          AND attname IN ('p50_ms', 'p99_ms') AND NOT attnotnull",
     );
     assert_eq!(nullable, 2);
+    // Samples written before the update have no deadlock count (NULL: not 0), and the runs of
+    // before have their page.
+    let unknown: i64 = value(
+        &mut old,
+        &format!(
+            "SELECT count(*) FROM stress.samples WHERE run_id = {first} AND deadlocks IS NULL"
+        ),
+    );
+    assert!(unknown > 0, "{unknown} samples");
+    let page: String = value(&mut old, &format!("SELECT stress.report_html({first})"));
+    assert!(page.contains("<svg id=\"throughput\""));
 }
