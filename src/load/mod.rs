@@ -5,6 +5,7 @@
 mod custom;
 pub mod ops;
 pub mod report;
+pub mod series;
 mod worker;
 
 use crate::error::{OrRaise, StressError};
@@ -57,15 +58,49 @@ pub fn run_load(
             "Leave rate NULL for the closed model (each worker back to back).",
         );
     }
-    let mix = mix.map(|m| m.parse(F, "mix").or_raise());
-    let transactions = transactions.map(|t| t.parse(F, "transactions").or_raise());
+    let w = workload(F, mix, transactions, &isolation, max_retries);
+    start_run(RunRequest {
+        seconds,
+        workers: k,
+        rate,
+        weights: w.weights,
+        isolation: w.isolation,
+        max_retries: w.max_retries,
+        wait,
+        seed,
+        hot_accounts: 0,
+        transfer_pause: 0.0,
+        scenario: Scenario::RunLoad,
+        day_peaks: None,
+        transactions: w.transactions,
+    })
+}
+
+/// What a load run does, checked: the weights of its mix and custom transactions (parsed and each
+/// statement prepared, so that a typo fails the call, not every operation), isolation, retries.
+pub struct Workload {
+    pub weights: ops::Weights,
+    pub transactions: Option<serde_json::Value>,
+    pub isolation: i32,
+    pub max_retries: i32,
+}
+
+pub fn workload(
+    function: &'static str,
+    mix: Option<crate::postgres::json_arg::JsonArg>,
+    transactions: Option<crate::postgres::json_arg::JsonArg>,
+    isolation: &str,
+    max_retries: Option<i32>,
+) -> Workload {
+    let mix = mix.map(|m| m.parse(function, "mix").or_raise());
+    let transactions = transactions.map(|t| t.parse(function, "transactions").or_raise());
     let customs = match &transactions {
         None => Vec::new(),
         Some(t) => {
             let names: Vec<&str> = ops::OPS.iter().map(|o| o.name()).collect();
             custom::parse(t, &names)
                 .map_err(|e| {
-                    StressError::invalid(F, e, "See docs/load.md, \"Custom transactions\".")
+                    StressError::invalid(function, e, "See docs/load.md, \"Custom transactions\".")
                 })
                 .or_raise()
         }
@@ -73,12 +108,12 @@ pub fn run_load(
     let weights = match (&mix, customs.is_empty()) {
         // Custom transactions alone: no built-in operation unless a mix asks for some.
         (None, false) => [0.0; ops::OPS.len()],
-        (mix, _) => mix_weights(F, mix.as_ref()),
+        (mix, _) => mix_weights(function, mix.as_ref()),
     };
     let total_weight = weights.iter().sum::<f64>() + customs.iter().map(|c| c.weight).sum::<f64>();
     if !(total_weight.is_finite() && total_weight > 0.0) {
         invalid(
-            F,
+            function,
             format!("the weights of the mix and the transactions add up to {total_weight}"),
             "Give at least one operation or transaction a weight, and keep their sum a finite number.",
         );
@@ -89,7 +124,7 @@ pub fn run_load(
         .unwrap_or_default();
     if custom_json.len() > custom::MAX_BYTES {
         invalid(
-            F,
+            function,
             format!(
                 "transactions take {} bytes of JSON, more than {}",
                 custom_json.len(),
@@ -112,38 +147,28 @@ pub fn run_load(
         })
         .map_err(|e| {
             StressError::invalid(
-                F,
+                function,
                 format!("transactions: {e}"),
                 "Check the statements' SQL.",
             )
         })
         .or_raise();
     }
-    let Some(isolation_level) = crate::args::parse_isolation(&isolation) else {
+    let Some(isolation_level) = crate::args::parse_isolation(isolation) else {
         invalid(
-            F,
+            function,
             format!(
                 "isolation must be read committed, repeatable read or serializable, got \"{isolation}\""
             ),
             "Pass e.g. isolation => 'repeatable read'.",
         );
     };
-    let max_retries = retries(F, max_retries);
-    start_run(RunRequest {
-        seconds,
-        workers: k,
-        rate,
+    Workload {
         weights,
-        isolation: isolation_level,
-        max_retries,
-        wait,
-        seed,
-        hot_accounts: 0,
-        transfer_pause: 0.0,
-        scenario: Scenario::RunLoad,
-        day_peaks: None,
         transactions,
-    })
+        isolation: isolation_level,
+        max_retries: retries(function, max_retries),
+    }
 }
 
 /// What started a load run (recorded in its parameters).
@@ -151,10 +176,12 @@ pub fn run_load(
 pub enum Scenario {
     RunLoad,
     DeadlockTest,
-    /// step `step` of `steps`; the series is named by its first step's run id (None: this is it)
-    Ramp {
+    /// step `step` of a series of runs (`steps` of them when known ahead), named by its first
+    /// step's run id (None: this is it); `kind` is the function that runs the series
+    Series {
+        kind: &'static str,
         step: usize,
-        steps: usize,
+        steps: Option<usize>,
         first_run_id: Option<i64>,
     },
     TradingDay,
@@ -165,13 +192,14 @@ impl Scenario {
         match self {
             Scenario::RunLoad => None,
             Scenario::DeadlockTest => Some("deadlock_test"),
-            Scenario::Ramp { .. } => Some("ramp"),
+            Scenario::Series { kind, .. } => Some(kind),
             Scenario::TradingDay => Some("simulate_trading_day"),
         }
     }
 }
 
 /// A validated load run, ready to start.
+#[derive(Clone)]
 pub struct RunRequest {
     pub seconds: f64,
     pub workers: usize,
@@ -253,15 +281,16 @@ fn parameters(req: &RunRequest, config: &worker::LoadConfig, run_id: i64) -> ser
         "transactions": config.transactions,
         "peak_hours": config.day_peaks.map(|p| (0..24).filter(|h| p & (1 << h) != 0).collect::<Vec<u32>>()),
     });
-    // The runs of one ramp: its first step's run id names them (report_html charts them).
-    if let Scenario::Ramp {
+    // The runs of one series: its first step's run id names them (report_html charts them).
+    if let Scenario::Series {
+        kind,
         step,
         steps,
         first_run_id,
     } = req.scenario
     {
         parameters["series"] = serde_json::json!({
-            "kind": "ramp", "first_run_id": first_run_id.unwrap_or(run_id),
+            "kind": kind, "first_run_id": first_run_id.unwrap_or(run_id),
             "step": step, "steps": steps,
         });
     }
@@ -487,98 +516,6 @@ fn result_figure(run_id: i64, name: &str, expr: &str) -> f64 {
     )
     .expect("reading a run's figures")
     .unwrap_or(0.0)
-}
-
-/// One step of `stress.ramp`.
-pub type RampStep = (i32, i32, i64, f64, f64, f64, bool);
-
-/// The seed's incremental load test: one run of `step` per entry of `workers`, in order, until the
-/// error rate goes over `max_error_rate` (that step is marked `degraded` and the ramp stops there).
-pub fn ramp(
-    workers: Vec<Option<i32>>,
-    step: Interval,
-    max_error_rate: f64,
-    mix: Option<crate::postgres::json_arg::JsonArg>,
-) -> Vec<RampStep> {
-    const F: &str = "ramp";
-    require_preload(F);
-    if workers.is_empty() {
-        invalid(
-            F,
-            "workers must list at least one worker count".into(),
-            "Pass the steps, e.g. workers => '{1,2,4,8}'.",
-        );
-    }
-    let counts: Vec<usize> = workers
-        .iter()
-        .map(|w| match w {
-            None => invalid(
-                F,
-                "workers must not contain NULL".into(),
-                "Pass the steps, e.g. workers => '{1,2,4,8}'.",
-            ),
-            Some(k) => crate::args::worker_count(F, Some(*k)).or_raise(),
-        })
-        .collect();
-    let seconds = crate::args::interval_seconds(step);
-    if !(seconds > 0.0 && seconds * counts.len() as f64 <= crate::args::MAX_DURATION_SECONDS) {
-        invalid(
-            F,
-            format!("step must be positive and all steps at most 7 days, got {seconds} s"),
-            "Pass an interval such as '30 seconds'.",
-        );
-    }
-    if !(0.0..=1.0).contains(&max_error_rate) {
-        invalid(
-            F,
-            format!("max_error_rate must be between 0 and 1, got {max_error_rate}"),
-            "The seed degrades at 1% errors: max_error_rate => 0.01.",
-        );
-    }
-    let mix = mix.map(|m| m.parse(F, "mix").or_raise());
-    let weights = mix_weights(F, mix.as_ref());
-    let mut rows = Vec::new();
-    let mut first_run_id = None;
-    for (i, &k) in counts.iter().enumerate() {
-        let run_id = start_run(RunRequest {
-            seconds,
-            workers: k,
-            rate: None,
-            weights,
-            isolation: pg_sys::XACT_READ_COMMITTED as i32,
-            max_retries: retries(F, None),
-            wait: true,
-            seed: None,
-            hot_accounts: 0,
-            transfer_pause: 0.0,
-            scenario: Scenario::Ramp {
-                step: i + 1,
-                steps: counts.len(),
-                first_run_id,
-            },
-            day_peaks: None,
-            transactions: None,
-        });
-        first_run_id.get_or_insert(run_id);
-        let figure = |expr: &str| result_figure(run_id, "total", expr);
-        let ops = figure("ops_per_sec");
-        let p99 = figure("p99_ms");
-        let error_rate = figure("errors::float8 / greatest(calls, 1)");
-        let degraded = error_rate > max_error_rate;
-        rows.push((
-            i as i32 + 1,
-            k as i32,
-            run_id,
-            ops,
-            p99,
-            error_rate,
-            degraded,
-        ));
-        if degraded {
-            break;
-        }
-    }
-    rows
 }
 
 /// The seed's production simulation: a trading day compressed into `duration`, orders and trades

@@ -149,29 +149,41 @@ fn run_loop(run: &WorkerRun<LoadConfig>, plans: &Plans, stats: &mut [TaskStats])
     // (sigterm_received() clears the flag as it reads it: remember it.)
     let mut terminated = false;
     run.looping(true);
-    loop {
-        if let Some(gaps) = &gaps {
-            intended += gaps.sample(&mut rng);
-            if intended as i64 >= run.deadline {
-                break;
+    // Open model: the arrivals due before the deadline (what was offered), started or not.
+    let mut arrivals = 0u64;
+    let mut next_arrival = |intended: &mut f64, rng: &mut Xoshiro256PlusPlus| -> bool {
+        let gaps = gaps.as_ref().expect("the open model");
+        loop {
+            *intended += gaps.sample(rng);
+            if *intended as i64 >= run.deadline {
+                return false;
             }
             // A day's profile: arrivals come at the peak rate and are kept with probability
             // (this hour's weight / the peak weight), a Poisson process of the varying rate.
             if let Some(peaks) = config.day_peaks {
                 let share =
-                    (intended - run.started_at as f64) / (run.deadline - run.started_at) as f64;
+                    (*intended - run.started_at as f64) / (run.deadline - run.started_at) as f64;
                 let weight = day_weight(peaks, (share * 24.0) as u32);
                 if rng.random::<f64>() * 4.0 >= weight {
                     continue;
                 }
             }
-            let wait_us = intended as i64 - now();
-            if wait_us > 1000 {
-                sleep_ms(wait_us / 1000);
+            arrivals += 1;
+            return true;
+        }
+    };
+    loop {
+        if gaps.is_some() {
+            // (no arrival left before the deadline: the worker stays to the end of the run, so
+            // that a slow rate's run lasts its duration and its rate is over that duration)
+            let due = next_arrival(&mut intended, &mut rng);
+            let until = if due { intended as i64 } else { run.deadline };
+            if !sleep_until(until, &mut live, &mut terminated) || !due {
+                break;
             }
         }
         let started = now();
-        terminated = BackgroundWorker::sigterm_received();
+        terminated = terminated || BackgroundWorker::sigterm_received();
         if started >= run.deadline || terminated {
             break;
         }
@@ -262,10 +274,43 @@ fn run_loop(run: &WorkerRun<LoadConfig>, plans: &Plans, stats: &mut [TaskStats])
             break;
         }
     }
+    if gaps.is_some() {
+        // The arrivals this worker was too far behind to start before the deadline.
+        if !terminated && !run.live().cancelled() {
+            while next_arrival(&mut intended, &mut rng) {}
+        }
+        run.live()
+            .arrivals
+            .fetch_add(arrivals, std::sync::atomic::Ordering::Relaxed);
+    }
     live.publish(now());
     run.looping(false);
     (terminated || BackgroundWorker::sigterm_received())
         .then(|| format!("worker {} was terminated (SIGTERM)", worker + 1))
+}
+
+/// Sleep until `at` (µs) in steps of at most 100 ms, publishing the live figures. False when the
+/// run was cancelled or the worker terminated meanwhile.
+fn sleep_until(
+    at: pg_sys::TimestampTz,
+    live: &mut crate::runs::worker::LiveFigures,
+    terminated: &mut bool,
+) -> bool {
+    loop {
+        let wait_us = at - now();
+        if wait_us <= 1000 {
+            return true;
+        }
+        sleep_ms((wait_us / 1000).min(100));
+        if BackgroundWorker::sigterm_received() {
+            *terminated = true;
+            return false;
+        }
+        let t = now();
+        if live.due(t) && !live.publish(t) {
+            return false;
+        }
+    }
 }
 
 /// How busy hour `hour` of a simulated trading day is: peak hours ×4, night (0–5) ×¼, others ×1.
@@ -300,6 +345,14 @@ fn record_load_results(run: &FinishedRun<LoadConfig>, names: &[String], merged: 
         "connection_efficiency": (run.connected_us > 0.0).then(|| total.busy_us as f64 / run.connected_us),
         "slow_threshold_ms": config.slow_ms,
     });
+    if config.rate > 0.0 {
+        // Open model: what was offered (the arrivals due before the deadline, a Poisson count)
+        // and the share of it that succeeded — find_capacity's "achieved / offered".
+        whole["arrivals"] = run.arrivals.into();
+        whole["achieved_share"] = (run.arrivals > 0)
+            .then(|| total.successes as f64 / run.arrivals as f64)
+            .into();
+    }
     crate::metrics::merge_json(&mut whole, blocks.to_json());
     record_task(
         run_id,

@@ -61,6 +61,7 @@ SELECT jsonb_build_object(
     'series', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                           'run_id', r.id, 'step', (r.parameters->'series'->>'step')::bigint,
                           'workers', (r.parameters->>'workers')::bigint, 'status', r.status,
+                          'rate', (r.parameters->>'rate')::float8,
                           'ops_per_sec', x.ops_per_sec, 'p99_ms', x.p99_ms,
                           'error_rate', x.errors::float8 / nullif(x.calls, 0))
                       ORDER BY (r.parameters->'series'->>'step')::bigint, r.id), '[]')

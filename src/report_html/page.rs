@@ -112,6 +112,9 @@ pub struct SeriesStep {
     pub run_id: i64,
     pub step: i64,
     pub workers: i64,
+    /// the offered rate of an open-model step
+    #[serde(default)]
+    pub rate: Option<f64>,
     pub status: String,
     pub ops_per_sec: Option<f64>,
     pub p99_ms: Option<f64>,
@@ -192,7 +195,7 @@ pub fn render(r: &RunRecords) -> String {
         body.push_str(&chart.render());
     }
     if !r.series.is_empty() {
-        body.push_str(&series_section(run.id, &r.series));
+        body.push_str(&series_section(run, &r.series));
     }
     body.push_str(&parameters_table(&run.parameters));
     format!(
@@ -207,11 +210,13 @@ pub fn render(r: &RunRecords) -> String {
 fn kind_title(run: &Run) -> String {
     let p = &run.parameters;
     match (p["scenario"].as_str(), &p["series"]) {
-        (Some(s), series) if series.is_object() => format!(
-            "{s} step {} of {}",
-            series["step"].as_i64().unwrap_or(0),
-            series["steps"].as_i64().unwrap_or(0)
-        ),
+        (Some(s), series) if series.is_object() => match series["steps"].as_i64() {
+            Some(steps) => format!(
+                "{s} step {} of {steps}",
+                series["step"].as_i64().unwrap_or(0)
+            ),
+            None => format!("{s} step {}", series["step"].as_i64().unwrap_or(0)),
+        },
         (Some(s), _) => s.to_owned(),
         (None, _) => run.kind.clone(),
     }
@@ -614,81 +619,115 @@ fn percentile_chart(results: &[ResultRow]) -> Option<Chart> {
     Some(chart)
 }
 
-fn series_section(run_id: i64, steps: &[SeriesStep]) -> String {
+/// The steps of the series a run belongs to: against the offered rate for a capacity search (an
+/// open-model series), else against the worker count.
+fn series_section(run: &Run, steps: &[SeriesStep]) -> String {
+    let kind = run.parameters["series"]["kind"].as_str().unwrap_or("ramp");
+    let by_rate = steps.iter().all(|s| s.rate.is_some());
+    let x_of = |s: &SeriesStep| {
+        if by_rate {
+            s.rate.unwrap_or(0.0)
+        } else {
+            s.workers as f64
+        }
+    };
+    let (x_title, x_name) = if by_rate {
+        ("offered rate (ops/s)", "offered rate")
+    } else {
+        ("workers", "workers")
+    };
     let mut out = format!(
-        "<h2>The ramp this run is a step of ({} steps)</h2>",
+        "<h2>The {} this run is a step of ({} steps)</h2>",
+        escape(kind),
         steps.len()
     );
-    let workers = Scale::linear_over(steps.iter().map(|s| s.workers as f64));
-    let mut x = Axis::new(workers, "workers");
-    x.ticks = Some(
-        steps
-            .iter()
-            .map(|s| (s.workers as f64, s.workers.to_string()))
-            .collect(),
-    );
-    let padded = |x: Axis| match x.scale {
-        Scale::Linear { min, max } => {
-            let pad = (max - min) * 0.04;
-            Axis {
-                scale: Scale::Linear {
-                    min: min - pad,
-                    max: max + pad,
-                },
-                ..x
-            }
+    // (a bisecting search offers rates out of order: lines go from left to right)
+    let mut ordered: Vec<&SeriesStep> = steps.iter().collect();
+    ordered.sort_by(|a, b| x_of(a).total_cmp(&x_of(b)).then(a.step.cmp(&b.step)));
+    let x_axis = || {
+        let Scale::Linear { min, max } = Scale::linear_over(ordered.iter().map(|s| x_of(s))) else {
+            unreachable!("a linear scale")
+        };
+        let pad = (max - min) * 0.04;
+        let mut axis = Axis::new(
+            Scale::Linear {
+                min: min - pad,
+                max: max + pad,
+            },
+            x_title,
+        );
+        if !by_rate {
+            axis.ticks = Some(
+                ordered
+                    .iter()
+                    .map(|s| (s.workers as f64, s.workers.to_string()))
+                    .collect(),
+            );
         }
-        _ => x,
+        axis
+    };
+    let line = |name: &str, value: &dyn Fn(&SeriesStep) -> Option<f64>, dashed: bool| Line {
+        name: name.into(),
+        points: ordered
+            .iter()
+            .filter_map(|s| Some((x_of(s), value(s)?)))
+            .collect(),
+        dots: !dashed,
+        dashed,
     };
     let mut throughput = Chart::new(
         "series-throughput",
-        "Throughput against workers (ops/s)",
-        padded(Axis {
-            ticks: x.ticks.clone(),
-            ..Axis::new(x.scale, "workers")
-        }),
+        &format!("Throughput against {x_name} (ops/s)"),
+        x_axis(),
         Axis::new(
-            Scale::linear_from_zero(steps.iter().filter_map(|s| s.ops_per_sec)),
+            Scale::linear_from_zero(
+                steps
+                    .iter()
+                    .filter_map(|s| s.ops_per_sec)
+                    .chain(steps.iter().filter_map(|s| s.rate.filter(|_| by_rate))),
+            ),
             "ops/s",
         ),
     );
-    throughput.lines.push(Line {
-        name: "ops/s".into(),
-        points: steps
-            .iter()
-            .filter_map(|s| Some((s.workers as f64, s.ops_per_sec?)))
-            .collect(),
-        dots: true,
-        dashed: false,
-    });
+    throughput
+        .lines
+        .push(line("achieved ops/s", &|s| s.ops_per_sec, false));
+    if by_rate {
+        throughput
+            .lines
+            .push(line("offered (sustained: on this line)", &|s| s.rate, true));
+    }
     let mut p99 = Chart::new(
         "series-p99",
-        "p99 against workers (ms, log scale)",
-        padded(x),
+        &format!("p99 against {x_name} (ms, log scale)"),
+        x_axis(),
         Axis::new(Scale::log_over(steps.iter().filter_map(|s| s.p99_ms)), "ms"),
     );
-    p99.lines.push(Line {
-        name: "p99".into(),
-        points: steps
-            .iter()
-            .filter_map(|s| Some((s.workers as f64, s.p99_ms?)))
-            .collect(),
-        dots: true,
-        dashed: false,
-    });
+    p99.lines.push(line("p99", &|s| s.p99_ms, false));
     out.push_str(&throughput.render());
     out.push_str(&p99.render());
-    out.push_str(
-        "<table id=\"series\"><tr><th>step</th><th>workers</th><th>run</th><th class=\"name\">status</th><th>ops/s</th><th>p99 ms</th><th>error rate</th></tr>",
+    let _ = write!(
+        out,
+        "<table id=\"series\"><tr><th>step</th><th>workers</th>{}<th>run</th><th class=\"name\">status</th><th>ops/s</th><th>p99 ms</th><th>error rate</th></tr>",
+        if by_rate {
+            "<th>offered ops/s</th>"
+        } else {
+            ""
+        }
     );
     for s in steps {
         let _ = write!(
             out,
-            r#"<tr><td>{}</td><td>{}</td><td>{}{}</td><td class="name">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr><td>{}</td><td>{}</td>{}<td>{}{}</td><td class="name">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             s.step,
             s.workers,
+            if by_rate {
+                format!("<td>{}</td>", cell(s.rate))
+            } else {
+                String::new()
+            },
             s.run_id,
-            if s.run_id == run_id {
+            if s.run_id == run.id {
                 " (this run)"
             } else {
                 ""
@@ -782,5 +821,32 @@ mod tests {
         assert!(page.contains(r#"<svg id="series-p99""#));
         assert!(page.contains("8 (this run)"));
         assert!(page.contains("This run recorded no results."));
+    }
+
+    #[test]
+    fn a_capacity_search_is_drawn_against_the_offered_rate() {
+        let page = render(&records(json!({
+            "run": {"id": 9, "kind": "run_load", "status": "completed", "run_as": "alice",
+                    "error": null, "peak_connections": null,
+                    "parameters": {"scenario": "find_capacity", "rate": 300.0,
+                                   "series": {"kind": "find_capacity", "step": 3, "steps": null, "first_run_id": 7}}},
+            "series": [
+                {"run_id": 7, "step": 1, "workers": 8, "rate": 100.0, "status": "completed", "ops_per_sec": 100.0, "p99_ms": 2.0, "error_rate": 0.0},
+                {"run_id": 8, "step": 2, "workers": 8, "rate": 400.0, "status": "completed", "ops_per_sec": 250.0, "p99_ms": 90.0, "error_rate": 0.0},
+                {"run_id": 9, "step": 3, "workers": 8, "rate": 200.0, "status": "completed", "ops_per_sec": 199.0, "p99_ms": 3.0, "error_rate": 0.0}]
+        })));
+        assert!(page.contains("find_capacity step 3"), "{page}");
+        assert!(page.contains("The find_capacity this run is a step of (3 steps)"));
+        assert!(page.contains("Throughput against offered rate"));
+        // the achieved line runs left to right: 100, 200, 400 offered
+        let at = page.find(r#"data-series="achieved ops/s""#).unwrap();
+        let from = at + page[at..].find("points=\"").unwrap() + 8;
+        let xs: Vec<f64> = page[from..from + page[from..].find('"').unwrap()]
+            .split_whitespace()
+            .map(|p| p.split(',').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(xs.len(), 3);
+        assert!(xs.windows(2).all(|w| w[0] < w[1]), "{xs:?}");
+        assert!(page.contains("<th>offered ops/s</th>"));
     }
 }

@@ -193,6 +193,8 @@ pub struct LiveSlot {
     pub errors: AtomicU64,
     /// deadlocks met so far, retried or not (for the samples' deadlock marks)
     pub deadlocks: AtomicU64,
+    /// open model: the arrivals due before the deadline, added by each worker as it ends
+    pub arrivals: AtomicU64,
     /// workers inside their loop now
     pub workers_looping: AtomicU32,
     /// latencies since the last per-second sample, and since the start (µs, see metrics::buckets)
@@ -226,6 +228,7 @@ impl LiveSlot {
             ops: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             deadlocks: AtomicU64::new(0),
+            arrivals: AtomicU64::new(0),
             workers_looping: AtomicU32::new(0),
             interval: std::array::from_fn(|_| AtomicU64::new(0)),
             cumulative: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -242,10 +245,16 @@ impl LiveSlot {
 
     /// Zero everything for a new run (by its starter, holding RUNS exclusively).
     pub fn reset(&self) {
-        for a in [&self.ops, &self.errors, &self.deadlocks, &self.last_rate]
-            .into_iter()
-            .chain(&self.interval)
-            .chain(&self.cumulative)
+        for a in [
+            &self.ops,
+            &self.errors,
+            &self.deadlocks,
+            &self.arrivals,
+            &self.last_rate,
+        ]
+        .into_iter()
+        .chain(&self.interval)
+        .chain(&self.cumulative)
         {
             a.store(0, Ordering::Relaxed);
         }

@@ -160,6 +160,8 @@ pub struct FinishedRun<C> {
     pub seconds: f64,
     /// the workers' time connected, µs
     pub connected_us: f64,
+    /// open model: the arrivals due before the deadline (LiveSlot::arrivals)
+    pub arrivals: u64,
 }
 
 /// What a worker adds to its run's live figures (counts and latencies since it last published).
@@ -497,6 +499,7 @@ fn finish_run<K: RunKind>(run: &WorkerRun<K::Config>, now_slot: &RunSlot) {
             slot: *now_slot,
             seconds: saved.seconds,
             connected_us: saved.connected_us,
+            arrivals: run.live().arrivals.load(Ordering::Relaxed),
         },
         &merged,
     );

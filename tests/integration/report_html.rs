@@ -228,7 +228,7 @@ fn a_ramp_and_a_benchmark_get_their_own_charts() {
     let (dom, _) = open_report(&mut client, steps[1]);
     assert_eq!(
         chart_series(&dom, "series-throughput"),
-        vec![("ops/s".to_owned(), 3)]
+        vec![("achieved ops/s".to_owned(), 3)]
     );
     assert_eq!(
         chart_series(&dom, "series-p99"),

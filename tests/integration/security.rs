@@ -9,7 +9,8 @@ use postgres::{Client, NoTls};
 use std::time::{Duration, Instant};
 
 const WORKER_FUNCTIONS: &str =
-    "stress.run_load, stress.ramp, stress.deadlock_test, stress.simulate_trading_day";
+    "stress.run_load, stress.ramp, stress.deadlock_test, stress.simulate_trading_day,
+     stress.find_optimal_pool_size, stress.find_capacity";
 
 /// A database with the administrator's dataset and records, and a hostile role connected to it.
 struct Arena {
@@ -391,6 +392,8 @@ fn workers_need_a_grant_and_bad_numbers_are_refused() {
     for sql in [
         "SELECT stress.run_load('1 second')",
         "SELECT * FROM stress.ramp('{1,2}', '1 second')",
+        "SELECT * FROM stress.find_optimal_pool_size(1, 2, 100, '1 second')",
+        "SELECT * FROM stress.find_capacity(100, step => '1 second')",
         "SELECT * FROM stress.deadlock_test()",
         "SELECT stress.simulate_trading_day('1 second')",
         "SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 10, concurrency => 2)",
@@ -416,6 +419,16 @@ fn workers_need_a_grant_and_bad_numbers_are_refused() {
         format!("SELECT stress.run_load('1 second', transactions => '{deep}')"),
         "SELECT stress.simulate_trading_day('1 second', orders_per_second => 1e308, trades_per_second => 1e308)".into(),
         "SELECT * FROM stress.ramp('{1}', '1 second', max_error_rate => 'NaN')".into(),
+        "SELECT * FROM stress.ramp('{1}', '1 second', max_p99_ms => '-Infinity')".into(),
+        "SELECT * FROM stress.ramp('{1}', '1 second', max_throughput_drop => 'NaN')".into(),
+        "SELECT * FROM stress.find_optimal_pool_size(4, 2, 100)".into(),
+        "SELECT * FROM stress.find_optimal_pool_size(1, 2, 'NaN')".into(),
+        "SELECT * FROM stress.find_capacity('Infinity')".into(),
+        "SELECT * FROM stress.find_capacity(100, max_error_rate => 2)".into(),
+        "SELECT * FROM stress.find_capacity(100, start_rate => 'NaN')".into(),
+        "SELECT * FROM stress.find_capacity(100, max_steps => 1000000)".into(),
+        "SELECT * FROM stress.find_capacity(100, step => '1 millisecond')".into(),
+        "SELECT * FROM stress.find_capacity(100, workers => 100000)".into(),
         "SET stress.data_schema = 'hostile'; SELECT stress.generate_market_data(start_at => '-infinity', end_at => 'infinity')".into(),
         "SET stress.data_schema = 'hostile'; SELECT stress.generate_orders(1, start_at => 'infinity')".into(),
         "SET stress.data_schema = 'hostile'; SELECT stress.generate_accounts(1, start_at => '-infinity')".into(),
@@ -426,7 +439,7 @@ fn workers_need_a_grant_and_bad_numbers_are_refused() {
     ] {
         a.attempt(&sql, invalid.clone());
     }
-    assert_eq!(a.cases, 20);
+    assert_eq!(a.cases, 32);
 }
 
 /// verify_integrity evaluates no expression of another role's table (a NOT VALID CHECK calling the

@@ -217,3 +217,39 @@ fn alter_extension_update_from_0_2_0_ends_where_a_fresh_install_does() {
     let page: String = value(&mut old, &format!("SELECT stress.report_html({first})"));
     assert!(page.contains("<svg id=\"throughput\""));
 }
+
+/// 0.3.0 → 0.4.0: a ramp run under 0.3.0 (its old signature) is kept, the new ramp and the
+/// capacity searches are there, and the workers' functions are still not PUBLIC's.
+#[test]
+fn alter_extension_update_from_0_3_0_ends_where_a_fresh_install_does() {
+    let mut old = empty_database("it_upgrade_030");
+    assert_available(&mut old, "0.3.0");
+    for sql in [
+        "CREATE EXTENSION pg_stress VERSION '0.3.0'",
+        "SET stress.progress_interval = 0",
+        "SELECT stress.generate_dataset(orders => 2000, seed => 1)",
+    ] {
+        old.batch_execute(sql).unwrap();
+    }
+    let steps: i64 = value(
+        &mut old,
+        "SELECT count(*) FROM stress.ramp('{1,2}', '1 second')",
+    );
+    assert_eq!(steps, 2);
+    let before = record_counts(&mut old);
+    old.batch_execute("ALTER EXTENSION pg_stress UPDATE")
+        .unwrap();
+    assert_same_as_a_fresh_install(&mut old, "it_upgrade_030_fresh");
+    assert_eq!(record_counts(&mut old), before);
+    let first: i64 = value(
+        &mut old,
+        "SELECT min(id) FROM stress.runs WHERE parameters->>'scenario' = 'ramp'",
+    );
+    let page: String = value(&mut old, &format!("SELECT stress.report_html({first})"));
+    assert!(page.contains("<svg id=\"series-throughput\""));
+    let public: bool = value(
+        &mut old,
+        "SELECT has_function_privilege('public', 'stress.find_capacity(float8, float8, int, interval, jsonb, jsonb, float8, int)', 'EXECUTE')",
+    );
+    assert!(!public, "PUBLIC may start workers through find_capacity");
+}
