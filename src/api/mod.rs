@@ -53,6 +53,14 @@ extension_sql_file!(
     requires = ["schema"]
 );
 
+// Contention (`stress.analyze_deadlocks`, `stress.lock_contention`) over the tables the runs'
+// samplers and workers fill: `stress.lock_waits` and `stress.conflicts`.
+extension_sql_file!(
+    "../../sql/contention.sql",
+    name = "contention",
+    requires = ["schema", "compare"]
+);
+
 // Archiving and retention — "delete logs older than 90 days" — as `stress.archive(…)`,
 // `stress.archive_batched(…)`, the `stress.retention_policies` table and `stress.set_retention(…)`.
 extension_sql_file!(

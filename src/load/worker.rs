@@ -6,6 +6,7 @@ use super::custom::{self, Custom};
 use super::ops::{IdSequence, OPS, Plans, Weights, Workload};
 use crate::metrics::blocks::Blocks;
 use crate::postgres::transaction::{in_transaction, now, sleep_ms, with_statement_timeout};
+use crate::runs::records;
 use crate::runs::worker::{FinishedRun, RunKind, TaskStats, WorkerRun, record_task};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys;
@@ -65,9 +66,20 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
     crate::runs::worker::main::<LoadRun>(arg);
 }
 
+/// A load worker's state: its prepared operations, and the conflicts it met (saved at its end).
+pub struct LoadWorker {
+    plans: Plans,
+    conflicts: Vec<records::Conflict>,
+    /// conflicts met beyond [`MAX_CONFLICTS`] (counted in the results, not kept one by one)
+    conflicts_dropped: u64,
+}
+
+/// Conflicts a worker keeps one by one per run (each is a row of stress.conflicts).
+const MAX_CONFLICTS: usize = 200;
+
 impl RunKind for LoadRun {
     type Config = LoadConfig;
-    type Worker = Plans;
+    type Worker = LoadWorker;
 
     /// The built-in operations, then the custom transactions.
     fn tasks(config: &LoadConfig) -> Vec<String> {
@@ -77,7 +89,7 @@ impl RunKind for LoadRun {
             .collect()
     }
 
-    fn prepare(run: &WorkerRun<LoadConfig>) -> Result<Plans, String> {
+    fn prepare(run: &WorkerRun<LoadConfig>) -> Result<LoadWorker, String> {
         // The built-in operations are index lookups whose plans do not depend on their
         // parameters: plan them once (generic plans). Custom transactions are planned as
         // pgbench -M prepared would.
@@ -93,15 +105,37 @@ impl RunKind for LoadRun {
         )
         .expect("setting plan_cache_mode");
         Spi::connect(|client| Plans::prepare(client, &run.config.schema, customs, true, true))
+            .map(|plans| LoadWorker {
+                plans,
+                conflicts: Vec::new(),
+                conflicts_dropped: 0,
+            })
             .map_err(|e| e.to_string())
     }
 
     fn run(
         run: &WorkerRun<LoadConfig>,
-        plans: &mut Plans,
+        worker: &mut LoadWorker,
         stats: &mut [TaskStats],
     ) -> Option<String> {
-        run_loop(run, plans, stats)
+        run_loop(run, worker, stats)
+    }
+
+    fn save(run: &WorkerRun<LoadConfig>, worker: &LoadWorker) {
+        records::conflicts(
+            run.run_id,
+            run.worker,
+            unsafe { pg_sys::MyProcPid },
+            &worker.conflicts,
+        );
+        if worker.conflicts_dropped > 0 {
+            pgrx::log!(
+                "pg_stress run {} worker {}: {} more conflicts than the {MAX_CONFLICTS} kept",
+                run.run_id,
+                run.worker + 1,
+                worker.conflicts_dropped
+            );
+        }
     }
 
     fn record(run: &FinishedRun<LoadConfig>, merged: &[TaskStats]) {
@@ -111,7 +145,16 @@ impl RunKind for LoadRun {
 
 /// The operations until the deadline, a cancel or SIGTERM. Returns why it stopped early, if it did
 /// because of a problem (a cancel is not one).
-fn run_loop(run: &WorkerRun<LoadConfig>, plans: &Plans, stats: &mut [TaskStats]) -> Option<String> {
+fn run_loop(
+    run: &WorkerRun<LoadConfig>,
+    state: &mut LoadWorker,
+    stats: &mut [TaskStats],
+) -> Option<String> {
+    let plans = &state.plans;
+    let task_name = |task: usize| match OPS.get(task) {
+        Some(op) => op.name().to_owned(),
+        None => plans.customs()[task - OPS.len()].name.clone(),
+    };
     let config = &run.config;
     let worker = run.worker;
     let workers = run.workers as i64;
@@ -188,6 +231,9 @@ fn run_loop(run: &WorkerRun<LoadConfig>, plans: &Plans, stats: &mut [TaskStats])
             break;
         }
         let task = pick.sample(&mut rng);
+        if let Some(t) = run.live().tasks.get(worker as usize) {
+            t.store(task as u32 + 1, std::sync::atomic::Ordering::Relaxed);
+        }
         let s = &mut stats[task];
         s.calls += 1;
         let mut attempt = 0;
@@ -226,6 +272,19 @@ fn run_loop(run: &WorkerRun<LoadConfig>, plans: &Plans, stats: &mut [TaskStats])
                         PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED
                             | PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE
                     );
+                    if retryable {
+                        if state.conflicts.len() < MAX_CONFLICTS {
+                            state.conflicts.push(conflict(
+                                run,
+                                &task_name,
+                                task,
+                                code == PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED,
+                                &report,
+                            ));
+                        } else {
+                            state.conflicts_dropped += 1;
+                        }
+                    }
                     if code == PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED {
                         s.deadlocks += 1;
                         live.deadlocks += 1;
@@ -287,6 +346,62 @@ fn run_loop(run: &WorkerRun<LoadConfig>, plans: &Plans, stats: &mut [TaskStats])
     run.looping(false);
     (terminated || BackgroundWorker::sigterm_received())
         .then(|| format!("worker {} was terminated (SIGTERM)", worker + 1))
+}
+
+/// A deadlock or serialization failure as the worker met it: its operation, and what the other
+/// processes the server's DETAIL names ("Process 123 waits for ShareLock on transaction 456;
+/// blocked by process 789.") were running, when they are the run's workers.
+fn conflict(
+    run: &WorkerRun<LoadConfig>,
+    task_name: &dyn Fn(usize) -> String,
+    task: usize,
+    deadlock: bool,
+    report: &pgrx::pg_sys::panic::ErrorReportWithLevel,
+) -> records::Conflict {
+    let live = run.live();
+    let me = unsafe { pg_sys::MyProcPid };
+    let detail = report.detail().map(str::to_owned);
+    let mut others = Vec::new();
+    for pid in detail.as_deref().map(process_ids).unwrap_or_default() {
+        if pid == me {
+            continue;
+        }
+        let worker = live
+            .pids
+            .iter()
+            .position(|p| p.load(std::sync::atomic::Ordering::Relaxed) == pid);
+        others.push(worker.and_then(|w| {
+            match live.tasks[w].load(std::sync::atomic::Ordering::Relaxed) {
+                0 => None,
+                t => Some(task_name(t as usize - 1)),
+            }
+        }));
+    }
+    records::Conflict {
+        at: now(),
+        sqlstate: if deadlock { "40P01" } else { "40001" },
+        operation: task_name(task),
+        others,
+        message: report.message().to_owned(),
+        detail,
+    }
+}
+
+/// The process ids a deadlock's DETAIL names, each once, in order.
+pub fn process_ids(detail: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for (i, _) in detail.match_indices("rocess ") {
+        let digits: String = detail[i + 7..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Ok(pid) = digits.parse::<i32>()
+            && !pids.contains(&pid)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
 }
 
 /// Sleep until `at` (µs) in steps of at most 100 ms, publishing the live figures. False when the

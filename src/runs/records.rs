@@ -356,6 +356,53 @@ pub fn slow_executions(
     })
 }
 
+/// A deadlock (40P01) or serialization failure (40001) a run's operation met.
+pub struct Conflict {
+    pub at: pg_sys::TimestampTz,
+    pub sqlstate: &'static str,
+    pub operation: String,
+    /// what the other processes the server named were running: the run's tasks, or None for a
+    /// session that is not one of the run's workers
+    pub others: Vec<Option<String>>,
+    pub message: String,
+    /// the server's DETAIL: the processes, the locks they waited for, the tuples
+    pub detail: Option<String>,
+}
+
+/// A worker's conflicts into `stress.conflicts` (0.4.0 and later; nothing into an older schema).
+pub fn conflicts(run_id: i64, worker: u32, pid: i32, conflicts: &[Conflict]) {
+    if conflicts.is_empty() {
+        return;
+    }
+    as_owner(|| {
+        let exists =
+            Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('stress.conflicts') IS NOT NULL")
+                .expect("looking for stress.conflicts")
+                .unwrap_or(false);
+        if !exists {
+            return;
+        }
+        for c in conflicts {
+            Spi::run_with_args(
+                "INSERT INTO stress.conflicts (run_id, at, sqlstate, worker, pid, operation, others, message, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    run_id.into(),
+                    timestamp(c.at).into(),
+                    c.sqlstate.into(),
+                    (worker as i32 + 1).into(),
+                    pid.into(),
+                    c.operation.as_str().into(),
+                    c.others.clone().into(),
+                    c.message.as_str().into(),
+                    c.detail.as_deref().into(),
+                ],
+            )
+            .expect("recording a conflict in stress.conflicts");
+        }
+    })
+}
+
 /// One second (or so) of a run, as its sampler saw it.
 pub struct Sample {
     pub run_id: i64,
@@ -466,6 +513,36 @@ pub fn server_counters() -> ServerCounters {
             counters_of(&row)
         })
         .expect("reading the server's counters")
+    })
+}
+
+/// The lock waits of the workers `pids` now, into `stress.lock_waits` (0.4.0 and later): one row
+/// per wait (process and start), its `waited_ms` growing while it is seen again.
+pub fn lock_waits(run_id: i64, pids: &[i32]) {
+    as_owner(|| {
+        Spi::run_with_args(
+            "WITH locks AS MATERIALIZED (
+                 SELECT l.pid, l.locktype, l.mode, l.relation, l.granted, l.waitstart
+                 FROM pg_catalog.pg_locks l WHERE l.pid OPERATOR(pg_catalog.=) ANY ($2))
+             INSERT INTO stress.lock_waits AS w
+                 (run_id, pid, wait_started, last_seen, waited_ms, locktype, mode, relation)
+             SELECT $1, l.pid, l.waitstart, pg_catalog.clock_timestamp(),
+                    pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) l.waitstart)
+                        OPERATOR(pg_catalog.*) 1000,
+                    l.locktype, l.mode,
+                    -- (a row lock wait is on the other transaction; the tuple lock the waiter
+                    -- holds says which relation the row is in)
+                    coalesce(l.relation,
+                             (SELECT t.relation FROM locks t
+                              WHERE t.pid OPERATOR(pg_catalog.=) l.pid AND t.granted
+                                AND t.locktype OPERATOR(pg_catalog.=) 'tuple' LIMIT 1)
+                    )::pg_catalog.regclass::pg_catalog.text
+             FROM locks l WHERE NOT l.granted AND l.waitstart IS NOT NULL
+             ON CONFLICT (run_id, pid, wait_started) DO UPDATE
+                 SET last_seen = excluded.last_seen, waited_ms = excluded.waited_ms",
+            &[run_id.into(), pids.to_vec().into()],
+        )
+        .expect("saving lock waits")
     })
 }
 

@@ -70,6 +70,8 @@ struct Sampler {
     nullable_percentiles: bool,
     /// stress.samples has a deadlocks column (0.3.0 and later)
     deadlock_column: bool,
+    /// stress.lock_waits exists (0.4.0 and later) and the run keeps a timeline
+    lock_waits: bool,
     /// at the last sample: when, the run's totals, and the server's counters
     at: pg_sys::TimestampTz,
     ops: u64,
@@ -89,6 +91,10 @@ impl Sampler {
                 "SELECT pg_catalog.set_config('application_name', $1, false)",
                 &[format!("pg_stress sampler run {run_id}").into()],
             )?;
+            let lock_waits = Spi::get_one::<bool>(
+                "SELECT pg_catalog.to_regclass('stress.lock_waits') IS NOT NULL",
+            )?
+            .unwrap_or(false);
             let tables = Spi::get_three::<bool, bool, bool>(
                 "SELECT pg_catalog.to_regclass('stress.timeline') IS NOT NULL,
                         (SELECT NOT a.attnotnull FROM pg_catalog.pg_attribute a
@@ -108,16 +114,17 @@ impl Sampler {
                 timeline,
                 tables.1 == Some(true),
                 tables.2 == Some(true),
+                timeline && lock_waits,
                 counters,
             ))
         });
-        let (timeline, nullable_percentiles, deadlock_column, counters) = match setup {
+        let (timeline, nullable_percentiles, deadlock_column, lock_waits, counters) = match setup {
             Ok(Ok(found)) => found,
             other => {
                 if let Err(report) = other {
                     pgrx::log!("pg_stress run {run_id}: sampler: {}", report.message());
                 }
-                (false, false, false, ServerCounters::default())
+                (false, false, false, false, ServerCounters::default())
             }
         };
         Sampler {
@@ -126,6 +133,7 @@ impl Sampler {
             timeline,
             nullable_percentiles,
             deadlock_column,
+            lock_waits,
             at: slot.started_at,
             ops: 0,
             errors: 0,
@@ -165,6 +173,9 @@ impl Sampler {
                     .map(|p| p.load(Ordering::Relaxed))
                     .filter(|&p| p != 0)
                     .collect();
+                if self.lock_waits {
+                    records::lock_waits(slot.run_id, &pids);
+                }
                 records::timeline(slot.run_id, at, elapsed, &pids, &before)
             });
             let connections = records::sample(&records::Sample {

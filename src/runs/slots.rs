@@ -209,6 +209,8 @@ pub struct LiveSlot {
     pub logged: [AtomicU32; MAX_TASKS],
     /// the process id of each worker while it runs (0: not running), for stress.timeline
     pub pids: [AtomicI32; MAX_WORKERS],
+    /// the task each worker is running (or ran last), plus one (0: none yet): who a deadlock was with
+    pub tasks: [AtomicU32; MAX_WORKERS],
     /// barriers passed, and workers waiting at the current one
     pub generation: AtomicU32,
     pub arrived: AtomicU32,
@@ -237,6 +239,7 @@ impl LiveSlot {
             claimed: std::array::from_fn(|_| AtomicU64::new(0)),
             logged: std::array::from_fn(|_| AtomicU32::new(0)),
             pids: std::array::from_fn(|_| AtomicI32::new(0)),
+            tasks: std::array::from_fn(|_| AtomicU32::new(0)),
             generation: AtomicU32::new(0),
             arrived: AtomicU32::new(0),
             changed: SharedConditionVariable(std::cell::UnsafeCell::new(cv)),
@@ -264,11 +267,11 @@ impl LiveSlot {
         for a in &self.pids {
             a.store(0, Ordering::Relaxed);
         }
-        for a in self
-            .logged
-            .iter()
-            .chain([&self.workers_looping, &self.generation, &self.arrived])
-        {
+        for a in self.logged.iter().chain(&self.tasks).chain([
+            &self.workers_looping,
+            &self.generation,
+            &self.arrived,
+        ]) {
             a.store(0, Ordering::Relaxed);
         }
         self.peak_connections.store(0, Ordering::Relaxed);
