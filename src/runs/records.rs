@@ -522,22 +522,44 @@ pub fn lock_waits(run_id: i64, pids: &[i32]) {
     as_owner(|| {
         Spi::run_with_args(
             "WITH locks AS MATERIALIZED (
-                 SELECT l.pid, l.locktype, l.mode, l.relation, l.granted, l.waitstart
-                 FROM pg_catalog.pg_locks l WHERE l.pid OPERATOR(pg_catalog.=) ANY ($2))
+                 -- (one read of the lock table, for a consistent picture: the workers' locks, and
+                 -- the locks of the sessions that hold what they wait for)
+                 SELECT l.pid, l.locktype, l.mode, l.relation, l.transactionid, l.granted, l.waitstart
+                 FROM pg_catalog.pg_locks l
+                 WHERE l.locktype OPERATOR(pg_catalog.=) ANY ('{relation,tuple,transactionid}')),
+             waits AS (
+                 SELECT l.* FROM locks l
+                 WHERE l.pid OPERATOR(pg_catalog.=) ANY ($2) AND NOT l.granted AND l.waitstart IS NOT NULL)
              INSERT INTO stress.lock_waits AS w
                  (run_id, pid, wait_started, last_seen, waited_ms, locktype, mode, relation)
              SELECT $1, l.pid, l.waitstart, pg_catalog.clock_timestamp(),
                     pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) l.waitstart)
                         OPERATOR(pg_catalog.*) 1000,
                     l.locktype, l.mode,
-                    -- (a row lock wait is on the other transaction; the tuple lock the waiter
-                    -- holds says which relation the row is in)
-                    coalesce(l.relation,
-                             (SELECT t.relation FROM locks t
-                              WHERE t.pid OPERATOR(pg_catalog.=) l.pid AND t.granted
-                                AND t.locktype OPERATOR(pg_catalog.=) 'tuple' LIMIT 1)
-                    )::pg_catalog.regclass::pg_catalog.text
-             FROM locks l WHERE NOT l.granted AND l.waitstart IS NOT NULL
+                    coalesce(
+                        -- a relation or tuple lock names its relation
+                        l.relation::pg_catalog.regclass::pg_catalog.text,
+                        -- a row lock wait is on the other transaction: the tuple lock the waiter
+                        -- holds says which relation the row is in
+                        (SELECT t.relation::pg_catalog.regclass::pg_catalog.text FROM locks t
+                         WHERE t.pid OPERATOR(pg_catalog.=) l.pid AND t.granted
+                           AND t.locktype OPERATOR(pg_catalog.=) 'tuple' LIMIT 1),
+                        -- or (following an update chain, no tuple lock is held) the tables both
+                        -- the waiter and the transaction it waits for are writing or locking rows of
+                        (SELECT pg_catalog.string_agg(DISTINCT m.relation::pg_catalog.regclass::pg_catalog.text, ', ')
+                         FROM locks m, locks h, locks o
+                         WHERE m.pid OPERATOR(pg_catalog.=) l.pid AND m.granted
+                           AND m.locktype OPERATOR(pg_catalog.=) 'relation'
+                           AND m.mode OPERATOR(pg_catalog.=) ANY ('{RowExclusiveLock,RowShareLock}')
+                           AND h.locktype OPERATOR(pg_catalog.=) 'transactionid' AND h.granted
+                           AND h.transactionid OPERATOR(pg_catalog.=) l.transactionid
+                           AND o.pid OPERATOR(pg_catalog.=) h.pid AND o.granted
+                           AND o.locktype OPERATOR(pg_catalog.=) 'relation'
+                           AND o.relation OPERATOR(pg_catalog.=) m.relation
+                           AND o.mode OPERATOR(pg_catalog.=) ANY ('{RowExclusiveLock,RowShareLock}')
+                           AND (SELECT c.relkind FROM pg_catalog.pg_class c
+                                WHERE c.oid OPERATOR(pg_catalog.=) m.relation) OPERATOR(pg_catalog.=) ANY ('{r,p}')))
+             FROM waits l
              ON CONFLICT (run_id, pid, wait_started) DO UPDATE
                  SET last_seen = excluded.last_seen, waited_ms = excluded.waited_ms",
             &[run_id.into(), pids.to_vec().into()],

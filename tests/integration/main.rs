@@ -7,6 +7,7 @@
 mod benchmark;
 mod common;
 mod compare;
+mod contention;
 mod generate;
 mod integrity;
 mod load;

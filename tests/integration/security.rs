@@ -292,7 +292,23 @@ fn odd_relation_kinds_are_refused_before_any_crash() {
 #[test]
 fn records_cannot_be_read_forged_or_destroyed_across_roles() {
     let mut a = Arena::new("it_hostile_records", "it_hostile_records", false);
-    let admin_run: i64 = value(&mut a.admin, "SELECT max(id) FROM stress.runs");
+    // (a run of the administrator's with deadlocks and lock waits in its records)
+    let admin_run: i64 = value(
+        &mut a.admin,
+        "SELECT run_id FROM stress.deadlock_test(duration => '2 seconds')",
+    );
+    let theirs: i64 = value(
+        &mut a.admin,
+        &format!(
+            "SELECT (SELECT count(*) FROM stress.conflicts WHERE run_id = {admin_run})
+                  + (SELECT count(*) FROM stress.lock_waits WHERE run_id = {admin_run})"
+        ),
+    );
+    assert!(
+        theirs > 0,
+        "the deadlock test left no conflict or lock wait"
+    );
+    a.admin_runs += 1;
     let capture: i64 = value(&mut a.admin, "SELECT max(id) FROM stress.state_captures");
     let denied = Some(SqlState::INSUFFICIENT_PRIVILEGE);
     let invalid = Some(SqlState::INVALID_PARAMETER_VALUE);
@@ -300,6 +316,8 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
         &mut a.attacker,
         "SELECT (SELECT count(*) FROM stress.runs) + (SELECT count(*) FROM stress.results)
               + (SELECT count(*) FROM stress.samples) + (SELECT count(*) FROM stress.timeline)
+              + (SELECT count(*) FROM stress.conflicts) + (SELECT count(*) FROM stress.lock_waits)
+              + (SELECT count(*) FROM stress.analyze_deadlocks())
               + (SELECT count(*) FROM stress.state_captures) + (SELECT count(*) FROM stress.retention_policies)",
     );
     assert_eq!(seen, 0, "another role's records are visible");
@@ -321,6 +339,11 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
         (format!("SELECT * FROM stress.compare_runs({admin_run}, {admin_run})"), invalid.clone()),
         (format!("SELECT stress.assert_targets({admin_run})"), invalid.clone()),
         (format!("SELECT stress.report_html({admin_run})"), invalid.clone()),
+        (format!("SELECT * FROM stress.analyze_deadlocks({admin_run})"), invalid.clone()),
+        (format!("SELECT * FROM stress.lock_contention({admin_run})"), invalid.clone()),
+        ("DELETE FROM stress.conflicts".into(), denied.clone()),
+        ("INSERT INTO stress.lock_waits (run_id, pid, wait_started, last_seen, waited_ms, locktype, mode)
+          SELECT id, 1, pg_catalog.now(), pg_catalog.now(), 1, 'relation', 'AccessExclusiveLock' FROM stress.runs".into(), denied.clone()),
         (format!("SELECT * FROM stress.compare_state({capture}, {capture})"), invalid.clone()),
         ("SELECT stress.record_call('run_load', '{}', pg_catalog.now())".into(), invalid.clone()),
         ("SELECT stress.set_retention('stress_data.audit_log', 'ts', '0')".into(), denied.clone()),
@@ -381,7 +404,7 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
         page.matches("&lt;script&gt;alert(document.cookie)").count(),
         2
     );
-    assert_eq!(a.cases, 20);
+    assert_eq!(a.cases, 24);
 }
 
 /// Starting background workers needs a grant; bad numbers are 22023, never a panic or XX000.
