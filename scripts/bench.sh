@@ -3,11 +3,12 @@
 # area of scripts/bench/ in turn on one throwaway cluster. BENCH_ONLY="query load" runs only those.
 set -euo pipefail
 source "$(dirname "$0")/bench/lib.sh"
-for area in ${BENCH_ONLY:-query generate integrity load}; do
+for area in ${BENCH_ONLY:-query generate integrity load capacity}; do
   source "scripts/bench/$area.sh"
 done
 echo
 echo "SUMMARY generate_orders/SQL=${gen_ratio:-n/a} checksum_speedup=${ck_speedup:-n/a}x orders_memory_mb=${grow_mb:-n/a}"
 echo "        per table: ${summary[*]:-n/a}  dataset=${ds:-n/a}s dataset_workers2=${ds_par:-n/a}s trades_memory_mb=${trade_growth:-n/a}"
 echo "        load run_load/pgbench: ${load_ratios[*]:-n/a}  timeline on/off: ${timeline_ratio:-n/a}"
+echo "        capacity (ops/s at p99 <= ${CAPACITY_P99_MS:-20} ms): built-in mix ${capacities[0]:-n/a}, tpcb-like ${capacities[1]:-n/a} (pgbench closed loop: ${capacity_pgbench_tps:-n/a} tps)"
 echo "        query: SELECT 1 p50 ${select1:-n/a} ms, pgbench -S latency ${pgbench_lat:-n/a} ms; concurrency 2 benchmark/pgbench -S ${conc_ratio:-n/a}"

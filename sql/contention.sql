@@ -83,7 +83,10 @@ BEGIN
     SELECT format('%s on %s: %s%s',
                   CASE WHEN cardinality(c.operations) = 1 THEN c.operations[1] || ' × ' || c.operations[1]
                        ELSE array_to_string(c.operations, ' × ') END,
-                  c.relation, c.lock,
+                  -- (several: the waiter held no tuple lock, and these are the tables both it
+                  -- and the transaction it waited for were writing)
+                  CASE WHEN c.relation LIKE '%, %' THEN 'one of ' || c.relation ELSE c.relation END,
+                  c.lock,
                   -- (each waits for a row another one's transaction holds: they took them in
                   -- different orders)
                   CASE WHEN c.kind = 'deadlock' AND c.lock LIKE '% on transaction'

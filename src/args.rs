@@ -86,9 +86,13 @@ pub fn finite_time(
 
 /// An interval in seconds.
 pub fn interval_seconds(interval: Interval) -> f64 {
-    Spi::get_one_with_args::<f64>("SELECT extract(epoch FROM $1)::float8", &[interval.into()])
-        .expect("reading an interval")
-        .unwrap_or(0.0)
+    // (read-only: no transaction id for the caller's transaction, see postgres::spi_read)
+    crate::postgres::spi_read::one::<f64>(
+        "SELECT extract(epoch FROM $1)::float8",
+        &[interval.into()],
+    )
+    .expect("reading an interval")
+    .unwrap_or(0.0)
 }
 
 /// A run's duration in seconds: positive and at most [`MAX_DURATION_SECONDS`], else 22023.

@@ -8,5 +8,6 @@ pub mod privilege;
 pub mod progress_notices;
 pub mod quote;
 pub mod scan;
+pub mod spi_read;
 pub mod subxact;
 pub mod transaction;

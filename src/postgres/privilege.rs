@@ -8,15 +8,15 @@
 
 use crate::error::StressError;
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 
 /// ERROR 42501 unless the current user may start background workers (EXECUTE on stress.run_load).
 pub fn require_worker_grant(function: &str) {
-    let allowed = Spi::get_one::<bool>(
+    let allowed = super::spi_read::one::<bool>(
         "SELECT pg_catalog.bool_or(pg_catalog.has_function_privilege(p.oid, 'EXECUTE'))
          FROM pg_catalog.pg_proc p
          WHERE p.proname OPERATOR(pg_catalog.=) 'run_load'
            AND p.pronamespace OPERATOR(pg_catalog.=) 'stress'::pg_catalog.regnamespace",
+        &[],
     )
     .expect("checking the right to start workers")
     .unwrap_or(false);

@@ -47,6 +47,14 @@ pub struct Configured {
 /// (Rows this transaction wrote, from its statistics: not an assigned xid, which pgrx's SPI takes
 /// for any query; and not pg_stress's own records or temp tables, which no worker reads.)
 fn warn_if_caller_has_written(function: &str) {
+    // A transaction that wrote (or locked rows) has a transaction id. Without one, nothing to warn
+    // about — and the statistics below would say otherwise: in PostgreSQL 15 the per-transaction
+    // counts still hold the previous, committed transaction's writes until they are flushed.
+    // (pgrx's Spi::get_one and Client::update assign one: everything a run-starting function reads
+    // before this goes through postgres::spi_read's read-only queries.)
+    if unsafe { pg_sys::GetTopTransactionIdIfAny() } == pg_sys::InvalidTransactionId {
+        return;
+    }
     let wrote = Spi::get_one::<bool>(
         "SELECT EXISTS (
              SELECT 1 FROM pg_catalog.pg_class c

@@ -1,0 +1,50 @@
+//! Read-only queries through SPI that leave the transaction without a transaction id.
+//!
+//! pgrx's `Spi::get_one` and `SpiClient::update` "mark the transaction mutable": they assign it a
+//! transaction id, as a write would. A function that wants to know whether its caller's transaction
+//! has written (`runs::control`'s warning) reads through these before it asks.
+
+use pgrx::datum::{FromDatum, IntoDatum};
+use pgrx::prelude::*;
+use pgrx::spi::SpiResult;
+
+/// The first column of the first row of a read-only `query` (None: no row, or NULL).
+pub fn one<T: FromDatum + IntoDatum>(
+    query: &str,
+    args: &[pgrx::datum::DatumWithOid],
+) -> SpiResult<Option<T>> {
+    Spi::connect(|client| {
+        let table = client.select(query, Some(1), args)?;
+        if table.is_empty() {
+            Ok(None)
+        } else {
+            table.first().get_one::<T>()
+        }
+    })
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn a_read_assigns_no_transaction_id() {
+        let seconds: f64 = super::one(
+            "SELECT extract(epoch FROM $1)::float8",
+            &[Interval::from_seconds(90.0).into()],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(seconds, 90.0);
+        // (a #[pg_test] runs in a transaction that has written nothing yet)
+        assert_eq!(
+            unsafe { pg_sys::GetTopTransactionIdIfAny() },
+            pg_sys::InvalidTransactionId
+        );
+        assert_eq!(
+            super::one::<i32>("SELECT 1 WHERE false", &[]).unwrap(),
+            None
+        );
+    }
+}
