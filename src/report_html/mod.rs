@@ -13,8 +13,12 @@ use pgrx::prelude::*;
 const MAX_POINTS: i64 = 1200;
 
 /// The records a page is drawn from, as one jsonb (see [`page::RunRecords`]). Runs with the
-/// function's pinned search_path (pg_catalog, pg_temp).
-const GATHER: &str = "
+/// function's pinned search_path (pg_catalog, pg_temp). `$3`: whether the run's contention may be
+/// read (0.4.0's stress.lock_contention and stress.analyze_deadlocks; see [`CONTENTION`]).
+macro_rules! gather {
+    ($contention:expr) => {
+        concat!(
+            "
 WITH run AS (SELECT r.* FROM stress.runs r WHERE r.id = $1),
 s AS (SELECT s.*, (row_number() OVER (ORDER BY s.ts) - 1) * $2 / count(*) OVER () AS bucket
       FROM stress.samples s WHERE s.run_id = $1),
@@ -72,8 +76,22 @@ SELECT jsonb_build_object(
                      = (SELECT run.parameters->'series'->'first_run_id' FROM run)),
     'targets', (SELECT stress.report(run.id)->'targets' FROM run
                 WHERE run.kind = 'run_load'
-                  AND EXISTS (SELECT FROM stress.results x WHERE x.run_id = run.id AND x.name = 'total'))
-)";
+                  AND EXISTS (SELECT FROM stress.results x WHERE x.run_id = run.id AND x.name = 'total'))",
+            $contention,
+            ")"
+        )
+    };
+}
+
+/// The run's lock waits per relation and its deadlock patterns, for a database on 0.4.0 or later.
+const CONTENTION: &str = gather!(
+    ",
+    'contention', (SELECT coalesce(jsonb_agg(to_jsonb(c)), '[]') FROM stress.lock_contention($1) c),
+    'deadlocks', (SELECT coalesce(jsonb_agg(to_jsonb(d)), '[]') FROM stress.analyze_deadlocks($1) d)"
+);
+/// The same without them: the extension's SQL is older than this library (before ALTER EXTENSION
+/// pg_stress UPDATE).
+const GATHER: &str = gather!("");
 
 /// The page of run `run_id` (22023 when there is none the caller may see).
 pub fn report_html(run_id: Option<i64>) -> String {
@@ -83,7 +101,14 @@ pub fn report_html(run_id: Option<i64>) -> String {
         &[run_id.into()],
     )
     .expect("checking the run id");
-    let records = Spi::get_one_with_args::<JsonB>(GATHER, &[run_id.into(), MAX_POINTS.into()])
+    let contention = crate::postgres::spi_read::one::<bool>(
+        "SELECT pg_catalog.to_regprocedure('stress.lock_contention(bigint)') IS NOT NULL",
+        &[],
+    )
+    .expect("looking for stress.lock_contention")
+    .unwrap_or(false);
+    let gather = if contention { CONTENTION } else { GATHER };
+    let records = Spi::get_one_with_args::<JsonB>(gather, &[run_id.into(), MAX_POINTS.into()])
         .expect("reading the run's records")
         .expect("a visible run has records");
     let records: page::RunRecords =

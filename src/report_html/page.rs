@@ -39,6 +39,33 @@ pub struct RunRecords {
     /// stress.report's judged targets (load runs)
     #[serde(default)]
     pub targets: Option<serde_json::Map<String, Value>>,
+    /// stress.lock_contention's rows (0.4.0 and later)
+    #[serde(default)]
+    pub contention: Vec<Contention>,
+    /// stress.analyze_deadlocks' patterns of this run
+    #[serde(default)]
+    pub deadlocks: Vec<DeadlockPattern>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Contention {
+    pub relation: String,
+    pub locktype: String,
+    pub mode: String,
+    pub waits: i64,
+    pub longest_ms: Option<f64>,
+    pub total_ms: Option<f64>,
+    pub contended: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeadlockPattern {
+    pub pattern: String,
+    pub kind: String,
+    pub processes: Option<String>,
+    pub occurrences: i64,
+    pub example: Option<String>,
+    pub advice: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +217,7 @@ pub fn render(r: &RunRecords) -> String {
     if let Some(server) = &r.server {
         body.push_str(&server_table(server));
     }
+    body.push_str(&contention_section(&r.contention, &r.deadlocks));
     if let Some(chart) = percentile_chart(&r.results) {
         body.push_str("<h2>Latency distribution</h2>");
         body.push_str(&chart.render());
@@ -371,6 +399,54 @@ fn server_table(s: &Server) -> String {
         );
     }
     out.push_str("</table>");
+    out
+}
+
+/// The run's lock waits per relation and mode, and its deadlock and serialization-failure patterns.
+fn contention_section(waits: &[Contention], patterns: &[DeadlockPattern]) -> String {
+    if waits.is_empty() && patterns.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("<h2>Contention</h2>");
+    if !waits.is_empty() {
+        out.push_str(
+            "<table id=\"lock-contention\"><caption>Lock waits the run's sampler saw (stress.lock_contention)</caption><tr><th class=\"name\">relation</th><th class=\"name\">lock</th><th>waits</th><th>longest ms</th><th>total ms</th><th>contended</th></tr>",
+        );
+        for w in waits {
+            let contended = w.contended == Some(true);
+            let _ = write!(
+                out,
+                r#"<tr><td class="name">{}</td><td class="name">{} on {}</td><td>{}</td><td>{}</td><td>{}</td><td class="{}">{}</td></tr>"#,
+                escape(&w.relation),
+                escape(&w.mode),
+                escape(&w.locktype),
+                w.waits,
+                cell(w.longest_ms),
+                cell(w.total_ms),
+                if contended { "fail" } else { "none" },
+                if contended { "yes" } else { "no" }
+            );
+        }
+        out.push_str("</table>");
+    }
+    if !patterns.is_empty() {
+        out.push_str(
+            "<table id=\"deadlock-patterns\"><caption>Deadlocks and serialization failures (stress.analyze_deadlocks)</caption><tr><th class=\"name\">pattern</th><th>processes</th><th>times</th><th class=\"name\">example</th></tr>",
+        );
+        for p in patterns {
+            let _ = write!(
+                out,
+                r#"<tr><td class="name" title="{}"><b>{}</b>: {}</td><td>{}</td><td>{}</td><td class="name"><pre>{}</pre></td></tr>"#,
+                escape(p.advice.as_deref().unwrap_or("")),
+                escape(&p.kind),
+                escape(&p.pattern),
+                escape(p.processes.as_deref().unwrap_or("–")),
+                p.occurrences,
+                escape(p.example.as_deref().unwrap_or(""))
+            );
+        }
+        out.push_str("</table>");
+    }
     out
 }
 
@@ -784,7 +860,11 @@ mod tests {
             "targets": {"throughput": {"target": "> 1000", "value": 11.0, "pass": false, "meaning": "ops"}},
             "server": {"seconds": 3, "wal_bytes": 3000000, "blks_hit": 990, "blks_read": 10, "xact_commit": 60,
                        "xact_rollback": 0, "checkpoints": 0, "autovacuum_workers": 1, "lock_wait_seconds": 2,
-                       "longest_lock_wait_ms": 950.0, "lock_relation": "stress_data.accounts"}
+                       "longest_lock_wait_ms": 950.0, "lock_relation": "stress_data.accounts"},
+            "contention": [{"relation": "stress_data.accounts", "locktype": "transactionid", "mode": "ShareLock",
+                            "waits": 10, "longest_ms": 941.0, "total_ms": 9140.0, "contended": true, "finding": "x"}],
+            "deadlocks": [{"pattern": "transfer × transfer on stress_data.accounts: <b>", "kind": "deadlock",
+                           "processes": "2", "occurrences": 5, "example": "Process 1 waits", "advice": "Take rows in one order"}]
         })));
         for id in ["throughput", "latency", "wait-events", "percentiles"] {
             assert!(page.contains(&format!(r#"<svg id="{id}""#)), "{id} missing");
@@ -801,6 +881,13 @@ mod tests {
         assert!(page.contains("<td>2 of 3</td>"));
         assert!(page.contains("<td>60 (20.0/s)</td>"), "{page}");
         assert!(page.contains("<td>950 ms, on stress_data.accounts</td>"));
+        assert!(
+            page.contains(r#"<td class="name">ShareLock on transactionid</td><td>10</td>"#),
+            "{page}"
+        );
+        assert!(page.contains(
+            "transfer × transfer on stress_data.accounts: &lt;b&gt;</td><td>2</td><td>5</td>"
+        ));
         // parameters the run did not use (null) are left out
         assert!(page.contains(">workers</td>") && !page.contains(">rate</td>"));
         assert!(!page.contains("<script") && !page.contains("http"));

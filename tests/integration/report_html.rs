@@ -203,6 +203,28 @@ fn a_load_run_report_renders_in_chromium_with_every_point() {
     assert_eq!(&lines[..measured.len()], &measured[..]);
     assert!(lines.len() == measured.len() || lines.last().unwrap().0 == "total");
 
+    // The run's contention: a row per deadlock pattern (with its count), lock waits on accounts.
+    let patterns: Vec<i64> = client
+        .query(
+            "SELECT occurrences FROM stress.analyze_deadlocks($1)",
+            &[&run_id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!patterns.is_empty());
+    let table = &dom[dom
+        .find("<table id=\"deadlock-patterns\"")
+        .expect("no deadlock patterns")..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert_eq!(table.matches("<tr>").count(), 1 + patterns.len());
+    for n in patterns {
+        assert!(table.contains(&format!("<td>{n}</td>")), "{table}");
+    }
+    assert!(dom.contains("<table id=\"lock-contention\""));
+    assert!(dom.contains(">stress_data.accounts</td>"));
+
     // The seed's targets, judged, and the run's parameters.
     for target in ["p99_latency_ms", "throughput", "deadlocks_per_1000"] {
         assert!(dom.contains(&format!(">{target}</td>")), "{target}");

@@ -236,6 +236,13 @@ fn alter_extension_update_from_0_3_0_ends_where_a_fresh_install_does() {
         "SELECT count(*) FROM stress.ramp('{1,2}', '1 second')",
     );
     assert_eq!(steps, 2);
+    // Before the update, this library draws the 0.3.0 database's page (without the contention it
+    // has no tables for).
+    let stepped: i64 = value(&mut old, "SELECT max(id) FROM stress.runs");
+    let page: String = value(&mut old, &format!("SELECT stress.report_html({stepped})"));
+    assert!(
+        page.contains("<svg id=\"series-throughput\"") && !page.contains("<h2>Contention</h2>")
+    );
     let before = record_counts(&mut old);
     old.batch_execute("ALTER EXTENSION pg_stress UPDATE")
         .unwrap();
