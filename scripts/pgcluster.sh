@@ -2,6 +2,8 @@
 # Throwaway PostgreSQL 15 clusters for the demo, the benchmarks and the integration tests.
 #
 #   scripts/pgcluster.sh start NAME [extra postgresql.conf lines...]   start (initdb if needed); prints env
+#   scripts/pgcluster.sh standby NAME PRIMARY [extra lines...]         a streaming hot standby of the running
+#                                                                      cluster PRIMARY (pg_basebackup -R); prints env
 #   scripts/pgcluster.sh stop NAME                                      stop it (data kept)
 #   scripts/pgcluster.sh crash NAME                                     stop it as a crash would (data kept)
 #   scripts/pgcluster.sh destroy NAME                                   stop and delete it
@@ -64,6 +66,26 @@ print_env() {
 running() { [ -f "$dir/port" ] && as_owner "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; }
 
 case "$cmd" in
+  standby)
+    primary=${1:?usage: pgcluster.sh standby NAME PRIMARY}
+    shift
+    if running; then print_env; exit 0; fi
+    pdir=$root/clusters/$primary
+    [ -f "$pdir/port" ] || { echo "cluster $primary is not running" >&2; exit 1; }
+    mkdir -p "$dir"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
+    rm -rf "$data"
+    # (-R: standby.signal and primary_conninfo; the copy includes the primary's pg_stress.conf,
+    # rewritten below with this cluster's own port and socket)
+    as_owner "$bindir/pg_basebackup" -h "$pdir/socket" -p "$(cat "$pdir/port")" -U "$user" -D "$data" \
+      -R -X stream -c fast >"$dir/basebackup.log" 2>&1 \
+      || { cat "$dir/basebackup.log" >&2; exit 1; }
+    echo "primary_conninfo = 'host=$pdir/socket port=$(cat "$pdir/port") user=$user application_name=$name'" \
+      | as_owner tee -a "$data/postgresql.auto.conf" >/dev/null
+    # the primary's settings (its extra lines too), then this standby's own
+    mapfile -t settings < <(grep -v '^#\|^port\|^listen_addresses\|^unix_socket_directories' "$data/pg_stress.conf")
+    exec "$0" start "$name" "${settings[@]}" "hot_standby = on" "$@"
+    ;;
   start)
     if running; then print_env; exit 0; fi
     mkdir -p "$dir"

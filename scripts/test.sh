@@ -26,7 +26,8 @@ done
 # cargo pgrx test just installed this build into PostgreSQL; start a cluster that preloads it.
 "$here/scripts/pgcluster.sh" destroy it
 "$here/scripts/pgcluster.sh" destroy it-nopreload
-trap '"$here/scripts/pgcluster.sh" destroy it; "$here/scripts/pgcluster.sh" destroy it-nopreload' EXIT
+"$here/scripts/pgcluster.sh" destroy it-standby
+trap '"$here/scripts/pgcluster.sh" destroy it; "$here/scripts/pgcluster.sh" destroy it-nopreload; "$here/scripts/pgcluster.sh" destroy it-standby' EXIT
 # A second server without shared_preload_libraries: what must (and must not) work without it.
 eval "$("$here/scripts/pgcluster.sh" start it-nopreload "shared_preload_libraries = ''")"
 export STRESS_NOPRELOAD_PGPORT=$PGPORT STRESS_NOPRELOAD_PGHOST=$PGHOST

@@ -61,6 +61,14 @@ extension_sql_file!(
     requires = ["schema", "compare"]
 );
 
+// A primary and its standbys: `stress.replication_lag` (each run's sampler fills it) and
+// `stress.wait_for_replicas`.
+extension_sql_file!(
+    "../../sql/replication.sql",
+    name = "replication",
+    requires = ["schema"]
+);
+
 // Archiving and retention — "delete logs older than 90 days" — as `stress.archive(…)`,
 // `stress.archive_batched(…)`, the `stress.retention_policies` table and `stress.set_retention(…)`.
 extension_sql_file!(

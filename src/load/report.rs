@@ -98,7 +98,37 @@ pub fn report(run_id: Option<i64>) -> JsonB {
         )
         .raise();
     };
-    JsonB(build(&run))
+    let mut report = build(&run);
+    report["replication"] = replication(report["run_id"].as_i64().unwrap_or(0));
+    JsonB(report)
+}
+
+/// Per standby, the most its written, flushed and replayed WAL was behind during the run (bytes,
+/// ms), from stress.replication_lag (0.4.0 and later; null before, or without a standby).
+fn replication(run_id: i64) -> Value {
+    let exists = crate::postgres::spi_read::one::<bool>(
+        "SELECT pg_catalog.to_regclass('stress.replication_lag') IS NOT NULL",
+        &[],
+    )
+    .expect("looking for stress.replication_lag")
+    .unwrap_or(false);
+    if !exists {
+        return Value::Null;
+    }
+    crate::postgres::spi_read::one::<JsonB>(
+        "SELECT pg_catalog.jsonb_object_agg(l.standby, pg_catalog.jsonb_build_object(
+                    'samples', l.n, 'max_write_lag_bytes', l.wb, 'max_flush_lag_bytes', l.fb,
+                    'max_replay_lag_bytes', l.rb, 'max_write_lag_ms', l.wm, 'max_flush_lag_ms', l.fm,
+                    'max_replay_lag_ms', l.rm))
+         FROM (SELECT r.standby, pg_catalog.count(*) AS n, max(r.write_lag_bytes) AS wb,
+                      max(r.flush_lag_bytes) AS fb, max(r.replay_lag_bytes) AS rb,
+                      max(r.write_lag_ms) AS wm, max(r.flush_lag_ms) AS fm, max(r.replay_lag_ms) AS rm
+               FROM stress.replication_lag r WHERE r.run_id OPERATOR(pg_catalog.=) $1
+               GROUP BY r.standby) l",
+        &[run_id.into()],
+    )
+    .expect("reading the run's replication lag")
+    .map_or(Value::Null, |j| j.0)
 }
 
 /// The report from the run's row and results (as `report`'s query gathers them).

@@ -87,7 +87,19 @@ SELECT jsonb_build_object(
 const CONTENTION: &str = gather!(
     ",
     'contention', (SELECT coalesce(jsonb_agg(to_jsonb(c)), '[]') FROM stress.lock_contention($1) c),
-    'deadlocks', (SELECT coalesce(jsonb_agg(to_jsonb(d)), '[]') FROM stress.analyze_deadlocks($1) d)"
+    'deadlocks', (SELECT coalesce(jsonb_agg(to_jsonb(d)), '[]') FROM stress.analyze_deadlocks($1) d),
+    'replication', (SELECT coalesce(jsonb_agg(jsonb_build_object('standby', s.standby, 'points', s.points)
+                                              ORDER BY s.standby), '[]')
+                    FROM (SELECT b.standby, jsonb_agg(jsonb_build_array(b.elapsed_s, b.replay, b.flush)
+                                                      ORDER BY b.bucket) AS points
+                          FROM (SELECT l.standby, l.bucket, avg(l.elapsed_s) AS elapsed_s,
+                                       max(l.replay_lag_bytes) AS replay, max(l.flush_lag_bytes) AS flush
+                                FROM (SELECT r.*, (row_number() OVER w - 1) * $2 / count(*) OVER w AS bucket
+                                      FROM stress.replication_lag r WHERE r.run_id = $1
+                                      WINDOW w AS (PARTITION BY r.standby ORDER BY r.ts
+                                                   ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) l
+                                GROUP BY l.standby, l.bucket) b
+                          GROUP BY b.standby) s)"
 );
 /// The same without them: the extension's SQL is older than this library (before ALTER EXTENSION
 /// pg_stress UPDATE).

@@ -45,6 +45,15 @@ pub struct RunRecords {
     /// stress.analyze_deadlocks' patterns of this run
     #[serde(default)]
     pub deadlocks: Vec<DeadlockPattern>,
+    /// per standby: `[elapsed_s, replay lag bytes, flush lag bytes]` each second (or bucket)
+    #[serde(default)]
+    pub replication: Vec<StandbyLag>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StandbyLag {
+    pub standby: String,
+    pub points: Vec<(f64, Option<f64>, Option<f64>)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,6 +225,9 @@ pub fn render(r: &RunRecords) -> String {
     }
     if let Some(server) = &r.server {
         body.push_str(&server_table(server));
+    }
+    if let Some(chart) = replication_chart(run, &r.replication) {
+        body.push_str(&chart.render());
     }
     body.push_str(&contention_section(&r.contention, &r.deadlocks));
     if let Some(chart) = percentile_chart(&r.results) {
@@ -400,6 +412,43 @@ fn server_table(s: &Server) -> String {
     }
     out.push_str("</table>");
     out
+}
+
+/// How far each standby's replay (and flush) was behind this server, each second.
+fn replication_chart(run: &Run, standbys: &[StandbyLag]) -> Option<Chart> {
+    if standbys.iter().all(|s| s.points.is_empty()) {
+        return None;
+    }
+    let end = standbys
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(1.0, f64::max);
+    let y = Scale::linear_from_zero(
+        standbys
+            .iter()
+            .flat_map(|s| s.points.iter().flat_map(|p| [p.1, p.2]).flatten()),
+    );
+    let mut chart = Chart::new(
+        "replication-lag",
+        "How far each standby was behind, each second (bytes of WAL)",
+        seconds_axis(run, end),
+        Axis::new(y, "bytes"),
+    );
+    for s in standbys {
+        chart.lines.push(Line {
+            name: format!("{}: replay", s.standby),
+            points: s.points.iter().filter_map(|p| Some((p.0, p.1?))).collect(),
+            dots: s.points.len() <= 60,
+            dashed: false,
+        });
+        chart.lines.push(Line {
+            name: format!("{}: flush", s.standby),
+            points: s.points.iter().filter_map(|p| Some((p.0, p.2?))).collect(),
+            dots: false,
+            dashed: true,
+        });
+    }
+    Some(chart)
 }
 
 /// The run's lock waits per relation and mode, and its deadlock and serialization-failure patterns.
@@ -864,9 +913,20 @@ mod tests {
             "contention": [{"relation": "stress_data.accounts", "locktype": "transactionid", "mode": "ShareLock",
                             "waits": 10, "longest_ms": 941.0, "total_ms": 9140.0, "contended": true, "finding": "x"}],
             "deadlocks": [{"pattern": "transfer × transfer on stress_data.accounts: <b>", "kind": "deadlock",
-                           "processes": "2", "occurrences": 5, "example": "Process 1 waits", "advice": "Take rows in one order"}]
+                           "processes": "2", "occurrences": 5, "example": "Process 1 waits", "advice": "Take rows in one order"}],
+            "replication": [{"standby": "it-standby", "points": [[1.0, 1000.0, 500.0], [2.0, 2000000.0, 10.0], [3.0, null, null]]}]
         })));
-        for id in ["throughput", "latency", "wait-events", "percentiles"] {
+        assert_eq!(
+            page.matches(r#"data-series="it-standby: replay""#).count(),
+            1
+        );
+        for id in [
+            "throughput",
+            "latency",
+            "wait-events",
+            "percentiles",
+            "replication-lag",
+        ] {
             assert!(page.contains(&format!(r#"<svg id="{id}""#)), "{id} missing");
         }
         assert!(!page.contains("series-throughput"));

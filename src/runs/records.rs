@@ -568,6 +568,31 @@ pub fn lock_waits(run_id: i64, pids: &[i32]) {
     })
 }
 
+/// Each standby's lag now, into `stress.replication_lag` (0.4.0 and later): how far its written,
+/// flushed and replayed WAL is behind this server's, in bytes and (as the standby reports it) in
+/// time. The lag columns of pg_stat_replication are NULL for a caller without pg_read_all_stats.
+pub fn replication_lag(run_id: i64, at: pg_sys::TimestampTz, elapsed_s: f64) {
+    as_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO stress.replication_lag
+                 (run_id, ts, elapsed_s, standby, state, write_lag_bytes, flush_lag_bytes, replay_lag_bytes,
+                  write_lag_ms, flush_lag_ms, replay_lag_ms)
+             SELECT $1, $2, $3, coalesce(r.application_name, r.pid::pg_catalog.text), r.state,
+                    pg_catalog.pg_wal_lsn_diff(w.lsn, r.write_lsn)::pg_catalog.int8,
+                    pg_catalog.pg_wal_lsn_diff(w.lsn, r.flush_lsn)::pg_catalog.int8,
+                    pg_catalog.pg_wal_lsn_diff(w.lsn, r.replay_lsn)::pg_catalog.int8,
+                    pg_catalog.date_part('epoch', r.write_lag) OPERATOR(pg_catalog.*) 1000,
+                    pg_catalog.date_part('epoch', r.flush_lag) OPERATOR(pg_catalog.*) 1000,
+                    pg_catalog.date_part('epoch', r.replay_lag) OPERATOR(pg_catalog.*) 1000
+             FROM pg_catalog.pg_stat_replication r,
+                  (SELECT pg_catalog.pg_current_wal_lsn() AS lsn) w
+             WHERE NOT pg_catalog.pg_is_in_recovery()",
+            &[run_id.into(), timestamp(at).into(), elapsed_s.into()],
+        )
+        .expect("saving replication lag")
+    })
+}
+
 /// One `stress.timeline` row: what the workers `pids` wait on now, their lock waits, and the
 /// server's counters since `before`. Returns the counters now.
 pub fn timeline(

@@ -70,7 +70,8 @@ struct Sampler {
     nullable_percentiles: bool,
     /// stress.samples has a deadlocks column (0.3.0 and later)
     deadlock_column: bool,
-    /// stress.lock_waits exists (0.4.0 and later) and the run keeps a timeline
+    /// stress.lock_waits and stress.replication_lag exist (0.4.0 and later) and the run keeps a
+    /// timeline
     lock_waits: bool,
     /// at the last sample: when, the run's totals, and the server's counters
     at: pg_sys::TimestampTz,
@@ -92,7 +93,8 @@ impl Sampler {
                 &[format!("pg_stress sampler run {run_id}").into()],
             )?;
             let lock_waits = Spi::get_one::<bool>(
-                "SELECT pg_catalog.to_regclass('stress.lock_waits') IS NOT NULL",
+                "SELECT pg_catalog.to_regclass('stress.lock_waits') IS NOT NULL
+                    AND pg_catalog.to_regclass('stress.replication_lag') IS NOT NULL",
             )?
             .unwrap_or(false);
             let tables = Spi::get_three::<bool, bool, bool>(
@@ -175,6 +177,7 @@ impl Sampler {
                     .collect();
                 if self.lock_waits {
                     records::lock_waits(slot.run_id, &pids);
+                    records::replication_lag(slot.run_id, at, elapsed);
                 }
                 records::timeline(slot.run_id, at, elapsed, &pids, &before)
             });

@@ -143,14 +143,24 @@ pub fn run_status(client: &mut Client, run_id: i64) -> (String, Option<String>) 
 
 /// `scripts/pgcluster.sh CMD NAME`; for `start`, the connection settings it prints.
 pub fn pgcluster(cmd: &str, name: &str) -> Option<Config> {
+    pgcluster_with(cmd, name, &[])
+}
+
+/// `scripts/pgcluster.sh CMD NAME ARGS…` (`standby NAME PRIMARY`); for `start` and `standby`, the
+/// connection settings it prints.
+pub fn pgcluster_with(cmd: &str, name: &str, args: &[&str]) -> Option<Config> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pgcluster.sh");
-    let out = Command::new(script).args([cmd, name]).output().unwrap();
+    let out = Command::new(script)
+        .args([cmd, name])
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "pgcluster.sh {cmd} {name}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    if cmd != "start" {
+    if cmd != "start" && cmd != "standby" {
         return None;
     }
     let printed = String::from_utf8_lossy(&out.stdout).into_owned();

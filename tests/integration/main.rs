@@ -12,6 +12,7 @@ mod generate;
 mod integrity;
 mod load;
 mod operations;
+mod replication;
 mod report_html;
 mod scenarios;
 /// The hostile-role tier.
