@@ -317,6 +317,7 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
         "SELECT (SELECT count(*) FROM stress.runs) + (SELECT count(*) FROM stress.results)
               + (SELECT count(*) FROM stress.samples) + (SELECT count(*) FROM stress.timeline)
               + (SELECT count(*) FROM stress.conflicts) + (SELECT count(*) FROM stress.lock_waits)
+              + (SELECT count(*) FROM stress.replication_lag)
               + (SELECT count(*) FROM stress.analyze_deadlocks())
               + (SELECT count(*) FROM stress.state_captures) + (SELECT count(*) FROM stress.retention_policies)",
     );
@@ -342,6 +343,9 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
         (format!("SELECT * FROM stress.analyze_deadlocks({admin_run})"), invalid.clone()),
         (format!("SELECT * FROM stress.lock_contention({admin_run})"), invalid.clone()),
         ("DELETE FROM stress.conflicts".into(), denied.clone()),
+        ("INSERT INTO stress.replication_lag (run_id, ts, elapsed_s, standby)
+          SELECT id, pg_catalog.now(), 0, 'forged' FROM stress.runs".into(), denied.clone()),
+        ("SELECT * FROM stress.wait_for_replicas('1 second')".into(), denied.clone()),
         ("INSERT INTO stress.lock_waits (run_id, pid, wait_started, last_seen, waited_ms, locktype, mode)
           SELECT id, 1, pg_catalog.now(), pg_catalog.now(), 1, 'relation', 'AccessExclusiveLock' FROM stress.runs".into(), denied.clone()),
         (format!("SELECT * FROM stress.compare_state({capture}, {capture})"), invalid.clone()),
@@ -404,7 +408,7 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
         page.matches("&lt;script&gt;alert(document.cookie)").count(),
         2
     );
-    assert_eq!(a.cases, 24);
+    assert_eq!(a.cases, 26);
 }
 
 /// Starting background workers needs a grant; bad numbers are 22023, never a panic or XX000.
