@@ -49,7 +49,7 @@ pub fn compared_columns(condition: &str) -> Vec<String> {
 
 /// Estimated rows of `schema.table`, and whether it has an index whose first column is `column`.
 fn table_facts(schema: &str, table: &str, column: Option<&str>) -> (f64, bool) {
-    let rows = Spi::get_one_with_args::<f64>(
+    let rows = crate::postgres::spi_read::one::<f64>(
         "SELECT greatest(c.reltuples, 0)::float8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = $1 AND c.relname = $2",
         &[schema.into(), table.into()],
@@ -58,7 +58,7 @@ fn table_facts(schema: &str, table: &str, column: Option<&str>) -> (f64, bool) {
     .flatten()
     .unwrap_or(0.0);
     let indexed = column.is_some_and(|column| {
-        Spi::get_one_with_args::<bool>(
+        crate::postgres::spi_read::one::<bool>(
             "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
                             JOIN pg_namespace n ON n.oid = c.relnamespace
                             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
@@ -165,10 +165,13 @@ fn findings(node: &Value, analyzed: bool, out: &mut Vec<Value>) {
 /// statement that has no plan (utility commands) or cannot be planned.
 pub fn plan_of(query: &str) -> Option<Value> {
     let sql = format!("EXPLAIN (FORMAT JSON, VERBOSE) {query}");
-    run_isolated_ending(Ending::RollBack, || Spi::get_one::<pgrx::Json>(&sql))
-        .ok()
-        .and_then(|r| r.ok().flatten())
-        .map(|pgrx::Json(plan)| plan)
+    // (EXPLAIN without ANALYZE runs nothing: no transaction id, which a hot standby cannot give)
+    run_isolated_ending(Ending::RollBack, || {
+        crate::postgres::spi_read::one_utility::<pgrx::Json>(&sql)
+    })
+    .ok()
+    .and_then(|r| r.ok().flatten())
+    .map(|pgrx::Json(plan)| plan)
 }
 
 /// The plan of `query` (EXPLAIN, FORMAT JSON, VERBOSE; with `analyze`, executed — inside a
@@ -195,8 +198,16 @@ pub fn explain(query: &str, analyze: bool) -> JsonB {
         "FORMAT JSON, VERBOSE"
     };
     let sql = format!("EXPLAIN ({options}) {query}");
+    // Without ANALYZE nothing runs, and on a hot standby nothing may write: no transaction id
+    // (pgrx's Spi::get_one would ask for one, which a standby cannot give).
+    let read_only = !analyze || unsafe { pg_sys::RecoveryInProgress() };
     let plan = run_isolated_ending(Ending::RollBack, || {
-        Spi::get_one::<pgrx::Json>(&sql).expect("EXPLAIN gives one row")
+        if read_only {
+            crate::postgres::spi_read::one_utility::<pgrx::Json>(&sql)
+        } else {
+            Spi::get_one::<pgrx::Json>(&sql).map_err(|e| e.to_string())
+        }
+        .expect("EXPLAIN gives one row")
     });
     let plan = match plan {
         Ok(Some(pgrx::Json(plan))) => plan,

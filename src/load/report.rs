@@ -2,7 +2,6 @@
 
 use crate::error::StressError;
 use pgrx::JsonB;
-use pgrx::prelude::*;
 use serde_json::{Value, json};
 
 /// The seed's Key Metrics: (name in `targets`, what it measures, comparison, threshold).
@@ -69,7 +68,8 @@ pub fn targets(metrics: &Value) -> Value {
 /// The report of load run `run_id` (the latest load run when NULL), as jsonb: the seed's keys
 /// (total_operations, …, slow_query_count), each operation's figures, and `targets`.
 pub fn report(run_id: Option<i64>) -> JsonB {
-    let run = Spi::get_one_with_args::<JsonB>(
+    // (read-only SPI: a report reads, and on a hot standby a transaction id cannot be had)
+    let run = crate::postgres::spi_read::one::<JsonB>(
         "SELECT (SELECT jsonb_build_object(
                     'run_id', r.id, 'kind', r.kind, 'status', r.status, 'started_at', r.started_at,
                     'finished_at', r.finished_at, 'run_as', r.run_as, 'error', r.error,

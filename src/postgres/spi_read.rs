@@ -23,6 +23,33 @@ pub fn one<T: FromDatum + IntoDatum>(
     })
 }
 
+/// The first column of the first row of `statement`, a utility statement that writes nothing
+/// (EXPLAIN), which read-only SPI refuses ("not allowed in a non-volatile function"): executed
+/// read-write, but without asking for a transaction id.
+pub fn one_utility<T: FromDatum + IntoDatum>(statement: &str) -> Result<Option<T>, String> {
+    let sql = std::ffi::CString::new(statement).map_err(|e| e.to_string())?;
+    Spi::connect(|_client| unsafe {
+        let rc = pg_sys::SPI_execute(sql.as_ptr(), false, 1);
+        if rc < 0 {
+            return Err(format!("SPI_execute failed: {rc}"));
+        }
+        let table = pg_sys::SPI_tuptable;
+        if table.is_null() || pg_sys::SPI_processed == 0 {
+            return Ok(None);
+        }
+        let tuple = *(*table).vals;
+        let desc = (*table).tupdesc;
+        let mut is_null = false;
+        let datum = pg_sys::SPI_getbinval(tuple, desc, 1, &mut is_null);
+        // (converted before SPI_finish frees the tuple: T owns its value)
+        Ok(T::from_polymorphic_datum(
+            datum,
+            is_null,
+            pg_sys::SPI_gettypeid(desc, 1),
+        ))
+    })
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {

@@ -6,7 +6,6 @@ mod page;
 mod svg;
 
 use pgrx::JsonB;
-use pgrx::prelude::*;
 
 /// At most this many points per chart over time: a longer run's seconds are drawn as means of
 /// consecutive seconds (a 7-day run has 604,800 samples).
@@ -107,9 +106,10 @@ const GATHER: &str = gather!("");
 
 /// The page of run `run_id` (22023 when there is none the caller may see).
 pub fn report_html(run_id: Option<i64>) -> String {
-    // (its ERROR, 22023, is the caller's: no run, or not one of theirs)
-    Spi::run_with_args(
-        "SELECT stress.check_run_visible($1, 'report_html')",
+    // (its ERROR, 22023, is the caller's: no run, or not one of theirs. Read-only SPI throughout:
+    // the page of a run replicated to a hot standby is drawn there too.)
+    crate::postgres::spi_read::one::<bool>(
+        "SELECT stress.check_run_visible($1, 'report_html') IS NULL",
         &[run_id.into()],
     )
     .expect("checking the run id");
@@ -120,16 +120,17 @@ pub fn report_html(run_id: Option<i64>) -> String {
     .expect("looking for stress.lock_contention")
     .unwrap_or(false);
     let gather = if contention { CONTENTION } else { GATHER };
-    let records = Spi::get_one_with_args::<JsonB>(gather, &[run_id.into(), MAX_POINTS.into()])
-        .expect("reading the run's records")
-        .expect("a visible run has records");
+    let records =
+        crate::postgres::spi_read::one::<JsonB>(gather, &[run_id.into(), MAX_POINTS.into()])
+            .expect("reading the run's records")
+            .expect("a visible run has records");
     let records: page::RunRecords =
         serde_json::from_value(records.0).expect("the records as report_html gathers them");
     page::render(&records)
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
+#[pgrx::pg_schema]
 mod tests {
     use pgrx::prelude::*;
 

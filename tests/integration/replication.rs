@@ -100,6 +100,21 @@ fn a_standby_lags_under_write_load_catches_up_and_has_the_same_data() {
         dataset_checksums(&mut primary),
         dataset_checksums(&mut standby)
     );
+    // The primary's run, read on the standby: the same report, its page, and explain (reads that
+    // must not ask for a transaction id, which a standby cannot give).
+    let on = |c: &mut postgres::Client| -> String {
+        value(c, &format!("SELECT stress.report({run})::text"))
+    };
+    assert_eq!(on(&mut standby), on(&mut primary));
+    let page: String = value(&mut standby, &format!("SELECT stress.report_html({run})"));
+    assert!(page.contains("<svg id=\"throughput\""));
+    for sql in [
+        "SELECT stress.explain('SELECT * FROM stress_data.orders WHERE id = 1')::text",
+        "SELECT stress.explain('SELECT count(*) FROM stress_data.accounts', \"analyze\" => true)::text",
+    ] {
+        let plan: String = value(&mut standby, sql);
+        assert!(plan.contains("Plan"), "{sql}: {plan}");
+    }
 
     // Replay paused: the lag grows past 1 MB, the alert fires, waiting times out.
     standby
