@@ -36,13 +36,9 @@ impl Step {
     fn of(run_id: i64) -> Step {
         let row = Spi::get_one_with_args::<pgrx::JsonB>(
             "SELECT jsonb_build_object(
-                 'ops', (SELECT t.ops_per_sec FROM stress.results t WHERE t.run_id = $1 AND t.name = 'total'),
-                 'p50', (SELECT t.p50_ms FROM stress.results t WHERE t.run_id = $1 AND t.name = 'total'),
-                 'p99', (SELECT t.p99_ms FROM stress.results t WHERE t.run_id = $1 AND t.name = 'total'),
-                 'errors', (SELECT t.errors::float8 / greatest(t.calls, 1) FROM stress.results t
-                            WHERE t.run_id = $1 AND t.name = 'total'),
-                 'share', (SELECT (t.details->>'achieved_share')::float8 FROM stress.results t
-                           WHERE t.run_id = $1 AND t.name = 'total'),
+                 'ops', t.ops_per_sec, 'p50', t.p50_ms, 'p99', t.p99_ms,
+                 'errors', t.errors::float8 / greatest(t.calls, 1),
+                 'share', (t.details->>'achieved_share')::float8,
                  'waits', (SELECT string_agg(w.key || ' ' || round(100 * w.n / w.total) || '%', ', '
                                              ORDER BY w.n DESC, w.key)
                            FROM (SELECT e.key, sum(e.value::float8) AS n,
@@ -53,7 +49,9 @@ impl Step {
                                  WHERE l.run_id = $1 AND e.key <> 'Extension:Extension'
                                  GROUP BY e.key
                                  ORDER BY n DESC, e.key LIMIT 3) w
-                           WHERE w.total > 0))",
+                           WHERE w.total > 0))
+             FROM (SELECT 1) one
+             LEFT JOIN stress.results t ON t.run_id = $1 AND t.name = 'total'",
             &[run_id.into()],
         )
         .expect("reading a step's figures")

@@ -369,12 +369,23 @@ pub struct Conflict {
     pub detail: Option<String>,
 }
 
-/// A worker's conflicts into `stress.conflicts` (0.4.0 and later; nothing into an older schema).
+/// A worker's conflicts into `stress.conflicts` in one statement (0.4.0 and later; nothing into an
+/// older schema).
 pub fn conflicts(run_id: i64, worker: u32, pid: i32, conflicts: &[Conflict]) {
     if conflicts.is_empty() {
         return;
     }
+    let rows: Vec<serde_json::Value> = conflicts
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "at": c.at, "sqlstate": c.sqlstate, "operation": c.operation,
+                "others": c.others, "message": c.message, "detail": c.detail,
+            })
+        })
+        .collect();
     as_owner(|| {
+        // (the statement names the table: asked first, or an older schema fails it at parse time)
         let exists =
             Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('stress.conflicts') IS NOT NULL")
                 .expect("looking for stress.conflicts")
@@ -382,24 +393,22 @@ pub fn conflicts(run_id: i64, worker: u32, pid: i32, conflicts: &[Conflict]) {
         if !exists {
             return;
         }
-        for c in conflicts {
-            Spi::run_with_args(
-                "INSERT INTO stress.conflicts (run_id, at, sqlstate, worker, pid, operation, others, message, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    run_id.into(),
-                    timestamp(c.at).into(),
-                    c.sqlstate.into(),
-                    (worker as i32 + 1).into(),
-                    pid.into(),
-                    c.operation.as_str().into(),
-                    c.others.clone().into(),
-                    c.message.as_str().into(),
-                    c.detail.as_deref().into(),
-                ],
-            )
-            .expect("recording a conflict in stress.conflicts");
-        }
+        Spi::run_with_args(
+            "INSERT INTO stress.conflicts (run_id, at, sqlstate, worker, pid, operation, others, message, detail)
+             SELECT $1, pg_catalog.to_timestamp((c->>'at')::pg_catalog.float8 OPERATOR(pg_catalog./) 1e6
+                                                OPERATOR(pg_catalog.+) 946684800),
+                    c->>'sqlstate', $2, $3, c->>'operation',
+                    ARRAY(SELECT pg_catalog.jsonb_array_elements_text(c->'others')),
+                    c->>'message', c->>'detail'
+             FROM pg_catalog.jsonb_array_elements($4) c",
+            &[
+                run_id.into(),
+                (worker as i32 + 1).into(),
+                pid.into(),
+                JsonB(serde_json::Value::Array(rows)).into(),
+            ],
+        )
+        .expect("recording conflicts in stress.conflicts");
     })
 }
 
@@ -516,58 +525,6 @@ pub fn server_counters() -> ServerCounters {
     })
 }
 
-/// The lock waits of the workers `pids` now, into `stress.lock_waits` (0.4.0 and later): one row
-/// per wait (process and start), its `waited_ms` growing while it is seen again.
-pub fn lock_waits(run_id: i64, pids: &[i32]) {
-    as_owner(|| {
-        Spi::run_with_args(
-            "WITH locks AS MATERIALIZED (
-                 -- (one read of the lock table, for a consistent picture: the workers' locks, and
-                 -- the locks of the sessions that hold what they wait for)
-                 SELECT l.pid, l.locktype, l.mode, l.relation, l.transactionid, l.granted, l.waitstart
-                 FROM pg_catalog.pg_locks l
-                 WHERE l.locktype OPERATOR(pg_catalog.=) ANY ('{relation,tuple,transactionid}')),
-             waits AS (
-                 SELECT l.* FROM locks l
-                 WHERE l.pid OPERATOR(pg_catalog.=) ANY ($2) AND NOT l.granted AND l.waitstart IS NOT NULL)
-             INSERT INTO stress.lock_waits AS w
-                 (run_id, pid, wait_started, last_seen, waited_ms, locktype, mode, relation)
-             SELECT $1, l.pid, l.waitstart, pg_catalog.clock_timestamp(),
-                    pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) l.waitstart)
-                        OPERATOR(pg_catalog.*) 1000,
-                    l.locktype, l.mode,
-                    coalesce(
-                        -- a relation or tuple lock names its relation
-                        l.relation::pg_catalog.regclass::pg_catalog.text,
-                        -- a row lock wait is on the other transaction: the tuple lock the waiter
-                        -- holds says which relation the row is in
-                        (SELECT t.relation::pg_catalog.regclass::pg_catalog.text FROM locks t
-                         WHERE t.pid OPERATOR(pg_catalog.=) l.pid AND t.granted
-                           AND t.locktype OPERATOR(pg_catalog.=) 'tuple' LIMIT 1),
-                        -- or (following an update chain, no tuple lock is held) the tables both
-                        -- the waiter and the transaction it waits for are writing or locking rows of
-                        (SELECT pg_catalog.string_agg(DISTINCT m.relation::pg_catalog.regclass::pg_catalog.text, ', ')
-                         FROM locks m, locks h, locks o
-                         WHERE m.pid OPERATOR(pg_catalog.=) l.pid AND m.granted
-                           AND m.locktype OPERATOR(pg_catalog.=) 'relation'
-                           AND m.mode OPERATOR(pg_catalog.=) ANY ('{RowExclusiveLock,RowShareLock}')
-                           AND h.locktype OPERATOR(pg_catalog.=) 'transactionid' AND h.granted
-                           AND h.transactionid OPERATOR(pg_catalog.=) l.transactionid
-                           AND o.pid OPERATOR(pg_catalog.=) h.pid AND o.granted
-                           AND o.locktype OPERATOR(pg_catalog.=) 'relation'
-                           AND o.relation OPERATOR(pg_catalog.=) m.relation
-                           AND o.mode OPERATOR(pg_catalog.=) ANY ('{RowExclusiveLock,RowShareLock}')
-                           AND (SELECT c.relkind FROM pg_catalog.pg_class c
-                                WHERE c.oid OPERATOR(pg_catalog.=) m.relation) OPERATOR(pg_catalog.=) ANY ('{r,p}')))
-             FROM waits l
-             ON CONFLICT (run_id, pid, wait_started) DO UPDATE
-                 SET last_seen = excluded.last_seen, waited_ms = excluded.waited_ms",
-            &[run_id.into(), pids.to_vec().into()],
-        )
-        .expect("saving lock waits")
-    })
-}
-
 /// Each standby's lag now, into `stress.replication_lag` (0.4.0 and later): how far its written,
 /// flushed and replayed WAL is behind this server's, in bytes and (as the standby reports it) in
 /// time. The lag columns of pg_stat_replication are NULL for a caller without pg_read_all_stats.
@@ -593,64 +550,113 @@ pub fn replication_lag(run_id: i64, at: pg_sys::TimestampTz, elapsed_s: f64) {
     })
 }
 
+/// A run's timeline row, and (`$lock_waits`: the 0.4.0 statement, or "" for an older schema)
+/// its lock waits into `stress.lock_waits`, from one read of the lock table. A waiting lock's
+/// relation: its own (a relation or tuple lock); for a row wait (on the other transaction), that
+/// of the tuple lock the waiter holds; or, following an update chain with no tuple lock held, the
+/// tables both the waiter and the transaction it waits for are writing or locking rows of.
+macro_rules! timeline_sql {
+    ($lock_waits:literal) => {
+        concat!(
+            "WITH workers AS (
+                 SELECT a.wait_event_type, a.wait_event FROM pg_catalog.pg_stat_activity a
+                 WHERE a.pid OPERATOR(pg_catalog.=) ANY ($4)),
+             -- (one read of the lock table, for a consistent picture: the workers' locks, and the
+             -- granted ones of the sessions that may hold what they wait for)
+             locks AS MATERIALIZED (
+                 SELECT l.pid, l.locktype, l.mode, l.relation, l.transactionid, l.granted, l.waitstart
+                 FROM pg_catalog.pg_locks l
+                 WHERE l.pid OPERATOR(pg_catalog.=) ANY ($4)
+                    OR (l.granted AND l.locktype OPERATOR(pg_catalog.=) ANY ('{relation,transactionid}'))),
+             waiting AS (
+                 SELECT l.*,
+                        coalesce(
+                            l.relation::pg_catalog.regclass::pg_catalog.text,
+                            (SELECT t.relation::pg_catalog.regclass::pg_catalog.text FROM locks t
+                             WHERE t.pid OPERATOR(pg_catalog.=) l.pid AND t.granted
+                               AND t.locktype OPERATOR(pg_catalog.=) 'tuple' LIMIT 1),
+                            (SELECT pg_catalog.string_agg(DISTINCT m.relation::pg_catalog.regclass::pg_catalog.text, ', ')
+                             FROM locks m, locks h, locks o
+                             WHERE l.locktype OPERATOR(pg_catalog.=) 'transactionid'
+                               AND m.pid OPERATOR(pg_catalog.=) l.pid AND m.granted
+                               AND m.locktype OPERATOR(pg_catalog.=) 'relation'
+                               AND m.mode OPERATOR(pg_catalog.=) ANY ('{RowExclusiveLock,RowShareLock}')
+                               AND h.locktype OPERATOR(pg_catalog.=) 'transactionid' AND h.granted
+                               AND h.transactionid OPERATOR(pg_catalog.=) l.transactionid
+                               AND o.pid OPERATOR(pg_catalog.=) h.pid AND o.granted
+                               AND o.locktype OPERATOR(pg_catalog.=) 'relation'
+                               AND o.relation OPERATOR(pg_catalog.=) m.relation
+                               AND o.mode OPERATOR(pg_catalog.=) ANY ('{RowExclusiveLock,RowShareLock}')
+                               AND (SELECT c.relkind FROM pg_catalog.pg_class c
+                                    WHERE c.oid OPERATOR(pg_catalog.=) m.relation)
+                                   OPERATOR(pg_catalog.=) ANY ('{r,p}'))) AS rel
+                 FROM locks l
+                 WHERE l.pid OPERATOR(pg_catalog.=) ANY ($4) AND NOT l.granted),
+             longest AS (SELECT * FROM waiting w ORDER BY w.waitstart NULLS LAST LIMIT 1),
+             counters AS (",
+            server_counters_sql!(),
+            ")",
+            $lock_waits,
+            "
+             INSERT INTO stress.timeline
+                 (run_id, ts, elapsed_s, wait_events, lock_waits, longest_lock_wait_ms, lock_relation,
+                  wal_bytes, blks_hit, blks_read, xact_commit, xact_rollback, checkpoints,
+                  autovacuum_workers)
+             SELECT $2, $3, $5,
+                    (SELECT coalesce(pg_catalog.jsonb_object_agg(e.event, e.n), '{}')
+                     FROM (SELECT coalesce(w.wait_event_type OPERATOR(pg_catalog.||) ':'
+                                           OPERATOR(pg_catalog.||) w.wait_event, 'CPU') AS event,
+                                  pg_catalog.count(*) AS n
+                           FROM workers w GROUP BY 1) e),
+                    (SELECT pg_catalog.count(DISTINCT w.pid) FROM waiting w),
+                    (SELECT pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()
+                                                OPERATOR(pg_catalog.-) l.waitstart)
+                            OPERATOR(pg_catalog.*) 1000 FROM longest l),
+                    (SELECT l.rel FROM longest l),
+                    c.wal OPERATOR(pg_catalog.-) $6, c.blks_hit OPERATOR(pg_catalog.-) $7,
+                    c.blks_read OPERATOR(pg_catalog.-) $8, c.xact_commit OPERATOR(pg_catalog.-) $9,
+                    c.xact_rollback OPERATOR(pg_catalog.-) $10, c.checkpoints OPERATOR(pg_catalog.-) $11,
+                    (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity a
+                     WHERE a.backend_type OPERATOR(pg_catalog.=) 'autovacuum worker')
+             FROM counters c
+             RETURNING wal_bytes OPERATOR(pg_catalog.+) $6, blks_hit OPERATOR(pg_catalog.+) $7,
+                       blks_read OPERATOR(pg_catalog.+) $8, xact_commit OPERATOR(pg_catalog.+) $9,
+                       xact_rollback OPERATOR(pg_catalog.+) $10, checkpoints OPERATOR(pg_catalog.+) $11"
+        )
+    };
+}
+
 /// One `stress.timeline` row: what the workers `pids` wait on now, their lock waits, and the
-/// server's counters since `before`. Returns the counters now.
+/// server's counters since `before`; with `lock_waits` (stress.lock_waits exists, 0.4.0 and later),
+/// each wait into it too — one row per wait (process and start), its `waited_ms` growing while it
+/// is seen again. Returns the counters now.
 pub fn timeline(
     run_id: i64,
     at: pg_sys::TimestampTz,
     elapsed_s: f64,
     pids: &[i32],
     before: &ServerCounters,
+    lock_waits: bool,
 ) -> ServerCounters {
+    const WITH_LOCK_WAITS: &str = timeline_sql!(
+        ",
+             recorded AS (
+                 INSERT INTO stress.lock_waits AS w
+                     (run_id, pid, wait_started, last_seen, waited_ms, locktype, mode, relation)
+                 SELECT $2, l.pid, l.waitstart, pg_catalog.clock_timestamp(),
+                        pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) l.waitstart)
+                            OPERATOR(pg_catalog.*) 1000,
+                        l.locktype, l.mode, l.rel
+                 FROM waiting l WHERE l.waitstart IS NOT NULL
+                 ON CONFLICT (run_id, pid, wait_started) DO UPDATE
+                     SET last_seen = excluded.last_seen, waited_ms = excluded.waited_ms)"
+    );
+    const WITHOUT: &str = timeline_sql!("");
     as_owner(|| {
         Spi::connect_mut(|client| {
             let row = client
                 .update(
-                    concat!(
-                        "WITH workers AS (
-                             SELECT a.wait_event_type, a.wait_event FROM pg_catalog.pg_stat_activity a
-                             WHERE a.pid OPERATOR(pg_catalog.=) ANY ($4)),
-                         -- (one read of the lock table, for a consistent picture)
-                         locks AS MATERIALIZED (
-                             SELECT l.pid, l.locktype, l.relation, l.granted, l.waitstart
-                             FROM pg_catalog.pg_locks l WHERE l.pid OPERATOR(pg_catalog.=) ANY ($4)),
-                         waiting AS (SELECT * FROM locks l WHERE NOT l.granted),
-                         longest AS (SELECT * FROM waiting w ORDER BY w.waitstart NULLS LAST LIMIT 1),
-                         counters AS (",
-                        server_counters_sql!(),
-                        ")
-                         INSERT INTO stress.timeline
-                             (run_id, ts, elapsed_s, wait_events, lock_waits, longest_lock_wait_ms, lock_relation,
-                              wal_bytes, blks_hit, blks_read, xact_commit, xact_rollback, checkpoints,
-                              autovacuum_workers)
-                         SELECT $2, $3, $5,
-                                (SELECT coalesce(pg_catalog.jsonb_object_agg(e.event, e.n), '{}')
-                                 FROM (SELECT coalesce(w.wait_event_type OPERATOR(pg_catalog.||) ':'
-                                                       OPERATOR(pg_catalog.||) w.wait_event, 'CPU') AS event,
-                                              pg_catalog.count(*) AS n
-                                       FROM workers w GROUP BY 1) e),
-                                (SELECT pg_catalog.count(DISTINCT w.pid) FROM waiting w),
-                                (SELECT pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()
-                                                            OPERATOR(pg_catalog.-) l.waitstart)
-                                        OPERATOR(pg_catalog.*) 1000 FROM longest l),
-                                -- (a row lock wait is on the other transaction; the tuple lock
-                                -- the waiter holds says which relation the row is in)
-                                (SELECT coalesce(l.relation,
-                                                 (SELECT t.relation FROM locks t
-                                                  WHERE t.pid OPERATOR(pg_catalog.=) l.pid
-                                                    AND t.locktype OPERATOR(pg_catalog.=) 'tuple' LIMIT 1)
-                                        )::pg_catalog.regclass::pg_catalog.text
-                                 FROM longest l),
-                                c.wal OPERATOR(pg_catalog.-) $6, c.blks_hit OPERATOR(pg_catalog.-) $7,
-                                c.blks_read OPERATOR(pg_catalog.-) $8, c.xact_commit OPERATOR(pg_catalog.-) $9,
-                                c.xact_rollback OPERATOR(pg_catalog.-) $10, c.checkpoints OPERATOR(pg_catalog.-) $11,
-                                (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity a
-                                 WHERE a.backend_type OPERATOR(pg_catalog.=) 'autovacuum worker')
-                         FROM counters c
-                         RETURNING wal_bytes OPERATOR(pg_catalog.+) $6, blks_hit OPERATOR(pg_catalog.+) $7,
-                                   blks_read OPERATOR(pg_catalog.+) $8, xact_commit OPERATOR(pg_catalog.+) $9,
-                                   xact_rollback OPERATOR(pg_catalog.+) $10, checkpoints OPERATOR(pg_catalog.+) $11",
-                    ),
+                    if lock_waits { WITH_LOCK_WAITS } else { WITHOUT },
                     None,
                     &[
                         unsafe { pg_sys::MyDatabaseId }.into(),

@@ -176,10 +176,9 @@ impl Sampler {
                     .filter(|&p| p != 0)
                     .collect();
                 if self.lock_waits {
-                    records::lock_waits(slot.run_id, &pids);
                     records::replication_lag(slot.run_id, at, elapsed);
                 }
-                records::timeline(slot.run_id, at, elapsed, &pids, &before)
+                records::timeline(slot.run_id, at, elapsed, &pids, &before, self.lock_waits)
             });
             let connections = records::sample(&records::Sample {
                 run_id: slot.run_id,

@@ -238,7 +238,7 @@ fn a_ramp_and_a_benchmark_get_their_own_charts() {
     let mut client = load_database("it_report_html_series");
     let steps: Vec<i64> = client
         .query(
-            "SELECT run_id FROM stress.ramp('{1,2,3}', '1 second') ORDER BY step",
+            "SELECT run_id FROM stress.ramp('{1,2,3}', '1 second', max_throughput_drop => NULL) ORDER BY step",
             &[],
         )
         .unwrap()

@@ -463,10 +463,14 @@ fn workers_need_a_grant_and_bad_numbers_are_refused() {
         "SET stress.data_schema = 'hostile'; SELECT stress.generate_dataset(orders => 10, trades_per_order => 'Infinity')".into(),
         format!("SET stress.data_schema = 'hostile'; SELECT stress.generate_dataset(spec => '{{\"orders\": {deep}}}')"),
         format!("SET stress.data_schema = 'hostile'; SELECT stress.generate_orders(1, distribution => '{deep}')"),
+        // A data schema that tries to close the quoting of the statements built around it: the
+        // name is a name (nothing runs), and the run is refused before any worker starts.
+        "SET stress.data_schema = 'x\"; DROP TABLE stress_data.audit_log; --';
+         SELECT * FROM stress.find_capacity(100, step => '1 second', max_steps => 1)".into(),
     ] {
         a.attempt(&sql, invalid.clone());
     }
-    assert_eq!(a.cases, 32);
+    assert_eq!(a.cases, 33);
 }
 
 /// verify_integrity evaluates no expression of another role's table (a NOT VALID CHECK calling the
