@@ -525,33 +525,9 @@ pub fn server_counters() -> ServerCounters {
     })
 }
 
-/// Each standby's lag now, into `stress.replication_lag` (0.4.0 and later): how far its written,
-/// flushed and replayed WAL is behind this server's, in bytes and (as the standby reports it) in
-/// time. The lag columns of pg_stat_replication are NULL for a caller without pg_read_all_stats.
-pub fn replication_lag(run_id: i64, at: pg_sys::TimestampTz, elapsed_s: f64) {
-    as_owner(|| {
-        Spi::run_with_args(
-            "INSERT INTO stress.replication_lag
-                 (run_id, ts, elapsed_s, standby, state, write_lag_bytes, flush_lag_bytes, replay_lag_bytes,
-                  write_lag_ms, flush_lag_ms, replay_lag_ms)
-             SELECT $1, $2, $3, coalesce(r.application_name, r.pid::pg_catalog.text), r.state,
-                    pg_catalog.pg_wal_lsn_diff(w.lsn, r.write_lsn)::pg_catalog.int8,
-                    pg_catalog.pg_wal_lsn_diff(w.lsn, r.flush_lsn)::pg_catalog.int8,
-                    pg_catalog.pg_wal_lsn_diff(w.lsn, r.replay_lsn)::pg_catalog.int8,
-                    pg_catalog.date_part('epoch', r.write_lag) OPERATOR(pg_catalog.*) 1000,
-                    pg_catalog.date_part('epoch', r.flush_lag) OPERATOR(pg_catalog.*) 1000,
-                    pg_catalog.date_part('epoch', r.replay_lag) OPERATOR(pg_catalog.*) 1000
-             FROM pg_catalog.pg_stat_replication r,
-                  (SELECT pg_catalog.pg_current_wal_lsn() AS lsn) w
-             WHERE NOT pg_catalog.pg_is_in_recovery()",
-            &[run_id.into(), timestamp(at).into(), elapsed_s.into()],
-        )
-        .expect("saving replication lag")
-    })
-}
-
-/// A run's timeline row, and (`$lock_waits`: the 0.4.0 statement, or "" for an older schema)
-/// its lock waits into `stress.lock_waits`, from one read of the lock table. A waiting lock's
+/// A run's timeline row, and (`$lock_waits`: the 0.4.0 statements, or "" for an older schema)
+/// its lock waits into `stress.lock_waits`, from one read of the lock table, and each standby's
+/// lag into `stress.replication_lag`. A waiting lock's
 /// relation: its own (a relation or tuple lock); for a row wait (on the other transaction), that
 /// of the tuple lock the waiter holds; or, following an update chain with no tuple lock held, the
 /// tables both the waiter and the transaction it waits for are writing or locking rows of.
@@ -627,9 +603,15 @@ macro_rules! timeline_sql {
 }
 
 /// One `stress.timeline` row: what the workers `pids` wait on now, their lock waits, and the
-/// server's counters since `before`; with `lock_waits` (stress.lock_waits exists, 0.4.0 and later),
-/// each wait into it too — one row per wait (process and start), its `waited_ms` growing while it
-/// is seen again. Returns the counters now.
+/// server's counters since `before`. With `lock_waits` (0.4.0's stress.lock_waits and
+/// stress.replication_lag exist), in the same statement:
+/// - each wait into stress.lock_waits: one row per wait (process and start), its `waited_ms`
+///   growing while it is seen again;
+/// - each standby's lag into stress.replication_lag: how far its written, flushed and replayed WAL
+///   is behind this server's, in bytes and (as the standby reports it) in time. The lag columns of
+///   pg_stat_replication are NULL for a caller without pg_read_all_stats.
+///
+/// Returns the counters now.
 pub fn timeline(
     run_id: i64,
     at: pg_sys::TimestampTz,
@@ -649,7 +631,21 @@ pub fn timeline(
                         l.locktype, l.mode, l.rel
                  FROM waiting l WHERE l.waitstart IS NOT NULL
                  ON CONFLICT (run_id, pid, wait_started) DO UPDATE
-                     SET last_seen = excluded.last_seen, waited_ms = excluded.waited_ms)"
+                     SET last_seen = excluded.last_seen, waited_ms = excluded.waited_ms),
+             lagged AS (
+                 INSERT INTO stress.replication_lag
+                     (run_id, ts, elapsed_s, standby, state, write_lag_bytes, flush_lag_bytes,
+                      replay_lag_bytes, write_lag_ms, flush_lag_ms, replay_lag_ms)
+                 SELECT $2, $3, $5, coalesce(r.application_name, r.pid::pg_catalog.text), r.state,
+                        pg_catalog.pg_wal_lsn_diff(w.lsn, r.write_lsn)::pg_catalog.int8,
+                        pg_catalog.pg_wal_lsn_diff(w.lsn, r.flush_lsn)::pg_catalog.int8,
+                        pg_catalog.pg_wal_lsn_diff(w.lsn, r.replay_lsn)::pg_catalog.int8,
+                        pg_catalog.date_part('epoch', r.write_lag) OPERATOR(pg_catalog.*) 1000,
+                        pg_catalog.date_part('epoch', r.flush_lag) OPERATOR(pg_catalog.*) 1000,
+                        pg_catalog.date_part('epoch', r.replay_lag) OPERATOR(pg_catalog.*) 1000
+                 FROM pg_catalog.pg_stat_replication r,
+                      (SELECT pg_catalog.pg_current_wal_lsn() AS lsn) w
+                 WHERE NOT pg_catalog.pg_is_in_recovery())"
     );
     const WITHOUT: &str = timeline_sql!("");
     as_owner(|| {

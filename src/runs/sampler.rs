@@ -175,9 +175,6 @@ impl Sampler {
                     .map(|p| p.load(Ordering::Relaxed))
                     .filter(|&p| p != 0)
                     .collect();
-                if self.lock_waits {
-                    records::replication_lag(slot.run_id, at, elapsed);
-                }
                 records::timeline(slot.run_id, at, elapsed, &pids, &before, self.lock_waits)
             });
             let connections = records::sample(&records::Sample {
