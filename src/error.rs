@@ -41,6 +41,9 @@ pub enum StressError {
     /// 55000: a function that needs pg_stress in shared_preload_libraries.
     #[error("stress.{0} needs pg_stress in shared_preload_libraries")]
     NeedsPreload(&'static str),
+    /// 25006: something that writes, asked of a hot standby.
+    #[error("{message}")]
+    ReadOnly { message: String, hint: String },
     /// 57000: a background worker of this call stopped before its work was done.
     #[error("{message}")]
     WorkerLost { message: String, hint: String },
@@ -75,6 +78,7 @@ impl StressError {
             }
             StressError::OutOfWorkerSlots { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
             StressError::WorkerLost { .. } => PgSqlErrorCode::ERRCODE_OPERATOR_INTERVENTION,
+            StressError::ReadOnly { .. } => PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
             StressError::PermissionDenied { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
         }
     }
@@ -89,6 +93,7 @@ impl StressError {
             | StressError::PermissionDenied { hint, .. }
             | StressError::OutOfWorkerSlots { hint, .. }
             | StressError::WorkerLost { hint, .. }
+            | StressError::ReadOnly { hint, .. }
             | StressError::WrongKind { hint, .. }
                 if !hint.is_empty() =>
             {

@@ -7,6 +7,9 @@ use std::ffi::CString;
 /// Schema that generated workload data goes to; created on demand, not owned by the extension.
 pub static DATA_SCHEMA: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"stress_data"));
+/// Where a run on a hot standby records itself: a dblink connection string (or foreign server
+/// name) of the primary. Used as the calling role, through dblink's own checks.
+pub static RECORD_CONNINFO: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// Rows handed to the table access method per multi-insert, and the unit of memory reuse.
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
 /// Milliseconds between progress NOTICEs of long calls (set as '5s', '500ms', …); 0 turns them off.
@@ -28,6 +31,14 @@ pub fn init() {
         c"Schema that pg_stress generates workload data into.",
         c"Created on demand and not owned by the extension, so pg_dump carries it like user data.",
         &DATA_SCHEMA,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"stress.record_conninfo",
+        c"Where a load run on a hot standby records its results: the primary, as a dblink connection string or foreign server name.",
+        c"A standby cannot write; its run is sent through dblink (CREATE EXTENSION dblink on the primary), as the calling role, to stress.record_standby_run there.",
+        &RECORD_CONNINFO,
         GucContext::Userset,
         GucFlags::default(),
     );

@@ -17,7 +17,7 @@ fn benchmark(
 ) -> TableIterator<
     'static,
     (
-        name!(run_id, i64),
+        name!(run_id, Option<i64>),
         name!(query, String),
         name!(calls, i64),
         name!(errors, i64),

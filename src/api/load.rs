@@ -242,15 +242,27 @@ fn report(run_id: default!(Option<i64>, "NULL")) -> JsonB {
     crate::load::report::report(run_id)
 }
 
+/// On the primary: record a run a hot standby ran (`stress.run_load` there sends it, through dblink
+/// and `stress.record_conninfo`), as the calling role's, as the run's last worker would have here.
+/// Returns the run id. Needs the workers' grant; not for calling by hand.
+#[pg_extern(volatile, parallel_unsafe)]
+fn record_standby_run(batch: &str) -> i64 {
+    match crate::runs::standby::kind_of(batch).as_deref() {
+        Some("benchmark") => crate::benchmark::record_standby_run(batch),
+        _ => crate::load::record_standby_run(batch),
+    }
+}
+
 // Starting background workers needs a grant (SECURITY.md); the functions that do nothing else are
 // not executable by PUBLIC, and every other path that starts workers checks EXECUTE on run_load.
 extension_sql!(
     r#"
 REVOKE EXECUTE ON FUNCTION stress.run_load, stress.ramp, stress.deadlock_test, stress.simulate_trading_day,
-    stress.find_optimal_pool_size, stress.find_capacity FROM PUBLIC;
+    stress.find_optimal_pool_size, stress.find_capacity, stress.record_standby_run FROM PUBLIC;
 "#,
     name = "worker_grants",
     requires = [
+        record_standby_run,
         run_load,
         ramp,
         deadlock_test,

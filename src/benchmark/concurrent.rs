@@ -221,6 +221,7 @@ pub struct BenchmarkWorker {
 pub struct BenchmarkRun;
 
 impl RunKind for BenchmarkRun {
+    const KIND: &'static str = "benchmark";
     type Config = BenchmarkConfig;
     type Worker = BenchmarkWorker;
 

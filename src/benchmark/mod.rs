@@ -53,6 +53,11 @@ pub struct SlowExecution {
 }
 
 /// Log slow executions of `query` into `stress.slow_queries` (`worker`: None for the caller).
+/// On the primary: record a concurrent benchmark a hot standby ran (runs::standby).
+pub fn record_standby_run(batch: &str) -> i64 {
+    crate::runs::standby::record::<concurrent::BenchmarkRun>(batch)
+}
+
 pub fn save_slow_executions(
     run_id: i64,
     query: &str,
@@ -210,6 +215,15 @@ fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: 
     } else {
         None
     };
+    // A plain SELECT runs through read-only SPI: no transaction id for each execution's
+    // subtransaction (which a hot standby could not give, and which a primary pays for). (A query
+    // that does not analyze fails each execution below, as it would have.)
+    let reads_only = matches!(
+        run_isolated_ending(Ending::Keep, || {
+            crate::postgres::read_only::statement_reads_only(query, &[])
+        }),
+        Ok(true)
+    );
     // An execution's latency is the statement's own, from SPI's execute to its return — what a
     // session pays per execution (plan check, snapshot, executor start, run and end) — not the
     // subtransaction around it, which only the harness needs.
@@ -218,9 +232,11 @@ fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: 
         let outcome = run_isolated_ending(ending, || {
             Spi::connect_mut(|client| {
                 let t = Instant::now();
-                let result = match &plan {
-                    Some(plan) => client.update(plan, None, &[]).map(|_| ()),
-                    None => client.update(query, None, &[]).map(|_| ()),
+                let result = match (&plan, reads_only) {
+                    (Some(plan), true) => client.select(plan, None, &[]).map(|_| ()),
+                    (Some(plan), false) => client.update(plan, None, &[]).map(|_| ()),
+                    (None, true) => client.select(query, None, &[]).map(|_| ()),
+                    (None, false) => client.update(query, None, &[]).map(|_| ()),
                 };
                 (result, t.elapsed())
             })
@@ -275,7 +291,7 @@ fn slow_threshold_us() -> u64 {
 
 /// One row of `stress.benchmark`: a query's figures.
 pub type BenchmarkRow = (
-    i64,
+    Option<i64>,
     String,
     i64,
     i64,
@@ -323,8 +339,27 @@ pub fn benchmark(
     }
     let parameters = json!({"queries": queries, "iterations": iterations, "warmup": warmup,
                             "concurrency": concurrency, "prepared": prepared, "rollback": rollback});
-    let (run_id, rows) = if concurrency > 1 {
-        concurrent::measure(
+    let standby = unsafe { pgrx::pg_sys::RecoveryInProgress() };
+    if standby && concurrency > 1 {
+        StressError::NotSupported {
+            message: format!("{F}: concurrency > 1 is not supported on a hot standby yet"),
+            hint: "On a standby, benchmark in one session (concurrency => 1: its rows are returned, not recorded), or run concurrent reads with stress.run_load(…, mix => '{\"select\": 1}') or read-only custom transactions."
+                .into(),
+        }
+        .raise();
+    }
+    let (run_id, rows) = if standby {
+        // Nothing can be recorded here: the figures are the call's rows (run_id NULL).
+        let outcomes: Vec<Outcome> = queries
+            .iter()
+            .map(|q| measure(q, iterations, warmup, prepared, rollback))
+            .collect();
+        pgrx::notice!(
+            "{F}: this server is a hot standby: the figures are returned, not recorded (run_id is NULL)"
+        );
+        (None, outcomes.into_iter().map(Outcome::into_row).collect())
+    } else if concurrency > 1 {
+        let (run_id, rows) = concurrent::measure(
             parameters,
             &queries,
             iterations,
@@ -332,7 +367,8 @@ pub fn benchmark(
             concurrency,
             prepared,
             rollback,
-        )
+        );
+        (Some(run_id), rows)
     } else {
         let outcomes: Vec<Outcome> = queries
             .iter()
@@ -340,7 +376,7 @@ pub fn benchmark(
             .collect();
         let run_id = record(parameters, started_at, &outcomes);
         (
-            run_id,
+            Some(run_id),
             outcomes.into_iter().map(Outcome::into_row).collect(),
         )
     };

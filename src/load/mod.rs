@@ -11,6 +11,7 @@ mod worker;
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
 use crate::postgres::quote::qualified;
+use crate::postgres::spi_read;
 use crate::runs::control::{self, Configured, require_preload};
 use pgrx::AnyNumeric;
 use pgrx::pg_sys;
@@ -44,7 +45,6 @@ pub fn run_load(
 ) -> i64 {
     const F: &str = "run_load";
     require_preload(F);
-    unsafe { pg_sys::PreventCommandDuringRecovery(c"stress.run_load".as_ptr()) };
     let seconds = crate::args::duration_seconds(
         F,
         duration,
@@ -74,6 +74,11 @@ pub fn run_load(
         day_peaks: None,
         transactions: w.transactions,
     })
+}
+
+/// On the primary: record a load run a hot standby ran (runs::standby).
+pub fn record_standby_run(batch: &str) -> i64 {
+    crate::runs::standby::record::<worker::LoadRun>(batch)
 }
 
 /// What a load run does, checked: the weights of its mix and custom transactions (parsed and each
@@ -221,6 +226,9 @@ pub struct RunRequest {
 /// Start the workers of a load run (and with `wait`, wait for its end). Returns the run id.
 pub fn start_run(req: RunRequest) -> i64 {
     const F: &str = "run_load";
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        refuse_writes_on_standby(req.scenario.name().unwrap_or(F), &req);
+    }
     let run = control::RunRequest {
         kind: "run_load",
         entry_point: worker::ENTRY_POINT,
@@ -257,6 +265,42 @@ pub fn start_run(req: RunRequest) -> i64 {
             parameters,
         }
     })
+}
+
+/// On a hot standby a run may only read: 25006 up front, naming what would write, rather than a
+/// run whose every operation fails.
+fn refuse_writes_on_standby(function: &str, req: &RunRequest) {
+    let mut writers: Vec<String> = ops::OPS
+        .iter()
+        .zip(req.weights)
+        .filter(|(op, w)| *w > 0.0 && !op.reads_only())
+        .map(|(op, _)| op.name().to_owned())
+        .collect();
+    if let Some(t) = &req.transactions {
+        let names: Vec<&str> = ops::OPS.iter().map(|o| o.name()).collect();
+        let customs = custom::parse(t, &names).unwrap_or_default();
+        let reads_only = ops::custom_reads_only(&customs);
+        writers.extend(
+            customs
+                .iter()
+                .zip(reads_only)
+                .filter(|(_, reads)| reads.contains(&false))
+                .map(|(c, _)| format!("transaction \"{}\"", c.name)),
+        );
+    }
+    if !writers.is_empty() {
+        StressError::ReadOnly {
+            message: format!(
+                "{function}: this server is a hot standby, and {} would write",
+                writers.join(", ")
+            ),
+            hint: "On a standby, run only reads: mix => '{\"open_orders\": 1, \"recent_trades\": 1, \"position\": 1}' \
+                   (or '{\"select\": 1}'), or custom transactions of plain SELECTs (no FOR UPDATE, no \
+                   data-modifying WITH). Run writes on the primary."
+                .into(),
+        }
+        .raise();
+    }
 }
 
 /// The run's parameters as recorded in `stress.runs`.
@@ -310,8 +354,8 @@ struct DatasetIds {
 fn dataset_ids(function: &'static str, schema: &str) -> DatasetIds {
     let max_id = |table: &str| -> i64 {
         let name = qualified(schema, table);
-        let exists = Spi::get_one_with_args::<bool>(
-            "SELECT to_regclass($1) IS NOT NULL",
+        let exists = spi_read::one::<bool>(
+            "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
             &[name.as_str().into()],
         )
         .unwrap()
@@ -323,14 +367,17 @@ fn dataset_ids(function: &'static str, schema: &str) -> DatasetIds {
                 "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
             );
         }
-        Spi::get_one::<i64>(&format!("SELECT coalesce(max(id), 0) FROM {name}"))
-            .expect("reading the highest id")
-            .unwrap_or(0)
+        spi_read::one::<i64>(
+            &format!("SELECT coalesce(pg_catalog.max(id), 0) FROM {name}"),
+            &[],
+        )
+        .expect("reading the highest id")
+        .unwrap_or(0)
     };
     let accounts = max_id("accounts");
     let (orders, trades, audit) = (max_id("orders"), max_id("trades"), max_id("audit_log"));
-    if Spi::get_one_with_args::<bool>(
-        "SELECT to_regclass($1) IS NULL",
+    if spi_read::one::<bool>(
+        "SELECT pg_catalog.to_regclass($1) IS NULL",
         &[qualified(schema, "positions").as_str().into()],
     )
     .unwrap()

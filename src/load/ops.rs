@@ -63,6 +63,11 @@ impl Op {
         }
     }
 
+    /// Whether the operation only reads (it may run on a hot standby, through read-only SPI).
+    pub fn reads_only(self) -> bool {
+        matches!(self, Op::OpenOrders | Op::RecentTrades | Op::Position)
+    }
+
     pub fn index(self) -> usize {
         OPS.iter()
             .position(|&o| o == self)
@@ -310,6 +315,25 @@ pub struct Plans {
     customs: Vec<super::custom::Custom>,
     /// whether the custom transactions run from prepared plans (else planned at every execution)
     prepared: bool,
+    /// per custom transaction, per statement: it only reads (see [`custom_reads_only`])
+    custom_reads_only: Vec<Vec<bool>>,
+}
+
+/// Per statement of each custom transaction: whether it is a plain SELECT. Those run through
+/// read-only SPI, which gives the transaction no id (no xid, no commit record for a read, and what
+/// lets them run on a hot standby). Needs a transaction; the statements must parse.
+pub fn custom_reads_only(customs: &[super::custom::Custom]) -> Vec<Vec<bool>> {
+    customs
+        .iter()
+        .map(|c| {
+            let types: Vec<pgrx::pg_sys::Oid> =
+                c.params.iter().map(|p| p.pg_type().value()).collect();
+            c.statements
+                .iter()
+                .map(|sql| crate::postgres::read_only::statement_reads_only(sql, &types))
+                .collect()
+        })
+        .collect()
 }
 
 impl Plans {
@@ -346,10 +370,12 @@ impl Plans {
                 Vec::new()
             });
         }
+        let custom_reads_only = custom_reads_only(&customs);
         Ok(Plans {
             plans,
             customs,
             prepared,
+            custom_reads_only,
         })
     }
 
@@ -366,13 +392,22 @@ impl Plans {
     ) -> SpiResult<()> {
         let custom = &self.customs[i];
         let args: Vec<_> = custom.params.iter().map(|p| p.sample(rng)).collect();
+        let reads_only = &self.custom_reads_only[i];
         if self.prepared {
-            for plan in &self.plans[OPS.len() + i] {
-                client.update(plan, None, &args)?;
+            for (plan, &read) in self.plans[OPS.len() + i].iter().zip(reads_only) {
+                if read {
+                    client.select(plan, None, &args)?;
+                } else {
+                    client.update(plan, None, &args)?;
+                }
             }
         } else {
-            for sql in &custom.statements {
-                client.update(sql.as_str(), None, &args)?;
+            for (sql, &read) in custom.statements.iter().zip(reads_only) {
+                if read {
+                    client.select(sql.as_str(), None, &args)?;
+                } else {
+                    client.update(sql.as_str(), None, &args)?;
+                }
             }
         }
         Ok(())
@@ -408,8 +443,12 @@ impl Plans {
                     ],
                 )?;
             }
-            Op::CancelOrder | Op::OpenOrders => {
+            Op::CancelOrder => {
                 client.update(plan, None, &[account.into()])?;
+            }
+            // (the reads: read-only SPI, no transaction id)
+            Op::OpenOrders => {
+                client.select(plan, None, &[account.into()])?;
             }
             Op::ExecuteTrade => {
                 let mut counterparty = rng.random_range(1..=work.accounts.max(1));
@@ -423,10 +462,10 @@ impl Plans {
                 client.update(plan, None, &[account.into(), amount.into()])?;
             }
             Op::RecentTrades => {
-                client.update(plan, None, &[symbol.name.into()])?;
+                client.select(plan, None, &[symbol.name.into()])?;
             }
             Op::Position => {
-                client.update(plan, None, &[account.into(), symbol.name.into()])?;
+                client.select(plan, None, &[account.into(), symbol.name.into()])?;
             }
             Op::Transfer => {
                 let range = if work.hot_accounts > 0 {

@@ -34,7 +34,9 @@ pub struct Step {
 
 impl Step {
     fn of(run_id: i64) -> Step {
-        let row = Spi::get_one_with_args::<pgrx::JsonB>(
+        // (read-only, under a new snapshot: it sees what the step's workers recorded — or, on a
+        // hot standby, the primary's record of the step, replayed — and asks for no transaction id)
+        let row = crate::postgres::spi_read::latest::<pgrx::JsonB>(
             "SELECT jsonb_build_object(
                  'ops', t.ops_per_sec, 'p50', t.p50_ms, 'p99', t.p99_ms,
                  'errors', t.errors::float8 / greatest(t.calls, 1),

@@ -78,6 +78,7 @@ pub struct LoadWorker {
 const MAX_CONFLICTS: usize = 200;
 
 impl RunKind for LoadRun {
+    const KIND: &'static str = "run_load";
     type Config = LoadConfig;
     type Worker = LoadWorker;
 
@@ -99,8 +100,8 @@ impl RunKind for LoadRun {
         } else {
             "auto"
         };
-        Spi::run_with_args(
-            "SELECT set_config('plan_cache_mode', $1, false)",
+        crate::postgres::spi_read::one::<String>(
+            "SELECT pg_catalog.set_config('plan_cache_mode', $1, false)",
             &[plan_cache_mode.into()],
         )
         .expect("setting plan_cache_mode");

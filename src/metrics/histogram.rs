@@ -62,6 +62,11 @@ impl Latency {
         self.record_ns(us.saturating_mul(1000));
     }
 
+    /// How many values were recorded.
+    pub fn count(&self) -> u64 {
+        self.histogram.len()
+    }
+
     /// How many recorded values are above `us` microseconds.
     pub fn count_above(&self, us: u64) -> u64 {
         let h = &self.histogram;

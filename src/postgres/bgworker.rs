@@ -3,7 +3,7 @@
 //! `privilege::require_worker_grant`.
 
 use crate::error::StressError;
-use pgrx::bgworkers::BackgroundWorkerBuilder;
+use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
 
 /// Who a worker acts as: the calling session's database, login role, and the role it had set
@@ -79,7 +79,10 @@ pub fn start(spec: &WorkerSpec) -> Option<*mut pg_sys::BackgroundWorkerHandle> {
         .set_function(spec.function)
         .set_argument(Some(spec.argument))
         .set_extra(spec.extra)
-        .enable_spi_access();
+        .enable_spi_access()
+        // (pgrx's default with SPI is "once recovery has finished", which on a hot standby is never:
+        // a run there — read-only — starts its workers once the standby is consistent)
+        .set_start_time(BgWorkerStartTime::ConsistentState);
     if spec.notify {
         builder = builder.set_notify_pid(unsafe { pg_sys::MyProcPid });
     }

@@ -7,6 +7,7 @@ pub mod json_arg;
 pub mod privilege;
 pub mod progress_notices;
 pub mod quote;
+pub mod read_only;
 pub mod scan;
 pub mod spi_read;
 pub mod subxact;

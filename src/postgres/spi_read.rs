@@ -23,6 +23,27 @@ pub fn one<T: FromDatum + IntoDatum>(
     })
 }
 
+/// Like [`one`], but under a snapshot taken now: it sees what other sessions committed since this
+/// statement began (what a run's workers recorded, or the primary's record a standby just replayed),
+/// whatever the caller's isolation level. Read-only SPI otherwise reads under the statement's own.
+pub fn latest<T: FromDatum + IntoDatum>(
+    query: &str,
+    args: &[pgrx::datum::DatumWithOid],
+) -> SpiResult<Option<T>> {
+    struct Pushed;
+    impl Drop for Pushed {
+        fn drop(&mut self) {
+            // (on an error, the transaction's abort pops it)
+            if !std::thread::panicking() {
+                unsafe { pg_sys::PopActiveSnapshot() };
+            }
+        }
+    }
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
+    let _pushed = Pushed;
+    one(query, args)
+}
+
 /// The first column of the first row of `statement`, a utility statement that writes nothing
 /// (EXPLAIN), which read-only SPI refuses ("not allowed in a non-volatile function"): executed
 /// read-write, but without asking for a transaction id.

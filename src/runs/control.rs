@@ -3,9 +3,11 @@
 
 use super::records;
 use super::slots::{self, Phase, RUNS, RunSlot};
+use super::standby;
 use crate::error::StressError;
 use crate::gucs;
 use crate::postgres::bgworker::{self, Caller, WorkerSpec};
+use crate::postgres::spi_read;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::sync::atomic::Ordering;
@@ -90,16 +92,56 @@ fn warn_if_caller_has_written(function: &str) {
 pub fn start(req: RunRequest, configure: impl FnOnce(i64) -> Configured) -> i64 {
     const F: &str = "run_load";
     crate::postgres::privilege::require_worker_grant(F);
-    warn_if_caller_has_written(F);
-    // Runs of this database whose workers all died and whose closer could not start.
-    super::recovery::close_abandoned_runs();
-    let run_id = records::new_run_id();
-    let Configured { config, parameters } = configure(run_id);
+    // On a hot standby nothing can be written: the run records itself on the primary.
+    let primary = if standby::in_recovery() {
+        if !req.wait {
+            StressError::NotSupported {
+                message: format!(
+                    "{}: a run on a hot standby cannot go on in the background",
+                    req.kind
+                ),
+                hint:
+                    "Pass wait => true: the call that waits sends the run's results to the primary."
+                        .into(),
+            }
+            .raise();
+        }
+        Some(standby::Primary::check(req.kind))
+    } else {
+        warn_if_caller_has_written(F);
+        // Runs of this database whose workers all died and whose closer could not start.
+        super::recovery::close_abandoned_runs();
+        None
+    };
+    let run_id = match primary {
+        None => records::new_run_id(),
+        Some(_) => {
+            let mut table = RUNS.exclusive();
+            table.standby_runs += 1;
+            -table.standby_runs
+        }
+    };
+    let Configured {
+        config,
+        mut parameters,
+    } = configure(run_id);
+    if primary.is_some() {
+        parameters["standby"] = spi_read::one::<pgrx::JsonB>(
+            "SELECT pg_catalog.jsonb_build_object('local_run_id', $1::pg_catalog.int8,
+                        'cluster_name', pg_catalog.current_setting('cluster_name'),
+                        'port', pg_catalog.current_setting('port')::pg_catalog.int4)",
+            &[run_id.into()],
+        )
+        .expect("describing this standby")
+        .map(|j| j.0)
+        .unwrap_or_default();
+    }
     let k = req.workers;
     let started_at = unsafe { pg_sys::GetCurrentTimestamp() };
-    let search_path = Spi::get_one::<String>("SELECT current_setting('search_path')")
-        .expect("reading search_path")
-        .unwrap_or_default();
+    let search_path =
+        spi_read::one::<String>("SELECT pg_catalog.current_setting('search_path')", &[])
+            .expect("reading search_path")
+            .unwrap_or_default();
     let Some(search_path) = slots::FixedText::new(&search_path) else {
         StressError::invalid(
             F,
@@ -121,6 +163,7 @@ pub fn start(req: RunRequest, configure: impl FnOnce(i64) -> Configured) -> i64 
             .raise()
         })
     };
+    let mut segment = primary.as_ref().map(|_| standby::Segment::create(k));
     let slot = RunSlot {
         run_id,
         phase: Phase::Running,
@@ -135,7 +178,9 @@ pub fn start(req: RunRequest, configure: impl FnOnce(i64) -> Configured) -> i64 
             None => i64::MAX,
         },
         isolation: req.isolation,
-        timeline: gucs::TIMELINE.get(),
+        // (a standby's run has no sampler: nothing can be written there)
+        timeline: gucs::TIMELINE.get() && primary.is_none(),
+        standby_segment: segment.as_ref().map_or(0, standby::Segment::handle),
         search_path,
         config: text(&config),
         parameters: text(&parameters),
@@ -191,6 +236,20 @@ pub fn start(req: RunRequest, configure: impl FnOnce(i64) -> Configured) -> i64 
             bgworker::out_of_slots(F, k, i);
         };
         handles.push(handle);
+    }
+    if let (Some(primary), Some(segment)) = (&primary, segment.take()) {
+        wait_for(run_id, &handles, req.kind, false);
+        let batch = standby::batch(&slot, &segment);
+        drop(segment);
+        let recorded = primary.record(&batch);
+        if !standby::wait_for_replay(recorded, Duration::from_secs(30)) {
+            pgrx::warning!(
+                "{}: run {run_id} is recorded on the primary as run {recorded}, which this standby has not replayed within 30 s",
+                req.kind
+            );
+        }
+        summary(recorded, req.kind, req.summary_notice);
+        return recorded;
     }
     // The run's sampler: not one of its workers (a run without it has no per-second rows).
     let sampler = bgworker::start(&WorkerSpec {
@@ -248,7 +307,7 @@ fn wait_for(
     handles: &[*mut pg_sys::BackgroundWorkerHandle],
     label: &str,
     summary_notice: bool,
-) -> String {
+) {
     let mut guard = CancelOnDrop(run_id, true);
     let interval = Duration::from_millis(gucs::PROGRESS_INTERVAL.get().max(0) as u64);
     let mut last_notice = Instant::now();
@@ -306,35 +365,35 @@ fn wait_for(
     }
     slots::stop_sleeping();
     guard.1 = false;
-    let summary = Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT r.status, coalesce(' (' || r.error || ')', ''),
-                    format('%s operations in %s s (%s ops/s), p50 %s ms, p99 %s ms, %s errors, %s deadlocks',
-                           coalesce(t.calls, 0), round(coalesce(t.seconds, 0)::numeric, 1),
-                           round(coalesce(t.ops_per_sec, 0)::numeric), round(coalesce(t.p50_ms, 0)::numeric, 2),
-                           round(coalesce(t.p99_ms, 0)::numeric, 2), coalesce(t.errors, 0),
-                           coalesce(t.details->>'deadlocks', '0'))
-             FROM stress.runs r LEFT JOIN stress.results t ON t.run_id = r.id AND t.name = 'total'
-             WHERE r.id = $1",
-            None,
-            &[run_id.into()],
-        )?;
-        let mut out = None;
-        for row in rows {
-            out = Some((
-                row.get::<String>(1)?.unwrap_or_default(),
-                row.get::<String>(2)?.unwrap_or_default(),
-                row.get::<String>(3)?.unwrap_or_default(),
-            ));
-        }
-        Ok::<_, pgrx::spi::SpiError>(out)
-    })
+    if summary_notice {
+        summary(run_id, label, summary_notice);
+    }
+}
+
+/// The run's status, and with `notice` its figures as a NOTICE (from its records: read under a
+/// new snapshot, which sees what its workers committed).
+fn summary(run_id: i64, label: &str, notice: bool) -> String {
+    let summary = spi_read::latest::<Vec<Option<String>>>(
+        "SELECT ARRAY[r.status, coalesce(' (' OPERATOR(pg_catalog.||) r.error OPERATOR(pg_catalog.||) ')', ''),
+                pg_catalog.format('%s operations in %s s (%s ops/s), p50 %s ms, p99 %s ms, %s errors, %s deadlocks',
+                       coalesce(t.calls, 0), pg_catalog.round(coalesce(t.seconds, 0)::pg_catalog.numeric, 1),
+                       pg_catalog.round(coalesce(t.ops_per_sec, 0)::pg_catalog.numeric),
+                       pg_catalog.round(coalesce(t.p50_ms, 0)::pg_catalog.numeric, 2),
+                       pg_catalog.round(coalesce(t.p99_ms, 0)::pg_catalog.numeric, 2), coalesce(t.errors, 0),
+                       coalesce(t.details OPERATOR(pg_catalog.->>) 'deadlocks', '0'))]
+         FROM stress.runs r
+         LEFT JOIN stress.results t ON t.run_id OPERATOR(pg_catalog.=) r.id AND t.name OPERATOR(pg_catalog.=) 'total'
+         WHERE r.id OPERATOR(pg_catalog.=) $1",
+        &[run_id.into()],
+    )
     .expect("reading the run's summary");
     match summary {
-        Some((status, error, figures)) => {
+        Some(fields) => {
+            let field = |i: usize| fields.get(i).cloned().flatten().unwrap_or_default();
+            let status = field(0);
             // (A benchmark returns its figures as rows.)
-            if summary_notice {
-                notice!("{label}: run {run_id} {status}{error}: {figures}");
+            if notice {
+                notice!("{label}: run {run_id} {status}{}: {}", field(1), field(2));
             }
             status
         }
@@ -350,7 +409,10 @@ fn close_abandoned_run(run_id: i64, why: &str) {
         slots::find_in(&table, run_id).map(|i| std::mem::take(&mut table.slots[i]))
     };
     if let Some(slot) = slot {
-        super::recovery::record_abandoned(&slot, why);
+        // (a standby's run is recorded, as failed, by the caller that waits for it)
+        if slot.standby_segment == 0 {
+            super::recovery::record_abandoned(&slot, why);
+        }
         pgrx::warning!("{}: run {}: {why}", slot.kind.as_str(), slot.run_id);
     }
 }

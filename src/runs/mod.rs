@@ -18,6 +18,7 @@ pub mod records;
 pub mod recovery;
 pub mod sampler;
 pub mod slots;
+pub mod standby;
 pub mod worker;
 
 /// From `_PG_init`: when preloaded, shared memory for runs and the worker that closes the runs a

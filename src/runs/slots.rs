@@ -128,6 +128,9 @@ pub struct RunSlot {
     /// the kind's configuration (its workers read it), and the parameters recorded in stress.runs
     pub config: FixedText<CONFIG_BYTES>,
     pub parameters: FixedText<CONFIG_BYTES>,
+    /// a run on a hot standby: the caller's dynamic shared memory segment its workers leave their
+    /// results in (runs::standby); 0 on a primary, where they go to stress.load_worker_results
+    pub standby_segment: u32,
     /// at barrier g (see [`LiveSlot::generation`]): when the last worker arrived, and the server's
     /// block counts then
     pub marks: [(pg_sys::TimestampTz, Blocks); 2 * MAX_TASKS],
@@ -152,6 +155,7 @@ impl Default for RunSlot {
             search_path: FixedText::default(),
             config: FixedText::default(),
             parameters: FixedText::default(),
+            standby_segment: 0,
             marks: [(0, Blocks::default()); 2 * MAX_TASKS],
         }
     }
@@ -172,12 +176,16 @@ impl RunSlot {
 #[derive(Clone, Copy)]
 pub struct RunTable {
     pub slots: [RunSlot; MAX_RUNS],
+    /// runs started on this server while it is a hot standby: their ids here are -1, -2, … (no
+    /// sequence can be advanced here; the primary gives the recorded run its own id)
+    pub standby_runs: i64,
 }
 
 impl Default for RunTable {
     fn default() -> Self {
         RunTable {
             slots: [RunSlot::default(); MAX_RUNS],
+            standby_runs: 0,
         }
     }
 }

@@ -21,6 +21,8 @@ pub use super::records::TaskStats;
 /// A kind of run (a load run, a concurrent benchmark): what its workers do between connecting and
 /// closing the run. Each kind has its own worker entry point, which calls [`main`] with itself.
 pub trait RunKind {
+    /// The run's kind in stress.runs (run_load, benchmark).
+    const KIND: &'static str;
     /// The kind's configuration, stored in the run's slot as JSON by whoever started it.
     type Config: serde::de::DeserializeOwned;
     /// What one worker prepares before its loop and keeps through it.
@@ -278,9 +280,13 @@ pub fn main<K: RunKind>(arg: pg_sys::Datum) {
     // When this worker's loop ran: the run's seconds are from the first start to the last end.
     let (mut loop_start, mut loop_end) = (now(), now());
 
+    // A run on a hot standby writes nothing here: its results go to the caller's segment, which
+    // records them on the primary (runs::standby).
+    let standby = slot.standby_segment != 0;
     // The run's row, committed before anything that could fail: a run whose work cannot even be
     // prepared is recorded with the reason (finish_run inserts it too, should this fail).
     if worker == 0
+        && !standby
         && let Err(report) = in_transaction(|| records::register_run(&run_row(&slot, "running")))
     {
         pgrx::log!(
@@ -298,8 +304,9 @@ pub fn main<K: RunKind>(arg: pg_sys::Datum) {
             worker + 1,
             slot.workers
         );
-        Spi::run_with_args(
-            "SELECT set_config('search_path', $1, false), set_config('application_name', $2, false)",
+        // (read-only SPI: no transaction id, which a hot standby could not give)
+        crate::postgres::spi_read::one::<String>(
+            "SELECT pg_catalog.set_config('search_path', $1, false), pg_catalog.set_config('application_name', $2, false)",
             &[slot.search_path.as_str().into(), name.into()],
         )
         .expect("setting the worker's session");
@@ -333,6 +340,17 @@ pub fn main<K: RunKind>(arg: pg_sys::Datum) {
         run.live().request_cancel();
     }
     let saved = in_transaction(|| {
+        if standby {
+            let record = super::standby::WorkerRecord::new(
+                (loop_start, loop_end),
+                &worker_results(&names, &stats, stop_reason.as_deref()),
+            );
+            if let Err(e) = super::standby::write(slot.standby_segment, worker as usize, &record) {
+                pgrx::warning!("pg_stress run {run_id} worker {}: {e}", worker + 1);
+                run.live().request_cancel();
+            }
+            return;
+        }
         if let Some(state) = &kept {
             K::save(&run, state);
         }
@@ -369,8 +387,15 @@ pub fn main<K: RunKind>(arg: pg_sys::Datum) {
     COUNTED_OUT.store(true, Ordering::Relaxed);
     if last {
         let now_slot = slot_of(run_id, database, index).unwrap_or(slot);
-        let closed = in_transaction(|| finish_run::<K>(&run, &now_slot));
-        if let Err(report) = closed {
+        if standby {
+            // The caller records the run (on the primary) from what its processes left in its
+            // segment.
+            let closing = super::standby::closing_of(&now_slot, &closing_of(&run));
+            let r = slot.workers as usize;
+            if let Err(e) = super::standby::write(slot.standby_segment, r, &closing) {
+                pgrx::warning!("pg_stress run {run_id}: {e}");
+            }
+        } else if let Err(report) = in_transaction(|| finish_run::<K>(&run, &now_slot)) {
             pgrx::warning!(
                 "pg_stress run {run_id}: could not record its end: {}",
                 report.message()
@@ -432,6 +457,14 @@ unsafe extern "C-unwind" fn give_back_slot(_code: std::ffi::c_int, arg: pg_sys::
             slot.workers_lost += 1;
             slots::live(index).request_cancel();
         }
+        if slot.workers_running == 0 && slot.standby_segment != 0 {
+            // (a standby's run is recorded by its caller, which sees the slot free and the
+            // closing missing: nothing for a closer to write, and nowhere to write it)
+            *slot = RunSlot::default();
+            drop(table);
+            slots::live(index).wake_all();
+            return;
+        }
         if slot.workers_running == 0 {
             slot.phase = Phase::Abandoned;
             true
@@ -445,14 +478,13 @@ unsafe extern "C-unwind" fn give_back_slot(_code: std::ffi::c_int, arg: pg_sys::
     }
 }
 
-fn save_worker_results<C>(
-    run: &WorkerRun<C>,
-    window: (pg_sys::TimestampTz, pg_sys::TimestampTz),
+/// What a worker keeps of its tasks: those it ran (all of them when it stopped on a problem).
+fn worker_results(
     names: &[String],
     stats: &[TaskStats],
     stop_reason: Option<&str>,
-) {
-    let results: Vec<WorkerResult> = names
+) -> Vec<WorkerResult> {
+    names
         .iter()
         .zip(stats)
         .filter(|(_, s)| s.calls > 0 || stop_reason.is_some())
@@ -461,22 +493,60 @@ fn save_worker_results<C>(
             stats: s.clone(),
             stop_reason: stop_reason.map(str::to_owned),
         })
-        .collect();
+        .collect()
+}
+
+fn save_worker_results<C>(
+    run: &WorkerRun<C>,
+    window: (pg_sys::TimestampTz, pg_sys::TimestampTz),
+    names: &[String],
+    stats: &[TaskStats],
+    stop_reason: Option<&str>,
+) {
+    let results = worker_results(names, stats, stop_reason);
     records::save_worker_results(run.run_id, run.worker as i32, window, &results);
+}
+
+/// What the last worker knows of how the run went, beside the workers' results.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Closing {
+    pub cancelled: bool,
+    pub peak_connections: i64,
+    /// open model: the arrivals due before the deadline
+    pub arrivals: u64,
+}
+
+fn closing_of<C>(run: &WorkerRun<C>) -> Closing {
+    let live = run.live();
+    Closing {
+        cancelled: live.cancelled(),
+        peak_connections: live.peak_connections.load(Ordering::Relaxed),
+        arrivals: live.arrivals.load(Ordering::Relaxed),
+    }
 }
 
 /// Merge every worker's results, let the kind record them, and close the run's row. `now_slot` is
 /// the run's slot as its last worker left it.
 fn finish_run<K: RunKind>(run: &WorkerRun<K::Config>, now_slot: &RunSlot) {
-    // (its results refer to the run's row: there must be one, even if worker 0 could not write it)
-    records::register_run(&run_row(now_slot, "running"));
-    let live = run.live();
-    let (cancelled, peak_connections) = (
-        live.cancelled(),
-        live.peak_connections.load(Ordering::Relaxed),
-    );
+    let closing = closing_of(run);
     let saved = records::take_worker_results(run.run_id);
-    let names = K::tasks(&run.config);
+    // (the configuration is the workers' own copy; a FinishedRun owns one too)
+    let config: K::Config =
+        serde_json::from_str(now_slot.config.as_str()).expect("the run's configuration");
+    record_run::<K>(now_slot, config, saved, &closing);
+}
+
+/// Record run `slot` from its workers' `saved` results: merged per task, the kind's rows, the
+/// run's row closed. By the last worker, or on the primary for a standby's run (runs::standby).
+pub fn record_run<K: RunKind>(
+    slot: &RunSlot,
+    config: K::Config,
+    saved: records::WorkerResults,
+    closing: &Closing,
+) {
+    // (its results refer to the run's row: there must be one, even if worker 0 could not write it)
+    records::register_run(&run_row(slot, "running"));
+    let names = K::tasks(&config);
     let mut merged: Vec<TaskStats> = vec![TaskStats::default(); names.len()];
     let mut stop_reason = None;
     for r in saved.rows {
@@ -488,36 +558,33 @@ fn finish_run<K: RunKind>(run: &WorkerRun<K::Config>, now_slot: &RunSlot) {
         };
         merged[task].add(&r.stats);
     }
-    // (the configuration is the workers' own copy; a FinishedRun owns one too)
-    let config: K::Config =
-        serde_json::from_str(now_slot.config.as_str()).expect("the run's configuration");
     K::record(
         &FinishedRun {
-            run_id: run.run_id,
-            workers: run.workers,
+            run_id: slot.run_id,
+            workers: slot.workers,
             config,
-            slot: *now_slot,
+            slot: *slot,
             seconds: saved.seconds,
             connected_us: saved.connected_us,
-            arrivals: run.live().arrivals.load(Ordering::Relaxed),
+            arrivals: closing.arrivals,
         },
         &merged,
     );
-    if now_slot.workers_lost > 0 && stop_reason.is_none() {
+    if slot.workers_lost > 0 && stop_reason.is_none() {
         stop_reason = Some(format!(
             "{} of {} workers exited without finishing (see the server log)",
-            now_slot.workers_lost, run.workers
+            slot.workers_lost, slot.workers
         ));
     }
-    let status = match (&stop_reason, cancelled) {
+    let status = match (&stop_reason, closing.cancelled) {
         (Some(_), _) => "failed",
         (None, true) => "cancelled",
         (None, false) => "completed",
     };
     records::close_run(&RunRow {
         error: stop_reason.as_deref(),
-        peak_connections,
-        ..run_row(now_slot, status)
+        peak_connections: closing.peak_connections,
+        ..run_row(slot, status)
     });
 }
 

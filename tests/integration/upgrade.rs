@@ -260,3 +260,29 @@ fn alter_extension_update_from_0_3_0_ends_where_a_fresh_install_does() {
     );
     assert!(!public, "PUBLIC may start workers through find_capacity");
 }
+
+/// 0.4.0 → 0.5.0: a load run under 0.4.0 is kept, stress.record_standby_run is there and, like the
+/// functions that start workers, not PUBLIC's.
+#[test]
+fn alter_extension_update_from_0_4_0_ends_where_a_fresh_install_does() {
+    let mut old = empty_database("it_upgrade_040");
+    assert_available(&mut old, "0.4.0");
+    for sql in [
+        "CREATE EXTENSION pg_stress VERSION '0.4.0'",
+        "SET stress.progress_interval = 0",
+        "SELECT stress.generate_dataset(orders => 2000, seed => 1)",
+        "SELECT stress.run_load('1 second', workers => 2)",
+    ] {
+        old.batch_execute(sql).unwrap();
+    }
+    let before = record_counts(&mut old);
+    old.batch_execute("ALTER EXTENSION pg_stress UPDATE")
+        .unwrap();
+    assert_same_as_a_fresh_install(&mut old, "it_upgrade_040_fresh");
+    assert_eq!(record_counts(&mut old), before);
+    let public: bool = value(
+        &mut old,
+        "SELECT has_function_privilege('public', 'stress.record_standby_run(text)', 'EXECUTE')",
+    );
+    assert!(!public, "PUBLIC may record runs through record_standby_run");
+}

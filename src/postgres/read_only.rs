@@ -1,0 +1,68 @@
+//! Whether a statement only reads: what a hot standby can run, and what a load worker may execute
+//! through read-only SPI (which asks for no transaction id, so a read-only operation costs the
+//! server no xid and no commit record).
+
+use pgrx::PgList;
+use pgrx::pg_sys;
+
+/// True when every query `sql` parses and rewrites to is a plain SELECT: no data-modifying WITH,
+/// no FOR UPDATE/SHARE, no SELECT INTO, no utility statement. `types` are the `$n` parameters'
+/// types. (A SELECT may still call a function that writes; on a standby that fails as it runs,
+/// with 25006, and counts as the operation's error.) Needs a transaction; `sql` must parse (the
+/// caller has prepared it already).
+pub fn statement_reads_only(sql: &str, types: &[pg_sys::Oid]) -> bool {
+    let Ok(text) = std::ffi::CString::new(sql) else {
+        return false;
+    };
+    unsafe {
+        let raw_statements = pg_sys::pg_parse_query(text.as_ptr());
+        let raw_statements = PgList::<pg_sys::RawStmt>::from_pg(raw_statements);
+        raw_statements.iter_ptr().all(|raw| {
+            let queries = pg_sys::pg_analyze_and_rewrite_fixedparams(
+                raw,
+                text.as_ptr(),
+                types.as_ptr(),
+                types.len() as i32,
+                std::ptr::null_mut(),
+            );
+            let queries = PgList::<pg_sys::Query>::from_pg(queries);
+            !queries.is_empty()
+                && queries.iter_ptr().all(|q| {
+                    (*q).commandType == pg_sys::CmdType::CMD_SELECT
+                        && (*q).utilityStmt.is_null()
+                        && !(*q).hasModifyingCTE
+                        && (*q).rowMarks.is_null()
+                })
+        })
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn only_plain_selects_read_only() {
+        Spi::run("CREATE TABLE ro_t (id int, v text)").unwrap();
+        let int4 = [pg_sys::INT4OID];
+        for (sql, reads_only) in [
+            ("SELECT * FROM ro_t WHERE id = $1", true),
+            ("SELECT count(*) FROM ro_t; SELECT 1", true),
+            ("VALUES (1)", true),
+            ("SELECT * FROM ro_t WHERE id = $1 FOR UPDATE", false),
+            ("SELECT * FROM ro_t FOR SHARE", false),
+            (
+                "WITH d AS (DELETE FROM ro_t RETURNING *) SELECT * FROM d",
+                false,
+            ),
+            ("SELECT * INTO ro_copy FROM ro_t", false),
+            ("UPDATE ro_t SET v = 'x' WHERE id = $1", false),
+            ("INSERT INTO ro_t VALUES ($1)", false),
+            ("SELECT 1; DELETE FROM ro_t", false),
+            ("LOCK ro_t", false),
+        ] {
+            assert_eq!(super::statement_reads_only(sql, &int4), reads_only, "{sql}");
+        }
+    }
+}
