@@ -27,7 +27,8 @@ done
 "$here/scripts/pgcluster.sh" destroy it
 "$here/scripts/pgcluster.sh" destroy it-nopreload
 "$here/scripts/pgcluster.sh" destroy it-standby
-trap '"$here/scripts/pgcluster.sh" destroy it; "$here/scripts/pgcluster.sh" destroy it-nopreload; "$here/scripts/pgcluster.sh" destroy it-standby' EXIT
+"$here/scripts/pgcluster.sh" destroy it-standby-reads
+trap '"$here/scripts/pgcluster.sh" destroy it; "$here/scripts/pgcluster.sh" destroy it-nopreload; "$here/scripts/pgcluster.sh" destroy it-standby; "$here/scripts/pgcluster.sh" destroy it-standby-reads' EXIT
 # A second server without shared_preload_libraries: what must (and must not) work without it.
 eval "$("$here/scripts/pgcluster.sh" start it-nopreload "shared_preload_libraries = ''")"
 export STRESS_NOPRELOAD_PGPORT=$PGPORT STRESS_NOPRELOAD_PGHOST=$PGHOST

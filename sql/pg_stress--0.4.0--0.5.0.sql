@@ -7,7 +7,7 @@
 CREATE FUNCTION stress.record_standby_run(
 	"batch" TEXT
 ) RETURNS bigint
-VOLATILE PARALLEL UNSAFE
+STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'record_standby_run_wrapper';
 

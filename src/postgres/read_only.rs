@@ -38,7 +38,7 @@ pub fn statement_reads_only(sql: &str, types: &[pg_sys::Oid]) -> bool {
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
+#[pgrx::pg_schema]
 mod tests {
     use pgrx::prelude::*;
 

@@ -341,7 +341,16 @@ pub fn record<K: RunKind>(batch_text: &str) -> i64 {
     let windows_ok = batch.workers_results.iter().all(|w| {
         in_range(w.loop_started) && in_range(w.loop_ended) && w.loop_started <= w.loop_ended
     });
-    if !in_range(batch.started_at) || !windows_ok {
+    let marks_ok = batch.closing.as_ref().is_none_or(|c| {
+        c.marks.len() <= 2 * MAX_TASKS
+            && c.marks.iter().all(|(t, b)| {
+                (*t == 0 || in_range(*t))
+                    && [b.heap_hit, b.heap_read, b.index_hit, b.index_read]
+                        .iter()
+                        .all(|n| (0..=MAX_CALLS << 12).contains(n))
+            })
+    });
+    if !in_range(batch.started_at) || !windows_ok || !marks_ok {
         bad_batch("a time out of range".into());
     }
     let names = K::tasks(&config);

@@ -11,6 +11,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 const STANDBY: &str = "it-standby";
 
+/// One standby of the test cluster at a time: each test counts the primary's standbys and their lag.
+static ONE_STANDBY_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_standby_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_STANDBY_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The name of the cluster the tests run against (scripts/test.sh's), from its socket directory.
 fn primary_cluster() -> String {
     let host = env("PGHOST");
@@ -25,6 +34,7 @@ fn primary_cluster() -> String {
 
 #[test]
 fn a_standby_lags_under_write_load_catches_up_and_has_the_same_data() {
+    let _alone = one_standby_at_a_time();
     let db = "it_replication";
     let mut primary = load_database(db);
     pgcluster("destroy", STANDBY);
@@ -182,4 +192,261 @@ fn a_standby_lags_under_write_load_catches_up_and_has_the_same_data() {
     assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
     drop((standby, user));
     pgcluster("destroy", STANDBY);
+}
+
+const READ_STANDBY: &str = "it-standby-reads";
+
+/// Read load on a standby while the primary takes write load: the standby's workers run there,
+/// the run is recorded on the primary (through dblink, as the calling role) and readable on both;
+/// a capacity search runs there too; writes are refused up front, and so is a run that could not
+/// be recorded.
+#[test]
+fn read_load_on_a_standby_is_recorded_on_the_primary() {
+    let _alone = one_standby_at_a_time();
+    let db = "it_standby_reads";
+    let mut primary = load_database(db);
+    primary.batch_execute("CREATE EXTENSION dblink").unwrap();
+    pgcluster("destroy", READ_STANDBY);
+    let mut config = pgcluster_with("standby", READ_STANDBY, &[&primary_cluster()]).unwrap();
+    config.dbname(db);
+    let mut standby = config.connect(NoTls).unwrap();
+    let record_on = format!(
+        "host={} port={} dbname={db} user={}",
+        env("PGHOST"),
+        env("PGPORT"),
+        value::<String>(&mut primary, "SELECT current_user::text")
+    );
+    // Without somewhere to record, a standby's run does not start; nor does a write mix.
+    for (sql, code) in [
+        (
+            "SELECT stress.run_load('1 second', mix => '{\"select\": 1}')",
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+        ),
+        (
+            "SELECT stress.run_load('1 second')",
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+        ),
+    ] {
+        let e = standby.batch_execute(sql).unwrap_err();
+        assert_eq!(e.code(), Some(&code), "{sql}: {e}");
+    }
+    standby
+        .batch_execute(&format!(
+            "SET stress.record_conninfo = '{record_on}'; SET stress.progress_interval = 0"
+        ))
+        .unwrap();
+    for (sql, code) in [
+        // the seed's default mix writes
+        (
+            "SELECT stress.run_load('1 second')".to_string(),
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+        ),
+        (
+            "SELECT stress.run_load('1 second', mix => '{\"position\": 1, \"cancel_order\": 1}')".into(),
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+        ),
+        (
+            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "lock", "sql": "SELECT * FROM stress_data.accounts WHERE id = 1 FOR UPDATE"}]')"#.into(),
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+        ),
+        (
+            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "w", "sql": ["SELECT 1", "WITH d AS (DELETE FROM stress_data.orders WHERE id = 1 RETURNING 1) SELECT * FROM d"]}]')"#.into(),
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+        ),
+        (
+            "SELECT * FROM stress.find_capacity(50, step => '1 second', max_steps => 1)".into(),
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+        ),
+        (
+            "SELECT stress.run_load('1 second', mix => '{\"select\": 1}', wait => false)".into(),
+            SqlState::FEATURE_NOT_SUPPORTED,
+        ),
+        (
+            "SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 10, concurrency => 2)".into(),
+            SqlState::FEATURE_NOT_SUPPORTED,
+        ),
+    ] {
+        let e = standby.batch_execute(&sql).unwrap_err();
+        assert_eq!(e.code(), Some(&code), "{sql}: {e}");
+    }
+    assert_eq!(
+        value::<i64>(
+            &mut primary,
+            "SELECT count(*) FROM stress.runs WHERE parameters ? 'standby'"
+        ),
+        0,
+        "a refused run left a record"
+    );
+
+    // Reads on the standby while the primary writes.
+    let writer = {
+        let mut c = super::common::connect(db);
+        std::thread::spawn(move || -> i64 {
+            c.batch_execute("SET stress.progress_interval = 0").unwrap();
+            value(&mut c, "SELECT stress.run_load('4 seconds', workers => 2)")
+        })
+    };
+    let custom = r#"[{"name": "account", "sql": "SELECT balance FROM stress_data.accounts WHERE id = $1",
+                      "params": [{"distribution": "uniform", "min": 1, "max": 50}]}]"#;
+    let read: i64 = value(
+        &mut standby,
+        &format!(
+            "SELECT stress.run_load('3 seconds', workers => 2, mix => '{{\"select\": 1}}', transactions => '{custom}')"
+        ),
+    );
+    let wrote = writer.join().unwrap();
+    assert!(read > 0 && read != wrote);
+    // Recorded on the primary as this role's run, its reads measured.
+    let rows = primary
+        .query(
+            "SELECT t.name, t.calls, t.errors, t.ops_per_sec, t.p99_ms, r.status, r.run_as::text,
+                    (r.parameters->'standby'->>'local_run_id')::int8
+             FROM stress.runs r JOIN stress.results t ON t.run_id = r.id
+             WHERE r.id = $1 ORDER BY t.name",
+            &[&read],
+        )
+        .unwrap();
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        names,
+        [
+            "account",
+            "open_orders",
+            "position",
+            "recent_trades",
+            "total"
+        ]
+    );
+    for r in &rows {
+        let (calls, errors, ops, p99): (i64, i64, f64, Option<f64>) =
+            (r.get(1), r.get(2), r.get(3), r.get(4));
+        assert!(
+            calls > 0 && errors == 0 && ops > 0.0 && p99.unwrap() > 0.0,
+            "{r:?}"
+        );
+        assert_eq!(r.get::<_, String>(5), "completed");
+        assert_eq!(
+            r.get::<_, String>(6),
+            value::<String>(&mut primary, "SELECT current_user::text")
+        );
+        assert!(r.get::<_, i64>(7) < 0, "a standby's local run id");
+    }
+    let (standby_ops, primary_ops): (f64, f64) = (
+        value(
+            &mut primary,
+            &format!(
+                "SELECT ops_per_sec FROM stress.results WHERE run_id = {read} AND name = 'total'"
+            ),
+        ),
+        value(
+            &mut primary,
+            &format!(
+                "SELECT ops_per_sec FROM stress.results WHERE run_id = {wrote} AND name = 'total'"
+            ),
+        ),
+    );
+    println!("standby reads {standby_ops:.0} ops/s while the primary wrote {primary_ops:.0} ops/s");
+    // The call returned once the standby had replayed its record: the same report on both.
+    let on = |c: &mut postgres::Client| -> String {
+        value(c, &format!("SELECT stress.report({read})::text"))
+    };
+    assert_eq!(on(&mut standby), on(&mut primary));
+    let page: String = value(&mut standby, &format!("SELECT stress.report_html({read})"));
+    assert!(page.contains("open_orders"));
+
+    // A capacity search on the standby: each step recorded on the primary, read back here.
+    let steps = standby
+        .query(
+            "SELECT run_id, ok FROM stress.find_capacity(100, workers => 2, step => '1 second',
+                 mix => '{\"select\": 1}', start_rate => 500, max_steps => 2)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(steps.len(), 2);
+    for s in &steps {
+        let run: i64 = s.get(0);
+        let achieved: f64 = value(
+            &mut primary,
+            &format!(
+                "SELECT (details->>'achieved_share')::float8 FROM stress.results WHERE run_id = {run} AND name = 'total'"
+            ),
+        );
+        assert!(achieved > 0.5, "step {run}: {achieved}");
+    }
+    // A one-session benchmark measures there and returns its rows, unrecorded.
+    let bench = standby
+        .query_one(
+            "SELECT run_id, calls, errors FROM stress.benchmark(ARRAY['SELECT count(*) FROM stress_data.accounts'], iterations => 50)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(bench.get::<_, Option<i64>>(0), None);
+    assert_eq!((bench.get::<_, i64>(1), bench.get::<_, i64>(2)), (50, 0));
+
+    // Recording goes as this session's role, never another: a connection string for another
+    // role is refused before any worker starts; one that leads to the standby itself too.
+    primary
+        .batch_execute("DROP ROLE IF EXISTS it_standby_other; CREATE ROLE it_standby_other LOGIN")
+        .unwrap();
+    let sb_host = config.get_hosts()[0].clone();
+    let sb_host = match sb_host {
+        postgres::config::Host::Unix(p) => p.to_string_lossy().into_owned(),
+        postgres::config::Host::Tcp(h) => h,
+    };
+    let sb_port = config.get_ports()[0];
+    for (conninfo, code) in [
+        (
+            format!(
+                "host={} port={} dbname={db} user=it_standby_other",
+                env("PGHOST"),
+                env("PGPORT")
+            ),
+            SqlState::INSUFFICIENT_PRIVILEGE,
+        ),
+        (
+            format!("host={sb_host} port={sb_port} dbname={db}"),
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+        ),
+    ] {
+        standby
+            .batch_execute(&format!("SET stress.record_conninfo = '{conninfo}'"))
+            .unwrap();
+        let e = standby
+            .batch_execute("SELECT stress.run_load('1 second', mix => '{\"select\": 1}')")
+            .unwrap_err();
+        assert_eq!(e.code(), Some(&code), "{conninfo}: {e}");
+    }
+    // An unprivileged role cannot ride the server's own trust through dblink: dblink asks it for
+    // a password (2F003) before any worker starts.
+    primary
+        .batch_execute(&format!(
+            "GRANT EXECUTE ON FUNCTION stress.run_load TO it_standby_other;
+             GRANT USAGE ON SCHEMA stress_data TO it_standby_other;
+             GRANT SELECT ON ALL TABLES IN SCHEMA stress_data TO it_standby_other;
+             SELECT * FROM stress.wait_for_replicas('30 seconds')"
+        ))
+        .unwrap();
+    let mut other = config
+        .clone()
+        .user("it_standby_other")
+        .connect(NoTls)
+        .unwrap();
+    other
+        .batch_execute(&format!(
+            "SET stress.record_conninfo = 'host={} port={} dbname={db} user=it_standby_other'",
+            env("PGHOST"),
+            env("PGPORT")
+        ))
+        .unwrap();
+    let e = other
+        .batch_execute("SELECT stress.run_load('1 second', mix => '{\"select\": 1}')")
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::from_code("2F003")), "{e}");
+    let before: i64 = value(&mut primary, "SELECT count(*) FROM stress.runs");
+    drop((standby, other));
+    assert_eq!(
+        value::<i64>(&mut primary, "SELECT count(*) FROM stress.runs"),
+        before
+    );
+    pgcluster("destroy", READ_STANDBY);
 }

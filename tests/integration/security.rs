@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 const WORKER_FUNCTIONS: &str =
     "stress.run_load, stress.ramp, stress.deadlock_test, stress.simulate_trading_day,
-     stress.find_optimal_pool_size, stress.find_capacity";
+     stress.find_optimal_pool_size, stress.find_capacity, stress.record_standby_run";
 
 /// A database with the administrator's dataset and records, and a hostile role connected to it.
 struct Arena {
@@ -425,6 +425,8 @@ fn workers_need_a_grant_and_bad_numbers_are_refused() {
         "SELECT stress.simulate_trading_day('1 second')",
         "SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 10, concurrency => 2)",
         "SELECT stress.generate_orders(1000, workers => 2)",
+        // (recording a standby's run, which any role could otherwise use to make up runs)
+        "SELECT stress.record_standby_run('{}')",
     ] {
         a.attempt(sql, denied.clone());
     }
@@ -470,7 +472,77 @@ fn workers_need_a_grant_and_bad_numbers_are_refused() {
     ] {
         a.attempt(&sql, invalid.clone());
     }
-    assert_eq!(a.cases, 33);
+    // A standby's run, as a role could forge it: each figure is checked before anything is
+    // written, and what is written is the role's own.
+    let config = r#"{\"rate\": 0, \"weights\": [0,0,0,0,1,0,0,0], \"max_retries\": 0, \"seed\": 1,
+        \"accounts\": 10, \"first_order_id\": 1, \"first_trade_id\": 1, \"first_audit_id\": 1,
+        \"hot_accounts\": 0, \"transfer_pause\": 0, \"day_peaks\": null, \"transactions\": null,
+        \"slow_ms\": 100, \"schema\": \"stress_data\",
+        \"blocks_start\": {\"heap_hit\": 0, \"heap_read\": 0, \"index_hit\": 0, \"index_read\": 0}}"#
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let batch = |task: &str, started_at: &str, marks: &str| {
+        format!(
+            r#"SELECT stress.record_standby_run('{{"kind": "run_load", "parameters": {{"workers": 1}},
+                 "config": "{config}", "workers": 1, "started_at": {started_at},
+                 "workers_results": [{{"loop_started": 1000, "loop_ended": 2000, "tasks": [{task}]}}],
+                 "closing": {{"cancelled": false, "workers_lost": 0, "peak_connections": 1,
+                              "arrivals": 0, "marks": {marks}}}}}')"#
+        )
+    };
+    let task = |calls: i64, latency: &str| {
+        format!(
+            r#"{{"name": "open_orders", "calls": {calls}, "successes": 0, "failures": 0,
+                 "retries": 0, "deadlocks": 0, "serialization_failures": 0, "busy_us": 0,
+                 "first_error": null, "stop_reason": null, "latency": "{latency}", "lag": "{latency}"}}"#
+        )
+    };
+    for sql in [
+        "SELECT stress.record_standby_run('not a batch')".to_string(),
+        "SELECT stress.record_standby_run('{\"kind\": \"run_load\"}')".into(),
+        format!("SELECT stress.record_standby_run('{deep}')"),
+        batch(&task(1, "zz"), "1000", "[]").replace("\"run_load\"", "\"generate_dataset\""),
+        batch(&task(1, "zz"), "1000", "[]"),
+        batch(&task(1, "1c849303"), "1000", "[]"),
+        batch(&task(-5, ""), "1000", "[]"),
+        batch(&task(1, ""), "1000", "[]").replace("\"successes\": 0", "\"successes\": 7"),
+        batch(&task(0, ""), "-9223372036854775808", "[]"),
+        batch(
+            &task(0, ""),
+            "1000",
+            "[[9223372036854775807, {\"heap_hit\": 0, \"heap_read\": 0, \"index_hit\": 0, \"index_read\": 0}]]",
+        ),
+        batch(&task(0, ""), "1000", "[]").replace("\"workers\": 1,", "\"workers\": 100000,"),
+        batch(&task(0, ""), "1000", "[]").replace("\\\"seed\\\": 1", "\\\"seed\\\": -1"),
+    ] {
+        a.attempt(&sql, invalid.clone());
+    }
+    // (an empty histogram, as a worker that measured nothing leaves)
+    let empty = {
+        use hdrhistogram::serialization::{Serializer, V2Serializer};
+        let h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).unwrap();
+        let mut bytes = Vec::new();
+        V2Serializer::new().serialize(&h, &mut bytes).unwrap();
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    a.attempt(&batch(&task(0, &empty), "1000", "[]"), None);
+    let forged: (String, String) = {
+        let row = a
+            .admin
+            .query_one(
+                "SELECT run_as::text, parameters->'standby'->>'recorded_from' FROM stress.runs
+                 WHERE parameters ? 'standby' ORDER BY id DESC LIMIT 1",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(
+        forged,
+        ("it_hostile_workers".to_string(), "local socket".to_string())
+    );
+    assert_eq!(a.cases, 47);
 }
 
 /// verify_integrity evaluates no expression of another role's table (a NOT VALID CHECK calling the
