@@ -419,12 +419,12 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
     // An unprivileged role cannot ride the server's own trust through dblink: dblink asks it for
     // a password (2F003) before any worker starts.
     primary
-        .batch_execute(&format!(
+        .batch_execute(
             "GRANT EXECUTE ON FUNCTION stress.run_load TO it_standby_other;
              GRANT USAGE ON SCHEMA stress_data TO it_standby_other;
              GRANT SELECT ON ALL TABLES IN SCHEMA stress_data TO it_standby_other;
-             SELECT * FROM stress.wait_for_replicas('30 seconds')"
-        ))
+             SELECT * FROM stress.wait_for_replicas('30 seconds')",
+        )
         .unwrap();
     let mut other = config
         .clone()
