@@ -422,9 +422,12 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
         .batch_execute(
             "GRANT EXECUTE ON FUNCTION stress.run_load TO it_standby_other;
              GRANT USAGE ON SCHEMA stress_data TO it_standby_other;
-             GRANT SELECT ON ALL TABLES IN SCHEMA stress_data TO it_standby_other;
-             SELECT * FROM stress.wait_for_replicas('30 seconds')",
+             GRANT SELECT ON ALL TABLES IN SCHEMA stress_data TO it_standby_other",
         )
+        .unwrap();
+    // (after the grants' commit: a batch is one transaction, whose end the wait would not cover)
+    primary
+        .batch_execute("SELECT * FROM stress.wait_for_replicas('30 seconds')")
         .unwrap();
     let mut other = config
         .clone()
@@ -441,7 +444,12 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
     let e = other
         .batch_execute("SELECT stress.run_load('1 second', mix => '{\"select\": 1}')")
         .unwrap_err();
-    assert_eq!(e.code(), Some(&SqlState::from_code("2F003")), "{e}");
+    assert_eq!(
+        e.code(),
+        Some(&SqlState::from_code("2F003")),
+        "{:?}",
+        e.as_db_error()
+    );
     let before: i64 = value(&mut primary, "SELECT count(*) FROM stress.runs");
     drop((standby, other));
     assert_eq!(
