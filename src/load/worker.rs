@@ -456,7 +456,10 @@ fn record_load_results(run: &FinishedRun<LoadConfig>, names: &[String], merged: 
         total.add(m);
     }
     // The run as a whole: how busy its connections were, and how its tables were served.
-    let blocks = crate::metrics::blocks::flushed(Some(&config.schema)).since(&config.blocks_start);
+    // (a hot standby's run is recorded on the primary, whose statistics its workers did not move:
+    // no block figures for it)
+    let blocks = (!run.from_standby)
+        .then(|| crate::metrics::blocks::flushed(Some(&config.schema)).since(&config.blocks_start));
     let mut whole = serde_json::json!({
         "connection_efficiency": (run.connected_us > 0.0).then(|| total.busy_us as f64 / run.connected_us),
         "slow_threshold_ms": config.slow_ms,
@@ -469,7 +472,9 @@ fn record_load_results(run: &FinishedRun<LoadConfig>, names: &[String], merged: 
             .then(|| total.successes as f64 / run.arrivals as f64)
             .into();
     }
-    crate::metrics::merge_json(&mut whole, blocks.to_json());
+    if let Some(blocks) = blocks {
+        crate::metrics::merge_json(&mut whole, blocks.to_json());
+    }
     record_task(
         run_id,
         "total",

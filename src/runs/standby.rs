@@ -437,6 +437,7 @@ pub fn record<K: RunKind>(batch_text: &str) -> i64 {
             peak_connections: closing.peak_connections.max(0),
             arrivals: closing.arrivals,
         },
+        true,
     );
     slot.phase = slots::Phase::Free;
     run_id

@@ -164,6 +164,9 @@ pub struct FinishedRun<C> {
     pub connected_us: f64,
     /// open model: the arrivals due before the deadline (LiveSlot::arrivals)
     pub arrivals: u64,
+    /// recorded on the primary for a hot standby (runs::standby): this server's statistics are
+    /// not the ones the run's workers moved
+    pub from_standby: bool,
 }
 
 /// What a worker adds to its run's live figures (counts and latencies since it last published).
@@ -533,16 +536,18 @@ fn finish_run<K: RunKind>(run: &WorkerRun<K::Config>, now_slot: &RunSlot) {
     // (the configuration is the workers' own copy; a FinishedRun owns one too)
     let config: K::Config =
         serde_json::from_str(now_slot.config.as_str()).expect("the run's configuration");
-    record_run::<K>(now_slot, config, saved, &closing);
+    record_run::<K>(now_slot, config, saved, &closing, false);
 }
 
 /// Record run `slot` from its workers' `saved` results: merged per task, the kind's rows, the
-/// run's row closed. By the last worker, or on the primary for a standby's run (runs::standby).
+/// run's row closed. By the last worker, or on the primary for a standby's run (runs::standby:
+/// `from_standby`).
 pub fn record_run<K: RunKind>(
     slot: &RunSlot,
     config: K::Config,
     saved: records::WorkerResults,
     closing: &Closing,
+    from_standby: bool,
 ) {
     // (its results refer to the run's row: there must be one, even if worker 0 could not write it)
     records::register_run(&run_row(slot, "running"));
@@ -567,6 +572,7 @@ pub fn record_run<K: RunKind>(
             seconds: saved.seconds,
             connected_us: saved.connected_us,
             arrivals: closing.arrivals,
+            from_standby,
         },
         &merged,
     );

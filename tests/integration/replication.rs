@@ -346,6 +346,18 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
         ),
     );
     println!("standby reads {standby_ops:.0} ops/s while the primary wrote {primary_ops:.0} ops/s");
+    // Block figures come from the server the workers ran on: the primary's run has them; the
+    // standby's, recorded on the primary, does not borrow the primary's.
+    let blocks = |run: i64| -> bool {
+        let mut c = super::common::connect(db);
+        value(
+            &mut c,
+            &format!(
+                "SELECT details ? 'heap_blocks_hit' FROM stress.results WHERE run_id = {run} AND name = 'total'"
+            ),
+        )
+    };
+    assert!(blocks(wrote) && !blocks(read));
     // The call returned once the standby had replayed its record: the same report on both.
     let on = |c: &mut postgres::Client| -> String {
         value(c, &format!("SELECT stress.report({read})::text"))
