@@ -247,9 +247,11 @@ fn report(run_id: default!(Option<i64>, "NULL")) -> JsonB {
 /// Returns the run id. Needs the workers' grant; not for calling by hand.
 #[pg_extern(volatile, parallel_unsafe)]
 fn record_standby_run(batch: &str) -> i64 {
-    match crate::runs::standby::kind_of(batch).as_deref() {
-        Some("benchmark") => crate::benchmark::record_standby_run(batch),
-        _ => crate::load::record_standby_run(batch),
+    let batch = crate::runs::standby::parse(batch);
+    match batch.kind.as_str() {
+        "run_load" => crate::load::record_standby_run(batch),
+        "benchmark" => crate::benchmark::record_standby_run(batch),
+        _ => crate::runs::standby::unknown_kind(&batch),
     }
 }
 

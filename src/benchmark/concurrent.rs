@@ -152,7 +152,7 @@ fn run_workers(
         slow_ms: crate::gucs::SLOW_QUERY_THRESHOLD_MS.get(),
     };
     let run = control::RunRequest {
-        kind: "benchmark",
+        kind: <BenchmarkRun as RunKind>::KIND,
         entry_point: ENTRY_POINT,
         label: "benchmark",
         workers: concurrency as usize,

@@ -54,7 +54,7 @@ pub struct SlowExecution {
 
 /// Log slow executions of `query` into `stress.slow_queries` (`worker`: None for the caller).
 /// On the primary: record a concurrent benchmark a hot standby ran (runs::standby).
-pub fn record_standby_run(batch: &str) -> i64 {
+pub fn record_standby_run(batch: crate::runs::standby::Batch) -> i64 {
     crate::runs::standby::record::<concurrent::BenchmarkRun>(batch)
 }
 
@@ -339,7 +339,7 @@ pub fn benchmark(
     }
     let parameters = json!({"queries": queries, "iterations": iterations, "warmup": warmup,
                             "concurrency": concurrency, "prepared": prepared, "rollback": rollback});
-    let standby = unsafe { pgrx::pg_sys::RecoveryInProgress() };
+    let standby = crate::runs::standby::in_recovery();
     if standby && concurrency > 1 {
         StressError::NotSupported {
             message: format!("{F}: concurrency > 1 is not supported on a hot standby yet"),
@@ -348,17 +348,7 @@ pub fn benchmark(
         }
         .raise();
     }
-    let (run_id, rows) = if standby {
-        // Nothing can be recorded here: the figures are the call's rows (run_id NULL).
-        let outcomes: Vec<Outcome> = queries
-            .iter()
-            .map(|q| measure(q, iterations, warmup, prepared, rollback))
-            .collect();
-        pgrx::notice!(
-            "{F}: this server is a hot standby: the figures are returned, not recorded (run_id is NULL)"
-        );
-        (None, outcomes.into_iter().map(Outcome::into_row).collect())
-    } else if concurrency > 1 {
+    let (run_id, rows) = if concurrency > 1 {
         let (run_id, rows) = concurrent::measure(
             parameters,
             &queries,
@@ -374,9 +364,17 @@ pub fn benchmark(
             .iter()
             .map(|q| measure(q, iterations, warmup, prepared, rollback))
             .collect();
-        let run_id = record(parameters, started_at, &outcomes);
+        // (nothing can be recorded on a hot standby: there the figures are only the call's rows)
+        let run_id = if standby {
+            pgrx::notice!(
+                "{F}: this server is a hot standby: the figures are returned, not recorded (run_id is NULL)"
+            );
+            None
+        } else {
+            Some(record(parameters, started_at, &outcomes))
+        };
         (
-            Some(run_id),
+            run_id,
             outcomes.into_iter().map(Outcome::into_row).collect(),
         )
     };

@@ -77,7 +77,7 @@ pub fn run_load(
 }
 
 /// On the primary: record a load run a hot standby ran (runs::standby).
-pub fn record_standby_run(batch: &str) -> i64 {
+pub fn record_standby_run(batch: crate::runs::standby::Batch) -> i64 {
     crate::runs::standby::record::<worker::LoadRun>(batch)
 }
 
@@ -226,11 +226,11 @@ pub struct RunRequest {
 /// Start the workers of a load run (and with `wait`, wait for its end). Returns the run id.
 pub fn start_run(req: RunRequest) -> i64 {
     const F: &str = "run_load";
-    if unsafe { pg_sys::RecoveryInProgress() } {
+    if crate::runs::standby::in_recovery() {
         refuse_writes_on_standby(req.scenario.name().unwrap_or(F), &req);
     }
     let run = control::RunRequest {
-        kind: "run_load",
+        kind: <worker::LoadRun as crate::runs::worker::RunKind>::KIND,
         entry_point: worker::ENTRY_POINT,
         label: "load",
         workers: req.workers,

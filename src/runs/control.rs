@@ -248,7 +248,9 @@ pub fn start(req: RunRequest, configure: impl FnOnce(i64) -> Configured) -> i64 
                 req.kind
             );
         }
-        summary(recorded, req.kind, req.summary_notice);
+        if req.summary_notice {
+            summary_notice(recorded, req.kind);
+        }
         return recorded;
     }
     // The run's sampler: not one of its workers (a run without it has no per-second rows).
@@ -366,13 +368,13 @@ fn wait_for(
     slots::stop_sleeping();
     guard.1 = false;
     if summary_notice {
-        summary(run_id, label, summary_notice);
+        self::summary_notice(run_id, label);
     }
 }
 
-/// The run's status, and with `notice` its figures as a NOTICE (from its records: read under a
-/// new snapshot, which sees what its workers committed).
-fn summary(run_id: i64, label: &str, notice: bool) -> String {
+/// The run's status and figures as a NOTICE, from its records: read under a new snapshot, which
+/// sees what its workers (or, on a standby, the primary's replayed record) committed.
+fn summary_notice(run_id: i64, label: &str) {
     let summary = spi_read::latest::<Vec<Option<String>>>(
         "SELECT ARRAY[r.status, coalesce(' (' OPERATOR(pg_catalog.||) r.error OPERATOR(pg_catalog.||) ')', ''),
                 pg_catalog.format('%s operations in %s s (%s ops/s), p50 %s ms, p99 %s ms, %s errors, %s deadlocks',
@@ -387,17 +389,14 @@ fn summary(run_id: i64, label: &str, notice: bool) -> String {
         &[run_id.into()],
     )
     .expect("reading the run's summary");
-    match summary {
-        Some(fields) => {
-            let field = |i: usize| fields.get(i).cloned().flatten().unwrap_or_default();
-            let status = field(0);
-            // (A benchmark returns its figures as rows.)
-            if notice {
-                notice!("{label}: run {run_id} {status}{}: {}", field(1), field(2));
-            }
-            status
-        }
-        None => "unknown".into(),
+    if let Some(fields) = summary {
+        let field = |i: usize| fields.get(i).cloned().flatten().unwrap_or_default();
+        notice!(
+            "{label}: run {run_id} {}{}: {}",
+            field(0),
+            field(1),
+            field(2)
+        );
     }
 }
 

@@ -2,7 +2,7 @@
 //! `stress.load_worker_results`, no `stress.runs` row. So a run there keeps everything in memory
 //! and records itself on the primary:
 //! - the caller creates one dynamic shared memory segment with a region per worker and one for the
-//!   run's closing; each worker writes its results (histograms as HdrHistogram V2, in hex) into its
+//!   run's closing; each worker writes its results (histograms as HdrHistogram V2, in base64) into its
 //!   region instead of the table, and the last one writes the closing (cancelled, lost workers,
 //!   barrier marks) instead of closing the run;
 //! - the caller reads them into a [`Batch`] and sends it, through dblink and as the calling role,
@@ -21,7 +21,7 @@ use crate::postgres::bgworker::Caller;
 use pgrx::pg_sys;
 use serde::{Deserialize, Serialize};
 
-/// Room for one worker's results (a few KB per task: two histograms in hex and counts).
+/// Room for one worker's results (a few KB per task: two histograms in base64 and counts).
 const REGION_BYTES: usize = 256 * 1024;
 /// Most bytes a batch sent to the primary may take.
 const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
@@ -46,7 +46,7 @@ pub struct TaskRecord {
     pub busy_us: i64,
     pub first_error: Option<String>,
     pub stop_reason: Option<String>,
-    /// HdrHistogram V2, hex
+    /// HdrHistogram V2, base64
     pub latency: String,
     pub lag: String,
 }
@@ -83,27 +83,22 @@ pub struct Batch {
     pub closing: Option<ClosingRecord>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+/// Histograms travel in JSON as base64 of HdrHistogram's V2 format.
+fn encoded(latency: &Latency) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(latency.serialize())
 }
 
-fn unhex(text: &str) -> Result<Vec<u8>, String> {
-    if !text.len().is_multiple_of(2) {
-        return Err("a histogram's hex has an odd length".into());
+fn decoded(text: &str) -> Result<Latency, String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("a histogram is not base64: {e}"))?;
+    let latency = Latency::deserialize(&bytes)?;
+    if latency.count() > MAX_CALLS as u64 {
+        return Err("a histogram counts too many calls".into());
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(text.get(i..i + 2).unwrap_or("zz"), 16)
-                .map_err(|_| "a histogram is not hex".to_string())
-        })
-        .collect()
+    Ok(latency)
 }
 
 impl WorkerRecord {
@@ -126,8 +121,8 @@ impl WorkerRecord {
                         busy_us: s.busy_us,
                         first_error: s.first_error.clone(),
                         stop_reason: r.stop_reason.clone(),
-                        latency: hex(&s.latency.serialize()),
-                        lag: hex(&s.lag.serialize()),
+                        latency: encoded(&s.latency),
+                        lag: encoded(&s.lag),
                     }
                 })
                 .collect(),
@@ -156,13 +151,6 @@ impl TaskRecord {
                 self.name
             ));
         }
-        let histogram = |hex: &str| -> Result<Latency, String> {
-            let latency = Latency::deserialize(&unhex(hex)?)?;
-            if latency.count() > MAX_CALLS as u64 {
-                return Err("a histogram counts too many calls".into());
-            }
-            Ok(latency)
-        };
         Ok(WorkerResult {
             operation: self.name.clone(),
             stats: TaskStats {
@@ -172,8 +160,8 @@ impl TaskRecord {
                 retries: self.retries,
                 deadlocks: self.deadlocks,
                 serialization_failures: self.serialization_failures,
-                latency: histogram(&self.latency)?,
-                lag: histogram(&self.lag)?,
+                latency: decoded(&self.latency)?,
+                lag: decoded(&self.lag)?,
                 busy_us: self.busy_us,
                 first_error: self.first_error.clone(),
             },
@@ -284,17 +272,6 @@ pub fn batch(slot: &RunSlot, segment: &Segment) -> Batch {
     }
 }
 
-/// The kind a batch says it is (None: not a batch).
-pub fn kind_of(batch_text: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Kind {
-        kind: String,
-    }
-    serde_json::from_str::<Kind>(batch_text)
-        .ok()
-        .map(|k| k.kind)
-}
-
 fn bad_batch(message: String) -> ! {
     StressError::invalid(
         "record_standby_run",
@@ -304,9 +281,9 @@ fn bad_batch(message: String) -> ! {
     .raise()
 }
 
-/// On the primary: record a standby's run of kind `K` as this role's, as its last worker would
-/// have recorded it here. Returns the new run id.
-pub fn record<K: RunKind>(batch_text: &str) -> i64 {
+/// On the primary, first: who may record a standby's run, and the batch it sent, parsed (its kind
+/// says which [`record`] to call).
+pub fn parse(batch_text: &str) -> Batch {
     const F: &str = "record_standby_run";
     if in_recovery() {
         StressError::ReadOnly {
@@ -319,14 +296,22 @@ pub fn record<K: RunKind>(batch_text: &str) -> i64 {
     if batch_text.len() > MAX_BATCH_BYTES {
         bad_batch(format!("the batch takes more than {MAX_BATCH_BYTES} bytes"));
     }
-    let batch: Batch = serde_json::from_str(batch_text)
-        .unwrap_or_else(|e| bad_batch(format!("the batch does not parse: {e}")));
-    if batch.kind != K::KIND {
-        bad_batch(format!(
-            "kind must be run_load or benchmark, got \"{}\"",
-            batch.kind
-        ));
-    }
+    serde_json::from_str(batch_text)
+        .unwrap_or_else(|e| bad_batch(format!("the batch does not parse: {e}")))
+}
+
+/// A batch whose kind no kind of run records.
+pub fn unknown_kind(batch: &Batch) -> ! {
+    bad_batch(format!(
+        "kind must be run_load or benchmark, got \"{}\"",
+        batch.kind
+    ))
+}
+
+/// On the primary: record a standby's run of kind `K` (from [`parse`]) as this role's, as its last
+/// worker would have recorded it here. Returns the new run id.
+pub fn record<K: RunKind>(batch: Batch) -> i64 {
+    debug_assert_eq!(batch.kind, K::KIND);
     let config: K::Config = serde_json::from_str(&batch.config)
         .unwrap_or_else(|e| bad_batch(format!("the configuration does not parse: {e}")));
     if !(1..=MAX_WORKERS as u32).contains(&batch.workers)
@@ -356,7 +341,7 @@ pub fn record<K: RunKind>(batch_text: &str) -> i64 {
     let names = K::tasks(&config);
     let mut rows = Vec::new();
     for w in &batch.workers_results {
-        if w.tasks.len() > names.len().max(MAX_TASKS) {
+        if w.tasks.len() > names.len() {
             bad_batch("more tasks than the run has".into());
         }
         for t in &w.tasks {
@@ -439,7 +424,6 @@ pub fn record<K: RunKind>(batch_text: &str) -> i64 {
         },
         true,
     );
-    slot.phase = slots::Phase::Free;
     run_id
 }
 
@@ -574,15 +558,6 @@ pub fn wait_for_replay(run_id: i64, timeout: std::time::Duration) -> bool {
         if start.elapsed() >= timeout {
             return false;
         }
-        unsafe {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                10,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
-        }
-        pgrx::check_for_interrupts!();
+        crate::postgres::transaction::sleep_ms(10);
     }
 }

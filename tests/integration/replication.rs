@@ -286,7 +286,8 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
             value(&mut c, "SELECT stress.run_load('4 seconds', workers => 2)")
         })
     };
-    let custom = r#"[{"name": "account", "sql": "SELECT balance FROM stress_data.accounts WHERE id = $1",
+    // (a name that tries to close the quoting of the SQL the batch travels in to the primary)
+    let custom = r#"[{"name": "a''); DROP TABLE stress_data.accounts; --", "sql": "SELECT balance FROM stress_data.accounts WHERE id = $1",
                       "params": [{"distribution": "uniform", "min": 1, "max": 50}]}]"#;
     let read: i64 = value(
         &mut standby,
@@ -310,7 +311,7 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
     assert_eq!(
         names,
         [
-            "account",
+            "a'); DROP TABLE stress_data.accounts; --",
             "open_orders",
             "position",
             "recent_trades",
@@ -394,6 +395,25 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
         .unwrap();
     assert_eq!(bench.get::<_, Option<i64>>(0), None);
     assert_eq!((bench.get::<_, i64>(1), bench.get::<_, i64>(2)), (50, 0));
+
+    // A connection string is a value to dblink, never SQL: one that tries to break out of quotes
+    // is a connection string libpq refuses (class 08), and nothing runs.
+    standby
+        .execute(
+            "SELECT pg_catalog.set_config('stress.record_conninfo', $1, false)",
+            &[&"dbname='x' user=y'); DROP TABLE stress_data.accounts; --"],
+        )
+        .unwrap();
+    let e = standby
+        .batch_execute("SELECT stress.run_load('1 second', mix => '{\"select\": 1}')")
+        .unwrap_err();
+    assert_eq!(
+        &e.code().unwrap().code()[..2],
+        "08",
+        "{:?}",
+        e.as_db_error()
+    );
+    assert!(value::<i64>(&mut primary, "SELECT count(*) FROM stress_data.accounts") > 0);
 
     // Recording goes as this session's role, never another: a connection string for another
     // role is refused before any worker starts; one that leads to the standby itself too.

@@ -504,7 +504,7 @@ fn workers_need_a_grant_and_bad_numbers_are_refused() {
         format!("SELECT stress.record_standby_run('{deep}')"),
         batch(&task(1, "zz"), "1000", "[]").replace("\"run_load\"", "\"generate_dataset\""),
         batch(&task(1, "zz"), "1000", "[]"),
-        batch(&task(1, "1c849303"), "1000", "[]"),
+        batch(&task(1, "HIST0000"), "1000", "[]"),
         batch(&task(-5, ""), "1000", "[]"),
         batch(&task(1, ""), "1000", "[]").replace("\"successes\": 0", "\"successes\": 7"),
         batch(&task(0, ""), "-9223372036854775808", "[]"),
@@ -524,7 +524,8 @@ fn workers_need_a_grant_and_bad_numbers_are_refused() {
         let h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).unwrap();
         let mut bytes = Vec::new();
         V2Serializer::new().serialize(&h, &mut bytes).unwrap();
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
     };
     a.attempt(&batch(&task(0, &empty), "1000", "[]"), None);
     let forged: (String, String) = {
