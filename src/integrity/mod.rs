@@ -3,7 +3,7 @@
 pub mod checksum;
 
 use crate::error::StressError;
-use checksum::{ColumnEncoder, Digest};
+use checksum::{ColumnEncoder, Digest, RowEncoder};
 use pgrx::PgRelation;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -64,9 +64,84 @@ pub fn table_digest(rel: &PgRelation) -> Digest {
     }
 }
 
-/// Heap-scan `scanned`, hashing its rows with `logical`'s live columns (the same relation, or the
-/// partitioned parent, whose column order a partition's rows are hashed in).
+/// Digest of `scanned`'s rows, hashed with `logical`'s live columns (the same relation, or the
+/// partitioned parent, whose column order a partition's rows are hashed in). Large tables are read
+/// by parallel workers as a parallel sequential scan of the same table would be; the digest is a
+/// sum, so it is the same whatever the degree.
 unsafe fn scan_digest(scanned: &PgRelation, logical: &PgRelation) -> Digest {
+    let workers = crate::postgres::parallel_scan::planned_workers(scanned);
+    let mut digest = Digest::default();
+    if workers == 0 {
+        let mut rows = unsafe { row_encoder(scanned, logical) };
+        unsafe {
+            crate::postgres::scan::for_each_row(scanned.as_ptr(), |values, nulls| {
+                rows.add_row(values, nulls, &mut digest)
+            })
+        };
+        return digest;
+    }
+    let (partials, launched) = unsafe {
+        crate::postgres::parallel_scan::run::<ParallelChecksum>(scanned, logical, workers)
+    };
+    for partial in partials {
+        digest.merge(partial);
+    }
+    pgrx::debug1!(
+        "stress.checksum: {}.{} read by the leader and {launched} parallel workers ({workers} planned)",
+        scanned.namespace(),
+        scanned.name()
+    );
+    digest
+}
+
+/// One participant's share of a parallel checksum.
+struct ParallelChecksum;
+
+impl crate::postgres::parallel_scan::ParallelScan for ParallelChecksum {
+    type Partial = Digest;
+    const ENTRY_POINT: &'static std::ffi::CStr = c"pg_stress_checksum_worker";
+
+    unsafe fn scan(
+        scanned: &PgRelation,
+        logical: &PgRelation,
+        scan: pg_sys::TableScanDesc,
+    ) -> Digest {
+        let mut digest = Digest::default();
+        unsafe {
+            let mut rows = row_encoder(scanned, logical);
+            crate::postgres::scan::for_each_row_of(scan, |values, nulls| {
+                rows.add_row(values, nulls, &mut digest)
+            });
+        }
+        digest
+    }
+}
+
+/// A parallel checksum worker's entry point (PostgreSQL looks it up by name in this library).
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_stress_checksum_worker(
+    seg: *mut pg_sys::dsm_segment,
+    toc: *mut pg_sys::shm_toc,
+) {
+    unsafe { crate::postgres::parallel_scan::worker_main::<ParallelChecksum>(seg, toc) }
+}
+
+/// The digest through the general encoding alone, for tests of the fast path.
+#[cfg(any(test, feature = "pg_test"))]
+fn general_digest(rel: &PgRelation) -> Digest {
+    let mut digest = Digest::default();
+    unsafe {
+        let mut rows = row_encoder(rel, rel);
+        crate::postgres::scan::for_each_row(rel.as_ptr(), |values, nulls| {
+            rows.add_row_general(values, nulls, &mut digest)
+        });
+    }
+    digest
+}
+
+/// The encoder of `scanned`'s rows in `logical`'s column order.
+unsafe fn row_encoder(scanned: &PgRelation, logical: &PgRelation) -> RowEncoder {
     unsafe {
         let logical_desc = logical.tuple_desc();
         let scanned_desc = scanned.tuple_desc();
@@ -91,16 +166,7 @@ unsafe fn scan_digest(scanned: &PgRelation, logical: &PgRelation) -> Digest {
                 )
             })
             .collect();
-        let mut digest = Digest::default();
-        let mut encoded = Vec::with_capacity(256);
-        crate::postgres::scan::for_each_row(scanned.as_ptr(), |values, nulls| {
-            encoded.clear();
-            for encoder in &encoders {
-                encoder.encode(values, nulls, &mut encoded);
-            }
-            digest.add_row(&encoded);
-        });
-        digest
+        RowEncoder::new(encoders)
     }
 }
 
@@ -142,6 +208,7 @@ fn relation_display_name(rel: &PgRelation) -> String {
 #[pg_schema]
 mod tests {
     use crate::tests::sqlstate_of;
+    use pgrx::PgRelation;
     use pgrx::prelude::*;
 
     fn checksum(rel: &str) -> String {
@@ -215,6 +282,58 @@ mod tests {
         Spi::run("CREATE TABLE ck_null (a text); INSERT INTO ck_null VALUES (NULL)").unwrap();
         Spi::run("CREATE TABLE ck_empty (a text); INSERT INTO ck_empty VALUES ('')").unwrap();
         assert_ne!(checksum("ck_null"), checksum("ck_empty"));
+    }
+
+    #[pg_test]
+    fn the_fast_encoding_writes_the_general_one_byte_for_byte() {
+        make_sample("ck_fast");
+        // Values from 0 to 40 bytes, around the 16-byte copy; rows wider than the fast buffer.
+        Spi::run(
+            "INSERT INTO ck_fast (id, t, v, num)
+             SELECT 1000 + g, repeat('x', g), left(repeat('y', g), 20), g * 1.5 FROM generate_series(0, 40) g;
+             INSERT INTO ck_fast (id, t) SELECT 2000 + g, repeat(md5(g::text), 80) FROM generate_series(1, 5) g;
+             ALTER TABLE ck_fast ALTER COLUMN t SET STORAGE EXTERNAL;
+             INSERT INTO ck_fast (id, t) SELECT 3000 + g, repeat('z', 3000 + g) FROM generate_series(1, 5) g",
+        )
+        .unwrap();
+        let rel = PgRelation::open_with_name_and_share_lock("ck_fast").unwrap();
+        let general = super::general_digest(&rel);
+        assert_eq!(general.rows, 551);
+        assert_eq!(super::table_digest(&rel), general);
+    }
+
+    #[pg_test]
+    fn parallel_workers_give_the_same_digest_and_see_this_transactions_rows() {
+        // The table and its rows are this test transaction's own, uncommitted: workers see them
+        // only by sharing the transaction, as a parallel query's workers do.
+        make_sample("ck_par");
+        Spi::run(
+            "INSERT INTO ck_par SELECT id + 1000 * k, i2, f8, b, u, iv, j, arr, n, d, ts, v, c, t, num
+             FROM ck_par, generate_series(1, 7) k;
+             UPDATE ck_par SET t = 'changed' WHERE id % 11 = 0",
+        )
+        .unwrap();
+        Spi::run("SET LOCAL min_parallel_table_scan_size = 0").unwrap();
+        let mut digests = Vec::new();
+        for workers in [0, 1, 2, 4] {
+            Spi::run(&format!(
+                "SET LOCAL max_parallel_workers_per_gather = {workers}"
+            ))
+            .unwrap();
+            digests.push(checksum("ck_par"));
+        }
+        assert!(digests[0].starts_with("4000:"), "{}", digests[0]);
+        assert!(digests.iter().all(|d| d == &digests[0]), "{digests:?}");
+        // The degree follows the table's storage parameter, as a parallel scan's would.
+        Spi::run("ALTER TABLE ck_par SET (parallel_workers = 3)").unwrap();
+        let rel = PgRelation::open_with_name_and_share_lock("ck_par").unwrap();
+        assert_eq!(crate::postgres::parallel_scan::planned_workers(&rel), 3);
+        assert_eq!(checksum("ck_par"), digests[0]);
+        // A temporary table's buffers are this backend's: never read by workers.
+        Spi::run("CREATE TEMP TABLE ck_par_temp AS SELECT * FROM ck_par").unwrap();
+        let temp = PgRelation::open_with_name_and_share_lock("ck_par_temp").unwrap();
+        assert_eq!(crate::postgres::parallel_scan::planned_workers(&temp), 0);
+        assert_eq!(checksum("ck_par_temp"), digests[0]);
     }
 
     #[pg_test]

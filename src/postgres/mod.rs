@@ -4,6 +4,7 @@
 pub mod bgworker;
 pub mod datum;
 pub mod json_arg;
+pub mod parallel_scan;
 pub mod privilege;
 pub mod progress_notices;
 pub mod quote;

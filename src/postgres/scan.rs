@@ -10,22 +10,51 @@ use pgrx::pg_sys;
 ///
 /// # Safety
 /// `rel` must be an open relation with storage, locked at least ACCESS SHARE.
-pub unsafe fn for_each_row(rel: pg_sys::Relation, mut each: impl FnMut(&[pg_sys::Datum], &[bool])) {
+pub unsafe fn for_each_row(rel: pg_sys::Relation, each: impl FnMut(&[pg_sys::Datum], &[bool])) {
     unsafe {
         // A parallel worker may not advance the command counter; it only ever reads.
         let own_snapshot = !pg_sys::IsInParallelMode();
         if own_snapshot {
-            pg_sys::CommandCounterIncrement();
-            let active = pg_sys::GetActiveSnapshot();
-            pg_sys::PushCopiedSnapshot(if active.is_null() {
-                pg_sys::GetTransactionSnapshot()
-            } else {
-                active
-            });
-            pg_sys::UpdateActiveSnapshotCommandId();
+            push_statement_snapshot();
         }
         let scan =
             pg_sys::table_beginscan(rel, pg_sys::GetActiveSnapshot(), 0, std::ptr::null_mut());
+        for_each_row_of(scan, each);
+        pg_sys::table_endscan(scan);
+        if own_snapshot {
+            pg_sys::PopActiveSnapshot();
+        }
+    }
+}
+
+/// Make the rows this transaction wrote so far visible and push a snapshot that sees them, as the
+/// active snapshot (pop it with `PopActiveSnapshot`).
+///
+/// # Safety
+/// Not in parallel mode; inside a transaction.
+pub unsafe fn push_statement_snapshot() {
+    unsafe {
+        pg_sys::CommandCounterIncrement();
+        let active = pg_sys::GetActiveSnapshot();
+        pg_sys::PushCopiedSnapshot(if active.is_null() {
+            pg_sys::GetTransactionSnapshot()
+        } else {
+            active
+        });
+        pg_sys::UpdateActiveSnapshotCommandId();
+    }
+}
+
+/// [`for_each_row`] over a scan already begun (one participant's share of a parallel scan, say).
+///
+/// # Safety
+/// `scan` must be an open scan of a relation with storage.
+pub unsafe fn for_each_row_of(
+    scan: pg_sys::TableScanDesc,
+    mut each: impl FnMut(&[pg_sys::Datum], &[bool]),
+) {
+    unsafe {
+        let rel = (*scan).rs_rd;
         let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
         let natts = (*(*rel).rd_att).natts as usize;
         let row_memory = PgMemoryContexts::new("pg_stress row");
@@ -48,9 +77,5 @@ pub unsafe fn for_each_row(rel: pg_sys::Relation, mut each: impl FnMut(&[pg_sys:
             }
         }
         pg_sys::ExecDropSingleTupleTableSlot(slot);
-        pg_sys::table_endscan(scan);
-        if own_snapshot {
-            pg_sys::PopActiveSnapshot();
-        }
     }
 }

@@ -277,6 +277,31 @@ fn odd_relation_kinds_are_refused_before_any_crash() {
         ),
         ("CREATE SCHEMA k9; CREATE VIEW k9.trades AS SELECT * FROM stress_data.trades; SET stress.data_schema = 'k9'; SELECT stress.generate_positions()".into(), wrong.clone()),
         ("CREATE SCHEMA k10; CREATE TABLE k10.trades (LIKE stress_data.trades) PARTITION BY RANGE (id); SET stress.data_schema = 'k10'; SELECT stress.generate_positions()".into(), wrong.clone()),
+        // Parallel checksums: as many workers as the role can ask for, on its own table, on the
+        // administrator's (read as the role), a temporary table (never given to workers), and a
+        // table whose row-level security would be bypassed, its own or pg_stress's records (refused
+        // before any worker starts).
+        (
+            "SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 1024;
+             SET max_parallel_workers = 1024;
+             CREATE TABLE hostile.wide AS SELECT g, repeat('w', g % 100) AS t FROM generate_series(1, 20000) g;
+             ALTER TABLE hostile.wide SET (parallel_workers = 1024);
+             SELECT stress.checksum('hostile.wide'); SELECT stress.checksum('stress_data.orders');
+             CREATE TEMP TABLE wide_temp AS SELECT * FROM hostile.wide; SELECT stress.checksum('pg_temp.wide_temp')".into(),
+            None,
+        ),
+        (
+            "SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 4;
+             CREATE TABLE hostile.rls AS SELECT g FROM generate_series(1, 20000) g;
+             ALTER TABLE hostile.rls ENABLE ROW LEVEL SECURITY; ALTER TABLE hostile.rls FORCE ROW LEVEL SECURITY;
+             SELECT stress.checksum('hostile.rls')".into(),
+            unsupported.clone(),
+        ),
+        (
+            "SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 4;
+             SELECT stress.checksum('stress.runs')".into(),
+            unsupported.clone(),
+        ),
         // Someone else's table: refused before it is locked.
         ("SET stress.data_schema = 'stress_data'; SELECT stress.generate_audit_log(5)".into(), Some(SqlState::INSUFFICIENT_PRIVILEGE)),
         ("SET stress.data_schema = 'stress_data'; SELECT stress.generate_positions()".into(), Some(SqlState::INSUFFICIENT_PRIVILEGE)),
@@ -284,7 +309,7 @@ fn odd_relation_kinds_are_refused_before_any_crash() {
     for (sql, code) in cases {
         a.attempt(&sql, code);
     }
-    assert_eq!(a.cases, 18);
+    assert_eq!(a.cases, 21);
 }
 
 /// Records are private and written only by pg_stress; retention policies only through
