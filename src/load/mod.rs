@@ -241,7 +241,13 @@ pub fn start_run(req: RunRequest) -> i64 {
     };
     control::start(run, |run_id| {
         let schema = gucs::data_schema();
-        let ids = dataset_ids(F, &schema);
+        // Custom transactions alone need no trading dataset (as pgbench -f needs no pgbench -i).
+        let builtins = req.weights.iter().any(|&w| w > 0.0);
+        let ids = if builtins {
+            dataset_ids(F, &schema)
+        } else {
+            DatasetIds::default()
+        };
         let config = worker::LoadConfig {
             rate: req.rate.unwrap_or(0.0),
             weights: req.weights,

@@ -105,7 +105,9 @@ impl RunKind for LoadRun {
             &[plan_cache_mode.into()],
         )
         .expect("setting plan_cache_mode");
-        Spi::connect(|client| Plans::prepare(client, &run.config.schema, customs, true, true))
+        // (a run of custom transactions alone needs no trading dataset)
+        let builtins = run.config.weights.iter().any(|&w| w > 0.0);
+        Spi::connect(|client| Plans::prepare(client, &run.config.schema, customs, builtins, true))
             .map(|plans| LoadWorker {
                 plans,
                 conflicts: Vec::new(),

@@ -268,6 +268,34 @@ fn bad_load_arguments_are_refused() {
     let err = err.as_db_error().expect("a server error").clone();
     assert_eq!(err.code(), &SqlState::INVALID_PARAMETER_VALUE, "{err}");
     assert!(err.message().contains("does not exist"), "{err}");
+    // Custom transactions alone need no trading dataset, as pgbench -f needs no pgbench -i.
+    empty
+        .batch_execute("CREATE TABLE public.counter (n int); INSERT INTO public.counter VALUES (0)")
+        .unwrap();
+    let run: i64 = empty
+        .query_one(
+            r#"SELECT stress.run_load('1 second', workers => 1,
+                   transactions => '[{"name": "bump", "sql": "UPDATE public.counter SET n = n + 1"}]')"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(run_status(&mut empty, run), ("completed".into(), None));
+    let bumps: i32 = empty
+        .query_one("SELECT n FROM public.counter", &[])
+        .unwrap()
+        .get(0);
+    let successes: i64 = empty
+        .query_one(
+            "SELECT calls - errors FROM stress.results WHERE run_id = $1 AND name = 'bump'",
+            &[&run],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        bumps > 0 && bumps as i64 == successes,
+        "{bumps} updates, {successes} successful calls"
+    );
 }
 
 /// Workers see only committed data: a run started in the transaction that created the table its
