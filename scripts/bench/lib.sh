@@ -19,8 +19,11 @@ if [ -z "${BENCH_NO_INSTALL:-}" ]; then
   cargo pgrx install --release --pg-config "$PG_CONFIG" "${pgrx_install_flags[@]}" >/dev/null
 fi
 eval "$(scripts/pgcluster.sh start bench "shared_buffers = '1GB'" "max_wal_size = '4GB'" "cron.database_name = 'postgres'" \
+         "max_worker_processes = 64" "stress.max_workers = 64" \
          "shared_preload_libraries = 'pg_stress, pg_cron, pg_stat_statements'")"
 export PGHOST PGPORT PGUSER
+bench_tmp=$(mktemp -d)
+trap 'rm -rf "$bench_tmp"' EXIT
 psql=("$pg_bindir/psql" -X -q -At -v ON_ERROR_STOP=1)
 pgbench=$pg_bindir/pgbench
 PGOPTIONS="-c client_min_messages=warning" "${psql[@]}" -d postgres \
@@ -31,6 +34,17 @@ now() { date +%s.%N; }
 # seconds taken by one SQL statement (after a checkpoint, so no variant pays for another's writes)
 timed() { sql "CHECKPOINT" >/dev/null; local s; s=$(now); sql "$1" >/dev/null; awk -v s="$s" -v e="$(now)" 'BEGIN { printf "%.3f", e - s }'; }
 min() { printf '%s\n' "$@" | sort -g | head -1; }
+# await_run ID: wait for a run started with wait => false to end, polling from short sessions (a
+# session that waits inside stress.wait holds a snapshot, and with it the run's dead rows)
+await_run() {
+  local status=""
+  # (its row appears when its first worker has started)
+  while [ -z "$status" ] || [ "$status" = running ]; do
+    sleep 0.5
+    status=$(sql "SELECT status FROM stress.runs WHERE id = $1")
+  done
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # peak_growth SQL: run SQL in its own session and print by how many MB that backend's private memory
 # (RssAnon: not shared buffers) grew at its peak, sampled every 50 ms

@@ -54,7 +54,6 @@ for ((i = 1; i <= 4; i++)); do
     echo "   round $i, timeline $setting: $ops ops/s ($rows timeline rows)"
   done
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 timeline_ratio=$(ratio "$(median "${timeline_on[@]}")" "$(median "${timeline_off[@]}")")
 echo "   medians: on $(median "${timeline_on[@]}") ops/s, off $(median "${timeline_off[@]}") ops/s  -> RATIO on / off = $timeline_ratio   (cost must stay under 2%: >= 0.98)"
 echo "== load: open model at 1000 ops/s for 30 s (default mix, 4 workers), and the server's commit count"

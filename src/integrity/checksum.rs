@@ -231,6 +231,17 @@ impl RowEncoder {
         }
     }
 
+    /// Whether parallel workers may encode these rows: every send or output function the encoding
+    /// calls is PARALLEL SAFE (as a parallel query requires of the functions it runs in workers).
+    pub fn parallel_safe(&self) -> bool {
+        self.columns.iter().all(|c| match c.encoding {
+            Encoding::Function(func, _) => {
+                (unsafe { pg_sys::func_parallel(func) }) as u8 == pg_sys::PROPARALLEL_SAFE
+            }
+            _ => true,
+        })
+    }
+
     /// Add one row to `digest`.
     ///
     /// # Safety

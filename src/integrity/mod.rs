@@ -69,10 +69,14 @@ pub fn table_digest(rel: &PgRelation) -> Digest {
 /// by parallel workers as a parallel sequential scan of the same table would be; the digest is a
 /// sum, so it is the same whatever the degree.
 unsafe fn scan_digest(scanned: &PgRelation, logical: &PgRelation) -> Digest {
-    let workers = crate::postgres::parallel_scan::planned_workers(scanned);
+    let mut rows = unsafe { row_encoder(scanned, logical) };
+    let workers = if rows.parallel_safe() {
+        crate::postgres::parallel_scan::planned_workers(scanned)
+    } else {
+        0
+    };
     let mut digest = Digest::default();
     if workers == 0 {
-        let mut rows = unsafe { row_encoder(scanned, logical) };
         unsafe {
             crate::postgres::scan::for_each_row(scanned.as_ptr(), |values, nulls| {
                 rows.add_row(values, nulls, &mut digest)
@@ -329,6 +333,21 @@ mod tests {
         let rel = PgRelation::open_with_name_and_share_lock("ck_par").unwrap();
         assert_eq!(crate::postgres::parallel_scan::planned_workers(&rel), 3);
         assert_eq!(checksum("ck_par"), digests[0]);
+        // A type whose send function is not PARALLEL SAFE is never encoded by workers.
+        Spi::run(
+            "CREATE TYPE ck_unsafe;
+             CREATE FUNCTION ck_unsafe_in(cstring) RETURNS ck_unsafe LANGUAGE internal IMMUTABLE STRICT AS 'textin';
+             CREATE FUNCTION ck_unsafe_out(ck_unsafe) RETURNS cstring LANGUAGE internal IMMUTABLE STRICT AS 'textout';
+             CREATE FUNCTION ck_unsafe_send(ck_unsafe) RETURNS bytea LANGUAGE internal IMMUTABLE STRICT PARALLEL UNSAFE AS 'textsend';
+             CREATE TYPE ck_unsafe (INPUT = ck_unsafe_in, OUTPUT = ck_unsafe_out, SEND = ck_unsafe_send,
+                                    INTERNALLENGTH = VARIABLE, STORAGE = extended);
+             CREATE TABLE ck_par_unsafe AS SELECT id, t::text::ck_unsafe AS u FROM ck_par",
+        )
+        .unwrap();
+        let unsafe_rel = PgRelation::open_with_name_and_share_lock("ck_par_unsafe").unwrap();
+        assert!(!unsafe { super::row_encoder(&unsafe_rel, &unsafe_rel) }.parallel_safe());
+        assert!(unsafe { super::row_encoder(&rel, &rel) }.parallel_safe());
+        assert!(checksum("ck_par_unsafe").starts_with("4000:"));
         // A temporary table's buffers are this backend's: never read by workers.
         Spi::run("CREATE TEMP TABLE ck_par_temp AS SELECT * FROM ck_par").unwrap();
         let temp = PgRelation::open_with_name_and_share_lock("ck_par_temp").unwrap();
