@@ -10,37 +10,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 CURVE_SIZES=${CURVE_SIZES:-1000000 10000000}
 CURVE_SECONDS=${CURVE_SECONDS:-10}
 curve_rows=()
-# time_and_peak SQL: "seconds MB" for SQL run in its own session: its time, and by how much that
-# backend's private memory (RssAnon) grew at its peak, sampled every 50 ms
-time_and_peak() {
-  local out=$tmp_curve/out client pid="" start_kb peak_kb kb
-  sql "CHECKPOINT" >/dev/null
-  PGAPPNAME=stress_bench_curve PGOPTIONS="-c stress.progress_interval=0 -c client_min_messages=warning" "${psql[@]}" -d "$db" \
-    -c "SELECT pg_sleep(1)" -c '\timing on' -c "$1" >"$out" &
-  client=$!
-  while [ -z "$pid" ]; do
-    pid=$(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'stress_bench_curve'")
-  done
-  start_kb=$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status") peak_kb=$start_kb
-  while kill -0 "$client" 2>/dev/null; do
-    kb=$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
-    [ -n "$kb" ] && [ "$kb" -gt "$peak_kb" ] && peak_kb=$kb
-    sleep 0.05
-  done
-  wait "$client"
-  awk -v a="$start_kb" -v b="$peak_kb" '/^Time:/ { t = $2 } END { printf "%.2f %.0f\n", t / 1000, (b - a) / 1024 }' "$out"
-}
-tmp_curve=$bench_tmp
-human() { awk -v n="$1" 'BEGIN { if (n >= 1e6) printf "%gM", n / 1e6; else if (n >= 1e3) printf "%gk", n / 1e3; else print n }'; }
-stmt_ms() {
-  "${psql[@]}" -d "$db" -c "SET max_parallel_workers_per_gather = $1" -c '\timing on' -c "$2" \
-    | awk '/^Time:/ { t = $2 } END { print t }'
-}
 
 echo "== cost curve: generation"
 for n in $CURVE_SIZES; do
   for w in 1 2; do
     sql "DROP SCHEMA IF EXISTS stress_data CASCADE" >/dev/null
+    sql "CHECKPOINT" >/dev/null
     read -r t mb < <(time_and_peak "SELECT stress.generate_orders($n, seed => 1, workers => $w)")
     rate=$(awk -v n="$n" -v t="$t" 'BEGIN { printf "%.0f", n / t }')
     echo "   generate_orders($(human "$n"), workers => $w): $t s, $rate rows/s, backend memory +$mb MB"
@@ -49,6 +24,7 @@ for n in $CURVE_SIZES; do
 done
 for n in $(printf '%s\n' $CURVE_SIZES | sort -gr); do
   sql "DROP SCHEMA IF EXISTS stress_data CASCADE" >/dev/null
+  sql "CHECKPOINT" >/dev/null
   read -r t mb < <(time_and_peak "SELECT count(*) FROM stress.generate_dataset(orders => $n, seed => 1, workers => 2)")
   rows=$(sql "SELECT sum(n) FROM (SELECT count(*) AS n FROM stress_data.accounts UNION ALL SELECT count(*) FROM stress_data.orders
               UNION ALL SELECT count(*) FROM stress_data.trades UNION ALL SELECT count(*) FROM stress_data.positions

@@ -19,12 +19,6 @@ floor_rows=()
 tmp=$bench_tmp
 # floor_row WHAT OURS FLOOR RATIO GOAL LIMIT
 floor_row() { floor_rows+=("$1|$2|$3|$4|$5|$6"); }
-human() { awk -v n="$1" 'BEGIN { if (n >= 1e6) printf "%gM", n / 1e6; else if (n >= 1e3) printf "%gk", n / 1e3; else print n }'; }
-# milliseconds one statement takes, timed by psql in a session with max_parallel_workers_per_gather $1
-stmt_ms() {
-  "${psql[@]}" -d "$db" -c "SET max_parallel_workers_per_gather = $1" -c '\timing on' -c "$2" \
-    | awk '/^Time:/ { t = $2 } END { print t }'
-}
 # the variants of a round in rotating order: rotate ROUND A B C → round 1: A B C, 2: B C A, …
 rotate() { local r=$1; shift; local v=("$@") n=$#; for ((j = 0; j < n; j++)); do echo "${v[$(((j + r - 1) % n))]}"; done; }
 

@@ -44,14 +44,22 @@ await_run() {
     status=$(sql "SELECT status FROM stress.runs WHERE id = $1")
   done
 }
+# 1000000 → 1M
+human() { awk -v n="$1" 'BEGIN { if (n >= 1e6) printf "%gM", n / 1e6; else if (n >= 1e3) printf "%gk", n / 1e3; else print n }'; }
+# milliseconds one statement takes, timed by psql in a session with max_parallel_workers_per_gather $1
+stmt_ms() {
+  "${psql[@]}" -d "$db" -c "SET max_parallel_workers_per_gather = $1" -c '\timing on' -c "$2" \
+    | awk '/^Time:/ { t = $2 } END { print t }'
+}
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-# peak_growth SQL: run SQL in its own session and print by how many MB that backend's private memory
-# (RssAnon: not shared buffers) grew at its peak, sampled every 50 ms
-peak_growth() {
-  PGAPPNAME=stress_bench_memory PGOPTIONS="-c stress.progress_interval=0" "${psql[@]}" -d "$db" \
-    -c "SELECT pg_sleep(1)" -c "$1" >/dev/null &
-  local client=$! pid="" start_kb peak_kb kb
+# time_and_peak SQL: run SQL in its own session and print "seconds MB": its time, and by how many MB
+# that backend's private memory (RssAnon: not shared buffers) grew at its peak, sampled every 50 ms
+time_and_peak() {
+  local out=$bench_tmp/timed client pid="" start_kb peak_kb kb
+  PGAPPNAME=stress_bench_memory PGOPTIONS="-c stress.progress_interval=0 -c client_min_messages=warning" "${psql[@]}" -d "$db" \
+    -c "SELECT pg_sleep(1)" -c '\timing on' -c "$1" >"$out" &
+  client=$!
   while [ -z "$pid" ]; do
     pid=$(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'stress_bench_memory'")
   done
@@ -62,5 +70,7 @@ peak_growth() {
     sleep 0.05
   done
   wait "$client"
-  awk -v a="$start_kb" -v b="$peak_kb" 'BEGIN { printf "%.1f", (b - a) / 1024 }'
+  awk -v a="$start_kb" -v b="$peak_kb" '/^Time:/ { t = $2 } END { printf "%.2f %.1f\n", t / 1000, (b - a) / 1024 }' "$out"
 }
+# peak_growth SQL: only the MB of time_and_peak
+peak_growth() { time_and_peak "$1" | awk '{ print $2 }'; }
