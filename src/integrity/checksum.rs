@@ -209,8 +209,8 @@ impl ColumnEncoder {
     }
 }
 
-/// Rows whose encoding fits in this many bytes (nearly all rows of narrow tables) are encoded on
-/// the stack, with the write position in a register; others into a growable buffer.
+/// Rows whose encoding fits in this many bytes (nearly all rows of narrow tables) are encoded into
+/// a fixed buffer, with the write position in a register; others into a growable one.
 const FAST_ROW_BYTES: usize = 2048;
 
 /// Encodes and hashes the rows of one relation. A checksum's cost is mostly here: about 3 ns a
@@ -239,6 +239,18 @@ impl RowEncoder {
                 (unsafe { pg_sys::func_parallel(func) }) as u8 == pg_sys::PROPARALLEL_SAFE
             }
             _ => true,
+        })
+    }
+
+    /// Whether every column takes the fast path when its value fits and is stored in place (tests
+    /// use it to know they exercise that path).
+    #[cfg(any(test, feature = "pg_test"))]
+    pub fn fast_path_covers_every_column(&self) -> bool {
+        self.columns.iter().all(|c| {
+            matches!(
+                c.encoding,
+                Encoding::ByValue(_) | Encoding::FixedRef(_) | Encoding::Payload
+            )
         })
     }
 

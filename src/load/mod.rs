@@ -242,7 +242,7 @@ pub fn start_run(req: RunRequest) -> i64 {
     control::start(run, |run_id| {
         let schema = gucs::data_schema();
         // Custom transactions alone need no trading dataset (as pgbench -f needs no pgbench -i).
-        let builtins = req.weights.iter().any(|&w| w > 0.0);
+        let builtins = ops::uses_builtins(&req.weights);
         let ids = if builtins {
             dataset_ids(F, &schema)
         } else {

@@ -49,6 +49,12 @@ pub const OPS: [Op; 8] = [
 /// Weights indexed like [`OPS`].
 pub type Weights = [f64; OPS.len()];
 
+/// Whether a mix runs any built-in operation (which need the trading dataset); custom
+/// transactions alone do not.
+pub fn uses_builtins(weights: &Weights) -> bool {
+    weights.iter().any(|&w| w > 0.0)
+}
+
 impl Op {
     pub fn name(self) -> &'static str {
         match self {

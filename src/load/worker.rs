@@ -106,7 +106,7 @@ impl RunKind for LoadRun {
         )
         .expect("setting plan_cache_mode");
         // (a run of custom transactions alone needs no trading dataset)
-        let builtins = run.config.weights.iter().any(|&w| w > 0.0);
+        let builtins = super::ops::uses_builtins(&run.config.weights);
         Spi::connect(|client| Plans::prepare(client, &run.config.schema, customs, builtins, true))
             .map(|plans| LoadWorker {
                 plans,
