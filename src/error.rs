@@ -44,6 +44,9 @@ pub enum StressError {
     /// 25006: something that writes, asked of a hot standby.
     #[error("{message}")]
     ReadOnly { message: String, hint: String },
+    /// 25001: a procedure that commits, called where it cannot (inside a transaction block).
+    #[error("{message}")]
+    InTransactionBlock { message: String, hint: String },
     /// 57000: a background worker of this call stopped before its work was done.
     #[error("{message}")]
     WorkerLost { message: String, hint: String },
@@ -79,6 +82,9 @@ impl StressError {
             StressError::OutOfWorkerSlots { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
             StressError::WorkerLost { .. } => PgSqlErrorCode::ERRCODE_OPERATOR_INTERVENTION,
             StressError::ReadOnly { .. } => PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            StressError::InTransactionBlock { .. } => {
+                PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION
+            }
             StressError::PermissionDenied { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
         }
     }
@@ -94,6 +100,7 @@ impl StressError {
             | StressError::OutOfWorkerSlots { hint, .. }
             | StressError::WorkerLost { hint, .. }
             | StressError::ReadOnly { hint, .. }
+            | StressError::InTransactionBlock { hint, .. }
             | StressError::WrongKind { hint, .. }
                 if !hint.is_empty() =>
             {

@@ -1,5 +1,7 @@
 //! Query benchmarks, plans, and index comparisons.
 
+use crate::postgres::procedure::value;
+use crate::procedure;
 use pgrx::JsonB;
 use pgrx::prelude::*;
 
@@ -32,6 +34,7 @@ fn benchmark(
     ),
 > {
     TableIterator::new(crate::benchmark::benchmark(
+        None,
         queries,
         iterations,
         warmup,
@@ -40,6 +43,73 @@ fn benchmark(
         rollback,
     ))
 }
+
+// CALL stress.benchmark_proc(queries, iterations, warmup, concurrency, prepared, rollback): the
+// benchmark, its workers waited for without a snapshot; the run's id and totals (each query's row:
+// stress.benchmark_results(run_id)).
+procedure!(
+    pg_stress_benchmark_proc,
+    pg_finfo_pg_stress_benchmark_proc,
+    "benchmark_proc",
+    "Run it on its own (not inside BEGIN ... COMMIT). Inside a transaction, benchmark in one session: SELECT * FROM stress.benchmark(queries, concurrency => 1).",
+    |call| {
+        const F: &str = "benchmark";
+        let rows = crate::benchmark::benchmark(
+            Some(&call),
+            call.required(F, 0, "queries"),
+            call.required(F, 1, "iterations"),
+            call.required(F, 2, "warmup"),
+            call.required(F, 3, "concurrency"),
+            call.required(F, 4, "prepared"),
+            call.required(F, 5, "rollback"),
+        );
+        let run_id = rows.first().and_then(|r| r.0);
+        let calls: i64 = rows.iter().map(|r| r.2).sum();
+        let errors: i64 = rows.iter().map(|r| r.3).sum();
+        let worst_p99 = rows.iter().filter_map(|r| r.8).reduce(f64::max);
+        let failed = rows.iter().find_map(|r| r.11.clone());
+        call.row(vec![
+            value(run_id),
+            value(rows.len() as i32),
+            value(calls),
+            value(errors),
+            value(worst_p99),
+            value(failed),
+        ])
+    }
+);
+
+extension_sql!(
+    r#"
+CREATE PROCEDURE stress.benchmark_proc(
+    queries text[], iterations integer DEFAULT 100, warmup integer DEFAULT 5, concurrency integer DEFAULT 2,
+    prepared boolean DEFAULT true, rollback boolean DEFAULT false,
+    INOUT run_id bigint DEFAULT NULL, INOUT query_count integer DEFAULT NULL, INOUT calls bigint DEFAULT NULL,
+    INOUT errors bigint DEFAULT NULL, INOUT worst_p99_ms double precision DEFAULT NULL,
+    INOUT error text DEFAULT NULL)
+LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_benchmark_proc';
+COMMENT ON PROCEDURE stress.benchmark_proc IS 'stress.benchmark with concurrency > 1, its workers waited for without holding a snapshot; each query''s row: stress.benchmark_results(run_id).';
+
+-- Each query's row of a recorded benchmark, as stress.benchmark returns them.
+CREATE FUNCTION stress.benchmark_results(id bigint)
+RETURNS TABLE (run_id bigint, query text, calls bigint, errors bigint, avg_ms double precision,
+               stddev_ms double precision, p50_ms double precision, p95_ms double precision,
+               p99_ms double precision, max_ms double precision, qps double precision, error text)
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.run_id, t.name, coalesce(t.calls, 0), coalesce(t.errors, 0), t.avg_ms, t.stddev_ms, t.p50_ms,
+           t.p95_ms, t.p99_ms, t.max_ms, t.ops_per_sec,
+           coalesce(t.details ->> 'error', t.details ->> 'first_error')
+    FROM stress.results t JOIN stress.runs r ON r.id = t.run_id
+    WHERE t.run_id = $1 AND r.kind = 'benchmark'
+    ORDER BY t.id
+$$;
+COMMENT ON FUNCTION stress.benchmark_results IS 'The rows stress.benchmark returned for a recorded benchmark run (from stress.results).';
+"#,
+    name = "benchmark_procedure",
+    requires = ["schema"]
+);
 
 /// The plan of `query` (EXPLAIN, FORMAT JSON, VERBOSE; with `analyze`, executed — inside a
 /// subtransaction that is rolled back, so DML changes nothing) and `findings`, each with a suggestion.

@@ -2,6 +2,8 @@
 //! `stress.progress` view.
 
 use crate::error::StressError;
+use crate::postgres::procedure::value;
+use crate::procedure;
 use crate::runs::control;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -26,26 +28,46 @@ fn cancel(run_id: i64) -> bool {
     }
 }
 
-/// Blocks until the run ends and returns its status (completed, cancelled, failed, …).
-#[pg_extern(volatile, parallel_unsafe, strict)]
-fn wait(run_id: i64) -> String {
-    control::require_preload("wait");
-    let known = Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM stress.runs WHERE id = $1)",
-        &[run_id.into()],
-    )
-    .unwrap()
-    .unwrap_or(false)
-        || control::is_running(run_id);
-    if !known {
-        StressError::invalid(
-            "wait",
-            format!("there is no run {run_id}"),
-            "See stress.runs for run ids.",
+// CALL stress.wait(run_id): blocks until the run ends, holding no snapshot, and gives its status.
+// (Cancelling the wait leaves the run going.)
+procedure!(
+    pg_stress_wait,
+    pg_finfo_pg_stress_wait,
+    "wait",
+    "Run it on its own (not inside BEGIN ... COMMIT): a wait inside a transaction would hold its snapshot. Poll SELECT status FROM stress.runs WHERE id = ... instead.",
+    |call| {
+        control::require_preload("wait");
+        let run_id: i64 = call.required("wait", 0, "run_id");
+        let known = crate::postgres::spi_read::latest::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM stress.runs WHERE id OPERATOR(pg_catalog.=) $1)",
+            &[run_id.into()],
         )
-        .raise();
+        .expect("looking for the run")
+        .unwrap_or(false)
+            || control::is_running(run_id);
+        if !known {
+            StressError::invalid(
+                "wait",
+                format!("there is no run {run_id}"),
+                "See stress.runs for run ids.",
+            )
+            .raise();
+        }
+        call.commit();
+        let status = control::wait_for_without_cancel(run_id);
+        call.commit();
+        call.row(vec![value(status)])
     }
-    control::wait_for_without_cancel(run_id)
+);
+
+/// The symbol 0.5.0's SQL names for `stress.wait`, now a procedure.
+#[pg_extern(sql = false)]
+fn wait() -> String {
+    StressError::NotSupported {
+        message: "stress.wait is a procedure in pg_stress 0.6.0, and this database still has the SQL of an older release".into(),
+        hint: "Run ALTER EXTENSION pg_stress UPDATE, then CALL stress.wait(run_id).".into(),
+    }
+    .raise()
 }
 
 /// The runs going on in this server, from shared memory (see the `stress.progress` view).
@@ -106,4 +128,14 @@ GRANT SELECT ON stress.progress TO PUBLIC;
 "#,
     name = "progress_view",
     requires = [live_runs]
+);
+
+extension_sql!(
+    r#"
+CREATE PROCEDURE stress.wait(run_id bigint, INOUT status text DEFAULT NULL)
+LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_wait';
+COMMENT ON PROCEDURE stress.wait IS 'Waits, holding no snapshot, until the run ends; its status (completed, cancelled, failed, interrupted).';
+"#,
+    name = "wait_procedure",
+    requires = ["schema"]
 );

@@ -8,6 +8,8 @@
 use super::{F, Row, SlowExecution, one_statement};
 use crate::error::StressError;
 use crate::metrics::histogram::LatencySummary;
+use crate::postgres::procedure::Call;
+use crate::postgres::read_only;
 use crate::postgres::subxact::{Ending, failure_message, run_isolated_ending};
 use crate::postgres::transaction::{in_transaction_ending, now, with_statement_timeout};
 use crate::runs::control::{self, Configured};
@@ -35,7 +37,9 @@ fn preparation_error(query: &str) -> Option<String> {
     }))
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn measure(
+    call: &Call,
     parameters: serde_json::Value,
     queries: &[String],
     iterations: i32,
@@ -69,6 +73,7 @@ pub fn measure(
         (super::record(parameters, super::now(), &[]), None)
     } else {
         run_workers(
+            call,
             &runnable,
             iterations,
             warmup,
@@ -119,6 +124,7 @@ pub fn measure(
 /// Start the workers on `queries` and wait for them: the run's id, and why it did not complete if it
 /// did not.
 fn run_workers(
+    call: &Call,
     queries: &[&String],
     iterations: i32,
     warmup: i32,
@@ -167,13 +173,21 @@ fn run_workers(
             "concurrency": concurrency, "prepared": prepared, "rollback": rollback,
         }),
         config: serde_json::to_value(&config).expect("a benchmark's configuration"),
-    });
-    let (status, error) = Spi::get_two_with_args::<String, String>(
-        "SELECT status, error FROM stress.runs WHERE id = $1",
+    })
+    .wait(call);
+    // (under a new snapshot, whatever the caller's isolation: it sees what the workers recorded)
+    let outcome = crate::postgres::spi_read::latest::<Vec<Option<String>>>(
+        "SELECT ARRAY[status, error] FROM stress.runs WHERE id OPERATOR(pg_catalog.=) $1",
         &[run_id.into()],
     )
-    .expect("reading the run's status");
-    let status = status.unwrap_or_else(|| "unknown".into());
+    .expect("reading the run's status")
+    .unwrap_or_default();
+    let status = outcome
+        .first()
+        .cloned()
+        .flatten()
+        .unwrap_or_else(|| "unknown".into());
+    let error = outcome.get(1).cloned().flatten();
     let failure = (status != "completed").then(|| {
         format!(
             "benchmark run {run_id} {status}{}",
@@ -214,6 +228,8 @@ pub extern "C-unwind" fn pg_stress_benchmark_worker_main(arg: pg_sys::Datum) {
 /// it logged, per query.
 pub struct BenchmarkWorker {
     plans: Vec<Option<OwnedPreparedStatement>>,
+    /// which queries are plain SELECTs: run through read-only SPI, they take no transaction id
+    reads_only: Vec<bool>,
     slow: Vec<Vec<SlowExecution>>,
 }
 
@@ -233,17 +249,27 @@ impl RunKind for BenchmarkRun {
 
     fn prepare(run: &WorkerRun<BenchmarkConfig>) -> Result<BenchmarkWorker, String> {
         // (the queries are planned as pgbench -M prepared would)
-        Spi::run("SELECT set_config('plan_cache_mode', 'auto', false)")
-            .expect("setting plan_cache_mode");
+        crate::postgres::spi_read::one::<String>(
+            "SELECT pg_catalog.set_config('plan_cache_mode', 'auto', false)",
+            &[],
+        )
+        .expect("setting plan_cache_mode");
+        let reads_only: Vec<bool> = run
+            .config
+            .queries
+            .iter()
+            .map(|q| read_only::statement_reads_only(q, &[]))
+            .collect();
         let plans = Spi::connect(|client| {
             run.config
                 .queries
                 .iter()
-                .map(|q| {
-                    Ok(if run.config.prepared {
-                        Some(client.prepare_mut(q.as_str(), &[])?.keep())
-                    } else {
-                        None
+                .zip(&reads_only)
+                .map(|(q, &reads)| {
+                    Ok(match (run.config.prepared, reads) {
+                        (false, _) => None,
+                        (true, true) => Some(client.prepare(q.as_str(), &[])?.keep()),
+                        (true, false) => Some(client.prepare_mut(q.as_str(), &[])?.keep()),
                     })
                 })
                 .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
@@ -251,6 +277,7 @@ impl RunKind for BenchmarkRun {
         .map_err(|e| e.to_string())?;
         Ok(BenchmarkWorker {
             plans,
+            reads_only,
             slow: vec![Vec::new(); run.config.queries.len()],
         })
     }
@@ -330,6 +357,7 @@ fn benchmark_loop(
     // (each execution bounded by the caller's statement_timeout, as its own were)
     let timeout_ms = config.statement_timeout_ms as i64;
     let plans = &worker.plans;
+    let reads_only = &worker.reads_only;
     let execute = |j: usize| {
         with_statement_timeout(timeout_ms, || {
             in_transaction_ending(config.rollback, || {
@@ -340,10 +368,10 @@ fn benchmark_loop(
                     )
                 };
                 Spi::connect_mut(|client| match &plans[j] {
-                    Some(plan) => client.update(plan, None, &[]).map(|_| ()),
-                    None => client
-                        .update(config.queries[j].as_str(), None, &[])
-                        .map(|_| ()),
+                    Some(plan) => read_only::execute(client, plan, reads_only[j], &[]),
+                    None => {
+                        read_only::execute(client, config.queries[j].as_str(), reads_only[j], &[])
+                    }
                 })
             })
         })

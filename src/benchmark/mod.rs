@@ -6,6 +6,7 @@
 use crate::error::{OrRaise, StressError};
 use crate::metrics::blocks::{self, Blocks};
 use crate::metrics::histogram::{Latency, LatencySummary};
+use crate::postgres::procedure::Call;
 use crate::postgres::subxact::{Ending, run_isolated_ending};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -308,6 +309,7 @@ pub type BenchmarkRow = (
 /// Benchmarks each query: one row per query with calls, errors, latency (ms) and queries per second,
 /// all recorded in `stress.runs` / `stress.results` under one run.
 pub fn benchmark(
+    call: Option<&Call>,
     queries: Vec<Option<String>>,
     iterations: i32,
     warmup: i32,
@@ -349,7 +351,19 @@ pub fn benchmark(
         .raise();
     }
     let (run_id, rows) = if concurrency > 1 {
+        let Some(call) = call else {
+            StressError::NotSupported {
+                message: format!(
+                    "{F}: with concurrency > 1 a SELECT would wait for its workers holding a snapshot, which keeps the row versions they kill from being pruned"
+                ),
+                hint: "CALL stress.benchmark_proc(queries => …, concurrency => …) runs it without one (it commits while it waits) \
+                       and returns the run's id; then SELECT * FROM stress.benchmark_results(run_id)."
+                    .into(),
+            }
+            .raise();
+        };
         let (run_id, rows) = concurrent::measure(
+            call,
             parameters,
             &queries,
             iterations,

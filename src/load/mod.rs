@@ -10,6 +10,7 @@ mod worker;
 
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
+use crate::postgres::procedure::Call;
 use crate::postgres::quote::qualified;
 use crate::postgres::spi_read;
 use crate::runs::control::{self, Configured, require_preload};
@@ -29,8 +30,8 @@ fn invalid(function: &'static str, message: String, hint: &str) -> ! {
     StressError::invalid(function, message, hint.to_owned()).raise()
 }
 
-/// Starts a load run and returns its id. With `wait` (the default) returns when the run has ended,
-/// printing progress NOTICEs and a summary; otherwise at once (see `stress.wait`, `stress.cancel`).
+/// `stress.run_load(…)`: starts a load run and returns its id at once (`wait => true`, 0.5.0's
+/// waiting form, is refused: see [`refuse_waiting_select`]).
 #[allow(clippy::too_many_arguments)]
 pub fn run_load(
     duration: Interval,
@@ -43,6 +44,61 @@ pub fn run_load(
     seed: Option<i64>,
     transactions: Option<crate::postgres::json_arg::JsonArg>,
 ) -> i64 {
+    if wait {
+        refuse_waiting_select("run_load", "run_load_proc");
+    }
+    let req = run_load_request(
+        duration,
+        workers,
+        rate,
+        mix,
+        isolation,
+        max_retries,
+        seed,
+        transactions,
+    );
+    start_run(req).run_id
+}
+
+/// `CALL stress.run_load_proc(…)`: the run, waited for without a snapshot; its id.
+#[allow(clippy::too_many_arguments)]
+pub fn run_load_proc(
+    call: &Call,
+    duration: Interval,
+    workers: i32,
+    rate: Option<f64>,
+    mix: Option<crate::postgres::json_arg::JsonArg>,
+    isolation: String,
+    max_retries: Option<i32>,
+    seed: Option<i64>,
+    transactions: Option<crate::postgres::json_arg::JsonArg>,
+) -> i64 {
+    let mut req = run_load_request(
+        duration,
+        workers,
+        rate,
+        mix,
+        isolation,
+        max_retries,
+        seed,
+        transactions,
+    );
+    req.wait = true;
+    start_run(req).wait(call)
+}
+
+/// A load run's arguments, checked.
+#[allow(clippy::too_many_arguments)]
+fn run_load_request(
+    duration: Interval,
+    workers: i32,
+    rate: Option<f64>,
+    mix: Option<crate::postgres::json_arg::JsonArg>,
+    isolation: String,
+    max_retries: Option<i32>,
+    seed: Option<i64>,
+    transactions: Option<crate::postgres::json_arg::JsonArg>,
+) -> RunRequest {
     const F: &str = "run_load";
     require_preload(F);
     let seconds = crate::args::duration_seconds(
@@ -59,21 +115,76 @@ pub fn run_load(
         );
     }
     let w = workload(F, mix, transactions, &isolation, max_retries);
-    start_run(RunRequest {
+    RunRequest {
         seconds,
         workers: k,
         rate,
         weights: w.weights,
         isolation: w.isolation,
         max_retries: w.max_retries,
-        wait,
+        wait: false,
         seed,
         hot_accounts: 0,
         transfer_pause: 0.0,
         scenario: Scenario::RunLoad,
         day_peaks: None,
         transactions: w.transactions,
-    })
+    }
+}
+
+/// ERROR 0A000 for a function asked to wait for its run (0.5.0's `SELECT stress.run_load(…)`): a
+/// statement that waits holds its snapshot, and with it the horizon of every row the run kills,
+/// for the whole run. The hint shows the procedure that waits without one.
+pub fn refuse_waiting_select(function: &str, procedure: &str) -> ! {
+    StressError::NotSupported {
+        message: format!(
+            "stress.{function}(…) cannot wait for its run: a SELECT that waits holds a snapshot for the whole run, which keeps every row version the run kills from being pruned and slows what it measures"
+        ),
+        hint: format!(
+            "CALL stress.{procedure}(…) with the same arguments waits without holding one (it commits as it goes), \
+             with the same NOTICEs, and returns the run's figures; or pass wait => false to get the run id at once \
+             (then CALL stress.wait(run_id))."
+        ),
+    }
+    .raise()
+}
+
+/// A finished load run's headline figures (from its records, under a new snapshot).
+pub struct RunSummary {
+    pub status: String,
+    pub operations: i64,
+    pub ops_per_sec: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub errors: i64,
+    pub deadlocks: i64,
+}
+
+impl RunSummary {
+    pub fn of(run_id: i64) -> RunSummary {
+        let row = spi_read::latest::<pgrx::JsonB>(
+            "SELECT pg_catalog.jsonb_build_object('status', r.status, 'calls', t.calls,
+                        'ops', t.ops_per_sec, 'p50', t.p50_ms, 'p99', t.p99_ms, 'errors', t.errors,
+                        'deadlocks', (t.details OPERATOR(pg_catalog.->>) 'deadlocks')::pg_catalog.int8)
+             FROM stress.runs r
+             LEFT JOIN stress.results t ON t.run_id OPERATOR(pg_catalog.=) r.id
+                                       AND t.name OPERATOR(pg_catalog.=) 'total'
+             WHERE r.id OPERATOR(pg_catalog.=) $1",
+            &[run_id.into()],
+        )
+        .expect("reading the run's figures")
+        .map(|j| j.0)
+        .unwrap_or_default();
+        RunSummary {
+            status: row["status"].as_str().unwrap_or("unknown").to_owned(),
+            operations: row["calls"].as_i64().unwrap_or(0),
+            ops_per_sec: row["ops"].as_f64().unwrap_or(0.0),
+            p50_ms: row["p50"].as_f64(),
+            p99_ms: row["p99"].as_f64(),
+            errors: row["errors"].as_i64().unwrap_or(0),
+            deadlocks: row["deadlocks"].as_i64().unwrap_or(0),
+        }
+    }
 }
 
 /// On the primary: record a load run a hot standby ran (runs::standby).
@@ -223,8 +334,8 @@ pub struct RunRequest {
     pub transactions: Option<serde_json::Value>,
 }
 
-/// Start the workers of a load run (and with `wait`, wait for its end). Returns the run id.
-pub fn start_run(req: RunRequest) -> i64 {
+/// Start the workers of a load run; a procedure then waits for it with [`control::Started::wait`].
+pub fn start_run(req: RunRequest) -> control::Started {
     const F: &str = "run_load";
     if crate::runs::standby::in_recovery() {
         refuse_writes_on_standby(req.scenario.name().unwrap_or(F), &req);
@@ -425,21 +536,15 @@ pub type DeadlockTestRow = (i64, i64, i64, i64, i64, AnyNumeric, AnyNumeric, boo
 /// opposite directions deadlock. PostgreSQL detects each deadlock, the losing transfer is retried,
 /// and the total of all balances must not change by a cent.
 pub fn deadlock_test(
+    call: &Call,
     workers: i32,
     duration: Interval,
     accounts: i32,
     pause: Interval,
     max_retries: Option<i32>,
-) -> Vec<DeadlockTestRow> {
+) -> DeadlockTestRow {
     const F: &str = "deadlock_test";
     require_preload(F);
-    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
-        StressError::NotSupported {
-            message: "stress.deadlock_test compares balances before and after the run, which one snapshot cannot see".into(),
-            hint: "Run it in a READ COMMITTED transaction (the default), e.g. on its own.".into(),
-        }
-        .raise();
-    }
     if workers < 2 {
         invalid(
             F,
@@ -470,14 +575,18 @@ pub fn deadlock_test(
         "SELECT coalesce(sum(balance), 0) FROM {}",
         qualified(&gucs::data_schema(), "accounts")
     );
+    // (each total under a snapshot of its own, then committed: the call holds none while the
+    // run goes on, and the second total sees every transfer whatever the isolation level)
     let total = || -> AnyNumeric {
-        Spi::get_one::<AnyNumeric>(&total_sql)
+        let sum = spi_read::latest::<AnyNumeric>(&total_sql, &[])
             .ok()
             .flatten()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        call.commit();
+        sum
     };
-    let available = Spi::get_one_with_args::<bool>(
-        "SELECT to_regclass($1) IS NOT NULL",
+    let available = spi_read::one::<bool>(
+        "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
         &[qualified(&gucs::data_schema(), "accounts").as_str().into()],
     )
     .unwrap()
@@ -506,7 +615,8 @@ pub fn deadlock_test(
         scenario: Scenario::DeadlockTest,
         day_peaks: None,
         transactions: None,
-    });
+    })
+    .wait(call);
     let after = total();
     let figure = |expr: &str| result_figure(run_id, "transfer", expr) as i64;
     let figures = (
@@ -516,9 +626,9 @@ pub fn deadlock_test(
         figure("details->>'failures'"),
     );
     let conserved = before == after;
-    vec![(
+    (
         run_id, figures.0, figures.1, figures.2, figures.3, before, after, conserved,
-    )]
+    )
 }
 
 /// `max_retries`, or `stress.deadlock_retry_attempts` when NULL; 0…1000, else 22023.
@@ -561,7 +671,7 @@ fn mix_weights(function: &'static str, mix: Option<&serde_json::Value>) -> ops::
 
 /// One figure of a finished run's `stress.results` row `name` (`expr` over its columns), 0 if none.
 fn result_figure(run_id: i64, name: &str, expr: &str) -> f64 {
-    Spi::get_one_with_args::<f64>(
+    spi_read::latest::<f64>(
         &format!(
             "SELECT coalesce((SELECT ({expr})::float8 FROM stress.results WHERE run_id = $1 AND name = $2), 0)"
         ),
@@ -573,7 +683,8 @@ fn result_figure(run_id: i64, name: &str, expr: &str) -> f64 {
 
 /// The seed's production simulation: a trading day compressed into `duration`, orders and trades
 /// arriving (open model) at `orders_per_second` and `trades_per_second` in an ordinary hour, four
-/// times that in `peak_hours`, a quarter of it at night (hours 0–5).
+/// times that in `peak_hours`, a quarter of it at night (hours 0–5). The run, checked, to start
+/// (`wait`: a procedure waits for it).
 pub fn simulate_trading_day(
     duration: Interval,
     peak_hours: Vec<Option<i32>>,
@@ -581,7 +692,7 @@ pub fn simulate_trading_day(
     trades_per_second: f64,
     workers: i32,
     wait: bool,
-) -> i64 {
+) -> RunRequest {
     const F: &str = "simulate_trading_day";
     require_preload(F);
     let seconds = crate::args::duration_seconds(
@@ -631,7 +742,7 @@ pub fn simulate_trading_day(
     let total = orders_per_second + trades_per_second;
     weights[ops::Op::PlaceOrder.index()] = orders_per_second / total;
     weights[ops::Op::ExecuteTrade.index()] = trades_per_second / total;
-    start_run(RunRequest {
+    RunRequest {
         seconds,
         workers: k,
         // the peak rate: a day's profile keeps each arrival with probability weight / 4
@@ -646,5 +757,5 @@ pub fn simulate_trading_day(
         scenario: Scenario::TradingDay,
         day_peaks: Some(peaks),
         transactions: None,
-    })
+    }
 }

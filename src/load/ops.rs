@@ -7,6 +7,7 @@
 
 use crate::generate::model::SYMBOLS;
 use crate::postgres::quote::qualified;
+use crate::postgres::read_only;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult};
 use pgrx::{AnyNumeric, PgBuiltInOids, PgOid};
 use rand::{Rng, RngExt};
@@ -401,19 +402,11 @@ impl Plans {
         let reads_only = &self.custom_reads_only[i];
         if self.prepared {
             for (plan, &read) in self.plans[OPS.len() + i].iter().zip(reads_only) {
-                if read {
-                    client.select(plan, None, &args)?;
-                } else {
-                    client.update(plan, None, &args)?;
-                }
+                read_only::execute(client, plan, read, &args)?;
             }
         } else {
             for (sql, &read) in custom.statements.iter().zip(reads_only) {
-                if read {
-                    client.select(sql.as_str(), None, &args)?;
-                } else {
-                    client.update(sql.as_str(), None, &args)?;
-                }
+                read_only::execute(client, sql.as_str(), read, &args)?;
             }
         }
         Ok(())

@@ -14,6 +14,7 @@ use super::{RunRequest, Scenario, Workload, invalid, start_run, workload};
 use crate::error::OrRaise;
 use crate::gucs;
 use crate::postgres::json_arg::JsonArg;
+use crate::postgres::procedure::Call;
 use crate::runs::control::require_preload;
 use pgrx::prelude::*;
 
@@ -71,8 +72,11 @@ impl Step {
     }
 }
 
-/// The runs of one series, started one after another.
-struct Series {
+/// The runs of one series, started one after another, each waited for by the procedure `call`,
+/// which commits before each step: no step starts with a horizon held by the caller or by the
+/// steps before it.
+struct Series<'c> {
+    call: &'c Call,
     kind: &'static str,
     steps: Option<usize>,
     first_run_id: Option<i64>,
@@ -80,9 +84,16 @@ struct Series {
     template: RunRequest,
 }
 
-impl Series {
-    fn new(kind: &'static str, steps: Option<usize>, seconds: f64, w: Workload) -> Series {
+impl<'c> Series<'c> {
+    fn new(
+        call: &'c Call,
+        kind: &'static str,
+        steps: Option<usize>,
+        seconds: f64,
+        w: Workload,
+    ) -> Series<'c> {
         Series {
+            call,
             kind,
             steps,
             first_run_id: None,
@@ -118,9 +129,35 @@ impl Series {
                 first_run_id: self.first_run_id,
             },
             ..self.template.clone()
-        });
+        })
+        .wait(self.call);
         self.first_run_id.get_or_insert(run_id);
-        Step::of(run_id)
+        let step = Step::of(run_id);
+        self.call.commit();
+        step
+    }
+
+    /// Keep what the series made of `step` (see `stress.series_steps`), and commit. (Not on a
+    /// hot standby, which cannot write: there the NOTICEs and the answer say it.)
+    fn mark(&self, step: &Step, ok: bool, reason: Option<&str>, chosen: bool) {
+        if crate::runs::standby::in_recovery() {
+            return;
+        }
+        crate::runs::records::mark_series_step(
+            step.run_id,
+            serde_json::json!({
+                "ok": ok, "reason": reason, "chosen": chosen,
+                "ops_per_sec": step.ops_per_sec, "p50_ms": step.p50_ms, "p99_ms": step.p99_ms,
+                "error_rate": step.error_rate, "achieved_share": step.achieved_share,
+                "wait_events": step.wait_events,
+            }),
+        );
+        self.call.commit();
+    }
+
+    /// The series' id: its first step's run id.
+    fn id(&self) -> Option<i64> {
+        self.first_run_id
     }
 }
 
@@ -192,21 +229,30 @@ fn shortfall(
     None
 }
 
-/// One step of `stress.ramp`: step, workers, run id, ops/s, p99, error rate, degraded, reason.
-pub type RampStep = (i32, i32, i64, f64, Option<f64>, f64, bool, Option<String>);
+/// What a ramp found: the series id, its steps, the most workers of a step that did not degrade,
+/// the best throughput, and the worker count and reason of the step that degraded (if one did).
+pub struct RampAnswer {
+    pub series_id: Option<i64>,
+    pub steps: i32,
+    pub sustained_workers: Option<i32>,
+    pub best_ops_per_sec: Option<f64>,
+    pub degraded_workers: Option<i32>,
+    pub reason: Option<String>,
+}
 
 /// The seed's incremental load test: one run of `step` per entry of `workers`, in order, until a
 /// step degrades — its error rate over `max_error_rate`, its p99 over `max_p99_ms`, or its
 /// throughput more than `max_throughput_drop` below the best step's so far. That step is marked
-/// `degraded`, with the reason, and the ramp stops there.
+/// degraded, with the reason, and the ramp stops there.
 pub fn ramp(
+    call: &Call,
     workers: Vec<Option<i32>>,
     step: Interval,
     max_error_rate: f64,
     mix: Option<JsonArg>,
     max_p99_ms: Option<f64>,
     max_throughput_drop: Option<f64>,
-) -> Vec<RampStep> {
+) -> RampAnswer {
     const F: &str = "ramp";
     require_preload(F);
     let counts = worker_counts(F, &workers);
@@ -227,33 +273,51 @@ pub fn ramp(
         )
     });
     let mut series = Series::new(
+        call,
         F,
         Some(counts.len()),
         seconds,
         workload(F, mix, None, "read committed", None),
     );
-    let mut rows = Vec::new();
-    let mut best: Option<f64> = None;
-    for (i, &k) in counts.iter().enumerate() {
+    let mut answer = RampAnswer {
+        series_id: None,
+        steps: 0,
+        sustained_workers: None,
+        best_ops_per_sec: None,
+        degraded_workers: None,
+        reason: None,
+    };
+    for &k in &counts {
         let s = series.run(k, None);
-        let reason = shortfall(&s, max_error_rate, max_p99_ms, best, max_drop);
-        best = Some(best.map_or(s.ops_per_sec, |b| b.max(s.ops_per_sec)));
-        let degraded = reason.is_some();
-        rows.push((
-            i as i32 + 1,
-            k as i32,
-            s.run_id,
-            s.ops_per_sec,
-            s.p99_ms,
-            s.error_rate,
-            degraded,
-            reason,
-        ));
-        if degraded {
-            break;
+        let reason = shortfall(
+            &s,
+            max_error_rate,
+            max_p99_ms,
+            answer.best_ops_per_sec,
+            max_drop,
+        );
+        series.mark(&s, reason.is_none(), reason.as_deref(), false);
+        answer.steps += 1;
+        answer.best_ops_per_sec = Some(
+            answer
+                .best_ops_per_sec
+                .map_or(s.ops_per_sec, |b| b.max(s.ops_per_sec)),
+        );
+        match reason {
+            None => answer.sustained_workers = Some(k as i32),
+            Some(reason) => {
+                notice(format!(
+                    "ramp: step {} ({k} workers) degraded: {reason}",
+                    answer.steps
+                ));
+                answer.degraded_workers = Some(k as i32);
+                answer.reason = Some(reason);
+                break;
+            }
         }
     }
-    rows
+    answer.series_id = series.id();
+    answer
 }
 
 fn worker_counts(function: &'static str, workers: &[Option<i32>]) -> Vec<usize> {
@@ -277,20 +341,16 @@ fn worker_counts(function: &'static str, workers: &[Option<i32>]) -> Vec<usize> 
         .collect()
 }
 
-/// One step of `find_optimal_pool_size`: step, workers, run id, ops/s, p50, p99, error rate, wait
-/// events, meets the target, best.
-pub type PoolStep = (
-    i32,
-    i32,
-    i64,
-    f64,
-    Option<f64>,
-    Option<f64>,
-    f64,
-    Option<String>,
-    bool,
-    bool,
-);
+/// What a pool-size search found: the series id, its steps, and the best step's worker count and
+/// figures (None when no step met the target).
+pub struct PoolAnswer {
+    pub series_id: Option<i64>,
+    pub steps: i32,
+    pub best_workers: Option<i32>,
+    pub ops_per_sec: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
 
 /// The worker counts a pool-size search tries: `min`, doubling, and `max`.
 pub fn pool_sizes(min: usize, max: usize) -> Vec<usize> {
@@ -309,6 +369,7 @@ pub fn pool_sizes(min: usize, max: usize) -> Vec<usize> {
 /// Stops early past the knee: a step that misses the target with less throughput than the best.
 #[allow(clippy::too_many_arguments)]
 pub fn find_optimal_pool_size(
+    call: &Call,
     min_workers: i32,
     max_workers: i32,
     target_p99_ms: f64,
@@ -316,7 +377,7 @@ pub fn find_optimal_pool_size(
     mix: Option<JsonArg>,
     transactions: Option<JsonArg>,
     max_error_rate: f64,
-) -> Vec<PoolStep> {
+) -> PoolAnswer {
     const F: &str = "find_optimal_pool_size";
     require_preload(F);
     let min = crate::args::worker_count(F, Some(min_workers)).or_raise();
@@ -338,6 +399,7 @@ pub fn find_optimal_pool_size(
     let sizes = pool_sizes(min, max);
     let seconds = step_seconds(F, step, sizes.len());
     let mut series = Series::new(
+        call,
         F,
         Some(sizes.len()),
         seconds,
@@ -346,7 +408,9 @@ pub fn find_optimal_pool_size(
     let mut steps: Vec<(usize, Step, bool)> = Vec::new();
     for &k in &sizes {
         let s = series.run(k, None);
-        let meets = shortfall(&s, max_error_rate, Some(target), None, None).is_none();
+        let reason = shortfall(&s, max_error_rate, Some(target), None, None);
+        series.mark(&s, reason.is_none(), reason.as_deref(), false);
+        let meets = reason.is_none();
         let best_so_far = steps
             .iter()
             .filter(|(_, b, ok)| *ok && b.ops_per_sec > 0.0)
@@ -365,52 +429,40 @@ pub fn find_optimal_pool_size(
         .max_by(|a, b| a.1.1.ops_per_sec.total_cmp(&b.1.1.ops_per_sec))
         .map(|(i, _)| i);
     match best {
-        Some(i) => notice(format!(
-            "find_optimal_pool_size: {} workers: {:.0} ops/s with p99 {:.2} ms (target {target} ms), run {}",
-            steps[i].0,
-            steps[i].1.ops_per_sec,
-            steps[i].1.p99_ms.unwrap_or(0.0),
-            steps[i].1.run_id
-        )),
+        Some(i) => {
+            let (k, s, _) = &steps[i];
+            series.mark(s, true, None, true);
+            notice(format!(
+                "find_optimal_pool_size: {k} workers: {:.0} ops/s with p99 {:.2} ms (target {target} ms), run {}",
+                s.ops_per_sec,
+                s.p99_ms.unwrap_or(0.0),
+                s.run_id
+            ));
+        }
         None => notice(format!(
             "find_optimal_pool_size: no worker count from {min} to {max} met p99 <= {target} ms"
         )),
     }
-    steps
-        .into_iter()
-        .enumerate()
-        .map(|(i, (k, s, meets))| {
-            (
-                i as i32 + 1,
-                k as i32,
-                s.run_id,
-                s.ops_per_sec,
-                s.p50_ms,
-                s.p99_ms,
-                s.error_rate,
-                s.wait_events,
-                meets,
-                Some(i) == best,
-            )
-        })
-        .collect()
+    let chosen = best.map(|i| &steps[i]);
+    PoolAnswer {
+        series_id: series.id(),
+        steps: steps.len() as i32,
+        best_workers: chosen.map(|(k, _, _)| *k as i32),
+        ops_per_sec: chosen.map(|(_, s, _)| s.ops_per_sec),
+        p50_ms: chosen.and_then(|(_, s, _)| s.p50_ms),
+        p99_ms: chosen.and_then(|(_, s, _)| s.p99_ms),
+    }
 }
 
-/// One step of `find_capacity`: step, run id, offered and achieved rate, p50, p99, error rate, wait
-/// events, ok, what was wrong, capacity (the answer's row).
-pub type CapacityStep = (
-    i32,
-    i64,
-    f64,
-    f64,
-    Option<f64>,
-    Option<f64>,
-    f64,
-    Option<String>,
-    bool,
-    Option<String>,
-    bool,
-);
+/// What a capacity search found: the series id, its steps, the highest rate sustained (None: none
+/// was), the lowest not sustained, and the p99 of the step at capacity.
+pub struct CapacityAnswer {
+    pub series_id: Option<i64>,
+    pub steps: i32,
+    pub capacity: Option<f64>,
+    pub not_sustained: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
 
 /// Where an arrival-rate search goes next.
 #[derive(Debug, Default)]
@@ -455,6 +507,7 @@ impl RateSearch {
 /// in at most `max_steps` steps.
 #[allow(clippy::too_many_arguments)]
 pub fn find_capacity(
+    call: &Call,
     target_p99_ms: f64,
     max_error_rate: f64,
     workers: Option<i32>,
@@ -463,7 +516,7 @@ pub fn find_capacity(
     transactions: Option<JsonArg>,
     start_rate: f64,
     max_steps: i32,
-) -> Vec<CapacityStep> {
+) -> CapacityAnswer {
     const F: &str = "find_capacity";
     require_preload(F);
     let target = target_ms(F, "target_p99_ms", Some(target_p99_ms)).unwrap_or(target_p99_ms);
@@ -491,15 +544,17 @@ pub fn find_capacity(
     }
     let seconds = step_seconds(F, step, max_steps as usize);
     let mut series = Series::new(
+        call,
         F,
         None,
         seconds,
         workload(F, mix, transactions, "read committed", None),
     );
     let mut search = RateSearch::default();
-    let mut rows: Vec<CapacityStep> = Vec::new();
+    // (each step's rate and figures, and whether it was sustained)
+    let mut done: Vec<(f64, Step, bool)> = Vec::new();
     let mut rate = start_rate;
-    for i in 0..max_steps {
+    for _ in 0..max_steps {
         let s = series.run(k, Some(rate));
         // (achieved / offered: of the arrivals due in the step — a Poisson count, within a few
         // percent of rate × seconds — the share that succeeded)
@@ -514,29 +569,21 @@ pub fn find_capacity(
             })
         });
         let ok = reason.is_none();
+        series.mark(&s, ok, reason.as_deref(), false);
         search.record(rate, share * rate, ok);
-        rows.push((
-            i + 1,
-            s.run_id,
-            rate,
-            s.ops_per_sec,
-            s.p50_ms,
-            s.p99_ms,
-            s.error_rate,
-            s.wait_events,
-            ok,
-            reason,
-            false,
-        ));
+        done.push((rate, s, ok));
         match search.next(rate, 0.1) {
             Some(next) => rate = next,
             None => break,
         }
     }
+    let at_capacity = search
+        .sustained
+        .and_then(|capacity| done.iter().find(|(r, _, ok)| *ok && *r == capacity));
     match search.sustained {
         Some(capacity) => {
-            if let Some(row) = rows.iter_mut().find(|r| r.8 && r.2 == capacity) {
-                row.10 = true;
+            if let Some((_, s, _)) = at_capacity {
+                series.mark(s, true, None, true);
             }
             notice(format!(
                 "find_capacity: the server sustains {capacity:.0} ops/s with p99 <= {target} ms{}",
@@ -548,10 +595,16 @@ pub fn find_capacity(
         }
         None => notice(format!(
             "find_capacity: no rate from {:.0} ops/s up was sustained with p99 <= {target} ms",
-            rows.iter().map(|r| r.2).fold(f64::INFINITY, f64::min)
+            done.iter().map(|d| d.0).fold(f64::INFINITY, f64::min)
         )),
     }
-    rows
+    CapacityAnswer {
+        series_id: series.id(),
+        steps: done.len() as i32,
+        capacity: search.sustained,
+        not_sustained: search.failed,
+        p99_ms: at_capacity.and_then(|(_, s, _)| s.p99_ms),
+    }
 }
 
 fn notice(message: String) {

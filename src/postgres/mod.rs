@@ -6,6 +6,7 @@ pub mod datum;
 pub mod json_arg;
 pub mod parallel_scan;
 pub mod privilege;
+pub mod procedure;
 pub mod progress_notices;
 pub mod quote;
 pub mod read_only;

@@ -24,8 +24,9 @@ pub fn require_worker_grant(function: &str) {
         StressError::PermissionDenied {
             message: format!("{function}: permission denied to start background workers"),
             hint: "Starting pg_stress workers needs EXECUTE on stress.run_load; a superuser can \
-                   grant it: GRANT EXECUTE ON FUNCTION stress.run_load, stress.ramp, \
-                   stress.deadlock_test, stress.simulate_trading_day TO role_name;"
+                   grant it: GRANT EXECUTE ON FUNCTION stress.run_load, stress.simulate_trading_day TO role_name; \
+                   GRANT EXECUTE ON PROCEDURE stress.run_load_proc, stress.simulate_trading_day_proc, stress.ramp, \
+                   stress.deadlock_test, stress.find_optimal_pool_size, stress.find_capacity TO role_name;"
                 .into(),
         }
         .raise();

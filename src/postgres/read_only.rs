@@ -37,6 +37,21 @@ pub fn statement_reads_only(sql: &str, types: &[pg_sys::Oid]) -> bool {
     }
 }
 
+/// Execute `query` (SQL or a plan) through read-only SPI when it `reads_only` (it then asks for no
+/// transaction id, and writes no commit record), else read-write: the one place that picks.
+pub fn execute<'conn, Q: pgrx::spi::Query<'conn>>(
+    client: &mut pgrx::spi::SpiClient<'conn>,
+    query: Q,
+    reads_only: bool,
+    args: &[pgrx::datum::DatumWithOid],
+) -> pgrx::spi::SpiResult<()> {
+    if reads_only {
+        client.select(query, None, args).map(|_| ())
+    } else {
+        client.update(query, None, args).map(|_| ())
+    }
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {

@@ -7,6 +7,7 @@ use super::standby;
 use crate::error::StressError;
 use crate::gucs;
 use crate::postgres::bgworker::{self, Caller, WorkerSpec};
+use crate::postgres::procedure::Call;
 use crate::postgres::spi_read;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -32,6 +33,7 @@ pub struct RunRequest {
     /// None: the run ends when its work is done
     pub seconds: Option<f64>,
     pub isolation: i32,
+    /// a procedure waits for the run (see [`Started::wait`]); false: it goes on detached
     pub wait: bool,
     /// a summary NOTICE when the run ends (a benchmark returns rows instead)
     pub summary_notice: bool,
@@ -87,9 +89,11 @@ fn warn_if_caller_has_written(function: &str) {
     }
 }
 
-/// Start the workers of a run (and with `req.wait`, wait for its end); returns the run id. Who may
+/// Start the workers of a run; [`Started::wait`] waits for its end (from a procedure). Who may
 /// start workers is checked first, then `configure` (the kind's own checks and configuration) runs.
-pub fn start(req: RunRequest, configure: impl FnOnce(i64) -> Configured) -> i64 {
+/// `req.wait` says whether a procedure will wait for it: a run that nobody waits for cannot run
+/// on a hot standby (the waiting call records it on the primary).
+pub fn start(req: RunRequest, configure: impl FnOnce(i64) -> Configured) -> Started {
     const F: &str = "run_load";
     crate::postgres::privilege::require_worker_grant(F);
     // On a hot standby nothing can be written: the run records itself on the primary.
@@ -237,46 +241,99 @@ pub fn start(req: RunRequest, configure: impl FnOnce(i64) -> Configured) -> i64 
         };
         handles.push(handle);
     }
-    if let (Some(primary), Some(segment)) = (&primary, segment.take()) {
-        wait_for(run_id, &handles, req.kind, false);
-        let batch = standby::batch(&slot, &segment);
-        drop(segment);
-        let recorded = primary.record(&batch);
-        if !standby::wait_for_replay(recorded, Duration::from_secs(30)) {
+    let standby = match (primary, segment.take()) {
+        (Some(primary), Some(segment)) => Some(Box::new(StandbyRun {
+            primary,
+            segment,
+            slot,
+        })),
+        _ => None,
+    };
+    if standby.is_none() {
+        // The run's sampler: not one of its workers (a run without it has no per-second rows).
+        let sampler = bgworker::start(&WorkerSpec {
+            name: &format!("pg_stress {} run {run_id} sampler", req.label),
+            kind: "pg_stress sampler",
+            function: super::sampler::ENTRY_POINT,
+            argument: pg_sys::Datum::from(index),
+            extra: &slots::WorkerArgs {
+                run_id,
+                worker: 0,
+                database: unsafe { pg_sys::MyDatabaseId },
+            }
+            .to_extra(),
+            notify: false,
+        });
+        if sampler.is_none() {
             pgrx::warning!(
-                "{}: run {run_id} is recorded on the primary as run {recorded}, which this standby has not replayed within 30 s",
+                "{}: run {run_id}: no background worker slot was left for its sampler: the run has no rows in stress.samples or stress.timeline",
                 req.kind
             );
         }
-        if req.summary_notice {
-            summary_notice(recorded, req.kind);
+    }
+    Started {
+        run_id,
+        handles,
+        kind: req.kind,
+        summary_notice: req.summary_notice,
+        standby,
+    }
+}
+
+/// A run of a hot standby's: its results come back in the caller's segment, and the caller
+/// records them on the primary.
+struct StandbyRun {
+    primary: standby::Primary,
+    segment: standby::Segment,
+    slot: RunSlot,
+}
+
+/// A run whose workers have started.
+pub struct Started {
+    pub run_id: i64,
+    /// the workers' handles (in the call's memory, which outlives its commits)
+    handles: Vec<*mut pg_sys::BackgroundWorkerHandle>,
+    kind: &'static str,
+    summary_notice: bool,
+    standby: Option<Box<StandbyRun>>,
+}
+
+impl Started {
+    /// Wait for the run's end from a procedure: commit first (the run's start), then wait holding
+    /// no snapshot and no transaction id, with progress NOTICEs; on a standby, record the run on
+    /// the primary and wait, between commits, until this standby has replayed that record. Returns
+    /// the run's id (on a standby, the primary's). Ends committed, with nothing held.
+    pub fn wait(self, call: &Call) -> i64 {
+        call.commit();
+        wait_for(self.run_id, &self.handles, self.kind);
+        let recorded = match self.standby {
+            None => self.run_id,
+            Some(run) => {
+                let StandbyRun {
+                    primary,
+                    segment,
+                    slot,
+                } = *run;
+                let batch = standby::batch(&slot, &segment);
+                drop(segment);
+                let recorded = primary.record(&batch);
+                call.commit();
+                if !standby::wait_for_replay(recorded, Duration::from_secs(30), || call.commit()) {
+                    pgrx::warning!(
+                        "{}: run {} is recorded on the primary as run {recorded}, which this standby has not replayed within 30 s",
+                        self.kind,
+                        self.run_id
+                    );
+                }
+                recorded
+            }
+        };
+        if self.summary_notice {
+            summary_notice(recorded, self.kind);
         }
-        return recorded;
+        call.commit();
+        recorded
     }
-    // The run's sampler: not one of its workers (a run without it has no per-second rows).
-    let sampler = bgworker::start(&WorkerSpec {
-        name: &format!("pg_stress {} run {run_id} sampler", req.label),
-        kind: "pg_stress sampler",
-        function: super::sampler::ENTRY_POINT,
-        argument: pg_sys::Datum::from(index),
-        extra: &slots::WorkerArgs {
-            run_id,
-            worker: 0,
-            database: unsafe { pg_sys::MyDatabaseId },
-        }
-        .to_extra(),
-        notify: false,
-    });
-    if sampler.is_none() {
-        pgrx::warning!(
-            "{}: run {run_id}: no background worker slot was left for its sampler: the run has no rows in stress.samples or stress.timeline",
-            req.kind
-        );
-    }
-    if req.wait {
-        wait_for(run_id, &handles, req.kind, req.summary_notice);
-    }
-    run_id
 }
 
 /// Cancels the run if the waiting caller is cancelled (or fails) while the run goes on.
@@ -302,14 +359,9 @@ pub fn cancel_run(run_id: i64) -> bool {
     }
 }
 
-/// Block until `run_id` ends; NOTICEs on the way and a summary at the end. `handles` (the caller's
-/// own workers) let it notice workers that died without closing the run.
-fn wait_for(
-    run_id: i64,
-    handles: &[*mut pg_sys::BackgroundWorkerHandle],
-    label: &str,
-    summary_notice: bool,
-) {
+/// Block until `run_id` ends, with NOTICEs on the way; reads only shared memory (no snapshot).
+/// `handles` (the caller's own workers) let it notice workers that died without closing the run.
+fn wait_for(run_id: i64, handles: &[*mut pg_sys::BackgroundWorkerHandle], label: &str) {
     let mut guard = CancelOnDrop(run_id, true);
     let interval = Duration::from_millis(gucs::PROGRESS_INTERVAL.get().max(0) as u64);
     let mut last_notice = Instant::now();
@@ -367,9 +419,6 @@ fn wait_for(
     }
     slots::stop_sleeping();
     guard.1 = false;
-    if summary_notice {
-        self::summary_notice(run_id, label);
-    }
 }
 
 /// The run's status and figures as a NOTICE, from its records: read under a new snapshot, which
@@ -418,6 +467,7 @@ fn close_abandoned_run(run_id: i64, why: &str) {
 
 /// Like [`wait_for`], but cancelling the wait leaves the run going.
 pub fn wait_for_without_cancel(run_id: i64) -> String {
+    // (shared memory only while the run goes on: no snapshot; the status under a new one)
     loop {
         let Some(index) = slots::find(&RUNS.share(), run_id) else {
             break;
@@ -425,11 +475,11 @@ pub fn wait_for_without_cancel(run_id: i64) -> String {
         slots::live(index).sleep(100);
     }
     slots::stop_sleeping();
-    Spi::get_one_with_args::<String>(
-        "SELECT (SELECT status FROM stress.runs WHERE id = $1)",
+    spi_read::latest::<String>(
+        "SELECT (SELECT status FROM stress.runs WHERE id OPERATOR(pg_catalog.=) $1)",
         &[run_id.into()],
     )
-    .unwrap()
+    .expect("reading the run's status")
     .unwrap_or_else(|| "unknown".into())
 }
 

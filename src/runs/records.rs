@@ -191,6 +191,21 @@ fn timestamp(t: pg_sys::TimestampTz) -> TimestampWithTimeZone {
     TimestampWithTimeZone::try_from(t).expect("a valid time")
 }
 
+/// What the series that ran step `run_id` made of it (ok, the reason it was not, whether it is the
+/// series' answer, its figures): kept in the run's parameters as `series.verdict`, which the
+/// `stress.series_steps` view reads.
+pub fn mark_series_step(run_id: i64, verdict: serde_json::Value) {
+    as_owner(|| {
+        Spi::run_with_args(
+            "UPDATE stress.runs
+             SET parameters = pg_catalog.jsonb_set(parameters, '{series,verdict}', $2)
+             WHERE id = $1 AND parameters ? 'series'",
+            &[run_id.into(), JsonB(verdict).into()],
+        )
+        .expect("recording a series step's verdict");
+    })
+}
+
 /// Insert the run as `running` (nothing if a worker already did).
 pub fn register_run(run: &RunRow) {
     as_owner(|| {

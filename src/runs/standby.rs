@@ -182,6 +182,8 @@ impl Segment {
         let regions = workers + 1;
         unsafe {
             let segment = pg_sys::dsm_create(regions * REGION_BYTES, 0);
+            // (for the session, not the transaction: the procedure that waits for the run commits)
+            pg_sys::dsm_pin_mapping(segment);
             let base = pg_sys::dsm_segment_address(segment) as *mut u8;
             for r in 0..regions {
                 std::ptr::write_bytes(base.add(r * REGION_BYTES), 0, 4);
@@ -209,11 +211,8 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        // (on an error the transaction's resource owner detaches it, and dsm_detach there would
-        // be a second time)
-        if !std::thread::panicking() {
-            unsafe { pg_sys::dsm_detach(self.segment) };
-        }
+        // (pinned for the session: no resource owner detaches it, on an error either)
+        unsafe { pg_sys::dsm_detach(self.segment) };
     }
 }
 
@@ -541,8 +540,9 @@ impl Primary {
 }
 
 /// Wait until this standby has replayed run `run_id`'s record (closed: not 'running'), up to
-/// `timeout`; false if it has not by then.
-pub fn wait_for_replay(run_id: i64, timeout: std::time::Duration) -> bool {
+/// `timeout`; false if it has not by then. `between` runs after each look (the procedure's
+/// commit): a snapshot kept while waiting would hold back the very replay it waits for.
+pub fn wait_for_replay(run_id: i64, timeout: std::time::Duration, between: impl Fn()) -> bool {
     let start = std::time::Instant::now();
     loop {
         let replayed = crate::postgres::spi_read::latest::<bool>(
@@ -552,6 +552,7 @@ pub fn wait_for_replay(run_id: i64, timeout: std::time::Duration) -> bool {
         )
         .expect("looking for the recorded run")
         .unwrap_or(false);
+        between();
         if replayed {
             return true;
         }
