@@ -4,7 +4,7 @@
 # cost curve (curve.sh). BENCH_ONLY="query load" runs only those.
 set -euo pipefail
 source "$(dirname "$0")/bench/lib.sh"
-for area in ${BENCH_ONLY:-query generate integrity load capacity floors curve}; do
+for area in ${BENCH_ONLY:-query generate integrity load capacity caller floors curve}; do
   source "scripts/bench/$area.sh"
 done
 echo

@@ -37,7 +37,7 @@ echo "== a 10-second load run: 2 background workers, the seed's mix, over a 100,
 PGOPTIONS="-c stress.progress_interval=3000" "${psql[@]}" -d "$db" -P footer=off <<'SQL'
 SET stress.data_schema = 'trading';   -- beside the million orders above, in schema stress_data
 SELECT count(*) AS tables FROM stress.generate_dataset(orders => 100000, seed => 42);
-SELECT stress.run_load('10 seconds', workers => 2) AS run_id \gset
+CALL stress.run_load_proc('10 seconds', workers => 2) \gset
 SELECT name AS operation, calls, errors, round(ops_per_sec) AS ops_per_sec, round(p50_ms::numeric, 2) AS p50_ms,
        round(p99_ms::numeric, 2) AS p99_ms, round(max_ms::numeric, 1) AS max_ms
 FROM stress.results WHERE run_id = :run_id ORDER BY id;

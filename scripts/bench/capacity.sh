@@ -18,17 +18,18 @@ fi
 # (a checkpoint now, not one spread over the first steps: writing the data made gigabytes of WAL)
 sql "VACUUM ANALYZE" >/dev/null
 sql "CHECKPOINT" >/dev/null
-# One search (extra find_capacity arguments in $1): each step, then the answer. (Straight from the
-# function: in a CREATE TABLE AS, the transaction would have written before the run starts.)
+# One search (extra find_capacity arguments in $1): each step (stress.series_steps), then the answer.
 capacities=()
 capacity() {
   local out
-  out=$(sql "SELECT '   step ' || step || ': offered ' || round(offered_rate) || ', achieved ' || round(achieved_rate)
+  local series
+  series=$(call_run "CALL stress.find_capacity($CAPACITY_P99_MS, step => '$CAPACITY_STEP seconds',
+                                               workers => $CAPACITY_WORKERS$1)")
+  out=$(sql "SELECT '   step ' || step || ': offered ' || round(offered_rate) || ', achieved ' || round(ops_per_sec)
                     || ' ops/s, p99 ' || coalesce(round(p99_ms::numeric, 2)::text, '-') || ' ms, '
                     || CASE WHEN ok THEN 'ok' ELSE reason END || coalesce(' [' || wait_events || ']', '')
-                    || CASE WHEN capacity THEN '  <- CAPACITY ' || round(offered_rate) || ' ops/s' ELSE '' END
-             FROM stress.find_capacity($CAPACITY_P99_MS, step => '$CAPACITY_STEP seconds',
-                                       workers => $CAPACITY_WORKERS$1)")
+                    || CASE WHEN chosen THEN '  <- CAPACITY ' || round(offered_rate) || ' ops/s' ELSE '' END
+             FROM stress.series_steps WHERE series_id = $series ORDER BY step")
   echo "$out"
   capacities+=("$(echo "$out" | awk '/<- CAPACITY/ { print $NF == "ops/s" ? $(NF-1) : $NF }')")
   [ -n "${capacities[-1]}" ] || capacities[-1]=none

@@ -44,6 +44,10 @@ await_run() {
     status=$(sql "SELECT status FROM stress.runs WHERE id = $1")
   done
 }
+# call_run SQL: the run id (first column) of a CALL of a pg_stress procedure
+call_run() { sql "$1" | cut -d'|' -f1; }
+# the variants of a round in rotating order: rotate ROUND A B C → round 1: A B C, 2: B C A, …
+rotate() { local r=$1; shift; local v=("$@") n=$#; for ((j = 0; j < n; j++)); do echo "${v[$(((j + r - 1) % n))]}"; done; }
 # 1000000 → 1M
 human() { awk -v n="$1" 'BEGIN { if (n >= 1e6) printf "%gM", n / 1e6; else if (n >= 1e3) printf "%gk", n / 1e3; else print n }'; }
 # milliseconds one statement takes, timed by psql in a session with max_parallel_workers_per_gather $1

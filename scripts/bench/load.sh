@@ -29,7 +29,7 @@ compare_load() {
   tps=$("$pgbench" -n -M prepared -c "$conc" -j 2 -T "$LOAD_SECONDS" -D accounts="$accounts" \
           -f bench/execute_trade.pgbench "$db" 2>&1 | awk '/^tps = / { print $3 }')
   reopen
-  run=$(sql "SELECT stress.run_load('$LOAD_SECONDS seconds', workers => $conc, mix => '{\"execute_trade\": 1}')")
+  run=$(call_run "CALL stress.run_load_proc('$LOAD_SECONDS seconds', workers => $conc, mix => '{\"execute_trade\": 1}')")
   ops=$(sql "SELECT round(ops_per_sec::numeric, 1) FROM stress.results WHERE run_id = $run AND name = 'total'")
   load_ratios+=("c$conc/sync_$sync=$(ratio "$ops" "$tps")")
   echo "   concurrency $conc, synchronous_commit $sync: pgbench $tps tps, run_load $ops ops/s  -> RATIO run_load / pgbench = $(ratio "$ops" "$tps")   (must be >= 1.3)"
@@ -47,7 +47,7 @@ for ((i = 1; i <= 4; i++)); do
   for setting in $order; do
     reopen
     run=$(PGOPTIONS="-c client_min_messages=warning -c stress.progress_interval=0 -c stress.timeline=$setting" \
-          "${psql[@]}" -d "$db" -c "SELECT stress.run_load('$LOAD_SECONDS seconds', workers => 2, mix => '{\"execute_trade\": 1}')")
+          "${psql[@]}" -d "$db" -c "CALL stress.run_load_proc('$LOAD_SECONDS seconds', workers => 2, mix => '{\"execute_trade\": 1}')" | cut -d'|' -f1)
     ops=$(sql "SELECT round(ops_per_sec::numeric, 1) FROM stress.results WHERE run_id = $run AND name = 'total'")
     rows=$(sql "SELECT count(*) FROM stress.timeline WHERE run_id = $run")
     if [ "$setting" = on ]; then timeline_on+=("$ops"); else timeline_off+=("$ops"); fi
@@ -59,7 +59,7 @@ echo "   medians: on $(median "${timeline_on[@]}") ops/s, off $(median "${timeli
 echo "== load: open model at 1000 ops/s for 30 s (default mix, 4 workers), and the server's commit count"
 commits() { sql "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"; }
 before=$(commits)
-run=$(sql "SELECT stress.run_load('30 seconds', workers => 4, rate => 1000)")
+run=$(call_run "CALL stress.run_load_proc('30 seconds', workers => 4, rate => 1000)")
 sleep 1
 after=$(commits)
 # (what was offered is a Poisson count of arrivals: 30,000 ± 173, ±0.58%, so "of 1000" moves by

@@ -42,9 +42,10 @@ pgbench_s=$(sql "SELECT round(p50_ms::numeric, 4) || ' ms p50, ' || round(qps::n
 pgbench_lat=$($pgbench -n -S -M prepared -c 1 -T 10 "$db" 2>&1 | awk '/latency average/ { print $4 }')
 echo "   stress.benchmark SELECT 1: p50 $select1 ms; pgbench -S's query: $pgbench_s; pgbench -S: latency average $pgbench_lat ms"
 echo "   (pgbench's latency includes the client round trip over the socket; stress.benchmark times execution in the server)"
-echo "== the same lookup on 2 connections: stress.benchmark(concurrency => 2) qps vs pgbench -S -c 2 tps"
-conc_qps=$(sql "SELECT round(qps::numeric) FROM stress.benchmark(ARRAY['SELECT abalance FROM pgbench_accounts WHERE aid = 424242'],
-                                                              iterations => 400000, concurrency => 2)")
+echo "== the same lookup on 2 connections: CALL stress.benchmark_proc(concurrency => 2) qps vs pgbench -S -c 2 tps"
+conc_run=$(call_run "CALL stress.benchmark_proc(ARRAY['SELECT abalance FROM pgbench_accounts WHERE aid = 424242'],
+                                                   iterations => 400000, concurrency => 2)")
+conc_qps=$(sql "SELECT round(qps::numeric) FROM stress.benchmark_results($conc_run)")
 conc_tps=$($pgbench -n -S -M prepared -c 2 -j 2 -T 10 "$db" 2>&1 | awk '/^tps = / { printf "%d", $3 }')
 conc_ratio=$(ratio "$conc_qps" "$conc_tps")
 echo "   stress.benchmark $conc_qps qps, pgbench -S $conc_tps tps  -> RATIO $conc_ratio"

@@ -100,7 +100,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT t.run_id, t.name, coalesce(t.calls, 0), coalesce(t.errors, 0), t.avg_ms, t.stddev_ms, t.p50_ms,
            t.p95_ms, t.p99_ms, t.max_ms, t.ops_per_sec,
-           coalesce(t.details ->> 'error', t.details ->> 'first_error')
+           coalesce(t.details ->> 'error', t.details ->> 'first_error',
+                    CASE WHEN r.status NOT IN ('completed', 'running')
+                         THEN 'benchmark run ' || r.id || ' ' || r.status || coalesce(': ' || r.error, '') END)
     FROM stress.results t JOIN stress.runs r ON r.id = t.run_id
     WHERE t.run_id = $1 AND r.kind = 'benchmark'
     ORDER BY t.id

@@ -56,7 +56,7 @@ fn simulate_trading_day(
         workers,
         false,
     );
-    crate::load::start_run(req).run_id
+    crate::load::start_run(req, None).run_id
 }
 
 const IN_BLOCK: &str = "Run it on its own (not inside BEGIN ... COMMIT, nor from a function). Inside a transaction, start the run with SELECT stress.run_load(..., wait => false), which returns its id at once.";
@@ -115,7 +115,7 @@ procedure!(
             call.required(F, 4, "workers"),
             true,
         );
-        let run_id = crate::load::start_run(req).wait(&call);
+        let run_id = crate::load::start_run(req, Some(&call)).wait(&call);
         run_row(call, run_id)
     }
 );

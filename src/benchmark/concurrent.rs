@@ -39,7 +39,7 @@ fn preparation_error(query: &str) -> Option<String> {
 
 #[allow(clippy::too_many_arguments)]
 pub fn measure(
-    call: &Call,
+    call: Option<&Call>,
     parameters: serde_json::Value,
     queries: &[String],
     iterations: i32,
@@ -72,6 +72,17 @@ pub fn measure(
         // (Nothing to run: the run is just the error rows below.)
         (super::record(parameters, super::now(), &[]), None)
     } else {
+        let Some(call) = call else {
+            StressError::NotSupported {
+                message: format!(
+                    "{F}: with concurrency > 1 a SELECT would wait for its workers holding a snapshot, which keeps the row versions they kill from being pruned"
+                ),
+                hint: "CALL stress.benchmark_proc(queries => …, concurrency => …) runs it without one (it commits while it waits) \
+                       and returns the run's id; then SELECT * FROM stress.benchmark_results(run_id)."
+                    .into(),
+            }
+            .raise();
+        };
         run_workers(
             call,
             &runnable,
@@ -167,7 +178,7 @@ fn run_workers(
         wait: true,
         summary_notice: false,
     };
-    let run_id = control::start(run, |_| Configured {
+    let run_id = control::start(run, Some(call), |_| Configured {
         parameters: json!({
             "queries": config.queries, "iterations": config.iterations, "warmup": config.warmup,
             "concurrency": concurrency, "prepared": prepared, "rollback": rollback,

@@ -345,23 +345,12 @@ pub fn benchmark(
     if standby && concurrency > 1 {
         StressError::NotSupported {
             message: format!("{F}: concurrency > 1 is not supported on a hot standby yet"),
-            hint: "On a standby, benchmark in one session (concurrency => 1: its rows are returned, not recorded), or run concurrent reads with stress.run_load(…, mix => '{\"select\": 1}') or read-only custom transactions."
+            hint: "On a standby, benchmark in one session (concurrency => 1: its rows are returned, not recorded), or run concurrent reads with CALL stress.run_load_proc(…, mix => '{\"select\": 1}') or read-only custom transactions."
                 .into(),
         }
         .raise();
     }
     let (run_id, rows) = if concurrency > 1 {
-        let Some(call) = call else {
-            StressError::NotSupported {
-                message: format!(
-                    "{F}: with concurrency > 1 a SELECT would wait for its workers holding a snapshot, which keeps the row versions they kill from being pruned"
-                ),
-                hint: "CALL stress.benchmark_proc(queries => …, concurrency => …) runs it without one (it commits while it waits) \
-                       and returns the run's id; then SELECT * FROM stress.benchmark_results(run_id)."
-                    .into(),
-            }
-            .raise();
-        };
         let (run_id, rows) = concurrent::measure(
             call,
             parameters,
@@ -508,8 +497,8 @@ mod tests {
 
     #[pg_test]
     fn a_failing_query_gets_its_error_and_the_others_are_measured() {
-        // On one connection, and on background workers.
-        for concurrency in [1, 2] {
+        // On one connection (on background workers: tests/integration/benchmark.rs, which can CALL).
+        for concurrency in [1] {
             #[allow(clippy::type_complexity)]
             let rows: Vec<(i64, i64, Option<String>, Option<f64>, Option<f64>, i64)> = Spi::connect(
                 |c| {
@@ -599,45 +588,5 @@ mod tests {
         ] {
             assert_eq!(sqlstate_of(sql), invalid, "{sql}");
         }
-    }
-
-    #[pg_test]
-    fn concurrent_executions_overlap_and_percentiles_stay_true() {
-        Spi::run("SET LOCAL stress.slow_query_threshold_ms = 5").unwrap();
-        Spi::run("SET LOCAL stress.slow_query_log_limit = 3").unwrap();
-        let (mut calls, mut p50, mut qps, mut run) = (0, 0.0, 0.0, 0);
-        Spi::connect(|c| {
-            let row = c
-                .select(
-                    "SELECT calls, p50_ms, qps, run_id FROM stress.benchmark(ARRAY['SELECT pg_sleep(0.01)'],
-                         iterations => 80, warmup => 1, concurrency => 4)",
-                    None,
-                    &[],
-                )
-                .unwrap()
-                .first();
-            calls = row.get::<i64>(1).unwrap().unwrap();
-            p50 = row.get::<f64>(2).unwrap().unwrap();
-            qps = row.get::<f64>(3).unwrap().unwrap();
-            run = row.get::<i64>(4).unwrap().unwrap();
-        });
-        assert_eq!(calls, 80);
-        assert!(
-            (10.0..15.0).contains(&p50),
-            "p50 {p50} ms for a 10 ms sleep"
-        );
-        // One connection manages under 100 sleeps of 10 ms a second; four overlap.
-        assert!(qps > 200.0, "{qps} queries/s with 4 workers");
-        let recorded = one::<String>(&format!(
-            "SELECT format('%s %s %s', status, parameters->>'concurrency', parameters->>'iterations')
-             FROM stress.runs WHERE id = {run}"
-        ));
-        assert_eq!(recorded, "completed 4 80");
-        // Slow executions logged: at most the limit in all, by the workers, with the plan.
-        let logged = one::<String>(&format!(
-            "SELECT format('%s %s %s', count(*), bool_and(worker BETWEEN 1 AND 4), bool_and(plan IS NOT NULL))
-             FROM stress.slow_queries WHERE run_id = {run}"
-        ));
-        assert_eq!(logged, "3 t t");
     }
 }

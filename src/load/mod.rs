@@ -57,7 +57,7 @@ pub fn run_load(
         seed,
         transactions,
     );
-    start_run(req).run_id
+    start_run(req, None).run_id
 }
 
 /// `CALL stress.run_load_proc(…)`: the run, waited for without a snapshot; its id.
@@ -84,7 +84,7 @@ pub fn run_load_proc(
         transactions,
     );
     req.wait = true;
-    start_run(req).wait(call)
+    start_run(req, Some(call)).wait(call)
 }
 
 /// A load run's arguments, checked.
@@ -335,7 +335,7 @@ pub struct RunRequest {
 }
 
 /// Start the workers of a load run; a procedure then waits for it with [`control::Started::wait`].
-pub fn start_run(req: RunRequest) -> control::Started {
+pub fn start_run(req: RunRequest, call: Option<&Call>) -> control::Started {
     const F: &str = "run_load";
     if crate::runs::standby::in_recovery() {
         refuse_writes_on_standby(req.scenario.name().unwrap_or(F), &req);
@@ -350,7 +350,7 @@ pub fn start_run(req: RunRequest) -> control::Started {
         wait: req.wait,
         summary_notice: true,
     };
-    control::start(run, |run_id| {
+    control::start(run, call, |run_id| {
         let schema = gucs::data_schema();
         // Custom transactions alone need no trading dataset (as pgbench -f needs no pgbench -i).
         let builtins = ops::uses_builtins(&req.weights);
@@ -601,21 +601,24 @@ pub fn deadlock_test(
     let before = total();
     let mut weights = [0.0; ops::OPS.len()];
     weights[ops::Op::Transfer.index()] = 1.0;
-    let run_id = start_run(RunRequest {
-        seconds,
-        workers: k,
-        rate: None,
-        weights,
-        isolation: pg_sys::XACT_READ_COMMITTED as i32,
-        max_retries,
-        wait: true,
-        seed: None,
-        hot_accounts: accounts as i64,
-        transfer_pause: pause,
-        scenario: Scenario::DeadlockTest,
-        day_peaks: None,
-        transactions: None,
-    })
+    let run_id = start_run(
+        RunRequest {
+            seconds,
+            workers: k,
+            rate: None,
+            weights,
+            isolation: pg_sys::XACT_READ_COMMITTED as i32,
+            max_retries,
+            wait: true,
+            seed: None,
+            hot_accounts: accounts as i64,
+            transfer_pause: pause,
+            scenario: Scenario::DeadlockTest,
+            day_peaks: None,
+            transactions: None,
+        },
+        Some(call),
+    )
     .wait(call);
     let after = total();
     let figure = |expr: &str| result_figure(run_id, "transfer", expr) as i64;

@@ -119,17 +119,20 @@ impl<'c> Series<'c> {
     /// Run the next step with `workers` (open model at `rate` ops/s when given) and read it.
     fn run(&mut self, workers: usize, rate: Option<f64>) -> Step {
         self.done += 1;
-        let run_id = start_run(RunRequest {
-            workers,
-            rate,
-            scenario: Scenario::Series {
-                kind: self.kind,
-                step: self.done,
-                steps: self.steps,
-                first_run_id: self.first_run_id,
+        let run_id = start_run(
+            RunRequest {
+                workers,
+                rate,
+                scenario: Scenario::Series {
+                    kind: self.kind,
+                    step: self.done,
+                    steps: self.steps,
+                    first_run_id: self.first_run_id,
+                },
+                ..self.template.clone()
             },
-            ..self.template.clone()
-        })
+            Some(self.call),
+        )
         .wait(self.call);
         self.first_run_id.get_or_insert(run_id);
         let step = Step::of(run_id);

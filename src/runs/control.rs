@@ -93,7 +93,11 @@ fn warn_if_caller_has_written(function: &str) {
 /// start workers is checked first, then `configure` (the kind's own checks and configuration) runs.
 /// `req.wait` says whether a procedure will wait for it: a run that nobody waits for cannot run
 /// on a hot standby (the waiting call records it on the primary).
-pub fn start(req: RunRequest, configure: impl FnOnce(i64) -> Configured) -> Started {
+pub fn start(
+    req: RunRequest,
+    call: Option<&Call>,
+    configure: impl FnOnce(i64) -> Configured,
+) -> Started {
     const F: &str = "run_load";
     crate::postgres::privilege::require_worker_grant(F);
     // On a hot standby nothing can be written: the run records itself on the primary.
@@ -205,6 +209,11 @@ pub fn start(req: RunRequest, configure: impl FnOnce(i64) -> Configured) -> Star
         index
     };
 
+    // A procedure commits its checks and the run's id now: no transaction id, no snapshot while
+    // the workers start (the slot in shared memory is all they read).
+    if let Some(call) = call {
+        call.commit();
+    }
     let mut handles = Vec::with_capacity(k);
     for i in 0..k {
         let name = format!("pg_stress {} run {run_id} worker {}/{k}", req.label, i + 1);

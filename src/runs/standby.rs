@@ -384,6 +384,14 @@ pub fn record<K: RunKind>(batch: Batch) -> i64 {
         .flatten()
         .into(),
     );
+    // A series' first step named itself by the standby's local run id: here it is this run.
+    let local_run_id = standby.get("local_run_id").and_then(|v| v.as_i64());
+    if let Some(series) = parameters.get_mut("series").and_then(|s| s.as_object_mut())
+        && local_run_id.is_some()
+        && series.get("first_run_id").and_then(|v| v.as_i64()) == local_run_id
+    {
+        series.insert("first_run_id".into(), run_id.into());
+    }
     parameters["standby"] = serde_json::Value::Object(standby);
     let parameters_text = slots::FixedText::new(&parameters.to_string())
         .unwrap_or_else(|| bad_batch("parameters too long".into()));

@@ -1,7 +1,7 @@
 //! Benchmarks with workers, compare_indexes under cancellation, and slow statements read from
 //! pg_stat_statements.
 
-use super::common::{connect, count, fresh_database, value};
+use super::common::{benchmark_rows, connect, count, fresh_database, value};
 use postgres::Client;
 use postgres::error::SqlState;
 use std::time::{Duration, Instant};
@@ -17,14 +17,12 @@ fn concurrent_benchmarks_roll_back_their_dml_and_stop_with_their_caller() {
         )
         .unwrap();
     // DML with rollback: measured on three connections, and nothing stays.
-    let rows = client
-        .query(
-            "SELECT query, calls, errors FROM stress.benchmark(
-                 ARRAY['INSERT INTO log (item) VALUES (1)', 'UPDATE items SET n = n + 1 WHERE id = 7'],
-                 iterations => 300, warmup => 2, concurrency => 3, rollback => true)",
-            &[],
-        )
-        .unwrap();
+    let rows = benchmark_rows(
+        &mut client,
+        "ARRAY['INSERT INTO log (item) VALUES (1)', 'UPDATE items SET n = n + 1 WHERE id = 7'],
+         iterations => 300, warmup => 2, concurrency => 3, rollback => true",
+        "query, calls, errors",
+    );
     assert_eq!(rows.len(), 2);
     for row in &rows {
         assert_eq!((row.get::<_, i64>(1), row.get::<_, i64>(2)), (300, 0));
@@ -34,7 +32,7 @@ fn concurrent_benchmarks_roll_back_their_dml_and_stop_with_their_caller() {
     // Without rollback, unprepared: every execution (3 workers x 2 warmup + 300) is kept.
     client
         .batch_execute(
-            "SELECT * FROM stress.benchmark(ARRAY['INSERT INTO log (item) VALUES (2)'],
+            "CALL stress.benchmark_proc(ARRAY['INSERT INTO log (item) VALUES (2)'],
                  iterations => 300, warmup => 2, concurrency => 3, prepared => false)",
         )
         .unwrap();
@@ -47,7 +45,7 @@ fn concurrent_benchmarks_roll_back_their_dml_and_stop_with_their_caller() {
     let started = Instant::now();
     let err = client
         .batch_execute(
-            "SELECT * FROM stress.benchmark(ARRAY['SELECT pg_sleep(0.02)'], iterations => 1000000,
+            "CALL stress.benchmark_proc(ARRAY['SELECT pg_sleep(0.02)'], iterations => 1000000,
                  concurrency => 2)",
         )
         .unwrap_err();
@@ -158,18 +156,18 @@ fn a_benchmark_whose_workers_cannot_connect_fails_instead_of_hanging() {
         )
         .unwrap();
     let started = Instant::now();
-    let rows = client
-        .query(
-            "SELECT calls, error FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 1000, concurrency => 2)",
+    let rows = [client
+        .query_one(
+            "CALL stress.benchmark_proc(ARRAY['SELECT 1'], iterations => 1000, concurrency => 2)",
             &[],
         )
-        .unwrap();
+        .unwrap()];
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "{:?}",
         started.elapsed()
     );
-    let error: Option<String> = rows[0].get(1);
+    let error: Option<String> = rows[0].get("error");
     assert!(
         error.as_deref().unwrap_or("").contains("failed"),
         "{error:?}"
@@ -219,4 +217,97 @@ fn slow_statements_and_the_query_time_alert_read_pg_stat_statements() {
         .map(|r| (r.get(0), r.get(1)))
         .unwrap();
     assert!(firing && measured > 10.0, "{measured} ms");
+}
+
+/// On background workers (`CALL stress.benchmark_proc`): a query that cannot be planned is one
+/// failed attempt with its error; one that fails at every execution is counted and timed.
+#[test]
+fn a_failing_query_gets_its_error_on_workers_too() {
+    let mut client = fresh_database("it_bench_failing");
+    let rows = benchmark_rows(
+        &mut client,
+        "ARRAY['SELECT 1', 'SELECT * FROM t_bench_nowhere', 'SELEC 1', 'SELECT 1/(random() > 2)::int'],
+         iterations => 10, concurrency => 2",
+        "query, calls, errors, coalesce(error, ''), p50_ms, qps",
+    );
+    let by_query = |q: &str| rows.iter().find(|r| r.get::<_, String>(0) == q).unwrap();
+    let ok = by_query("SELECT 1");
+    assert_eq!((ok.get::<_, i64>(1), ok.get::<_, i64>(2)), (10, 0));
+    assert!(
+        ok.get::<_, Option<f64>>(4).is_some_and(|p| p > 0.0)
+            && ok.get::<_, Option<f64>>(5).is_some()
+    );
+    for (q, says) in [
+        ("SELECT * FROM t_bench_nowhere", "does not exist"),
+        ("SELEC 1", "syntax error"),
+    ] {
+        let r = by_query(q);
+        assert_eq!((r.get::<_, i64>(1), r.get::<_, i64>(2)), (1, 1), "{q}");
+        assert_eq!(
+            (r.get::<_, Option<f64>>(4), r.get::<_, Option<f64>>(5)),
+            (None, None),
+            "{q}"
+        );
+        assert!(
+            r.get::<_, String>(3).contains(says),
+            "{q}: {}",
+            r.get::<_, String>(3)
+        );
+    }
+    let failing = by_query("SELECT 1/(random() > 2)::int");
+    assert_eq!(
+        (failing.get::<_, i64>(1), failing.get::<_, i64>(2)),
+        (10, 10)
+    );
+    assert!(failing.get::<_, Option<f64>>(4).is_some());
+    assert!(failing.get::<_, String>(3).contains("division by zero"));
+}
+
+/// Four workers' executions overlap, and the percentiles merged from their histograms stay true;
+/// slow executions are logged by the workers up to the limit, with their plans.
+#[test]
+fn concurrent_executions_overlap_and_percentiles_stay_true() {
+    let mut client = fresh_database("it_bench_overlap");
+    client
+        .batch_execute(
+            "SET stress.slow_query_threshold_ms = 5; SET stress.slow_query_log_limit = 3",
+        )
+        .unwrap();
+    let row = client
+        .query_one(
+            "CALL stress.benchmark_proc(ARRAY['SELECT pg_sleep(0.01)'], iterations => 80, warmup => 1, concurrency => 4)",
+            &[],
+        )
+        .unwrap();
+    let run: i64 = row.get("run_id");
+    assert_eq!(row.get::<_, i64>("calls"), 80);
+    let r = client
+        .query_one(
+            "SELECT p50_ms, qps FROM stress.benchmark_results($1)",
+            &[&run],
+        )
+        .unwrap();
+    let (p50, qps): (f64, f64) = (r.get(0), r.get(1));
+    assert!(
+        (10.0..15.0).contains(&p50),
+        "p50 {p50} ms for a 10 ms sleep"
+    );
+    // One connection manages under 100 sleeps of 10 ms a second; four overlap.
+    assert!(qps > 200.0, "{qps} queries/s with 4 workers");
+    let recorded: String = value(
+        &mut client,
+        &format!(
+            "SELECT format('%s %s %s', status, parameters->>'concurrency', parameters->>'iterations')
+             FROM stress.runs WHERE id = {run}"
+        ),
+    );
+    assert_eq!(recorded, "completed 4 80");
+    let logged: String = value(
+        &mut client,
+        &format!(
+            "SELECT format('%s %s %s', count(*), bool_and(worker BETWEEN 1 AND 4), bool_and(plan IS NOT NULL))
+             FROM stress.slow_queries WHERE run_id = {run}"
+        ),
+    );
+    assert_eq!(logged, "3 t t");
 }

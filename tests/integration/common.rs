@@ -179,3 +179,32 @@ pub fn pgcluster_with(cmd: &str, name: &str, args: &[&str]) -> Option<Config> {
         .dbname("postgres");
     Some(config)
 }
+
+/// The steps of the series a CALL of stress.ramp, find_capacity or find_optimal_pool_size ran
+/// (`call`; its first column is the series id), as `columns` of stress.series_steps, in order.
+pub fn series_steps(client: &mut Client, call: &str, columns: &str) -> Vec<postgres::Row> {
+    let series: i64 = client.query_one(call, &[]).unwrap().get("series_id");
+    client
+        .query(
+            &format!(
+                "SELECT {columns} FROM stress.series_steps WHERE series_id = $1 ORDER BY step"
+            ),
+            &[&series],
+        )
+        .unwrap()
+}
+
+/// The rows of a concurrent benchmark: `CALL stress.benchmark_proc(args)`, then `columns` of
+/// stress.benchmark_results(run_id).
+pub fn benchmark_rows(client: &mut Client, args: &str, columns: &str) -> Vec<postgres::Row> {
+    let run: i64 = client
+        .query_one(&format!("CALL stress.benchmark_proc({args})"), &[])
+        .unwrap()
+        .get("run_id");
+    client
+        .query(
+            &format!("SELECT {columns} FROM stress.benchmark_results($1)"),
+            &[&run],
+        )
+        .unwrap()
+}

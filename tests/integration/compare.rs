@@ -21,11 +21,11 @@ fn compare_runs_and_assert_targets_judge_real_runs() {
     // A closed-model run, and one held to 100 operations per second: a real throughput regression.
     let fast: i64 = value(
         &mut client,
-        "SELECT stress.run_load('2 seconds', workers => 2)",
+        "CALL stress.run_load_proc('2 seconds', workers => 2)",
     );
     let slow: i64 = value(
         &mut client,
-        "SELECT stress.run_load('2 seconds', workers => 2, rate => 100)",
+        "CALL stress.run_load_proc('2 seconds', workers => 2, rate => 100)",
     );
     // (open model: latency from the intended start, or the actual one when a worker woke early;
     // an index lookup and a commit take more than 10 µs)

@@ -2,7 +2,7 @@
 //! as one pattern, a hot row's lock waits, a serializable run's write skew, and the capacity and
 //! pool-size searches as run series.
 
-use super::common::{load_database, value};
+use super::common::{load_database, series_steps, value};
 use postgres::Client;
 use postgres::error::SqlState;
 
@@ -15,11 +15,11 @@ fn the_deadlock_tests_transfers_are_one_pattern_naming_accounts() {
     let mut client = load_database("it_deadlock_patterns");
     let row = client
         .query_one(
-            "SELECT run_id, deadlocks FROM stress.deadlock_test(workers => 2, duration => '3 seconds')",
+            "CALL stress.deadlock_test(workers => 2, duration => '3 seconds')",
             &[],
         )
         .unwrap();
-    let (run_id, deadlocks): (i64, i64) = (row.get(0), row.get(1));
+    let (run_id, deadlocks): (i64, i64) = (row.get("run_id"), row.get("deadlocks"));
     assert!(deadlocks > 0, "no deadlock in the deadlock test");
     let patterns = client
         .query(
@@ -94,7 +94,7 @@ fn a_hot_row_shows_as_lock_contention_and_write_skew_as_serialization_failures()
     // Three workers update one row and hold it 50 ms: each waits for the others.
     let hot: i64 = value(
         &mut client,
-        r#"SELECT stress.run_load('3 seconds', workers => 3, transactions => '[
+        r#"CALL stress.run_load_proc('3 seconds', workers => 3, transactions => '[
              {"name": "bump", "sql": ["UPDATE public.hot SET n = n + 1 WHERE id = 1", "SELECT pg_sleep(0.05)"]}]')"#,
     );
     let c = rows(
@@ -120,7 +120,7 @@ fn a_hot_row_shows_as_lock_contention_and_write_skew_as_serialization_failures()
     // Write skew under serializable: each reads both doctors and takes one off call.
     let skew: i64 = value(
         &mut client,
-        r#"SELECT stress.run_load('1 second', workers => 2, isolation => 'serializable', max_retries => 0,
+        r#"CALL stress.run_load_proc('1 second', workers => 2, isolation => 'serializable', max_retries => 0,
              transactions => '[{"name": "go_off_call",
                "sql": ["SELECT count(*) FROM public.doctors WHERE on_call",
                        "UPDATE public.doctors SET on_call = NOT on_call WHERE id = $1",
@@ -174,10 +174,10 @@ fn a_hot_row_shows_as_lock_contention_and_write_skew_as_serialization_failures()
 #[test]
 fn capacity_and_pool_size_searches_are_run_series() {
     let mut client = load_database("it_capacity");
-    let steps = rows(
+    let steps = series_steps(
         &mut client,
-        "SELECT step, run_id, offered_rate, achieved_rate, ok, reason, capacity
-         FROM stress.find_capacity(1000, step => '1 second', start_rate => 50, max_steps => 4, workers => 2)",
+        "CALL stress.find_capacity(1000, step => '1 second', start_rate => 50, max_steps => 4, workers => 2)",
+        "step, run_id, offered_rate, ops_per_sec AS achieved_rate, ok, reason, chosen AS capacity",
     );
     assert!(!steps.is_empty() && steps.len() <= 4);
     // Doubling after a sustained first step (no step has failed yet).
@@ -229,10 +229,10 @@ fn capacity_and_pool_size_searches_are_run_series() {
     let page: String = value(&mut client, &format!("SELECT stress.report_html({last})"));
     assert!(page.contains("Throughput against offered rate"));
 
-    let pool = rows(
+    let pool = series_steps(
         &mut client,
-        "SELECT workers, ops_per_sec, meets_target, best
-         FROM stress.find_optimal_pool_size(1, 4, 1000, step => '1 second')",
+        "CALL stress.find_optimal_pool_size(1, 4, 1000, step => '1 second')",
+        "workers, ops_per_sec, ok AS meets_target, chosen AS best",
     );
     let sizes: Vec<i32> = pool.iter().map(|r| r.get(0)).collect();
     assert_eq!(sizes, vec![1, 2, 4]);
@@ -246,9 +246,10 @@ fn capacity_and_pool_size_searches_are_run_series() {
     assert_eq!(best[0].get::<_, f64>(1), top);
 
     // A ramp step degrades on p99 too, and says why.
-    let ramp = rows(
+    let ramp = series_steps(
         &mut client,
-        "SELECT degraded, reason FROM stress.ramp('{1,2}', '1 second', max_p99_ms => 0.001)",
+        "CALL stress.ramp('{1,2}', '1 second', max_p99_ms => 0.001)",
+        "NOT ok AS degraded, reason",
     );
     assert_eq!(ramp.len(), 1, "the ramp stops at its first degraded step");
     assert!(ramp[0].get::<_, bool>(0));

@@ -316,7 +316,7 @@ fn trades_move_money_between_accounts_without_creating_or_losing_any() {
     let trades_before = count(&mut client, "SELECT count(*) FROM stress_data.trades");
     let run_id: i64 = value(
         &mut client,
-        "SELECT stress.run_load('2 seconds', workers => 2, mix => '{\"execute_trade\": 1}')",
+        "CALL stress.run_load_proc('2 seconds', workers => 2, mix => '{\"execute_trade\": 1}')",
     );
     let row = client
         .query_one(

@@ -20,7 +20,7 @@ fn a_load_run_records_true_percentiles_per_operation() {
     );
     let run_id: i64 = value(
         &mut client,
-        "SELECT stress.run_load('2 seconds', workers => 2)",
+        "CALL stress.run_load_proc('2 seconds', workers => 2)",
     );
     assert_eq!(run_status(&mut client, run_id), ("completed".into(), None));
     let rows = client
@@ -122,7 +122,7 @@ fn a_run_can_be_cancelled_and_waited_for_from_another_session() {
         .get(0);
     assert!(cancelled);
     let status: String = other
-        .query_one("SELECT stress.wait($1)", &[&run_id])
+        .query_one("CALL stress.wait($1)", &[&run_id])
         .unwrap()
         .get(0);
     assert_eq!(status, "cancelled");
@@ -178,7 +178,7 @@ fn a_load_worker_killed_with_sigterm_fails_its_run_instead_of_hanging() {
         .batch_execute(&format!("SELECT pg_terminate_backend({worker})"))
         .unwrap();
     let status: String = client
-        .query_one("SELECT stress.wait($1)", &[&run_id])
+        .query_one("CALL stress.wait($1)", &[&run_id])
         .unwrap()
         .get(0);
     assert!(
@@ -198,7 +198,7 @@ fn load_workers_run_as_the_caller_and_record_its_permission_errors() {
     admin
         .batch_execute(
             "DROP ROLE IF EXISTS it_reader; CREATE ROLE it_reader LOGIN;
-             GRANT EXECUTE ON FUNCTION stress.run_load TO it_reader;
+             GRANT EXECUTE ON FUNCTION stress.run_load TO it_reader; GRANT EXECUTE ON PROCEDURE stress.run_load_proc TO it_reader;
              GRANT USAGE ON SCHEMA stress_data TO it_reader;
              GRANT SELECT ON ALL TABLES IN SCHEMA stress_data TO it_reader",
         )
@@ -206,7 +206,7 @@ fn load_workers_run_as_the_caller_and_record_its_permission_errors() {
     let mut reader = config(DB).user("it_reader").connect(NoTls).unwrap();
     let run_id: i64 = value(
         &mut reader,
-        "SELECT stress.run_load('1 second', workers => 2)",
+        "CALL stress.run_load_proc('1 second', workers => 2)",
     );
     let row = reader
         .query_one(
@@ -243,16 +243,16 @@ fn load_workers_run_as_the_caller_and_record_its_permission_errors() {
 fn bad_load_arguments_are_refused() {
     let mut client = load_database("it_load_bad");
     for sql in [
-        "SELECT stress.run_load('0 seconds')",
-        "SELECT stress.run_load('-1 minute')",
-        "SELECT stress.run_load('1 second', workers => 0)",
-        "SELECT stress.run_load('1 second', rate => -5)",
-        "SELECT stress.run_load('1 second', mix => '{\"upsert\": 1}')",
-        "SELECT stress.run_load('1 second', mix => '{\"insert\": -1}')",
-        "SELECT stress.run_load('1 second', mix => '[1]')",
-        "SELECT stress.run_load('1 second', isolation => 'snapshot')",
-        "SELECT stress.run_load('1 second', max_retries => -1)",
-        "SELECT stress.wait(987654321)",
+        "CALL stress.run_load_proc('0 seconds')",
+        "CALL stress.run_load_proc('-1 minute')",
+        "CALL stress.run_load_proc('1 second', workers => 0)",
+        "CALL stress.run_load_proc('1 second', rate => -5)",
+        "CALL stress.run_load_proc('1 second', mix => '{\"upsert\": 1}')",
+        "CALL stress.run_load_proc('1 second', mix => '{\"insert\": -1}')",
+        "CALL stress.run_load_proc('1 second', mix => '[1]')",
+        "CALL stress.run_load_proc('1 second', isolation => 'snapshot')",
+        "CALL stress.run_load_proc('1 second', max_retries => -1)",
+        "CALL stress.wait(987654321)",
     ] {
         let err = client.batch_execute(sql).unwrap_err();
         assert_eq!(
@@ -263,7 +263,7 @@ fn bad_load_arguments_are_refused() {
     }
     let mut empty = fresh_database("it_load_empty");
     let err = empty
-        .batch_execute("SELECT stress.run_load('1 second')")
+        .batch_execute("CALL stress.run_load_proc('1 second')")
         .unwrap_err();
     let err = err.as_db_error().expect("a server error").clone();
     assert_eq!(err.code(), &SqlState::INVALID_PARAMETER_VALUE, "{err}");
@@ -274,7 +274,7 @@ fn bad_load_arguments_are_refused() {
         .unwrap();
     let run: i64 = empty
         .query_one(
-            r#"SELECT stress.run_load('1 second', workers => 1,
+            r#"CALL stress.run_load_proc('1 second', workers => 1,
                    transactions => '[{"name": "bump", "sql": "UPDATE public.counter SET n = n + 1"}]')"#,
             &[],
         )
@@ -318,7 +318,7 @@ fn a_run_started_in_a_transaction_that_wrote_warns_and_records_why_it_failed() {
         .unwrap();
     client
         .batch_execute(
-            "SELECT stress.run_load('1 second', workers => 1, mix => '{\"position\": 1}')",
+            "CALL stress.run_load_proc('1 second', workers => 1, mix => '{\"position\": 1}')",
         )
         .unwrap();
     assert!(
@@ -333,13 +333,16 @@ fn a_run_started_in_a_transaction_that_wrote_warns_and_records_why_it_failed() {
     tx.batch_execute("CREATE TABLE public.t (id int)").unwrap();
     let run: i64 = tx
         .query_one(
-            r#"SELECT stress.run_load('1 second', workers => 1,
+            r#"SELECT stress.run_load('1 second', workers => 1, wait => false,
                    transactions => '[{"name": "read_t", "sql": "SELECT * FROM public.t"}]')"#,
             &[],
         )
         .unwrap()
         .get(0);
     tx.commit().unwrap();
+    client
+        .batch_execute(&format!("CALL stress.wait({run})"))
+        .unwrap();
     assert!(
         notices
             .lock()
@@ -366,11 +369,25 @@ fn a_run_started_in_a_transaction_that_wrote_warns_and_records_why_it_failed() {
     .unwrap();
     let run: i64 = tx
         .query_one(
-            r#"SELECT stress.run_load('1 second', workers => 1, mix => '{"balance_update": 1}')"#,
+            r#"SELECT stress.run_load('1 second', workers => 1, mix => '{"balance_update": 1}', wait => false)"#,
             &[],
         )
         .unwrap()
         .get(0);
+    // (the locks held until the run has ended: watched from another session)
+    let mut watcher = super::common::connect("it_load_uncommitted");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while value::<i64>(
+        &mut watcher,
+        &format!("SELECT count(*) FROM stress.runs WHERE id = {run} AND status <> 'running'"),
+    ) == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {run} did not end"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     tx.rollback().unwrap();
     let row = client
         .query_one(
@@ -418,7 +435,7 @@ fn without_the_preload_generation_works_and_load_runs_say_what_to_do() {
         .unwrap();
     assert_eq!(checksum(&mut client, "stress_data.orders"), parallel);
     let err = client
-        .batch_execute("SELECT stress.run_load('1 second')")
+        .batch_execute("CALL stress.run_load_proc('1 second')")
         .unwrap_err();
     assert_eq!(
         err.code(),
@@ -435,7 +452,7 @@ fn without_the_preload_generation_works_and_load_runs_say_what_to_do() {
     );
     assert_eq!(calls, 10);
     let err = client
-        .batch_execute("SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], concurrency => 2)")
+        .batch_execute("CALL stress.benchmark_proc(ARRAY['SELECT 1'], concurrency => 2)")
         .unwrap_err();
     assert_eq!(
         err.code(),
@@ -471,7 +488,7 @@ fn a_running_load_shows_in_stress_progress_and_leaves_one_sample_per_second() {
         Some("it_load_live")
     );
     let status: String = client
-        .query_one("SELECT stress.wait($1)", &[&run_id])
+        .query_one("CALL stress.wait($1)", &[&run_id])
         .unwrap()
         .get(0);
     assert_eq!(status, "completed");
@@ -566,7 +583,7 @@ fn runs_a_crash_interrupts_are_marked_interrupted_when_the_server_is_back() {
     // A run started after the restart is not touched.
     let after: i64 = value(
         &mut client,
-        "SELECT stress.run_load('1 second', workers => 1)",
+        "CALL stress.run_load_proc('1 second', workers => 1)",
     );
     assert_eq!(run_status(&mut client, after).0, "completed");
     drop(client);
@@ -581,7 +598,7 @@ fn the_report_has_the_seeds_keys_and_judges_its_targets() {
         .unwrap();
     let run_id: i64 = value(
         &mut client,
-        "SELECT stress.run_load('2 seconds', workers => 2)",
+        "CALL stress.run_load_proc('2 seconds', workers => 2)",
     );
     let report: serde_json::Value = client
         .query_one("SELECT stress.report()::text", &[])
@@ -673,7 +690,7 @@ fn custom_transactions_stress_your_own_schema() {
         .unwrap();
     let run_id: i64 = client
         .query_one(
-            r#"SELECT stress.run_load('2 seconds', workers => 2, transactions => '[
+            r#"CALL stress.run_load_proc('2 seconds', workers => 2, transactions => '[
                  {"name": "lookup", "sql": "SELECT n FROM items WHERE id = $1",
                   "params": [{"distribution": "uniform", "min": 1, "max": 1000}], "weight": 3},
                  {"name": "touch", "sql": ["UPDATE items SET n = n + 1, tag = $2 WHERE id = $1",
@@ -721,23 +738,23 @@ fn custom_transactions_stress_your_own_schema() {
     );
     for (sql, code) in [
         (
-            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "x", "sql": "SELEC 1"}]')"#,
+            r#"CALL stress.run_load_proc('1 second', transactions => '[{"name": "x", "sql": "SELEC 1"}]')"#,
             SqlState::SYNTAX_ERROR,
         ),
         (
-            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "x", "sql": "SELECT * FROM nowhere"}]')"#,
+            r#"CALL stress.run_load_proc('1 second', transactions => '[{"name": "x", "sql": "SELECT * FROM nowhere"}]')"#,
             SqlState::UNDEFINED_TABLE,
         ),
         (
-            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "place_order", "sql": "SELECT 1"}]')"#,
+            r#"CALL stress.run_load_proc('1 second', transactions => '[{"name": "place_order", "sql": "SELECT 1"}]')"#,
             SqlState::INVALID_PARAMETER_VALUE,
         ),
         (
-            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "x", "sql": "SELECT $1", "params": [{"distribution": "poisson"}]}]')"#,
+            r#"CALL stress.run_load_proc('1 second', transactions => '[{"name": "x", "sql": "SELECT $1", "params": [{"distribution": "poisson"}]}]')"#,
             SqlState::INVALID_PARAMETER_VALUE,
         ),
         (
-            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "x", "sql": "SELECT 1", "weight": 0}]')"#,
+            r#"CALL stress.run_load_proc('1 second', transactions => '[{"name": "x", "sql": "SELECT 1", "weight": 0}]')"#,
             SqlState::INVALID_PARAMETER_VALUE,
         ),
     ] {
@@ -754,7 +771,7 @@ fn cancelling_a_waiting_run_load_cancels_its_run() {
         .unwrap();
     let started = Instant::now();
     let err = client
-        .batch_execute("SELECT stress.run_load('60 seconds', workers => 2)")
+        .batch_execute("CALL stress.run_load_proc('60 seconds', workers => 2)")
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
     client.batch_execute("RESET statement_timeout").unwrap();
@@ -764,7 +781,7 @@ fn cancelling_a_waiting_run_load_cancels_its_run() {
         "SELECT max(id) FROM stress.runs WHERE kind = 'run_load'",
     );
     let status: String = client
-        .query_one("SELECT stress.wait($1)", &[&run_id])
+        .query_one("CALL stress.wait($1)", &[&run_id])
         .unwrap()
         .get(0);
     assert_eq!(status, "cancelled");
@@ -786,7 +803,7 @@ fn custom_transactions_see_the_callers_search_path() {
         .unwrap();
     let run_id: i64 = client
         .query_one(
-            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "bump", "sql": "UPDATE counters SET n = n + 1 WHERE id = 1"}]')"#,
+            r#"CALL stress.run_load_proc('1 second', transactions => '[{"name": "bump", "sql": "UPDATE counters SET n = n + 1 WHERE id = 1"}]')"#,
             &[],
         )
         .unwrap()
@@ -813,7 +830,7 @@ fn the_timeline_shows_lock_waits_wal_and_commits_second_by_second() {
     let mut client = load_database("it_timeline");
     let run_id: i64 = value(
         &mut client,
-        "SELECT run_id FROM stress.deadlock_test(workers => 4, duration => '4 seconds', accounts => 2,
+        "CALL stress.deadlock_test(workers => 4, duration => '4 seconds', accounts => 2,
                                                  pause => '50 milliseconds')",
     );
     let row = client
@@ -856,7 +873,7 @@ fn the_timeline_shows_lock_waits_wal_and_commits_second_by_second() {
     client.batch_execute("SET stress.timeline = off").unwrap();
     let quiet: i64 = value(
         &mut client,
-        "SELECT stress.run_load('2 seconds', workers => 1)",
+        "CALL stress.run_load_proc('2 seconds', workers => 1)",
     );
     let (timeline, samples): (i64, i64) = (
         value(

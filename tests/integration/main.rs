@@ -5,6 +5,8 @@
 //! `scripts/test.sh` (run by `make test`) starts the cluster and exports PGHOST/PGPORT/PGUSER.
 
 mod benchmark;
+/// The caller does not distort the run (procedures that commit).
+mod caller;
 mod common;
 mod compare;
 mod contention;

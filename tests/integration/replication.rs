@@ -64,7 +64,7 @@ fn a_standby_lags_under_write_load_catches_up_and_has_the_same_data() {
     };
     let run: i64 = value(
         &mut primary,
-        "SELECT stress.run_load('3 seconds', workers => 2)",
+        "CALL stress.run_load_proc('3 seconds', workers => 2)",
     );
     stop.store(true, Ordering::Relaxed);
     reader.join().unwrap();
@@ -207,7 +207,18 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
     let mut primary = load_database(db);
     primary.batch_execute("CREATE EXTENSION dblink").unwrap();
     pgcluster("destroy", READ_STANDBY);
-    let mut config = pgcluster_with("standby", READ_STANDBY, &[&primary_cluster()]).unwrap();
+    // (the defaults that matter: no feedback to the primary, and a short wait before replay cancels a
+    // standby query whose snapshot is in its way — a caller that waited holding one was cancelled)
+    let mut config = pgcluster_with(
+        "standby",
+        READ_STANDBY,
+        &[
+            &primary_cluster(),
+            "hot_standby_feedback = off",
+            "max_standby_streaming_delay = '2s'",
+        ],
+    )
+    .unwrap();
     config.dbname(db);
     let mut standby = config.connect(NoTls).unwrap();
     let record_on = format!(
@@ -219,11 +230,11 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
     // Without somewhere to record, a standby's run does not start; nor does a write mix.
     for (sql, code) in [
         (
-            "SELECT stress.run_load('1 second', mix => '{\"select\": 1}')",
+            "CALL stress.run_load_proc('1 second', mix => '{\"select\": 1}')",
             SqlState::READ_ONLY_SQL_TRANSACTION,
         ),
         (
-            "SELECT stress.run_load('1 second')",
+            "CALL stress.run_load_proc('1 second')",
             SqlState::READ_ONLY_SQL_TRANSACTION,
         ),
     ] {
@@ -238,23 +249,23 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
     for (sql, code) in [
         // the seed's default mix writes
         (
-            "SELECT stress.run_load('1 second')".to_string(),
+            "CALL stress.run_load_proc('1 second')".to_string(),
             SqlState::READ_ONLY_SQL_TRANSACTION,
         ),
         (
-            "SELECT stress.run_load('1 second', mix => '{\"position\": 1, \"cancel_order\": 1}')".into(),
+            "CALL stress.run_load_proc('1 second', mix => '{\"position\": 1, \"cancel_order\": 1}')".into(),
             SqlState::READ_ONLY_SQL_TRANSACTION,
         ),
         (
-            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "lock", "sql": "SELECT * FROM stress_data.accounts WHERE id = 1 FOR UPDATE"}]')"#.into(),
+            r#"CALL stress.run_load_proc('1 second', transactions => '[{"name": "lock", "sql": "SELECT * FROM stress_data.accounts WHERE id = 1 FOR UPDATE"}]')"#.into(),
             SqlState::READ_ONLY_SQL_TRANSACTION,
         ),
         (
-            r#"SELECT stress.run_load('1 second', transactions => '[{"name": "w", "sql": ["SELECT 1", "WITH d AS (DELETE FROM stress_data.orders WHERE id = 1 RETURNING 1) SELECT * FROM d"]}]')"#.into(),
+            r#"CALL stress.run_load_proc('1 second', transactions => '[{"name": "w", "sql": ["SELECT 1", "WITH d AS (DELETE FROM stress_data.orders WHERE id = 1 RETURNING 1) SELECT * FROM d"]}]')"#.into(),
             SqlState::READ_ONLY_SQL_TRANSACTION,
         ),
         (
-            "SELECT * FROM stress.find_capacity(50, step => '1 second', max_steps => 1)".into(),
+            "CALL stress.find_capacity(50, step => '1 second', max_steps => 1)".into(),
             SqlState::READ_ONLY_SQL_TRANSACTION,
         ),
         (
@@ -262,7 +273,7 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
             SqlState::FEATURE_NOT_SUPPORTED,
         ),
         (
-            "SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 10, concurrency => 2)".into(),
+            "CALL stress.benchmark_proc(ARRAY['SELECT 1'], iterations => 10, concurrency => 2)".into(),
             SqlState::FEATURE_NOT_SUPPORTED,
         ),
     ] {
@@ -283,7 +294,10 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
         let mut c = super::common::connect(db);
         std::thread::spawn(move || -> i64 {
             c.batch_execute("SET stress.progress_interval = 0").unwrap();
-            value(&mut c, "SELECT stress.run_load('4 seconds', workers => 2)")
+            value(
+                &mut c,
+                "CALL stress.run_load_proc('4 seconds', workers => 2)",
+            )
         })
     };
     // (a name that tries to close the quoting of the SQL the batch travels in to the primary)
@@ -292,7 +306,7 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
     let read: i64 = value(
         &mut standby,
         &format!(
-            "SELECT stress.run_load('3 seconds', workers => 2, mix => '{{\"select\": 1}}', transactions => '{custom}')"
+            "CALL stress.run_load_proc('3 seconds', workers => 2, mix => '{{\"select\": 1}}', transactions => '{custom}')"
         ),
     );
     let wrote = writer.join().unwrap();
@@ -368,13 +382,13 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
     assert!(page.contains("open_orders"));
 
     // A capacity search on the standby: each step recorded on the primary, read back here.
-    let steps = standby
-        .query(
-            "SELECT run_id, ok FROM stress.find_capacity(100, workers => 2, step => '1 second',
-                 mix => '{\"select\": 1}', start_rate => 500, max_steps => 2)",
-            &[],
-        )
-        .unwrap();
+    // (the steps as this standby replayed them from the primary; a standby writes no verdicts)
+    let steps = super::common::series_steps(
+        &mut standby,
+        "CALL stress.find_capacity(100, workers => 2, step => '1 second',
+             mix => '{\"select\": 1}', start_rate => 500, max_steps => 2)",
+        "run_id, ok",
+    );
     assert_eq!(steps.len(), 2);
     for s in &steps {
         let run: i64 = s.get(0);
@@ -405,7 +419,7 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
         )
         .unwrap();
     let e = standby
-        .batch_execute("SELECT stress.run_load('1 second', mix => '{\"select\": 1}')")
+        .batch_execute("CALL stress.run_load_proc('1 second', mix => '{\"select\": 1}')")
         .unwrap_err();
     assert_eq!(
         &e.code().unwrap().code()[..2],
@@ -444,7 +458,7 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
             .batch_execute(&format!("SET stress.record_conninfo = '{conninfo}'"))
             .unwrap();
         let e = standby
-            .batch_execute("SELECT stress.run_load('1 second', mix => '{\"select\": 1}')")
+            .batch_execute("CALL stress.run_load_proc('1 second', mix => '{\"select\": 1}')")
             .unwrap_err();
         assert_eq!(e.code(), Some(&code), "{conninfo}: {e}");
     }
@@ -452,7 +466,7 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
     // a password (2F003) before any worker starts.
     primary
         .batch_execute(
-            "GRANT EXECUTE ON FUNCTION stress.run_load TO it_standby_other;
+            "GRANT EXECUTE ON FUNCTION stress.run_load TO it_standby_other; GRANT EXECUTE ON PROCEDURE stress.run_load_proc TO it_standby_other;
              GRANT USAGE ON SCHEMA stress_data TO it_standby_other;
              GRANT SELECT ON ALL TABLES IN SCHEMA stress_data TO it_standby_other",
         )
@@ -474,7 +488,7 @@ fn read_load_on_a_standby_is_recorded_on_the_primary() {
         ))
         .unwrap();
     let e = other
-        .batch_execute("SELECT stress.run_load('1 second', mix => '{\"select\": 1}')")
+        .batch_execute("CALL stress.run_load_proc('1 second', mix => '{\"select\": 1}')")
         .unwrap_err();
     assert_eq!(
         e.code(),

@@ -122,7 +122,7 @@ fn a_load_run_report_renders_in_chromium_with_every_point() {
     // Opposite-order transfers on 2 accounts: deadlocks, and workers waiting for locks.
     let run_id: i64 = value(
         &mut client,
-        "SELECT run_id FROM stress.deadlock_test(workers => 2, duration => '4 seconds')",
+        "CALL stress.deadlock_test(workers => 2, duration => '4 seconds')",
     );
     let (dom, page) = open_report(&mut client, run_id);
 
@@ -236,15 +236,14 @@ fn a_load_run_report_renders_in_chromium_with_every_point() {
 #[test]
 fn a_ramp_and_a_benchmark_get_their_own_charts() {
     let mut client = load_database("it_report_html_series");
-    let steps: Vec<i64> = client
-        .query(
-            "SELECT run_id FROM stress.ramp('{1,2,3}', '1 second', max_throughput_drop => NULL) ORDER BY step",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let steps: Vec<i64> = super::common::series_steps(
+        &mut client,
+        "CALL stress.ramp('{1,2,3}', '1 second', max_throughput_drop => NULL)",
+        "run_id",
+    )
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
     assert_eq!(steps.len(), 3);
     // Any step's page charts the whole ramp: a point per step, at its worker count.
     let (dom, _) = open_report(&mut client, steps[1]);

@@ -1,7 +1,9 @@
 //! The seed's scenarios end to end: deadlocks and conserved money, the ramp, a trading day, the
 //! backup and migration stories.
 
-use super::common::{count, load_database, run_status, run_tool, scratch_file, value};
+use super::common::{
+    count, load_database, run_status, run_tool, scratch_file, series_steps, value,
+};
 use postgres::Client;
 use postgres::error::SqlState;
 use std::time::{Duration, Instant};
@@ -9,21 +11,25 @@ use std::time::{Duration, Instant};
 #[test]
 fn the_deadlock_test_detects_and_retries_deadlocks_and_conserves_money() {
     let mut client = load_database("it_deadlock");
+    // (simple protocol: every column as text, the balances as the server prints them)
     let row = client
-        .query_one(
-            "SELECT run_id, transfers, deadlocks, retries, failures, balance_before::text,
-                    balance_after::text, conserved
-             FROM stress.deadlock_test(workers => 2, duration => '4 seconds')",
-            &[],
-        )
-        .unwrap();
-    let (transfers, deadlocks, retries): (i64, i64, i64) = (row.get(1), row.get(2), row.get(3));
+        .simple_query("CALL stress.deadlock_test(workers => 2, duration => '4 seconds')")
+        .unwrap()
+        .into_iter()
+        .find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("the procedure's row");
+    let figure = |name: &str| -> i64 { row.get(name).unwrap().parse().unwrap() };
+    let (transfers, deadlocks, retries) =
+        (figure("transfers"), figure("deadlocks"), figure("retries"));
     assert!(transfers > 0, "no transfer went through");
     assert!(deadlocks >= 1, "no deadlock in {transfers} transfers");
     assert!(retries >= 1);
-    assert_eq!(row.get::<_, String>(5), row.get::<_, String>(6));
-    assert!(row.get::<_, bool>(7));
-    let run_id: i64 = row.get(0);
+    assert_eq!(row.get("balance_before"), row.get("balance_after"));
+    assert_eq!(row.get("conserved"), Some("t"));
+    let run_id: i64 = figure("run_id");
     assert_eq!(run_status(&mut client, run_id).0, "completed");
     let scenario: String = client
         .query_one(
@@ -34,10 +40,10 @@ fn the_deadlock_test_detects_and_retries_deadlocks_and_conserves_money() {
         .get(0);
     assert_eq!(scenario, "deadlock_test");
     for sql in [
-        "SELECT * FROM stress.deadlock_test(workers => 1)",
-        "SELECT * FROM stress.deadlock_test(accounts => 1)",
-        "SELECT * FROM stress.deadlock_test(duration => '0 seconds')",
-        "SELECT * FROM stress.deadlock_test(pause => '-1 second')",
+        "CALL stress.deadlock_test(workers => 1)",
+        "CALL stress.deadlock_test(accounts => 1)",
+        "CALL stress.deadlock_test(duration => '0 seconds')",
+        "CALL stress.deadlock_test(pause => '-1 second')",
     ] {
         let err = client.batch_execute(sql).unwrap_err();
         assert_eq!(
@@ -51,9 +57,11 @@ fn the_deadlock_test_detects_and_retries_deadlocks_and_conserves_money() {
 #[test]
 fn a_ramp_steps_up_the_workers_and_stops_at_the_first_degraded_step() {
     let mut client = load_database("it_ramp");
-    let rows = client
-        .query("SELECT step, workers, ops_per_sec, p99_ms, error_rate, degraded FROM stress.ramp('{1,2}', '1 second', max_throughput_drop => NULL)", &[])
-        .unwrap();
+    let rows = series_steps(
+        &mut client,
+        "CALL stress.ramp('{1,2}', '1 second', max_throughput_drop => NULL)",
+        "step, workers, ops_per_sec, p99_ms, error_rate, NOT ok AS degraded",
+    );
     assert_eq!(rows.len(), 2);
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r.get::<_, i32>(0), i as i32 + 1);
@@ -70,17 +78,15 @@ fn a_ramp_steps_up_the_workers_and_stops_at_the_first_degraded_step() {
     client
         .batch_execute("ALTER TABLE stress_data.orders ADD CONSTRAINT no_new_open CHECK (status <> 'OPEN') NOT VALID")
         .unwrap();
-    let rows = client
-        .query(
-            "SELECT step, error_rate, degraded FROM stress.ramp('{1,2,4}', '1 second', max_error_rate => 0.01,
-                                                               mix => '{\"place_order\": 1}')",
-            &[],
-        )
-        .unwrap();
+    let rows = series_steps(
+        &mut client,
+        "CALL stress.ramp('{1,2,4}', '1 second', max_error_rate => 0.01, mix => '{\"place_order\": 1}')",
+        "step, error_rate, NOT ok AS degraded",
+    );
     assert_eq!(rows.len(), 1, "the ramp goes on after a degraded step");
     assert!(rows[0].get::<_, f64>(1) > 0.99 && rows[0].get::<_, bool>(2));
     let err = client
-        .batch_execute("SELECT * FROM stress.ramp('{}', '1 second')")
+        .batch_execute("CALL stress.ramp('{}', '1 second')")
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::INVALID_PARAMETER_VALUE));
 }
@@ -90,7 +96,7 @@ fn a_simulated_trading_day_follows_its_peak_hours() {
     let mut client = load_database("it_trading_day");
     let run_id: i64 = value(
         &mut client,
-        "SELECT stress.simulate_trading_day('6 seconds', '{9,10,14,15}', orders_per_second => 200,
+        "CALL stress.simulate_trading_day_proc('6 seconds', '{9,10,14,15}', orders_per_second => 200,
                                                 trades_per_second => 100, workers => 2)",
     );
     assert_eq!(run_status(&mut client, run_id).0, "completed");
@@ -242,7 +248,7 @@ fn the_seeds_migration_scenario_runs_under_load_and_shows_what_changed() {
         "recorded {recorded} s, measured {migration:?}"
     );
     let status: String = client
-        .query_one("SELECT stress.wait($1)", &[&run_id])
+        .query_one("CALL stress.wait($1)", &[&run_id])
         .unwrap()
         .get(0);
     assert_eq!(status, "completed");

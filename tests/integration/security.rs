@@ -9,8 +9,9 @@ use postgres::{Client, NoTls};
 use std::time::{Duration, Instant};
 
 const WORKER_FUNCTIONS: &str =
-    "stress.run_load, stress.ramp, stress.deadlock_test, stress.simulate_trading_day,
-     stress.find_optimal_pool_size, stress.find_capacity, stress.record_standby_run";
+    "FUNCTION stress.run_load, stress.simulate_trading_day, stress.record_standby_run;
+     GRANT EXECUTE ON PROCEDURE stress.run_load_proc, stress.simulate_trading_day_proc, stress.ramp,
+     stress.deadlock_test, stress.find_optimal_pool_size, stress.find_capacity";
 
 /// A database with the administrator's dataset and records, and a hostile role connected to it.
 struct Arena {
@@ -40,9 +41,7 @@ impl Arena {
             .unwrap();
         if may_start_workers {
             admin
-                .batch_execute(&format!(
-                    "GRANT EXECUTE ON FUNCTION {WORKER_FUNCTIONS} TO {role}"
-                ))
+                .batch_execute(&format!("GRANT EXECUTE ON {WORKER_FUNCTIONS} TO {role}"))
                 .unwrap();
         }
         let mut attacker = config(db).user(role).connect(NoTls).unwrap();
@@ -194,14 +193,14 @@ fn search_path_and_temp_object_hijacks_gain_nothing() {
          SELECT stress.archive('hostile.logs', 'at', '10 days')",
         "SELECT stress.set_retention('hostile.logs', 'at', '5 days'); SELECT * FROM stress.apply_retention()",
         "SELECT stress.explain('SELECT 1')",
-        "SELECT stress.run_load('1 second', workers => 1)",
+        "CALL stress.run_load_proc('1 second', workers => 1)",
         // (its own run, judged and compared with the traps in place)
         "SELECT stress.assert_targets((SELECT max(id) FROM stress.runs WHERE kind = 'run_load'), min_ops_per_sec => 0);
          SELECT * FROM stress.compare_runs((SELECT max(id) FROM stress.runs WHERE kind = 'run_load'),
                                            (SELECT max(id) FROM stress.runs WHERE kind = 'run_load'))",
-        "SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 20, concurrency => 2)",
+        "CALL stress.benchmark_proc(ARRAY['SELECT 1'], iterations => 20, concurrency => 2)",
         // A query that leaves a temp view named pg_roles in the workers' sessions.
-        "SELECT * FROM stress.benchmark(ARRAY['CREATE OR REPLACE TEMP VIEW pg_roles AS SELECT * FROM pg_catalog.pg_roles WHERE hostile.trap(''temp'')'],
+        "CALL stress.benchmark_proc(ARRAY['CREATE OR REPLACE TEMP VIEW pg_roles AS SELECT * FROM pg_catalog.pg_roles WHERE hostile.trap(''temp'')'],
                                         iterations => 4, concurrency => 2, rollback => false)",
         "SELECT stress.generate_orders(2000, seed => 3, accounts => 2, workers => 2)",
         // Identifiers that would end the statement if pg_stress concatenated them into SQL.
@@ -322,7 +321,7 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
     // (a run of the administrator's with deadlocks and lock waits in its records)
     let admin_run: i64 = value(
         &mut a.admin,
-        "SELECT run_id FROM stress.deadlock_test(duration => '2 seconds')",
+        "CALL stress.deadlock_test(duration => '2 seconds')",
     );
     let theirs: i64 = value(
         &mut a.admin,
@@ -362,7 +361,7 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
           SELECT id, pg_catalog.now(), 0, '{}', 0, 0, 0, 0, 0, 0, 0, 0 FROM stress.runs".into(), denied.clone()),
         ("DELETE FROM stress.timeline".into(), denied.clone()),
         (format!("SELECT stress.report({admin_run})"), invalid.clone()),
-        (format!("SELECT stress.wait({admin_run})"), invalid.clone()),
+        (format!("CALL stress.wait({admin_run})"), invalid.clone()),
         // Another role's runs do not exist for these either (row-level security, as the caller).
         (format!("SELECT * FROM stress.compare_runs({admin_run}, {admin_run})"), invalid.clone()),
         (format!("SELECT stress.assert_targets({admin_run})"), invalid.clone()),
@@ -444,13 +443,13 @@ fn workers_need_a_grant_and_bad_numbers_are_refused() {
     let mut a = Arena::new("it_hostile_workers", "it_hostile_workers", false);
     let denied = Some(SqlState::INSUFFICIENT_PRIVILEGE);
     for sql in [
-        "SELECT stress.run_load('1 second')",
-        "SELECT * FROM stress.ramp('{1,2}', '1 second')",
-        "SELECT * FROM stress.find_optimal_pool_size(1, 2, 100, '1 second')",
-        "SELECT * FROM stress.find_capacity(100, step => '1 second')",
-        "SELECT * FROM stress.deadlock_test()",
-        "SELECT stress.simulate_trading_day('1 second')",
-        "SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 10, concurrency => 2)",
+        "CALL stress.run_load_proc('1 second')",
+        "CALL stress.ramp('{1,2}', '1 second')",
+        "CALL stress.find_optimal_pool_size(1, 2, 100, '1 second')",
+        "CALL stress.find_capacity(100, step => '1 second')",
+        "CALL stress.deadlock_test()",
+        "CALL stress.simulate_trading_day_proc('1 second')",
+        "CALL stress.benchmark_proc(ARRAY['SELECT 1'], iterations => 10, concurrency => 2)",
         "SELECT stress.generate_orders(1000, workers => 2)",
         // (recording a standby's run, which any role could otherwise use to make up runs)
         "SELECT stress.record_standby_run('{}')",
@@ -459,7 +458,7 @@ fn workers_need_a_grant_and_bad_numbers_are_refused() {
     }
     a.admin
         .batch_execute(&format!(
-            "GRANT EXECUTE ON FUNCTION {WORKER_FUNCTIONS} TO it_hostile_workers"
+            "GRANT EXECUTE ON {WORKER_FUNCTIONS} TO it_hostile_workers"
         ))
         .unwrap();
     a.attacker
@@ -468,23 +467,23 @@ fn workers_need_a_grant_and_bad_numbers_are_refused() {
     let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
     let invalid = Some(SqlState::INVALID_PARAMETER_VALUE);
     for sql in [
-        "SELECT stress.run_load('1 second', rate => 'NaN')".to_string(),
-        "SELECT stress.run_load('1 second', rate => 'Infinity')".into(),
-        "SELECT stress.run_load('1 second', mix => '{\"place_order\": 1e308, \"execute_trade\": 1e308}')".into(),
-        format!("SELECT stress.run_load('1 second', mix => '{{\"place_order\": {deep}}}')"),
-        format!("SELECT stress.run_load('1 second', transactions => '{deep}')"),
-        "SELECT stress.simulate_trading_day('1 second', orders_per_second => 1e308, trades_per_second => 1e308)".into(),
-        "SELECT * FROM stress.ramp('{1}', '1 second', max_error_rate => 'NaN')".into(),
-        "SELECT * FROM stress.ramp('{1}', '1 second', max_p99_ms => '-Infinity')".into(),
-        "SELECT * FROM stress.ramp('{1}', '1 second', max_throughput_drop => 'NaN')".into(),
-        "SELECT * FROM stress.find_optimal_pool_size(4, 2, 100)".into(),
-        "SELECT * FROM stress.find_optimal_pool_size(1, 2, 'NaN')".into(),
-        "SELECT * FROM stress.find_capacity('Infinity')".into(),
-        "SELECT * FROM stress.find_capacity(100, max_error_rate => 2)".into(),
-        "SELECT * FROM stress.find_capacity(100, start_rate => 'NaN')".into(),
-        "SELECT * FROM stress.find_capacity(100, max_steps => 1000000)".into(),
-        "SELECT * FROM stress.find_capacity(100, step => '1 millisecond')".into(),
-        "SELECT * FROM stress.find_capacity(100, workers => 100000)".into(),
+        "CALL stress.run_load_proc('1 second', rate => 'NaN')".to_string(),
+        "CALL stress.run_load_proc('1 second', rate => 'Infinity')".into(),
+        "CALL stress.run_load_proc('1 second', mix => '{\"place_order\": 1e308, \"execute_trade\": 1e308}')".into(),
+        format!("CALL stress.run_load_proc('1 second', mix => '{{\"place_order\": {deep}}}')"),
+        format!("CALL stress.run_load_proc('1 second', transactions => '{deep}')"),
+        "CALL stress.simulate_trading_day_proc('1 second', orders_per_second => 1e308, trades_per_second => 1e308)".into(),
+        "CALL stress.ramp('{1}', '1 second', max_error_rate => 'NaN')".into(),
+        "CALL stress.ramp('{1}', '1 second', max_p99_ms => '-Infinity')".into(),
+        "CALL stress.ramp('{1}', '1 second', max_throughput_drop => 'NaN')".into(),
+        "CALL stress.find_optimal_pool_size(4, 2, 100)".into(),
+        "CALL stress.find_optimal_pool_size(1, 2, 'NaN')".into(),
+        "CALL stress.find_capacity('Infinity')".into(),
+        "CALL stress.find_capacity(100, max_error_rate => 2)".into(),
+        "CALL stress.find_capacity(100, start_rate => 'NaN')".into(),
+        "CALL stress.find_capacity(100, max_steps => 1000000)".into(),
+        "CALL stress.find_capacity(100, step => '1 millisecond')".into(),
+        "CALL stress.find_capacity(100, workers => 100000)".into(),
         "SET stress.data_schema = 'hostile'; SELECT stress.generate_market_data(start_at => '-infinity', end_at => 'infinity')".into(),
         "SET stress.data_schema = 'hostile'; SELECT stress.generate_orders(1, start_at => 'infinity')".into(),
         "SET stress.data_schema = 'hostile'; SELECT stress.generate_accounts(1, start_at => '-infinity')".into(),
@@ -495,7 +494,7 @@ fn workers_need_a_grant_and_bad_numbers_are_refused() {
         // A data schema that tries to close the quoting of the statements built around it: the
         // name is a name (nothing runs), and the run is refused before any worker starts.
         "SET stress.data_schema = 'x\"; DROP TABLE stress_data.audit_log; --';
-         SELECT * FROM stress.find_capacity(100, step => '1 second', max_steps => 1)".into(),
+         CALL stress.find_capacity(100, step => '1 second', max_steps => 1)".into(),
     ] {
         a.attempt(&sql, invalid.clone());
     }
@@ -624,7 +623,7 @@ fn a_run_whose_workers_die_unwaited_is_closed_and_its_slot_freed() {
         .batch_execute(
             "SELECT stress.generate_dataset(orders => 200, seed => 1);
              DROP ROLE IF EXISTS it_slot_nologin; CREATE ROLE it_slot_nologin NOLOGIN;
-             GRANT EXECUTE ON FUNCTION stress.run_load TO it_slot_nologin;
+             GRANT EXECUTE ON FUNCTION stress.run_load TO it_slot_nologin; GRANT EXECUTE ON PROCEDURE stress.run_load_proc TO it_slot_nologin;
              GRANT USAGE ON SCHEMA stress_data TO it_slot_nologin;
              GRANT SELECT ON ALL TABLES IN SCHEMA stress_data TO it_slot_nologin",
         )
@@ -698,7 +697,7 @@ fn live_runs_and_locks_of_others_are_out_of_reach() {
     let seen: i64 = value(&mut a.attacker, "SELECT count(*) FROM stress.progress");
     assert_eq!(seen, 0, "another role's live run is visible");
     let invalid = Some(SqlState::INVALID_PARAMETER_VALUE);
-    a.attempt(&format!("SELECT stress.wait({run})"), invalid.clone());
+    a.attempt(&format!("CALL stress.wait({run})"), invalid.clone());
     a.attempt(
         &format!("SELECT stress.cancel({run})"),
         Some(SqlState::INSUFFICIENT_PRIVILEGE),
@@ -730,10 +729,12 @@ fn live_runs_and_locks_of_others_are_out_of_reach() {
     }
     holder.batch_execute("ROLLBACK").unwrap();
     a.assert_nothing_gained_or_lost("the lock probes");
+    // (two calls: a CALL in a multi-statement string would be in an implicit transaction block)
     a.admin
-        .batch_execute(&format!(
-            "SELECT stress.cancel({run}); SELECT stress.wait({run})"
-        ))
+        .batch_execute(&format!("SELECT stress.cancel({run})"))
+        .unwrap();
+    a.admin
+        .batch_execute(&format!("CALL stress.wait({run})"))
         .unwrap();
     assert_eq!(a.cases, 5);
 }

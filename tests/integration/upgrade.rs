@@ -17,6 +17,29 @@ fn describe(client: &mut Client) -> Vec<String> {
         .collect()
 }
 
+/// Start a run through an older release's SQL with this library, which no longer waits in a
+/// SELECT: `wait => false`, then poll from the test (as a pg_cron job would) until it ends.
+fn run_detached(client: &mut Client, args: &str) -> i64 {
+    let run: i64 = value(
+        client,
+        &format!("SELECT stress.run_load({args}, wait => false)"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while value::<bool>(
+        client,
+        &format!(
+            "SELECT NOT EXISTS (SELECT 1 FROM stress.runs WHERE id = {run} AND status <> 'running')"
+        ),
+    ) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {run} did not end"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    run
+}
+
 fn record_counts(client: &mut Client) -> Vec<i64> {
     [
         "stress.runs",
@@ -81,9 +104,9 @@ fn alter_extension_update_from_0_1_0_ends_where_a_fresh_install_does() {
     ] {
         old.batch_execute(sql).unwrap();
     }
+    run_detached(&mut old, "'2 seconds', workers => 2");
     old.batch_execute(
-        "SELECT stress.run_load('2 seconds', workers => 2);
-         SELECT * FROM stress.benchmark(ARRAY['SELECT 1', 'SELECT pg_sleep(0.002)'], iterations => 20);
+        "SELECT * FROM stress.benchmark(ARRAY['SELECT 1', 'SELECT pg_sleep(0.002)'], iterations => 20);
          SELECT stress.capture_state();
          CREATE TABLE public.logs (at timestamptz NOT NULL);
          SELECT stress.set_retention('public.logs', 'at', '30 days');
@@ -96,9 +119,9 @@ fn alter_extension_update_from_0_1_0_ends_where_a_fresh_install_does() {
         .user("it_upgrade_user")
         .connect(NoTls)
         .unwrap();
-    let user_run: i64 = value(
+    let user_run = run_detached(
         &mut user,
-        "SELECT stress.run_load('1 second', workers => 1, mix => '{\"open_orders\": 1, \"recent_trades\": 1}')",
+        "'1 second', workers => 1, mix => '{\"open_orders\": 1, \"recent_trades\": 1}'",
     );
     let version: String = value(
         &mut old,
@@ -176,8 +199,8 @@ fn alter_extension_update_from_0_2_0_ends_where_a_fresh_install_does() {
     ] {
         old.batch_execute(sql).unwrap();
     }
-    let first: i64 = value(&mut old, "SELECT stress.run_load('1 second', workers => 2)");
-    let second: i64 = value(&mut old, "SELECT stress.run_load('1 second', workers => 2)");
+    let first = run_detached(&mut old, "'1 second', workers => 2");
+    let second = run_detached(&mut old, "'1 second', workers => 2");
     old.batch_execute("SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 20)")
         .unwrap();
     let before = record_counts(&mut old);
@@ -231,32 +254,36 @@ fn alter_extension_update_from_0_3_0_ends_where_a_fresh_install_does() {
     ] {
         old.batch_execute(sql).unwrap();
     }
-    let steps: i64 = value(
-        &mut old,
-        "SELECT count(*) FROM stress.ramp('{1,2}', '1 second')",
-    );
-    assert_eq!(steps, 2);
-    // Before the update, this library draws the 0.3.0 database's page (without the contention it
-    // has no tables for).
-    let stepped: i64 = value(&mut old, "SELECT max(id) FROM stress.runs");
+    // 0.3.0's ramp, a function that waits, is refused by this library until the update (a clear
+    // error, not "could not find function"); a run started there is still drawn (without the
+    // contention the 0.3.0 database has no tables for).
+    let e = old
+        .batch_execute("SELECT count(*) FROM stress.ramp('{1,2}', '1 second')")
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{e}");
+    let hint = e
+        .as_db_error()
+        .and_then(|d| d.hint())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(hint.contains("ALTER EXTENSION pg_stress UPDATE"), "{hint}");
+    let stepped = run_detached(&mut old, "'1 second', workers => 2");
     let page: String = value(&mut old, &format!("SELECT stress.report_html({stepped})"));
-    assert!(
-        page.contains("<svg id=\"series-throughput\"") && !page.contains("<h2>Contention</h2>")
-    );
+    assert!(page.contains("<svg id=\"throughput\"") && !page.contains("<h2>Contention</h2>"));
     let before = record_counts(&mut old);
     old.batch_execute("ALTER EXTENSION pg_stress UPDATE")
         .unwrap();
     assert_same_as_a_fresh_install(&mut old, "it_upgrade_030_fresh");
     assert_eq!(record_counts(&mut old), before);
-    let first: i64 = value(
-        &mut old,
-        "SELECT min(id) FROM stress.runs WHERE parameters->>'scenario' = 'ramp'",
-    );
+    let first: i64 = old
+        .query_one("CALL stress.ramp('{1,2}', '1 second')", &[])
+        .unwrap()
+        .get("series_id");
     let page: String = value(&mut old, &format!("SELECT stress.report_html({first})"));
     assert!(page.contains("<svg id=\"series-throughput\""));
     let public: bool = value(
         &mut old,
-        "SELECT has_function_privilege('public', 'stress.find_capacity(float8, float8, int, interval, jsonb, jsonb, float8, int)', 'EXECUTE')",
+        "SELECT has_function_privilege('public', 'stress.find_capacity(float8, float8, int, interval, jsonb, jsonb, float8, int, int8, int, float8, float8, float8)', 'EXECUTE')",
     );
     assert!(!public, "PUBLIC may start workers through find_capacity");
 }
@@ -271,10 +298,10 @@ fn alter_extension_update_from_0_4_0_ends_where_a_fresh_install_does() {
         "CREATE EXTENSION pg_stress VERSION '0.4.0'",
         "SET stress.progress_interval = 0",
         "SELECT stress.generate_dataset(orders => 2000, seed => 1)",
-        "SELECT stress.run_load('1 second', workers => 2)",
     ] {
         old.batch_execute(sql).unwrap();
     }
+    run_detached(&mut old, "'1 second', workers => 2");
     let before = record_counts(&mut old);
     old.batch_execute("ALTER EXTENSION pg_stress UPDATE")
         .unwrap();
@@ -285,4 +312,74 @@ fn alter_extension_update_from_0_4_0_ends_where_a_fresh_install_does() {
         "SELECT has_function_privilege('public', 'stress.record_standby_run(text)', 'EXECUTE')",
     );
     assert!(!public, "PUBLIC may record runs through record_standby_run");
+}
+
+/// 0.5.0 → 0.6.0: the calls that waited are procedures (CALL); the runs of before are kept, a
+/// waiting SELECT is refused with the CALL in its hint, and the procedures that start workers are
+/// not PUBLIC's.
+#[test]
+fn alter_extension_update_from_0_5_0_ends_where_a_fresh_install_does() {
+    let mut old = empty_database("it_upgrade_050");
+    assert_available(&mut old, "0.5.0");
+    for sql in [
+        "CREATE EXTENSION pg_stress VERSION '0.5.0'",
+        "SET stress.progress_interval = 0",
+        "SELECT stress.generate_dataset(orders => 2000, seed => 1)",
+    ] {
+        old.batch_execute(sql).unwrap();
+    }
+    let before_run = run_detached(&mut old, "'1 second', workers => 2");
+    // This library refuses 0.5.0's waiting forms before the update, saying to update first.
+    let e = old
+        .batch_execute(&format!("SELECT stress.wait({before_run})"))
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{e}");
+    let hint = e
+        .as_db_error()
+        .and_then(|d| d.hint())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(hint.contains("ALTER EXTENSION pg_stress UPDATE"), "{hint}");
+    let before = record_counts(&mut old);
+    old.batch_execute("ALTER EXTENSION pg_stress UPDATE")
+        .unwrap();
+    assert_same_as_a_fresh_install(&mut old, "it_upgrade_050_fresh");
+    assert_eq!(record_counts(&mut old), before);
+    let e = old
+        .batch_execute("SELECT stress.run_load('1 second')")
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{e}");
+    let hint = e
+        .as_db_error()
+        .and_then(|d| d.hint())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(hint.contains("CALL stress.run_load_proc"), "{hint}");
+    let status: String = old
+        .query_one("CALL stress.wait($1)", &[&before_run])
+        .unwrap()
+        .get("status");
+    assert_eq!(status, "completed");
+    let run: i64 = old
+        .query_one("CALL stress.run_load_proc('1 second', workers => 2)", &[])
+        .unwrap()
+        .get("run_id");
+    assert!(run > before_run);
+    for procedure in [
+        "stress.run_load_proc",
+        "stress.simulate_trading_day_proc",
+        "stress.ramp",
+        "stress.deadlock_test",
+        "stress.find_optimal_pool_size",
+        "stress.find_capacity",
+    ] {
+        let public: bool = value(
+            &mut old,
+            &format!(
+                "SELECT bool_or(has_function_privilege('public', p.oid, 'EXECUTE')) FROM pg_proc p
+                 WHERE p.oid = '{procedure}'::regproc"
+            ),
+        );
+        assert!(!public, "PUBLIC may start workers through {procedure}");
+    }
 }
