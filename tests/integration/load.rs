@@ -339,10 +339,18 @@ fn a_run_started_in_a_transaction_that_wrote_warns_and_records_why_it_failed() {
         )
         .unwrap()
         .get(0);
+    // (committed only once the run has ended: its workers never see the table)
+    let mut table_watcher = super::common::connect("it_load_uncommitted");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while value::<i64>(
+        &mut table_watcher,
+        &format!("SELECT count(*) FROM stress.runs WHERE id = {run} AND status <> 'running'"),
+    ) == 0
+    {
+        assert!(std::time::Instant::now() < until, "run {run} did not end");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     tx.commit().unwrap();
-    client
-        .batch_execute(&format!("CALL stress.wait({run})"))
-        .unwrap();
     assert!(
         notices
             .lock()

@@ -8,10 +8,14 @@ use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 use std::time::{Duration, Instant};
 
-const WORKER_FUNCTIONS: &str =
-    "FUNCTION stress.run_load, stress.simulate_trading_day, stress.record_standby_run;
-     GRANT EXECUTE ON PROCEDURE stress.run_load_proc, stress.simulate_trading_day_proc, stress.ramp,
-     stress.deadlock_test, stress.find_optimal_pool_size, stress.find_capacity";
+/// The grants that let `role` start workers.
+fn worker_grants(role: &str) -> String {
+    format!(
+        "GRANT EXECUTE ON FUNCTION stress.run_load, stress.simulate_trading_day, stress.record_standby_run TO {role};
+         GRANT EXECUTE ON PROCEDURE stress.run_load_proc, stress.simulate_trading_day_proc, stress.ramp,
+             stress.deadlock_test, stress.find_optimal_pool_size, stress.find_capacity TO {role}"
+    )
+}
 
 /// A database with the administrator's dataset and records, and a hostile role connected to it.
 struct Arena {
@@ -40,9 +44,7 @@ impl Arena {
             ))
             .unwrap();
         if may_start_workers {
-            admin
-                .batch_execute(&format!("GRANT EXECUTE ON {WORKER_FUNCTIONS} TO {role}"))
-                .unwrap();
+            admin.batch_execute(&worker_grants(role)).unwrap();
         }
         let mut attacker = config(db).user(role).connect(NoTls).unwrap();
         // Trap functions and views that record who ran them, and try to make the role a superuser
@@ -457,9 +459,7 @@ fn workers_need_a_grant_and_bad_numbers_are_refused() {
         a.attempt(sql, denied.clone());
     }
     a.admin
-        .batch_execute(&format!(
-            "GRANT EXECUTE ON {WORKER_FUNCTIONS} TO it_hostile_workers"
-        ))
+        .batch_execute(&worker_grants("it_hostile_workers"))
         .unwrap();
     a.attacker
         .batch_execute("SET stress.data_schema = 'stress_data'")
