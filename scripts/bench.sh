@@ -12,6 +12,7 @@ echo "SUMMARY generate_orders/SQL=${gen_ratio:-n/a} checksum_speedup=${ck_speedu
 echo "        per table: ${summary[*]:-n/a}  dataset=${ds:-n/a}s dataset_workers2=${ds_par:-n/a}s trades_memory_mb=${trade_growth:-n/a}"
 echo "        load run_load/pgbench: ${load_ratios[*]:-n/a}  timeline on/off: ${timeline_ratio:-n/a}"
 echo "        capacity (ops/s at p99 <= ${CAPACITY_P99_MS:-20} ms): built-in mix ${capacities[0]:-n/a}, tpcb-like ${capacities[1]:-n/a} (pgbench closed loop: ${capacity_pgbench_tps:-n/a} tps)"
+echo "        caller (blocking / detached): ${caller_summary:-n/a}"
 echo "        query: SELECT 1 p50 ${select1:-n/a} ms, pgbench -S latency ${pgbench_lat:-n/a} ms; concurrency 2 benchmark/pgbench -S ${conc_ratio:-n/a}"
 # The floor table last, where it is read: every figure against what the server itself cannot beat.
 if [ -n "${floor_rows:-}" ]; then print_floor_table; fi

@@ -33,7 +33,7 @@ fresh_mix() {
 }
 # one variant of workload $1 (hot|mix) at $2 workers: "ops/s outside-commits/s"
 measure() {
-  local workload=$1 conc=$2 variant=$3 args run c0 c1 ops
+  local workload=$1 conc=$2 variant=$3 args run c0 c1 ops secs
   args="'$CALLER_SECONDS seconds', workers => $conc"
   [ "$workload" = hot ] && args="$args, transactions => '$hot'"
   "fresh_$workload"
@@ -53,13 +53,13 @@ sql "ALTER DATABASE $db SET synchronous_commit = off" >/dev/null
 for workload in hot mix; do
   for conc in 1 2; do
     echo "== caller: $workload workload, $conc worker(s), ${CALLER_SECONDS} s: CALL stress.run_load_proc vs a detached run ($CALLER_ROUNDS rounds)"
-    pr=() dr=() po=() do=()
+    pr=() dr=() po=() dout=()
     for ((i = 1; i <= CALLER_ROUNDS; i++)); do
       for variant in $(rotate "$i" procedure detached); do
         read -r ops outside < <(measure "$workload" "$conc" "$variant")
-        if [ "$variant" = procedure ]; then pr+=("$ops") po+=("$outside"); else dr+=("$ops") do+=("$outside"); fi
+        if [ "$variant" = procedure ]; then pr+=("$ops") po+=("$outside"); else dr+=("$ops") dout+=("$outside"); fi
       done
-      echo "   round $i: CALL ${pr[-1]} ops/s (server commits ${po[-1]}/s), detached ${dr[-1]} ops/s (${do[-1]}/s)"
+      echo "   round $i: CALL ${pr[-1]} ops/s (server commits ${po[-1]}/s), detached ${dr[-1]} ops/s (${dout[-1]}/s)"
     done
     a=$(median "${pr[@]}") b=$(median "${dr[@]}")
     caller_rows+=("$workload, $conc worker(s): CALL / detached|$a|$b|$(ratio "$a" "$b")|>= 0.95")
@@ -96,3 +96,4 @@ for row in "${caller_rows[@]}"; do
   IFS='|' read -r what a b r goal <<<"$row"
   printf '  %-48s %14s %14s %7s %9s\n' "$what" "$a" "$b" "$r" "$goal"
 done
+caller_summary=$(for row in "${caller_rows[@]}"; do IFS='|' read -r what a b r goal <<<"$row"; printf '%s=%s ' "${what%%:*}" "$r$([ "$r" = - ] && echo "$a")"; done)

@@ -59,7 +59,8 @@ fn simulate_trading_day(
     crate::load::start_run(req, None).run_id
 }
 
-const IN_BLOCK: &str = "Run it on its own (not inside BEGIN ... COMMIT, nor from a function). Inside a transaction, start the run with SELECT stress.run_load(..., wait => false), which returns its id at once.";
+/// The hint of a procedure called where it cannot commit.
+const IN_BLOCK: &str = "Run it on its own: not inside BEGIN ... COMMIT, not as one of several statements sent in one query string, not from a function. Inside a transaction, SELECT stress.run_load(..., wait => false) starts a single run and returns its id at once.";
 
 /// A load run's headline figures, as the procedures' row.
 fn run_row(call: Call, run_id: i64) -> pg_sys::Datum {

@@ -44,9 +44,16 @@ impl Call {
 
     /// Argument `n` (None: NULL).
     pub fn arg<T: FromDatum>(&self, n: usize) -> Option<T> {
-        // SAFETY: n is within the procedure's declared arguments (its SQL and its body agree),
-        // and T is the argument's type.
-        unsafe { pgrx::fcinfo::pg_getarg::<T>(self.fcinfo, n) }
+        // SAFETY: fcinfo is the call's; n is checked against the arguments PostgreSQL passed, and
+        // T is the type the procedure's SQL declares for argument n (its SQL and its body are
+        // written side by side in api/).
+        unsafe {
+            assert!(
+                n < (*self.fcinfo).nargs as usize,
+                "argument {n} of a procedure"
+            );
+            pgrx::fcinfo::pg_getarg::<T>(self.fcinfo, n)
+        }
     }
 
     /// Argument `n`, which the procedure's SQL gives a default: NULL is 22023 naming it.

@@ -345,14 +345,52 @@ impl Started {
     }
 }
 
-/// Cancels the run if the waiting caller is cancelled (or fails) while the run goes on.
+/// Cancels the run if the waiting caller is cancelled (or fails) while the run goes on: an ERROR
+/// unwinds through the drop. A FATAL (pg_terminate_backend, a fast shutdown) exits the process
+/// without unwinding: the `before_shmem_exit` callback below cancels the run then.
 struct CancelOnDrop(i64, bool);
+
+impl CancelOnDrop {
+    fn new(run_id: i64) -> CancelOnDrop {
+        static REGISTERED: std::sync::atomic::AtomicBool =
+            std::sync::atomic::AtomicBool::new(false);
+        if !REGISTERED.swap(true, Ordering::Relaxed) {
+            // SAFETY: registered once per backend, with a callback that only reads a static and
+            // cancels through shared memory (which is still attached before shmem exit).
+            unsafe {
+                pg_sys::before_shmem_exit(Some(cancel_awaited_at_exit), pg_sys::Datum::from(0))
+            };
+        }
+        AWAITED.store(run_id, Ordering::Relaxed);
+        CancelOnDrop(run_id, true)
+    }
+}
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
+        AWAITED.store(0, Ordering::Relaxed);
         if self.1 {
             cancel_run(self.0);
         }
+    }
+}
+
+/// The run this session is waiting for (0: none).
+static AWAITED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// `before_shmem_exit` callback: a session that exits while it waits for a run (terminated, or
+/// the server shutting down) stops the run, as a cancelled wait does.
+#[pg_guard]
+unsafe extern "C-unwind" fn cancel_awaited_at_exit(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
+    let run_id = AWAITED.swap(0, Ordering::Relaxed);
+    if run_id != 0 && slots::available() {
+        // SAFETY: an exiting process holds no LWLock we need and sleeps on no condition variable
+        // once these are released (as the workers' own exit callback does).
+        unsafe {
+            pg_sys::LWLockReleaseAll();
+            pg_sys::ConditionVariableCancelSleep();
+        }
+        cancel_run(run_id);
     }
 }
 
@@ -371,7 +409,7 @@ pub fn cancel_run(run_id: i64) -> bool {
 /// Block until `run_id` ends, with NOTICEs on the way; reads only shared memory (no snapshot).
 /// `handles` (the caller's own workers) let it notice workers that died without closing the run.
 fn wait_for(run_id: i64, handles: &[*mut pg_sys::BackgroundWorkerHandle], label: &str) {
-    let mut guard = CancelOnDrop(run_id, true);
+    let mut guard = CancelOnDrop::new(run_id);
     let interval = Duration::from_millis(gucs::PROGRESS_INTERVAL.get().max(0) as u64);
     let mut last_notice = Instant::now();
     loop {

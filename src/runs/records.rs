@@ -91,10 +91,15 @@ pub fn as_owner<T>(f: impl FnOnce() -> T) -> T {
 
 /// A new run id from `stress.runs_id_seq` (which only the owner may use).
 pub fn new_run_id() -> i64 {
+    // (read-only SPI: nextval asks for a transaction id only when it writes the sequence's WAL,
+    // once in 32 values; pgrx's Spi::get_one would take one every time)
     as_owner(|| {
-        Spi::get_one::<i64>("SELECT pg_catalog.nextval('stress.runs_id_seq'::pg_catalog.regclass)")
-            .expect("allocating a run id")
-            .expect("nextval gives a value")
+        crate::postgres::spi_read::one::<i64>(
+            "SELECT pg_catalog.nextval('stress.runs_id_seq'::pg_catalog.regclass)",
+            &[],
+        )
+        .expect("allocating a run id")
+        .expect("nextval gives a value")
     })
 }
 

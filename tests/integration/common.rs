@@ -208,3 +208,20 @@ pub fn benchmark_rows(client: &mut Client, args: &str, columns: &str) -> Vec<pos
         )
         .unwrap()
 }
+
+/// Wait until run `run` has ended (its row no longer `running`), polling from `client`, a session
+/// of its own (as a pg_cron job or a dashboard would), for up to 60 s.
+pub fn await_run_end(client: &mut Client, run: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while value::<i64>(
+        client,
+        &format!("SELECT count(*) FROM stress.runs WHERE id = {run} AND status <> 'running'"),
+    ) == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {run} did not end"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -3,8 +3,8 @@
 //! transactions.
 
 use super::common::{
-    checksum, config, connect, count, env, fresh_database, load_database, pgcluster, run_status,
-    value,
+    await_run_end, checksum, config, connect, count, env, fresh_database, load_database, pgcluster,
+    run_status, value,
 };
 use postgres::error::SqlState;
 use postgres::{Config, NoTls};
@@ -340,16 +340,7 @@ fn a_run_started_in_a_transaction_that_wrote_warns_and_records_why_it_failed() {
         .unwrap()
         .get(0);
     // (committed only once the run has ended: its workers never see the table)
-    let mut table_watcher = super::common::connect("it_load_uncommitted");
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(40);
-    while value::<i64>(
-        &mut table_watcher,
-        &format!("SELECT count(*) FROM stress.runs WHERE id = {run} AND status <> 'running'"),
-    ) == 0
-    {
-        assert!(std::time::Instant::now() < until, "run {run} did not end");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    await_run_end(&mut connect("it_load_uncommitted"), run);
     tx.commit().unwrap();
     assert!(
         notices
@@ -383,19 +374,7 @@ fn a_run_started_in_a_transaction_that_wrote_warns_and_records_why_it_failed() {
         .unwrap()
         .get(0);
     // (the locks held until the run has ended: watched from another session)
-    let mut watcher = super::common::connect("it_load_uncommitted");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
-    while value::<i64>(
-        &mut watcher,
-        &format!("SELECT count(*) FROM stress.runs WHERE id = {run} AND status <> 'running'"),
-    ) == 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "run {run} did not end"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    await_run_end(&mut connect("it_load_uncommitted"), run);
     tx.rollback().unwrap();
     let row = client
         .query_one(

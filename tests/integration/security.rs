@@ -337,6 +337,25 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
         "the deadlock test left no conflict or lock wait"
     );
     a.admin_runs += 1;
+    // (and a series and a concurrent benchmark of the administrator's: their steps and rows are
+    // behind the same row-level security, read as the caller)
+    let admin_series: i64 = value(
+        &mut a.admin,
+        "CALL stress.ramp('{1}', '1 second', mix => '{\"position\": 1}')",
+    );
+    let admin_bench: i64 = value(
+        &mut a.admin,
+        "CALL stress.benchmark_proc(ARRAY['SELECT 1'], iterations => 100, concurrency => 2)",
+    );
+    a.admin_runs += 2;
+    let steps: i64 = value(
+        &mut a.admin,
+        &format!(
+            "SELECT (SELECT count(*) FROM stress.series_steps WHERE series_id = {admin_series})
+                  + (SELECT count(*) FROM stress.benchmark_results({admin_bench}))"
+        ),
+    );
+    assert_eq!(steps, 2);
     let capture: i64 = value(&mut a.admin, "SELECT max(id) FROM stress.state_captures");
     let denied = Some(SqlState::INSUFFICIENT_PRIVILEGE);
     let invalid = Some(SqlState::INVALID_PARAMETER_VALUE);
@@ -347,9 +366,15 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
               + (SELECT count(*) FROM stress.conflicts) + (SELECT count(*) FROM stress.lock_waits)
               + (SELECT count(*) FROM stress.replication_lag)
               + (SELECT count(*) FROM stress.analyze_deadlocks())
-              + (SELECT count(*) FROM stress.state_captures) + (SELECT count(*) FROM stress.retention_policies)",
+              + (SELECT count(*) FROM stress.state_captures) + (SELECT count(*) FROM stress.retention_policies)
+              + (SELECT count(*) FROM stress.series_steps)",
     );
     assert_eq!(seen, 0, "another role's records are visible");
+    let bench_rows: i64 = value(
+        &mut a.attacker,
+        &format!("SELECT count(*) FROM stress.benchmark_results({admin_bench})"),
+    );
+    assert_eq!(bench_rows, 0, "another role's benchmark rows are visible");
     let cases: Vec<(String, Option<SqlState>)> = vec![
         ("INSERT INTO stress.runs (id, kind, run_as) VALUES (1000000, 'run_load', 'postgres')".into(), denied.clone()),
         ("UPDATE stress.runs SET status = 'failed'".into(), denied.clone()),
@@ -491,13 +516,22 @@ fn workers_need_a_grant_and_bad_numbers_are_refused() {
         "SET stress.data_schema = 'hostile'; SELECT stress.generate_dataset(orders => 10, trades_per_order => 'Infinity')".into(),
         format!("SET stress.data_schema = 'hostile'; SELECT stress.generate_dataset(spec => '{{\"orders\": {deep}}}')"),
         format!("SET stress.data_schema = 'hostile'; SELECT stress.generate_orders(1, distribution => '{deep}')"),
-        // A data schema that tries to close the quoting of the statements built around it: the
-        // name is a name (nothing runs), and the run is refused before any worker starts.
-        "SET stress.data_schema = 'x\"; DROP TABLE stress_data.audit_log; --';
-         CALL stress.find_capacity(100, step => '1 second', max_steps => 1)".into(),
     ] {
         a.attempt(&sql, invalid.clone());
     }
+    // A data schema that tries to close the quoting of the statements built around it: the name
+    // is a name (nothing runs), and the run is refused before any worker starts. (The SET on its
+    // own: a CALL in a multi-statement string is in an implicit transaction block, 25001.)
+    a.attacker
+        .batch_execute("SET stress.data_schema = 'x\"; DROP TABLE stress_data.audit_log; --'")
+        .unwrap();
+    a.attempt(
+        "CALL stress.find_capacity(100, step => '1 second', max_steps => 1)",
+        invalid.clone(),
+    );
+    a.attacker
+        .batch_execute("RESET stress.data_schema")
+        .unwrap();
     // A standby's run, as a role could forge it: each figure is checked before anything is
     // written, and what is written is the role's own.
     let config = r#"{\"rate\": 0, \"weights\": [0,0,0,0,1,0,0,0], \"max_retries\": 0, \"seed\": 1,

@@ -2,7 +2,7 @@
 //! `ALTER EXTENSION pg_stress UPDATE`, has the same extension a fresh install has (member objects,
 //! definitions, grants, policies, defaults: describe_extension.sql) and still every record.
 
-use super::common::{config, empty_database, fresh_database, value};
+use super::common::{await_run_end, config, empty_database, fresh_database, value};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 
@@ -24,19 +24,7 @@ fn run_detached(client: &mut Client, args: &str) -> i64 {
         client,
         &format!("SELECT stress.run_load({args}, wait => false)"),
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while value::<bool>(
-        client,
-        &format!(
-            "SELECT NOT EXISTS (SELECT 1 FROM stress.runs WHERE id = {run} AND status <> 'running')"
-        ),
-    ) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "run {run} did not end"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    await_run_end(client, run);
     run
 }
 
