@@ -67,18 +67,30 @@ for workload in hot mix; do
 done
 sql "ALTER DATABASE $db RESET synchronous_commit" >/dev/null
 
-echo "== caller: a ramp of four identical steps (2 workers, default mix, 5 s each): last step / first"
-ramp_ratios=()
+echo "== caller: a ramp of four identical steps (2 workers, default mix, 5 s each): last step / first,"
+echo "   beside four detached 5-second runs one after another on the same fresh dataset (the workload's own drift)"
+ramp_ratios=() seq_ratios=()
 for ((i = 1; i <= CALLER_ROUNDS; i++)); do
-  fresh_mix
-  series=$(call_run "CALL stress.ramp('{2,2,2,2}', '5 seconds', max_throughput_drop => NULL)")
-  steps=$(sql "SELECT string_agg(round(ops_per_sec)::text, ' ' ORDER BY step) FROM stress.series_steps WHERE series_id = $series")
-  r=$(sql "SELECT round((max(ops_per_sec) FILTER (WHERE step = 4) / max(ops_per_sec) FILTER (WHERE step = 1))::numeric, 2)
-           FROM stress.series_steps WHERE series_id = $series")
-  ramp_ratios+=("$r")
-  echo "   round $i: steps $steps ops/s, last/first $r"
+  for variant in $(rotate "$i" ramp sequence); do
+    fresh_mix
+    if [ "$variant" = ramp ]; then
+      series=$(call_run "CALL stress.ramp('{2,2,2,2}', '5 seconds', max_throughput_drop => NULL)")
+      steps=$(sql "SELECT string_agg(round(ops_per_sec)::text, ' ' ORDER BY step) FROM stress.series_steps WHERE series_id = $series")
+    else
+      steps=""
+      for ((k = 1; k <= 4; k++)); do
+        run=$(sql "SELECT stress.run_load('5 seconds', workers => 2, wait => false)")
+        await_run "$run"
+        steps="$steps $(sql "SELECT round(ops_per_sec) FROM stress.results WHERE run_id = $run AND name = 'total'")"
+      done
+    fi
+    r=$(echo "$steps" | awk '{ printf "%.2f", $NF / $1 }')
+    if [ "$variant" = ramp ]; then ramp_ratios+=("$r"); else seq_ratios+=("$r"); fi
+    echo "   round $i, $variant: steps $steps ops/s, last/first $r"
+  done
 done
-caller_rows+=("ramp {2,2,2,2}: step 4 / step 1|-|-|$(median "${ramp_ratios[@]}")|>= 0.90")
+a=$(median "${ramp_ratios[@]}") b=$(median "${seq_ratios[@]}")
+caller_rows+=("ramp {2,2,2,2}: step 4 / step 1 (CALL / detached)|$a|$b|$(ratio "$a" "$b")|>= 0.90")
 
 echo "== caller: transaction ids per 10,000 concurrent-benchmark reads (concurrency 2)"
 fresh_mix
@@ -96,4 +108,5 @@ for row in "${caller_rows[@]}"; do
   IFS='|' read -r what a b r goal <<<"$row"
   printf '  %-48s %14s %14s %7s %9s\n' "$what" "$a" "$b" "$r" "$goal"
 done
-caller_summary=$(for row in "${caller_rows[@]}"; do IFS='|' read -r what a b r goal <<<"$row"; printf '%s=%s ' "${what%%:*}" "$r$([ "$r" = - ] && echo "$a")"; done)
+caller_summary=$(for row in "${caller_rows[@]}"; do
+  IFS='|' read -r what a b r goal <<<"$row"; [ "$r" = - ] && r=$a; printf '%s=%s ' "${what%%:*}" "$r"; done)
