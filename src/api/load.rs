@@ -54,7 +54,6 @@ fn simulate_trading_day(
         orders_per_second,
         trades_per_second,
         workers,
-        false,
     );
     crate::load::start_run(req, None).run_id
 }
@@ -114,7 +113,6 @@ procedure!(
             call.required(F, 2, "orders_per_second"),
             call.required(F, 3, "trades_per_second"),
             call.required(F, 4, "workers"),
-            true,
         );
         let run_id = crate::load::start_run(req, Some(&call)).wait(&call);
         run_row(call, run_id)
@@ -237,43 +235,30 @@ procedure!(
     }
 );
 
-/// The symbols that SQL of 0.3.0–0.5.0 names for what are procedures now: a database whose
-/// library is newer than its SQL gets a clear error rather than "could not find function".
-fn update_first(function: &str) -> ! {
-    crate::error::StressError::NotSupported {
-        message: format!(
-            "stress.{function} is a procedure in pg_stress 0.6.0, and this database still has the SQL of an older release"
-        ),
-        hint: format!(
-            "Run ALTER EXTENSION pg_stress UPDATE, then CALL stress.{function}(...) (it commits while it waits)."
-        ),
-    }
-    .raise()
-}
-
+// The symbols that SQL of 0.3.0–0.5.0 names for what are procedures now (super::update_first).
 #[pg_extern(sql = false)]
 fn ramp() -> i64 {
-    update_first("ramp")
+    super::update_first("ramp")
 }
 
 #[pg_extern(sql = false)]
 fn ramp_0_4_0() -> i64 {
-    update_first("ramp")
+    super::update_first("ramp")
 }
 
 #[pg_extern(sql = false)]
 fn deadlock_test() -> i64 {
-    update_first("deadlock_test")
+    super::update_first("deadlock_test")
 }
 
 #[pg_extern(sql = false)]
 fn find_optimal_pool_size() -> i64 {
-    update_first("find_optimal_pool_size")
+    super::update_first("find_optimal_pool_size")
 }
 
 #[pg_extern(sql = false)]
 fn find_capacity() -> i64 {
-    update_first("find_capacity")
+    super::update_first("find_capacity")
 }
 
 /// The report of load run `run_id` (the latest load run when NULL), as jsonb: the seed's keys

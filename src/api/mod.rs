@@ -5,6 +5,20 @@
 
 use pgrx::prelude::*;
 
+/// For the symbols that an older release's SQL names for what are procedures in 0.6.0: a database
+/// whose library is newer than its SQL gets a clear error rather than "could not find function".
+fn update_first(function: &str) -> ! {
+    crate::error::StressError::NotSupported {
+        message: format!(
+            "stress.{function} is a procedure in pg_stress 0.6.0, and this database still has the SQL of an older release"
+        ),
+        hint: format!(
+            "Run ALTER EXTENSION pg_stress UPDATE, then CALL stress.{function}(...) (it commits while it waits)."
+        ),
+    }
+    .raise()
+}
+
 mod benchmark;
 mod generate;
 mod integrity;

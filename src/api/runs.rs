@@ -63,11 +63,7 @@ procedure!(
 /// The symbol 0.5.0's SQL names for `stress.wait`, now a procedure.
 #[pg_extern(sql = false)]
 fn wait() -> String {
-    StressError::NotSupported {
-        message: "stress.wait is a procedure in pg_stress 0.6.0, and this database still has the SQL of an older release".into(),
-        hint: "Run ALTER EXTENSION pg_stress UPDATE, then CALL stress.wait(run_id).".into(),
-    }
-    .raise()
+    super::update_first("wait")
 }
 
 /// The runs going on in this server, from shared memory (see the `stress.progress` view).

@@ -73,15 +73,11 @@ pub fn measure(
         (super::record(parameters, super::now(), &[]), None)
     } else {
         let Some(call) = call else {
-            StressError::NotSupported {
-                message: format!(
-                    "{F}: with concurrency > 1 a SELECT would wait for its workers holding a snapshot, which keeps the row versions they kill from being pruned"
-                ),
-                hint: "CALL stress.benchmark_proc(queries => …, concurrency => …) runs it without one (it commits while it waits) \
-                       and returns the run's id; then SELECT * FROM stress.benchmark_results(run_id)."
-                    .into(),
-            }
-            .raise();
+            control::refuse_waiting_select(
+                "benchmark",
+                "benchmark_proc",
+                "it returns the run's id; then SELECT * FROM stress.benchmark_results(run_id).",
+            );
         };
         run_workers(
             call,
@@ -175,7 +171,6 @@ fn run_workers(
         workers: concurrency as usize,
         seconds: None,
         isolation: unsafe { pg_sys::DefaultXactIsoLevel },
-        wait: true,
         summary_notice: false,
     };
     let run_id = control::start(run, Some(call), |_| Configured {

@@ -73,18 +73,20 @@ pub fn run_load_proc(
     seed: Option<i64>,
     transactions: Option<crate::postgres::json_arg::JsonArg>,
 ) -> i64 {
-    let mut req = run_load_request(
-        duration,
-        workers,
-        rate,
-        mix,
-        isolation,
-        max_retries,
-        seed,
-        transactions,
-    );
-    req.wait = true;
-    start_run(req, Some(call)).wait(call)
+    start_run(
+        run_load_request(
+            duration,
+            workers,
+            rate,
+            mix,
+            isolation,
+            max_retries,
+            seed,
+            transactions,
+        ),
+        Some(call),
+    )
+    .wait(call)
 }
 
 /// A load run's arguments, checked.
@@ -122,7 +124,6 @@ fn run_load_request(
         weights: w.weights,
         isolation: w.isolation,
         max_retries: w.max_retries,
-        wait: false,
         seed,
         hot_accounts: 0,
         transfer_pause: 0.0,
@@ -132,21 +133,13 @@ fn run_load_request(
     }
 }
 
-/// ERROR 0A000 for a function asked to wait for its run (0.5.0's `SELECT stress.run_load(…)`): a
-/// statement that waits holds its snapshot, and with it the horizon of every row the run kills,
-/// for the whole run. The hint shows the procedure that waits without one.
+/// The refusal of a load-run function asked to wait (see [`control::refuse_waiting_select`]).
 pub fn refuse_waiting_select(function: &str, procedure: &str) -> ! {
-    StressError::NotSupported {
-        message: format!(
-            "stress.{function}(…) cannot wait for its run: a SELECT that waits holds a snapshot for the whole run, which keeps every row version the run kills from being pruned and slows what it measures"
-        ),
-        hint: format!(
-            "CALL stress.{procedure}(…) with the same arguments waits without holding one (it commits as it goes), \
-             with the same NOTICEs, and returns the run's figures; or pass wait => false to get the run id at once \
-             (then CALL stress.wait(run_id))."
-        ),
-    }
-    .raise()
+    control::refuse_waiting_select(
+        function,
+        procedure,
+        "it returns the run's figures. Or pass wait => false to get the run id at once (then CALL stress.wait(run_id)).",
+    )
 }
 
 /// A finished load run's headline figures (from its records, under a new snapshot).
@@ -323,7 +316,6 @@ pub struct RunRequest {
     pub weights: ops::Weights,
     pub isolation: i32,
     pub max_retries: i32,
-    pub wait: bool,
     pub seed: Option<i64>,
     pub hot_accounts: i64,
     pub transfer_pause: f64,
@@ -347,7 +339,6 @@ pub fn start_run(req: RunRequest, call: Option<&Call>) -> control::Started {
         workers: req.workers,
         seconds: Some(req.seconds),
         isolation: req.isolation,
-        wait: req.wait,
         summary_notice: true,
     };
     control::start(run, call, |run_id| {
@@ -609,7 +600,6 @@ pub fn deadlock_test(
             weights,
             isolation: pg_sys::XACT_READ_COMMITTED as i32,
             max_retries,
-            wait: true,
             seed: None,
             hot_accounts: accounts as i64,
             transfer_pause: pause,
@@ -686,15 +676,13 @@ fn result_figure(run_id: i64, name: &str, expr: &str) -> f64 {
 
 /// The seed's production simulation: a trading day compressed into `duration`, orders and trades
 /// arriving (open model) at `orders_per_second` and `trades_per_second` in an ordinary hour, four
-/// times that in `peak_hours`, a quarter of it at night (hours 0–5). The run, checked, to start
-/// (`wait`: a procedure waits for it).
+/// times that in `peak_hours`, a quarter of it at night (hours 0–5). The run, checked, to start.
 pub fn simulate_trading_day(
     duration: Interval,
     peak_hours: Vec<Option<i32>>,
     orders_per_second: f64,
     trades_per_second: f64,
     workers: i32,
-    wait: bool,
 ) -> RunRequest {
     const F: &str = "simulate_trading_day";
     require_preload(F);
@@ -753,7 +741,6 @@ pub fn simulate_trading_day(
         weights,
         isolation: pg_sys::XACT_READ_COMMITTED as i32,
         max_retries: retries(F, None),
-        wait,
         seed: None,
         hot_accounts: 0,
         transfer_pause: 0.0,

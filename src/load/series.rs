@@ -105,7 +105,6 @@ impl<'c> Series<'c> {
                 weights: w.weights,
                 isolation: w.isolation,
                 max_retries: w.max_retries,
-                wait: true,
                 seed: None,
                 hot_accounts: 0,
                 transfer_pause: 0.0,

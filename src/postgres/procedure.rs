@@ -30,6 +30,7 @@ impl Call {
                 && (*context).type_ == pg_sys::NodeTag::T_CallContext
                 && !(*(context as *mut pg_sys::CallContext)).atomic
         };
+        // SAFETY: IsSubTransaction reads this backend's transaction state, which exists in a call.
         if !non_atomic || unsafe { pg_sys::IsSubTransaction() } {
             StressError::InTransactionBlock {
                 message: format!(

@@ -33,8 +33,6 @@ pub struct RunRequest {
     /// None: the run ends when its work is done
     pub seconds: Option<f64>,
     pub isolation: i32,
-    /// a procedure waits for the run (see [`Started::wait`]); false: it goes on detached
-    pub wait: bool,
     /// a summary NOTICE when the run ends (a benchmark returns rows instead)
     pub summary_notice: bool,
 }
@@ -91,8 +89,8 @@ fn warn_if_caller_has_written(function: &str) {
 
 /// Start the workers of a run; [`Started::wait`] waits for its end (from a procedure). Who may
 /// start workers is checked first, then `configure` (the kind's own checks and configuration) runs.
-/// `req.wait` says whether a procedure will wait for it: a run that nobody waits for cannot run
-/// on a hot standby (the waiting call records it on the primary).
+/// `call` is the procedure that will wait for it (None: the run goes on detached, which a hot
+/// standby cannot do: the waiting call records the run on the primary).
 pub fn start(
     req: RunRequest,
     call: Option<&Call>,
@@ -102,7 +100,7 @@ pub fn start(
     crate::postgres::privilege::require_worker_grant(F);
     // On a hot standby nothing can be written: the run records itself on the primary.
     let primary = if standby::in_recovery() {
-        if !req.wait {
+        if call.is_none() {
             StressError::NotSupported {
                 message: format!(
                     "{}: a run on a hot standby cannot go on in the background",
@@ -268,6 +266,7 @@ pub fn start(
             extra: &slots::WorkerArgs {
                 run_id,
                 worker: 0,
+                // SAFETY: MyDatabaseId is this backend's, set once at connection and only read here.
                 database: unsafe { pg_sys::MyDatabaseId },
             }
             .to_extra(),
@@ -343,6 +342,22 @@ impl Started {
         call.commit();
         recorded
     }
+}
+
+/// ERROR 0A000 for a function asked to wait for its run (0.5.0's `SELECT stress.run_load(…)`): a
+/// statement that waits holds its snapshot, and with it the horizon of every row the run kills,
+/// for the whole run. The hint shows `procedure`, which waits without one, then `instead`.
+pub fn refuse_waiting_select(function: &str, procedure: &str, instead: &str) -> ! {
+    StressError::NotSupported {
+        message: format!(
+            "stress.{function}(…) cannot wait for its run: a SELECT that waits holds a snapshot for the whole run, which keeps every row version the run kills from being pruned and slows what it measures"
+        ),
+        hint: format!(
+            "CALL stress.{procedure}(…) with the same arguments waits without holding one (it commits as it goes), \
+             with the same NOTICEs; {instead}"
+        ),
+    }
+    .raise()
 }
 
 /// Cancels the run if the waiting caller is cancelled (or fails) while the run goes on: an ERROR

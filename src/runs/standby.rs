@@ -180,6 +180,8 @@ pub struct Segment {
 impl Segment {
     pub fn create(workers: usize) -> Self {
         let regions = workers + 1;
+        // SAFETY: dsm_create raises rather than return NULL (no DSM_CREATE_NULL_IF_MAXSEGMENTS);
+        // the header of each region is inside the segment just created, of regions * REGION_BYTES.
         unsafe {
             let segment = pg_sys::dsm_create(regions * REGION_BYTES, 0);
             // (for the session, not the transaction: the procedure that waits for the run commits)
@@ -211,7 +213,8 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        // (pinned for the session: no resource owner detaches it, on an error either)
+        // SAFETY: the segment was created and its mapping pinned by `create`, so no resource owner
+        // detaches it (on an error either): this is the one detach, of a live mapping.
         unsafe { pg_sys::dsm_detach(self.segment) };
     }
 }

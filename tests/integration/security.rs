@@ -218,12 +218,25 @@ fn search_path_and_temp_object_hijacks_gain_nothing() {
     // The traps did run, as the role itself, where its own SQL called them (so they were reachable).
     let own_calls: i64 = value(&mut a.admin, "SELECT count(*) FROM hostile.owner_calls");
     assert!(own_calls > 0);
+    // A plain SELECT that writes through a function, benchmarked on workers through read-only SPI
+    // (no transaction id asked for the read): the function's writes happen, as the role (the
+    // trap's escalation attempt is checked by assert_nothing_gained_or_lost), and are kept.
+    a.attempt(
+        "CALL stress.benchmark_proc(ARRAY['SELECT hostile.trap(''read-only spi'')'],
+                                    iterations => 20, warmup => 0, concurrency => 2)",
+        ok.clone(),
+    );
+    let written: i64 = value(
+        &mut a.admin,
+        "SELECT count(*) FROM hostile.owner_calls WHERE what = 'read-only spi' AND who = 'it_hostile_hijack'",
+    );
+    assert_eq!(written, 20, "the benchmarked SELECT's writes");
     let left: i64 = value(
         &mut a.attacker,
         r#"SELECT count(*) FROM hostile."t'; DROP TABLE hostile.owner_calls; --""#,
     );
     assert_eq!(left, 0, "the oddly named table's old row was not archived");
-    assert_eq!(a.cases, 17);
+    assert_eq!(a.cases, 18);
 }
 
 /// Every generator and reader against relations of the wrong kind: a clear ERROR, never a crash.
