@@ -21,7 +21,7 @@ fn generate_accounts(
 fn generate_orders(
     n: Option<i64>,
     seed: default!(Option<i64>, "NULL"),
-    accounts: default!(Option<i64>, 10000),
+    accounts: default!(Option<i64>, "NULL"),
     start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
     days: default!(Option<i32>, 30),
     peak_hours: default!(Option<Vec<Option<i32>>>, "'{9,10,14,15}'"),
@@ -76,7 +76,7 @@ fn generate_audit_log(
     seed: default!(Option<i64>, "NULL"),
     start_at: default!(Option<TimestampWithTimeZone>, "'2025-01-01 00:00:00+00'"),
     days: default!(Option<i32>, 30),
-    accounts: default!(Option<i64>, 10000),
+    accounts: default!(Option<i64>, "NULL"),
     entities: default!(Option<i64>, 1000000),
     workers: default!(Option<i32>, 1),
 ) -> i64 {

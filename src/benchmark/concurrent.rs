@@ -10,11 +10,11 @@ use crate::error::StressError;
 use crate::metrics::histogram::LatencySummary;
 use crate::postgres::procedure::Call;
 use crate::postgres::read_only;
+use crate::postgres::signals;
 use crate::postgres::subxact::{Ending, failure_message, run_isolated_ending};
 use crate::postgres::transaction::{in_transaction_ending, now, with_statement_timeout};
 use crate::runs::control::{self, Configured};
 use crate::runs::worker::{FinishedRun, RunKind, Stopped, TaskStats, WorkerRun, record_task};
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
@@ -365,29 +365,47 @@ fn benchmark_loop(
     let plans = &worker.plans;
     let reads_only = &worker.reads_only;
     let execute = |j: usize| {
-        with_statement_timeout(timeout_ms, || {
-            in_transaction_ending(config.rollback, || {
-                unsafe {
-                    pg_sys::pgstat_report_activity(
-                        pg_sys::BackendState::STATE_RUNNING,
-                        c"pg_stress benchmark query".as_ptr(),
-                    )
-                };
-                Spi::connect_mut(|client| match &plans[j] {
-                    Some(plan) => read_only::execute(client, plan, reads_only[j], &[]),
-                    None => {
-                        read_only::execute(client, config.queries[j].as_str(), reads_only[j], &[])
-                    }
+        signals::in_operation(|| {
+            with_statement_timeout(timeout_ms, || {
+                in_transaction_ending(config.rollback, || {
+                    unsafe {
+                        pg_sys::pgstat_report_activity(
+                            pg_sys::BackendState::STATE_RUNNING,
+                            c"pg_stress benchmark query".as_ptr(),
+                        )
+                    };
+                    Spi::connect_mut(|client| match &plans[j] {
+                        Some(plan) => read_only::execute(client, plan, reads_only[j], &[]),
+                        None => read_only::execute(
+                            client,
+                            config.queries[j].as_str(),
+                            reads_only[j],
+                            &[],
+                        ),
+                    })
                 })
             })
         })
+    };
+    // SIGTERM stops this worker (the run fails, saying so); SIGINT — pg_cancel_backend of a
+    // worker — cancels the whole run, as stress.cancel does.
+    let stopped = || {
+        pg_sys::check_for_interrupts!();
+        if signals::terminated() {
+            return Some(Stopped::Terminated);
+        }
+        if signals::interrupted() {
+            run.live().request_cancel();
+            return Some(Stopped::Cancelled);
+        }
+        None
     };
     run.looping(true);
     let outcome = (|| {
         for (j, s) in stats.iter_mut().enumerate().take(config.queries.len()) {
             for _ in 0..config.warmup {
-                if BackgroundWorker::sigterm_received() {
-                    return Err(Stopped::Terminated);
+                if let Some(why) = stopped() {
+                    return Err(why);
                 }
                 let _ = execute(j);
             }
@@ -398,13 +416,17 @@ fn benchmark_loop(
                     Some(false) => break,
                     Some(true) => {}
                 }
-                if BackgroundWorker::sigterm_received() {
-                    return Err(Stopped::Terminated);
+                if let Some(why) = stopped() {
+                    return Err(why);
                 }
                 // (Each execution is its own transaction here: its latency includes the commit.)
                 let clock = std::time::Instant::now();
                 let result = execute(j);
                 let took = clock.elapsed();
+                // (an execution cut short by a stop is not counted: it was not allowed to finish)
+                if let Some(why) = stopped() {
+                    return Err(why);
+                }
                 let finished = now();
                 let latency_us = (took.as_micros() as u64).max(1);
                 s.calls += 1;

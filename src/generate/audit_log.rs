@@ -214,9 +214,10 @@ pub fn generate_audit_log(
     let started_at = super::now();
     let n = crate::args::row_count(F, n).or_raise();
     let seed = crate::args::seed_or_random(seed);
+    let schema = gucs::data_schema();
     let (days, accounts, entities) = (
         days.unwrap_or(30),
-        accounts.unwrap_or(10_000),
+        super::accounts_or_existing(&schema, accounts, 10_000),
         entities.unwrap_or(1_000_000),
     );
     let start = start_at
@@ -239,7 +240,6 @@ pub fn generate_audit_log(
             )
         })
         .or_raise();
-    let schema = gucs::data_schema();
     let outcome = super::write_id_rows(&AUDIT_LOG, &schema, n, F, &job, &rows, workers);
     let parameters = json!({"n": n, "seed": seed, "start_at": start_at.map(|t| t.to_iso_string()), "days": days,
                             "accounts": accounts, "entities": entities, "workers": workers});

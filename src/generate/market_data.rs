@@ -152,14 +152,25 @@ pub fn generate_market_data(
     let schema = gucs::data_schema();
     let relid = MARKET_DATA.ensure(&schema, F);
     let mut write = super::TableWrite::open(&MARKET_DATA, &schema, relid, rows as u64, F);
+    // Candles that exist already (the same symbol at the same instant: the primary key) are kept
+    // and skipped, so that extending a period, or generating it again, appends only what is
+    // missing. (Read under the write's lock: no other call adds candles meanwhile.)
+    let table = crate::postgres::quote::qualified(&schema, MARKET_DATA.name);
+    let mut skipped = 0i64;
     for &i in &indexes {
+        let existing = existing_instants(&table, SYMBOLS[i].name, start, end);
         let symbol = text_datum(SYMBOLS[i].name);
         let mut walk = Walk::new(seed as u64, i, step_us);
         for k in 0..steps {
             let c = walk.next();
+            let ts = start + k * step_us;
+            if existing.contains(&ts) {
+                skipped += 1;
+                continue;
+            }
             write.push(|v, _| {
                 v[0] = symbol;
-                v[1] = (start + k * step_us).into();
+                v[1] = ts.into();
                 v[2] = numeric_datum(c.open, NUMERIC_SCALE);
                 v[3] = numeric_datum(c.high, NUMERIC_SCALE);
                 v[4] = numeric_datum(c.low, NUMERIC_SCALE);
@@ -168,12 +179,45 @@ pub fn generate_market_data(
             });
         }
     }
+    if skipped > 0 {
+        pgrx::notice!(
+            "{F}: kept {skipped} candles that {table} already had (same symbol and ts), appended the rest"
+        );
+    }
     let outcome = write.finish(&[]);
     let names: Vec<_> = indexes.iter().map(|&i| SYMBOLS[i].name).collect();
     let parameters = json!({"symbols": names, "start_at": start_at.to_iso_string(), "end_at": end_at.to_iso_string(),
-                            "step_seconds": step_us as f64 / 1e6, "seed": seed});
+                            "step_seconds": step_us as f64 / 1e6, "seed": seed, "kept_existing": skipped});
     super::record(F, parameters, started_at, &schema, "market_data", &outcome);
     outcome.rows as i64
+}
+
+/// The instants in [start, end) that `table` has a candle of `symbol` at.
+fn existing_instants(
+    table: &str,
+    symbol: &str,
+    start: pg_sys::TimestampTz,
+    end: pg_sys::TimestampTz,
+) -> std::collections::HashSet<pg_sys::TimestampTz> {
+    let (from, to) = (
+        TimestampWithTimeZone::try_from(start).expect("a finite start"),
+        TimestampWithTimeZone::try_from(end).expect("a finite end"),
+    );
+    Spi::connect(|client| {
+        client
+            .select(
+                &format!("SELECT ts FROM {table} WHERE symbol = $1 AND ts >= $2 AND ts < $3"),
+                None,
+                &[symbol.into(), from.into(), to.into()],
+            )?
+            .map(|row| {
+                row.get::<TimestampWithTimeZone>(1)
+                    .map(|t| t.map(pg_sys::TimestampTz::from))
+            })
+            .filter_map(Result::transpose)
+            .collect::<Result<std::collections::HashSet<_>, _>>()
+    })
+    .expect("reading the candles that exist")
 }
 
 #[cfg(test)]

@@ -75,6 +75,29 @@ pub fn record(
 
 /// ERROR 25006 in a read-only transaction or during recovery, naming `function`, as PostgreSQL's
 /// own writing commands do.
+/// How many accounts the rows may refer to when the caller did not say: the ids of `schema`'s
+/// accounts table when there is one (its ids run from 1, as generate_accounts writes them), else
+/// `default`. Appending orders to a dataset then refers to accounts that exist.
+pub fn accounts_or_existing(schema: &str, accounts: Option<i64>, default: i64) -> i64 {
+    if let Some(n) = accounts {
+        return n;
+    }
+    let table = crate::postgres::quote::qualified(schema, tables::ACCOUNTS.name);
+    let exists = Spi::get_one_with_args::<bool>(
+        "SELECT to_regclass($1) IS NOT NULL",
+        &[table.as_str().into()],
+    )
+    .expect("looking for the accounts table")
+    .unwrap_or(false);
+    if !exists {
+        return default;
+    }
+    Spi::get_one::<i64>(&format!("SELECT max(id) FROM {table}"))
+        .expect("reading the accounts' ids")
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
 pub fn prevent_writes_where_read_only(function: &'static str) {
     let name = std::ffi::CString::new(format!("stress.{function}")).expect("no NUL in a name");
     unsafe {

@@ -119,7 +119,8 @@ pub fn generate_orders(
     let distribution = distribution.map(|d| d.parse(F, "distribution").or_raise());
     let n = crate::args::row_count(F, n).or_raise();
     let seed = crate::args::seed_or_random(seed);
-    let accounts = accounts.unwrap_or(10_000);
+    let schema = gucs::data_schema();
+    let accounts = super::accounts_or_existing(&schema, accounts, 10_000);
     let days = days.unwrap_or(30);
     let start = start_at
         .map(pg_sys::TimestampTz::from)
@@ -158,7 +159,6 @@ pub fn generate_orders(
             )
         })
         .or_raise();
-    let schema = gucs::data_schema();
     let outcome = super::write_id_rows(&ORDERS, &schema, n, F, &job, &rows, workers);
 
     let parameters = json!({

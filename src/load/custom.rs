@@ -187,8 +187,13 @@ pub fn parse(spec: &Value, taken: &[&str]) -> Result<Vec<Custom>, String> {
             None => 1.0,
             Some(w) => w
                 .as_f64()
-                .filter(|w| w.is_finite() && *w >= 0.0)
-                .ok_or_else(|| format!("{at}.weight must be a non-negative number"))?,
+                .filter(|w| w.is_finite() && (0.0..=super::ops::MAX_WEIGHT).contains(w))
+                .ok_or_else(|| {
+                    format!(
+                        "{at}.weight must be a number from 0 to {}, got {w}",
+                        super::ops::MAX_WEIGHT
+                    )
+                })?,
         };
         out.push(Custom {
             name,
@@ -258,6 +263,10 @@ mod tests {
         assert!(err(json!([{"name": "a", "sql": "SELECT $1", "params": [{"distribution": "normal", "mean": 1}]}]))
             .contains("transactions[0].params[0]"));
         assert!(err(json!([{"name": "a", "sql": "SELECT 1", "weight": -1}])).contains("weight"));
+        assert!(
+            err(json!([{"name": "a", "sql": "SELECT 1", "weight": 1e300}]))
+                .contains("transactions[0].weight must be a number from 0 to 1000000")
+        );
         assert!(
             err(json!([{"name": "a", "sql": "SELECT 1", "colour": 1}])).contains("unknown key")
         );

@@ -2,6 +2,7 @@
 //! against the generated tables and record true latency percentiles; `stress.cancel` and
 //! `stress.wait` control a run from any session.
 
+mod arrivals;
 mod custom;
 pub mod ops;
 pub mod report;
@@ -28,6 +29,49 @@ pub fn isolation_name(level: i32) -> &'static str {
 
 fn invalid(function: &'static str, message: String, hint: &str) -> ! {
     StressError::invalid(function, message, hint.to_owned()).raise()
+}
+
+/// An open-model rate a run's workers can honour: positive and finite, at most
+/// [`arrivals::MAX_RATE`] over the run and [`arrivals::MAX_RATE_PER_WORKER`] per worker (22023).
+pub fn check_rate(
+    function: &'static str,
+    what: &str,
+    rate: f64,
+    workers: usize,
+) -> Result<(), StressError> {
+    let bad =
+        |message: String, hint: &str| Err(StressError::invalid(function, message, hint.to_owned()));
+    // (1e300 in a message, not three hundred digits)
+    let rate_text = if rate.abs() < 1e15 {
+        rate.to_string()
+    } else {
+        format!("{rate:e}")
+    };
+    if !(rate.is_finite() && rate > 0.0) {
+        return bad(
+            format!("{what} must be a positive number of operations per second, got {rate_text}"),
+            "Leave rate NULL for the closed model (each worker back to back).",
+        );
+    }
+    if rate > arrivals::MAX_RATE {
+        return bad(
+            format!(
+                "{what} = {rate} ops/s is more than the {} ops/s a run can schedule",
+                arrivals::MAX_RATE
+            ),
+            "Leave rate NULL for the closed model: each worker then runs back to back, as fast as the server allows.",
+        );
+    }
+    if rate / workers as f64 > arrivals::MAX_RATE_PER_WORKER {
+        return bad(
+            format!(
+                "{what} = {rate_text} ops/s is more than {} ops/s for each of {workers} workers",
+                arrivals::MAX_RATE_PER_WORKER
+            ),
+            "Pass more workers, or leave rate NULL for the closed model (each worker back to back).",
+        );
+    }
+    Ok(())
 }
 
 /// `stress.run_load(…)`: starts a load run and returns its id at once (`wait => true`, 0.5.0's
@@ -109,12 +153,8 @@ fn run_load_request(
         "Pass an interval such as '30 seconds' or '10 minutes'.",
     );
     let k = crate::args::worker_count(F, Some(workers)).or_raise();
-    if let Some(r) = rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
-        invalid(
-            F,
-            format!("rate must be a positive number of operations per second, got {r}"),
-            "Leave rate NULL for the closed model (each worker back to back).",
-        );
+    if let Some(r) = rate {
+        check_rate(F, "rate", r, k).or_raise();
     }
     let w = workload(F, mix, transactions, &isolation, max_retries);
     RunRequest {
@@ -331,6 +371,10 @@ pub fn start_run(req: RunRequest, call: Option<&Call>) -> control::Started {
     const F: &str = "run_load";
     if crate::runs::standby::in_recovery() {
         refuse_writes_on_standby(req.scenario.name().unwrap_or(F), &req);
+    }
+    // (every caller checked its own; a series' next step is checked here)
+    if let Some(rate) = req.rate {
+        check_rate(req.scenario.name().unwrap_or(F), "rate", rate, req.workers).or_raise();
     }
     let run = control::RunRequest {
         kind: <worker::LoadRun as crate::runs::worker::RunKind>::KIND,
@@ -729,8 +773,15 @@ pub fn simulate_trading_day(
         );
     }
     let k = crate::args::worker_count(F, Some(workers)).or_raise();
-    let mut weights = [0.0; ops::OPS.len()];
     let total = orders_per_second + trades_per_second;
+    check_rate(
+        F,
+        "4 × (orders_per_second + trades_per_second), the peak rate,",
+        total * 4.0,
+        k,
+    )
+    .or_raise();
+    let mut weights = [0.0; ops::OPS.len()];
     weights[ops::Op::PlaceOrder.index()] = orders_per_second / total;
     weights[ops::Op::ExecuteTrade.index()] = trades_per_second / total;
     RunRequest {

@@ -99,6 +99,10 @@ pub fn default_mix() -> Weights {
         .expect("the default mix is valid")
 }
 
+/// The largest weight of an operation or custom transaction. Weights are relative (0.3 and 3 are
+/// the same share beside 0.7 and 7); past this their sum could lose the small ones, or overflow.
+pub const MAX_WEIGHT: f64 = 1_000_000.0;
+
 /// Parse a `mix` object into weights (relative: they are normalised with the custom transactions').
 pub fn parse_mix(spec: &Value) -> Result<Weights, String> {
     let entries = spec.as_object().ok_or(
@@ -108,8 +112,10 @@ pub fn parse_mix(spec: &Value) -> Result<Weights, String> {
     for (key, weight) in entries {
         let w = weight
             .as_f64()
-            .filter(|w| w.is_finite() && *w >= 0.0)
-            .ok_or_else(|| format!("mix.{key} must be a non-negative number, got {weight}"))?;
+            .filter(|w| w.is_finite() && (0.0..=MAX_WEIGHT).contains(w))
+            .ok_or_else(|| {
+                format!("mix.{key} must be a number from 0 to {MAX_WEIGHT}, got {weight}")
+            })?;
         if let Some(ops) = seed_key(key) {
             for op in ops {
                 weights[op.index()] += w / ops.len() as f64;
@@ -572,11 +578,14 @@ mod tests {
                 .unwrap_err()
                 .contains("mix.upsert")
         );
-        assert!(
-            parse_mix(&json!({"insert": -1}))
-                .unwrap_err()
-                .contains("non-negative")
-        );
+        for bad in [json!(-1), json!(1e300), json!(1_000_001)] {
+            assert!(
+                parse_mix(&json!({"insert": bad}))
+                    .unwrap_err()
+                    .contains("must be a number from 0 to 1000000"),
+                "{bad}"
+            );
+        }
         assert!(
             parse_mix(&json!({"insert": "a"}))
                 .unwrap_err()

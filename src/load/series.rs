@@ -537,6 +537,9 @@ pub fn find_capacity(
             "e.g. start_rate => 100; each step doubles it until one falls short.",
         );
     }
+    super::check_rate(F, "start_rate", start_rate, k).or_raise();
+    // (the doubling stops at the fastest rate the workers can be asked for)
+    let fastest = super::arrivals::MAX_RATE.min(k as f64 * super::arrivals::MAX_RATE_PER_WORKER);
     if !(1..=50).contains(&max_steps) {
         invalid(
             F,
@@ -574,9 +577,9 @@ pub fn find_capacity(
         series.mark(&s, ok, reason.as_deref(), false);
         search.record(rate, share * rate, ok);
         done.push((rate, s, ok));
-        match search.next(rate, 0.1) {
-            Some(next) => rate = next,
-            None => break,
+        match search.next(rate, 0.1).map(|next| next.min(fastest)) {
+            Some(next) if next != rate => rate = next,
+            _ => break,
         }
     }
     let at_capacity = search

@@ -2,19 +2,20 @@
 //! deadline or a cancel — the [`RunKind`] of `stress.run_load` and its scenarios. The engine
 //! (`runs::worker`) connects it as the caller and records what it measured.
 
+use super::arrivals::Arrivals;
 use super::custom::{self, Custom};
 use super::ops::{IdSequence, OPS, Plans, Weights, Workload};
 use crate::metrics::blocks::Blocks;
+use crate::postgres::signals;
 use crate::postgres::transaction::{in_transaction, now, sleep_ms, with_statement_timeout};
 use crate::runs::records;
 use crate::runs::worker::{FinishedRun, RunKind, TaskStats, WorkerRun, record_task};
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
+use rand_distr::Distribution;
 use rand_distr::weighted::WeightedIndex;
-use rand_distr::{Distribution, Exp};
 use serde::{Deserialize, Serialize};
 
 /// A load run's configuration, in its slot.
@@ -187,50 +188,34 @@ fn run_loop(
         .chain(plans.customs().iter().map(|c| c.weight))
         .collect();
     let pick = WeightedIndex::new(&weights).expect("weights were validated");
-    // Open model: Poisson arrivals at this worker's share of the rate, scheduled by intended start.
-    let gaps = (config.rate > 0.0)
-        .then(|| Exp::new(config.rate / workers as f64 / 1e6).expect("positive rate"));
-    let mut intended = now() as f64;
+    // Open model: Poisson arrivals at this worker's share of the rate, scheduled by intended start
+    // (in nanoseconds: see load::arrivals).
+    let mut arrivals = (config.rate > 0.0).then(|| {
+        Arrivals::new(
+            config.rate / workers as f64,
+            now() * 1000,
+            run.started_at * 1000,
+            run.deadline * 1000,
+            config.day_peaks,
+        )
+    });
+    let mut intended_ns = now() * 1000;
     let mut live = run.figures();
-    // (sigterm_received() clears the flag as it reads it: remember it.)
-    let mut terminated = false;
     run.looping(true);
-    // Open model: the arrivals due before the deadline (what was offered), started or not.
-    let mut arrivals = 0u64;
-    let mut next_arrival = |intended: &mut f64, rng: &mut Xoshiro256PlusPlus| -> bool {
-        let gaps = gaps.as_ref().expect("the open model");
-        loop {
-            *intended += gaps.sample(rng);
-            if *intended as i64 >= run.deadline {
-                return false;
-            }
-            // A day's profile: arrivals come at the peak rate and are kept with probability
-            // (this hour's weight / the peak weight), a Poisson process of the varying rate.
-            if let Some(peaks) = config.day_peaks {
-                let share =
-                    (*intended - run.started_at as f64) / (run.deadline - run.started_at) as f64;
-                let weight = day_weight(peaks, (share * 24.0) as u32);
-                if rng.random::<f64>() * 4.0 >= weight {
-                    continue;
-                }
-            }
-            arrivals += 1;
-            return true;
-        }
-    };
     loop {
-        if gaps.is_some() {
+        pg_sys::check_for_interrupts!();
+        if let Some(a) = arrivals.as_mut() {
             // (no arrival left before the deadline: the worker stays to the end of the run, so
             // that a slow rate's run lasts its duration and its rate is over that duration)
-            let due = next_arrival(&mut intended, &mut rng);
-            let until = if due { intended as i64 } else { run.deadline };
-            if !sleep_until(until, &mut live, &mut terminated) || !due {
+            let due = a.next(&mut rng);
+            let until = due.unwrap_or(run.deadline * 1000) / 1000;
+            if !sleep_until(run, until, &mut live) || due.is_none() {
                 break;
             }
+            intended_ns = a.at();
         }
         let started = now();
-        terminated = terminated || BackgroundWorker::sigterm_received();
-        if started >= run.deadline || terminated {
+        if started >= run.deadline || stop(run) {
             break;
         }
         let task = pick.sample(&mut rng);
@@ -240,23 +225,32 @@ fn run_loop(
         let s = &mut stats[task];
         s.calls += 1;
         let mut attempt = 0;
+        // (an operation cut short because the run was told to stop counts neither as a success
+        // nor as a failure: it was not allowed to finish)
+        let mut cut_short = false;
         loop {
             // (an operation, retries included, may end up to 10 s after the run's deadline, not later)
             let timeout_ms = ((run.deadline - now()) / 1000).max(0) + 10_000;
-            let outcome = with_statement_timeout(timeout_ms, || {
-                in_transaction(|| {
-                    unsafe {
-                        pg_sys::pgstat_report_activity(
-                            pg_sys::BackendState::STATE_RUNNING,
-                            c"pg_stress load operation".as_ptr(),
-                        )
-                    };
-                    Spi::connect_mut(|client| match OPS.get(task) {
-                        Some(&op) => plans.execute(client, op, &mut work, &mut rng),
-                        None => plans.execute_custom(client, task - OPS.len(), &mut rng),
+            let outcome = signals::in_operation(|| {
+                with_statement_timeout(timeout_ms, || {
+                    in_transaction(|| {
+                        unsafe {
+                            pg_sys::pgstat_report_activity(
+                                pg_sys::BackendState::STATE_RUNNING,
+                                c"pg_stress load operation".as_ptr(),
+                            )
+                        };
+                        Spi::connect_mut(|client| match OPS.get(task) {
+                            Some(&op) => plans.execute(client, op, &mut work, &mut rng),
+                            None => plans.execute_custom(client, task - OPS.len(), &mut rng),
+                        })
                     })
                 })
             });
+            if outcome.is_err() && stop(run) {
+                cut_short = true;
+                break;
+            }
             match outcome {
                 Ok(Ok(())) => {
                     s.successes += 1;
@@ -303,9 +297,14 @@ fn run_loop(
                     if retryable && attempt < config.max_retries {
                         attempt += 1;
                         s.retries += 1;
-                        // Exponential backoff with jitter: 1, 2, 4 … ms, at most 100 ms.
+                        // Exponential backoff with jitter: 1, 2, 4 … ms, at most 100 ms (a signal
+                        // wakes it early).
                         let ceiling = (1i64 << attempt.min(7)).min(100);
                         sleep_ms(rng.random_range(1..=ceiling));
+                        if stop(run) {
+                            cut_short = true;
+                            break;
+                        }
                         continue;
                     }
                     s.failures += 1;
@@ -316,39 +315,58 @@ fn run_loop(
                 }
             }
         }
+        if cut_short {
+            s.calls -= 1;
+            break;
+        }
         let finished = now();
         // Open model: from the intended start when the operation started late (its wait counts,
         // no coordinated omission); from its start when it started early — the latch sleeps whole
         // milliseconds, so a worker may wake up to one before its intended start.
-        let from = if gaps.is_some() {
-            (intended as i64).min(started)
+        let intended = intended_ns / 1000;
+        let from = if arrivals.is_some() {
+            intended.min(started)
         } else {
             started
         };
         let latency_us = (finished - from).max(1) as u64;
         s.busy_us += finished - started;
         s.latency.record_us(latency_us);
-        if gaps.is_some() {
-            s.lag.record_us((started - intended as i64).max(1) as u64);
+        if arrivals.is_some() {
+            s.lag.record_us((started - intended).max(1) as u64);
         }
         live.record(latency_us);
         if live.due(finished) && !live.publish(finished) {
             break;
         }
     }
-    if gaps.is_some() {
-        // The arrivals this worker was too far behind to start before the deadline.
-        if !terminated && !run.live().cancelled() {
-            while next_arrival(&mut intended, &mut rng) {}
+    if let Some(a) = arrivals.as_mut() {
+        // The arrivals this worker was too far behind to start before the deadline (a run that
+        // was stopped offered nothing more).
+        if !stop(run) && !run.cancelled() {
+            a.count_rest(&mut rng);
         }
         run.live()
             .arrivals
-            .fetch_add(arrivals, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(a.count, std::sync::atomic::Ordering::Relaxed);
     }
     live.publish(now());
     run.looping(false);
-    (terminated || BackgroundWorker::sigterm_received())
-        .then(|| format!("worker {} was terminated (SIGTERM)", worker + 1))
+    signals::terminated().then(|| {
+        format!(
+            "worker {} was terminated (SIGTERM: pg_terminate_backend or a server shutdown)",
+            worker + 1
+        )
+    })
+}
+
+/// Whether the worker must stop now: SIGTERM, or SIGINT (pg_cancel_backend of a worker, which
+/// cancels the whole run, as stress.cancel does).
+fn stop(run: &WorkerRun<LoadConfig>) -> bool {
+    if signals::interrupted() && !run.cancelled() {
+        run.live().request_cancel();
+    }
+    signals::stop_requested()
 }
 
 /// A deadlock or serialization failure as the worker met it: its operation, and what the other
@@ -408,37 +426,25 @@ pub fn process_ids(detail: &str) -> Vec<i32> {
 }
 
 /// Sleep until `at` (µs) in steps of at most 100 ms, publishing the live figures. False when the
-/// run was cancelled or the worker terminated meanwhile.
+/// run was cancelled or the worker told to stop meanwhile.
 fn sleep_until(
+    run: &WorkerRun<LoadConfig>,
     at: pg_sys::TimestampTz,
     live: &mut crate::runs::worker::LiveFigures,
-    terminated: &mut bool,
 ) -> bool {
     loop {
+        if stop(run) {
+            return false;
+        }
         let wait_us = at - now();
         if wait_us <= 1000 {
             return true;
         }
         sleep_ms((wait_us / 1000).min(100));
-        if BackgroundWorker::sigterm_received() {
-            *terminated = true;
-            return false;
-        }
         let t = now();
         if live.due(t) && !live.publish(t) {
             return false;
         }
-    }
-}
-
-/// How busy hour `hour` of a simulated trading day is: peak hours ×4, night (0–5) ×¼, others ×1.
-pub fn day_weight(peaks: u32, hour: u32) -> f64 {
-    if peaks & (1 << hour.min(23)) != 0 {
-        4.0
-    } else if hour < 6 {
-        0.25
-    } else {
-        1.0
     }
 }
 

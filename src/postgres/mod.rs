@@ -11,6 +11,7 @@ pub mod progress_notices;
 pub mod quote;
 pub mod read_only;
 pub mod scan;
+pub mod signals;
 pub mod spi_read;
 pub mod subxact;
 pub mod transaction;

@@ -115,8 +115,10 @@ pub fn start(
         Some(standby::Primary::check(req.kind))
     } else {
         warn_if_caller_has_written(F);
-        // Runs of this database whose workers all died and whose closer could not start.
+        // Runs of this database whose workers all died and whose closer could not start, and
+        // runs a restart interrupted that no recovery worker closed.
         super::recovery::close_abandoned_runs();
+        super::recovery::close_interrupted_runs();
         None
     };
     let run_id = match primary {

@@ -276,22 +276,42 @@ pub fn close_abandoned_run(run: &RunRow) {
     });
 }
 
-/// After a restart: every load run or benchmark still `running` that started before the server
-/// did is `interrupted`. Returns how many.
-pub fn mark_interrupted_runs() -> usize {
+/// The load runs and benchmarks of this database recorded as `running`, under a new snapshot.
+pub fn running_runs() -> Vec<i64> {
+    // (as the owner: the caller's row-level security would hide other roles' runs)
+    as_owner(|| {
+        crate::postgres::spi_read::latest::<Vec<i64>>(
+            "SELECT coalesce(pg_catalog.array_agg(id), '{}') FROM stress.runs
+         WHERE kind OPERATOR(pg_catalog.=) ANY (ARRAY['run_load', 'benchmark'])
+           AND status OPERATOR(pg_catalog.=) 'running'",
+            &[],
+        )
+        .expect("listing running runs")
+        .unwrap_or_default()
+    })
+}
+
+/// Mark runs `ids`, still `running` but held by no process of this server (it restarted, or
+/// crashed and reinitialized, while they ran), `interrupted`: ended when their last per-second
+/// sample was taken. Returns how many.
+pub fn mark_interrupted_runs(ids: &[i64]) -> usize {
+    if ids.is_empty() {
+        return 0;
+    }
     as_owner(|| {
         Spi::connect_mut(|client| {
             client
                 .update(
-                    "UPDATE stress.runs
+                    "UPDATE stress.runs r
                      SET status = 'interrupted',
-                         finished_at = greatest(started_at, pg_catalog.pg_postmaster_start_time()),
-                         error = 'the server stopped (restart or crash) while the run was going on'
-                     WHERE kind OPERATOR(pg_catalog.=) ANY (ARRAY['run_load', 'benchmark'])
-                       AND status OPERATOR(pg_catalog.=) 'running'
-                       AND started_at OPERATOR(pg_catalog.<) pg_catalog.pg_postmaster_start_time()",
+                         finished_at = greatest(r.started_at,
+                                                (SELECT pg_catalog.max(s.ts) FROM stress.samples s
+                                                 WHERE s.run_id OPERATOR(pg_catalog.=) r.id)),
+                         error = 'the server restarted (a crash, or a restart) while the run was going on'
+                     WHERE r.id OPERATOR(pg_catalog.=) ANY ($1)
+                       AND r.status OPERATOR(pg_catalog.=) 'running'",
                     None,
-                    &[],
+                    &[ids.into()],
                 )
                 .map(|t| t.len())
         })

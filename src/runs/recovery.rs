@@ -2,12 +2,20 @@
 //!
 //! A static background worker (registered when pg_stress is preloaded) starts once recovery is over,
 //! lists the databases that accept connections, and starts one short worker per database. That one
-//! closes every `run_load` row still `running` that started before the server did: nothing can be
-//! running it any more, since load runs live in this server's shared memory.
+//! closes every load run or benchmark still `running` that no process of this server holds: runs
+//! live in this server's shared memory, which a restart — or a crash and reinitialization, when
+//! the OOM killer takes a backend — starts empty.
+//!
+//! The static worker then stays, idle on its latch, until the server stops: PostgreSQL forgets a
+//! worker that exited (or was registered never to restart) when it reinitializes after a crash,
+//! and only one that is still registered starts again afterwards — which is exactly when it is
+//! needed.
 
 use super::slots::{self, Phase, RUNS, RunSlot};
 use crate::postgres::bgworker::{self, WorkerSpec};
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -19,6 +27,8 @@ pub fn register() {
         .set_function("pg_stress_recovery_main")
         .enable_spi_access() // a connection (to no database), once recovery has finished
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        // (started again after a crash-and-reinitialize cycle; see the module's doc)
+        .set_restart_time(Some(std::time::Duration::from_secs(10)))
         .load();
 }
 
@@ -54,15 +64,20 @@ fn databases() -> Vec<pg_sys::Oid> {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_stress_recovery_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    // SAFETY: the handler is installed; the worker's start blocked signals until now.
     unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
     // No database: only the shared catalogs (pg_database) are needed here.
     BackgroundWorker::connect_worker_to_spi(None, None);
     for database in databases() {
-        // Without a free slot the rows stay `running` until the next start: say so in the log.
+        // Without a free slot the rows stay `running` until the next run in that database starts
+        // (which closes them too): say so in the log.
         if !start_database_worker("pg_stress run recovery (database)", database) {
             pgrx::log!("pg_stress: no background worker slot to mark interrupted load runs");
         }
     }
+    // Stay registered until the server stops (false: SIGTERM, a shutdown).
+    while BackgroundWorker::wait_latch(Some(std::time::Duration::from_secs(3600))) {}
 }
 
 /// Start the per-database worker (`pg_stress_recovery_database_main`) for `database`; false if no
@@ -128,6 +143,36 @@ pub fn close_abandoned_runs() {
     }
 }
 
+/// Mark this database's runs that are recorded as `running` but that no process of this server
+/// holds — the server restarted, or crashed and reinitialized its shared memory, while they ran —
+/// `interrupted`. By the recovery worker after every start, and before every new run.
+pub fn close_interrupted_runs() {
+    // The rows first, then the slots: a run whose row is listed held its slot when the list was
+    // read, so a slot missing now means it ended — closed (the UPDATE skips it) or lost.
+    let listed = super::records::running_runs();
+    if listed.is_empty() {
+        return;
+    }
+    let database = unsafe { pg_sys::MyDatabaseId };
+    let held: Vec<i64> = if slots::available() {
+        RUNS.share()
+            .slots
+            .iter()
+            .filter(|s| s.phase != Phase::Free && s.caller.database == database)
+            .map(|s| s.run_id)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let lost: Vec<i64> = listed.into_iter().filter(|id| !held.contains(id)).collect();
+    let closed = super::records::mark_interrupted_runs(&lost);
+    if closed > 0 {
+        pgrx::log!(
+            "pg_stress: marked {closed} runs interrupted (the server restarted while they ran)"
+        );
+    }
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_stress_recovery_database_main(arg: pg_sys::Datum) {
@@ -149,9 +194,6 @@ pub extern "C-unwind" fn pg_stress_recovery_database_main(arg: pg_sys::Datum) {
             return;
         }
         close_abandoned_runs();
-        let closed = super::records::mark_interrupted_runs();
-        if closed > 0 {
-            pgrx::log!("pg_stress: marked {closed} load runs interrupted");
-        }
+        close_interrupted_runs();
     });
 }

@@ -290,10 +290,20 @@ impl LiveSlot {
         self.cancel.load(Ordering::SeqCst)
     }
 
-    /// Ask the run to stop, and wake whoever sleeps on it.
+    /// Ask the run to stop, wake whoever sleeps on it, and cancel the statement each worker is
+    /// running (SIGINT, which a run's worker takes as "stop": postgres::signals).
     pub fn request_cancel(&self) {
-        self.cancel.store(true, Ordering::SeqCst);
+        let first = !self.cancel.swap(true, Ordering::SeqCst);
         self.wake_all();
+        if first {
+            let me = unsafe { pg_sys::MyProcPid };
+            for pid in &self.pids {
+                let pid = pid.load(Ordering::Relaxed);
+                if pid != me {
+                    crate::postgres::signals::interrupt(pid);
+                }
+            }
+        }
     }
 
     pub fn wake_all(&self) {

@@ -11,7 +11,7 @@ use super::slots::{self, LiveSlot, Phase, RUNS, RunSlot};
 use crate::metrics::blocks;
 use crate::metrics::buckets::{self, BUCKETS, Buckets};
 use crate::postgres::transaction::{in_transaction, now};
-use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
@@ -141,8 +141,12 @@ impl<C> WorkerRun<C> {
             if live.cancelled() {
                 break Err(Stopped::Cancelled);
             }
-            if BackgroundWorker::sigterm_received() {
+            if crate::postgres::signals::terminated() {
                 break Err(Stopped::Terminated);
+            }
+            if crate::postgres::signals::interrupted() {
+                live.request_cancel();
+                break Err(Stopped::Cancelled);
             }
             live.sleep(100);
         };
@@ -242,7 +246,8 @@ fn run_row<'a>(slot: &'a RunSlot, status: &'a str) -> RunRow<'a> {
 
 /// A worker's whole life; `arg` is its slot, `bgw_extra` "run_id worker database".
 pub fn main<K: RunKind>(arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    crate::postgres::signals::install();
+    // SAFETY: the handlers are installed; PostgreSQL's worker start blocked signals until now.
     unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
     let index = arg.value();
     let slots::WorkerArgs {

@@ -371,3 +371,34 @@ fn alter_extension_update_from_0_5_0_ends_where_a_fresh_install_does() {
         assert!(!public, "PUBLIC may start workers through {procedure}");
     }
 }
+
+/// 0.6.0 → 0.7.0: generate_orders' and generate_audit_log's accounts default to the accounts that
+/// exist; a run of before is kept, and orders appended to 0.6.0's dataset reference its accounts.
+#[test]
+fn alter_extension_update_from_0_6_0_ends_where_a_fresh_install_does() {
+    let mut old = empty_database("it_upgrade_060");
+    assert_available(&mut old, "0.6.0");
+    for sql in [
+        "CREATE EXTENSION pg_stress VERSION '0.6.0'",
+        "SET stress.progress_interval = 0",
+        "SELECT stress.generate_dataset(orders => 2000, seed => 1)",
+    ] {
+        old.batch_execute(sql).unwrap();
+    }
+    let before_run = run_detached(&mut old, "'1 second', workers => 2");
+    let status: String = old
+        .query_one("CALL stress.wait($1)", &[&before_run])
+        .unwrap()
+        .get("status");
+    assert_eq!(status, "completed");
+    let before = record_counts(&mut old);
+    old.batch_execute("ALTER EXTENSION pg_stress UPDATE")
+        .unwrap();
+    assert_same_as_a_fresh_install(&mut old, "it_upgrade_060_fresh");
+    assert_eq!(record_counts(&mut old), before);
+    // (0.6.0's default of 10000 accounts broke the foreign key to the dataset's 100)
+    let appended: i64 = value(&mut old, "SELECT stress.generate_orders(1000, seed => 2)");
+    assert_eq!(appended, 1000);
+    let accounts: i64 = value(&mut old, "SELECT max(account_id) FROM stress_data.orders");
+    assert!(accounts <= value::<i64>(&mut old, "SELECT max(id) FROM stress_data.accounts"));
+}
