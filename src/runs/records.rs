@@ -20,14 +20,39 @@ use pgrx::PgTryBuilder;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+/// `stress.runs`, from the catalog (no SQL, no search_path); InvalidOid once the extension is
+/// dropped. In a transaction.
+fn runs_table() -> pg_sys::Oid {
+    // SAFETY: catalog lookups by name, in a transaction; missing_ok, so nothing is raised.
+    unsafe {
+        let namespace = pg_sys::get_namespace_oid(c"stress".as_ptr(), true);
+        if namespace == pg_sys::InvalidOid {
+            return pg_sys::InvalidOid;
+        }
+        pg_sys::get_relname_relid(c"runs".as_ptr(), namespace)
+    }
+}
+
+/// Whether the extension's tables are there (a DROP EXTENSION during a run removes them).
+pub fn installed() -> bool {
+    runs_table() != pg_sys::InvalidOid
+}
+
 /// The role that owns the `stress` tables, read from the catalog (no SQL, no search_path).
 pub fn owner() -> pg_sys::Oid {
+    let runs = runs_table();
+    if runs == pg_sys::InvalidOid {
+        pgrx::pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            "pg_stress: stress.runs does not exist (was the extension dropped?)",
+            "pg_stress",
+        )
+        .set_hint("CREATE EXTENSION pg_stress, or ALTER EXTENSION pg_stress UPDATE.")
+        .report(PgLogLevel::ERROR);
+        unreachable!("ERROR does not return");
+    }
+    // SAFETY: a syscache lookup of a relation that exists, released below.
     unsafe {
-        let namespace = pg_sys::get_namespace_oid(c"stress".as_ptr(), false);
-        let runs = pg_sys::get_relname_relid(c"runs".as_ptr(), namespace);
-        if runs == pg_sys::InvalidOid {
-            pgrx::error!("pg_stress: stress.runs is missing; reinstall the extension");
-        }
         let tuple = pg_sys::SearchSysCache1(
             pg_sys::SysCacheIdentifier::RELOID as i32,
             pg_sys::Datum::from(runs),

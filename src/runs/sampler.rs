@@ -199,11 +199,22 @@ impl Sampler {
                     self.counters = counters;
                 }
             }
-            Err(report) => pgrx::log!(
-                "pg_stress run {}: could not save a sample: {}",
-                slot.run_id,
-                report.message()
-            ),
+            Err(report) => {
+                pgrx::log!(
+                    "pg_stress run {}: could not save a sample: {}",
+                    slot.run_id,
+                    report.message()
+                );
+                // DROP EXTENSION during the run: nothing can record it any more, so it stops
+                // (its workers, told as stress.cancel tells them, within a moment).
+                if !in_transaction(records::installed).unwrap_or(true) {
+                    pgrx::log!(
+                        "pg_stress run {}: the extension was dropped; stopping the run",
+                        slot.run_id
+                    );
+                    live.request_cancel();
+                }
+            }
         }
     }
 }

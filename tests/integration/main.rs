@@ -7,6 +7,8 @@
 mod benchmark;
 /// The caller does not distort the run (procedures that commit).
 mod caller;
+/// The chaos tier: every run ends when told, and is recorded honestly after any crash.
+mod chaos;
 mod common;
 mod compare;
 mod contention;
