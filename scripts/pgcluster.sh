@@ -108,6 +108,8 @@ case "$cmd" in
       echo "shared_preload_libraries = 'pg_stress, pg_cron'"
       echo "max_worker_processes = 32"
       echo "max_connections = 100"
+      # (each line says its SQLSTATE: make test fails on an XX000 anywhere in a test server's log)
+      echo "log_line_prefix = '%m [%p] %e '"
       for line in "$@"; do echo "$line"; done
     } | as_owner tee "$data/pg_stress.conf" >/dev/null
     # A server that inherits RUST_BACKTRACE would put a Rust backtrace in the DETAIL of errors that

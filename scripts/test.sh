@@ -28,7 +28,7 @@ done
 "$here/scripts/pgcluster.sh" destroy it-nopreload
 "$here/scripts/pgcluster.sh" destroy it-standby
 "$here/scripts/pgcluster.sh" destroy it-standby-reads
-trap '"$here/scripts/pgcluster.sh" destroy it; "$here/scripts/pgcluster.sh" destroy it-nopreload; "$here/scripts/pgcluster.sh" destroy it-standby; "$here/scripts/pgcluster.sh" destroy it-standby-reads' EXIT
+trap '"$here/scripts/pgcluster.sh" destroy it-chaos; "$here/scripts/pgcluster.sh" destroy it; "$here/scripts/pgcluster.sh" destroy it-nopreload; "$here/scripts/pgcluster.sh" destroy it-standby; "$here/scripts/pgcluster.sh" destroy it-standby-reads' EXIT
 # A second server without shared_preload_libraries: what must (and must not) work without it.
 eval "$("$here/scripts/pgcluster.sh" start it-nopreload "shared_preload_libraries = ''")"
 export STRESS_NOPRELOAD_PGPORT=$PGPORT STRESS_NOPRELOAD_PGHOST=$PGHOST
@@ -37,3 +37,10 @@ eval "$("$here/scripts/pgcluster.sh" start it "shared_buffers = '256MB'" "cron.d
         "cron.use_background_workers = on" "shared_preload_libraries = 'pg_stress, pg_cron, pg_stat_statements'")"
 export PGHOST PGPORT PGUSER PG_BINDIR=$pg_bindir
 cargo test --features integration --test integration -- --test-threads 2
+
+echo "== no internal error (XX000) and no Rust panic in any test server's log"
+# (log_line_prefix puts each line's SQLSTATE after the process id: scripts/pgcluster.sh)
+if grep -nE '\] XX000 |panicked at' "$("$here/scripts/pgcluster.sh" root)"/clusters/it*/postgres.log; then
+  echo "the lines above are internal errors or panics: each must be a clear ERROR with its own SQLSTATE" >&2
+  exit 1
+fi

@@ -81,8 +81,15 @@ pub fn generate_dataset(
         let n = f();
         rows.push((table.to_owned(), n, t.elapsed().as_secs_f64()));
     };
+    // Orders already in the schema (generate_orders into it before, with no accounts table) may
+    // reference more accounts than this dataset would make: make enough for them too, so that
+    // the trades of those orders reference accounts that exist.
+    let schema_now = gucs::data_schema();
+    let missing_accounts = super::highest(&schema_now, "orders", "account_id")
+        - super::highest(&schema_now, "accounts", "id");
+    let new_accounts = n_accounts.max(missing_accounts);
     step("accounts", &mut || {
-        accounts::generate_accounts(Some(n_accounts), seed, Some(start), Some(days), workers)
+        accounts::generate_accounts(Some(new_accounts), seed, Some(start), Some(days), workers)
     });
     step("orders", &mut || {
         orders::generate_orders(

@@ -189,12 +189,23 @@ mod tests {
         ] {
             assert_eq!(sqlstate_of(bad), invalid, "{bad}");
         }
-        // The same candles again collide with the primary key.
+        // The same candles again are kept, not duplicated (the primary key would refuse them);
+        // a longer period appends only the candles it adds.
         assert_eq!(
-            sqlstate_of(
+            one::<i64>(
                 "SELECT stress.generate_market_data('{BTC/USDT}', '2025-01-01', '2025-01-01 01:00', '1 minute')"
             ),
-            Some(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION)
+            0
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT stress.generate_market_data('{BTC/USDT}', '2025-01-01', '2025-01-01 10:30', '1 minute', seed => 4)"
+            ),
+            30
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM t_md.market_data WHERE symbol = 'BTC/USDT'"),
+            630
         );
     }
 

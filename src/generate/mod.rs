@@ -82,20 +82,29 @@ pub fn accounts_or_existing(schema: &str, accounts: Option<i64>, default: i64) -
     if let Some(n) = accounts {
         return n;
     }
-    let table = crate::postgres::quote::qualified(schema, tables::ACCOUNTS.name);
+    Some(highest(schema, tables::ACCOUNTS.name, "id"))
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
+/// The highest `column` of `schema.table` (a bigint), 0 when the table is missing or empty.
+pub fn highest(schema: &str, table: &str, column: &str) -> i64 {
+    let table = crate::postgres::quote::qualified(schema, table);
     let exists = Spi::get_one_with_args::<bool>(
         "SELECT to_regclass($1) IS NOT NULL",
         &[table.as_str().into()],
     )
-    .expect("looking for the accounts table")
+    .expect("looking for a table")
     .unwrap_or(false);
     if !exists {
-        return default;
+        return 0;
     }
-    Spi::get_one::<i64>(&format!("SELECT max(id) FROM {table}"))
-        .expect("reading the accounts' ids")
-        .filter(|&n| n > 0)
-        .unwrap_or(default)
+    Spi::get_one::<i64>(&format!(
+        "SELECT max({}) FROM {table}",
+        crate::postgres::quote::quote_ident(column)
+    ))
+    .expect("reading the highest id")
+    .unwrap_or(0)
 }
 
 pub fn prevent_writes_where_read_only(function: &'static str) {

@@ -47,6 +47,18 @@ unsafe extern "C-unwind" fn on_sigterm(_signal: std::ffi::c_int) {
 }
 
 unsafe extern "C-unwind" fn on_sigint(_signal: std::ffi::c_int) {
+    if super::transaction::timeout_fired() {
+        // The operation's own statement (or lock) timeout: PostgreSQL's timeout handler cancels
+        // the statement by sending SIGINT to this process. That fails the operation, as
+        // StatementCancelHandler would; it does not stop the worker.
+        // SAFETY: the flags StatementCancelHandler sets, written as it does.
+        unsafe {
+            (&raw mut pg_sys::QueryCancelPending).write_volatile(1);
+            (&raw mut pg_sys::InterruptPending).write_volatile(1);
+            pg_sys::SetLatch(pg_sys::MyLatch);
+        }
+        return;
+    }
     INTERRUPTED.store(true, Ordering::SeqCst);
     // SAFETY: in this process's signal handler.
     unsafe { cancel_operation_and_wake() };

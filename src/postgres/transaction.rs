@@ -44,8 +44,21 @@ pub fn in_transaction_ending<T>(
     outcome
 }
 
-// utils/timeout.h, which pgrx does not bind. (TimeoutId is an enum: STATEMENT_TIMEOUT is its 4th.)
+// utils/timeout.h, which pgrx does not bind. (TimeoutId is an enum: LOCK_TIMEOUT is its 3rd,
+// STATEMENT_TIMEOUT its 4th.)
+const LOCK_TIMEOUT: std::ffi::c_int = 2;
 const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
+
+/// Whether a statement or lock timeout has fired (without resetting it): their handlers cancel the
+/// statement by sending this process SIGINT, which a run's worker must not take for a stop
+/// (postgres::signals). Async-signal-safe: it reads two flags.
+pub fn timeout_fired() -> bool {
+    // SAFETY: get_timeout_indicator only reads the timeout's flag when not resetting it.
+    unsafe {
+        get_timeout_indicator(STATEMENT_TIMEOUT, false)
+            || get_timeout_indicator(LOCK_TIMEOUT, false)
+    }
+}
 unsafe extern "C-unwind" {
     fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
     fn disable_timeout(id: std::ffi::c_int, keep_indicator: bool);
@@ -61,7 +74,8 @@ pub fn with_statement_timeout<T>(ms: i64, f: impl FnOnce() -> T) -> T {
     impl Drop for Armed {
         fn drop(&mut self) {
             unsafe {
-                disable_timeout(STATEMENT_TIMEOUT, false);
+                // (keeping the indicator for the check below, which resets it)
+                disable_timeout(STATEMENT_TIMEOUT, true);
                 // (fired after the operation ended, before it was disarmed: cancels nothing)
                 if get_timeout_indicator(STATEMENT_TIMEOUT, true) {
                     pg_sys::QueryCancelPending = 0;

@@ -332,7 +332,7 @@ pub fn mark_interrupted_runs(ids: &[i64]) -> usize {
                          finished_at = greatest(r.started_at,
                                                 (SELECT pg_catalog.max(s.ts) FROM stress.samples s
                                                  WHERE s.run_id OPERATOR(pg_catalog.=) r.id)),
-                         error = 'the server restarted (a crash, or a restart) while the run was going on'
+                         error = 'the server stopped (restart or crash) while the run was going on'
                      WHERE r.id OPERATOR(pg_catalog.=) ANY ($1)
                        AND r.status OPERATOR(pg_catalog.=) 'running'",
                     None,

@@ -242,7 +242,10 @@ fn assert_intact(client: &mut Client, schema: &str) {
         .collect();
     for table in &tables {
         let corrupt: i64 = client
-            .query_one("SELECT count(*) FROM verify_heapam($1::text::regclass)", &[table])
+            .query_one(
+                "SELECT count(*) FROM verify_heapam($1::text::regclass)",
+                &[table],
+            )
             .unwrap()
             .get(0);
         assert_eq!(corrupt, 0, "verify_heapam({table})");

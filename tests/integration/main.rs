@@ -12,8 +12,12 @@ mod chaos;
 mod common;
 mod compare;
 mod contention;
+/// Every SQL example in the docs runs, in doc order.
+mod docs;
 mod generate;
 mod integrity;
+/// REPEATABLE READ and SERIALIZABLE callers.
+mod isolation;
 mod load;
 mod operations;
 mod replication;
