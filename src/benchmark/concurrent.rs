@@ -423,8 +423,10 @@ fn benchmark_loop(
                 let clock = std::time::Instant::now();
                 let result = execute(j);
                 let took = clock.elapsed();
-                // (an execution cut short by a stop is not counted: it was not allowed to finish)
-                if let Some(why) = stopped() {
+                // (an execution a stop cut short is not counted: it was not allowed to finish)
+                if failure_message(&result).is_some()
+                    && let Some(why) = stopped()
+                {
                     return Err(why);
                 }
                 let finished = now();

@@ -153,6 +153,7 @@ pub fn close_interrupted_runs() {
     if listed.is_empty() {
         return;
     }
+    // SAFETY: MyDatabaseId is this session's database, set once it connected.
     let database = unsafe { pg_sys::MyDatabaseId };
     let held: Vec<i64> = if slots::available() {
         RUNS.share()

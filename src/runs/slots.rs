@@ -296,6 +296,7 @@ impl LiveSlot {
         let first = !self.cancel.swap(true, Ordering::SeqCst);
         self.wake_all();
         if first {
+            // SAFETY: MyProcPid is this process's id, set before any of our code runs.
             let me = unsafe { pg_sys::MyProcPid };
             for pid in &self.pids {
                 let pid = pid.load(Ordering::Relaxed);

@@ -141,6 +141,7 @@ INSERT INTO app.system_logs (created_at, message)
     SELECT now() - g * interval '1 day', 'line ' || g FROM generate_series(1, 400) g;
 INSERT INTO app.error_logs (created_at, message) SELECT created_at, message FROM app.system_logs;
 CREATE MATERIALIZED VIEW app.dashboard_summary AS SELECT count(*) AS n FROM app.system_logs;
+CREATE UNIQUE INDEX ON app.dashboard_summary (n);   -- (refreshed CONCURRENTLY: operations.md)
 CREATE TABLE items (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0, tag text);
 INSERT INTO items (id) SELECT generate_series(1, 100000);
 CREATE TABLE hits (id int, tag text);
