@@ -136,6 +136,34 @@ fn detached(client: &mut Client, args: &str) -> i64 {
         .get(0)
 }
 
+/// The run going on in this database (started by a CALL in another session), within 20 s.
+fn run_in_progress(client: &mut Client) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(row) = client
+            .query_opt(
+                "SELECT run_id FROM stress.progress WHERE database = current_database()",
+                &[],
+            )
+            .unwrap()
+        {
+            return row.get(0);
+        }
+        assert!(Instant::now() < deadline, "no run started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A trading dataset of `orders` orders in schema `schema`, which this session then works on.
+fn dataset_in(client: &mut Client, schema: &str, orders: i64, seed: i64) {
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}; SET stress.data_schema = '{schema}';
+             SELECT count(*) FROM stress.generate_dataset(orders => {orders}, seed => {seed})"
+        ))
+        .unwrap();
+}
+
 /// A run whose every operation is a 30-second statement: a stop must cut one short.
 const SLEEPY: &str = "'60 seconds', workers => 2, mix => '{}',
     transactions => '[{\"name\": \"sleepy\", \"sql\": \"SELECT pg_sleep(30)\"}]'";
@@ -365,20 +393,7 @@ fn every_way_of_telling_a_run_to_stop_ends_it_within_a_second() {
                     .query_one(&format!("CALL stress.run_load_proc({SLEEPY})"), &[])
                     .map(|_| ())
             });
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let run: i64 = loop {
-                if let Some(row) = client
-                    .query_opt(
-                        "SELECT run_id FROM stress.progress WHERE database = current_database()",
-                        &[],
-                    )
-                    .unwrap()
-                {
-                    break row.get(0);
-                }
-                assert!(Instant::now() < deadline, "{how}: no run");
-                std::thread::sleep(Duration::from_millis(20));
-            };
+            let run = run_in_progress(&mut client);
             (run, Some((pid, waiting)))
         } else {
             (detached(&mut client, SLEEPY), None)
@@ -439,20 +454,7 @@ fn a_sigkill_anywhere_leaves_the_run_interrupted_and_the_next_one_starting() {
                         .batch_execute("CALL stress.run_load_proc('60 seconds', workers => 3)");
                 }),
             ));
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Some(row) = client
-                    .query_opt(
-                        "SELECT run_id FROM stress.progress WHERE database = current_database()",
-                        &[],
-                    )
-                    .unwrap()
-                {
-                    break row.get(0);
-                }
-                assert!(Instant::now() < deadline, "no run");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            run_in_progress(&mut client)
         } else {
             detached(&mut client, "'60 seconds', workers => 3")
         };
@@ -627,12 +629,7 @@ fn a_crash_during_or_after_a_generation_leaves_all_or_nothing() {
 fn altering_and_dropping_a_table_a_run_writes_is_recorded_as_errors() {
     let mut chaos = Chaos::take();
     let mut client = chaos.connect();
-    client
-        .batch_execute(
-            "CREATE SCHEMA IF NOT EXISTS chaos_ddl; SET stress.data_schema = 'chaos_ddl';
-             SELECT count(*) FROM stress.generate_dataset(orders => 5000, seed => 3)",
-        )
-        .unwrap();
+    dataset_in(&mut client, "chaos_ddl", 5000, 3);
     let run = detached(&mut client, "'4 seconds', workers => 2");
     workers_of(&mut client, run, 2, true);
     client
@@ -750,12 +747,7 @@ fn statement_timeout_ends_a_parallel_checksum() {
 fn two_generators_append_to_one_table_at_once() {
     let mut chaos = Chaos::take();
     let mut client = chaos.connect();
-    client
-        .batch_execute(
-            "CREATE SCHEMA IF NOT EXISTS chaos_append; SET stress.data_schema = 'chaos_append';
-             SELECT count(*) FROM stress.generate_dataset(orders => 3000, seed => 5)",
-        )
-        .unwrap();
+    dataset_in(&mut client, "chaos_append", 3000, 5);
     let base: i64 = client
         .query_one("SELECT count(*) FROM chaos_append.orders", &[])
         .unwrap()
