@@ -51,11 +51,14 @@ unsafe extern "C-unwind" fn on_sigint(_signal: std::ffi::c_int) {
         // The operation's own statement (or lock) timeout: PostgreSQL's timeout handler cancels
         // the statement by sending SIGINT to this process. That fails the operation, as
         // StatementCancelHandler would; it does not stop the worker.
-        // SAFETY: the flags StatementCancelHandler sets, written as it does.
+        // SAFETY: the flags StatementCancelHandler sets, written as it does, and SetLatch
+        // (async-signal-safe); errno is left as it was found.
         unsafe {
+            let saved = *libc::__errno_location();
             (&raw mut pg_sys::QueryCancelPending).write_volatile(1);
             (&raw mut pg_sys::InterruptPending).write_volatile(1);
             pg_sys::SetLatch(pg_sys::MyLatch);
+            *libc::__errno_location() = saved;
         }
         return;
     }
