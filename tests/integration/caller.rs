@@ -26,13 +26,16 @@ fn watch(db: &str, call: &str) -> (postgres::Row, usize) {
     let call = call.to_owned();
     let running = std::thread::spawn(move || caller.query_one(&call, &[]).unwrap());
     let mut observer = connect(db);
-    let mut first_seen: HashMap<(i32, String), Instant> = HashMap::new();
+    // (a snapshot is held by one transaction: the same xmin in a later transaction of the same
+    // process is a new snapshot that found the same oldest transaction running — one of another
+    // test's, on this shared cluster)
+    let mut first_seen: HashMap<(i32, String, String), Instant> = HashMap::new();
     let mut samples = 0;
     while !running.is_finished() {
         let rows = observer
             .query(
                 "SELECT pid, application_name, backend_type, backend_xid::text, backend_xmin::text,
-                        coalesce(wait_event_type, '')
+                        coalesce(wait_event_type, ''), coalesce(xact_start::text, '')
                  FROM pg_stat_activity
                  WHERE application_name = 'it_caller' OR backend_type LIKE 'pg_stress%'",
                 &[],
@@ -55,8 +58,9 @@ fn watch(db: &str, call: &str) -> (postgres::Row, usize) {
                 );
             }
             if let Some(xmin) = xmin {
+                let transaction: String = row.get(6);
                 let since = *first_seen
-                    .entry((pid, xmin.clone()))
+                    .entry((pid, xmin.clone(), transaction))
                     .or_insert_with(Instant::now);
                 assert!(
                     since.elapsed() < Duration::from_secs(1),
