@@ -387,19 +387,7 @@ fn benchmark_loop(
             })
         })
     };
-    // SIGTERM stops this worker (the run fails, saying so); SIGINT — pg_cancel_backend of a
-    // worker — cancels the whole run, as stress.cancel does.
-    let stopped = || {
-        pg_sys::check_for_interrupts!();
-        if signals::terminated() {
-            return Some(Stopped::Terminated);
-        }
-        if signals::interrupted() {
-            run.live().request_cancel();
-            return Some(Stopped::Cancelled);
-        }
-        None
-    };
+    let stopped = || run.told_to_stop();
     run.looping(true);
     let outcome = (|| {
         for (j, s) in stats.iter_mut().enumerate().take(config.queries.len()) {

@@ -203,7 +203,6 @@ fn run_loop(
     let mut live = run.figures();
     run.looping(true);
     loop {
-        pg_sys::check_for_interrupts!();
         if let Some(a) = arrivals.as_mut() {
             // (no arrival left before the deadline: the worker stays to the end of the run, so
             // that a slow rate's run lasts its duration and its rate is over that duration)
@@ -360,13 +359,9 @@ fn run_loop(
     })
 }
 
-/// Whether the worker must stop now: SIGTERM, or SIGINT (pg_cancel_backend of a worker, which
-/// cancels the whole run, as stress.cancel does).
+/// Whether a signal told the worker to stop (see [`WorkerRun::told_to_stop`]).
 fn stop(run: &WorkerRun<LoadConfig>) -> bool {
-    if signals::interrupted() && !run.cancelled() {
-        run.live().request_cancel();
-    }
-    signals::stop_requested()
+    run.told_to_stop().is_some()
 }
 
 /// A deadlock or serialization failure as the worker met it: its operation, and what the other

@@ -17,54 +17,57 @@ static TERMINATED: AtomicBool = AtomicBool::new(false);
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static IN_OPERATION: AtomicBool = AtomicBool::new(false);
 
-/// Cancel the statement in progress, if the worker is inside an operation, and wake the worker.
+/// Cancel the statement in progress at its next interrupt check, as StatementCancelHandler does.
 ///
 /// # Safety
-/// Only from a signal handler of this process (what it touches is async-signal-safe: atomics,
-/// `sig_atomic_t` globals and SetLatch).
-unsafe fn cancel_operation_and_wake() {
-    // SAFETY: __errno_location is this thread's errno, always valid.
-    let saved = unsafe { *libc::__errno_location() };
-    if IN_OPERATION.load(Ordering::SeqCst) {
-        // SAFETY: the flags PostgreSQL's StatementCancelHandler sets, written as it does: volatile
-        // stores to sig_atomic_t globals, read at the next CHECK_FOR_INTERRUPTS.
-        unsafe {
-            (&raw mut pg_sys::QueryCancelPending).write_volatile(1);
-            (&raw mut pg_sys::InterruptPending).write_volatile(1);
-        }
+/// From this process only (a signal handler, or the process itself): volatile stores to
+/// PostgreSQL's `sig_atomic_t` interrupt flags.
+unsafe fn cancel_statement() {
+    // SAFETY: see above.
+    unsafe {
+        (&raw mut pg_sys::QueryCancelPending).write_volatile(1);
+        (&raw mut pg_sys::InterruptPending).write_volatile(1);
     }
-    // SAFETY: SetLatch is async-signal-safe; MyLatch is this process's latch once it runs.
-    unsafe { pg_sys::SetLatch(pg_sys::MyLatch) };
-    // (a handler leaves errno as it found it)
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = saved };
+}
+
+/// What both handlers do: note `stop` (a stop flag, or None for a timeout's own SIGINT, which
+/// only fails the statement), cancel the statement in flight — a stop's only inside an operation —
+/// and wake the worker, leaving errno as it was found.
+///
+/// # Safety
+/// Only from a signal handler of this process: atomics, `sig_atomic_t` flags and SetLatch, all
+/// async-signal-safe.
+unsafe fn on_signal(stop: Option<&AtomicBool>) {
+    // SAFETY: __errno_location is this thread's errno, always valid; SetLatch is async-signal-safe
+    // and MyLatch is this process's latch once it runs; cancel_statement from this process.
+    unsafe {
+        let saved = *libc::__errno_location();
+        match stop {
+            Some(flag) => {
+                flag.store(true, Ordering::SeqCst);
+                if IN_OPERATION.load(Ordering::SeqCst) {
+                    cancel_statement();
+                }
+            }
+            None => cancel_statement(),
+        }
+        pg_sys::SetLatch(pg_sys::MyLatch);
+        *libc::__errno_location() = saved;
+    }
 }
 
 unsafe extern "C-unwind" fn on_sigterm(_signal: std::ffi::c_int) {
-    TERMINATED.store(true, Ordering::SeqCst);
     // SAFETY: in this process's signal handler.
-    unsafe { cancel_operation_and_wake() };
+    unsafe { on_signal(Some(&TERMINATED)) };
 }
 
 unsafe extern "C-unwind" fn on_sigint(_signal: std::ffi::c_int) {
-    if super::transaction::timeout_fired() {
-        // The operation's own statement (or lock) timeout: PostgreSQL's timeout handler cancels
-        // the statement by sending SIGINT to this process. That fails the operation, as
-        // StatementCancelHandler would; it does not stop the worker.
-        // SAFETY: the flags StatementCancelHandler sets, written as it does, and SetLatch
-        // (async-signal-safe); errno is left as it was found.
-        unsafe {
-            let saved = *libc::__errno_location();
-            (&raw mut pg_sys::QueryCancelPending).write_volatile(1);
-            (&raw mut pg_sys::InterruptPending).write_volatile(1);
-            pg_sys::SetLatch(pg_sys::MyLatch);
-            *libc::__errno_location() = saved;
-        }
-        return;
-    }
-    INTERRUPTED.store(true, Ordering::SeqCst);
+    // The operation's own statement (or lock) timeout cancels its statement by sending SIGINT to
+    // this process: that fails the operation, as StatementCancelHandler would, and does not stop
+    // the worker.
+    let stop = (!super::transaction::timeout_fired()).then_some(&INTERRUPTED);
     // SAFETY: in this process's signal handler.
-    unsafe { cancel_operation_and_wake() };
+    unsafe { on_signal(stop) };
 }
 
 /// Install the handlers (first thing in a worker's main, before unblocking signals).
@@ -116,11 +119,8 @@ pub fn in_operation<T>(f: impl FnOnce() -> T) -> T {
     IN_OPERATION.store(true, Ordering::SeqCst);
     // (a signal that came just before: cancel what is about to run too)
     if stop_requested() {
-        // SAFETY: as in the handler, from the process itself.
-        unsafe {
-            (&raw mut pg_sys::QueryCancelPending).write_volatile(1);
-            (&raw mut pg_sys::InterruptPending).write_volatile(1);
-        }
+        // SAFETY: from the process itself.
+        unsafe { cancel_statement() };
     }
     let _leave = Leave;
     f()

@@ -15,7 +15,12 @@ pub fn in_transaction_ending<T>(
     roll_back: bool,
     f: impl FnOnce() -> T,
 ) -> Result<T, Box<ErrorReportWithLevel>> {
+    // SAFETY: a background worker's top-level transaction, started and ended here.
     unsafe {
+        // (the client protocol loop marks each statement's start; a background worker runs none,
+        // so without this pg_stat_activity's xact_start and query_start stay at the worker's
+        // start for the whole run, to an outside observer one transaction that never ends)
+        pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     }

@@ -99,6 +99,23 @@ impl<C> WorkerRun<C> {
         self.live().logged[task].fetch_add(1, Ordering::Relaxed) < limit
     }
 
+    /// Whether a signal told this worker to stop: SIGTERM (pg_terminate_backend, a shutdown)
+    /// stops it; SIGINT (pg_cancel_backend of a worker, or stress.cancel) cancels the whole run,
+    /// as stress.cancel does. Checks interrupts first.
+    pub fn told_to_stop(&self) -> Option<Stopped> {
+        pg_sys::check_for_interrupts!();
+        if crate::postgres::signals::terminated() {
+            return Some(Stopped::Terminated);
+        }
+        if crate::postgres::signals::interrupted() {
+            if !self.cancelled() {
+                self.live().request_cancel();
+            }
+            return Some(Stopped::Cancelled);
+        }
+        None
+    }
+
     /// What this worker adds to the run's live figures, published about every 100 ms.
     pub fn figures(&self) -> LiveFigures {
         LiveFigures {
@@ -141,12 +158,8 @@ impl<C> WorkerRun<C> {
             if live.cancelled() {
                 break Err(Stopped::Cancelled);
             }
-            if crate::postgres::signals::terminated() {
-                break Err(Stopped::Terminated);
-            }
-            if crate::postgres::signals::interrupted() {
-                live.request_cancel();
-                break Err(Stopped::Cancelled);
+            if let Some(why) = self.told_to_stop() {
+                break Err(why);
             }
             live.sleep(100);
         };

@@ -184,6 +184,8 @@ fn every_sql_example_in_the_docs_runs_in_doc_order() {
     db.connect(NoTls).unwrap().batch_execute(SETUP).unwrap();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let scratch = crate::common::scratch_file("docs-examples");
+    // (empty: the pages the examples write, checked below, are this run's)
+    let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).unwrap();
     let (host, port) = match (config.get_hosts(), config.get_ports()) {
         ([postgres::config::Host::Unix(path)], [port]) => (path.display().to_string(), *port),

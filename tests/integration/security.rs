@@ -749,6 +749,25 @@ fn live_runs_and_locks_of_others_are_out_of_reach() {
         &format!("SELECT stress.cancel({run})"),
         Some(SqlState::INSUFFICIENT_PRIVILEGE),
     );
+    // A worker's SIGINT cancels its whole run (0.7.0): PostgreSQL lets only its role (or
+    // pg_signal_backend) send it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let worker: i32 = loop {
+        let pid: Option<i32> = value(
+            &mut a.admin,
+            "SELECT min(pid) FROM pg_stat_activity
+             WHERE backend_type = 'pg_stress load' AND datname = current_database()",
+        );
+        if let Some(pid) = pid {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no load worker");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    a.attempt(
+        &format!("SELECT pg_cancel_backend({worker})"),
+        Some(SqlState::INSUFFICIENT_PRIVILEGE),
+    );
     let status: String = value(
         &mut a.admin,
         &format!("SELECT status FROM stress.runs WHERE id = {run}"),
@@ -783,5 +802,5 @@ fn live_runs_and_locks_of_others_are_out_of_reach() {
     a.admin
         .batch_execute(&format!("CALL stress.wait({run})"))
         .unwrap();
-    assert_eq!(a.cases, 5);
+    assert_eq!(a.cases, 6);
 }
