@@ -4,7 +4,7 @@
 # cost curve (curve.sh). BENCH_ONLY="query load" runs only those.
 set -euo pipefail
 source "$(dirname "$0")/bench/lib.sh"
-for area in ${BENCH_ONLY:-query generate integrity load capacity caller floors curve}; do
+for area in ${BENCH_ONLY:-query generate integrity load capacity caller verdict floors curve}; do
   source "scripts/bench/$area.sh"
 done
 echo
@@ -13,6 +13,7 @@ echo "        per table: ${summary[*]:-n/a}  dataset=${ds:-n/a}s dataset_workers
 echo "        load run_load/pgbench: ${load_ratios[*]:-n/a}  timeline on/off: ${timeline_ratio:-n/a}"
 echo "        capacity (ops/s at p99 <= ${CAPACITY_P99_MS:-20} ms): built-in mix ${capacities[0]:-n/a}, tpcb-like ${capacities[1]:-n/a} (pgbench closed loop: ${capacity_pgbench_tps:-n/a} tps)"
 echo "        caller (blocking / detached): ${caller_summary:-n/a}"
+echo "        verdict: ${verdict_summary:-n/a}"
 echo "        query: SELECT 1 p50 ${select1:-n/a} ms, pgbench -S latency ${pgbench_lat:-n/a} ms; concurrency 2 benchmark/pgbench -S ${conc_ratio:-n/a}"
 # The floor table last, where it is read: every figure against what the server itself cannot beat.
 if [ -n "${floor_rows:-}" ]; then print_floor_table; fi

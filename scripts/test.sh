@@ -20,7 +20,7 @@ cargo pgrx test pg15
 echo "== integration tests (tests/)"
 # The upgrade tests install earlier releases and update them: PostgreSQL needs their install scripts
 # (pgrx installs only the current version's and the upgrade scripts).
-for script in sql/pg_stress--0.1.0.sql sql/pg_stress--0.2.0.sql sql/pg_stress--0.3.0.sql sql/pg_stress--0.4.0.sql sql/pg_stress--0.5.0.sql sql/pg_stress--0.6.0.sql; do
+for script in sql/pg_stress--0.1.0.sql sql/pg_stress--0.2.0.sql sql/pg_stress--0.3.0.sql sql/pg_stress--0.4.0.sql sql/pg_stress--0.5.0.sql sql/pg_stress--0.6.0.sql sql/pg_stress--0.7.0.sql; do
   if [ -w "$extdir" ]; then cp "$script" "$extdir/"; else sudo cp "$script" "$extdir/"; fi
 done
 # cargo pgrx test just installed this build into PostgreSQL; start a cluster that preloads it.

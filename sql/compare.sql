@@ -20,67 +20,55 @@ BEGIN
 END
 $$;
 
--- Per measured thing (operation, transaction, query, and the run's total) and metric: the two runs'
--- figures, the relative change, and whether the candidate regressed by more than `tolerance`:
---   ops_per_sec          lower than baseline × (1 − tolerance)
---   p50_ms, p99_ms, p999_ms   higher than baseline × (1 + tolerance)
---   error_rate           higher than baseline × (1 + tolerance) + 0.001 (a tenth of a percentage
---                        point, so that 0 errors against 1 in 100,000 calls is not a regression)
--- A figure one of the runs does not have (an operation only one of them ran, a latency over no
--- execution) compares as NULL: not regressed, not passed.
-CREATE FUNCTION stress.compare_runs(baseline bigint, candidate bigint, tolerance float8 DEFAULT 0.10)
-RETURNS TABLE (name text, metric text, baseline_value float8, candidate_value float8, change float8,
-               regressed boolean)
+-- stress.compare_runs and stress.environment_diff are pg_stress's own (src/compare: the noise
+-- model, the run's recorded environment).
+
+-- The last `runs` completed runs before `candidate` that the caller may see, of the same kind and
+-- with the same parameters: a baseline for stress.compare_runs and stress.assert_targets that
+-- carries the runs' own spread. Empty when there is none.
+CREATE FUNCTION stress.baseline_runs(candidate bigint, runs integer DEFAULT 5)
+RETURNS bigint[]
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
+DECLARE
+    c stress.runs;
 BEGIN
-    PERFORM stress.check_run_visible(baseline, 'compare_runs');
-    PERFORM stress.check_run_visible(candidate, 'compare_runs');
-    IF tolerance IS NULL OR tolerance::text IN ('NaN', 'Infinity', '-Infinity') OR tolerance < 0 THEN
-        RAISE EXCEPTION 'compare_runs: tolerance must be a finite number of at least 0, got %', tolerance
+    PERFORM stress.check_run_visible(candidate, 'baseline_runs');
+    IF runs IS NULL OR runs < 1 OR runs > 1000 THEN
+        RAISE EXCEPTION 'baseline_runs: runs must be between 1 and 1000, got %', coalesce(runs::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'It is the relative change allowed, e.g. 0.10 for 10%.';
+                  HINT = 'e.g. stress.baseline_runs(candidate, 5): the last five runs like it.';
     END IF;
-    RETURN QUERY
-    WITH figures AS (
-        SELECT r.run_id, r.name, m.metric, m.ord, m.value
-        FROM stress.results r,
-             LATERAL (VALUES (1, 'ops_per_sec', r.ops_per_sec), (2, 'p50_ms', r.p50_ms),
-                             (3, 'p99_ms', r.p99_ms), (4, 'p999_ms', r.p999_ms),
-                             (5, 'error_rate', r.errors::float8 / NULLIF(r.calls, 0))) m (ord, metric, value)
-        WHERE r.run_id IN (baseline, candidate) AND r.calls IS NOT NULL
-    ), paired AS (
-        SELECT coalesce(b.name, c.name) AS name, coalesce(b.metric, c.metric) AS metric,
-               coalesce(b.ord, c.ord) AS ord, b.value AS b, c.value AS c
-        FROM (SELECT * FROM figures f WHERE f.run_id = baseline) b
-        FULL JOIN (SELECT * FROM figures f WHERE f.run_id = candidate) c USING (name, metric)
-    )
-    SELECT p.name, p.metric, p.b, p.c,
-           CASE WHEN p.b <> 0 THEN p.c / p.b - 1 END,
-           CASE p.metric
-               WHEN 'ops_per_sec' THEN p.c < p.b * (1 - tolerance)
-               WHEN 'error_rate' THEN p.c > p.b * (1 + tolerance) + 0.001
-               ELSE p.c > p.b * (1 + tolerance)
-           END
-    FROM paired p
-    ORDER BY p.name = 'total', p.name, p.ord;
+    SELECT * INTO c FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) candidate;
+    RETURN ARRAY(
+        SELECT r.id FROM stress.runs r
+        WHERE r.id OPERATOR(pg_catalog.<) candidate
+          AND r.kind OPERATOR(pg_catalog.=) c.kind
+          AND r.status OPERATOR(pg_catalog.=) 'completed'
+          AND (r.parameters OPERATOR(pg_catalog.-) 'series') OPERATOR(pg_catalog.=)
+              (c.parameters OPERATOR(pg_catalog.-) 'series')
+        ORDER BY r.id DESC
+        LIMIT runs);
 END
 $$;
-COMMENT ON FUNCTION stress.compare_runs(bigint, bigint, float8) IS
-    'Per measured thing and metric (ops_per_sec, p50/p99/p999_ms, error_rate): baseline, candidate, change, regressed.';
+COMMENT ON FUNCTION stress.baseline_runs(bigint, integer) IS
+    'The last N completed runs before a run, of its kind and with its parameters: a baseline for compare_runs.';
 
 -- ERROR (P0004, assert_failure) naming every target run `run_id` missed, so that psql fails a CI
 -- step; otherwise the judged targets, as jsonb. Targets given as
 -- arguments are judged on the run's total; with none, the seed's Key Metrics of stress.report are.
--- With `baseline`, any regression against that run (stress.compare_runs, `tolerance`) fails too. A
--- run that did not complete fails whatever its figures.
+-- With `baseline` (a run) or `baselines` (several, e.g. stress.baseline_runs(run_id)), a
+-- regression of a figure a CI gate judges (stress.compare_runs' `gate`: the total's throughput,
+-- p50, p99 and error rate, each operation's p50 and p99) that is both beyond `tolerance` and
+-- beyond the noise fails too; a figure with not enough data behind it does not. A run that did
+-- not complete fails whatever its figures.
 CREATE FUNCTION stress.assert_targets(run_id bigint, p50_ms float8 DEFAULT NULL, p99_ms float8 DEFAULT NULL,
                                       p999_ms float8 DEFAULT NULL, min_ops_per_sec float8 DEFAULT NULL,
                                       max_error_rate float8 DEFAULT NULL,
                                       max_deadlocks_per_1000 float8 DEFAULT NULL,
-                                      baseline bigint DEFAULT NULL, tolerance float8 DEFAULT 0.10)
+                                      baseline bigint DEFAULT NULL, tolerance float8 DEFAULT 0.10,
+                                      baselines bigint[] DEFAULT NULL, confidence float8 DEFAULT 0.95)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -93,6 +81,9 @@ DECLARE
     failures text[] := '{}';
     t record;
     pass boolean;
+    pool bigint[];
+    against text;
+    differences text;
 BEGIN
     PERFORM stress.check_run_visible(run_id, 'assert_targets');
     SELECT * INTO run FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id;
@@ -148,21 +139,33 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
-    IF baseline IS NOT NULL THEN
-        FOR t IN SELECT * FROM stress.compare_runs(baseline, run_id, tolerance) c WHERE c.regressed LOOP
-            failures := failures || format('%s %s regressed against run %s: %s -> %s', t.name, t.metric, baseline,
-                                           round(t.baseline_value::numeric, 3), round(t.candidate_value::numeric, 3));
+    IF baseline IS NOT NULL OR baselines IS NOT NULL THEN
+        pool := coalesce(baselines, '{}') || CASE WHEN baseline IS NULL THEN '{}'::bigint[] ELSE ARRAY[baseline] END;
+        against := CASE WHEN cardinality(pool) = 1 THEN 'run ' ELSE 'runs ' END || array_to_string(pool, ', ');
+        FOR t IN SELECT * FROM stress.compare_runs(pool, run_id, tolerance, confidence) c
+                 WHERE c.gate AND c.verdict = 'regressed' LOOP
+            failures := failures || format('%s %s regressed against %s: %s -> %s (%s%%, interval %s%% to %s%%)',
+                                           t.name, t.metric, against,
+                                           round(t.baseline_value::numeric, 3), round(t.candidate_value::numeric, 3),
+                                           round((t.change * 100)::numeric, 1), round((t.change_low * 100)::numeric, 1),
+                                           round((t.change_high * 100)::numeric, 1));
         END LOOP;
-        judged := judged || jsonb_build_object('regressions_against', baseline);
+        SELECT string_agg(format('%s: %s -> %s', d.item, coalesce(d.baseline, '(none)'),
+                                 coalesce(d.candidate, '(none)')), '; ')
+        INTO differences FROM stress.environment_diff(pool, run_id) d;
+        judged := judged || jsonb_build_object('regressions_against', to_jsonb(pool),
+                                               'environment_differences', differences);
     END IF;
     IF cardinality(failures) > 0 THEN
         RAISE EXCEPTION 'run % missed % target%: %', run_id, cardinality(failures),
                         CASE WHEN cardinality(failures) = 1 THEN '' ELSE 's' END, array_to_string(failures, '; ')
             USING ERRCODE = 'assert_failure', DETAIL = judged::text,
-                  HINT = 'See stress.report(' || run_id || ') and stress.compare_runs for the figures.';
+                  HINT = CASE WHEN differences IS NOT NULL
+                              THEN 'The runs ran on different environments (' || differences || '). ' ELSE '' END
+                         || 'See stress.report(' || run_id || ') and stress.compare_runs for the figures.';
     END IF;
     RETURN judged;
 END
 $$;
-COMMENT ON FUNCTION stress.assert_targets(bigint, float8, float8, float8, float8, float8, float8, bigint, float8) IS
-    'ERROR (P0004) naming every target the run missed (and every regression against baseline); else the judged targets.';
+COMMENT ON FUNCTION stress.assert_targets(bigint, float8, float8, float8, float8, float8, float8, bigint, float8, bigint[], float8) IS
+    'ERROR (P0004) naming every target the run missed (and every regression beyond tolerance and noise against its baseline); else the judged targets.';

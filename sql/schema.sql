@@ -13,6 +13,7 @@ CREATE TABLE stress.runs (
     run_as      name        NOT NULL,   -- the role the run belongs to, set by pg_stress
     error       text,
     peak_connections bigint,            -- load runs: most connections to the database in a sample
+    environment jsonb,                  -- what it ran on (stress.environment_diff); NULL before 0.8.0
     CHECK (finished_at IS NULL OR finished_at >= started_at)
 );
 COMMENT ON TABLE stress.runs IS 'One row per pg_stress call or run: what, with which parameters, how it ended.';
@@ -35,7 +36,8 @@ CREATE TABLE stress.results (
     p99_ms       float8,
     p999_ms      float8,
     max_ms       float8,
-    details      jsonb NOT NULL DEFAULT '{}'
+    details      jsonb NOT NULL DEFAULT '{}',
+    histogram    bytea                     -- the latencies (HdrHistogram V2, ns); NULL before 0.8.0
 );
 COMMENT ON TABLE stress.results IS 'Per run and per measured thing: counts, durations, rates and latency percentiles.';
 CREATE INDEX results_run_id_idx ON stress.results (run_id);

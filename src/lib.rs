@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 mod api;
 mod args;
 mod benchmark;
+mod compare;
 mod error;
 mod generate;
 mod gucs;

@@ -20,6 +20,7 @@ fn update_first(function: &str) -> ! {
 }
 
 mod benchmark;
+mod compare;
 mod generate;
 mod integrity;
 mod load;

@@ -7,7 +7,6 @@
 
 use super::{F, Row, SlowExecution, one_statement};
 use crate::error::StressError;
-use crate::metrics::histogram::LatencySummary;
 use crate::postgres::procedure::Call;
 use crate::postgres::read_only;
 use crate::postgres::signals;
@@ -113,7 +112,7 @@ pub fn measure(
                     1,
                     1,
                     0.0,
-                    &LatencySummary::default(),
+                    &crate::metrics::histogram::Latency::default(),
                     json!({"error": error, "concurrency": concurrency}),
                 );
                 super::Outcome {

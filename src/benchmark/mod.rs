@@ -36,6 +36,8 @@ struct Outcome {
     errors: i64,
     seconds: f64,
     latency: LatencySummary,
+    /// the histogram `latency` summarizes (kept in stress.results for stress.compare_runs)
+    histogram: Latency,
     /// executions slower than stress.slow_query_threshold_ms
     slow: u64,
     /// the first stress.slow_query_log_limit of them, and the query's plan if there were any
@@ -277,6 +279,7 @@ fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: 
     outcome.seconds = started.elapsed().as_secs_f64();
     outcome.blocks = blocks::this_backend().since(&blocks_before);
     outcome.latency = latency.summary();
+    outcome.histogram = latency.clone();
     outcome.slow = latency.count_above(slow_us);
     // Planned after the measurement, so taking the plan slows no measured execution.
     if !outcome.slow_log.is_empty() {
@@ -414,7 +417,13 @@ fn record(
                                  "slow_threshold_ms": crate::gucs::SLOW_QUERY_THRESHOLD_MS.get()});
         crate::metrics::merge_json(&mut details, o.blocks.to_json());
         crate::runs::records::latency_result(
-            run_id, &o.query, o.calls, o.errors, o.seconds, &o.latency, details,
+            run_id,
+            &o.query,
+            o.calls,
+            o.errors,
+            o.seconds,
+            &o.histogram,
+            details,
         );
         save_slow_executions(run_id, &o.query, None, &o.slow_log, o.plan.clone());
     }

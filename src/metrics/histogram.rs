@@ -77,6 +77,12 @@ impl Latency {
         h.count_between(ns + 1, h.max())
     }
 
+    /// The value at quantile `q` (0..=1) in ms; None when empty.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let h = &self.histogram;
+        (!h.is_empty()).then(|| h.value_at_quantile(q.clamp(0.0, 1.0)) as f64 / 1e6)
+    }
+
     pub fn merge(&mut self, other: &Latency) {
         self.histogram
             .add(&other.histogram)
@@ -156,6 +162,8 @@ mod tests {
         let above = l.count_above(900_000) as i64;
         assert!((above - 1000).abs() <= 10, "{above} above 900 ms");
         assert_eq!(Latency::default().count_above(1), 0);
+        assert!((l.quantile_ms(0.99).unwrap() - 990.0).abs() / 990.0 < 0.002);
+        assert_eq!(Latency::default().quantile_ms(0.5), None);
         // Below a microsecond, values keep their precision.
         let mut fast = Latency::default();
         for ns in [1500, 1600, 1700] {

@@ -32,8 +32,9 @@ SELECT jsonb_build_object(
                                       'started_at', date_trunc('second', r.started_at)::text,
                                       'finished_at', date_trunc('second', r.finished_at)::text,
                                       'run_as', r.run_as, 'error', r.error, 'parameters', r.parameters,
-                                      'peak_connections', r.peak_connections) FROM run r),
-    'results', (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.name = 'total', x.id), '[]')
+                                      'peak_connections', r.peak_connections,
+                                      'environment', to_jsonb(r) -> 'environment') FROM run r),
+    'results', (SELECT coalesce(jsonb_agg(to_jsonb(x) - 'histogram' ORDER BY x.name = 'total', x.id), '[]')
                 FROM stress.results x WHERE x.run_id = $1),
     'sample_count', (SELECT count(*) FROM s),
     'samples', (SELECT coalesce(jsonb_agg(jsonb_build_object(
@@ -104,8 +105,9 @@ const CONTENTION: &str = gather!(
 /// pg_stress UPDATE).
 const GATHER: &str = gather!("");
 
-/// The page of run `run_id` (22023 when there is none the caller may see).
-pub fn report_html(run_id: Option<i64>) -> String {
+/// The page of run `run_id` (22023 when there is none the caller may see), compared with run
+/// `baseline` when one is given.
+pub fn report_html(run_id: Option<i64>, baseline: Option<i64>) -> String {
     // (its ERROR, 22023, is the caller's: no run, or not one of theirs. Read-only SPI throughout:
     // the page of a run replicated to a hot standby is drawn there too.)
     crate::postgres::spi_read::one::<bool>(
@@ -124,8 +126,19 @@ pub fn report_html(run_id: Option<i64>) -> String {
         crate::postgres::spi_read::one::<JsonB>(gather, &[run_id.into(), MAX_POINTS.into()])
             .expect("reading the run's records")
             .expect("a visible run has records");
-    let records: page::RunRecords =
+    let mut records: page::RunRecords =
         serde_json::from_value(records.0).expect("the records as report_html gathers them");
+    if let Some(baseline) = baseline {
+        let (baseline, candidate) = (
+            crate::compare::visible("report_html", &[Some(baseline)])[0],
+            records.run.id,
+        );
+        records.comparison = Some(page::Comparison {
+            baseline,
+            differences: crate::compare::environment_differences(&[baseline], candidate),
+            rows: crate::compare::judge(&[baseline], candidate, 0.10, 0.95),
+        });
+    }
     page::render(&records)
 }
 

@@ -48,6 +48,18 @@ pub struct RunRecords {
     /// per standby: `[elapsed_s, replay lag bytes, flush lag bytes]` each second (or bucket)
     #[serde(default)]
     pub replication: Vec<StandbyLag>,
+    /// the run against a baseline (`report_html(run, baseline)`): shown before any figure
+    #[serde(skip)]
+    pub comparison: Option<Comparison>,
+}
+
+/// A run compared with its baseline: what differs in their environments, then every figure's
+/// verdict.
+#[derive(Debug)]
+pub struct Comparison {
+    pub baseline: i64,
+    pub differences: Vec<crate::compare::environment::Difference>,
+    pub rows: Vec<crate::compare::Compared>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +101,9 @@ pub struct Run {
     #[serde(default)]
     pub parameters: Value,
     pub peak_connections: Option<i64>,
+    /// what it ran on (NULL before 0.8.0)
+    #[serde(default)]
+    pub environment: Value,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +216,9 @@ pub fn render(r: &RunRecords) -> String {
     if let Some(error) = &run.error {
         let _ = write!(body, "<p><b>Error:</b></p><pre>{}</pre>", escape(error));
     }
+    if let Some(comparison) = &r.comparison {
+        body.push_str(&comparison_section(comparison));
+    }
     body.push_str(&results_table(&r.results));
     if let Some(targets) = &r.targets {
         body.push_str(&targets_table(targets));
@@ -238,6 +256,7 @@ pub fn render(r: &RunRecords) -> String {
         body.push_str(&series_section(run, &r.series));
     }
     body.push_str(&parameters_table(&run.parameters));
+    body.push_str(&environment_table(&run.environment));
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>pg_stress run {} — {}</title><style>{STYLE}</style></head><body>{body}<p class=\"note\">Made by stress.report_html({}).</p></body></html>\n",
         run.id,
@@ -496,6 +515,102 @@ fn contention_section(waits: &[Contention], patterns: &[DeadlockPattern]) -> Str
         }
         out.push_str("</table>");
     }
+    out
+}
+
+/// The comparison with a baseline: the environments' differences first (they may explain every
+/// figure after them), then each figure's verdict, regressions first.
+fn comparison_section(c: &Comparison) -> String {
+    let mut out = format!("<h2>Compared with run {}</h2>", c.baseline);
+    if c.differences.is_empty() {
+        out.push_str(r#"<p class="note">Both runs ran on the same environment (server, settings, CPUs, memory, extensions, data size within 10%).</p>"#);
+    } else {
+        out.push_str(
+            "<table id=\"environment-differences\"><tr><th class=\"name\">what differs</th><th class=\"name\">baseline</th><th class=\"name\">this run</th></tr>",
+        );
+        for d in &c.differences {
+            let _ = write!(
+                out,
+                r#"<tr><td class="name">{}</td><td class="name">{}</td><td class="name">{}</td></tr>"#,
+                escape(&d.item),
+                escape(d.baseline.as_deref().unwrap_or("(none)")),
+                escape(d.candidate.as_deref().unwrap_or("(none)"))
+            );
+        }
+        out.push_str("</table>");
+    }
+    out.push_str(
+        "<table id=\"verdicts\"><tr><th class=\"name\">name</th><th class=\"name\">metric</th><th>baseline</th><th>this run</th><th>change</th><th>interval</th><th class=\"name\">verdict</th><th class=\"name\">why</th></tr>",
+    );
+    let order = |v: &str| match v {
+        "regressed" => 0,
+        "improved" => 1,
+        "not enough data" => 3,
+        _ => 2,
+    };
+    let mut rows: Vec<&crate::compare::Compared> = c.rows.iter().collect();
+    rows.sort_by_key(|r| order(r.verdict()));
+    let percent = |v: Option<f64>| v.map(|v| format!("{:+.1}%", v * 100.0));
+    for r in rows {
+        let j = &r.judged;
+        let class = match r.verdict() {
+            "regressed" => "fail",
+            "improved" => "pass",
+            "not enough data" => "none",
+            _ => "",
+        };
+        let interval = match (percent(j.low), percent(j.high)) {
+            (Some(l), Some(h)) => format!("{l} … {h}"),
+            _ => "–".into(),
+        };
+        let _ = write!(
+            out,
+            r#"<tr><td class="name">{}</td><td class="name">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="name {class}">{}</td><td class="name">{}</td></tr>"#,
+            escape(&r.name),
+            escape(r.metric),
+            cell(j.baseline),
+            cell(j.candidate),
+            escape(&percent(j.change).unwrap_or_else(|| "–".into())),
+            escape(&interval),
+            escape(r.verdict()),
+            escape(&j.note)
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
+/// What the run ran on: versions, CPUs, memory, and its settings.
+fn environment_table(environment: &Value) -> String {
+    let Some(map) = environment.as_object().filter(|m| !m.is_empty()) else {
+        return String::new();
+    };
+    let mut out = String::from(
+        "<h2>Environment</h2><table id=\"environment\"><tr><th class=\"name\">item</th><th class=\"name\">value</th></tr>",
+    );
+    let mut row = |key: &str, value: &Value| {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        let _ = write!(
+            out,
+            r#"<tr><td class="name">{}</td><td class="name">{}</td></tr>"#,
+            escape(key),
+            escape(&text)
+        );
+    };
+    for (key, value) in map {
+        match value {
+            Value::Object(inner) => {
+                for (k, v) in inner {
+                    row(&format!("{key}.{k}"), v);
+                }
+            }
+            v => row(key, v),
+        }
+    }
+    out.push_str("</table>");
     out
 }
 

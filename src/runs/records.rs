@@ -14,7 +14,7 @@
 //! The SQL-language parts of pg_stress (archive, health check, state captures, retention) record
 //! through the `stress.record_*` functions at the end of this file, which apply the same rules.
 
-use crate::metrics::histogram::{Latency, LatencySummary};
+use crate::metrics::histogram::Latency;
 use pgrx::JsonB;
 use pgrx::PgTryBuilder;
 use pgrx::pg_sys;
@@ -114,6 +114,19 @@ pub fn as_owner<T>(f: impl FnOnce() -> T) -> T {
     .execute()
 }
 
+/// Whether `stress.<table>` has `column`: a database whose SQL is older than this library (before
+/// ALTER EXTENSION pg_stress UPDATE) lacks the newer ones, and a statement naming them would fail.
+fn has_column(table: &str, column: &str) -> bool {
+    crate::postgres::spi_read::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                        WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)
+                          AND a.attname OPERATOR(pg_catalog.=) $2 AND NOT a.attisdropped)",
+        &[format!("stress.{table}").into(), column.into()],
+    )
+    .expect("looking for a column of stress's tables")
+    .unwrap_or(false)
+}
+
 /// A new run id from `stress.runs_id_seq` (which only the owner may use).
 pub fn new_run_id() -> i64 {
     // (read-only SPI: nextval asks for a transaction id only when it writes the sequence's WAL,
@@ -162,6 +175,10 @@ pub fn completed_call(
     measurements: &[Measurement],
 ) -> i64 {
     let run_as = caller();
+    // (read in this session, as the caller: the session the call ran in)
+    let environment = JsonB(crate::compare::environment::capture(
+        parameters.get("schema").and_then(|s| s.as_str()),
+    ));
     let names: Vec<String> = measurements.iter().map(|m| m.name.clone()).collect();
     let rows: Vec<Option<i64>> = measurements.iter().map(|m| m.rows).collect();
     let seconds: Vec<f64> = measurements.iter().map(|m| m.seconds).collect();
@@ -170,7 +187,7 @@ pub fn completed_call(
         .iter()
         .map(|m| JsonB(m.details.clone()))
         .collect();
-    as_owner(|| {
+    let run_id = as_owner(|| {
         Spi::get_one_with_args::<i64>(
             "WITH run AS (
                  INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at, run_as)
@@ -200,7 +217,9 @@ pub fn completed_call(
         )
         .expect("recording the run in stress.runs")
         .expect("INSERT … RETURNING gives the run id")
-    })
+    });
+    record_environment(run_id, environment.0);
+    run_id
 }
 
 /// A run's row in `stress.runs`: `id` from [`new_run_id`], belonging to `run_as`. With `finished`
@@ -252,6 +271,20 @@ pub fn register_run(run: &RunRow) {
             ],
         )
         .expect("registering the run");
+    })
+}
+
+/// What run `run_id` ran on (`stress.runs.environment`), as its first worker read it.
+pub fn record_environment(run_id: i64, environment: serde_json::Value) {
+    as_owner(|| {
+        if !has_column("runs", "environment") {
+            return;
+        }
+        Spi::run_with_args(
+            "UPDATE stress.runs SET environment = $2 WHERE id OPERATOR(pg_catalog.=) $1",
+            &[run_id.into(), JsonB(environment).into()],
+        )
+        .expect("recording the run's environment");
     })
 }
 
@@ -345,16 +378,19 @@ pub fn mark_interrupted_runs(ids: &[i64]) -> usize {
 }
 
 /// One `stress.results` row of timed calls (a load run's operation, a benchmarked query): counts,
-/// successful calls per second, and latency percentiles from a histogram summary.
+/// successful calls per second, latency percentiles, and the histogram itself (HdrHistogram V2:
+/// what `stress.compare_runs` reads a percentile's confidence interval from).
 pub fn latency_result(
     run_id: i64,
     name: &str,
     calls: i64,
     errors: i64,
     seconds: f64,
-    latency: &LatencySummary,
+    histogram: &Latency,
     details: serde_json::Value,
 ) {
+    let latency = &histogram.summary();
+    let serialized = (latency.count > 0).then(|| histogram.serialize());
     // Statistics over no sample are NULL, not 0; so is a rate over no time.
     let measured = |v: f64| (latency.count > 0).then_some(v);
     let mut details = details;
@@ -363,28 +399,40 @@ pub fn latency_result(
         map.insert("percentiles".into(), distribution);
     }
     as_owner(|| {
+        // (without the histogram into a stress.results older than 0.8.0's)
+        let (column, value) = if has_column("results", "histogram") {
+            (", histogram", ", $15")
+        } else {
+            ("", "")
+        };
+        let mut args = vec![
+            run_id.into(),
+            name.into(),
+            calls.into(),
+            errors.into(),
+            seconds.into(),
+            (seconds > 0.0)
+                .then(|| (calls - errors) as f64 / seconds)
+                .into(),
+            measured(latency.avg_ms).into(),
+            measured(latency.stddev_ms).into(),
+            measured(latency.p50_ms).into(),
+            measured(latency.p95_ms).into(),
+            measured(latency.p99_ms).into(),
+            measured(latency.p999_ms).into(),
+            measured(latency.max_ms).into(),
+            JsonB(details).into(),
+        ];
+        if !column.is_empty() {
+            args.push(serialized.into());
+        }
         Spi::run_with_args(
-            "INSERT INTO stress.results (run_id, name, calls, errors, seconds, ops_per_sec, avg_ms, stddev_ms,
-                                         p50_ms, p95_ms, p99_ms, p999_ms, max_ms, details)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            &[
-                run_id.into(),
-                name.into(),
-                calls.into(),
-                errors.into(),
-                seconds.into(),
-                (seconds > 0.0)
-                    .then(|| (calls - errors) as f64 / seconds)
-                    .into(),
-                measured(latency.avg_ms).into(),
-                measured(latency.stddev_ms).into(),
-                measured(latency.p50_ms).into(),
-                measured(latency.p95_ms).into(),
-                measured(latency.p99_ms).into(),
-                measured(latency.p999_ms).into(),
-                measured(latency.max_ms).into(),
-                JsonB(details).into(),
-            ],
+            &format!(
+                "INSERT INTO stress.results (run_id, name, calls, errors, seconds, ops_per_sec, avg_ms, stddev_ms,
+                                             p50_ms, p95_ms, p99_ms, p999_ms, max_ms, details{column})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14{value})"
+            ),
+            &args,
         )
         .expect("recording a result in stress.results");
     })

@@ -331,6 +331,13 @@ pub fn main<K: RunKind>(arg: pg_sys::Datum) {
             &[slot.search_path.as_str().into(), name.into()],
         )
         .expect("setting the worker's session");
+        // What the run runs on, read in a worker's session (the role's and database's settings,
+        // the caller's search_path): before this worker's loop, so not inside any measurement.
+        if worker == 0 && !standby {
+            let parameters = slot.parameters();
+            let schema = parameters.get("schema").and_then(|s| s.as_str());
+            records::record_environment(run_id, crate::compare::environment::capture(schema));
+        }
         K::prepare(&run)
     });
     let mut kept = None;
@@ -643,12 +650,6 @@ pub fn record_task(
             serde_json::json!({"avg": lag.avg_ms, "p99": lag.p99_ms, "max": lag.max_ms});
     }
     records::latency_result(
-        run_id,
-        name,
-        m.calls,
-        m.failures,
-        seconds,
-        &m.latency.summary(),
-        details,
+        run_id, name, m.calls, m.failures, seconds, &m.latency, details,
     );
 }

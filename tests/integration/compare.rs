@@ -19,13 +19,14 @@ fn compare_runs_and_assert_targets_judge_real_runs() {
     let db = "it_compare";
     let mut client = load_database(db);
     // A closed-model run, and one held to 100 operations per second: a real throughput regression.
+    // (5 seconds: the noise of a throughput is read from at least 3 steady per-second samples)
     let fast: i64 = value(
         &mut client,
-        "CALL stress.run_load_proc('2 seconds', workers => 2)",
+        "CALL stress.run_load_proc('5 seconds', workers => 2)",
     );
     let slow: i64 = value(
         &mut client,
-        "CALL stress.run_load_proc('2 seconds', workers => 2, rate => 100)",
+        "CALL stress.run_load_proc('5 seconds', workers => 2, rate => 100)",
     );
     // (open model: latency from the intended start, or the actual one when a worker woke early;
     // an index lookup and a commit take more than 10 µs)
@@ -163,8 +164,224 @@ fn compare_runs_and_assert_targets_judge_real_runs() {
         format!("SELECT stress.assert_targets({fast}, p99_ms => 'Infinity')"),
         format!("SELECT stress.assert_targets({fast}, max_error_rate => -1)"),
         "SELECT stress.assert_targets(987654321)".into(),
+        format!("SELECT * FROM stress.compare_runs({fast}, {slow}, confidence => 1)"),
+        format!("SELECT * FROM stress.compare_runs({fast}, {slow}, confidence => 'NaN')"),
+        format!("SELECT * FROM stress.compare_runs('{{}}'::bigint[], {slow})"),
+        format!("SELECT * FROM stress.compare_runs(ARRAY[{fast}, NULL], {slow})"),
+        format!("SELECT * FROM stress.compare_runs(ARRAY[{fast}, 987654321], {slow})"),
+        format!(
+            "SELECT * FROM stress.compare_runs(array_fill({fast}::bigint, ARRAY[1001]), {slow})"
+        ),
+        format!("SELECT * FROM stress.environment_diff({fast}, 987654321)"),
+        format!("SELECT stress.baseline_runs({fast}, 0)"),
+        "SELECT stress.baseline_runs(987654321)".into(),
+        format!("SELECT stress.report_html({fast}, 987654321)"),
+        format!(
+            "SELECT stress.assert_targets({slow}, baselines => ARRAY[{fast}], confidence => 2)"
+        ),
     ] {
         let (code, message) = failure(&mut client, &sql);
         assert_eq!(code, SqlState::INVALID_PARAMETER_VALUE, "{sql}: {message}");
     }
+}
+
+/// The verdict weighs the noise: a transaction really made slower is a regression beyond tolerance
+/// and noise, a run against itself is not, a figure with too few calls behind it says how many it
+/// needs; baselines of several runs pool them; each run records what it ran on, and a changed
+/// setting is shown before any figure (a NOTICE, report_html), while a secret setting is never
+/// recorded.
+#[test]
+fn the_verdict_weighs_the_noise_and_the_environment_is_recorded() {
+    let db = "it_verdict";
+    let mut client = super::common::fresh_database(db);
+    client
+        .batch_execute(
+            "SET stress.progress_interval = 0;
+             CREATE SCHEMA v;
+             CREATE TABLE v.accounts (id int PRIMARY KEY, n bigint NOT NULL);
+             INSERT INTO v.accounts SELECT g, 0 FROM generate_series(1, 1000) g;
+             ANALYZE v.accounts",
+        )
+        .unwrap();
+    let txn = |extra: &str| {
+        format!(
+            r#"[{{"name": "account", "params": [{{"distribution": "uniform", "min": 1, "max": 1000}}],
+                "sql": ["UPDATE v.accounts SET n = n + 1 WHERE id = $1"{extra}]}}]"#
+        )
+    };
+    let run = |client: &mut Client, transactions: &str, more: &str| -> i64 {
+        value(
+            client,
+            &format!(
+                "CALL stress.run_load_proc('5 seconds', workers => 2, transactions => '{transactions}'{more})"
+            ),
+        )
+    };
+    let (base, slowed) = (txn(""), txn(r#", "SELECT pg_sleep(0.005)""#));
+    let a1 = run(&mut client, &base, "");
+    let a2 = run(&mut client, &base, "");
+    // A secret in the workers' sessions' settings, and a setting that moves performance.
+    client
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} SET work_mem = '64MB'; ALTER DATABASE {db} SET app.password = 'hunter2-secret'"
+        ))
+        .unwrap();
+    let b = run(&mut client, &slowed, "");
+    // (at 5 ms a call, 2 workers: a few thousand calls, under the 10,000 a p99.9 needs)
+    let verdicts = |client: &mut Client, baseline: &str, candidate: i64| {
+        client
+            .query(
+                &format!(
+                    "SELECT name, metric, verdict, change, change_low, change_high, gate, note
+                     FROM stress.compare_runs({baseline}, {candidate})"
+                ),
+                &[],
+            )
+            .unwrap()
+    };
+    let find = |rows: &[postgres::Row],
+                name: &str,
+                metric: &str|
+     -> (String, Option<f64>, Option<f64>, Option<f64>, bool, String) {
+        let r = rows
+            .iter()
+            .find(|r| r.get::<_, String>(0) == name && r.get::<_, String>(1) == metric)
+            .unwrap_or_else(|| panic!("no {name} {metric}"));
+        (r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7))
+    };
+    let rows = verdicts(&mut client, &a2.to_string(), b);
+    let (verdict, change, low, high, gate, _) = find(&rows, "total", "ops_per_sec");
+    assert_eq!(verdict, "regressed", "{change:?} [{low:?}, {high:?}]");
+    assert!(
+        gate && high.unwrap() < 0.0 && change.unwrap() < -0.5,
+        "{change:?} {high:?}"
+    );
+    let (verdict, ..) = find(&rows, "total", "p50_ms");
+    assert_eq!(verdict, "regressed");
+    let (verdict, _, _, _, gate, note) = find(&rows, "total", "p999_ms");
+    assert_eq!(verdict, "not enough data");
+    assert!(!gate);
+    assert!(note.contains("needs 10000 calls"), "{note}");
+    // Against itself: every figure unchanged or without enough data, every interval around 0.
+    for r in verdicts(&mut client, &a1.to_string(), a1) {
+        let verdict: String = r.get(2);
+        assert!(
+            ["unchanged", "not enough data"].contains(&verdict.as_str()),
+            "{verdict}"
+        );
+        if let (Some(low), Some(high)) = (r.get::<_, Option<f64>>(4), r.get::<_, Option<f64>>(5)) {
+            assert!(low <= 0.0 && high >= 0.0, "{low} {high}");
+        }
+    }
+    // A baseline of the runs like the candidate: the same kind and parameters, before it.
+    let pool: Vec<i64> =
+        value::<Vec<i64>>(&mut client, &format!("SELECT stress.baseline_runs({a2})"));
+    assert_eq!(pool, vec![a1]);
+    let none: Vec<i64> = value(&mut client, &format!("SELECT stress.baseline_runs({b})"));
+    assert!(none.is_empty(), "{none:?}");
+    let rows = verdicts(&mut client, &format!("ARRAY[{a1}, {a2}]"), b);
+    assert_eq!(find(&rows, "total", "ops_per_sec").0, "regressed");
+    // The CI gate: the slowed run fails against the pool, the first run passes against itself.
+    let (code, message) = failure(
+        &mut client,
+        &format!("SELECT stress.assert_targets({b}, baselines => ARRAY[{a1}, {a2}])"),
+    );
+    assert_eq!(code, SqlState::ASSERT_FAILURE, "{message}");
+    assert!(
+        message.contains(&format!(
+            "total ops_per_sec regressed against runs {a1}, {a2}"
+        )),
+        "{message}"
+    );
+    let judged: String = value(
+        &mut client,
+        &format!("SELECT stress.assert_targets({a1}, baseline => {a1})::text"),
+    );
+    assert!(judged.contains("regressions_against"), "{judged}");
+
+    // What each ran on; what changed between them comes first.
+    let environment: String = value(
+        &mut client,
+        &format!("SELECT environment::text FROM stress.runs WHERE id = {b}"),
+    );
+    for needle in [
+        "server_version",
+        "shared_buffers",
+        "synchronous_commit",
+        "\"cpus\"",
+        "v.accounts",
+        "pg_stress",
+    ] {
+        assert!(
+            environment.contains(needle),
+            "{needle} not in {environment}"
+        );
+    }
+    assert!(
+        !environment.contains("hunter2"),
+        "a secret setting was recorded: {environment}"
+    );
+    let differences: Vec<(String, Option<String>, Option<String>)> = client
+        .query(
+            &format!("SELECT item, baseline, candidate FROM stress.environment_diff({a2}, {b})"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert!(
+        differences.contains(&(
+            "settings.work_mem".into(),
+            Some("4MB".into()),
+            Some("64MB".into())
+        )),
+        "{differences:?}"
+    );
+    assert!(
+        differences.iter().all(|d| !d.0.contains("password")),
+        "{differences:?}"
+    );
+    let same: i64 = value(
+        &mut client,
+        &format!("SELECT count(*) FROM stress.environment_diff({a1}, {a2})"),
+    );
+    assert_eq!(same, 0, "two runs on the same server and settings differ");
+    // (the NOTICE, as psql shows it before the rows)
+    let out = Command::new(format!("{}/psql", bindir()))
+        .args([
+            "-X",
+            "-h",
+            &env("PGHOST"),
+            "-p",
+            &env("PGPORT"),
+            "-U",
+            &env("PGUSER"),
+            "-d",
+            db,
+        ])
+        .args([
+            "-c",
+            &format!("SELECT count(*) FROM stress.compare_runs({a2}, {b})"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("different environments: settings.work_mem: 4MB -> 64MB"),
+        "{stderr}"
+    );
+    let page: String = value(
+        &mut client,
+        &format!("SELECT stress.report_html({b}, {a2})"),
+    );
+    let differs = page
+        .find("environment-differences")
+        .expect("the differences on the page");
+    let results = page.find("id=\"results\"").expect("the results table");
+    assert!(differs < results, "the differences come before the figures");
+    assert!(page.contains("regressed") && page.contains("work_mem"));
+    client
+        .batch_execute(&format!("ALTER DATABASE {db} RESET ALL"))
+        .unwrap();
 }

@@ -404,6 +404,13 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
         (format!("CALL stress.wait({admin_run})"), invalid.clone()),
         // Another role's runs do not exist for these either (row-level security, as the caller).
         (format!("SELECT * FROM stress.compare_runs({admin_run}, {admin_run})"), invalid.clone()),
+        (format!("SELECT * FROM stress.compare_runs(ARRAY[{admin_run}], {admin_run})"), invalid.clone()),
+        (format!("SELECT * FROM stress.environment_diff({admin_run}, {admin_run})"), invalid.clone()),
+        (format!("SELECT * FROM stress.environment_diff(ARRAY[{admin_run}], {admin_run})"), invalid.clone()),
+        (format!("SELECT stress.baseline_runs({admin_run})"), invalid.clone()),
+        (format!("SELECT stress.report_html({admin_run}, {admin_run})"), invalid.clone()),
+        ("UPDATE stress.runs SET environment = '{}'".into(), denied.clone()),
+        ("UPDATE stress.results SET histogram = NULL".into(), denied.clone()),
         (format!("SELECT stress.assert_targets({admin_run})"), invalid.clone()),
         (format!("SELECT stress.report_html({admin_run})"), invalid.clone()),
         (format!("SELECT * FROM stress.analyze_deadlocks({admin_run})"), invalid.clone()),

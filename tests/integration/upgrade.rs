@@ -402,3 +402,45 @@ fn alter_extension_update_from_0_6_0_ends_where_a_fresh_install_does() {
     let accounts: i64 = value(&mut old, "SELECT max(account_id) FROM stress_data.orders");
     assert!(accounts <= value::<i64>(&mut old, "SELECT max(id) FROM stress_data.accounts"));
 }
+
+/// 0.7.0 → 0.8.0: runs record their environment and histograms; compare_runs is pg_stress's own,
+/// with a verdict per figure. A run of before is kept and compares with a new one, saying what it
+/// lacks (no environment, no histogram) rather than guessing.
+#[test]
+fn alter_extension_update_from_0_7_0_ends_where_a_fresh_install_does() {
+    let mut old = empty_database("it_upgrade_070");
+    assert_available(&mut old, "0.7.0");
+    for sql in [
+        "CREATE EXTENSION pg_stress VERSION '0.7.0'",
+        "SET stress.progress_interval = 0",
+        "SELECT stress.generate_dataset(orders => 2000, seed => 1)",
+    ] {
+        old.batch_execute(sql).unwrap();
+    }
+    // (this library, 0.7.0's tables: no environment, no histogram column to write)
+    let before_run = run_detached(&mut old, "'4 seconds', workers => 2");
+    let status: String = old
+        .query_one("CALL stress.wait($1)", &[&before_run])
+        .unwrap()
+        .get("status");
+    assert_eq!(status, "completed");
+    let before = record_counts(&mut old);
+    old.batch_execute("ALTER EXTENSION pg_stress UPDATE")
+        .unwrap();
+    assert_same_as_a_fresh_install(&mut old, "it_upgrade_070_fresh");
+    assert_eq!(record_counts(&mut old), before);
+    let after_run = run_detached(&mut old, "'4 seconds', workers => 2");
+    let recorded: bool = value(
+        &mut old,
+        &format!("SELECT environment ? 'settings' FROM stress.runs WHERE id = {after_run}"),
+    );
+    assert!(recorded);
+    let note: String = value(
+        &mut old,
+        &format!(
+            "SELECT note FROM stress.compare_runs({before_run}, {after_run})
+             WHERE name = 'total' AND metric = 'p99_ms'"
+        ),
+    );
+    assert!(note.contains("before pg_stress 0.8.0"), "{note}");
+}

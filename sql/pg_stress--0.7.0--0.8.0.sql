@@ -1,0 +1,247 @@
+-- pg_stress 0.7.0 → 0.8.0: a regression verdict that weighs the noise, and every run's environment.
+-- - stress.runs.environment: what a run ran on (versions, settings, CPUs, memory, extensions, the
+--   data's size); stress.results.histogram: the latencies, from which a percentile's interval is
+--   read.
+-- - stress.compare_runs is pg_stress's own now (src/compare): the change's interval and a verdict
+--   per figure, a baseline of one run or several; its columns change, so it is dropped and made
+--   again. stress.environment_diff and stress.baseline_runs are new.
+-- - stress.assert_targets takes `baselines` and `confidence`, and fails only on regressions of the
+--   figures a CI gate judges that are beyond both the tolerance and the noise.
+-- - stress.report_html takes a `baseline`.
+
+ALTER TABLE stress.runs ADD COLUMN environment jsonb;
+ALTER TABLE stress.results ADD COLUMN histogram bytea;
+
+DROP FUNCTION stress.compare_runs(bigint, bigint, float8);
+CREATE FUNCTION stress.compare_runs(
+	"baseline" bigint, /* Option < i64 > */
+	"candidate" bigint, /* Option < i64 > */
+	"tolerance" double precision DEFAULT 0.10, /* f64 */
+	"confidence" double precision DEFAULT 0.95 /* f64 */
+) RETURNS TABLE (
+	"name" TEXT,  /* String */
+	"metric" TEXT,  /* String */
+	"baseline_value" double precision,  /* Option < f64 > */
+	"candidate_value" double precision,  /* Option < f64 > */
+	"change" double precision,  /* Option < f64 > */
+	"change_low" double precision,  /* Option < f64 > */
+	"change_high" double precision,  /* Option < f64 > */
+	"verdict" TEXT,  /* String */
+	"regressed" bool,  /* Option < bool > */
+	"gate" bool,  /* bool */
+	"note" TEXT  /* String */
+)
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'compare_runs_with_wrapper';
+CREATE FUNCTION stress.compare_runs(
+	"baseline" bigint[], /* :: std :: option :: Option < Vec < Option < i64 > > > */
+	"candidate" bigint, /* Option < i64 > */
+	"tolerance" double precision DEFAULT 0.10, /* f64 */
+	"confidence" double precision DEFAULT 0.95 /* f64 */
+) RETURNS TABLE (
+	"name" TEXT,  /* String */
+	"metric" TEXT,  /* String */
+	"baseline_value" double precision,  /* Option < f64 > */
+	"candidate_value" double precision,  /* Option < f64 > */
+	"change" double precision,  /* Option < f64 > */
+	"change_low" double precision,  /* Option < f64 > */
+	"change_high" double precision,  /* Option < f64 > */
+	"verdict" TEXT,  /* String */
+	"regressed" bool,  /* Option < bool > */
+	"gate" bool,  /* bool */
+	"note" TEXT  /* String */
+)
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'compare_runs_with_set_wrapper';
+CREATE FUNCTION stress.environment_diff(
+	"baseline" bigint, /* Option < i64 > */
+	"candidate" bigint /* Option < i64 > */
+) RETURNS TABLE (
+	"item" TEXT,  /* String */
+	"baseline" TEXT,  /* Option < String > */
+	"candidate" TEXT  /* Option < String > */
+)
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'environment_diff_with_wrapper';
+CREATE FUNCTION stress.environment_diff(
+	"baseline" bigint[], /* :: std :: option :: Option < Vec < Option < i64 > > > */
+	"candidate" bigint /* Option < i64 > */
+) RETURNS TABLE (
+	"item" TEXT,  /* String */
+	"baseline" TEXT,  /* Option < String > */
+	"candidate" TEXT  /* Option < String > */
+)
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'environment_diff_with_set_wrapper';
+COMMENT ON FUNCTION stress.compare_runs(bigint, bigint, float8, float8) IS
+    'Per measured thing and metric: baseline, candidate, change and its interval, verdict (regressed, improved, unchanged, not enough data) weighed against the noise.';
+COMMENT ON FUNCTION stress.compare_runs(bigint[], bigint, float8, float8) IS
+    'stress.compare_runs against a baseline of several runs (e.g. stress.baseline_runs(candidate)), their spread as the noise.';
+COMMENT ON FUNCTION stress.environment_diff(bigint, bigint) IS
+    'What differs between two runs'' recorded environments: versions, settings, CPUs, memory, extensions, data size.';
+COMMENT ON FUNCTION stress.environment_diff(bigint[], bigint) IS
+    'stress.environment_diff against each run of a baseline set.';
+
+-- The last `runs` completed runs before `candidate` that the caller may see, of the same kind and
+-- with the same parameters: a baseline for stress.compare_runs and stress.assert_targets that
+-- carries the runs' own spread. Empty when there is none.
+CREATE FUNCTION stress.baseline_runs(candidate bigint, runs integer DEFAULT 5)
+RETURNS bigint[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c stress.runs;
+BEGIN
+    PERFORM stress.check_run_visible(candidate, 'baseline_runs');
+    IF runs IS NULL OR runs < 1 OR runs > 1000 THEN
+        RAISE EXCEPTION 'baseline_runs: runs must be between 1 and 1000, got %', coalesce(runs::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. stress.baseline_runs(candidate, 5): the last five runs like it.';
+    END IF;
+    SELECT * INTO c FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) candidate;
+    RETURN ARRAY(
+        SELECT r.id FROM stress.runs r
+        WHERE r.id OPERATOR(pg_catalog.<) candidate
+          AND r.kind OPERATOR(pg_catalog.=) c.kind
+          AND r.status OPERATOR(pg_catalog.=) 'completed'
+          AND (r.parameters OPERATOR(pg_catalog.-) 'series') OPERATOR(pg_catalog.=)
+              (c.parameters OPERATOR(pg_catalog.-) 'series')
+        ORDER BY r.id DESC
+        LIMIT runs);
+END
+$$;
+COMMENT ON FUNCTION stress.baseline_runs(bigint, integer) IS
+    'The last N completed runs before a run, of its kind and with its parameters: a baseline for compare_runs.';
+
+DROP FUNCTION stress.assert_targets(bigint, float8, float8, float8, float8, float8, float8, bigint, float8);
+-- ERROR (P0004, assert_failure) naming every target run `run_id` missed, so that psql fails a CI
+-- step; otherwise the judged targets, as jsonb. Targets given as
+-- arguments are judged on the run's total; with none, the seed's Key Metrics of stress.report are.
+-- With `baseline` (a run) or `baselines` (several, e.g. stress.baseline_runs(run_id)), a
+-- regression of a figure a CI gate judges (stress.compare_runs' `gate`: the total's throughput,
+-- p50, p99 and error rate, each operation's p50 and p99) that is both beyond `tolerance` and
+-- beyond the noise fails too; a figure with not enough data behind it does not. A run that did
+-- not complete fails whatever its figures.
+CREATE FUNCTION stress.assert_targets(run_id bigint, p50_ms float8 DEFAULT NULL, p99_ms float8 DEFAULT NULL,
+                                      p999_ms float8 DEFAULT NULL, min_ops_per_sec float8 DEFAULT NULL,
+                                      max_error_rate float8 DEFAULT NULL,
+                                      max_deadlocks_per_1000 float8 DEFAULT NULL,
+                                      baseline bigint DEFAULT NULL, tolerance float8 DEFAULT 0.10,
+                                      baselines bigint[] DEFAULT NULL, confidence float8 DEFAULT 0.95)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    run stress.runs;
+    total stress.results;
+    report jsonb;
+    judged jsonb := '{}';
+    failures text[] := '{}';
+    t record;
+    pass boolean;
+    pool bigint[];
+    against text;
+    differences text;
+BEGIN
+    PERFORM stress.check_run_visible(run_id, 'assert_targets');
+    SELECT * INTO run FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id;
+    FOR t IN SELECT * FROM (VALUES ('p50_ms', p50_ms), ('p99_ms', p99_ms), ('p999_ms', p999_ms),
+                                   ('min_ops_per_sec', min_ops_per_sec), ('max_error_rate', max_error_rate),
+                                   ('max_deadlocks_per_1000', max_deadlocks_per_1000)) v (name, threshold)
+             WHERE v.threshold IS NOT NULL LOOP
+        IF t.threshold::text IN ('NaN', 'Infinity', '-Infinity') OR t.threshold < 0 THEN
+            RAISE EXCEPTION 'assert_targets: % must be a finite number of at least 0, got %', t.name, t.threshold
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'e.g. p99_ms => 100, min_ops_per_sec => 1000, max_error_rate => 0.01.';
+        END IF;
+    END LOOP;
+    IF run.status IS DISTINCT FROM 'completed' THEN
+        failures := failures || format('the run is %s%s', coalesce(run.status, 'unknown'),
+                                       coalesce(': ' || run.error, ''));
+    END IF;
+    SELECT * INTO total FROM stress.results r
+    WHERE r.run_id OPERATOR(pg_catalog.=) assert_targets.run_id AND r.name = 'total';
+    IF num_nonnulls(p50_ms, p99_ms, p999_ms, min_ops_per_sec, max_error_rate, max_deadlocks_per_1000) > 0 THEN
+        IF total IS NULL THEN
+            RAISE EXCEPTION 'assert_targets: run % has no total to judge (it is a %)', run_id, run.kind
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Targets are judged on a load run''s total; compare benchmark runs with stress.compare_runs.';
+        END IF;
+        FOR t IN SELECT * FROM (VALUES
+                    ('p50_ms', total.p50_ms, '<=', p50_ms),
+                    ('p99_ms', total.p99_ms, '<=', p99_ms),
+                    ('p999_ms', total.p999_ms, '<=', p999_ms),
+                    ('min_ops_per_sec', total.ops_per_sec, '>=', min_ops_per_sec),
+                    ('max_error_rate', total.errors::float8 / NULLIF(total.calls, 0), '<=', max_error_rate),
+                    ('max_deadlocks_per_1000',
+                     (total.details->>'deadlocks')::float8 * 1000 / NULLIF(total.calls, 0), '<=', max_deadlocks_per_1000)
+                 ) v (name, measured, op, threshold)
+                 WHERE v.threshold IS NOT NULL LOOP
+            -- (a figure the run does not have fails: nothing measured meets no target)
+            pass := CASE t.op WHEN '<=' THEN t.measured <= t.threshold ELSE t.measured >= t.threshold END;
+            judged := judged || jsonb_build_object(t.name, jsonb_build_object(
+                'target', t.op || ' ' || t.threshold, 'value', t.measured, 'pass', coalesce(pass, false)));
+            IF NOT coalesce(pass, false) THEN
+                failures := failures || format('%s = %s, target %s %s', t.name,
+                                               coalesce(round(t.measured::numeric, 3)::text, 'not measured'),
+                                               t.op, t.threshold);
+            END IF;
+        END LOOP;
+    ELSE
+        report := stress.report(run_id);
+        judged := report->'targets';
+        FOR t IN SELECT key, value FROM jsonb_each(judged) LOOP
+            IF (t.value->>'pass')::boolean IS FALSE THEN
+                failures := failures || format('%s = %s, target %s', t.key,
+                                               round((t.value->>'value')::numeric, 3), t.value->>'target');
+            END IF;
+        END LOOP;
+    END IF;
+    IF baseline IS NOT NULL OR baselines IS NOT NULL THEN
+        pool := coalesce(baselines, '{}') || CASE WHEN baseline IS NULL THEN '{}'::bigint[] ELSE ARRAY[baseline] END;
+        against := CASE WHEN cardinality(pool) = 1 THEN 'run ' ELSE 'runs ' END || array_to_string(pool, ', ');
+        FOR t IN SELECT * FROM stress.compare_runs(pool, run_id, tolerance, confidence) c
+                 WHERE c.gate AND c.verdict = 'regressed' LOOP
+            failures := failures || format('%s %s regressed against %s: %s -> %s (%s%%, interval %s%% to %s%%)',
+                                           t.name, t.metric, against,
+                                           round(t.baseline_value::numeric, 3), round(t.candidate_value::numeric, 3),
+                                           round((t.change * 100)::numeric, 1), round((t.change_low * 100)::numeric, 1),
+                                           round((t.change_high * 100)::numeric, 1));
+        END LOOP;
+        SELECT string_agg(format('%s: %s -> %s', d.item, coalesce(d.baseline, '(none)'),
+                                 coalesce(d.candidate, '(none)')), '; ')
+        INTO differences FROM stress.environment_diff(pool, run_id) d;
+        judged := judged || jsonb_build_object('regressions_against', to_jsonb(pool),
+                                               'environment_differences', differences);
+    END IF;
+    IF cardinality(failures) > 0 THEN
+        RAISE EXCEPTION 'run % missed % target%: %', run_id, cardinality(failures),
+                        CASE WHEN cardinality(failures) = 1 THEN '' ELSE 's' END, array_to_string(failures, '; ')
+            USING ERRCODE = 'assert_failure', DETAIL = judged::text,
+                  HINT = CASE WHEN differences IS NOT NULL
+                              THEN 'The runs ran on different environments (' || differences || '). ' ELSE '' END
+                         || 'See stress.report(' || run_id || ') and stress.compare_runs for the figures.';
+    END IF;
+    RETURN judged;
+END
+$$;
+COMMENT ON FUNCTION stress.assert_targets(bigint, float8, float8, float8, float8, float8, float8, bigint, float8, bigint[], float8) IS
+    'ERROR (P0004) naming every target the run missed (and every regression beyond tolerance and noise against its baseline); else the judged targets.';
+
+DROP FUNCTION stress.report_html(bigint);
+CREATE FUNCTION stress.report_html(
+	"run_id" bigint, /* Option < i64 > */
+	"baseline" bigint DEFAULT NULL /* Option < i64 > */
+) RETURNS TEXT /* String */
+STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'report_html_wrapper';
+COMMENT ON FUNCTION stress.report_html(bigint, bigint) IS
+    'A run as one self-contained HTML page with charts (and, with a baseline, what differs and each verdict): psql -Atc "SELECT stress.report_html(42)" > run42.html';
