@@ -46,8 +46,9 @@ BEGIN
         WHERE r.id OPERATOR(pg_catalog.<) candidate
           AND r.kind OPERATOR(pg_catalog.=) c.kind
           AND r.status OPERATOR(pg_catalog.=) 'completed'
-          AND (r.parameters OPERATOR(pg_catalog.-) 'series') OPERATOR(pg_catalog.=)
-              (c.parameters OPERATOR(pg_catalog.-) 'series')
+          -- (a run's seed, drawn when not given, and its place in a series do not make it another workload)
+          AND (r.parameters OPERATOR(pg_catalog.-) '{series,seed}'::pg_catalog.text[]) OPERATOR(pg_catalog.=)
+              (c.parameters OPERATOR(pg_catalog.-) '{series,seed}'::pg_catalog.text[])
         ORDER BY r.id DESC
         LIMIT runs);
 END

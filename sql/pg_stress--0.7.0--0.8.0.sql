@@ -109,8 +109,9 @@ BEGIN
         WHERE r.id OPERATOR(pg_catalog.<) candidate
           AND r.kind OPERATOR(pg_catalog.=) c.kind
           AND r.status OPERATOR(pg_catalog.=) 'completed'
-          AND (r.parameters OPERATOR(pg_catalog.-) 'series') OPERATOR(pg_catalog.=)
-              (c.parameters OPERATOR(pg_catalog.-) 'series')
+          -- (a run's seed, drawn when not given, and its place in a series do not make it another workload)
+          AND (r.parameters OPERATOR(pg_catalog.-) '{series,seed}'::pg_catalog.text[]) OPERATOR(pg_catalog.=)
+              (c.parameters OPERATOR(pg_catalog.-) '{series,seed}'::pg_catalog.text[])
         ORDER BY r.id DESC
         LIMIT runs);
 END
@@ -242,6 +243,6 @@ CREATE FUNCTION stress.report_html(
 STABLE PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'report_html_wrapper';
+AS 'MODULE_PATHNAME', 'report_html_compared_wrapper';
 COMMENT ON FUNCTION stress.report_html(bigint, bigint) IS
     'A run as one self-contained HTML page with charts (and, with a baseline, what differs and each verdict): psql -Atc "SELECT stress.report_html(42)" > run42.html';

@@ -174,1304 +174,6 @@ CREATE POLICY timeline_visible ON stress.timeline FOR SELECT TO PUBLIC
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api/mod.rs:80
--- requires:
---   schema
-
--- A primary and its streaming standbys: how far behind each standby is while a run writes
--- (stress.replication_lag, written by the run's sampler each second beside its sample), and waiting
--- until every standby has replayed what the primary has written (stress.wait_for_replicas).
-
--- Per second of a run and standby streaming from this server: how far the WAL the standby has
--- written, flushed and replayed is behind this server's, in bytes and in time (pg_stat_replication's
--- *_lag, as the standby last reported). The lag figures are NULL when the run's role may not see them
--- (pg_stat_replication shows them to superusers and members of pg_read_all_stats).
-CREATE TABLE stress.replication_lag (
-    run_id           bigint      NOT NULL REFERENCES stress.runs (id) ON DELETE CASCADE,
-    ts               timestamptz NOT NULL,
-    elapsed_s        float8      NOT NULL,
-    standby          text        NOT NULL,  -- its application_name (else the walsender's pid)
-    state            text,                  -- streaming, catchup, …
-    write_lag_bytes  bigint,
-    flush_lag_bytes  bigint,
-    replay_lag_bytes bigint,
-    write_lag_ms     float8,
-    flush_lag_ms     float8,
-    replay_lag_ms    float8
-);
-COMMENT ON TABLE stress.replication_lag IS 'Per second of a run and standby: how far its written, flushed and replayed WAL is behind, in bytes and ms.';
-CREATE INDEX replication_lag_run_id_ts_idx ON stress.replication_lag (run_id, ts);
-SELECT pg_catalog.pg_extension_config_dump('stress.replication_lag', '');
-GRANT SELECT ON stress.replication_lag TO PUBLIC;
-ALTER TABLE stress.replication_lag ENABLE ROW LEVEL SECURITY;
-CREATE POLICY replication_lag_visible ON stress.replication_lag FOR SELECT TO PUBLIC
-    USING (EXISTS (SELECT 1 FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id));
-
--- Wait until every standby streaming from this server has replayed the WAL written up to the call,
--- at most `timeout`; then one row per standby. ERROR 57014 naming the standbys still behind when
--- the timeout passes. Then a checksum on a standby sees what it sees on the primary.
-CREATE FUNCTION stress.wait_for_replicas(timeout interval DEFAULT '1 minute')
-RETURNS TABLE (standby text, state text, replay_lsn pg_lsn, target_lsn pg_lsn, waited_s float8)
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    target pg_lsn;
-    started timestamptz := clock_timestamp();
-    behind text;
-BEGIN
-    IF timeout IS NULL OR NOT isfinite(timeout) OR timeout < interval '0' THEN
-        RAISE EXCEPTION 'wait_for_replicas: timeout must be a finite interval of at least 0, got %', timeout
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. stress.wait_for_replicas(''30 seconds'').';
-    END IF;
-    IF pg_is_in_recovery() THEN
-        RAISE EXCEPTION 'wait_for_replicas: this server is a standby'
-            USING ERRCODE = 'read_only_sql_transaction', HINT = 'Call it on the primary the standbys stream from.';
-    END IF;
-    -- (pg_stat_replication's positions are NULL to whom may not see them: it would wait for ever)
-    IF NOT pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') THEN
-        RAISE EXCEPTION 'wait_for_replicas: the standbys'' positions are visible only to members of pg_read_all_stats'
-            USING ERRCODE = 'insufficient_privilege', HINT = 'A superuser can GRANT pg_read_all_stats (or pg_monitor) to you.';
-    END IF;
-    target := pg_current_wal_lsn();
-    LOOP
-        SELECT string_agg(format('%s (replayed %s)', coalesce(r.application_name, r.pid::text),
-                                 coalesce(r.replay_lsn::text, 'nothing')), ', ')
-        INTO behind
-        FROM pg_stat_replication r
-        WHERE r.replay_lsn IS NULL OR r.replay_lsn < target;
-        EXIT WHEN behind IS NULL;
-        IF clock_timestamp() - started >= timeout THEN
-            RAISE EXCEPTION 'wait_for_replicas: after %, not every standby had replayed %: %', timeout, target, behind
-                USING ERRCODE = 'query_canceled',
-                      HINT = 'See stress.replication_status; a standby whose replay is paused resumes with SELECT pg_wal_replay_resume() on it.';
-        END IF;
-        PERFORM pg_sleep(0.01);
-    END LOOP;
-    RETURN QUERY
-    SELECT coalesce(r.application_name, r.pid::text), r.state::text, r.replay_lsn, target,
-           extract(epoch FROM clock_timestamp() - started)::float8
-    FROM pg_stat_replication r
-    ORDER BY 1;
-END
-$$;
-COMMENT ON FUNCTION stress.wait_for_replicas(interval) IS
-    'Wait until every standby has replayed the WAL written up to the call (at most timeout; 57014 after).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api/mod.rs:43
--- requires:
---   schema
-
--- stress.bloat_report(): how much of each user table and index is dead rows or wasted space, worst
--- first, with what to do about it.
---
--- Two methods, and each row says which it used:
---   pgstattuple  exact: reads every page (pgstattuple for tables, pgstatindex for btree indexes).
---                Used when the extension is installed and the caller may run it (superuser or
---                pg_stat_scan_tables).
---   estimate     from the statistics: dead rows from pg_stat_user_tables; wasted bytes = pages
---                beyond what reltuples rows of pg_stats' average width need at the fillfactor.
---                Needs ANALYZE, and SELECT on the table (pg_stats shows only readable columns);
---                without them wasted_bytes is NULL and method says why.
-CREATE FUNCTION stress.bloat_rows(schema name, exact boolean)
-RETURNS TABLE (schema_name name, relation name, kind text, table_name name, size_bytes bigint, size text,
-               dead_rows bigint, dead_pct numeric, wasted_bytes bigint, wasted_pct numeric, method text,
-               action text)
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    bs constant int := current_setting('block_size')::int;
-    tuple_ns text;
-    use_pgstattuple boolean;
-    r record;
-    st record;
-    ix record;
-BEGIN
-    IF schema IS NOT NULL AND to_regnamespace(quote_ident(schema)) IS NULL THEN
-        RAISE EXCEPTION 'bloat_report: schema "%" does not exist', schema
-            USING ERRCODE = 'invalid_schema_name',
-                  HINT = 'Pass an existing schema, or NULL for every schema.';
-    END IF;
-    SELECT e.extnamespace::regnamespace::text INTO tuple_ns FROM pg_extension e WHERE e.extname = 'pgstattuple';
-    use_pgstattuple := exact AND tuple_ns IS NOT NULL
-        AND has_function_privilege(format('%s.pgstattuple(regclass)', tuple_ns), 'EXECUTE')
-        AND (pg_has_role('pg_stat_scan_tables', 'USAGE')
-             OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user));
-
-    FOR r IN
-        SELECT c.oid, n.nspname, c.relname, c.relpages::int8 AS relpages, c.reltuples::float8 AS reltuples,
-               pg_relation_size(c.oid) AS bytes, s.n_live_tup, s.n_dead_tup,
-               coalesce((SELECT o.option_value::int FROM pg_options_to_table(c.reloptions) o
-                         WHERE o.option_name = 'fillfactor'), 100) AS fillfactor,
-               (SELECT sum((1 - ps.null_frac) * ps.avg_width) FROM pg_stats ps
-                WHERE ps.schemaname = n.nspname AND ps.tablename = c.relname) AS row_width
-        FROM pg_class c
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-        WHERE c.relkind IN ('r', 'm')
-          AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
-          AND (schema IS NULL OR n.nspname = schema)
-    LOOP
-        schema_name := r.nspname; relation := r.relname; kind := 'table'; table_name := r.relname;
-        size_bytes := r.bytes; size := pg_size_pretty(r.bytes);
-        IF use_pgstattuple THEN
-            EXECUTE format('SELECT * FROM %I.pgstattuple(%s::oid::regclass)', tuple_ns, r.oid) INTO st;
-            dead_rows := st.dead_tuple_count;
-            dead_pct := round(100.0 * st.dead_tuple_count / nullif(st.tuple_count + st.dead_tuple_count, 0), 2);
-            wasted_bytes := st.dead_tuple_len + st.free_space;
-            method := 'pgstattuple';
-        ELSE
-            dead_rows := r.n_dead_tup;
-            dead_pct := round(100.0 * r.n_dead_tup / nullif(r.n_live_tup + r.n_dead_tup, 0), 2);
-            -- rows of row_width bytes plus their 24-byte header and 4-byte line pointer, on pages of
-            -- block_size less the 24-byte page header, filled to the fillfactor
-            wasted_bytes := CASE WHEN r.reltuples >= 0 AND r.row_width IS NOT NULL THEN
-                greatest(0, r.relpages - ceil(r.reltuples * (24 + 4 + r.row_width)
-                                              / ((bs - 24) * r.fillfactor / 100.0)))::int8 * bs END;
-            method := CASE WHEN wasted_bytes IS NOT NULL THEN 'estimate'
-                           WHEN NOT has_table_privilege(r.oid, 'SELECT')
-                               THEN 'estimate (no statistics visible: needs SELECT on the table)'
-                           ELSE 'estimate (not analyzed: run ANALYZE)' END;
-        END IF;
-        wasted_pct := round(100.0 * wasted_bytes / nullif(r.bytes, 0), 2);
-        action := CASE
-            WHEN wasted_pct >= 50 AND r.bytes >= 8 * bs
-                THEN format('VACUUM FULL %I.%I (takes an exclusive lock; pg_repack does it online)', r.nspname, r.relname)
-            WHEN dead_pct >= 10 OR wasted_pct >= 20
-                THEN format('VACUUM ANALYZE %I.%I', r.nspname, r.relname)
-            ELSE 'none' END;
-        RETURN NEXT;
-
-        FOR ix IN
-            SELECT i.indexrelid, ic.relname, ic.relpages::int8 AS relpages, ic.reltuples::float8 AS reltuples,
-                   pg_relation_size(i.indexrelid) AS bytes, am.amname,
-                   coalesce((SELECT o.option_value::int FROM pg_options_to_table(ic.reloptions) o
-                             WHERE o.option_name = 'fillfactor'), 90) AS fillfactor,
-                   -- the key's width, when every key column has statistics (not for expressions)
-                   CASE WHEN 0 <> ALL (i.indkey::int2[]) THEN
-                       (SELECT CASE WHEN count(*) = i.indnatts THEN sum(ps.avg_width) END
-                        FROM pg_attribute a
-                        JOIN pg_stats ps ON ps.schemaname = r.nspname AND ps.tablename = r.relname
-                                        AND ps.attname = a.attname
-                        WHERE a.attrelid = r.oid AND a.attnum = ANY (i.indkey::int2[])) END AS key_width
-                   , 0 = ANY (i.indkey::int2[]) AS has_expressions
-            FROM pg_index i
-            JOIN pg_class ic ON ic.oid = i.indexrelid
-            JOIN pg_am am ON am.oid = ic.relam
-            WHERE i.indrelid = r.oid
-        LOOP
-            schema_name := r.nspname; relation := ix.relname; kind := 'index'; table_name := r.relname;
-            size_bytes := ix.bytes; size := pg_size_pretty(ix.bytes);
-            dead_rows := NULL; dead_pct := NULL;
-            IF use_pgstattuple AND ix.amname = 'btree' AND ix.relpages > 1 THEN
-                EXECUTE format('SELECT * FROM %I.pgstatindex(%s::oid::regclass)', tuple_ns, ix.indexrelid) INTO st;
-                -- leaves fuller than the fillfactor waste nothing; emptier ones waste the difference
-                wasted_bytes := greatest(0, st.leaf_pages * bs * (1 - st.avg_leaf_density / ix.fillfactor))::int8
-                                + st.deleted_pages * bs;
-                method := 'pgstattuple';
-            ELSIF ix.amname = 'btree' AND ix.reltuples >= 0 AND ix.key_width IS NOT NULL THEN
-                -- entries of the key plus an 8-byte index tuple header and a 4-byte line pointer,
-                -- on pages filled to the fillfactor, plus the metapage
-                wasted_bytes := greatest(0, ix.relpages - 1 - ceil(ix.reltuples * (8 + 4 + ix.key_width)
-                                                                 / ((bs - 24 - 16) * ix.fillfactor / 100.0)))::int8 * bs;
-                method := 'estimate';
-            ELSE
-                wasted_bytes := NULL;
-                method := CASE WHEN ix.amname <> 'btree' THEN format('not measured (%s index)', ix.amname)
-                               WHEN ix.has_expressions THEN 'not measured (expression index)'
-                               WHEN NOT has_table_privilege(r.oid, 'SELECT')
-                                   THEN 'estimate (no statistics visible: needs SELECT on the table)'
-                               ELSE 'estimate (not analyzed: run ANALYZE)' END;
-            END IF;
-            wasted_pct := round(100.0 * wasted_bytes / nullif(ix.bytes, 0), 2);
-            action := CASE WHEN wasted_pct >= 30 AND ix.bytes >= 8 * bs
-                           THEN format('REINDEX INDEX CONCURRENTLY %I.%I', r.nspname, ix.relname)
-                           ELSE 'none' END;
-            RETURN NEXT;
-        END LOOP;
-    END LOOP;
-END
-$$;
-COMMENT ON FUNCTION stress.bloat_rows(name, boolean) IS 'The rows of stress.bloat_report(), unsorted.';
-
-CREATE FUNCTION stress.bloat_report(schema name DEFAULT NULL, exact boolean DEFAULT true)
-RETURNS TABLE (schema_name name, relation name, kind text, table_name name, size_bytes bigint, size text,
-               dead_rows bigint, dead_pct numeric, wasted_bytes bigint, wasted_pct numeric, method text,
-               action text)
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM stress.bloat_rows(schema, exact) ORDER BY wasted_bytes DESC NULLS LAST, dead_rows DESC NULLS LAST $$;
-COMMENT ON FUNCTION stress.bloat_report(name, boolean) IS
-    'Dead rows and wasted space per user table and index, worst first (exact with pgstattuple, else estimated from statistics), with the action to take.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api/mod.rs:47
--- requires:
---   schema
-
--- Data integrity: checks of a schema's data (stress.verify_integrity), and captured states — row counts
--- and content checksums of every table — to compare before and after a backup and restore, a
--- migration, a load run (stress.capture_state, stress.compare_state).
-
--- The schema a check works on: `schema`, or stress.data_schema when NULL; an ERROR if it is missing.
-CREATE FUNCTION stress.target_schema(schema name, fn text)
-RETURNS name
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    target name := coalesce(schema, current_setting('stress.data_schema'));
-BEGIN
-    IF to_regnamespace(quote_ident(target)) IS NULL THEN
-        RAISE EXCEPTION '%: schema "%" does not exist', fn, target
-            USING ERRCODE = 'invalid_schema_name',
-                  HINT = format('Pass an existing schema, e.g. stress.%s(''stress_data'').', fn);
-    END IF;
-    RETURN target;
-END
-$$;
-
--- Whether the current user owns rel. verify_integrity reads a table's rows only then: a query on
--- another role's table can run that role's code (casts of its types, its operators) with the
--- caller's privileges, which for an administrator or the weekly pg_cron check means a superuser's.
-CREATE FUNCTION stress.owned_by_caller(rel regclass)
-RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
-               WHERE c.oid OPERATOR(pg_catalog.=) rel
-                 AND c.relowner OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r
-                                                         WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER))
-$$;
-
-CREATE FUNCTION stress.verify_integrity(schema name DEFAULT NULL)
-RETURNS TABLE (check_name text, relation text, status text, failures bigint, detail text)
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    target name := stress.target_schema(schema, 'verify_integrity');
-    k record;
-    n bigint;
-    cond text;
-BEGIN
-
-    -- Every foreign key path: rows whose key has no parent (possible when the key is NOT VALID,
-    -- or its triggers were bypassed, e.g. with session_replication_role = replica).
-    FOR k IN
-        SELECT c.conname, c.conrelid::regclass AS child, c.confrelid::regclass AS parent, c.convalidated,
-               (SELECT array_agg(a.attname ORDER BY u.i) FROM unnest(c.conkey) WITH ORDINALITY u(attnum, i)
-                JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = u.attnum) AS child_cols,
-               (SELECT array_agg(a.attname ORDER BY u.i) FROM unnest(c.confkey) WITH ORDINALITY u(attnum, i)
-                JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = u.attnum) AS parent_cols
-        FROM pg_constraint c
-        WHERE c.contype = 'f' AND c.connamespace = to_regnamespace(quote_ident(target))
-        ORDER BY c.conrelid::regclass::text, c.conname
-    LOOP
-        check_name := 'foreign_key';
-        relation := format('%s (%s) -> %s (%s)', k.child, array_to_string(k.child_cols, ', '),
-                           k.parent, array_to_string(k.parent_cols, ', '));
-        IF NOT (stress.owned_by_caller(k.child) AND stress.owned_by_caller(k.parent)) THEN
-            status := 'not checked'; failures := NULL;
-            detail := format('constraint %s: only the owner of %s and %s may check it (it reads their rows)',
-                             k.conname, k.child, k.parent);
-            RETURN NEXT;
-            CONTINUE;
-        END IF;
-        SELECT string_agg(format('c.%I IS NOT NULL', col), ' AND ') INTO cond FROM unnest(k.child_cols) col;
-        EXECUTE format('SELECT count(*) FROM %s c WHERE %s AND NOT EXISTS (SELECT 1 FROM %s p WHERE %s)',
-                       k.child, cond, k.parent,
-                       (SELECT string_agg(format('p.%I = c.%I', pc, cc), ' AND ')
-                        FROM unnest(k.parent_cols, k.child_cols) AS x(pc, cc)))
-            INTO n;
-        check_name := 'foreign_key';
-        relation := format('%s (%s) -> %s (%s)', k.child, array_to_string(k.child_cols, ', '),
-                           k.parent, array_to_string(k.parent_cols, ', '));
-        status := CASE WHEN n > 0 THEN 'failed' ELSE 'ok' END;
-        failures := n;
-        detail := format('%s orphaned rows; constraint %s%s', n, k.conname,
-                         CASE WHEN k.convalidated THEN '' ELSE ' is NOT VALID' END);
-        RETURN NEXT;
-    END LOOP;
-
-    -- Constraints added NOT VALID: the rows that break them (CHECK) and the command that proves them.
-    FOR k IN
-        SELECT c.conname, c.contype, c.conrelid::regclass AS rel, pg_get_expr(c.conbin, c.conrelid) AS expr
-        FROM pg_constraint c
-        WHERE NOT c.convalidated AND c.connamespace = to_regnamespace(quote_ident(target))
-        ORDER BY c.conrelid::regclass::text, c.conname
-    LOOP
-        n := NULL;
-        IF NOT stress.owned_by_caller(k.rel) THEN
-            check_name := 'not_valid_constraint'; relation := k.rel::text; status := 'not checked'; failures := NULL;
-            detail := format('%s is NOT VALID; only the owner of %s may evaluate it', k.conname, k.rel);
-            RETURN NEXT;
-            CONTINUE;
-        END IF;
-        IF k.contype = 'c' THEN
-            EXECUTE format('SELECT count(*) FROM %s WHERE NOT coalesce((%s), true)', k.rel, k.expr) INTO n;
-        END IF;
-        check_name := 'not_valid_constraint';
-        relation := k.rel::text;
-        status := CASE WHEN n > 0 THEN 'failed' ELSE 'warning' END;
-        failures := n;
-        detail := format('%s is NOT VALID%s; once it holds: ALTER TABLE %s VALIDATE CONSTRAINT %I',
-                         k.conname, CASE WHEN n IS NOT NULL THEN format(' (%s rows break it)', n) ELSE '' END,
-                         k.rel, k.conname);
-        RETURN NEXT;
-    END LOOP;
-
-    -- The trading dataset's own rules, where its tables are there.
-    IF to_regclass(format('%I.accounts', target)) IS NOT NULL
-       AND NOT stress.owned_by_caller(to_regclass(format('%I.accounts', target))) THEN
-        check_name := 'negative_balance'; relation := format('%I.accounts', target);
-        status := 'not checked'; failures := NULL; detail := 'only the owner of the table may check it';
-        RETURN NEXT;
-    ELSIF to_regclass(format('%I.accounts', target)) IS NOT NULL THEN
-        EXECUTE format('SELECT count(*) FROM %I.accounts WHERE balance < 0', target) INTO n;
-        check_name := 'negative_balance'; relation := format('%I.accounts', target);
-        status := CASE WHEN n > 0 THEN 'failed' ELSE 'ok' END; failures := n;
-        detail := format('%s accounts with balance < 0', n);
-        RETURN NEXT;
-    END IF;
-    IF to_regclass(format('%I.positions', target)) IS NOT NULL AND to_regclass(format('%I.trades', target)) IS NOT NULL
-       AND NOT (stress.owned_by_caller(to_regclass(format('%I.positions', target)))
-                AND stress.owned_by_caller(to_regclass(format('%I.trades', target)))) THEN
-        check_name := 'positions_match_trades'; relation := format('%I.positions', target);
-        status := 'not checked'; failures := NULL; detail := 'only the owner of positions and trades may check them';
-        RETURN NEXT;
-    ELSIF to_regclass(format('%I.positions', target)) IS NOT NULL AND to_regclass(format('%I.trades', target)) IS NOT NULL THEN
-        EXECUTE format(
-            'SELECT count(*) FROM %1$I.positions p
-             FULL JOIN (SELECT account_id, symbol, sum(CASE WHEN side = ''BUY'' THEN quantity ELSE -quantity END) AS net
-                        FROM %1$I.trades GROUP BY account_id, symbol) t USING (account_id, symbol)
-             WHERE coalesce(p.quantity, 0) <> coalesce(t.net, 0)', target)
-            INTO n;
-        check_name := 'positions_match_trades'; relation := format('%I.positions', target);
-        status := CASE WHEN n > 0 THEN 'failed' ELSE 'ok' END; failures := n;
-        detail := format('%s (account, symbol) positions differ from the net of their trades', n);
-        RETURN NEXT;
-    END IF;
-
-    -- Keys without a unique index to enforce them: duplicated ids.
-    FOR k IN
-        SELECT c.oid::regclass AS rel,
-               EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
-                         AND i.indnatts = 1 AND i.indkey[0] = a.attnum AND i.indpred IS NULL) AS enforced
-        FROM pg_class c
-        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'id' AND NOT a.attisdropped
-        WHERE c.relnamespace = to_regnamespace(quote_ident(target)) AND c.relkind IN ('r', 'p')
-        ORDER BY c.oid::regclass::text
-    LOOP
-        check_name := 'duplicate_keys'; relation := k.rel::text;
-        IF k.enforced THEN
-            status := 'ok'; failures := 0; detail := 'id is unique (a unique index enforces it)';
-        ELSIF NOT stress.owned_by_caller(k.rel) THEN
-            status := 'not checked'; failures := NULL; detail := 'no unique index on id; only the owner of the table may count duplicates';
-        ELSE
-            EXECUTE format('SELECT count(*) FROM (SELECT id FROM %s WHERE id IS NOT NULL GROUP BY id HAVING count(*) > 1) d', k.rel)
-                INTO n;
-            status := CASE WHEN n > 0 THEN 'failed' ELSE 'warning' END; failures := n;
-            detail := format('%s duplicated id values; no unique index on id: CREATE UNIQUE INDEX CONCURRENTLY ON %s (id)',
-                             n, k.rel);
-        END IF;
-        RETURN NEXT;
-    END LOOP;
-END
-$$;
-COMMENT ON FUNCTION stress.verify_integrity(name) IS
-    'One row per check of a schema''s data: foreign key paths, NOT VALID constraints, negative balances, positions vs trades, duplicated ids without a unique index.';
-
--- Captured states: per capture, each table's row count and content checksum (stress.checksum).
-CREATE TABLE stress.state_captures (
-    id          bigserial PRIMARY KEY,
-    schema_name name        NOT NULL,
-    label       text,
-    captured_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    captured_by name        NOT NULL,
-    seconds     float8
-);
-COMMENT ON TABLE stress.state_captures IS 'One row per stress.capture_state(): which schema, when, by whom.';
-
-CREATE TABLE stress.state_tables (
-    capture_id  bigint NOT NULL REFERENCES stress.state_captures (id) ON DELETE CASCADE,
-    table_name  name   NOT NULL,
-    rows        bigint NOT NULL,
-    checksum    text   NOT NULL,
-    PRIMARY KEY (capture_id, table_name)
-);
-COMMENT ON TABLE stress.state_tables IS 'Per capture and table: row count and stress.checksum() of the content.';
-
-SELECT pg_catalog.pg_extension_config_dump('stress.state_captures', '');
-SELECT pg_catalog.pg_extension_config_dump('stress.state_captures_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('stress.state_tables', '');
--- Readable by their creator (and roles with its privileges, and pg_read_all_stats); written only by
--- stress.record_state_capture (SECURITY.md).
-GRANT SELECT ON stress.state_captures, stress.state_tables TO PUBLIC;
-ALTER TABLE stress.state_captures ENABLE ROW LEVEL SECURITY;
-ALTER TABLE stress.state_tables ENABLE ROW LEVEL SECURITY;
-CREATE POLICY state_captures_visible ON stress.state_captures FOR SELECT TO PUBLIC
-    USING (stress.may_read_records_of(captured_by));
-CREATE POLICY state_tables_visible ON stress.state_tables FOR SELECT TO PUBLIC
-    USING (EXISTS (SELECT 1 FROM stress.state_captures c WHERE c.id OPERATOR(pg_catalog.=) capture_id));
-
-CREATE FUNCTION stress.capture_state(schema name DEFAULT NULL, label text DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    target name := stress.target_schema(schema, 'capture_state');
-    capture bigint;
-    started timestamptz := clock_timestamp();
-    t record;
-    digest text;
-    tables jsonb := '[]';
-BEGIN
-    -- Tables, partitioned tables (as a whole: not their partitions) and populated materialized views.
-    FOR t IN
-        SELECT c.oid, c.relname FROM pg_class c
-        WHERE c.relnamespace = to_regnamespace(quote_ident(target))
-          AND (c.relkind IN ('r', 'p') OR (c.relkind = 'm' AND c.relispopulated))
-          AND NOT c.relispartition
-        ORDER BY c.relname
-    LOOP
-        digest := stress.checksum(t.oid::regclass);
-        tables := tables || jsonb_build_object('table_name', t.relname, 'rows', split_part(digest, ':', 1)::int8,
-                                               'checksum', digest);
-    END LOOP;
-    capture := stress.record_state_capture(target, label, started, tables);
-    RETURN capture;
-END
-$$;
-COMMENT ON FUNCTION stress.capture_state(name, text) IS
-    'Store the row count and content checksum of every table of a schema (stress.data_schema when NULL); returns the capture id.';
-
-CREATE FUNCTION stress.compare_state(a bigint, b bigint)
-RETURNS TABLE (table_name name, rows_a bigint, rows_b bigint, row_difference bigint, checksum_a text,
-               checksum_b text, status text, between_captures interval)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-BEGIN
-    IF a IS NULL OR b IS NULL OR (SELECT count(*) FROM stress.state_captures WHERE id IN (a, b)) < (CASE WHEN a = b THEN 1 ELSE 2 END) THEN
-        RAISE EXCEPTION 'compare_state: no capture % or %', coalesce(a::text, 'NULL'), coalesce(b::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass two ids from stress.state_captures (stress.capture_state() returns them).';
-    END IF;
-    RETURN QUERY
-    SELECT coalesce(x.table_name, y.table_name), x.rows, y.rows, y.rows - x.rows, x.checksum, y.checksum,
-           CASE WHEN x.table_name IS NULL THEN 'only in ' || b
-                WHEN y.table_name IS NULL THEN 'only in ' || a
-                WHEN x.checksum = y.checksum THEN 'identical'
-                ELSE 'different' END,
-           -- from the end of capture a to the start of capture b: what happened in between (a
-           -- migration, a restore) took this long
-           (SELECT cb.captured_at - (ca.captured_at + make_interval(secs => coalesce(ca.seconds, 0)))
-            FROM stress.state_captures ca, stress.state_captures cb WHERE ca.id = a AND cb.id = b)
-    FROM (SELECT * FROM stress.state_tables WHERE capture_id = a) x
-    FULL JOIN (SELECT * FROM stress.state_tables WHERE capture_id = b) y USING (table_name)
-    ORDER BY 1;
-END
-$$;
-COMMENT ON FUNCTION stress.compare_state(bigint, bigint) IS
-    'Each table of two captures: rows in each, the difference, checksums, identical / different / only in one, and the time between the captures.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api/benchmark.rs:82
--- requires:
---   schema
-
-
-CREATE PROCEDURE stress.benchmark_proc(
-    queries text[], iterations integer DEFAULT 100, warmup integer DEFAULT 5, concurrency integer DEFAULT 2,
-    prepared boolean DEFAULT true, rollback boolean DEFAULT false,
-    INOUT run_id bigint DEFAULT NULL, INOUT query_count integer DEFAULT NULL, INOUT calls bigint DEFAULT NULL,
-    INOUT errors bigint DEFAULT NULL, INOUT worst_p99_ms double precision DEFAULT NULL,
-    INOUT error text DEFAULT NULL)
-LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_benchmark_proc';
-COMMENT ON PROCEDURE stress.benchmark_proc IS 'stress.benchmark with concurrency > 1, its workers waited for without holding a snapshot; each query''s row: stress.benchmark_results(run_id).';
-
--- Each query's row of a recorded benchmark, as stress.benchmark returns them.
-CREATE FUNCTION stress.benchmark_results(id bigint)
-RETURNS TABLE (run_id bigint, query text, calls bigint, errors bigint, avg_ms double precision,
-               stddev_ms double precision, p50_ms double precision, p95_ms double precision,
-               p99_ms double precision, max_ms double precision, qps double precision, error text)
-LANGUAGE sql STABLE STRICT
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT t.run_id, t.name, coalesce(t.calls, 0), coalesce(t.errors, 0), t.avg_ms, t.stddev_ms, t.p50_ms,
-           t.p95_ms, t.p99_ms, t.max_ms, t.ops_per_sec,
-           coalesce(t.details ->> 'error', t.details ->> 'first_error',
-                    CASE WHEN r.status NOT IN ('completed', 'running')
-                         THEN 'benchmark run ' || r.id || ' ' || r.status || coalesce(': ' || r.error, '') END)
-    FROM stress.results t JOIN stress.runs r ON r.id = t.run_id
-    WHERE t.run_id = $1 AND r.kind = 'benchmark'
-    ORDER BY t.id
-$$;
-COMMENT ON FUNCTION stress.benchmark_results IS 'The rows stress.benchmark returned for a recorded benchmark run (from stress.results).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api/mod.rs:56
--- requires:
---   schema
-
--- Routine maintenance with pg_cron: the operations guide's daily and weekly jobs, scheduled by name
--- (calling it again updates them, never duplicates), and a weekly health check whose findings are
--- kept in stress.runs / stress.results.
-
--- The weekly check: what health_alerts, bloat_report, verify_integrity and unused_indexes find,
--- recorded as one run (kind health_check) with a result row per finding. Returns the run id.
-CREATE FUNCTION stress.record_health_check(schema name DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    started timestamptz := clock_timestamp();
-    target name := coalesce(schema, current_setting('stress.data_schema'));
-    findings jsonb;
-    integrity jsonb := '[]';
-BEGIN
-    -- (verify_integrity checks only tables this role owns: others come out 'not checked')
-    IF to_regnamespace(quote_ident(target)) IS NOT NULL THEN
-        SELECT coalesce(jsonb_agg(jsonb_build_object(
-                   'name', 'integrity: ' || v.check_name || ' ' || v.relation, 'rows', v.failures,
-                   'details', jsonb_build_object('status', v.status, 'detail', v.detail))), '[]')
-        INTO integrity
-        FROM stress.verify_integrity(target) v WHERE v.status <> 'ok';
-    END IF;
-    SELECT coalesce(jsonb_agg(f), '[]') || integrity INTO findings FROM (
-        SELECT 'alert: ' || a.alert AS name, NULL::int8 AS rows,
-               jsonb_build_object('measured', a.measured, 'threshold', a.threshold, 'unit', a.unit,
-                                  'detail', a.detail) AS details
-        FROM stress.health_alerts() a
-        UNION ALL
-        SELECT 'bloat: ' || b.schema_name || '.' || b.relation, NULL,
-               jsonb_build_object('kind', b.kind, 'wasted_bytes', b.wasted_bytes, 'wasted_pct', b.wasted_pct,
-                                  'dead_pct', b.dead_pct, 'method', b.method, 'action', b.action)
-        FROM stress.bloat_report() b WHERE b.action <> 'none'
-
-        UNION ALL
-        SELECT 'unused index: ' || u.schema || '.' || u.index_name, NULL,
-               jsonb_build_object('size_bytes', u.size_bytes, 'suggestion', u.suggestion)
-        FROM stress.unused_indexes(0) u) f;
-    RETURN stress.record_call('health_check', jsonb_build_object('schema', target), started, findings);
-END
-$$;
-COMMENT ON FUNCTION stress.record_health_check(name) IS
-    'Record what the health checks find now as a run of kind health_check (one stress.results row per finding); returns its id.';
-
--- pg_cron's schema (its objects are always in schema cron, whatever the extension's own schema is),
--- or an ERROR that says where pg_cron is.
-CREATE FUNCTION stress.cron_schema(fn text)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    ns text;
-BEGIN
-    IF EXISTS (SELECT 1 FROM pg_extension e WHERE e.extname = 'pg_cron') AND to_regclass('cron.job') IS NOT NULL THEN
-        ns := 'cron';
-    END IF;
-    IF ns IS NULL THEN
-        RAISE EXCEPTION '%: pg_cron is not installed in database %', fn, current_database()
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('pg_cron must be in shared_preload_libraries, and CREATE EXTENSION pg_cron run in its database (cron.database_name = %s); call stress.%s there, with database => the database to maintain.',
-                                coalesce(current_setting('cron.database_name', true), 'postgres'), fn);
-    END IF;
-    RETURN ns;
-END
-$$;
-
-CREATE FUNCTION stress.schedule_maintenance(
-    daily          text      DEFAULT '0 2 * * *',
-    weekly         text      DEFAULT '0 3 * * 0',
-    busiest_tables int       DEFAULT 3,
-    refresh_views  regclass[] DEFAULT NULL,
-    database       name      DEFAULT NULL)
-RETURNS TABLE (jobid bigint, job_name text, schedule text, command text)
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_variable
-DECLARE
-    cron text := stress.cron_schema('schedule_maintenance');
-    target name := coalesce(database, current_database());
-    here boolean := coalesce(database, current_database()) = current_database();
-    busiest text;
-    refresh text;
-    v regclass;
-    j record;
-BEGIN
-    IF daily IS NULL OR weekly IS NULL OR busiest_tables IS NULL OR busiest_tables < 0 THEN
-        RAISE EXCEPTION 'schedule_maintenance: daily and weekly must be schedules and busiest_tables 0 or more'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Schedules are pg_cron''s: ''0 2 * * *'' (02:00 daily), ''30 seconds'' (every 30 s).';
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_database d WHERE d.datname = target) THEN
-        RAISE EXCEPTION 'schedule_maintenance: database "%" does not exist', target
-            USING ERRCODE = 'invalid_catalog_name', HINT = 'Pass the name of the database to maintain.';
-    END IF;
-    -- The busiest tables by rows written (not pg_stress's or pg_cron's own), known only for this
-    -- database; another one gets a database-wide VACUUM (ANALYZE).
-    IF here THEN
-        SELECT string_agg(format('%I.%I', s.schemaname, s.relname), ', ' ORDER BY s.n_tup_ins + s.n_tup_upd + s.n_tup_del DESC)
-        INTO busiest
-        FROM (SELECT * FROM pg_stat_user_tables WHERE schemaname NOT IN ('stress', 'cron')
-              ORDER BY n_tup_ins + n_tup_upd + n_tup_del DESC, relid LIMIT busiest_tables) s;
-    END IF;
-    FOREACH v IN ARRAY coalesce(refresh_views, '{}') LOOP
-        IF here AND (SELECT relkind FROM pg_class WHERE oid = v) <> 'm' THEN
-            RAISE EXCEPTION 'schedule_maintenance: % is not a materialized view', v
-                USING ERRCODE = 'wrong_object_type', HINT = 'refresh_views lists materialized views.';
-        END IF;
-        IF here AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = v AND i.indisunique AND i.indpred IS NULL) THEN
-            RAISE EXCEPTION 'schedule_maintenance: % has no unique index, so it cannot be refreshed concurrently', v
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = format('CREATE UNIQUE INDEX ON %s (…) first.', v);
-        END IF;
-        refresh := concat_ws('; ', refresh, format('REFRESH MATERIALIZED VIEW CONCURRENTLY %s', v));
-    END LOOP;
-
-    FOR j IN
-        SELECT * FROM (VALUES
-            ('stress: analyze', daily, 'ANALYZE'),
-            ('stress: vacuum analyze busiest tables', daily,
-             CASE WHEN busiest_tables = 0 THEN NULL
-                  WHEN busiest IS NULL THEN 'VACUUM (ANALYZE)' ELSE 'VACUUM (ANALYZE) ' || busiest END),
-            ('stress: refresh materialized views', daily, refresh),
-            ('stress: apply retention', daily, 'SELECT pg_catalog.count(*) FROM stress.apply_retention()'),
-            ('stress: weekly health check', weekly, 'SELECT stress.record_health_check()')
-        ) AS x(name, sched, cmd)
-    LOOP
-        IF j.cmd IS NULL THEN
-            -- (nothing to do: a job of that name from an earlier call goes)
-            EXECUTE format('SELECT %I.unschedule(jobid) FROM %I.job WHERE jobname = $1 AND username = current_user', cron, cron)
-                USING j.name;
-            CONTINUE;
-        END IF;
-        IF here THEN
-            EXECUTE format('SELECT %I.schedule($1, $2, $3)', cron) INTO jobid USING j.name, j.sched, j.cmd;
-        ELSE
-            EXECUTE format('SELECT %I.schedule_in_database($1, $2, $3, $4)', cron) INTO jobid
-                USING j.name, j.sched, j.cmd, target;
-        END IF;
-        job_name := j.name; schedule := j.sched; command := j.cmd;
-        RETURN NEXT;
-    END LOOP;
-END
-$$;
-COMMENT ON FUNCTION stress.schedule_maintenance(text, text, int, regclass[], name) IS
-    'Schedule the operations guide''s daily and weekly jobs with pg_cron, by name (again: updated, not duplicated).';
-
-CREATE FUNCTION stress.unschedule_maintenance()
-RETURNS int
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    cron text := stress.cron_schema('unschedule_maintenance');
-    n int;
-BEGIN
-    EXECUTE format('SELECT count(%I.unschedule(jobid)) FROM %I.job WHERE jobname LIKE ''stress: %%'' AND username = current_user',
-                   cron, cron)
-        INTO n;
-    RETURN n;
-END
-$$;
-COMMENT ON FUNCTION stress.unschedule_maintenance() IS
-    'Remove the jobs stress.schedule_maintenance() scheduled for this role; returns how many.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api/runs.rs:129
--- requires:
---   schema
-
-
-CREATE PROCEDURE stress.wait(run_id bigint, INOUT status text DEFAULT NULL)
-LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_wait';
-COMMENT ON PROCEDURE stress.wait IS 'Waits, holding no snapshot, until the run ends; its status (completed, cancelled, failed, interrupted).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api/mod.rs:88
--- requires:
---   schema
-
--- Archiving and retention: old rows deleted (or moved to an archive table) in batches, by a
--- timestamp column; retention policies registered per table and applied together. Everything runs
--- with the caller's privileges (SECURITY INVOKER): it deletes only what the caller may delete.
-
--- The checks archive() and set_retention() share: a clear ERROR for each kind of bad input.
-CREATE FUNCTION stress.check_archive_target(rel regclass, ts_column name, older_than interval, batch_size int,
-                                            archive_to regclass, fn text)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    ts_type regtype;
-BEGIN
-    IF rel IS NULL OR ts_column IS NULL OR older_than IS NULL OR batch_size IS NULL THEN
-        RAISE EXCEPTION '%: rel, ts_column, older_than and batch_size must not be NULL', fn
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('e.g. SELECT stress.%s(''logs'', ''created_at'', ''90 days'');', fn);
-    END IF;
-    IF (SELECT relkind FROM pg_class WHERE oid = rel) NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION '%: % is not a table', fn, rel
-            USING ERRCODE = 'wrong_object_type', HINT = 'Pass a table or a partitioned table.';
-    END IF;
-    SELECT a.atttypid::regtype INTO ts_type FROM pg_attribute a
-    WHERE a.attrelid = rel AND a.attname = ts_column AND a.attnum > 0 AND NOT a.attisdropped;
-    IF ts_type IS NULL THEN
-        RAISE EXCEPTION '%: column "%" of % does not exist', fn, ts_column, rel
-            USING ERRCODE = 'undefined_column', HINT = 'Pass the name of the column that dates each row.';
-    END IF;
-    IF ts_type NOT IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype) THEN
-        RAISE EXCEPTION '%: column "%" of % is %, not a timestamp', fn, ts_column, rel, ts_type
-            USING ERRCODE = 'datatype_mismatch',
-                  HINT = 'The column must be timestamptz, timestamp or date.';
-    END IF;
-    -- The caller's rights, before anything is locked: a role must not make archive wait for the
-    -- lock of a table it may not empty (queueing that table's other users behind it).
-    IF NOT (has_table_privilege(rel, 'SELECT') AND has_table_privilege(rel, 'DELETE')) THEN
-        RAISE EXCEPTION '%: permission denied to delete from %', fn, rel
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = format('It deletes the old rows as the caller: it needs SELECT and DELETE on %s.', rel);
-    END IF;
-    IF archive_to IS NOT NULL AND NOT has_table_privilege(archive_to, 'INSERT') THEN
-        RAISE EXCEPTION '%: permission denied to insert into %', fn, archive_to
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = format('It moves the old rows as the caller: it needs INSERT on %s.', archive_to);
-    END IF;
-    IF older_than < interval '0' THEN
-        RAISE EXCEPTION '%: older_than must not be negative, got %', fn, older_than
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the age of the rows to remove, e.g. ''90 days''.';
-    END IF;
-    IF batch_size < 1 OR batch_size > 10000000 THEN
-        RAISE EXCEPTION '%: batch_size must be between 1 and 10000000, got %', fn, batch_size
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass e.g. batch_size => 10000.';
-    END IF;
-    IF archive_to IS NOT NULL THEN
-        IF archive_to = rel THEN
-            RAISE EXCEPTION '%: archive_to must be another table than %', fn, rel
-                USING ERRCODE = 'invalid_parameter_value', HINT = 'Create one: CREATE TABLE archive (LIKE rel);';
-        END IF;
-        IF (SELECT array_agg((a.attname, a.atttypid) ORDER BY a.attnum) FROM pg_attribute a
-            WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped)
-           IS DISTINCT FROM
-           (SELECT array_agg((a.attname, a.atttypid) ORDER BY a.attnum) FROM pg_attribute a
-            WHERE a.attrelid = archive_to AND a.attnum > 0 AND NOT a.attisdropped) THEN
-            RAISE EXCEPTION '%: archive_to % does not have the columns of % (same names and types, in order)',
-                            fn, archive_to, rel
-                USING ERRCODE = 'datatype_mismatch',
-                      HINT = format('Create it like the table: CREATE TABLE %s_archive (LIKE %s);', rel, rel);
-        END IF;
-    END IF;
-END
-$$;
-
--- One batch of archive(): up to $2 rows older than $1, found by physical position (tableoid + ctid,
--- unique in a partitioned table too), deleted and, with archive_to, inserted there in the same
--- statement; returns how many were deleted and how many the archive received.
-CREATE FUNCTION stress.archive_batch_sql(rel regclass, ts_column name, archive_to regclass)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT format(
-    'WITH batch AS (SELECT tableoid AS toid, ctid AS tid FROM %1$s WHERE %2$I OPERATOR(pg_catalog.<) $1 LIMIT $2),
-          gone AS (DELETE FROM %1$s t USING batch b
-                   WHERE t.tableoid OPERATOR(pg_catalog.=) b.toid AND t.ctid OPERATOR(pg_catalog.=) b.tid
-                   RETURNING t.*)
-     %3$s',
-    rel, ts_column,
-    CASE WHEN archive_to IS NULL THEN 'SELECT pg_catalog.count(*), pg_catalog.count(*) FROM gone'
-         ELSE format(', moved AS (INSERT INTO %s SELECT * FROM gone RETURNING 1)
-                      SELECT (SELECT pg_catalog.count(*) FROM gone), (SELECT pg_catalog.count(*) FROM moved)',
-                     archive_to) END)
-$$;
-
--- An archive's record: a run of kind archive, and a result row with the rows removed.
-CREATE FUNCTION stress.record_archive(rel regclass, ts_column name, older_than interval, cutoff timestamptz,
-                                      batch_size int, archive_to regclass, committed_per_batch boolean,
-                                      started timestamptz, removed bigint, batches int)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
--- (plpgsql, not sql: its body is checked when it runs, after stress.record_call exists)
-AS $$
-BEGIN
-PERFORM stress.record_call(
-    'archive',
-    jsonb_build_object('rel', rel::text, 'ts_column', ts_column, 'older_than', older_than::text,
-                       'cutoff', cutoff, 'batch_size', batch_size, 'archive_to', archive_to::text,
-                       'committed_per_batch', committed_per_batch),
-    started,
-    jsonb_build_array(jsonb_build_object(
-        'name', rel::text, 'rows', removed, 'seconds', extract(epoch FROM clock_timestamp() - started),
-        'rows_per_sec', removed / greatest(extract(epoch FROM clock_timestamp() - started), 1e-6),
-        'details', jsonb_build_object('batches', batches, 'moved_to', archive_to::text))));
-END
-$$;
-
--- An archive move that lost rows on the way (a trigger on archive_to that skips them, say) deletes
--- nothing: the batch's statement is undone with the error.
-CREATE FUNCTION stress.check_archive_batch(rel regclass, archive_to regclass, deleted bigint, received bigint)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF archive_to IS NOT NULL AND deleted IS DISTINCT FROM received THEN
-        RAISE EXCEPTION 'archive: % received % of the % rows deleted from %', archive_to, received, deleted, rel
-            USING ERRCODE = 'triggered_data_change_violation',
-                  HINT = format('A trigger or rule on %s drops rows: disable it (ALTER TABLE %s DISABLE TRIGGER USER) or archive elsewhere. Nothing was deleted.',
-                                archive_to, archive_to);
-    END IF;
-END
-$$;
-
-CREATE FUNCTION stress.archive(rel regclass, ts_column name, older_than interval, batch_size int DEFAULT 10000,
-                               archive_to regclass DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    cutoff timestamptz := now() - older_than;
-    started timestamptz := clock_timestamp();
-    last_notice timestamptz := clock_timestamp();
-    every interval := current_setting('stress.progress_interval')::interval;
-    batch_sql text;
-    done bigint;
-    received bigint;
-    total bigint := 0;
-    batches int := 0;
-BEGIN
-    PERFORM stress.check_archive_target(rel, ts_column, older_than, batch_size, archive_to, 'archive');
-    batch_sql := stress.archive_batch_sql(rel, ts_column, archive_to);
-    LOOP
-        EXECUTE batch_sql INTO done, received USING cutoff, batch_size;
-        PERFORM stress.check_archive_batch(rel, archive_to, done, received);
-        total := total + done;
-        batches := batches + 1;
-        IF every > interval '0' AND clock_timestamp() - last_notice >= every THEN
-            RAISE NOTICE 'archive: % rows of % so far (% batches, % s)', total, rel, batches,
-                round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
-            last_notice := clock_timestamp();
-        END IF;
-        EXIT WHEN done < batch_size;
-    END LOOP;
-    -- In the caller's transaction, like the rows: a rolled-back archive leaves no record.
-    PERFORM stress.record_archive(rel, ts_column, older_than, cutoff, batch_size, archive_to, false, started,
-                                  total, batches);
-    RETURN total;
-END
-$$;
-COMMENT ON FUNCTION stress.archive(regclass, name, interval, int, regclass) IS
-    'Delete the rows of rel whose ts_column is older than older_than, batch_size at a time (moving them to archive_to when given); returns how many.';
-
--- The same, committing after every batch (CALL it outside a transaction block, e.g. from pg_cron):
--- locks and snapshots are held one batch at a time, and what is done stays done if it is stopped.
-CREATE PROCEDURE stress.archive_batched(rel regclass, ts_column name, older_than interval,
-                                        batch_size int DEFAULT 10000, archive_to regclass DEFAULT NULL,
-                                        INOUT rows_removed bigint DEFAULT NULL)
-LANGUAGE plpgsql
--- (No SET search_path: a procedure with SET clauses may not COMMIT. So every function, operator and
--- type below is schema-qualified: the caller's search_path, or a pg_cron job's, can capture nothing.)
-AS $$
-DECLARE
-    cutoff pg_catalog.timestamptz := pg_catalog.now() OPERATOR(pg_catalog.-) older_than;
-    started pg_catalog.timestamptz := pg_catalog.clock_timestamp();
-    last_notice pg_catalog.timestamptz := pg_catalog.clock_timestamp();
-    every pg_catalog.interval := pg_catalog.current_setting('stress.progress_interval')::pg_catalog.interval;
-    batch_sql pg_catalog.text;
-    done pg_catalog.int8;
-    received pg_catalog.int8;
-    batches pg_catalog.int4 := 0;
-BEGIN
-    PERFORM stress.check_archive_target(rel, ts_column, older_than, batch_size, archive_to, 'archive_batched');
-    batch_sql := stress.archive_batch_sql(rel, ts_column, archive_to);
-    rows_removed := 0;
-    LOOP
-        EXECUTE batch_sql INTO done, received USING cutoff, batch_size;
-        PERFORM stress.check_archive_batch(rel, archive_to, done, received);
-        rows_removed := rows_removed OPERATOR(pg_catalog.+) done;
-        batches := batches OPERATOR(pg_catalog.+) 1;
-        COMMIT;
-        IF every OPERATOR(pg_catalog.>) '0'::pg_catalog.interval
-           AND pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) last_notice OPERATOR(pg_catalog.>=) every THEN
-            RAISE NOTICE 'archive_batched: % rows of % so far (% batches committed, % s)', rows_removed, rel,
-                batches, pg_catalog.round(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()
-                                                                 OPERATOR(pg_catalog.-) started)::pg_catalog.numeric, 1);
-            last_notice := pg_catalog.clock_timestamp();
-        END IF;
-        EXIT WHEN done OPERATOR(pg_catalog.<) batch_size;
-    END LOOP;
-    PERFORM stress.record_archive(rel, ts_column, older_than, cutoff, batch_size, archive_to, true, started,
-                                  rows_removed, batches);
-END
-$$;
-COMMENT ON PROCEDURE stress.archive_batched(regclass, name, interval, int, regclass, bigint) IS
-    'stress.archive, committing after every batch: CALL it outside a transaction block.';
-
--- Retention policies: which tables keep how much, applied by stress.apply_retention().
-CREATE TABLE stress.retention_policies (
-    relation    text        PRIMARY KEY,           -- the table, schema-qualified (resolved when applied)
-    ts_column   name        NOT NULL,
-    keep        interval    NOT NULL CHECK (keep >= interval '0'),
-    archive_to  text,                              -- move old rows there instead of deleting them
-    batch_size  int         NOT NULL DEFAULT 10000 CHECK (batch_size BETWEEN 1 AND 10000000),
-    enabled     boolean     NOT NULL DEFAULT true,
-    created_by  name        NOT NULL,               -- the role the policy deletes as, set by pg_stress
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    last_applied_at timestamptz,
-    last_rows   bigint
-);
-COMMENT ON TABLE stress.retention_policies IS 'Per table: how long rows are kept (by ts_column), and where old ones go.';
-SELECT pg_catalog.pg_extension_config_dump('stress.retention_policies', '');
--- Each role sees the policies it may apply (its own and those of roles it has the privileges of);
--- they are written only through stress.set_retention (SECURITY.md).
-GRANT SELECT ON stress.retention_policies TO PUBLIC;
-ALTER TABLE stress.retention_policies ENABLE ROW LEVEL SECURITY;
-CREATE POLICY retention_policies_visible ON stress.retention_policies FOR SELECT TO PUBLIC
-    USING (created_by OPERATOR(pg_catalog.=) CURRENT_USER
-           OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
-                      WHERE r.rolname OPERATOR(pg_catalog.=) created_by
-                        AND pg_catalog.pg_has_role(CURRENT_USER, r.oid, 'USAGE')));
-
-CREATE FUNCTION stress.set_retention(rel regclass, ts_column name, keep interval, archive_to regclass DEFAULT NULL,
-                                     batch_size int DEFAULT 10000)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM stress.check_archive_target(rel, ts_column, keep, batch_size, archive_to, 'set_retention');
-    -- (checks the caller's rights on rel and archive_to, and records the policy as the caller's)
-    PERFORM stress.record_retention_policy(rel, ts_column, keep, archive_to, batch_size);
-END
-$$;
-COMMENT ON FUNCTION stress.set_retention(regclass, name, interval, regclass, int) IS
-    'Register (or change) the caller''s retention policy of a table, after checking it as stress.archive would; it deletes with the caller''s rights.';
-
-CREATE FUNCTION stress.apply_retention()
-RETURNS TABLE (relation text, rows_removed bigint, archived_to text, seconds float8, status text)
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    p record;
-    started timestamptz;
-    n bigint;
-    caller_role text := current_setting('role');
-BEGIN
-    -- The policies this role may see: its own and those of roles it has the privileges of. Each is
-    -- applied as the role that set it (SET ROLE), so a policy never deletes more than its creator
-    -- could by hand, whoever applies it (a superuser's pg_cron job included).
-    FOR p IN SELECT * FROM stress.retention_policies WHERE enabled ORDER BY relation LOOP
-        relation := p.relation; archived_to := p.archive_to; started := clock_timestamp();
-        -- Each policy on its own: one that fails (a table gone, no privilege) does not stop the others.
-        BEGIN
-            PERFORM set_config('role', p.created_by, true);
-            IF to_regclass(p.relation) IS NULL THEN
-                RAISE EXCEPTION 'table % does not exist', p.relation USING ERRCODE = 'undefined_table';
-            END IF;
-            n := stress.archive(to_regclass(p.relation), p.ts_column, p.keep, p.batch_size,
-                                to_regclass(p.archive_to));
-            PERFORM stress.record_retention_applied(p.relation, n);
-            PERFORM set_config('role', caller_role, true);
-            rows_removed := n; status := 'ok';
-        EXCEPTION WHEN OTHERS THEN
-            rows_removed := 0; status := 'failed: ' || SQLERRM;
-        END;
-        seconds := extract(epoch FROM clock_timestamp() - started);
-        RETURN NEXT;
-    END LOOP;
-END
-$$;
-COMMENT ON FUNCTION stress.apply_retention() IS
-    'Apply every enabled retention policy this role may see, each as the role that set it: one row per table with what was removed, or why not.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api/mod.rs:64
--- requires:
---   schema
-
--- Run against run, and a run against its targets: what a nightly job or a CI step asks. Both read
--- stress.results as the caller (SECURITY INVOKER, row-level security): a run the caller may not see
--- is a run that does not exist.
-
--- A run the caller can see, or 22023.
-CREATE FUNCTION stress.check_run_visible(run_id bigint, fn text)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF run_id IS NULL THEN
-        RAISE EXCEPTION '%: the run id must not be NULL', fn
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'See stress.runs for run ids.';
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id) THEN
-        RAISE EXCEPTION '%: there is no run %', fn, run_id
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'See stress.runs for run ids.';
-    END IF;
-END
-$$;
-
--- Per measured thing (operation, transaction, query, and the run's total) and metric: the two runs'
--- figures, the relative change, and whether the candidate regressed by more than `tolerance`:
---   ops_per_sec          lower than baseline × (1 − tolerance)
---   p50_ms, p99_ms, p999_ms   higher than baseline × (1 + tolerance)
---   error_rate           higher than baseline × (1 + tolerance) + 0.001 (a tenth of a percentage
---                        point, so that 0 errors against 1 in 100,000 calls is not a regression)
--- A figure one of the runs does not have (an operation only one of them ran, a latency over no
--- execution) compares as NULL: not regressed, not passed.
-CREATE FUNCTION stress.compare_runs(baseline bigint, candidate bigint, tolerance float8 DEFAULT 0.10)
-RETURNS TABLE (name text, metric text, baseline_value float8, candidate_value float8, change float8,
-               regressed boolean)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-BEGIN
-    PERFORM stress.check_run_visible(baseline, 'compare_runs');
-    PERFORM stress.check_run_visible(candidate, 'compare_runs');
-    IF tolerance IS NULL OR tolerance::text IN ('NaN', 'Infinity', '-Infinity') OR tolerance < 0 THEN
-        RAISE EXCEPTION 'compare_runs: tolerance must be a finite number of at least 0, got %', tolerance
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'It is the relative change allowed, e.g. 0.10 for 10%.';
-    END IF;
-    RETURN QUERY
-    WITH figures AS (
-        SELECT r.run_id, r.name, m.metric, m.ord, m.value
-        FROM stress.results r,
-             LATERAL (VALUES (1, 'ops_per_sec', r.ops_per_sec), (2, 'p50_ms', r.p50_ms),
-                             (3, 'p99_ms', r.p99_ms), (4, 'p999_ms', r.p999_ms),
-                             (5, 'error_rate', r.errors::float8 / NULLIF(r.calls, 0))) m (ord, metric, value)
-        WHERE r.run_id IN (baseline, candidate) AND r.calls IS NOT NULL
-    ), paired AS (
-        SELECT coalesce(b.name, c.name) AS name, coalesce(b.metric, c.metric) AS metric,
-               coalesce(b.ord, c.ord) AS ord, b.value AS b, c.value AS c
-        FROM (SELECT * FROM figures f WHERE f.run_id = baseline) b
-        FULL JOIN (SELECT * FROM figures f WHERE f.run_id = candidate) c USING (name, metric)
-    )
-    SELECT p.name, p.metric, p.b, p.c,
-           CASE WHEN p.b <> 0 THEN p.c / p.b - 1 END,
-           CASE p.metric
-               WHEN 'ops_per_sec' THEN p.c < p.b * (1 - tolerance)
-               WHEN 'error_rate' THEN p.c > p.b * (1 + tolerance) + 0.001
-               ELSE p.c > p.b * (1 + tolerance)
-           END
-    FROM paired p
-    ORDER BY p.name = 'total', p.name, p.ord;
-END
-$$;
-COMMENT ON FUNCTION stress.compare_runs(bigint, bigint, float8) IS
-    'Per measured thing and metric (ops_per_sec, p50/p99/p999_ms, error_rate): baseline, candidate, change, regressed.';
-
--- ERROR (P0004, assert_failure) naming every target run `run_id` missed, so that psql fails a CI
--- step; otherwise the judged targets, as jsonb. Targets given as
--- arguments are judged on the run's total; with none, the seed's Key Metrics of stress.report are.
--- With `baseline`, any regression against that run (stress.compare_runs, `tolerance`) fails too. A
--- run that did not complete fails whatever its figures.
-CREATE FUNCTION stress.assert_targets(run_id bigint, p50_ms float8 DEFAULT NULL, p99_ms float8 DEFAULT NULL,
-                                      p999_ms float8 DEFAULT NULL, min_ops_per_sec float8 DEFAULT NULL,
-                                      max_error_rate float8 DEFAULT NULL,
-                                      max_deadlocks_per_1000 float8 DEFAULT NULL,
-                                      baseline bigint DEFAULT NULL, tolerance float8 DEFAULT 0.10)
-RETURNS jsonb
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    run stress.runs;
-    total stress.results;
-    report jsonb;
-    judged jsonb := '{}';
-    failures text[] := '{}';
-    t record;
-    pass boolean;
-BEGIN
-    PERFORM stress.check_run_visible(run_id, 'assert_targets');
-    SELECT * INTO run FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id;
-    FOR t IN SELECT * FROM (VALUES ('p50_ms', p50_ms), ('p99_ms', p99_ms), ('p999_ms', p999_ms),
-                                   ('min_ops_per_sec', min_ops_per_sec), ('max_error_rate', max_error_rate),
-                                   ('max_deadlocks_per_1000', max_deadlocks_per_1000)) v (name, threshold)
-             WHERE v.threshold IS NOT NULL LOOP
-        IF t.threshold::text IN ('NaN', 'Infinity', '-Infinity') OR t.threshold < 0 THEN
-            RAISE EXCEPTION 'assert_targets: % must be a finite number of at least 0, got %', t.name, t.threshold
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'e.g. p99_ms => 100, min_ops_per_sec => 1000, max_error_rate => 0.01.';
-        END IF;
-    END LOOP;
-    IF run.status IS DISTINCT FROM 'completed' THEN
-        failures := failures || format('the run is %s%s', coalesce(run.status, 'unknown'),
-                                       coalesce(': ' || run.error, ''));
-    END IF;
-    SELECT * INTO total FROM stress.results r
-    WHERE r.run_id OPERATOR(pg_catalog.=) assert_targets.run_id AND r.name = 'total';
-    IF num_nonnulls(p50_ms, p99_ms, p999_ms, min_ops_per_sec, max_error_rate, max_deadlocks_per_1000) > 0 THEN
-        IF total IS NULL THEN
-            RAISE EXCEPTION 'assert_targets: run % has no total to judge (it is a %)', run_id, run.kind
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Targets are judged on a load run''s total; compare benchmark runs with stress.compare_runs.';
-        END IF;
-        FOR t IN SELECT * FROM (VALUES
-                    ('p50_ms', total.p50_ms, '<=', p50_ms),
-                    ('p99_ms', total.p99_ms, '<=', p99_ms),
-                    ('p999_ms', total.p999_ms, '<=', p999_ms),
-                    ('min_ops_per_sec', total.ops_per_sec, '>=', min_ops_per_sec),
-                    ('max_error_rate', total.errors::float8 / NULLIF(total.calls, 0), '<=', max_error_rate),
-                    ('max_deadlocks_per_1000',
-                     (total.details->>'deadlocks')::float8 * 1000 / NULLIF(total.calls, 0), '<=', max_deadlocks_per_1000)
-                 ) v (name, measured, op, threshold)
-                 WHERE v.threshold IS NOT NULL LOOP
-            -- (a figure the run does not have fails: nothing measured meets no target)
-            pass := CASE t.op WHEN '<=' THEN t.measured <= t.threshold ELSE t.measured >= t.threshold END;
-            judged := judged || jsonb_build_object(t.name, jsonb_build_object(
-                'target', t.op || ' ' || t.threshold, 'value', t.measured, 'pass', coalesce(pass, false)));
-            IF NOT coalesce(pass, false) THEN
-                failures := failures || format('%s = %s, target %s %s', t.name,
-                                               coalesce(round(t.measured::numeric, 3)::text, 'not measured'),
-                                               t.op, t.threshold);
-            END IF;
-        END LOOP;
-    ELSE
-        report := stress.report(run_id);
-        judged := report->'targets';
-        FOR t IN SELECT key, value FROM jsonb_each(judged) LOOP
-            IF (t.value->>'pass')::boolean IS FALSE THEN
-                failures := failures || format('%s = %s, target %s', t.key,
-                                               round((t.value->>'value')::numeric, 3), t.value->>'target');
-            END IF;
-        END LOOP;
-    END IF;
-    IF baseline IS NOT NULL THEN
-        FOR t IN SELECT * FROM stress.compare_runs(baseline, run_id, tolerance) c WHERE c.regressed LOOP
-            failures := failures || format('%s %s regressed against run %s: %s -> %s', t.name, t.metric, baseline,
-                                           round(t.baseline_value::numeric, 3), round(t.candidate_value::numeric, 3));
-        END LOOP;
-        judged := judged || jsonb_build_object('regressions_against', baseline);
-    END IF;
-    IF cardinality(failures) > 0 THEN
-        RAISE EXCEPTION 'run % missed % target%: %', run_id, cardinality(failures),
-                        CASE WHEN cardinality(failures) = 1 THEN '' ELSE 's' END, array_to_string(failures, '; ')
-            USING ERRCODE = 'assert_failure', DETAIL = judged::text,
-                  HINT = 'See stress.report(' || run_id || ') and stress.compare_runs for the figures.';
-    END IF;
-    RETURN judged;
-END
-$$;
-COMMENT ON FUNCTION stress.assert_targets(bigint, float8, float8, float8, float8, float8, float8, bigint, float8) IS
-    'ERROR (P0004) naming every target the run missed (and every regression against baseline); else the judged targets.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api/load.rs:284
--- requires:
---   schema
-
-
-CREATE PROCEDURE stress.run_load_proc(
-    duration interval, workers integer DEFAULT 1, rate double precision DEFAULT NULL,
-    mix jsonb DEFAULT NULL, isolation text DEFAULT 'read committed', max_retries integer DEFAULT NULL,
-    seed bigint DEFAULT NULL, transactions jsonb DEFAULT NULL,
-    INOUT run_id bigint DEFAULT NULL, INOUT status text DEFAULT NULL, INOUT operations bigint DEFAULT NULL,
-    INOUT ops_per_sec double precision DEFAULT NULL, INOUT p50_ms double precision DEFAULT NULL,
-    INOUT p99_ms double precision DEFAULT NULL, INOUT errors bigint DEFAULT NULL, INOUT deadlocks bigint DEFAULT NULL)
-LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_run_load_proc';
-COMMENT ON PROCEDURE stress.run_load_proc IS 'A load run, waited for without holding a snapshot (it commits as it goes): its id and headline figures.';
-
-CREATE PROCEDURE stress.simulate_trading_day_proc(
-    duration interval, peak_hours integer[] DEFAULT '{9,10,14,15}', orders_per_second double precision DEFAULT 100,
-    trades_per_second double precision DEFAULT 50, workers integer DEFAULT 4,
-    INOUT run_id bigint DEFAULT NULL, INOUT status text DEFAULT NULL, INOUT operations bigint DEFAULT NULL,
-    INOUT ops_per_sec double precision DEFAULT NULL, INOUT p50_ms double precision DEFAULT NULL,
-    INOUT p99_ms double precision DEFAULT NULL, INOUT errors bigint DEFAULT NULL, INOUT deadlocks bigint DEFAULT NULL)
-LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_simulate_trading_day_proc';
-COMMENT ON PROCEDURE stress.simulate_trading_day_proc IS 'The seed''s trading day, waited for without holding a snapshot.';
-
-CREATE PROCEDURE stress.deadlock_test(
-    workers integer DEFAULT 2, duration interval DEFAULT '5 seconds', accounts integer DEFAULT 2,
-    pause interval DEFAULT '10 milliseconds', max_retries integer DEFAULT NULL,
-    INOUT run_id bigint DEFAULT NULL, INOUT transfers bigint DEFAULT NULL, INOUT deadlocks bigint DEFAULT NULL,
-    INOUT retries bigint DEFAULT NULL, INOUT failures bigint DEFAULT NULL, INOUT balance_before numeric DEFAULT NULL,
-    INOUT balance_after numeric DEFAULT NULL, INOUT conserved boolean DEFAULT NULL)
-LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_deadlock_test';
-COMMENT ON PROCEDURE stress.deadlock_test IS 'The seed''s deadlock test: transfers that deadlock, retried; the total of the balances must not change.';
-
-CREATE PROCEDURE stress.ramp(
-    workers integer[], step interval DEFAULT '30 seconds', max_error_rate double precision DEFAULT 0.01,
-    mix jsonb DEFAULT NULL, max_p99_ms double precision DEFAULT NULL,
-    max_throughput_drop double precision DEFAULT 0.25,
-    INOUT series_id bigint DEFAULT NULL, INOUT steps integer DEFAULT NULL, INOUT sustained_workers integer DEFAULT NULL,
-    INOUT best_ops_per_sec double precision DEFAULT NULL, INOUT degraded_workers integer DEFAULT NULL,
-    INOUT reason text DEFAULT NULL)
-LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_ramp';
-COMMENT ON PROCEDURE stress.ramp IS 'One load run per worker count until a step degrades; each step in stress.series_steps.';
-
-CREATE PROCEDURE stress.find_optimal_pool_size(
-    min_workers integer, max_workers integer, target_p99_ms double precision,
-    step interval DEFAULT '10 seconds', mix jsonb DEFAULT NULL, transactions jsonb DEFAULT NULL,
-    max_error_rate double precision DEFAULT 0.01,
-    INOUT series_id bigint DEFAULT NULL, INOUT steps integer DEFAULT NULL, INOUT best_workers integer DEFAULT NULL,
-    INOUT ops_per_sec double precision DEFAULT NULL, INOUT p50_ms double precision DEFAULT NULL,
-    INOUT p99_ms double precision DEFAULT NULL)
-LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_find_optimal_pool_size';
-COMMENT ON PROCEDURE stress.find_optimal_pool_size IS 'Closed-model runs at doubling worker counts: the most throughput whose p99 meets the target; each step in stress.series_steps.';
-
-CREATE PROCEDURE stress.find_capacity(
-    target_p99_ms double precision, max_error_rate double precision DEFAULT 0.01, workers integer DEFAULT NULL,
-    step interval DEFAULT '10 seconds', mix jsonb DEFAULT NULL, transactions jsonb DEFAULT NULL,
-    start_rate double precision DEFAULT 100, max_steps integer DEFAULT 12,
-    INOUT series_id bigint DEFAULT NULL, INOUT steps integer DEFAULT NULL, INOUT capacity double precision DEFAULT NULL,
-    INOUT not_sustained double precision DEFAULT NULL, INOUT p99_ms double precision DEFAULT NULL)
-LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_find_capacity';
-COMMENT ON PROCEDURE stress.find_capacity IS 'The highest arrival rate the server sustains (open model); each step in stress.series_steps.';
-
--- Each step of a series (ramp, find_optimal_pool_size, find_capacity) and what the series made of
--- it, as the calling role may see them (stress.runs' row-level security applies: security_invoker).
-CREATE VIEW stress.series_steps WITH (security_invoker = true) AS
-SELECT (r.parameters #>> '{series,first_run_id}')::bigint AS series_id,
-       r.parameters #>> '{series,kind}' AS kind,
-       (r.parameters #>> '{series,step}')::integer AS step,
-       r.id AS run_id,
-       (r.parameters ->> 'workers')::integer AS workers,
-       (r.parameters ->> 'rate')::double precision AS offered_rate,
-       (v ->> 'ops_per_sec')::double precision AS ops_per_sec,
-       (v ->> 'p50_ms')::double precision AS p50_ms,
-       (v ->> 'p99_ms')::double precision AS p99_ms,
-       (v ->> 'error_rate')::double precision AS error_rate,
-       v ->> 'wait_events' AS wait_events,
-       (v ->> 'ok')::boolean AS ok,
-       v ->> 'reason' AS reason,
-       (v ->> 'chosen')::boolean AS chosen,
-       r.status
-FROM stress.runs r
-CROSS JOIN LATERAL (SELECT r.parameters #> '{series,verdict}' AS v) verdict
-WHERE r.parameters ? 'series';
-COMMENT ON VIEW stress.series_steps IS 'Each step of a ramp, find_optimal_pool_size or find_capacity: its run, figures, whether it was ok, why not, and whether it is the answer (chosen).';
-GRANT SELECT ON stress.series_steps TO PUBLIC;
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api/mod.rs:35
 -- requires:
 --   schema
@@ -1789,6 +491,489 @@ COMMENT ON FUNCTION stress.slow_statements(bigint, float8) IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api/mod.rs:56
+-- requires:
+--   schema
+
+-- Routine maintenance with pg_cron: the operations guide's daily and weekly jobs, scheduled by name
+-- (calling it again updates them, never duplicates), and a weekly health check whose findings are
+-- kept in stress.runs / stress.results.
+
+-- The weekly check: what health_alerts, bloat_report, verify_integrity and unused_indexes find,
+-- recorded as one run (kind health_check) with a result row per finding. Returns the run id.
+CREATE FUNCTION stress.record_health_check(schema name DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    started timestamptz := clock_timestamp();
+    target name := coalesce(schema, current_setting('stress.data_schema'));
+    findings jsonb;
+    integrity jsonb := '[]';
+BEGIN
+    -- (verify_integrity checks only tables this role owns: others come out 'not checked')
+    IF to_regnamespace(quote_ident(target)) IS NOT NULL THEN
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'name', 'integrity: ' || v.check_name || ' ' || v.relation, 'rows', v.failures,
+                   'details', jsonb_build_object('status', v.status, 'detail', v.detail))), '[]')
+        INTO integrity
+        FROM stress.verify_integrity(target) v WHERE v.status <> 'ok';
+    END IF;
+    SELECT coalesce(jsonb_agg(f), '[]') || integrity INTO findings FROM (
+        SELECT 'alert: ' || a.alert AS name, NULL::int8 AS rows,
+               jsonb_build_object('measured', a.measured, 'threshold', a.threshold, 'unit', a.unit,
+                                  'detail', a.detail) AS details
+        FROM stress.health_alerts() a
+        UNION ALL
+        SELECT 'bloat: ' || b.schema_name || '.' || b.relation, NULL,
+               jsonb_build_object('kind', b.kind, 'wasted_bytes', b.wasted_bytes, 'wasted_pct', b.wasted_pct,
+                                  'dead_pct', b.dead_pct, 'method', b.method, 'action', b.action)
+        FROM stress.bloat_report() b WHERE b.action <> 'none'
+
+        UNION ALL
+        SELECT 'unused index: ' || u.schema || '.' || u.index_name, NULL,
+               jsonb_build_object('size_bytes', u.size_bytes, 'suggestion', u.suggestion)
+        FROM stress.unused_indexes(0) u) f;
+    RETURN stress.record_call('health_check', jsonb_build_object('schema', target), started, findings);
+END
+$$;
+COMMENT ON FUNCTION stress.record_health_check(name) IS
+    'Record what the health checks find now as a run of kind health_check (one stress.results row per finding); returns its id.';
+
+-- pg_cron's schema (its objects are always in schema cron, whatever the extension's own schema is),
+-- or an ERROR that says where pg_cron is.
+CREATE FUNCTION stress.cron_schema(fn text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ns text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension e WHERE e.extname = 'pg_cron') AND to_regclass('cron.job') IS NOT NULL THEN
+        ns := 'cron';
+    END IF;
+    IF ns IS NULL THEN
+        RAISE EXCEPTION '%: pg_cron is not installed in database %', fn, current_database()
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('pg_cron must be in shared_preload_libraries, and CREATE EXTENSION pg_cron run in its database (cron.database_name = %s); call stress.%s there, with database => the database to maintain.',
+                                coalesce(current_setting('cron.database_name', true), 'postgres'), fn);
+    END IF;
+    RETURN ns;
+END
+$$;
+
+CREATE FUNCTION stress.schedule_maintenance(
+    daily          text      DEFAULT '0 2 * * *',
+    weekly         text      DEFAULT '0 3 * * 0',
+    busiest_tables int       DEFAULT 3,
+    refresh_views  regclass[] DEFAULT NULL,
+    database       name      DEFAULT NULL)
+RETURNS TABLE (jobid bigint, job_name text, schedule text, command text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    cron text := stress.cron_schema('schedule_maintenance');
+    target name := coalesce(database, current_database());
+    here boolean := coalesce(database, current_database()) = current_database();
+    busiest text;
+    refresh text;
+    v regclass;
+    j record;
+BEGIN
+    IF daily IS NULL OR weekly IS NULL OR busiest_tables IS NULL OR busiest_tables < 0 THEN
+        RAISE EXCEPTION 'schedule_maintenance: daily and weekly must be schedules and busiest_tables 0 or more'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Schedules are pg_cron''s: ''0 2 * * *'' (02:00 daily), ''30 seconds'' (every 30 s).';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_database d WHERE d.datname = target) THEN
+        RAISE EXCEPTION 'schedule_maintenance: database "%" does not exist', target
+            USING ERRCODE = 'invalid_catalog_name', HINT = 'Pass the name of the database to maintain.';
+    END IF;
+    -- The busiest tables by rows written (not pg_stress's or pg_cron's own), known only for this
+    -- database; another one gets a database-wide VACUUM (ANALYZE).
+    IF here THEN
+        SELECT string_agg(format('%I.%I', s.schemaname, s.relname), ', ' ORDER BY s.n_tup_ins + s.n_tup_upd + s.n_tup_del DESC)
+        INTO busiest
+        FROM (SELECT * FROM pg_stat_user_tables WHERE schemaname NOT IN ('stress', 'cron')
+              ORDER BY n_tup_ins + n_tup_upd + n_tup_del DESC, relid LIMIT busiest_tables) s;
+    END IF;
+    FOREACH v IN ARRAY coalesce(refresh_views, '{}') LOOP
+        IF here AND (SELECT relkind FROM pg_class WHERE oid = v) <> 'm' THEN
+            RAISE EXCEPTION 'schedule_maintenance: % is not a materialized view', v
+                USING ERRCODE = 'wrong_object_type', HINT = 'refresh_views lists materialized views.';
+        END IF;
+        IF here AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = v AND i.indisunique AND i.indpred IS NULL) THEN
+            RAISE EXCEPTION 'schedule_maintenance: % has no unique index, so it cannot be refreshed concurrently', v
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = format('CREATE UNIQUE INDEX ON %s (…) first.', v);
+        END IF;
+        refresh := concat_ws('; ', refresh, format('REFRESH MATERIALIZED VIEW CONCURRENTLY %s', v));
+    END LOOP;
+
+    FOR j IN
+        SELECT * FROM (VALUES
+            ('stress: analyze', daily, 'ANALYZE'),
+            ('stress: vacuum analyze busiest tables', daily,
+             CASE WHEN busiest_tables = 0 THEN NULL
+                  WHEN busiest IS NULL THEN 'VACUUM (ANALYZE)' ELSE 'VACUUM (ANALYZE) ' || busiest END),
+            ('stress: refresh materialized views', daily, refresh),
+            ('stress: apply retention', daily, 'SELECT pg_catalog.count(*) FROM stress.apply_retention()'),
+            ('stress: weekly health check', weekly, 'SELECT stress.record_health_check()')
+        ) AS x(name, sched, cmd)
+    LOOP
+        IF j.cmd IS NULL THEN
+            -- (nothing to do: a job of that name from an earlier call goes)
+            EXECUTE format('SELECT %I.unschedule(jobid) FROM %I.job WHERE jobname = $1 AND username = current_user', cron, cron)
+                USING j.name;
+            CONTINUE;
+        END IF;
+        IF here THEN
+            EXECUTE format('SELECT %I.schedule($1, $2, $3)', cron) INTO jobid USING j.name, j.sched, j.cmd;
+        ELSE
+            EXECUTE format('SELECT %I.schedule_in_database($1, $2, $3, $4)', cron) INTO jobid
+                USING j.name, j.sched, j.cmd, target;
+        END IF;
+        job_name := j.name; schedule := j.sched; command := j.cmd;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION stress.schedule_maintenance(text, text, int, regclass[], name) IS
+    'Schedule the operations guide''s daily and weekly jobs with pg_cron, by name (again: updated, not duplicated).';
+
+CREATE FUNCTION stress.unschedule_maintenance()
+RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cron text := stress.cron_schema('unschedule_maintenance');
+    n int;
+BEGIN
+    EXECUTE format('SELECT count(%I.unschedule(jobid)) FROM %I.job WHERE jobname LIKE ''stress: %%'' AND username = current_user',
+                   cron, cron)
+        INTO n;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION stress.unschedule_maintenance() IS
+    'Remove the jobs stress.schedule_maintenance() scheduled for this role; returns how many.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api/benchmark.rs:82
+-- requires:
+--   schema
+
+
+CREATE PROCEDURE stress.benchmark_proc(
+    queries text[], iterations integer DEFAULT 100, warmup integer DEFAULT 5, concurrency integer DEFAULT 2,
+    prepared boolean DEFAULT true, rollback boolean DEFAULT false,
+    INOUT run_id bigint DEFAULT NULL, INOUT query_count integer DEFAULT NULL, INOUT calls bigint DEFAULT NULL,
+    INOUT errors bigint DEFAULT NULL, INOUT worst_p99_ms double precision DEFAULT NULL,
+    INOUT error text DEFAULT NULL)
+LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_benchmark_proc';
+COMMENT ON PROCEDURE stress.benchmark_proc IS 'stress.benchmark with concurrency > 1, its workers waited for without holding a snapshot; each query''s row: stress.benchmark_results(run_id).';
+
+-- Each query's row of a recorded benchmark, as stress.benchmark returns them.
+CREATE FUNCTION stress.benchmark_results(id bigint)
+RETURNS TABLE (run_id bigint, query text, calls bigint, errors bigint, avg_ms double precision,
+               stddev_ms double precision, p50_ms double precision, p95_ms double precision,
+               p99_ms double precision, max_ms double precision, qps double precision, error text)
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.run_id, t.name, coalesce(t.calls, 0), coalesce(t.errors, 0), t.avg_ms, t.stddev_ms, t.p50_ms,
+           t.p95_ms, t.p99_ms, t.max_ms, t.ops_per_sec,
+           coalesce(t.details ->> 'error', t.details ->> 'first_error',
+                    CASE WHEN r.status NOT IN ('completed', 'running')
+                         THEN 'benchmark run ' || r.id || ' ' || r.status || coalesce(': ' || r.error, '') END)
+    FROM stress.results t JOIN stress.runs r ON r.id = t.run_id
+    WHERE t.run_id = $1 AND r.kind = 'benchmark'
+    ORDER BY t.id
+$$;
+COMMENT ON FUNCTION stress.benchmark_results IS 'The rows stress.benchmark returned for a recorded benchmark run (from stress.results).';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api/load.rs:284
+-- requires:
+--   schema
+
+
+CREATE PROCEDURE stress.run_load_proc(
+    duration interval, workers integer DEFAULT 1, rate double precision DEFAULT NULL,
+    mix jsonb DEFAULT NULL, isolation text DEFAULT 'read committed', max_retries integer DEFAULT NULL,
+    seed bigint DEFAULT NULL, transactions jsonb DEFAULT NULL,
+    INOUT run_id bigint DEFAULT NULL, INOUT status text DEFAULT NULL, INOUT operations bigint DEFAULT NULL,
+    INOUT ops_per_sec double precision DEFAULT NULL, INOUT p50_ms double precision DEFAULT NULL,
+    INOUT p99_ms double precision DEFAULT NULL, INOUT errors bigint DEFAULT NULL, INOUT deadlocks bigint DEFAULT NULL)
+LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_run_load_proc';
+COMMENT ON PROCEDURE stress.run_load_proc IS 'A load run, waited for without holding a snapshot (it commits as it goes): its id and headline figures.';
+
+CREATE PROCEDURE stress.simulate_trading_day_proc(
+    duration interval, peak_hours integer[] DEFAULT '{9,10,14,15}', orders_per_second double precision DEFAULT 100,
+    trades_per_second double precision DEFAULT 50, workers integer DEFAULT 4,
+    INOUT run_id bigint DEFAULT NULL, INOUT status text DEFAULT NULL, INOUT operations bigint DEFAULT NULL,
+    INOUT ops_per_sec double precision DEFAULT NULL, INOUT p50_ms double precision DEFAULT NULL,
+    INOUT p99_ms double precision DEFAULT NULL, INOUT errors bigint DEFAULT NULL, INOUT deadlocks bigint DEFAULT NULL)
+LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_simulate_trading_day_proc';
+COMMENT ON PROCEDURE stress.simulate_trading_day_proc IS 'The seed''s trading day, waited for without holding a snapshot.';
+
+CREATE PROCEDURE stress.deadlock_test(
+    workers integer DEFAULT 2, duration interval DEFAULT '5 seconds', accounts integer DEFAULT 2,
+    pause interval DEFAULT '10 milliseconds', max_retries integer DEFAULT NULL,
+    INOUT run_id bigint DEFAULT NULL, INOUT transfers bigint DEFAULT NULL, INOUT deadlocks bigint DEFAULT NULL,
+    INOUT retries bigint DEFAULT NULL, INOUT failures bigint DEFAULT NULL, INOUT balance_before numeric DEFAULT NULL,
+    INOUT balance_after numeric DEFAULT NULL, INOUT conserved boolean DEFAULT NULL)
+LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_deadlock_test';
+COMMENT ON PROCEDURE stress.deadlock_test IS 'The seed''s deadlock test: transfers that deadlock, retried; the total of the balances must not change.';
+
+CREATE PROCEDURE stress.ramp(
+    workers integer[], step interval DEFAULT '30 seconds', max_error_rate double precision DEFAULT 0.01,
+    mix jsonb DEFAULT NULL, max_p99_ms double precision DEFAULT NULL,
+    max_throughput_drop double precision DEFAULT 0.25,
+    INOUT series_id bigint DEFAULT NULL, INOUT steps integer DEFAULT NULL, INOUT sustained_workers integer DEFAULT NULL,
+    INOUT best_ops_per_sec double precision DEFAULT NULL, INOUT degraded_workers integer DEFAULT NULL,
+    INOUT reason text DEFAULT NULL)
+LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_ramp';
+COMMENT ON PROCEDURE stress.ramp IS 'One load run per worker count until a step degrades; each step in stress.series_steps.';
+
+CREATE PROCEDURE stress.find_optimal_pool_size(
+    min_workers integer, max_workers integer, target_p99_ms double precision,
+    step interval DEFAULT '10 seconds', mix jsonb DEFAULT NULL, transactions jsonb DEFAULT NULL,
+    max_error_rate double precision DEFAULT 0.01,
+    INOUT series_id bigint DEFAULT NULL, INOUT steps integer DEFAULT NULL, INOUT best_workers integer DEFAULT NULL,
+    INOUT ops_per_sec double precision DEFAULT NULL, INOUT p50_ms double precision DEFAULT NULL,
+    INOUT p99_ms double precision DEFAULT NULL)
+LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_find_optimal_pool_size';
+COMMENT ON PROCEDURE stress.find_optimal_pool_size IS 'Closed-model runs at doubling worker counts: the most throughput whose p99 meets the target; each step in stress.series_steps.';
+
+CREATE PROCEDURE stress.find_capacity(
+    target_p99_ms double precision, max_error_rate double precision DEFAULT 0.01, workers integer DEFAULT NULL,
+    step interval DEFAULT '10 seconds', mix jsonb DEFAULT NULL, transactions jsonb DEFAULT NULL,
+    start_rate double precision DEFAULT 100, max_steps integer DEFAULT 12,
+    INOUT series_id bigint DEFAULT NULL, INOUT steps integer DEFAULT NULL, INOUT capacity double precision DEFAULT NULL,
+    INOUT not_sustained double precision DEFAULT NULL, INOUT p99_ms double precision DEFAULT NULL)
+LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_find_capacity';
+COMMENT ON PROCEDURE stress.find_capacity IS 'The highest arrival rate the server sustains (open model); each step in stress.series_steps.';
+
+-- Each step of a series (ramp, find_optimal_pool_size, find_capacity) and what the series made of
+-- it, as the calling role may see them (stress.runs' row-level security applies: security_invoker).
+CREATE VIEW stress.series_steps WITH (security_invoker = true) AS
+SELECT (r.parameters #>> '{series,first_run_id}')::bigint AS series_id,
+       r.parameters #>> '{series,kind}' AS kind,
+       (r.parameters #>> '{series,step}')::integer AS step,
+       r.id AS run_id,
+       (r.parameters ->> 'workers')::integer AS workers,
+       (r.parameters ->> 'rate')::double precision AS offered_rate,
+       (v ->> 'ops_per_sec')::double precision AS ops_per_sec,
+       (v ->> 'p50_ms')::double precision AS p50_ms,
+       (v ->> 'p99_ms')::double precision AS p99_ms,
+       (v ->> 'error_rate')::double precision AS error_rate,
+       v ->> 'wait_events' AS wait_events,
+       (v ->> 'ok')::boolean AS ok,
+       v ->> 'reason' AS reason,
+       (v ->> 'chosen')::boolean AS chosen,
+       r.status
+FROM stress.runs r
+CROSS JOIN LATERAL (SELECT r.parameters #> '{series,verdict}' AS v) verdict
+WHERE r.parameters ? 'series';
+COMMENT ON VIEW stress.series_steps IS 'Each step of a ramp, find_optimal_pool_size or find_capacity: its run, figures, whether it was ok, why not, and whether it is the answer (chosen).';
+GRANT SELECT ON stress.series_steps TO PUBLIC;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api/runs.rs:129
+-- requires:
+--   schema
+
+
+CREATE PROCEDURE stress.wait(run_id bigint, INOUT status text DEFAULT NULL)
+LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_wait';
+COMMENT ON PROCEDURE stress.wait IS 'Waits, holding no snapshot, until the run ends; its status (completed, cancelled, failed, interrupted).';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api/mod.rs:64
+-- requires:
+--   schema
+
+-- Run against run, and a run against its targets: what a nightly job or a CI step asks. Both read
+-- stress.results as the caller (SECURITY INVOKER, row-level security): a run the caller may not see
+-- is a run that does not exist.
+
+-- A run the caller can see, or 22023.
+CREATE FUNCTION stress.check_run_visible(run_id bigint, fn text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF run_id IS NULL THEN
+        RAISE EXCEPTION '%: the run id must not be NULL', fn
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'See stress.runs for run ids.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id) THEN
+        RAISE EXCEPTION '%: there is no run %', fn, run_id
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'See stress.runs for run ids.';
+    END IF;
+END
+$$;
+
+-- Per measured thing (operation, transaction, query, and the run's total) and metric: the two runs'
+-- figures, the relative change, and whether the candidate regressed by more than `tolerance`:
+--   ops_per_sec          lower than baseline × (1 − tolerance)
+--   p50_ms, p99_ms, p999_ms   higher than baseline × (1 + tolerance)
+--   error_rate           higher than baseline × (1 + tolerance) + 0.001 (a tenth of a percentage
+--                        point, so that 0 errors against 1 in 100,000 calls is not a regression)
+-- A figure one of the runs does not have (an operation only one of them ran, a latency over no
+-- execution) compares as NULL: not regressed, not passed.
+CREATE FUNCTION stress.compare_runs(baseline bigint, candidate bigint, tolerance float8 DEFAULT 0.10)
+RETURNS TABLE (name text, metric text, baseline_value float8, candidate_value float8, change float8,
+               regressed boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM stress.check_run_visible(baseline, 'compare_runs');
+    PERFORM stress.check_run_visible(candidate, 'compare_runs');
+    IF tolerance IS NULL OR tolerance::text IN ('NaN', 'Infinity', '-Infinity') OR tolerance < 0 THEN
+        RAISE EXCEPTION 'compare_runs: tolerance must be a finite number of at least 0, got %', tolerance
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It is the relative change allowed, e.g. 0.10 for 10%.';
+    END IF;
+    RETURN QUERY
+    WITH figures AS (
+        SELECT r.run_id, r.name, m.metric, m.ord, m.value
+        FROM stress.results r,
+             LATERAL (VALUES (1, 'ops_per_sec', r.ops_per_sec), (2, 'p50_ms', r.p50_ms),
+                             (3, 'p99_ms', r.p99_ms), (4, 'p999_ms', r.p999_ms),
+                             (5, 'error_rate', r.errors::float8 / NULLIF(r.calls, 0))) m (ord, metric, value)
+        WHERE r.run_id IN (baseline, candidate) AND r.calls IS NOT NULL
+    ), paired AS (
+        SELECT coalesce(b.name, c.name) AS name, coalesce(b.metric, c.metric) AS metric,
+               coalesce(b.ord, c.ord) AS ord, b.value AS b, c.value AS c
+        FROM (SELECT * FROM figures f WHERE f.run_id = baseline) b
+        FULL JOIN (SELECT * FROM figures f WHERE f.run_id = candidate) c USING (name, metric)
+    )
+    SELECT p.name, p.metric, p.b, p.c,
+           CASE WHEN p.b <> 0 THEN p.c / p.b - 1 END,
+           CASE p.metric
+               WHEN 'ops_per_sec' THEN p.c < p.b * (1 - tolerance)
+               WHEN 'error_rate' THEN p.c > p.b * (1 + tolerance) + 0.001
+               ELSE p.c > p.b * (1 + tolerance)
+           END
+    FROM paired p
+    ORDER BY p.name = 'total', p.name, p.ord;
+END
+$$;
+COMMENT ON FUNCTION stress.compare_runs(bigint, bigint, float8) IS
+    'Per measured thing and metric (ops_per_sec, p50/p99/p999_ms, error_rate): baseline, candidate, change, regressed.';
+
+-- ERROR (P0004, assert_failure) naming every target run `run_id` missed, so that psql fails a CI
+-- step; otherwise the judged targets, as jsonb. Targets given as
+-- arguments are judged on the run's total; with none, the seed's Key Metrics of stress.report are.
+-- With `baseline`, any regression against that run (stress.compare_runs, `tolerance`) fails too. A
+-- run that did not complete fails whatever its figures.
+CREATE FUNCTION stress.assert_targets(run_id bigint, p50_ms float8 DEFAULT NULL, p99_ms float8 DEFAULT NULL,
+                                      p999_ms float8 DEFAULT NULL, min_ops_per_sec float8 DEFAULT NULL,
+                                      max_error_rate float8 DEFAULT NULL,
+                                      max_deadlocks_per_1000 float8 DEFAULT NULL,
+                                      baseline bigint DEFAULT NULL, tolerance float8 DEFAULT 0.10)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    run stress.runs;
+    total stress.results;
+    report jsonb;
+    judged jsonb := '{}';
+    failures text[] := '{}';
+    t record;
+    pass boolean;
+BEGIN
+    PERFORM stress.check_run_visible(run_id, 'assert_targets');
+    SELECT * INTO run FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id;
+    FOR t IN SELECT * FROM (VALUES ('p50_ms', p50_ms), ('p99_ms', p99_ms), ('p999_ms', p999_ms),
+                                   ('min_ops_per_sec', min_ops_per_sec), ('max_error_rate', max_error_rate),
+                                   ('max_deadlocks_per_1000', max_deadlocks_per_1000)) v (name, threshold)
+             WHERE v.threshold IS NOT NULL LOOP
+        IF t.threshold::text IN ('NaN', 'Infinity', '-Infinity') OR t.threshold < 0 THEN
+            RAISE EXCEPTION 'assert_targets: % must be a finite number of at least 0, got %', t.name, t.threshold
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'e.g. p99_ms => 100, min_ops_per_sec => 1000, max_error_rate => 0.01.';
+        END IF;
+    END LOOP;
+    IF run.status IS DISTINCT FROM 'completed' THEN
+        failures := failures || format('the run is %s%s', coalesce(run.status, 'unknown'),
+                                       coalesce(': ' || run.error, ''));
+    END IF;
+    SELECT * INTO total FROM stress.results r
+    WHERE r.run_id OPERATOR(pg_catalog.=) assert_targets.run_id AND r.name = 'total';
+    IF num_nonnulls(p50_ms, p99_ms, p999_ms, min_ops_per_sec, max_error_rate, max_deadlocks_per_1000) > 0 THEN
+        IF total IS NULL THEN
+            RAISE EXCEPTION 'assert_targets: run % has no total to judge (it is a %)', run_id, run.kind
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Targets are judged on a load run''s total; compare benchmark runs with stress.compare_runs.';
+        END IF;
+        FOR t IN SELECT * FROM (VALUES
+                    ('p50_ms', total.p50_ms, '<=', p50_ms),
+                    ('p99_ms', total.p99_ms, '<=', p99_ms),
+                    ('p999_ms', total.p999_ms, '<=', p999_ms),
+                    ('min_ops_per_sec', total.ops_per_sec, '>=', min_ops_per_sec),
+                    ('max_error_rate', total.errors::float8 / NULLIF(total.calls, 0), '<=', max_error_rate),
+                    ('max_deadlocks_per_1000',
+                     (total.details->>'deadlocks')::float8 * 1000 / NULLIF(total.calls, 0), '<=', max_deadlocks_per_1000)
+                 ) v (name, measured, op, threshold)
+                 WHERE v.threshold IS NOT NULL LOOP
+            -- (a figure the run does not have fails: nothing measured meets no target)
+            pass := CASE t.op WHEN '<=' THEN t.measured <= t.threshold ELSE t.measured >= t.threshold END;
+            judged := judged || jsonb_build_object(t.name, jsonb_build_object(
+                'target', t.op || ' ' || t.threshold, 'value', t.measured, 'pass', coalesce(pass, false)));
+            IF NOT coalesce(pass, false) THEN
+                failures := failures || format('%s = %s, target %s %s', t.name,
+                                               coalesce(round(t.measured::numeric, 3)::text, 'not measured'),
+                                               t.op, t.threshold);
+            END IF;
+        END LOOP;
+    ELSE
+        report := stress.report(run_id);
+        judged := report->'targets';
+        FOR t IN SELECT key, value FROM jsonb_each(judged) LOOP
+            IF (t.value->>'pass')::boolean IS FALSE THEN
+                failures := failures || format('%s = %s, target %s', t.key,
+                                               round((t.value->>'value')::numeric, 3), t.value->>'target');
+            END IF;
+        END LOOP;
+    END IF;
+    IF baseline IS NOT NULL THEN
+        FOR t IN SELECT * FROM stress.compare_runs(baseline, run_id, tolerance) c WHERE c.regressed LOOP
+            failures := failures || format('%s %s regressed against run %s: %s -> %s', t.name, t.metric, baseline,
+                                           round(t.baseline_value::numeric, 3), round(t.candidate_value::numeric, 3));
+        END LOOP;
+        judged := judged || jsonb_build_object('regressions_against', baseline);
+    END IF;
+    IF cardinality(failures) > 0 THEN
+        RAISE EXCEPTION 'run % missed % target%: %', run_id, cardinality(failures),
+                        CASE WHEN cardinality(failures) = 1 THEN '' ELSE 's' END, array_to_string(failures, '; ')
+            USING ERRCODE = 'assert_failure', DETAIL = judged::text,
+                  HINT = 'See stress.report(' || run_id || ') and stress.compare_runs for the figures.';
+    END IF;
+    RETURN judged;
+END
+$$;
+COMMENT ON FUNCTION stress.assert_targets(bigint, float8, float8, float8, float8, float8, float8, bigint, float8) IS
+    'ERROR (P0004) naming every target the run missed (and every regression against baseline); else the judged targets.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api/mod.rs:72
 -- requires:
 --   schema
@@ -1937,6 +1122,821 @@ END
 $$;
 COMMENT ON FUNCTION stress.lock_contention(bigint) IS
     'Lock waits of a run per relation, lock type and mode: count, longest, total; "lock contention on {table}" past stress.slow_query_threshold_ms.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api/mod.rs:47
+-- requires:
+--   schema
+
+-- Data integrity: checks of a schema's data (stress.verify_integrity), and captured states — row counts
+-- and content checksums of every table — to compare before and after a backup and restore, a
+-- migration, a load run (stress.capture_state, stress.compare_state).
+
+-- The schema a check works on: `schema`, or stress.data_schema when NULL; an ERROR if it is missing.
+CREATE FUNCTION stress.target_schema(schema name, fn text)
+RETURNS name
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    target name := coalesce(schema, current_setting('stress.data_schema'));
+BEGIN
+    IF to_regnamespace(quote_ident(target)) IS NULL THEN
+        RAISE EXCEPTION '%: schema "%" does not exist', fn, target
+            USING ERRCODE = 'invalid_schema_name',
+                  HINT = format('Pass an existing schema, e.g. stress.%s(''stress_data'').', fn);
+    END IF;
+    RETURN target;
+END
+$$;
+
+-- Whether the current user owns rel. verify_integrity reads a table's rows only then: a query on
+-- another role's table can run that role's code (casts of its types, its operators) with the
+-- caller's privileges, which for an administrator or the weekly pg_cron check means a superuser's.
+CREATE FUNCTION stress.owned_by_caller(rel regclass)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+               WHERE c.oid OPERATOR(pg_catalog.=) rel
+                 AND c.relowner OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r
+                                                         WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER))
+$$;
+
+CREATE FUNCTION stress.verify_integrity(schema name DEFAULT NULL)
+RETURNS TABLE (check_name text, relation text, status text, failures bigint, detail text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    target name := stress.target_schema(schema, 'verify_integrity');
+    k record;
+    n bigint;
+    cond text;
+BEGIN
+
+    -- Every foreign key path: rows whose key has no parent (possible when the key is NOT VALID,
+    -- or its triggers were bypassed, e.g. with session_replication_role = replica).
+    FOR k IN
+        SELECT c.conname, c.conrelid::regclass AS child, c.confrelid::regclass AS parent, c.convalidated,
+               (SELECT array_agg(a.attname ORDER BY u.i) FROM unnest(c.conkey) WITH ORDINALITY u(attnum, i)
+                JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = u.attnum) AS child_cols,
+               (SELECT array_agg(a.attname ORDER BY u.i) FROM unnest(c.confkey) WITH ORDINALITY u(attnum, i)
+                JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = u.attnum) AS parent_cols
+        FROM pg_constraint c
+        WHERE c.contype = 'f' AND c.connamespace = to_regnamespace(quote_ident(target))
+        ORDER BY c.conrelid::regclass::text, c.conname
+    LOOP
+        check_name := 'foreign_key';
+        relation := format('%s (%s) -> %s (%s)', k.child, array_to_string(k.child_cols, ', '),
+                           k.parent, array_to_string(k.parent_cols, ', '));
+        IF NOT (stress.owned_by_caller(k.child) AND stress.owned_by_caller(k.parent)) THEN
+            status := 'not checked'; failures := NULL;
+            detail := format('constraint %s: only the owner of %s and %s may check it (it reads their rows)',
+                             k.conname, k.child, k.parent);
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        SELECT string_agg(format('c.%I IS NOT NULL', col), ' AND ') INTO cond FROM unnest(k.child_cols) col;
+        EXECUTE format('SELECT count(*) FROM %s c WHERE %s AND NOT EXISTS (SELECT 1 FROM %s p WHERE %s)',
+                       k.child, cond, k.parent,
+                       (SELECT string_agg(format('p.%I = c.%I', pc, cc), ' AND ')
+                        FROM unnest(k.parent_cols, k.child_cols) AS x(pc, cc)))
+            INTO n;
+        check_name := 'foreign_key';
+        relation := format('%s (%s) -> %s (%s)', k.child, array_to_string(k.child_cols, ', '),
+                           k.parent, array_to_string(k.parent_cols, ', '));
+        status := CASE WHEN n > 0 THEN 'failed' ELSE 'ok' END;
+        failures := n;
+        detail := format('%s orphaned rows; constraint %s%s', n, k.conname,
+                         CASE WHEN k.convalidated THEN '' ELSE ' is NOT VALID' END);
+        RETURN NEXT;
+    END LOOP;
+
+    -- Constraints added NOT VALID: the rows that break them (CHECK) and the command that proves them.
+    FOR k IN
+        SELECT c.conname, c.contype, c.conrelid::regclass AS rel, pg_get_expr(c.conbin, c.conrelid) AS expr
+        FROM pg_constraint c
+        WHERE NOT c.convalidated AND c.connamespace = to_regnamespace(quote_ident(target))
+        ORDER BY c.conrelid::regclass::text, c.conname
+    LOOP
+        n := NULL;
+        IF NOT stress.owned_by_caller(k.rel) THEN
+            check_name := 'not_valid_constraint'; relation := k.rel::text; status := 'not checked'; failures := NULL;
+            detail := format('%s is NOT VALID; only the owner of %s may evaluate it', k.conname, k.rel);
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        IF k.contype = 'c' THEN
+            EXECUTE format('SELECT count(*) FROM %s WHERE NOT coalesce((%s), true)', k.rel, k.expr) INTO n;
+        END IF;
+        check_name := 'not_valid_constraint';
+        relation := k.rel::text;
+        status := CASE WHEN n > 0 THEN 'failed' ELSE 'warning' END;
+        failures := n;
+        detail := format('%s is NOT VALID%s; once it holds: ALTER TABLE %s VALIDATE CONSTRAINT %I',
+                         k.conname, CASE WHEN n IS NOT NULL THEN format(' (%s rows break it)', n) ELSE '' END,
+                         k.rel, k.conname);
+        RETURN NEXT;
+    END LOOP;
+
+    -- The trading dataset's own rules, where its tables are there.
+    IF to_regclass(format('%I.accounts', target)) IS NOT NULL
+       AND NOT stress.owned_by_caller(to_regclass(format('%I.accounts', target))) THEN
+        check_name := 'negative_balance'; relation := format('%I.accounts', target);
+        status := 'not checked'; failures := NULL; detail := 'only the owner of the table may check it';
+        RETURN NEXT;
+    ELSIF to_regclass(format('%I.accounts', target)) IS NOT NULL THEN
+        EXECUTE format('SELECT count(*) FROM %I.accounts WHERE balance < 0', target) INTO n;
+        check_name := 'negative_balance'; relation := format('%I.accounts', target);
+        status := CASE WHEN n > 0 THEN 'failed' ELSE 'ok' END; failures := n;
+        detail := format('%s accounts with balance < 0', n);
+        RETURN NEXT;
+    END IF;
+    IF to_regclass(format('%I.positions', target)) IS NOT NULL AND to_regclass(format('%I.trades', target)) IS NOT NULL
+       AND NOT (stress.owned_by_caller(to_regclass(format('%I.positions', target)))
+                AND stress.owned_by_caller(to_regclass(format('%I.trades', target)))) THEN
+        check_name := 'positions_match_trades'; relation := format('%I.positions', target);
+        status := 'not checked'; failures := NULL; detail := 'only the owner of positions and trades may check them';
+        RETURN NEXT;
+    ELSIF to_regclass(format('%I.positions', target)) IS NOT NULL AND to_regclass(format('%I.trades', target)) IS NOT NULL THEN
+        EXECUTE format(
+            'SELECT count(*) FROM %1$I.positions p
+             FULL JOIN (SELECT account_id, symbol, sum(CASE WHEN side = ''BUY'' THEN quantity ELSE -quantity END) AS net
+                        FROM %1$I.trades GROUP BY account_id, symbol) t USING (account_id, symbol)
+             WHERE coalesce(p.quantity, 0) <> coalesce(t.net, 0)', target)
+            INTO n;
+        check_name := 'positions_match_trades'; relation := format('%I.positions', target);
+        status := CASE WHEN n > 0 THEN 'failed' ELSE 'ok' END; failures := n;
+        detail := format('%s (account, symbol) positions differ from the net of their trades', n);
+        RETURN NEXT;
+    END IF;
+
+    -- Keys without a unique index to enforce them: duplicated ids.
+    FOR k IN
+        SELECT c.oid::regclass AS rel,
+               EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
+                         AND i.indnatts = 1 AND i.indkey[0] = a.attnum AND i.indpred IS NULL) AS enforced
+        FROM pg_class c
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'id' AND NOT a.attisdropped
+        WHERE c.relnamespace = to_regnamespace(quote_ident(target)) AND c.relkind IN ('r', 'p')
+        ORDER BY c.oid::regclass::text
+    LOOP
+        check_name := 'duplicate_keys'; relation := k.rel::text;
+        IF k.enforced THEN
+            status := 'ok'; failures := 0; detail := 'id is unique (a unique index enforces it)';
+        ELSIF NOT stress.owned_by_caller(k.rel) THEN
+            status := 'not checked'; failures := NULL; detail := 'no unique index on id; only the owner of the table may count duplicates';
+        ELSE
+            EXECUTE format('SELECT count(*) FROM (SELECT id FROM %s WHERE id IS NOT NULL GROUP BY id HAVING count(*) > 1) d', k.rel)
+                INTO n;
+            status := CASE WHEN n > 0 THEN 'failed' ELSE 'warning' END; failures := n;
+            detail := format('%s duplicated id values; no unique index on id: CREATE UNIQUE INDEX CONCURRENTLY ON %s (id)',
+                             n, k.rel);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION stress.verify_integrity(name) IS
+    'One row per check of a schema''s data: foreign key paths, NOT VALID constraints, negative balances, positions vs trades, duplicated ids without a unique index.';
+
+-- Captured states: per capture, each table's row count and content checksum (stress.checksum).
+CREATE TABLE stress.state_captures (
+    id          bigserial PRIMARY KEY,
+    schema_name name        NOT NULL,
+    label       text,
+    captured_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    captured_by name        NOT NULL,
+    seconds     float8
+);
+COMMENT ON TABLE stress.state_captures IS 'One row per stress.capture_state(): which schema, when, by whom.';
+
+CREATE TABLE stress.state_tables (
+    capture_id  bigint NOT NULL REFERENCES stress.state_captures (id) ON DELETE CASCADE,
+    table_name  name   NOT NULL,
+    rows        bigint NOT NULL,
+    checksum    text   NOT NULL,
+    PRIMARY KEY (capture_id, table_name)
+);
+COMMENT ON TABLE stress.state_tables IS 'Per capture and table: row count and stress.checksum() of the content.';
+
+SELECT pg_catalog.pg_extension_config_dump('stress.state_captures', '');
+SELECT pg_catalog.pg_extension_config_dump('stress.state_captures_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('stress.state_tables', '');
+-- Readable by their creator (and roles with its privileges, and pg_read_all_stats); written only by
+-- stress.record_state_capture (SECURITY.md).
+GRANT SELECT ON stress.state_captures, stress.state_tables TO PUBLIC;
+ALTER TABLE stress.state_captures ENABLE ROW LEVEL SECURITY;
+ALTER TABLE stress.state_tables ENABLE ROW LEVEL SECURITY;
+CREATE POLICY state_captures_visible ON stress.state_captures FOR SELECT TO PUBLIC
+    USING (stress.may_read_records_of(captured_by));
+CREATE POLICY state_tables_visible ON stress.state_tables FOR SELECT TO PUBLIC
+    USING (EXISTS (SELECT 1 FROM stress.state_captures c WHERE c.id OPERATOR(pg_catalog.=) capture_id));
+
+CREATE FUNCTION stress.capture_state(schema name DEFAULT NULL, label text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    target name := stress.target_schema(schema, 'capture_state');
+    capture bigint;
+    started timestamptz := clock_timestamp();
+    t record;
+    digest text;
+    tables jsonb := '[]';
+BEGIN
+    -- Tables, partitioned tables (as a whole: not their partitions) and populated materialized views.
+    FOR t IN
+        SELECT c.oid, c.relname FROM pg_class c
+        WHERE c.relnamespace = to_regnamespace(quote_ident(target))
+          AND (c.relkind IN ('r', 'p') OR (c.relkind = 'm' AND c.relispopulated))
+          AND NOT c.relispartition
+        ORDER BY c.relname
+    LOOP
+        digest := stress.checksum(t.oid::regclass);
+        tables := tables || jsonb_build_object('table_name', t.relname, 'rows', split_part(digest, ':', 1)::int8,
+                                               'checksum', digest);
+    END LOOP;
+    capture := stress.record_state_capture(target, label, started, tables);
+    RETURN capture;
+END
+$$;
+COMMENT ON FUNCTION stress.capture_state(name, text) IS
+    'Store the row count and content checksum of every table of a schema (stress.data_schema when NULL); returns the capture id.';
+
+CREATE FUNCTION stress.compare_state(a bigint, b bigint)
+RETURNS TABLE (table_name name, rows_a bigint, rows_b bigint, row_difference bigint, checksum_a text,
+               checksum_b text, status text, between_captures interval)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF a IS NULL OR b IS NULL OR (SELECT count(*) FROM stress.state_captures WHERE id IN (a, b)) < (CASE WHEN a = b THEN 1 ELSE 2 END) THEN
+        RAISE EXCEPTION 'compare_state: no capture % or %', coalesce(a::text, 'NULL'), coalesce(b::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass two ids from stress.state_captures (stress.capture_state() returns them).';
+    END IF;
+    RETURN QUERY
+    SELECT coalesce(x.table_name, y.table_name), x.rows, y.rows, y.rows - x.rows, x.checksum, y.checksum,
+           CASE WHEN x.table_name IS NULL THEN 'only in ' || b
+                WHEN y.table_name IS NULL THEN 'only in ' || a
+                WHEN x.checksum = y.checksum THEN 'identical'
+                ELSE 'different' END,
+           -- from the end of capture a to the start of capture b: what happened in between (a
+           -- migration, a restore) took this long
+           (SELECT cb.captured_at - (ca.captured_at + make_interval(secs => coalesce(ca.seconds, 0)))
+            FROM stress.state_captures ca, stress.state_captures cb WHERE ca.id = a AND cb.id = b)
+    FROM (SELECT * FROM stress.state_tables WHERE capture_id = a) x
+    FULL JOIN (SELECT * FROM stress.state_tables WHERE capture_id = b) y USING (table_name)
+    ORDER BY 1;
+END
+$$;
+COMMENT ON FUNCTION stress.compare_state(bigint, bigint) IS
+    'Each table of two captures: rows in each, the difference, checksums, identical / different / only in one, and the time between the captures.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api/mod.rs:80
+-- requires:
+--   schema
+
+-- A primary and its streaming standbys: how far behind each standby is while a run writes
+-- (stress.replication_lag, written by the run's sampler each second beside its sample), and waiting
+-- until every standby has replayed what the primary has written (stress.wait_for_replicas).
+
+-- Per second of a run and standby streaming from this server: how far the WAL the standby has
+-- written, flushed and replayed is behind this server's, in bytes and in time (pg_stat_replication's
+-- *_lag, as the standby last reported). The lag figures are NULL when the run's role may not see them
+-- (pg_stat_replication shows them to superusers and members of pg_read_all_stats).
+CREATE TABLE stress.replication_lag (
+    run_id           bigint      NOT NULL REFERENCES stress.runs (id) ON DELETE CASCADE,
+    ts               timestamptz NOT NULL,
+    elapsed_s        float8      NOT NULL,
+    standby          text        NOT NULL,  -- its application_name (else the walsender's pid)
+    state            text,                  -- streaming, catchup, …
+    write_lag_bytes  bigint,
+    flush_lag_bytes  bigint,
+    replay_lag_bytes bigint,
+    write_lag_ms     float8,
+    flush_lag_ms     float8,
+    replay_lag_ms    float8
+);
+COMMENT ON TABLE stress.replication_lag IS 'Per second of a run and standby: how far its written, flushed and replayed WAL is behind, in bytes and ms.';
+CREATE INDEX replication_lag_run_id_ts_idx ON stress.replication_lag (run_id, ts);
+SELECT pg_catalog.pg_extension_config_dump('stress.replication_lag', '');
+GRANT SELECT ON stress.replication_lag TO PUBLIC;
+ALTER TABLE stress.replication_lag ENABLE ROW LEVEL SECURITY;
+CREATE POLICY replication_lag_visible ON stress.replication_lag FOR SELECT TO PUBLIC
+    USING (EXISTS (SELECT 1 FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id));
+
+-- Wait until every standby streaming from this server has replayed the WAL written up to the call,
+-- at most `timeout`; then one row per standby. ERROR 57014 naming the standbys still behind when
+-- the timeout passes. Then a checksum on a standby sees what it sees on the primary.
+CREATE FUNCTION stress.wait_for_replicas(timeout interval DEFAULT '1 minute')
+RETURNS TABLE (standby text, state text, replay_lsn pg_lsn, target_lsn pg_lsn, waited_s float8)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    target pg_lsn;
+    started timestamptz := clock_timestamp();
+    behind text;
+BEGIN
+    IF timeout IS NULL OR NOT isfinite(timeout) OR timeout < interval '0' THEN
+        RAISE EXCEPTION 'wait_for_replicas: timeout must be a finite interval of at least 0, got %', timeout
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. stress.wait_for_replicas(''30 seconds'').';
+    END IF;
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'wait_for_replicas: this server is a standby'
+            USING ERRCODE = 'read_only_sql_transaction', HINT = 'Call it on the primary the standbys stream from.';
+    END IF;
+    -- (pg_stat_replication's positions are NULL to whom may not see them: it would wait for ever)
+    IF NOT pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') THEN
+        RAISE EXCEPTION 'wait_for_replicas: the standbys'' positions are visible only to members of pg_read_all_stats'
+            USING ERRCODE = 'insufficient_privilege', HINT = 'A superuser can GRANT pg_read_all_stats (or pg_monitor) to you.';
+    END IF;
+    target := pg_current_wal_lsn();
+    LOOP
+        SELECT string_agg(format('%s (replayed %s)', coalesce(r.application_name, r.pid::text),
+                                 coalesce(r.replay_lsn::text, 'nothing')), ', ')
+        INTO behind
+        FROM pg_stat_replication r
+        WHERE r.replay_lsn IS NULL OR r.replay_lsn < target;
+        EXIT WHEN behind IS NULL;
+        IF clock_timestamp() - started >= timeout THEN
+            RAISE EXCEPTION 'wait_for_replicas: after %, not every standby had replayed %: %', timeout, target, behind
+                USING ERRCODE = 'query_canceled',
+                      HINT = 'See stress.replication_status; a standby whose replay is paused resumes with SELECT pg_wal_replay_resume() on it.';
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+    RETURN QUERY
+    SELECT coalesce(r.application_name, r.pid::text), r.state::text, r.replay_lsn, target,
+           extract(epoch FROM clock_timestamp() - started)::float8
+    FROM pg_stat_replication r
+    ORDER BY 1;
+END
+$$;
+COMMENT ON FUNCTION stress.wait_for_replicas(interval) IS
+    'Wait until every standby has replayed the WAL written up to the call (at most timeout; 57014 after).';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api/mod.rs:88
+-- requires:
+--   schema
+
+-- Archiving and retention: old rows deleted (or moved to an archive table) in batches, by a
+-- timestamp column; retention policies registered per table and applied together. Everything runs
+-- with the caller's privileges (SECURITY INVOKER): it deletes only what the caller may delete.
+
+-- The checks archive() and set_retention() share: a clear ERROR for each kind of bad input.
+CREATE FUNCTION stress.check_archive_target(rel regclass, ts_column name, older_than interval, batch_size int,
+                                            archive_to regclass, fn text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ts_type regtype;
+BEGIN
+    IF rel IS NULL OR ts_column IS NULL OR older_than IS NULL OR batch_size IS NULL THEN
+        RAISE EXCEPTION '%: rel, ts_column, older_than and batch_size must not be NULL', fn
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('e.g. SELECT stress.%s(''logs'', ''created_at'', ''90 days'');', fn);
+    END IF;
+    IF (SELECT relkind FROM pg_class WHERE oid = rel) NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '%: % is not a table', fn, rel
+            USING ERRCODE = 'wrong_object_type', HINT = 'Pass a table or a partitioned table.';
+    END IF;
+    SELECT a.atttypid::regtype INTO ts_type FROM pg_attribute a
+    WHERE a.attrelid = rel AND a.attname = ts_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF ts_type IS NULL THEN
+        RAISE EXCEPTION '%: column "%" of % does not exist', fn, ts_column, rel
+            USING ERRCODE = 'undefined_column', HINT = 'Pass the name of the column that dates each row.';
+    END IF;
+    IF ts_type NOT IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype) THEN
+        RAISE EXCEPTION '%: column "%" of % is %, not a timestamp', fn, ts_column, rel, ts_type
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'The column must be timestamptz, timestamp or date.';
+    END IF;
+    -- The caller's rights, before anything is locked: a role must not make archive wait for the
+    -- lock of a table it may not empty (queueing that table's other users behind it).
+    IF NOT (has_table_privilege(rel, 'SELECT') AND has_table_privilege(rel, 'DELETE')) THEN
+        RAISE EXCEPTION '%: permission denied to delete from %', fn, rel
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('It deletes the old rows as the caller: it needs SELECT and DELETE on %s.', rel);
+    END IF;
+    IF archive_to IS NOT NULL AND NOT has_table_privilege(archive_to, 'INSERT') THEN
+        RAISE EXCEPTION '%: permission denied to insert into %', fn, archive_to
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('It moves the old rows as the caller: it needs INSERT on %s.', archive_to);
+    END IF;
+    IF older_than < interval '0' THEN
+        RAISE EXCEPTION '%: older_than must not be negative, got %', fn, older_than
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the age of the rows to remove, e.g. ''90 days''.';
+    END IF;
+    IF batch_size < 1 OR batch_size > 10000000 THEN
+        RAISE EXCEPTION '%: batch_size must be between 1 and 10000000, got %', fn, batch_size
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass e.g. batch_size => 10000.';
+    END IF;
+    IF archive_to IS NOT NULL THEN
+        IF archive_to = rel THEN
+            RAISE EXCEPTION '%: archive_to must be another table than %', fn, rel
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Create one: CREATE TABLE archive (LIKE rel);';
+        END IF;
+        IF (SELECT array_agg((a.attname, a.atttypid) ORDER BY a.attnum) FROM pg_attribute a
+            WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped)
+           IS DISTINCT FROM
+           (SELECT array_agg((a.attname, a.atttypid) ORDER BY a.attnum) FROM pg_attribute a
+            WHERE a.attrelid = archive_to AND a.attnum > 0 AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION '%: archive_to % does not have the columns of % (same names and types, in order)',
+                            fn, archive_to, rel
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = format('Create it like the table: CREATE TABLE %s_archive (LIKE %s);', rel, rel);
+        END IF;
+    END IF;
+END
+$$;
+
+-- One batch of archive(): up to $2 rows older than $1, found by physical position (tableoid + ctid,
+-- unique in a partitioned table too), deleted and, with archive_to, inserted there in the same
+-- statement; returns how many were deleted and how many the archive received.
+CREATE FUNCTION stress.archive_batch_sql(rel regclass, ts_column name, archive_to regclass)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT format(
+    'WITH batch AS (SELECT tableoid AS toid, ctid AS tid FROM %1$s WHERE %2$I OPERATOR(pg_catalog.<) $1 LIMIT $2),
+          gone AS (DELETE FROM %1$s t USING batch b
+                   WHERE t.tableoid OPERATOR(pg_catalog.=) b.toid AND t.ctid OPERATOR(pg_catalog.=) b.tid
+                   RETURNING t.*)
+     %3$s',
+    rel, ts_column,
+    CASE WHEN archive_to IS NULL THEN 'SELECT pg_catalog.count(*), pg_catalog.count(*) FROM gone'
+         ELSE format(', moved AS (INSERT INTO %s SELECT * FROM gone RETURNING 1)
+                      SELECT (SELECT pg_catalog.count(*) FROM gone), (SELECT pg_catalog.count(*) FROM moved)',
+                     archive_to) END)
+$$;
+
+-- An archive's record: a run of kind archive, and a result row with the rows removed.
+CREATE FUNCTION stress.record_archive(rel regclass, ts_column name, older_than interval, cutoff timestamptz,
+                                      batch_size int, archive_to regclass, committed_per_batch boolean,
+                                      started timestamptz, removed bigint, batches int)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+-- (plpgsql, not sql: its body is checked when it runs, after stress.record_call exists)
+AS $$
+BEGIN
+PERFORM stress.record_call(
+    'archive',
+    jsonb_build_object('rel', rel::text, 'ts_column', ts_column, 'older_than', older_than::text,
+                       'cutoff', cutoff, 'batch_size', batch_size, 'archive_to', archive_to::text,
+                       'committed_per_batch', committed_per_batch),
+    started,
+    jsonb_build_array(jsonb_build_object(
+        'name', rel::text, 'rows', removed, 'seconds', extract(epoch FROM clock_timestamp() - started),
+        'rows_per_sec', removed / greatest(extract(epoch FROM clock_timestamp() - started), 1e-6),
+        'details', jsonb_build_object('batches', batches, 'moved_to', archive_to::text))));
+END
+$$;
+
+-- An archive move that lost rows on the way (a trigger on archive_to that skips them, say) deletes
+-- nothing: the batch's statement is undone with the error.
+CREATE FUNCTION stress.check_archive_batch(rel regclass, archive_to regclass, deleted bigint, received bigint)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF archive_to IS NOT NULL AND deleted IS DISTINCT FROM received THEN
+        RAISE EXCEPTION 'archive: % received % of the % rows deleted from %', archive_to, received, deleted, rel
+            USING ERRCODE = 'triggered_data_change_violation',
+                  HINT = format('A trigger or rule on %s drops rows: disable it (ALTER TABLE %s DISABLE TRIGGER USER) or archive elsewhere. Nothing was deleted.',
+                                archive_to, archive_to);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION stress.archive(rel regclass, ts_column name, older_than interval, batch_size int DEFAULT 10000,
+                               archive_to regclass DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cutoff timestamptz := now() - older_than;
+    started timestamptz := clock_timestamp();
+    last_notice timestamptz := clock_timestamp();
+    every interval := current_setting('stress.progress_interval')::interval;
+    batch_sql text;
+    done bigint;
+    received bigint;
+    total bigint := 0;
+    batches int := 0;
+BEGIN
+    PERFORM stress.check_archive_target(rel, ts_column, older_than, batch_size, archive_to, 'archive');
+    batch_sql := stress.archive_batch_sql(rel, ts_column, archive_to);
+    LOOP
+        EXECUTE batch_sql INTO done, received USING cutoff, batch_size;
+        PERFORM stress.check_archive_batch(rel, archive_to, done, received);
+        total := total + done;
+        batches := batches + 1;
+        IF every > interval '0' AND clock_timestamp() - last_notice >= every THEN
+            RAISE NOTICE 'archive: % rows of % so far (% batches, % s)', total, rel, batches,
+                round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
+            last_notice := clock_timestamp();
+        END IF;
+        EXIT WHEN done < batch_size;
+    END LOOP;
+    -- In the caller's transaction, like the rows: a rolled-back archive leaves no record.
+    PERFORM stress.record_archive(rel, ts_column, older_than, cutoff, batch_size, archive_to, false, started,
+                                  total, batches);
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION stress.archive(regclass, name, interval, int, regclass) IS
+    'Delete the rows of rel whose ts_column is older than older_than, batch_size at a time (moving them to archive_to when given); returns how many.';
+
+-- The same, committing after every batch (CALL it outside a transaction block, e.g. from pg_cron):
+-- locks and snapshots are held one batch at a time, and what is done stays done if it is stopped.
+CREATE PROCEDURE stress.archive_batched(rel regclass, ts_column name, older_than interval,
+                                        batch_size int DEFAULT 10000, archive_to regclass DEFAULT NULL,
+                                        INOUT rows_removed bigint DEFAULT NULL)
+LANGUAGE plpgsql
+-- (No SET search_path: a procedure with SET clauses may not COMMIT. So every function, operator and
+-- type below is schema-qualified: the caller's search_path, or a pg_cron job's, can capture nothing.)
+AS $$
+DECLARE
+    cutoff pg_catalog.timestamptz := pg_catalog.now() OPERATOR(pg_catalog.-) older_than;
+    started pg_catalog.timestamptz := pg_catalog.clock_timestamp();
+    last_notice pg_catalog.timestamptz := pg_catalog.clock_timestamp();
+    every pg_catalog.interval := pg_catalog.current_setting('stress.progress_interval')::pg_catalog.interval;
+    batch_sql pg_catalog.text;
+    done pg_catalog.int8;
+    received pg_catalog.int8;
+    batches pg_catalog.int4 := 0;
+BEGIN
+    PERFORM stress.check_archive_target(rel, ts_column, older_than, batch_size, archive_to, 'archive_batched');
+    batch_sql := stress.archive_batch_sql(rel, ts_column, archive_to);
+    rows_removed := 0;
+    LOOP
+        EXECUTE batch_sql INTO done, received USING cutoff, batch_size;
+        PERFORM stress.check_archive_batch(rel, archive_to, done, received);
+        rows_removed := rows_removed OPERATOR(pg_catalog.+) done;
+        batches := batches OPERATOR(pg_catalog.+) 1;
+        COMMIT;
+        IF every OPERATOR(pg_catalog.>) '0'::pg_catalog.interval
+           AND pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) last_notice OPERATOR(pg_catalog.>=) every THEN
+            RAISE NOTICE 'archive_batched: % rows of % so far (% batches committed, % s)', rows_removed, rel,
+                batches, pg_catalog.round(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()
+                                                                 OPERATOR(pg_catalog.-) started)::pg_catalog.numeric, 1);
+            last_notice := pg_catalog.clock_timestamp();
+        END IF;
+        EXIT WHEN done OPERATOR(pg_catalog.<) batch_size;
+    END LOOP;
+    PERFORM stress.record_archive(rel, ts_column, older_than, cutoff, batch_size, archive_to, true, started,
+                                  rows_removed, batches);
+END
+$$;
+COMMENT ON PROCEDURE stress.archive_batched(regclass, name, interval, int, regclass, bigint) IS
+    'stress.archive, committing after every batch: CALL it outside a transaction block.';
+
+-- Retention policies: which tables keep how much, applied by stress.apply_retention().
+CREATE TABLE stress.retention_policies (
+    relation    text        PRIMARY KEY,           -- the table, schema-qualified (resolved when applied)
+    ts_column   name        NOT NULL,
+    keep        interval    NOT NULL CHECK (keep >= interval '0'),
+    archive_to  text,                              -- move old rows there instead of deleting them
+    batch_size  int         NOT NULL DEFAULT 10000 CHECK (batch_size BETWEEN 1 AND 10000000),
+    enabled     boolean     NOT NULL DEFAULT true,
+    created_by  name        NOT NULL,               -- the role the policy deletes as, set by pg_stress
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    last_applied_at timestamptz,
+    last_rows   bigint
+);
+COMMENT ON TABLE stress.retention_policies IS 'Per table: how long rows are kept (by ts_column), and where old ones go.';
+SELECT pg_catalog.pg_extension_config_dump('stress.retention_policies', '');
+-- Each role sees the policies it may apply (its own and those of roles it has the privileges of);
+-- they are written only through stress.set_retention (SECURITY.md).
+GRANT SELECT ON stress.retention_policies TO PUBLIC;
+ALTER TABLE stress.retention_policies ENABLE ROW LEVEL SECURITY;
+CREATE POLICY retention_policies_visible ON stress.retention_policies FOR SELECT TO PUBLIC
+    USING (created_by OPERATOR(pg_catalog.=) CURRENT_USER
+           OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                      WHERE r.rolname OPERATOR(pg_catalog.=) created_by
+                        AND pg_catalog.pg_has_role(CURRENT_USER, r.oid, 'USAGE')));
+
+CREATE FUNCTION stress.set_retention(rel regclass, ts_column name, keep interval, archive_to regclass DEFAULT NULL,
+                                     batch_size int DEFAULT 10000)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM stress.check_archive_target(rel, ts_column, keep, batch_size, archive_to, 'set_retention');
+    -- (checks the caller's rights on rel and archive_to, and records the policy as the caller's)
+    PERFORM stress.record_retention_policy(rel, ts_column, keep, archive_to, batch_size);
+END
+$$;
+COMMENT ON FUNCTION stress.set_retention(regclass, name, interval, regclass, int) IS
+    'Register (or change) the caller''s retention policy of a table, after checking it as stress.archive would; it deletes with the caller''s rights.';
+
+CREATE FUNCTION stress.apply_retention()
+RETURNS TABLE (relation text, rows_removed bigint, archived_to text, seconds float8, status text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    p record;
+    started timestamptz;
+    n bigint;
+    caller_role text := current_setting('role');
+BEGIN
+    -- The policies this role may see: its own and those of roles it has the privileges of. Each is
+    -- applied as the role that set it (SET ROLE), so a policy never deletes more than its creator
+    -- could by hand, whoever applies it (a superuser's pg_cron job included).
+    FOR p IN SELECT * FROM stress.retention_policies WHERE enabled ORDER BY relation LOOP
+        relation := p.relation; archived_to := p.archive_to; started := clock_timestamp();
+        -- Each policy on its own: one that fails (a table gone, no privilege) does not stop the others.
+        BEGIN
+            PERFORM set_config('role', p.created_by, true);
+            IF to_regclass(p.relation) IS NULL THEN
+                RAISE EXCEPTION 'table % does not exist', p.relation USING ERRCODE = 'undefined_table';
+            END IF;
+            n := stress.archive(to_regclass(p.relation), p.ts_column, p.keep, p.batch_size,
+                                to_regclass(p.archive_to));
+            PERFORM stress.record_retention_applied(p.relation, n);
+            PERFORM set_config('role', caller_role, true);
+            rows_removed := n; status := 'ok';
+        EXCEPTION WHEN OTHERS THEN
+            rows_removed := 0; status := 'failed: ' || SQLERRM;
+        END;
+        seconds := extract(epoch FROM clock_timestamp() - started);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION stress.apply_retention() IS
+    'Apply every enabled retention policy this role may see, each as the role that set it: one row per table with what was removed, or why not.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api/mod.rs:43
+-- requires:
+--   schema
+
+-- stress.bloat_report(): how much of each user table and index is dead rows or wasted space, worst
+-- first, with what to do about it.
+--
+-- Two methods, and each row says which it used:
+--   pgstattuple  exact: reads every page (pgstattuple for tables, pgstatindex for btree indexes).
+--                Used when the extension is installed and the caller may run it (superuser or
+--                pg_stat_scan_tables).
+--   estimate     from the statistics: dead rows from pg_stat_user_tables; wasted bytes = pages
+--                beyond what reltuples rows of pg_stats' average width need at the fillfactor.
+--                Needs ANALYZE, and SELECT on the table (pg_stats shows only readable columns);
+--                without them wasted_bytes is NULL and method says why.
+CREATE FUNCTION stress.bloat_rows(schema name, exact boolean)
+RETURNS TABLE (schema_name name, relation name, kind text, table_name name, size_bytes bigint, size text,
+               dead_rows bigint, dead_pct numeric, wasted_bytes bigint, wasted_pct numeric, method text,
+               action text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bs constant int := current_setting('block_size')::int;
+    tuple_ns text;
+    use_pgstattuple boolean;
+    r record;
+    st record;
+    ix record;
+BEGIN
+    IF schema IS NOT NULL AND to_regnamespace(quote_ident(schema)) IS NULL THEN
+        RAISE EXCEPTION 'bloat_report: schema "%" does not exist', schema
+            USING ERRCODE = 'invalid_schema_name',
+                  HINT = 'Pass an existing schema, or NULL for every schema.';
+    END IF;
+    SELECT e.extnamespace::regnamespace::text INTO tuple_ns FROM pg_extension e WHERE e.extname = 'pgstattuple';
+    use_pgstattuple := exact AND tuple_ns IS NOT NULL
+        AND has_function_privilege(format('%s.pgstattuple(regclass)', tuple_ns), 'EXECUTE')
+        AND (pg_has_role('pg_stat_scan_tables', 'USAGE')
+             OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user));
+
+    FOR r IN
+        SELECT c.oid, n.nspname, c.relname, c.relpages::int8 AS relpages, c.reltuples::float8 AS reltuples,
+               pg_relation_size(c.oid) AS bytes, s.n_live_tup, s.n_dead_tup,
+               coalesce((SELECT o.option_value::int FROM pg_options_to_table(c.reloptions) o
+                         WHERE o.option_name = 'fillfactor'), 100) AS fillfactor,
+               (SELECT sum((1 - ps.null_frac) * ps.avg_width) FROM pg_stats ps
+                WHERE ps.schemaname = n.nspname AND ps.tablename = c.relname) AS row_width
+        FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+        WHERE c.relkind IN ('r', 'm')
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
+          AND (schema IS NULL OR n.nspname = schema)
+    LOOP
+        schema_name := r.nspname; relation := r.relname; kind := 'table'; table_name := r.relname;
+        size_bytes := r.bytes; size := pg_size_pretty(r.bytes);
+        IF use_pgstattuple THEN
+            EXECUTE format('SELECT * FROM %I.pgstattuple(%s::oid::regclass)', tuple_ns, r.oid) INTO st;
+            dead_rows := st.dead_tuple_count;
+            dead_pct := round(100.0 * st.dead_tuple_count / nullif(st.tuple_count + st.dead_tuple_count, 0), 2);
+            wasted_bytes := st.dead_tuple_len + st.free_space;
+            method := 'pgstattuple';
+        ELSE
+            dead_rows := r.n_dead_tup;
+            dead_pct := round(100.0 * r.n_dead_tup / nullif(r.n_live_tup + r.n_dead_tup, 0), 2);
+            -- rows of row_width bytes plus their 24-byte header and 4-byte line pointer, on pages of
+            -- block_size less the 24-byte page header, filled to the fillfactor
+            wasted_bytes := CASE WHEN r.reltuples >= 0 AND r.row_width IS NOT NULL THEN
+                greatest(0, r.relpages - ceil(r.reltuples * (24 + 4 + r.row_width)
+                                              / ((bs - 24) * r.fillfactor / 100.0)))::int8 * bs END;
+            method := CASE WHEN wasted_bytes IS NOT NULL THEN 'estimate'
+                           WHEN NOT has_table_privilege(r.oid, 'SELECT')
+                               THEN 'estimate (no statistics visible: needs SELECT on the table)'
+                           ELSE 'estimate (not analyzed: run ANALYZE)' END;
+        END IF;
+        wasted_pct := round(100.0 * wasted_bytes / nullif(r.bytes, 0), 2);
+        action := CASE
+            WHEN wasted_pct >= 50 AND r.bytes >= 8 * bs
+                THEN format('VACUUM FULL %I.%I (takes an exclusive lock; pg_repack does it online)', r.nspname, r.relname)
+            WHEN dead_pct >= 10 OR wasted_pct >= 20
+                THEN format('VACUUM ANALYZE %I.%I', r.nspname, r.relname)
+            ELSE 'none' END;
+        RETURN NEXT;
+
+        FOR ix IN
+            SELECT i.indexrelid, ic.relname, ic.relpages::int8 AS relpages, ic.reltuples::float8 AS reltuples,
+                   pg_relation_size(i.indexrelid) AS bytes, am.amname,
+                   coalesce((SELECT o.option_value::int FROM pg_options_to_table(ic.reloptions) o
+                             WHERE o.option_name = 'fillfactor'), 90) AS fillfactor,
+                   -- the key's width, when every key column has statistics (not for expressions)
+                   CASE WHEN 0 <> ALL (i.indkey::int2[]) THEN
+                       (SELECT CASE WHEN count(*) = i.indnatts THEN sum(ps.avg_width) END
+                        FROM pg_attribute a
+                        JOIN pg_stats ps ON ps.schemaname = r.nspname AND ps.tablename = r.relname
+                                        AND ps.attname = a.attname
+                        WHERE a.attrelid = r.oid AND a.attnum = ANY (i.indkey::int2[])) END AS key_width
+                   , 0 = ANY (i.indkey::int2[]) AS has_expressions
+            FROM pg_index i
+            JOIN pg_class ic ON ic.oid = i.indexrelid
+            JOIN pg_am am ON am.oid = ic.relam
+            WHERE i.indrelid = r.oid
+        LOOP
+            schema_name := r.nspname; relation := ix.relname; kind := 'index'; table_name := r.relname;
+            size_bytes := ix.bytes; size := pg_size_pretty(ix.bytes);
+            dead_rows := NULL; dead_pct := NULL;
+            IF use_pgstattuple AND ix.amname = 'btree' AND ix.relpages > 1 THEN
+                EXECUTE format('SELECT * FROM %I.pgstatindex(%s::oid::regclass)', tuple_ns, ix.indexrelid) INTO st;
+                -- leaves fuller than the fillfactor waste nothing; emptier ones waste the difference
+                wasted_bytes := greatest(0, st.leaf_pages * bs * (1 - st.avg_leaf_density / ix.fillfactor))::int8
+                                + st.deleted_pages * bs;
+                method := 'pgstattuple';
+            ELSIF ix.amname = 'btree' AND ix.reltuples >= 0 AND ix.key_width IS NOT NULL THEN
+                -- entries of the key plus an 8-byte index tuple header and a 4-byte line pointer,
+                -- on pages filled to the fillfactor, plus the metapage
+                wasted_bytes := greatest(0, ix.relpages - 1 - ceil(ix.reltuples * (8 + 4 + ix.key_width)
+                                                                 / ((bs - 24 - 16) * ix.fillfactor / 100.0)))::int8 * bs;
+                method := 'estimate';
+            ELSE
+                wasted_bytes := NULL;
+                method := CASE WHEN ix.amname <> 'btree' THEN format('not measured (%s index)', ix.amname)
+                               WHEN ix.has_expressions THEN 'not measured (expression index)'
+                               WHEN NOT has_table_privilege(r.oid, 'SELECT')
+                                   THEN 'estimate (no statistics visible: needs SELECT on the table)'
+                               ELSE 'estimate (not analyzed: run ANALYZE)' END;
+            END IF;
+            wasted_pct := round(100.0 * wasted_bytes / nullif(ix.bytes, 0), 2);
+            action := CASE WHEN wasted_pct >= 30 AND ix.bytes >= 8 * bs
+                           THEN format('REINDEX INDEX CONCURRENTLY %I.%I', r.nspname, ix.relname)
+                           ELSE 'none' END;
+            RETURN NEXT;
+        END LOOP;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION stress.bloat_rows(name, boolean) IS 'The rows of stress.bloat_report(), unsorted.';
+
+CREATE FUNCTION stress.bloat_report(schema name DEFAULT NULL, exact boolean DEFAULT true)
+RETURNS TABLE (schema_name name, relation name, kind text, table_name name, size_bytes bigint, size text,
+               dead_rows bigint, dead_pct numeric, wasted_bytes bigint, wasted_pct numeric, method text,
+               action text)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM stress.bloat_rows(schema, exact) ORDER BY wasted_bytes DESC NULLS LAST, dead_rows DESC NULLS LAST $$;
+COMMENT ON FUNCTION stress.bloat_report(name, boolean) IS
+    'Dead rows and wasted space per user table and index, worst first (exact with pgstattuple, else estimated from statistics), with the action to take.';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2355,603 +2355,5 @@ REVOKE EXECUTE ON PROCEDURE stress.run_load_proc, stress.simulate_trading_day_pr
 -- src/api/runs.rs:64
 -- pg_stress::api::runs::wait
 -- Skipped due to `#[pgrx(sql = false)]`
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/benchmark/compare.rs:225
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::benchmark::compare::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/benchmark/compare.rs:230
--- pg_stress::benchmark::compare::tests::indexes_are_compared_and_never_lost
-CREATE  FUNCTION tests."indexes_are_compared_and_never_lost"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'indexes_are_compared_and_never_lost_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/benchmark/compare.rs:264
--- pg_stress::benchmark::compare::tests::a_candidate_index_is_measured_for_real_and_rolled_back
-CREATE  FUNCTION tests."a_candidate_index_is_measured_for_real_and_rolled_back"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'a_candidate_index_is_measured_for_real_and_rolled_back_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/report_html/mod.rs:133
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::report_html::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/report_html/mod.rs:139
--- pg_stress::report_html::tests::a_long_run_is_drawn_in_buckets
-CREATE  FUNCTION tests."a_long_run_is_drawn_in_buckets"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'a_long_run_is_drawn_in_buckets_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/bulk.rs:332
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::generate::bulk::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/bulk.rs:337
--- pg_stress::generate::bulk::tests::numeric_datum_keeps_scale
-CREATE  FUNCTION tests."numeric_datum_keeps_scale"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'numeric_datum_keeps_scale_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/bulk.rs:366
--- pg_stress::generate::bulk::tests::numeric_units_decode_short_long_and_negative_forms
-CREATE  FUNCTION tests."numeric_units_decode_short_long_and_negative_forms"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'numeric_units_decode_short_long_and_negative_forms_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/bulk.rs:351
--- pg_stress::generate::bulk::tests::jsonb_objects_are_what_jsonb_in_would_make
-CREATE  FUNCTION tests."jsonb_objects_are_what_jsonb_in_would_make"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'jsonb_objects_are_what_jsonb_in_would_make_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/dataset_tests.rs:3
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::generate::dataset_tests::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/dataset_tests.rs:131
--- pg_stress::generate::dataset_tests::tests::a_read_only_transaction_is_refused_before_anything_is_written
-CREATE  FUNCTION tests."a_read_only_transaction_is_refused_before_anything_is_written"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'a_read_only_transaction_is_refused_before_anything_is_written_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/dataset_tests.rs:288
--- pg_stress::generate::dataset_tests::tests::column_distributions_have_their_statistics
-CREATE  FUNCTION tests."column_distributions_have_their_statistics"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'column_distributions_have_their_statistics_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/dataset_tests.rs:236
--- pg_stress::generate::dataset_tests::tests::a_dataset_is_the_same_for_the_same_seed
-CREATE  FUNCTION tests."a_dataset_is_the_same_for_the_same_seed"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'a_dataset_is_the_same_for_the_same_seed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/dataset_tests.rs:92
--- pg_stress::generate::dataset_tests::tests::foreign_keys_are_checked_in_bulk
-CREATE  FUNCTION tests."foreign_keys_are_checked_in_bulk"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'foreign_keys_are_checked_in_bulk_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/dataset_tests.rs:109
--- pg_stress::generate::dataset_tests::tests::generators_that_need_other_tables_say_so
-CREATE  FUNCTION tests."generators_that_need_other_tables_say_so"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'generators_that_need_other_tables_say_so_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/dataset_tests.rs:212
--- pg_stress::generate::dataset_tests::tests::audit_log_events_carry_payloads
-CREATE  FUNCTION tests."audit_log_events_carry_payloads"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'audit_log_events_carry_payloads_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/dataset_tests.rs:156
--- pg_stress::generate::dataset_tests::tests::market_data_is_one_consistent_candle_per_symbol_per_step
-CREATE  FUNCTION tests."market_data_is_one_consistent_candle_per_symbol_per_step"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'market_data_is_one_consistent_candle_per_symbol_per_step_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/dataset_tests.rs:342
--- pg_stress::generate::dataset_tests::tests::the_seeds_distribution_dictionary_runs_as_is
-CREATE  FUNCTION tests."the_seeds_distribution_dictionary_runs_as_is"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'the_seeds_distribution_dictionary_runs_as_is_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/dataset_tests.rs:8
--- pg_stress::generate::dataset_tests::tests::accounts_orders_trades_positions_fit_together
-CREATE  FUNCTION tests."accounts_orders_trades_positions_fit_together"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'accounts_orders_trades_positions_fit_together_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/bloat.rs:5
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::tests::bloat::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/bloat.rs:10
--- pg_stress::tests::bloat::tests::t0_the_bloat_report_has_a_row_per_table_and_index_and_says_how_
-CREATE  FUNCTION tests."t0_the_bloat_report_has_a_row_per_table_and_index_and_says_how_"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 't0_the_bloat_report_has_a_row_per_table_and_index_and_says_how__wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/parallel.rs:536
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::generate::parallel::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/parallel.rs:615
--- pg_stress::generate::parallel::tests::rows_formed_by_workers_still_meet_the_tables_constraints
-CREATE  FUNCTION tests."rows_formed_by_workers_still_meet_the_tables_constraints"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'rows_formed_by_workers_still_meet_the_tables_constraints_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/parallel.rs:586
--- pg_stress::generate::parallel::tests::appending_with_workers_maintains_every_index
-CREATE  FUNCTION tests."appending_with_workers_maintains_every_index"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'appending_with_workers_maintains_every_index_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/parallel.rs:642
--- pg_stress::generate::parallel::tests::bad_worker_counts_are_refused
-CREATE  FUNCTION tests."bad_worker_counts_are_refused"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'bad_worker_counts_are_refused_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/parallel.rs:661
--- pg_stress::generate::parallel::tests::running_out_of_worker_slots_is_a_clear_error_and_writes_nothing
-CREATE  FUNCTION tests."running_out_of_worker_slots_is_a_clear_error_and_writes_nothing"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'running_out_of_worker_slots_is_a_clear_error_and_writes_nothing_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/parallel.rs:562
--- pg_stress::generate::parallel::tests::the_data_is_the_same_whatever_the_number_of_workers
-CREATE  FUNCTION tests."the_data_is_the_same_whatever_the_number_of_workers"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'the_data_is_the_same_whatever_the_number_of_workers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/parallel.rs:630
--- pg_stress::generate::parallel::tests::workers_for_a_table_with_a_long_name
-CREATE  FUNCTION tests."workers_for_a_table_with_a_long_name"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'workers_for_a_table_with_a_long_name_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/postgres/subxact.rs:75
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::postgres::subxact::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/postgres/subxact.rs:100
--- pg_stress::postgres::subxact::tests::a_cancel_is_not_caught
-CREATE  FUNCTION tests."a_cancel_is_not_caught"() RETURNS void
-STRICT 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'a_cancel_is_not_caught_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/postgres/subxact.rs:80
--- pg_stress::postgres::subxact::tests::an_error_rolls_back_only_its_own_work
-CREATE  FUNCTION tests."an_error_rolls_back_only_its_own_work"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'an_error_rolls_back_only_its_own_work_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/health.rs:5
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::tests::health::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/health.rs:81
--- pg_stress::tests::health::tests::health_alerts_fire_on_their_thresholds
-CREATE  FUNCTION tests."health_alerts_fire_on_their_thresholds"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'health_alerts_fire_on_their_thresholds_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/health.rs:45
--- pg_stress::tests::health::tests::unused_indexes_skip_constraints_and_say_what_to_drop
-CREATE  FUNCTION tests."unused_indexes_skip_constraints_and_say_what_to_drop"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'unused_indexes_skip_constraints_and_say_what_to_drop_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/health.rs:119
--- pg_stress::tests::health::tests::a_role_without_privileges_reads_what_pg_monitor_would_let_it
-CREATE  FUNCTION tests."a_role_without_privileges_reads_what_pg_monitor_would_let_it"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'a_role_without_privileges_reads_what_pg_monitor_would_let_it_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/health.rs:10
--- pg_stress::tests::health::tests::the_health_views_describe_this_server
-CREATE  FUNCTION tests."the_health_views_describe_this_server"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'the_health_views_describe_this_server_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/benchmark/mod.rs:425
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::benchmark::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/benchmark/mod.rs:498
--- pg_stress::benchmark::tests::a_failing_query_gets_its_error_and_the_others_are_measured
-CREATE  FUNCTION tests."a_failing_query_gets_its_error_and_the_others_are_measured"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'a_failing_query_gets_its_error_and_the_others_are_measured_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/benchmark/mod.rs:564
--- pg_stress::benchmark::tests::dml_with_rollback_leaves_the_data_unchanged
-CREATE  FUNCTION tests."dml_with_rollback_leaves_the_data_unchanged"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'dml_with_rollback_leaves_the_data_unchanged_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/benchmark/mod.rs:430
--- pg_stress::benchmark::tests::percentiles_of_a_query_of_known_duration
-CREATE  FUNCTION tests."percentiles_of_a_query_of_known_duration"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'percentiles_of_a_query_of_known_duration_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/benchmark/mod.rs:472
--- pg_stress::benchmark::tests::block_hits_are_counted_per_query
-CREATE  FUNCTION tests."block_hits_are_counted_per_query"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'block_hits_are_counted_per_query_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/benchmark/mod.rs:573
--- pg_stress::benchmark::tests::bad_benchmark_arguments_are_refused
-CREATE  FUNCTION tests."bad_benchmark_arguments_are_refused"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'bad_benchmark_arguments_are_refused_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/benchmark/explain.rs:255
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::benchmark::explain::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/benchmark/explain.rs:260
--- pg_stress::benchmark::explain::tests::a_planted_sequential_scan_gets_an_index_suggestion
-CREATE  FUNCTION tests."a_planted_sequential_scan_gets_an_index_suggestion"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'a_planted_sequential_scan_gets_an_index_suggestion_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/postgres/read_only.rs:56
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::postgres::read_only::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/postgres/read_only.rs:60
--- pg_stress::postgres::read_only::tests::only_plain_selects_read_only
-CREATE  FUNCTION tests."only_plain_selects_read_only"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'only_plain_selects_read_only_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/integrity_state.rs:5
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::tests::integrity_state::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/integrity_state.rs:73
--- pg_stress::tests::integrity_state::tests::captures_compare_table_by_table
-CREATE  FUNCTION tests."captures_compare_table_by_table"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'captures_compare_table_by_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/integrity_state.rs:18
--- pg_stress::tests::integrity_state::tests::a_generated_dataset_passes_and_deliberate_damage_is_found
-CREATE  FUNCTION tests."a_generated_dataset_passes_and_deliberate_damage_is_found"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'a_generated_dataset_passes_and_deliberate_damage_is_found_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/retention.rs:5
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::tests::retention::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/retention.rs:70
--- pg_stress::tests::retention::tests::bad_archive_arguments_are_refused_clearly
-CREATE  FUNCTION tests."bad_archive_arguments_are_refused_clearly"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'bad_archive_arguments_are_refused_clearly_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/retention.rs:137
--- pg_stress::tests::retention::tests::the_guides_retention_policies_apply_with_the_callers_privileges
-CREATE  FUNCTION tests."the_guides_retention_policies_apply_with_the_callers_privileges"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'the_guides_retention_policies_apply_with_the_callers_privileges_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/retention.rs:20
--- pg_stress::tests::retention::tests::archive_deletes_or_moves_exactly_the_old_rows_in_batches
-CREATE  FUNCTION tests."archive_deletes_or_moves_exactly_the_old_rows_in_batches"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'archive_deletes_or_moves_exactly_the_old_rows_in_batches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/orders.rs:173
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::generate::orders::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/orders.rs:255
--- pg_stress::generate::orders::tests::values_look_like_trading
-CREATE  FUNCTION tests."values_look_like_trading"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'values_look_like_trading_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/orders.rs:345
--- pg_stress::generate::orders::tests::writing_needs_insert_privilege
-CREATE  FUNCTION tests."writing_needs_insert_privilege"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'writing_needs_insert_privilege_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/orders.rs:222
--- pg_stress::generate::orders::tests::both_index_paths_leave_every_row_indexed
-CREATE  FUNCTION tests."both_index_paths_leave_every_row_indexed"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'both_index_paths_leave_every_row_indexed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/orders.rs:178
--- pg_stress::generate::orders::tests::generates_rows_with_indexes_and_records_the_call
-CREATE  FUNCTION tests."generates_rows_with_indexes_and_records_the_call"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'generates_rows_with_indexes_and_records_the_call_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/orders.rs:287
--- pg_stress::generate::orders::tests::bad_arguments_are_22023_and_write_nothing
-CREATE  FUNCTION tests."bad_arguments_are_22023_and_write_nothing"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'bad_arguments_are_22023_and_write_nothing_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/orders.rs:203
--- pg_stress::generate::orders::tests::same_seed_same_checksum_different_seed_different
-CREATE  FUNCTION tests."same_seed_same_checksum_different_seed_different"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'same_seed_same_checksum_different_seed_different_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/generate/orders.rs:316
--- pg_stress::generate::orders::tests::tables_we_cannot_write_correctly_are_refused
-CREATE  FUNCTION tests."tables_we_cannot_write_correctly_are_refused"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'tables_we_cannot_write_correctly_are_refused_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/postgres/spi_read.rs:75
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::postgres::spi_read::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/postgres/spi_read.rs:79
--- pg_stress::postgres::spi_read::tests::a_read_assigns_no_transaction_id
-CREATE  FUNCTION tests."a_read_assigns_no_transaction_id"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'a_read_assigns_no_transaction_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/integrity/mod.rs:212
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::integrity::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/integrity/mod.rs:407
--- pg_stress::integrity::tests::only_tables_and_only_with_select_privilege
-CREATE  FUNCTION tests."only_tables_and_only_with_select_privilege"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'only_tables_and_only_with_select_privilege_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/integrity/mod.rs:291
--- pg_stress::integrity::tests::the_fast_encoding_writes_the_general_one_byte_for_byte
-CREATE  FUNCTION tests."the_fast_encoding_writes_the_general_one_byte_for_byte"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'the_fast_encoding_writes_the_general_one_byte_for_byte_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/integrity/mod.rs:256
--- pg_stress::integrity::tests::any_single_change_changes_the_checksum
-CREATE  FUNCTION tests."any_single_change_changes_the_checksum"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'any_single_change_changes_the_checksum_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/integrity/mod.rs:241
--- pg_stress::integrity::tests::equal_content_equal_checksum_whatever_the_order
-CREATE  FUNCTION tests."equal_content_equal_checksum_whatever_the_order"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'equal_content_equal_checksum_whatever_the_order_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/integrity/mod.rs:387
--- pg_stress::integrity::tests::partitioned_tables_matviews_and_dropped_columns
-CREATE  FUNCTION tests."partitioned_tables_matviews_and_dropped_columns"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'partitioned_tables_matviews_and_dropped_columns_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/integrity/mod.rs:320
--- pg_stress::integrity::tests::the_encoding_does_not_change_between_versions
-CREATE  FUNCTION tests."the_encoding_does_not_change_between_versions"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'the_encoding_does_not_change_between_versions_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/integrity/mod.rs:338
--- pg_stress::integrity::tests::t1_parallel_workers_give_the_same_digest_and_see_this_transacti
-CREATE  FUNCTION tests."t1_parallel_workers_give_the_same_digest_and_see_this_transacti"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 't1_parallel_workers_give_the_same_digest_and_see_this_transacti_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/maintenance.rs:5
-CREATE SCHEMA IF NOT EXISTS tests; /* pg_stress::tests::maintenance::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/maintenance.rs:10
--- pg_stress::tests::maintenance::tests::maintenance_jobs_are_scheduled_by_name_and_removed
-CREATE  FUNCTION tests."maintenance_jobs_are_scheduled_by_name_and_removed"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'maintenance_jobs_are_scheduled_by_name_and_removed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tests/maintenance.rs:85
--- pg_stress::tests::maintenance::tests::the_health_check_records_its_findings_as_a_run
-CREATE  FUNCTION tests."the_health_check_records_its_findings_as_a_run"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'the_health_check_records_its_findings_as_a_run_wrapper';
 /* </end connected objects> */
 

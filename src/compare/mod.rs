@@ -115,20 +115,22 @@ impl RunFigures {
         noise::relative_se(noise::steady_seconds(&self.rates))
     }
 
-    /// How much wider the per-second percentiles say the run's percentile noise is.
-    fn design_effect(&self, metric: &str, z: f64) -> f64 {
+    /// How much wider the per-second percentiles say the run's percentile noise is. (Every second
+    /// counts: a partial second's percentile is a percentile of fewer calls, not a biased one, as
+    /// a partial second's rate would be.)
+    fn design_effect(&self, metric: &str, z: f64) -> noise::DesignEffect {
         let (per_second, q) = match metric {
             "p50_ms" => (&self.p50s, 0.5),
             // (p99.9 has no per-second figure: it takes p99's)
             _ => (&self.p99s, 0.99),
         };
         let Some(total) = self.get("total").and_then(|t| t.histogram.as_ref()) else {
-            return 1.0;
+            return noise::DesignEffect::NONE;
         };
-        let Some(e) = percentile_of(total, q, z, 1.0) else {
-            return 1.0;
+        let Some(e) = percentile_of(total, q, z, noise::DesignEffect::NONE) else {
+            return noise::DesignEffect::NONE;
         };
-        noise::design_effect(noise::steady_seconds(per_second), e.log_se)
+        noise::design_effect(per_second, e.log_se)
     }
 
     /// The estimate of `metric` of measured thing `name`.
@@ -213,7 +215,12 @@ impl RunFigures {
     }
 }
 
-fn percentile_of(h: &Latency, q: f64, z: f64, design_effect: f64) -> Option<Estimate> {
+fn percentile_of(
+    h: &Latency,
+    q: f64,
+    z: f64,
+    design_effect: noise::DesignEffect,
+) -> Option<Estimate> {
     let (low, high) = noise::quantile_bounds(h.count(), q, z)?;
     Some(noise::percentile(
         h.quantile_ms(q)?,

@@ -139,12 +139,31 @@ pub fn quantile_bounds(n: u64, q: f64, z: f64) -> Option<(f64, f64)> {
 }
 
 /// A percentile's estimate from its value and the values at [`quantile_bounds`], widened by the
-/// run's `design_effect` (≥ 1).
-pub fn percentile(value: f64, low: f64, high: f64, z: f64, design_effect: f64) -> Estimate {
-    let floor = RESOLUTION;
+/// run's design effect (see [`design_effect`]): when that widened it, its error was estimated from
+/// the run's seconds, and has their degrees of freedom.
+pub fn percentile(value: f64, low: f64, high: f64, z: f64, design: DesignEffect) -> Estimate {
     let (value, low, high) = (value.max(1e-9), low.max(1e-9), high.max(1e-9));
-    let log_se = ((high.ln() - low.ln()) / (2.0 * z)).max(floor) * design_effect.max(1.0);
-    Estimate::new(value, log_se, f64::INFINITY)
+    let log_se = ((high.ln() - low.ln()) / (2.0 * z)).max(RESOLUTION);
+    if design.factor > 1.0 {
+        Estimate::new(value, log_se * design.factor, design.df)
+    } else {
+        Estimate::new(value, log_se, f64::INFINITY)
+    }
+}
+
+/// How much wider a run's percentile noise is than its order statistics say, and the degrees of
+/// freedom of the wider estimate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DesignEffect {
+    pub factor: f64,
+    pub df: f64,
+}
+
+impl DesignEffect {
+    pub const NONE: DesignEffect = DesignEffect {
+        factor: 1.0,
+        df: f64::INFINITY,
+    };
 }
 
 /// The per-second samples a throughput's noise is taken from: all but the first and the last
@@ -173,8 +192,9 @@ pub fn relative_se(samples: &[f64]) -> Option<(f64, f64)> {
 }
 
 /// How much wider the per-second figures say a percentile's noise is than its order statistics
-/// do: the spread of the per-second logs over √k, divided by the order statistics' error.
-pub fn design_effect(per_second: &[f64], order_statistics_se: f64) -> f64 {
+/// do: the spread of the per-second logs over √k, divided by the order statistics' error (never
+/// below 1), with k − 1 degrees of freedom.
+pub fn design_effect(per_second: &[f64], order_statistics_se: f64) -> DesignEffect {
     let logs: Vec<f64> = per_second
         .iter()
         .filter(|v| **v > 0.0 && v.is_finite())
@@ -182,11 +202,19 @@ pub fn design_effect(per_second: &[f64], order_statistics_se: f64) -> f64 {
         .collect();
     let k = logs.len();
     if k < MIN_SECONDS || order_statistics_se <= 0.0 {
-        return 1.0;
+        return DesignEffect::NONE;
     }
     let mean = logs.iter().sum::<f64>() / k as f64;
     let var = logs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (k - 1) as f64;
-    ((var / k as f64).sqrt() / order_statistics_se).max(1.0)
+    let factor = (var / k as f64).sqrt() / order_statistics_se;
+    if factor > 1.0 {
+        DesignEffect {
+            factor,
+            df: (k - 1) as f64,
+        }
+    } else {
+        DesignEffect::NONE
+    }
 }
 
 /// A baseline of several runs' estimates of one figure: the mean of their logs, its standard
@@ -530,13 +558,31 @@ mod tests {
 
     #[test]
     fn the_per_second_spread_widens_a_percentile() {
-        assert_eq!(design_effect(&[1.0, 1.0, 1.0], 0.01), 1.0);
+        assert_eq!(design_effect(&[1.0, 1.0, 1.0], 0.01), DesignEffect::NONE);
         // per-second p99s of 1, 2 and 4 ms: a log spread of ln 2, far beyond 1%
         let d = design_effect(&[1.0, 2.0, 4.0], 0.01);
-        assert!((d - 2f64.ln() / 3f64.sqrt() / 0.01).abs() < 1e-9, "{d}");
-        assert_eq!(design_effect(&[1.0, 2.0], 0.01), 1.0);
-        let e = percentile(1.0, 0.9, 1.1, 1.96, 2.0);
+        assert!(
+            (d.factor - 2f64.ln() / 3f64.sqrt() / 0.01).abs() < 1e-9,
+            "{d:?}"
+        );
+        assert_eq!(d.df, 2.0);
+        assert_eq!(design_effect(&[1.0, 2.0], 0.01), DesignEffect::NONE);
+        let e = percentile(
+            1.0,
+            0.9,
+            1.1,
+            1.96,
+            DesignEffect {
+                factor: 2.0,
+                df: 4.0,
+            },
+        );
         assert!((e.log_se - 2.0 * (1.1f64.ln() - 0.9f64.ln()) / 3.92).abs() < 1e-12);
+        assert_eq!(e.df, 4.0);
+        assert_eq!(
+            percentile(1.0, 0.9, 1.1, 1.96, DesignEffect::NONE).df,
+            f64::INFINITY
+        );
     }
 
     #[test]

@@ -494,6 +494,31 @@ fn a_sigkill_anywhere_leaves_the_run_interrupted_and_the_next_one_starting() {
             (row.get(0), row.get(1))
         };
         assert!(ops > 0 && ended, "{target}: its samples and end are kept");
+        // An interrupted run compares (it has no results: not enough data, never a verdict) and
+        // fails the CI gate; its environment was recorded before the kill.
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM stress.compare_runs($1::bigint, $1::bigint) WHERE verdict <> 'not enough data'),
+                        (SELECT environment ? 'settings' FROM stress.runs WHERE id = $1)",
+                &[&run],
+            )
+            .unwrap();
+        let (judged, recorded): (i64, Option<bool>) = (row.get(0), row.get(1));
+        assert_eq!(
+            judged, 0,
+            "{target}: an interrupted run has figures to judge"
+        );
+        assert_eq!(recorded, Some(true), "{target}: no environment recorded");
+        let gate = client
+            .batch_execute(&format!(
+                "SELECT stress.assert_targets({run}, baseline => {run})"
+            ))
+            .unwrap_err();
+        assert!(
+            gate.as_db_error()
+                .is_some_and(|e| e.message().contains("the run is interrupted")),
+            "{target}: {gate}"
+        );
         if let Some((_, thread)) = caller_thread {
             thread.join().unwrap();
         }

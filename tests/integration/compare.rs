@@ -37,7 +37,7 @@ fn compare_runs_and_assert_targets_judge_real_runs() {
     assert!(fastest_median > 0.01, "p50 {fastest_median} ms");
     let regressed: Vec<(String, String)> = client
         .query(
-            "SELECT name, metric FROM stress.compare_runs($1, $2) WHERE regressed",
+            "SELECT name, metric FROM stress.compare_runs($1::bigint, $2::bigint) WHERE regressed",
             &[&fast, &slow],
         )
         .unwrap()
@@ -51,7 +51,7 @@ fn compare_runs_and_assert_targets_judge_real_runs() {
     // Against itself nothing regressed, every change is 0, and the total comes last.
     let rows = client
         .query(
-            "SELECT name, metric, change, regressed FROM stress.compare_runs($1, $1)",
+            "SELECT name, metric, change, regressed FROM stress.compare_runs($1::bigint, $1::bigint)",
             &[&fast],
         )
         .unwrap();
@@ -309,7 +309,7 @@ fn the_verdict_weighs_the_noise_and_the_environment_is_recorded() {
         "shared_buffers",
         "synchronous_commit",
         "\"cpus\"",
-        "v.accounts",
+        "database_bytes",
         "pg_stress",
     ] {
         assert!(

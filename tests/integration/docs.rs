@@ -57,7 +57,8 @@ fn sql_blocks(page: &str) -> (Vec<String>, usize) {
     (blocks, skipped)
 }
 
-/// An example scaled to a test: '30 seconds', '1 minute', '24 minutes' … become '1 second'; a
+/// An example scaled to a test: '30 seconds', '1 minute', '24 minutes' … become '1 second' (5 seconds
+/// or less stay); a
 /// million rows become tens of thousands.
 fn scaled(sql: &str) -> String {
     let mut out = String::new();
@@ -74,18 +75,16 @@ fn scaled(sql: &str) -> String {
                     let end = after.find('\'').unwrap_or(after.len());
                     let literal = &after[..end];
                     let mut words = literal.split(' ');
-                    let short_interval = matches!(
-                        (
-                            words.next().map(|n| n.parse::<u32>().is_ok()),
-                            words.next(),
-                            words.next()
-                        ),
-                        (
-                            Some(true),
-                            Some("second" | "seconds" | "minute" | "minutes"),
-                            None
-                        )
-                    );
+                    // (5 seconds or less stay: a verdict reads its noise from 3 steady seconds)
+                    let short_interval = match (
+                        words.next().and_then(|n| n.parse::<u32>().ok()),
+                        words.next(),
+                        words.next(),
+                    ) {
+                        (Some(n), Some("second" | "seconds"), None) => n > 5,
+                        (Some(_), Some("minute" | "minutes"), None) => true,
+                        _ => false,
+                    };
                     if short_interval {
                         out.push_str("'1 second'");
                     } else {
@@ -249,6 +248,10 @@ fn examples_are_scaled_only_in_durations_and_row_counts() {
     assert_eq!(
         scaled("CALL x('1 minute');  -- the seed's mix\nSELECT y('5 minutes', '{}');"),
         "CALL x('1 second');  -- the seed's mix\nSELECT y('1 second', '{}');\n"
+    );
+    assert_eq!(
+        scaled("CALL z('5 seconds'), z('6 seconds')"),
+        "CALL z('5 seconds'), z('1 second')\n"
     );
     let (blocks, skipped) = sql_blocks(
         "x\n```sql\nSELECT 1;\n```\n<!-- docs-test: not run: a standby -->\n```sql\nSELECT 2;\n```\n",

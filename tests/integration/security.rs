@@ -481,7 +481,7 @@ fn records_cannot_be_read_forged_or_destroyed_across_roles() {
         page.matches("&lt;script&gt;alert(document.cookie)").count(),
         2
     );
-    assert_eq!(a.cases, 26);
+    assert_eq!(a.cases, 33);
 }
 
 /// Starting background workers needs a grant; bad numbers are 22023, never a panic or XX000.
