@@ -62,8 +62,10 @@ COMMENT ON FUNCTION stress.baseline_runs(bigint, integer) IS
 -- With `baseline` (a run) or `baselines` (several, e.g. stress.baseline_runs(run_id)), a
 -- regression of a figure a CI gate judges (stress.compare_runs' `gate`: the total's throughput,
 -- p50, p99 and error rate, each operation's p50 and p99) that is both beyond `tolerance` and
--- beyond the noise fails too; a figure with not enough data behind it does not. A run that did
--- not complete fails whatever its figures.
+-- beyond the noise fails too; a figure with not enough data behind it does not. `confidence` is
+-- the gate's as a whole: each of the m figures it judges is held to 1 − (1 − confidence) / m
+-- (Bonferroni), so that 0.95 means at most one false alarm in twenty identical pairs, not one per
+-- figure. A run that did not complete fails whatever its figures.
 CREATE FUNCTION stress.assert_targets(run_id bigint, p50_ms float8 DEFAULT NULL, p99_ms float8 DEFAULT NULL,
                                       p999_ms float8 DEFAULT NULL, min_ops_per_sec float8 DEFAULT NULL,
                                       max_error_rate float8 DEFAULT NULL,
@@ -73,6 +75,8 @@ CREATE FUNCTION stress.assert_targets(run_id bigint, p50_ms float8 DEFAULT NULL,
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+-- (compare_runs' NOTICE of the environments' differences, twice: they are in the result and the hint)
+SET client_min_messages = warning
 AS $$
 DECLARE
     run stress.runs;
@@ -85,6 +89,8 @@ DECLARE
     pool bigint[];
     against text;
     differences text;
+    judged_figures bigint;
+    per_figure float8;
 BEGIN
     PERFORM stress.check_run_visible(run_id, 'assert_targets');
     SELECT * INTO run FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id;
@@ -143,7 +149,15 @@ BEGIN
     IF baseline IS NOT NULL OR baselines IS NOT NULL THEN
         pool := coalesce(baselines, '{}') || CASE WHEN baseline IS NULL THEN '{}'::bigint[] ELSE ARRAY[baseline] END;
         against := CASE WHEN cardinality(pool) = 1 THEN 'run ' ELSE 'runs ' END || array_to_string(pool, ', ');
-        FOR t IN SELECT * FROM stress.compare_runs(pool, run_id, tolerance, confidence) c
+        IF confidence IS NULL OR confidence::text IN ('NaN', 'Infinity', '-Infinity') OR confidence <= 0 OR confidence >= 1 THEN
+            RAISE EXCEPTION 'assert_targets: confidence must be between 0 and 1, got %', coalesce(confidence::text, 'NULL')
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'It is the gate''s confidence as a whole, e.g. 0.95 (the default).';
+        END IF;
+        SELECT count(*) INTO judged_figures FROM stress.compare_runs(pool, run_id, tolerance, confidence) c
+        WHERE c.gate AND c.verdict <> 'not enough data';
+        per_figure := 1 - (1 - confidence) / greatest(judged_figures, 1);
+        FOR t IN SELECT * FROM stress.compare_runs(pool, run_id, tolerance, per_figure) c
                  WHERE c.gate AND c.verdict = 'regressed' LOOP
             failures := failures || format('%s %s regressed against %s: %s -> %s (%s%%, interval %s%% to %s%%)',
                                            t.name, t.metric, against,
@@ -155,6 +169,8 @@ BEGIN
                                  coalesce(d.candidate, '(none)')), '; ')
         INTO differences FROM stress.environment_diff(pool, run_id) d;
         judged := judged || jsonb_build_object('regressions_against', to_jsonb(pool),
+                                               'figures_judged', judged_figures,
+                                               'confidence_per_figure', per_figure,
                                                'environment_differences', differences);
     END IF;
     IF cardinality(failures) > 0 THEN

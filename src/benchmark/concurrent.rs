@@ -252,6 +252,14 @@ impl RunKind for BenchmarkRun {
             .collect()
     }
 
+    fn statements(config: &BenchmarkConfig) -> Vec<(String, Vec<pg_sys::Oid>)> {
+        config
+            .queries
+            .iter()
+            .map(|q| (q.clone(), Vec::new()))
+            .collect()
+    }
+
     fn prepare(run: &WorkerRun<BenchmarkConfig>) -> Result<BenchmarkWorker, String> {
         // (the queries are planned as pgbench -M prepared would)
         crate::postgres::spi_read::one::<String>(

@@ -1,6 +1,7 @@
 //! What a run ran on, recorded with it (`stress.runs.environment`) and compared between runs: the
 //! server and pg_stress versions, the CPUs and memory, the settings that move performance and
-//! every setting not at its default in the run's session, the extensions, and the data's size.
+//! every setting not at its default in the run's session, the extensions, and the data's size (the
+//! data schema's tables and those the run's statements name).
 //!
 //! It is read in the session that runs the work (a load run's first worker, which connects as the
 //! caller with the role's and database's settings; the caller's own session for calls that run
@@ -8,6 +9,7 @@
 //! names say they hold a secret (a password, a conninfo, a key) are never read.
 
 use pgrx::JsonB;
+use pgrx::pg_sys;
 use serde_json::Value;
 
 /// Settings recorded whether or not they are at their default.
@@ -68,8 +70,9 @@ const NOT_RECORDED: &[&str] = &[
 /// `app.password`): never read.
 const SECRET_NAMES: &str = "password|passphrase|conninfo|secret|key|token";
 
-/// The environment of this session, with the tables of `schema` (the run's data) when it has one.
-pub fn capture(schema: Option<&str>) -> Value {
+/// The environment of this session, with the tables of `schema` (the run's data) when it has one
+/// and the `relations` its statements name.
+pub fn capture(schema: Option<&str>, relations: &[pg_sys::Oid]) -> Value {
     let recorded: Vec<&str> = PERFORMANCE_SETTINGS.to_vec();
     let left_out: Vec<&str> = NOT_RECORDED.to_vec();
     // (read-only SPI: no transaction id; every name qualified, as the caller's search_path is
@@ -97,13 +100,14 @@ pub fn capture(schema: Option<&str>) -> Value {
                                        'bytes', pg_catalog.pg_total_relation_size(c.oid)))
                         FROM pg_catalog.pg_class c
                         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
-                        WHERE n.nspname OPERATOR(pg_catalog.=) $1
+                        WHERE (n.nspname OPERATOR(pg_catalog.=) $1 OR c.oid OPERATOR(pg_catalog.=) ANY ($5))
                           AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,m}'::pg_catalog.\"char\"[])))",
         &[
             schema.into(),
             recorded.into(),
             left_out.into(),
             SECRET_NAMES.into(),
+            relations.to_vec().into(),
         ],
     );
     let mut environment = match captured {

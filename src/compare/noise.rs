@@ -17,8 +17,9 @@
 //!   [`MIN_SECONDS`] per-second samples; less is "not enough data", saying how much would be.
 //! - Error rate: a difference of proportions (Agresti–Caffo interval), not a ratio: from 0 errors
 //!   any error is an infinite change.
-//! - A baseline of several runs: the mean of their logarithms, and their spread as the noise of
-//!   both sides (a candidate is assumed to vary as the baseline's runs did among themselves).
+//! - A baseline of several runs: the median of their logarithms, and their spread (the median
+//!   absolute deviation, robust to one run that met a bad moment) as the noise of both sides (a
+//!   candidate is assumed to vary as the baseline's runs did among themselves).
 //!
 //! A change is *regressed* (or *improved*) when it is both beyond `tolerance` and beyond the noise
 //! (its interval excludes no change); otherwise *unchanged*.
@@ -217,9 +218,12 @@ pub fn design_effect(per_second: &[f64], order_statistics_se: f64) -> DesignEffe
     }
 }
 
-/// A baseline of several runs' estimates of one figure: the mean of their logs, its standard
-/// error the larger of their spread over √k and their own errors', and the spread kept for the
-/// candidate's side.
+/// A baseline of several runs' estimates of one figure, robustly: the median of their logs, and
+/// their spread as the median absolute deviation (× 1.4826, a standard deviation's estimate under
+/// normality), so that one run that met a bad moment (a checkpoint, a noisy neighbour) neither
+/// moves the baseline nor widens its noise until nothing is ever a regression. The median's
+/// standard error is the larger of that spread and the runs' own errors, over √k, times √(π/2); the
+/// spread is kept for the candidate's side.
 pub fn pooled(estimates: &[Estimate]) -> Option<Estimate> {
     let k = estimates.len();
     match k {
@@ -227,8 +231,9 @@ pub fn pooled(estimates: &[Estimate]) -> Option<Estimate> {
         1 => Some(estimates[0]),
         _ => {
             let logs: Vec<f64> = estimates.iter().map(|e| e.value.max(1e-12).ln()).collect();
-            let mean = logs.iter().sum::<f64>() / k as f64;
-            let between = logs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (k - 1) as f64;
+            let centre = median(&logs);
+            let deviations: Vec<f64> = logs.iter().map(|x| (x - centre).abs()).collect();
+            let between = (1.4826 * median(&deviations)).powi(2);
             let within = estimates.iter().map(|e| e.log_se.powi(2)).sum::<f64>() / k as f64;
             let (var, df) = if between > within {
                 (between, (k - 1) as f64)
@@ -239,12 +244,23 @@ pub fn pooled(estimates: &[Estimate]) -> Option<Estimate> {
                 )
             };
             Some(Estimate {
-                value: mean.exp(),
-                log_se: (var / k as f64).sqrt(),
+                value: centre.exp(),
+                log_se: (std::f64::consts::FRAC_PI_2 * var / k as f64).sqrt(),
                 df,
                 spread: Some((between.sqrt(), (k - 1) as f64)),
             })
         }
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
     }
 }
 
@@ -517,16 +533,21 @@ mod tests {
 
     #[test]
     fn a_baseline_of_several_runs_carries_their_spread() {
-        let runs: Vec<Estimate> = [950.0, 1000.0, 1050.0]
+        let runs: Vec<Estimate> = [950.0, 1000.0, 1050.0, 900.0, 1100.0]
             .iter()
             .map(|&v| Estimate::new(v, 0.005, 3.0))
             .collect();
         let b = pooled(&runs).unwrap();
-        assert!((b.value - (950.0f64 * 1000.0 * 1050.0).powf(1.0 / 3.0)).abs() < 1e-6);
+        assert!((b.value - 1000.0).abs() < 1e-6, "the median: {}", b.value);
         let (spread, df) = b.spread.unwrap();
-        assert!((spread - 0.05).abs() < 0.002, "{spread}");
-        assert_eq!(df, 2.0);
-        // 12% slower than runs that spread ±5% among themselves: within that spread…
+        // median absolute deviation of the logs: ln(1000/950) ≈ 0.0513 (the third of 0, 0.0488,
+        // 0.0513, 0.0953, 0.1054), × 1.4826
+        assert!(
+            (spread - 1.4826 * (1000f64 / 950.0).ln()).abs() < 1e-9,
+            "{spread}"
+        );
+        assert_eq!(df, 4.0);
+        // 12% slower than runs that spread ±5–10% among themselves: within that spread…
         let j = judge_ratio(
             &Measured::Value(b),
             &value(880.0, 0.005, 3.0),
@@ -554,6 +575,26 @@ mod tests {
         );
         assert_eq!(j.verdict, Verdict::Regressed);
         assert_eq!(pooled(&[]), None);
+    }
+
+    #[test]
+    fn one_bad_run_in_a_baseline_neither_moves_it_nor_hides_a_regression() {
+        // four runs at 1000 ops/s (±1%), one that met a checkpoint at 600
+        let runs: Vec<Estimate> = [1000.0, 1010.0, 990.0, 600.0, 1005.0]
+            .iter()
+            .map(|&v| Estimate::new(v, 0.01, 3.0))
+            .collect();
+        let b = pooled(&runs).unwrap();
+        assert!((b.value - 1000.0).abs() < 1e-6, "{}", b.value);
+        let j = judge_ratio(
+            &Measured::Value(b),
+            &value(780.0, 0.01, 3.0),
+            Worse::Lower,
+            0.10,
+            0.95,
+        );
+        assert_eq!(j.verdict, Verdict::Regressed, "{j:?}");
+        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
     }
 
     #[test]

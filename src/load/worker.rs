@@ -91,6 +91,20 @@ impl RunKind for LoadRun {
             .collect()
     }
 
+    fn statements(config: &LoadConfig) -> Vec<(String, Vec<pg_sys::Oid>)> {
+        config
+            .customs()
+            .iter()
+            .flat_map(|c| {
+                let types: Vec<pg_sys::Oid> =
+                    c.params.iter().map(|p| p.pg_type().value()).collect();
+                c.statements
+                    .iter()
+                    .map(move |sql| (sql.clone(), types.clone()))
+            })
+            .collect()
+    }
+
     fn prepare(run: &WorkerRun<LoadConfig>) -> Result<LoadWorker, String> {
         // The built-in operations are index lookups whose plans do not depend on their
         // parameters: plan them once (generic plans). Custom transactions are planned as

@@ -37,6 +37,49 @@ pub fn statement_reads_only(sql: &str, types: &[pg_sys::Oid]) -> bool {
     }
 }
 
+/// The relations `sql` (with parameters of `types`) reads or writes, views expanded, as the
+/// planner's cache would depend on them (in a transaction; an invalid statement is an ERROR, as
+/// preparing it would be).
+pub fn relations_named(sql: &str, types: &[pg_sys::Oid]) -> Vec<pg_sys::Oid> {
+    let Ok(text) = std::ffi::CString::new(sql) else {
+        return Vec::new();
+    };
+    let mut relations = Vec::new();
+    // SAFETY: parse analysis and rewriting of a NUL-terminated statement with `types.len()`
+    // parameter types, in the caller's transaction and memory context, as SPI_prepare does;
+    // extract_query_dependencies only reads the rewritten queries and appends to a fresh list.
+    unsafe {
+        let raw_statements =
+            PgList::<pg_sys::RawStmt>::from_pg(pg_sys::pg_parse_query(text.as_ptr()));
+        for raw in raw_statements.iter_ptr() {
+            let queries = pg_sys::pg_analyze_and_rewrite_fixedparams(
+                raw,
+                text.as_ptr(),
+                types.as_ptr(),
+                types.len() as i32,
+                std::ptr::null_mut(),
+            );
+            let (mut oids, mut inval, mut row_security) =
+                (std::ptr::null_mut(), std::ptr::null_mut(), false);
+            pg_sys::extract_query_dependencies(
+                queries.cast(),
+                &mut oids,
+                &mut inval,
+                &mut row_security,
+            );
+            let oids = PgList::<pg_sys::Oid>::from_pg(oids);
+            for i in 0..oids.len() {
+                if let Some(oid) = oids.get_oid(i)
+                    && !relations.contains(&oid)
+                {
+                    relations.push(oid);
+                }
+            }
+        }
+    }
+    relations
+}
+
 /// Execute `query` (SQL or a plan) through read-only SPI when it `reads_only` (it then asks for no
 /// transaction id, and writes no commit record), else read-write: the one place that picks.
 pub fn execute<'conn, Q: pgrx::spi::Query<'conn>>(
@@ -79,5 +122,26 @@ mod tests {
         ] {
             assert_eq!(super::statement_reads_only(sql, &int4), reads_only, "{sql}");
         }
+    }
+
+    #[pg_test]
+    fn the_relations_a_statement_names_views_expanded() {
+        Spi::run(
+            "CREATE TABLE rel_a (id int); CREATE TABLE rel_b (id int);
+             CREATE VIEW rel_v AS SELECT * FROM rel_b",
+        )
+        .unwrap();
+        let oid = |name: &str| {
+            Spi::get_one::<pg_sys::Oid>(&format!("SELECT '{name}'::regclass::oid"))
+                .unwrap()
+                .unwrap()
+        };
+        let found = super::relations_named(
+            "UPDATE rel_a SET id = $1 WHERE id IN (SELECT id FROM rel_v)",
+            &[pg_sys::INT4OID],
+        );
+        assert!(found.contains(&oid("rel_a")), "{found:?}");
+        assert!(found.contains(&oid("rel_b")), "the view's table: {found:?}");
+        assert!(super::relations_named("SELECT 1", &[]).is_empty());
     }
 }

@@ -178,6 +178,7 @@ pub fn completed_call(
     // (read in this session, as the caller: the session the call ran in)
     let environment = JsonB(crate::compare::environment::capture(
         parameters.get("schema").and_then(|s| s.as_str()),
+        &[],
     ));
     let names: Vec<String> = measurements.iter().map(|m| m.name.clone()).collect();
     let rows: Vec<Option<i64>> = measurements.iter().map(|m| m.rows).collect();

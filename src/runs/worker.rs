@@ -38,6 +38,12 @@ pub trait RunKind {
         worker: &mut Self::Worker,
         stats: &mut [TaskStats],
     ) -> Option<String>;
+    /// The statements the run executes that name tables of the caller's choosing (custom
+    /// transactions, benchmarked queries), with their parameter types: the run's environment
+    /// records those tables' sizes.
+    fn statements(_config: &Self::Config) -> Vec<(String, Vec<pg_sys::Oid>)> {
+        Vec::new()
+    }
     /// Save what the worker kept beside its results (in their transaction, as the caller's role).
     fn save(_run: &WorkerRun<Self::Config>, _worker: &Self::Worker) {}
     /// Record the run's results, every worker's merged per task (by the last worker out).
@@ -331,14 +337,30 @@ pub fn main<K: RunKind>(arg: pg_sys::Datum) {
             &[slot.search_path.as_str().into(), name.into()],
         )
         .expect("setting the worker's session");
+        let prepared = K::prepare(&run);
         // What the run runs on, read in a worker's session (the role's and database's settings,
-        // the caller's search_path): before this worker's loop, so not inside any measurement.
-        if worker == 0 && !standby {
+        // the caller's search_path, what preparing set): before this worker's loop, so not inside
+        // any measurement.
+        if worker == 0 && !standby && prepared.is_ok() {
             let parameters = slot.parameters();
             let schema = parameters.get("schema").and_then(|s| s.as_str());
-            records::record_environment(run_id, crate::compare::environment::capture(schema));
+            let relations: Vec<pg_sys::Oid> = K::statements(&run.config)
+                .iter()
+                .flat_map(|(sql, types)| {
+                    // (a statement that names a table an earlier one creates cannot be analyzed
+                    // before the run: its tables are not recorded, and the run goes on)
+                    crate::postgres::subxact::run_isolated(|| {
+                        crate::postgres::read_only::relations_named(sql, types)
+                    })
+                    .unwrap_or_default()
+                })
+                .collect();
+            records::record_environment(
+                run_id,
+                crate::compare::environment::capture(schema, &relations),
+            );
         }
-        K::prepare(&run)
+        prepared
     });
     let mut kept = None;
     let stop_reason = match prepared {
