@@ -218,6 +218,7 @@ fn the_verdict_weighs_the_noise_and_the_environment_is_recorded() {
         )
     };
     let (base, slowed) = (txn(""), txn(r#", "SELECT pg_sleep(0.005)""#));
+    let a0 = run(&mut client, &base, "");
     let a1 = run(&mut client, &base, "");
     let a2 = run(&mut client, &base, "");
     // A secret in the workers' sessions' settings, and a setting that moves performance.
@@ -276,21 +277,30 @@ fn the_verdict_weighs_the_noise_and_the_environment_is_recorded() {
     // A baseline of the runs like the candidate: the same kind and parameters, before it.
     let pool: Vec<i64> =
         value::<Vec<i64>>(&mut client, &format!("SELECT stress.baseline_runs({a2})"));
-    assert_eq!(pool, vec![a1]);
+    assert_eq!(pool, vec![a1, a0]);
     let none: Vec<i64> = value(&mut client, &format!("SELECT stress.baseline_runs({b})"));
     assert!(none.is_empty(), "{none:?}");
-    let rows = verdicts(&mut client, &format!("ARRAY[{a1}, {a2}]"), b);
+    // (three runs: the spread of two is known with one degree of freedom, t = 12.7)
+    let rows = verdicts(&mut client, &format!("ARRAY[{a0}, {a1}, {a2}]"), b);
     assert_eq!(find(&rows, "total", "ops_per_sec").0, "regressed");
-    // The CI gate: the slowed run fails against the pool, the first run passes against itself.
+    // The CI gate: the slowed run fails, the first run passes against itself.
     let (code, message) = failure(
         &mut client,
-        &format!("SELECT stress.assert_targets({b}, baselines => ARRAY[{a1}, {a2}])"),
+        &format!("SELECT stress.assert_targets({b}, baseline => {a2})"),
     );
     assert_eq!(code, SqlState::ASSERT_FAILURE, "{message}");
     assert!(
-        message.contains(&format!("regressed against runs {a1}, {a2}")),
+        message.contains(&format!("total ops_per_sec regressed against run {a2}")),
         "{message}"
     );
+    let judged: String = value(
+        &mut client,
+        &format!(
+            "SELECT stress.assert_targets({a2}, min_ops_per_sec => 0, baselines => ARRAY[{a2}])::text"
+        ),
+    );
+    // (the gate's six figures, each held to 1 - 0.05 / 6)
+    assert!(judged.contains("\"figures_judged\": 6"), "{judged}");
     let judged: String = value(
         &mut client,
         &format!("SELECT stress.assert_targets({a1}, baseline => {a1})::text"),
