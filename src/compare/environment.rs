@@ -77,7 +77,9 @@ pub fn capture(schema: Option<&str>, relations: &[pg_sys::Oid]) -> Value {
     let left_out: Vec<&str> = NOT_RECORDED.to_vec();
     // (read-only SPI: no transaction id; every name qualified, as the caller's search_path is
     // whatever it is)
-    let captured = crate::postgres::spi_read::one::<JsonB>(
+    // (in a subtransaction: what a run ran on is worth recording, not worth failing the run for)
+    let captured = crate::postgres::subxact::run_isolated(|| {
+        crate::postgres::spi_read::one::<JsonB>(
         "SELECT pg_catalog.jsonb_build_object(
              'server_version', pg_catalog.current_setting('server_version'),
              'server_version_num', pg_catalog.current_setting('server_version_num')::pg_catalog.int4,
@@ -109,11 +111,13 @@ pub fn capture(schema: Option<&str>, relations: &[pg_sys::Oid]) -> Value {
             SECRET_NAMES.into(),
             relations.to_vec().into(),
         ],
-    );
+    )
+    });
     let mut environment = match captured {
-        Ok(Some(JsonB(v))) => v,
-        Ok(None) => Value::Object(Default::default()),
-        Err(e) => serde_json::json!({"error": e.to_string()}),
+        Ok(Ok(Some(JsonB(v)))) => v,
+        Ok(Ok(None)) => Value::Object(Default::default()),
+        Ok(Err(e)) => serde_json::json!({"error": e.to_string()}),
+        Err(report) => serde_json::json!({"error": report.message()}),
     };
     environment["cpus"] = std::thread::available_parallelism()
         .map(|n| n.get())

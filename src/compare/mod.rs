@@ -112,7 +112,7 @@ impl RunFigures {
 
     /// The total's throughput noise from its per-second rates: (relative se, df).
     fn throughput_noise(&self) -> Option<(f64, f64)> {
-        noise::relative_se(noise::steady_seconds(&self.rates))
+        noise::relative_se(&self.rates)
     }
 
     /// How much wider the per-second percentiles say the run's percentile noise is. (Every second
@@ -172,9 +172,8 @@ impl RunFigures {
                 return Measured::NotEnough {
                     has: format!("{} per-second samples", self.rates.len()),
                     needs: format!(
-                        "{} per-second samples (a run of {} seconds or more)",
-                        noise::MIN_SECONDS,
-                        noise::MIN_SECONDS + 2
+                        "{0} per-second samples (a run of {0} seconds or more)",
+                        noise::MIN_SECONDS
                     ),
                 };
             };

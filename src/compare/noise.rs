@@ -4,7 +4,7 @@
 //!
 //! Every figure is judged on a log scale: an estimate is a value and the standard error of its
 //! logarithm, so a change is a ratio and its interval is `exp(d ± t·se) − 1`.
-//! - Throughput: the run's own figure (its operations over its seconds), with the spread of its
+//! - Throughput: the run's own figure (its operations over its seconds), with the spread of all its
 //!   per-second rates as the noise (standard error of their mean, Student's t with k − 1 degrees of
 //!   freedom). An operation's share of the total adds its binomial noise.
 //! - A percentile: the interval the order statistics allow. Of n calls, the q-quantile lies
@@ -28,7 +28,8 @@ use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
 
 /// Calls a percentile needs beyond it: 10 beyond the 99th is 1,000 calls.
 pub const MIN_BEYOND: f64 = 10.0;
-/// Per-second samples a throughput needs (the first and last second, partial, are not used).
+/// Per-second samples a throughput needs (each a rate over its own interval: the last, shorter,
+/// second is a rate like the others).
 pub const MIN_SECONDS: usize = 3;
 /// HdrHistogram keeps 3 significant digits: no percentile is known better than that.
 const RESOLUTION: f64 = 1e-3;
@@ -165,16 +166,6 @@ impl DesignEffect {
         factor: 1.0,
         df: f64::INFINITY,
     };
-}
-
-/// The per-second samples a throughput's noise is taken from: all but the first and the last
-/// (partial seconds, warm-up) when that leaves enough.
-pub fn steady_seconds(rates: &[f64]) -> &[f64] {
-    if rates.len() >= MIN_SECONDS + 2 {
-        &rates[1..rates.len() - 1]
-    } else {
-        rates
-    }
 }
 
 /// The standard error of the log of the mean of `samples` (their relative standard error), with
@@ -464,9 +455,7 @@ mod tests {
     }
 
     #[test]
-    fn the_first_and_last_seconds_are_left_out_when_there_are_enough() {
-        assert_eq!(steady_seconds(&[1.0, 2.0, 3.0, 4.0, 5.0]), &[2.0, 3.0, 4.0]);
-        assert_eq!(steady_seconds(&[1.0, 2.0, 3.0, 4.0]), &[1.0, 2.0, 3.0, 4.0]);
+    fn a_throughput_needs_three_seconds() {
         assert_eq!(relative_se(&[1.0, 2.0]), None);
         let (se, df) = relative_se(&[100.0, 100.0, 100.0]).unwrap();
         assert_eq!((se, df), (0.0, 2.0));

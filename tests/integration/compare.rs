@@ -19,7 +19,7 @@ fn compare_runs_and_assert_targets_judge_real_runs() {
     let db = "it_compare";
     let mut client = load_database(db);
     // A closed-model run, and one held to 100 operations per second: a real throughput regression.
-    // (5 seconds: the noise of a throughput is read from at least 3 steady per-second samples)
+    // (5 seconds: the noise of a throughput is read from its per-second samples, 3 at least)
     let fast: i64 = value(
         &mut client,
         "CALL stress.run_load_proc('5 seconds', workers => 2)",

@@ -75,7 +75,7 @@ fn scaled(sql: &str) -> String {
                     let end = after.find('\'').unwrap_or(after.len());
                     let literal = &after[..end];
                     let mut words = literal.split(' ');
-                    // (5 seconds or less stay: a verdict reads its noise from 3 steady seconds)
+                    // (5 seconds or less stay: a verdict reads its noise from 3 seconds or more)
                     let short_interval = match (
                         words.next().and_then(|n| n.parse::<u32>().ok()),
                         words.next(),
