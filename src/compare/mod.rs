@@ -274,31 +274,30 @@ fn check_limits(function: &'static str, tolerance: f64, confidence: f64) {
 /// The runs, each one the caller may see (else 22023: a run the caller may not see does not
 /// exist).
 pub fn visible(function: &'static str, runs: &[Option<i64>]) -> Vec<i64> {
-    let mut ids = Vec::with_capacity(runs.len());
-    for run in runs {
-        let Some(id) = *run else {
-            StressError::invalid(
-                function,
-                "a run id must not be NULL",
-                "See stress.runs for run ids.",
-            )
-            .raise();
-        };
-        let visible = crate::postgres::spi_read::one::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) $1)",
-            &[id.into()],
+    let Some(ids) = runs.iter().copied().collect::<Option<Vec<i64>>>() else {
+        StressError::invalid(
+            function,
+            "a run id must not be NULL",
+            "See stress.runs for run ids.",
         )
-        .expect("looking for the run")
-        .unwrap_or(false);
-        if !visible {
-            StressError::invalid(
-                function,
-                format!("there is no run {id}"),
-                "See stress.runs for run ids.",
-            )
-            .raise();
-        }
-        ids.push(id);
+        .raise();
+    };
+    // (one query for all of them, through row-level security)
+    let missing = crate::postgres::spi_read::one::<Vec<i64>>(
+        "SELECT ARRAY(SELECT o.id FROM pg_catalog.unnest($1::pg_catalog.int8[]) WITH ORDINALITY o (id, n)
+                      WHERE NOT EXISTS (SELECT 1 FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) o.id)
+                      ORDER BY o.n)",
+        &[ids.clone().into()],
+    )
+    .expect("looking for the runs")
+    .unwrap_or_default();
+    if let Some(id) = missing.first() {
+        StressError::invalid(
+            function,
+            format!("there is no run {id}"),
+            "See stress.runs for run ids.",
+        )
+        .raise();
     }
     ids
 }
@@ -416,24 +415,34 @@ pub fn judge(baseline: &[i64], candidate: i64, tolerance: f64, confidence: f64) 
     rows
 }
 
-/// A run's recorded environment (None: recorded before 0.8.0, or a run of a standby's).
-fn environment_of(run_id: i64) -> Option<serde_json::Value> {
-    crate::postgres::spi_read::one::<JsonB>(
-        "SELECT r.environment FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) $1",
-        &[run_id.into()],
+/// The runs' recorded environments, in their order (None: recorded before 0.8.0, or a run of a
+/// standby's), in one query.
+fn environments_of(ids: &[i64]) -> Vec<Option<serde_json::Value>> {
+    let all = crate::postgres::spi_read::one::<JsonB>(
+        "SELECT pg_catalog.jsonb_agg(r.environment ORDER BY o.n)
+         FROM pg_catalog.unnest($1::pg_catalog.int8[]) WITH ORDINALITY o (id, n)
+         LEFT JOIN stress.runs r ON r.id OPERATOR(pg_catalog.=) o.id",
+        &[ids.to_vec().into()],
     )
-    .expect("reading the run's environment")
-    .map(|j| j.0)
+    .expect("reading the runs' environments")
+    .map(|j| j.0);
+    let all = all.as_ref().and_then(|a| a.as_array());
+    (0..ids.len())
+        .map(|i| all.and_then(|a| a.get(i)).filter(|v| !v.is_null()).cloned())
+        .collect()
 }
 
-/// What differs between the environment of the candidate and those of the baseline's runs: each
-/// item once, the baseline's distinct values joined with " | ".
-pub fn environment_differences(baseline: &[i64], candidate: i64) -> Vec<environment::Difference> {
-    let cand = environment_of(candidate).unwrap_or_default();
+/// What differs between the candidate's environment and those of the baseline's runs: each item
+/// once, the baseline's distinct values joined with " | ".
+fn differences_of(
+    baseline: &[Option<serde_json::Value>],
+    candidate: &Option<serde_json::Value>,
+) -> Vec<environment::Difference> {
+    let none = serde_json::Value::Null;
+    let cand = candidate.as_ref().unwrap_or(&none);
     let mut out: Vec<environment::Difference> = Vec::new();
-    for &b in baseline {
-        let base = environment_of(b).unwrap_or_default();
-        for d in environment::differences(&base, &cand) {
+    for base in baseline {
+        for d in environment::differences(base.as_ref().unwrap_or(&none), cand) {
             match out.iter_mut().find(|o| o.item == d.item) {
                 Some(o) => {
                     let value = d.baseline.unwrap_or_else(|| "(none)".into());
@@ -450,6 +459,15 @@ pub fn environment_differences(baseline: &[i64], candidate: i64) -> Vec<environm
     out
 }
 
+/// What differs between the environment of the candidate and those of the baseline's runs.
+pub fn environment_differences(baseline: &[i64], candidate: i64) -> Vec<environment::Difference> {
+    let mut ids = baseline.to_vec();
+    ids.push(candidate);
+    let mut environments = environments_of(&ids);
+    let cand = environments.pop().flatten();
+    differences_of(&environments, &cand)
+}
+
 /// `stress.environment_diff`.
 pub fn environment_diff(
     baseline: &[Option<i64>],
@@ -463,11 +481,14 @@ pub fn environment_diff(
 
 /// The NOTICE that comes before the figures when the runs' environments differ.
 fn notice_differences(baseline: &[i64], candidate: i64) {
-    let missing: Vec<String> = baseline
+    let mut ids = baseline.to_vec();
+    ids.push(candidate);
+    let mut environments = environments_of(&ids);
+    let missing: Vec<String> = ids
         .iter()
-        .chain(std::iter::once(&candidate))
-        .filter(|&&id| environment_of(id).is_none())
-        .map(|id| id.to_string())
+        .zip(&environments)
+        .filter(|(_, e)| e.is_none())
+        .map(|(id, _)| id.to_string())
         .collect();
     if !missing.is_empty() {
         pgrx::notice!(
@@ -475,7 +496,8 @@ fn notice_differences(baseline: &[i64], candidate: i64) {
             missing.join(", ")
         );
     }
-    let differences = environment_differences(baseline, candidate);
+    let cand = environments.pop().flatten();
+    let differences = differences_of(&environments, &cand);
     if differences.is_empty() {
         return;
     }

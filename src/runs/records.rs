@@ -20,17 +20,22 @@ use pgrx::PgTryBuilder;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-/// `stress.runs`, from the catalog (no SQL, no search_path); InvalidOid once the extension is
-/// dropped. In a transaction.
-fn runs_table() -> pg_sys::Oid {
+/// Table `stress.<name>`, from the catalog (no SQL, no search_path); InvalidOid when there is none
+/// (the extension dropped, or its SQL older than the table). In a transaction.
+fn stress_table(name: &std::ffi::CStr) -> pg_sys::Oid {
     // SAFETY: catalog lookups by name, in a transaction; missing_ok, so nothing is raised.
     unsafe {
         let namespace = pg_sys::get_namespace_oid(c"stress".as_ptr(), true);
         if namespace == pg_sys::InvalidOid {
             return pg_sys::InvalidOid;
         }
-        pg_sys::get_relname_relid(c"runs".as_ptr(), namespace)
+        pg_sys::get_relname_relid(name.as_ptr(), namespace)
     }
+}
+
+/// `stress.runs` (see [`stress_table`]).
+fn runs_table() -> pg_sys::Oid {
+    stress_table(c"runs")
 }
 
 /// Whether the extension's tables are there (a DROP EXTENSION during a run removes them).
@@ -116,15 +121,14 @@ pub fn as_owner<T>(f: impl FnOnce() -> T) -> T {
 
 /// Whether `stress.<table>` has `column`: a database whose SQL is older than this library (before
 /// ALTER EXTENSION pg_stress UPDATE) lacks the newer ones, and a statement naming them would fail.
-fn has_column(table: &str, column: &str) -> bool {
-    crate::postgres::spi_read::one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-                        WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)
-                          AND a.attname OPERATOR(pg_catalog.=) $2 AND NOT a.attisdropped)",
-        &[format!("stress.{table}").into(), column.into()],
-    )
-    .expect("looking for a column of stress's tables")
-    .unwrap_or(false)
+/// From the catalog caches: no SQL, no SPI round trip per row written.
+fn has_column(table: &std::ffi::CStr, column: &std::ffi::CStr) -> bool {
+    let relation = stress_table(table);
+    // SAFETY: a syscache lookup by relation and name, in a transaction; a missing column is
+    // InvalidAttrNumber, not an error.
+    relation != pg_sys::InvalidOid
+        && unsafe { pg_sys::get_attnum(relation, column.as_ptr()) }
+            != pg_sys::InvalidAttrNumber as i16
 }
 
 /// A new run id from `stress.runs_id_seq` (which only the owner may use).
@@ -188,11 +192,31 @@ pub fn completed_call(
         .iter()
         .map(|m| JsonB(m.details.clone()))
         .collect();
-    let run_id = as_owner(|| {
+    as_owner(|| {
+        // (the environment in the same row, unless stress.runs is older than 0.8.0's)
+        let (environment_column, environment_value) = if has_column(c"runs", c"environment") {
+            (", environment", ", $10")
+        } else {
+            ("", "")
+        };
+        let mut args = vec![
+            kind.into(),
+            JsonB(parameters).into(),
+            started_at.into(),
+            names.into(),
+            rows.into(),
+            seconds.into(),
+            rates.into(),
+            details.into(),
+            run_as.into(),
+        ];
+        if !environment_column.is_empty() {
+            args.push(environment.into());
+        }
         Spi::get_one_with_args::<i64>(
-            "WITH run AS (
-                 INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at, run_as)
-                 VALUES ($1, $2, 'completed', $3, pg_catalog.clock_timestamp(), pg_catalog.pg_get_userbyid($9))
+            &format!("WITH run AS (
+                 INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at, run_as{environment_column})
+                 VALUES ($1, $2, 'completed', $3, pg_catalog.clock_timestamp(), pg_catalog.pg_get_userbyid($9){environment_value})
                  RETURNING id),
              measured AS (
                  INSERT INTO stress.results (run_id, name, rows, seconds, rows_per_sec, details)
@@ -203,24 +227,12 @@ pub fn completed_call(
                                       pg_catalog.unnest($7::pg_catalog.float8[]),
                                       pg_catalog.unnest($8::pg_catalog.jsonb[]))
                       AS m(name, rows, seconds, rate, details))
-             SELECT id FROM run",
-            &[
-                kind.into(),
-                JsonB(parameters).into(),
-                started_at.into(),
-                names.into(),
-                rows.into(),
-                seconds.into(),
-                rates.into(),
-                details.into(),
-                run_as.into(),
-            ],
+             SELECT id FROM run"),
+            &args,
         )
         .expect("recording the run in stress.runs")
         .expect("INSERT … RETURNING gives the run id")
-    });
-    record_environment(run_id, environment.0);
-    run_id
+    })
 }
 
 /// A run's row in `stress.runs`: `id` from [`new_run_id`], belonging to `run_as`. With `finished`
@@ -278,7 +290,7 @@ pub fn register_run(run: &RunRow) {
 /// What run `run_id` ran on (`stress.runs.environment`), as its first worker read it.
 pub fn record_environment(run_id: i64, environment: serde_json::Value) {
     as_owner(|| {
-        if !has_column("runs", "environment") {
+        if !has_column(c"runs", c"environment") {
             return;
         }
         Spi::run_with_args(
@@ -401,7 +413,7 @@ pub fn latency_result(
     }
     as_owner(|| {
         // (without the histogram into a stress.results older than 0.8.0's)
-        let (column, value) = if has_column("results", "histogram") {
+        let (column, value) = if has_column(c"results", c"histogram") {
             (", histogram", ", $15")
         } else {
             ("", "")

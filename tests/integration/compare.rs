@@ -395,6 +395,45 @@ fn the_verdict_weighs_the_noise_and_the_environment_is_recorded() {
     let results = page.find("id=\"results\"").expect("the results table");
     assert!(differs < results, "the differences come before the figures");
     assert!(page.contains("regressed") && page.contains("work_mem"));
+    // A call that runs in the caller's session (a one-session benchmark) records its environment
+    // in the same row, and its histogram.
+    let bench: i64 = value(
+        &mut client,
+        "SELECT max(run_id) FROM stress.benchmark(ARRAY['SELECT n FROM v.accounts WHERE id = 1'], iterations => 50)",
+    );
+    let (recorded, histogram): (bool, bool) = {
+        let row = client
+            .query_one(
+                "SELECT r.environment ? 'settings', x.histogram IS NOT NULL
+                 FROM stress.runs r JOIN stress.results x ON x.run_id = r.id WHERE r.id = $1",
+                &[&bench],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(
+        recorded && histogram,
+        "benchmark {bench}: {recorded} {histogram}"
+    );
+    // Every read of a comparison takes no transaction id (read-only SPI, as the caller).
+    let mut block = client.transaction().unwrap();
+    for sql in [
+        format!("SELECT count(*) FROM stress.compare_runs(ARRAY[{a0}, {a1}], {b})"),
+        format!("SELECT count(*) FROM stress.environment_diff({a2}, {b})"),
+        format!("SELECT length(stress.report_html({b}, {a2}))"),
+        format!("SELECT cardinality(stress.baseline_runs({a2}))"),
+        format!(
+            "SELECT stress.assert_targets({a2}, min_ops_per_sec => 0, baseline => {a2}) IS NOT NULL"
+        ),
+    ] {
+        block.batch_execute(&sql).unwrap();
+        let xid: Option<String> = block
+            .query_one("SELECT pg_current_xact_id_if_assigned()::text", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(xid, None, "{sql} took a transaction id");
+    }
+    block.rollback().unwrap();
     client
         .batch_execute(&format!("ALTER DATABASE {db} RESET ALL"))
         .unwrap();
