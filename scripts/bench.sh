@@ -17,3 +17,27 @@ echo "        verdict: ${verdict_summary:-n/a}"
 echo "        query: SELECT 1 p50 ${select1:-n/a} ms, pgbench -S latency ${pgbench_lat:-n/a} ms; concurrency 2 benchmark/pgbench -S ${conc_ratio:-n/a}"
 # The floor table last, where it is read: every figure against what the server itself cannot beat.
 if [ -n "${floor_rows:-}" ]; then print_floor_table; fi
+
+# The goals of the tables (a row's goal column), then every goal missed: make bench fails on any.
+echo
+for row in ${caller_rows[@]+"${caller_rows[@]}"}; do
+  IFS='|' read -r what a b r g <<<"$row"
+  [ "$r" = - ] && r=$a
+  [ "$g" != - ] && goal "caller: $what" "$r" ${g% *} ${g#* }
+done
+for row in ${floor_rows[@]+"${floor_rows[@]}"}; do
+  IFS='|' read -r what ours fl r g limit <<<"$row"
+  [ "$g" != - ] && goal "floor: ${what# }" "$r" ${g% *} ${g#* }
+done
+if [ -n "${verdict_summary:-}" ]; then
+  goal "verdict: A/A pairs that alarm (of $VERDICT_PAIRS), against one run" "$false_alarms" "<=" 1
+  goal "verdict: slowed pairs detected (of $VERDICT_PAIRS), against one run" "$detected" ">=" $((VERDICT_PAIRS - 1))
+  goal "verdict: A/A pairs that alarm (of $pooled_n), against the last 5 runs" "$pooled_false" "<=" 1
+  goal "verdict: slowed pairs detected (of $VERDICT_PAIRS), against the last 5 runs" "$pooled_detected" ">=" $((VERDICT_PAIRS - 1))
+fi
+if [ ${#goals_missed[@]} -gt 0 ]; then
+  echo "make bench: ${#goals_missed[@]} goal(s) missed:" >&2
+  printf '  %s\n' "${goals_missed[@]}" >&2
+  exit 1
+fi
+echo "make bench: every goal met"

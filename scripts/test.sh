@@ -11,7 +11,14 @@ mkdir -p "$pgdata_base"
 [ "$(id -u)" = 0 ] && chown postgres:postgres "$pgdata_base"
 export CARGO_PGRX_TEST_PGDATA=$pgdata_base
 
-echo "== module graph (no import cycle between top-level modules)"
+echo "== formatting and lints (cargo fmt --check; clippy, warnings denied, every unsafe block documented)"
+cargo fmt --check
+cargo clippy --all-targets --features "pg_test integration" -- -D warnings
+
+echo "== released SQL unchanged; a changed SQL surface is a new version"
+scripts/release-check.sh
+
+echo "== module graph (no import cycle at any level of src/)"
 python3 scripts/module-deps.py
 
 echo "== unit tests and #[pg_test]s"
@@ -20,7 +27,10 @@ cargo pgrx test pg15
 echo "== integration tests (tests/)"
 # The upgrade tests install earlier releases and update them: PostgreSQL needs their install scripts
 # (pgrx installs only the current version's and the upgrade scripts).
-for script in sql/pg_stress--0.1.0.sql sql/pg_stress--0.2.0.sql sql/pg_stress--0.3.0.sql sql/pg_stress--0.4.0.sql sql/pg_stress--0.5.0.sql sql/pg_stress--0.6.0.sql sql/pg_stress--0.7.0.sql; do
+# (every release's frozen script but this version's own, which cargo pgrx test just installed)
+version=$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)
+for script in sql/released/pg_stress--*.sql; do
+  [ "$script" = "sql/released/pg_stress--$version.sql" ] && continue
   if [ -w "$extdir" ]; then cp "$script" "$extdir/"; else sudo cp "$script" "$extdir/"; fi
 done
 # cargo pgrx test just installed this build into PostgreSQL; start a cluster that preloads it.

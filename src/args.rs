@@ -61,7 +61,7 @@ pub fn seed_or_random(seed: Option<i64>) -> i64 {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        (nanos ^ (unsafe { pg_sys::MyProcPid } as u64).rotate_left(32)) as i64 & i64::MAX
+        (nanos ^ (crate::postgres::backend::pid() as u64).rotate_left(32)) as i64 & i64::MAX
     })
 }
 
@@ -107,6 +107,59 @@ pub fn duration_seconds(function: &'static str, duration: Interval, hint: &str) 
         .raise();
     }
     seconds
+}
+
+/// The largest weight of an operation or custom transaction. Weights are relative (0.3 and 3 are
+/// the same share beside 0.7 and 7); past this their sum could lose the small ones, or overflow.
+pub const MAX_WEIGHT: f64 = 1_000_000.0;
+
+/// A weight (of `what`, for the message): a finite number from 0 to [`MAX_WEIGHT`].
+pub fn weight(what: &str, value: &serde_json::Value) -> Result<f64, String> {
+    value
+        .as_f64()
+        .filter(|w| w.is_finite() && (0.0..=MAX_WEIGHT).contains(w))
+        .ok_or_else(|| format!("{what} must be a number from 0 to {MAX_WEIGHT}, got {value}"))
+}
+
+/// A series' step length in seconds: at least 1 second, all `steps` together at most
+/// [`MAX_DURATION_SECONDS`] (22023).
+pub fn step_seconds(function: &'static str, step: Interval, steps: usize) -> f64 {
+    let seconds = interval_seconds(step);
+    if !(seconds >= 1.0 && seconds * steps as f64 <= MAX_DURATION_SECONDS) {
+        StressError::invalid(
+            function,
+            format!("step must be at least 1 second and all steps at most 7 days, got {seconds} s"),
+            "Pass an interval such as '10 seconds'.",
+        )
+        .raise();
+    }
+    seconds
+}
+
+/// A share from 0 to 1 (`name` in the message, `hint` what to pass), else 22023.
+pub fn fraction(function: &'static str, name: &str, v: f64, hint: &str) -> f64 {
+    if !(0.0..=1.0).contains(&v) {
+        StressError::invalid(
+            function,
+            format!("{name} must be between 0 and 1, got {v}"),
+            hint,
+        )
+        .raise();
+    }
+    v
+}
+
+/// A latency target in ms: None, or a positive finite number (22023 otherwise).
+pub fn target_ms(function: &'static str, name: &str, v: Option<f64>) -> Option<f64> {
+    if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
+        StressError::invalid(
+            function,
+            format!("{name} must be a positive number of milliseconds, got {v}"),
+            "e.g. 100 for a p99 of at most 100 ms.",
+        )
+        .raise();
+    }
+    v
 }
 
 /// An isolation level's name, as SET TRANSACTION takes it (also with _ or -), as its XACT_* code.

@@ -110,6 +110,7 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    // SAFETY: called from _PG_init after our GUCs are defined, with a static NUL-terminated prefix.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"stress".as_ptr()) };
 }
 

@@ -6,6 +6,11 @@
 
 use pgrx::prelude::*;
 
+// pgrx turns a Rust panic into a PostgreSQL ERROR by catching it as it unwinds; with panic = abort a
+// panic would take the whole server down.
+#[cfg(not(panic = "unwind"))]
+compile_error!("pg_stress must be built with panic = \"unwind\" (Cargo.toml's profiles)");
+
 mod api;
 mod args;
 mod benchmark;
@@ -17,6 +22,7 @@ mod integrity;
 mod load;
 mod metrics;
 mod postgres;
+mod records;
 mod report_html;
 mod runs;
 #[cfg(any(test, feature = "pg_test"))]

@@ -55,6 +55,22 @@ stmt_ms() {
   "${psql[@]}" -d "$db" -c "SET max_parallel_workers_per_gather = $1" -c '\timing on' -c "$2" \
     | awk '/^Time:/ { t = $2 } END { print t }'
 }
+# goal WHAT VALUE OP LIMIT: one of make bench's goals (OP >=, <= or "within": |VALUE| <= LIMIT).
+# Prints whether it was met; a miss (or no figure at all) is kept in goals_missed, and bench.sh exits
+# non-zero naming every one. (A statement, never in $(…): the array must be this shell's.)
+goals_missed=()
+goal() {
+  local what=$1 value=$2 op=$3 limit=$4 met
+  met=$(awk -v v="$value" -v l="$limit" -v op="$op" 'BEGIN {
+          if (v !~ /^-?[0-9.]+$/) { print 0; exit }
+          v += 0; if (op == ">=") print (v >= l); else if (op == "<=") print (v <= l); else print ((v < 0 ? -v : v) <= l) }')
+  if [ "$met" = 1 ]; then
+    echo "   goal met: $what = $value ($op $limit)"
+  else
+    echo "   GOAL MISSED: $what = ${value:-no figure} (must be $op $limit)"
+    goals_missed+=("$what = ${value:-no figure} (must be $op $limit)")
+  fi
+}
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # time_and_peak SQL: run SQL in its own session and print "seconds MB": its time, and by how many MB

@@ -32,7 +32,8 @@ compare_load() {
   run=$(call_run "CALL stress.run_load_proc('$LOAD_SECONDS seconds', workers => $conc, mix => '{\"execute_trade\": 1}')")
   ops=$(sql "SELECT round(ops_per_sec::numeric, 1) FROM stress.results WHERE run_id = $run AND name = 'total'")
   load_ratios+=("c$conc/sync_$sync=$(ratio "$ops" "$tps")")
-  echo "   concurrency $conc, synchronous_commit $sync: pgbench $tps tps, run_load $ops ops/s  -> RATIO run_load / pgbench = $(ratio "$ops" "$tps")   (must be >= 1.3)"
+  echo "   concurrency $conc, synchronous_commit $sync: pgbench $tps tps, run_load $ops ops/s  -> RATIO run_load / pgbench = $(ratio "$ops" "$tps")"
+  goal "run_load / pgbench, execute_trade, concurrency $conc, synchronous_commit $sync" "$(ratio "$ops" "$tps")" ">=" 1.3
 }
 for conc in 2 8; do compare_load "$conc" on; done
 for conc in 2 8; do compare_load "$conc" off; done
@@ -55,7 +56,8 @@ for ((i = 1; i <= 4; i++)); do
   done
 done
 timeline_ratio=$(ratio "$(median "${timeline_on[@]}")" "$(median "${timeline_off[@]}")")
-echo "   medians: on $(median "${timeline_on[@]}") ops/s, off $(median "${timeline_off[@]}") ops/s  -> RATIO on / off = $timeline_ratio   (cost must stay under 2%: >= 0.98)"
+echo "   medians: on $(median "${timeline_on[@]}") ops/s, off $(median "${timeline_off[@]}") ops/s  -> RATIO on / off = $timeline_ratio"
+goal "run_load timeline on / off (the sampler's cost under 2%)" "$timeline_ratio" ">=" 0.98
 echo "== load: open model at 1000 ops/s for 30 s (default mix, 4 workers), and the server's commit count"
 commits() { sql "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"; }
 before=$(commits)
@@ -65,7 +67,7 @@ after=$(commits)
 # (what was offered is a Poisson count of arrivals: 30,000 ± 173, ±0.58%, so "of 1000" moves by
 # that alone; the share of the arrivals served is the harness's own figure)
 sql "SELECT format('   achieved %s ops/s of 1000 (%s%%), p50 %s ms, p99 %s ms, schedule lag p99 %s ms
-   arrivals %s (offered: %s%% of 30,000, Poisson), served %s%% of them  (must be >= 99%%)',
+   arrivals %s (offered: %s%% of 30,000, Poisson), served %s%% of them',
                    round((details->>'successes')::numeric / seconds::numeric, 1),
                    round(((details->>'successes')::numeric / seconds::numeric - 1000) / 10, 2),
                    round(p50_ms::numeric, 2), round(p99_ms::numeric, 2),
@@ -73,10 +75,13 @@ sql "SELECT format('   achieved %s ops/s of 1000 (%s%%), p50 %s ms, p99 %s ms, s
                    details->>'arrivals', round(((details->>'arrivals')::numeric / 30000 - 1) * 100, 2),
                    round((details->>'achieved_share')::numeric * 100, 2))
      FROM stress.results WHERE run_id = $run AND name = 'total'"
+goal "open model: share of the arrivals served, %" "$(sql "SELECT round((details->>'achieved_share')::numeric * 100, 2) FROM stress.results WHERE run_id = $run AND name = 'total'")" ">=" 99
 # Besides the operations, a run commits: the run's row (the first worker, first), per worker its
 # preparation and its results, the run's closing, one per sample (its timeline row in the same
 # transaction) and the sampler's session setup; and two of this script's sessions (the first count,
 # the run_load call) commit in between. Autovacuum's transactions count too (noise).
 expected=$(sql "SELECT (details->>'successes')::int8 + 1 + 2 * 4 + 1 + (SELECT count(*) FROM stress.samples WHERE run_id = $run) + 1 + 2
                 FROM stress.results WHERE run_id = $run AND name = 'total'")
-echo "   xact_commit grew by $((after - before)); the run's operations and bookkeeping: $expected  -> difference $(awk -v a="$((after - before))" -v b="$expected" 'BEGIN { printf "%.3f", (a - b) * 100 / b }')%   (must be within 0.1%)"
+commit_difference=$(awk -v a="$((after - before))" -v b="$expected" 'BEGIN { printf "%.3f", (a - b) * 100 / b }')
+echo "   xact_commit grew by $((after - before)); the run's operations and bookkeeping: $expected  -> difference $commit_difference%"
+goal "open model: xact_commit against the run's own count, % difference" "$commit_difference" within 0.1

@@ -1,4 +1,4 @@
-//! How the SQL-language parts of pg_stress record (see runs::records).
+//! How the SQL-language parts of pg_stress record (see crate::records).
 
 use crate::postgres::json_arg::JsonArg;
 use pgrx::prelude::*;
@@ -13,7 +13,7 @@ fn record_call(
     started_at: TimestampWithTimeZone,
     results: default!(Option<JsonArg>, "'[]'"),
 ) -> i64 {
-    crate::runs::record_functions::record_call(kind, parameters, started_at, results)
+    crate::records::functions::record_call(kind, parameters, started_at, results)
 }
 
 /// Record a state capture of the caller's: `tables` is an array of objects with table_name, rows,
@@ -25,7 +25,7 @@ fn record_state_capture(
     started_at: TimestampWithTimeZone,
     tables: JsonArg,
 ) -> i64 {
-    crate::runs::record_functions::record_state_capture(schema_name, label, started_at, tables)
+    crate::records::functions::record_state_capture(schema_name, label, started_at, tables)
 }
 
 /// Register (or change) the caller's retention policy of `rel` (checked by stress.set_retention).
@@ -40,13 +40,11 @@ fn record_retention_policy(
     archive_to: Option<pg_sys::Oid>,
     batch_size: i32,
 ) {
-    crate::runs::record_functions::record_retention_policy(
-        rel, ts_column, keep, archive_to, batch_size,
-    )
+    crate::records::functions::record_retention_policy(rel, ts_column, keep, archive_to, batch_size)
 }
 
 /// Note that the caller's policy of `relation` was applied now and removed `rows` rows.
 #[pg_extern(volatile, parallel_unsafe)]
 fn record_retention_applied(relation: &str, rows: i64) {
-    crate::runs::record_functions::record_retention_applied(relation, rows)
+    crate::records::functions::record_retention_applied(relation, rows)
 }

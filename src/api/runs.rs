@@ -16,6 +16,8 @@ fn cancel(run_id: i64) -> bool {
     match control::run_owner(run_id) {
         None => false,
         Some(role) => {
+            // SAFETY: a permission check of the current user against a role id; a dropped role is
+            // simply no match.
             if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), role) } {
                 StressError::PermissionDenied {
                     message: format!("permission denied to cancel load run {run_id}"),
@@ -86,10 +88,12 @@ fn live_runs() -> TableIterator<
         name!(cancel_requested, bool),
     ),
 > {
-    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let now = crate::postgres::backend::now();
     let rows: Vec<_> = control::live_runs()
         .into_iter()
         .map(|r| {
+            // SAFETY: get_database_name returns a palloc'd copy or null (a dropped database),
+            // checked before it is read.
             let database = unsafe {
                 let name = pg_sys::get_database_name(r.database);
                 (!name.is_null()).then(|| {

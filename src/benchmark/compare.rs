@@ -61,6 +61,9 @@ fn droppable_indexes(tables: &[(String, String)]) -> Vec<String> {
 /// rolled-back subtransaction); an error message saying what is wrong if not.
 fn check_candidate(sql: &str) -> Result<(), String> {
     let text = std::ffi::CString::new(sql).map_err(|_| "contains a NUL byte".to_owned())?;
+    // SAFETY: text is NUL-terminated and lives across the closure; the parse tree is palloc'd and
+    // read here only, each node's tag checked before its cast; the closure runs in a
+    // subtransaction, so a parse ERROR is caught.
     let shape = crate::postgres::subxact::run_isolated(|| unsafe {
         let list = pg_sys::pg_parse_query(text.as_ptr());
         if list.is_null() || (*list).length != 1 {

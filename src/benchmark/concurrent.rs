@@ -7,13 +7,16 @@
 
 use super::{F, Row, SlowExecution, one_statement};
 use crate::error::StressError;
+use crate::metrics::task::TaskStats;
+use crate::postgres::backend::now;
 use crate::postgres::procedure::Call;
 use crate::postgres::read_only;
 use crate::postgres::signals;
 use crate::postgres::subxact::{Ending, failure_message, run_isolated_ending};
-use crate::postgres::transaction::{in_transaction_ending, now, with_statement_timeout};
+use crate::postgres::transaction::{in_transaction_ending, with_statement_timeout};
+use crate::runs::closing::record_task;
 use crate::runs::control::{self, Configured};
-use crate::runs::worker::{FinishedRun, RunKind, Stopped, TaskStats, WorkerRun, record_task};
+use crate::runs::kind::{FinishedRun, RunKind, Stopped, WorkerRun};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
@@ -106,7 +109,7 @@ pub fn measure(
             }
             Some(error) => {
                 // (one attempt, failed: no latency, no rate)
-                crate::runs::records::latency_result(
+                crate::records::latency_result(
                     run_id,
                     query,
                     1,
@@ -159,7 +162,7 @@ fn run_workers(
         prepared,
         rollback,
         // The workers' transactions get the caller's default isolation and statement_timeout.
-        statement_timeout_ms: unsafe { pg_sys::StatementTimeout },
+        statement_timeout_ms: crate::postgres::backend::statement_timeout_ms(),
         slow_log_limit: crate::gucs::SLOW_QUERY_LOG_LIMIT.get().max(0) as u32,
         slow_ms: crate::gucs::SLOW_QUERY_THRESHOLD_MS.get(),
     };
@@ -169,7 +172,7 @@ fn run_workers(
         label: "benchmark",
         workers: concurrency as usize,
         seconds: None,
-        isolation: unsafe { pg_sys::DefaultXactIsoLevel },
+        isolation: crate::postgres::backend::default_isolation(),
         summary_notice: false,
     };
     let run_id = control::start(run, Some(call), |_| Configured {
@@ -375,12 +378,7 @@ fn benchmark_loop(
         signals::in_operation(|| {
             with_statement_timeout(timeout_ms, || {
                 in_transaction_ending(config.rollback, || {
-                    unsafe {
-                        pg_sys::pgstat_report_activity(
-                            pg_sys::BackendState::STATE_RUNNING,
-                            c"pg_stress benchmark query".as_ptr(),
-                        )
-                    };
+                    crate::postgres::backend::report_activity(c"pg_stress benchmark query");
                     Spi::connect_mut(|client| match &plans[j] {
                         Some(plan) => read_only::execute(client, plan, reads_only[j], &[]),
                         None => read_only::execute(

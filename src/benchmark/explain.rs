@@ -200,7 +200,7 @@ pub fn explain(query: &str, analyze: bool) -> JsonB {
     let sql = format!("EXPLAIN ({options}) {query}");
     // Without ANALYZE nothing runs, and on a hot standby nothing may write: no transaction id
     // (pgrx's Spi::get_one would ask for one, which a standby cannot give).
-    let read_only = !analyze || unsafe { pg_sys::RecoveryInProgress() };
+    let read_only = !analyze || crate::postgres::backend::in_recovery();
     let plan = run_isolated_ending(Ending::RollBack, || {
         if read_only {
             crate::postgres::spi_read::one_utility::<pgrx::Json>(&sql)

@@ -25,7 +25,7 @@ pub const MAX_ITERATIONS: i32 = 10_000_000;
 
 /// Now, as the time a benchmark's run started.
 fn now() -> TimestampWithTimeZone {
-    TimestampWithTimeZone::try_from(crate::postgres::transaction::now()).expect("valid clock")
+    TimestampWithTimeZone::try_from(crate::postgres::backend::now()).expect("valid clock")
 }
 
 /// What one query's measurement gave.
@@ -73,7 +73,7 @@ pub fn save_slow_executions(
         .iter()
         .map(|e| TimestampWithTimeZone::try_from(e.at).expect("a valid time"))
         .collect();
-    crate::runs::records::slow_executions(run_id, query, worker, durations, times, plan);
+    crate::records::slow_executions(run_id, query, worker, durations, times, plan);
 }
 
 /// One row of `stress.benchmark`'s result. Latency figures over no execution, and a rate over no
@@ -131,6 +131,8 @@ impl Outcome {
 fn statement_count(sql: &str) -> Result<usize, String> {
     let text =
         std::ffi::CString::new(sql).map_err(|_| "the query contains a NUL byte".to_owned())?;
+    // SAFETY: text is NUL-terminated and lives across the call; the list is read (null or its
+    // length) in a subtransaction that catches a parse ERROR.
     crate::postgres::subxact::run_isolated(|| unsafe {
         let list = pg_sys::pg_parse_query(text.as_ptr());
         if list.is_null() {
@@ -266,7 +268,7 @@ fn measure(query: &str, iterations: i32, warmup: i32, prepared: bool, rollback: 
         if ns > slow_us * 1000 && outcome.slow_log.len() < log_limit {
             outcome.slow_log.push(SlowExecution {
                 duration_ms: ns as f64 / 1e6,
-                at: unsafe { pg_sys::GetCurrentTimestamp() },
+                at: crate::postgres::backend::now(),
             });
         }
         outcome.calls += 1;
@@ -411,12 +413,12 @@ fn record(
     outcomes: &[Outcome],
 ) -> i64 {
     // (the run's row; its results are the latency rows below)
-    let run_id = crate::runs::records::completed_call("benchmark", parameters, started_at, &[]);
+    let run_id = crate::records::completed_call("benchmark", parameters, started_at, &[]);
     for o in outcomes {
         let mut details = json!({"error": o.error, "slow": o.slow,
                                  "slow_threshold_ms": crate::gucs::SLOW_QUERY_THRESHOLD_MS.get()});
         crate::metrics::merge_json(&mut details, o.blocks.to_json());
-        crate::runs::records::latency_result(
+        crate::records::latency_result(
             run_id,
             &o.query,
             o.calls,

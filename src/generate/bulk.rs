@@ -42,6 +42,9 @@ impl BulkWriter {
     /// # Safety
     /// `rel` must be an open, locked, plain heap relation and stay open until [`finish`](Self::finish).
     pub unsafe fn new(rel: pg_sys::Relation, index_mode: IndexMode, batch_rows: usize) -> Self {
+        // SAFETY: the caller's contract: rel is open, locked and a plain heap until finish; the
+        // executor state, result relation and slots made here live in the caller's memory context
+        // and are released by finish (or the transaction's abort).
         unsafe {
             let estate = pg_sys::CreateExecutorState();
             let result_rel =
@@ -98,6 +101,9 @@ impl BulkWriter {
     /// this row completed a batch, which was then written.
     #[inline]
     pub fn push(&mut self, fill: impl FnOnce(&mut [pg_sys::Datum], &mut [bool])) -> bool {
+        // SAFETY: self.filled < slots.len() always (a full batch is flushed before returning); the
+        // slot is one of ours, made for this relation's descriptor of natts columns, so its values
+        // and nulls arrays hold natts entries.
         unsafe {
             let slot = self.slots[self.filled];
             if let Some(clear) = (*(*slot).tts_ops).clear {
@@ -122,6 +128,9 @@ impl BulkWriter {
     /// Append one row formed elsewhere (a generator worker): `tuple` is a heap tuple's bytes for
     /// this table, copied into the slot. Returns whether this row completed a batch.
     pub fn push_formed(&mut self, tuple: &[u8]) -> bool {
+        // SAFETY: as in push; tuple is a heap tuple's bytes formed by a worker from this relation's
+        // descriptor, copied (ExecStoreHeapTuple into our own slot, then materialised) before the
+        // slice goes.
         unsafe {
             let slot = self.slots[self.filled];
             let mut data = pg_sys::HeapTupleData {
@@ -150,6 +159,8 @@ impl BulkWriter {
             return;
         }
         pg_sys::check_for_interrupts!();
+        // SAFETY: the slots up to filled hold rows of this relation (push and push_formed filled
+        // them); estate, result_rel and batch memory are ours and alive until finish.
         unsafe {
             let outer = pg_sys::MemoryContextSwitchTo(self.batch_memory);
             let batch = &mut self.slots[..self.filled];
@@ -201,6 +212,8 @@ impl BulkWriter {
     /// (On an ERROR instead, the transaction's abort releases buffers, locks and memory.)
     pub fn finish(mut self) -> u64 {
         self.flush();
+        // SAFETY: rel is still open (the contract of new); the table AM callbacks, indexes and
+        // executor state closed here were opened by new and are closed once.
         unsafe {
             if let Some(finish_bulk_insert) = (*(*self.rel).rd_tableam).finish_bulk_insert {
                 pg_sys::ffi::pg_guard_ffi_boundary(|| {
@@ -225,6 +238,8 @@ impl BulkWriter {
 /// `numeric(p, scale)` column stores it), allocated in the current memory context.
 #[inline]
 pub fn numeric_datum(units: i64, scale: i32) -> pg_sys::Datum {
+    // SAFETY: int64_div_fast_to_numeric makes a palloc'd numeric in the current context; any units
+    // and a scale from our own models (0 to 8) are valid inputs.
     unsafe { pg_sys::Datum::from(pg_sys::int64_div_fast_to_numeric(units, scale)) }
 }
 
@@ -234,6 +249,7 @@ pub fn numeric_datum(units: i64, scale: i32) -> pg_sys::Datum {
 /// # Safety
 /// `datum` must be a non-null `numeric` datum.
 pub unsafe fn numeric_units(datum: pg_sys::Datum) -> Option<i128> {
+    // SAFETY: the caller's contract: datum is a non-null numeric, hence a varlena.
     unsafe { crate::postgres::datum::with_varlena_bytes(datum, numeric_bytes_to_units) }
 }
 
@@ -291,6 +307,8 @@ pub fn jsonb_object_datum(members: &[(&str, JsonValue)]) -> pg_sys::Datum {
             },
         }
     }
+    // SAFETY: the JsonbParseState is built and turned into a jsonb here, in the current memory
+    // context; every JsonbValue pushed points at strings and numerics that live across the calls.
     unsafe {
         let mut state: *mut pg_sys::JsonbParseState = ptr::null_mut();
         pg_sys::pushJsonbValue(&mut state, WJB_BEGIN_OBJECT, ptr::null_mut());
@@ -315,6 +333,8 @@ pub fn jsonb_object_datum(members: &[(&str, JsonValue)]) -> pg_sys::Datum {
 
 /// A `text` datum, allocated in the current memory context.
 pub fn text_datum(s: &str) -> pg_sys::Datum {
+    // SAFETY: cstring_to_text_with_len copies len bytes of s (valid UTF-8, as a Rust str is) into a
+    // palloc'd text.
     unsafe {
         pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
             s.as_ptr() as *const _,
@@ -325,6 +345,7 @@ pub fn text_datum(s: &str) -> pg_sys::Datum {
 
 /// Whether a relation's main fork has no blocks at all: freshly created or truncated.
 pub fn has_no_blocks(rel: pg_sys::Relation) -> bool {
+    // SAFETY: rel is an open relation (every caller holds it open and locked).
     unsafe { pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) == 0 }
 }
 
@@ -338,6 +359,7 @@ mod tests {
     fn numeric_datum_keeps_scale() {
         let text = Spi::get_one_with_args::<String>(
             "SELECT $1::numeric::text",
+            // SAFETY: the datum is a numeric just made by numeric_datum.
             &[unsafe {
                 pgrx::datum::DatumWithOid::new(
                     numeric_datum(6_500_012_000_000, 8),
@@ -358,6 +380,7 @@ mod tests {
         let same = Spi::get_one_with_args::<bool>(
             r#"SELECT $1 = '{"ip": "10.1.2.3", "delta": -1234.50, "a \"quoted\" key": "ünïcode"}'::jsonb
                       AND $1::text = '{"ip": "10.1.2.3", "delta": -1234.50, "a \"quoted\" key": "ünïcode"}'::jsonb::text"#,
+            // SAFETY: datum is the jsonb just made by jsonb_datum.
             &[unsafe { pgrx::datum::DatumWithOid::new(datum, pg_sys::JSONBOID) }],
         );
         assert_eq!(same.unwrap(), Some(true));
@@ -382,12 +405,14 @@ mod tests {
             let datum = Spi::get_one::<pgrx::AnyNumeric>(&format!("SELECT '{text}'::numeric"))
                 .unwrap()
                 .unwrap();
+            // SAFETY: the datum is a numeric PostgreSQL just gave us, never null here.
             let decoded = unsafe { numeric_units(datum.into_datum().unwrap()) };
             assert_eq!(decoded, Some(units), "{text}");
         }
         let nan = Spi::get_one::<pgrx::AnyNumeric>("SELECT 'NaN'::numeric")
             .unwrap()
             .unwrap();
+        // SAFETY: as above.
         assert_eq!(unsafe { numeric_units(nan.into_datum().unwrap()) }, None);
     }
 }

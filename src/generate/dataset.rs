@@ -6,7 +6,7 @@
 use super::{accounts, audit_log, market_data, orders, positions, trades};
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
-use crate::runs::records::{self, Measurement};
+use crate::records::{self, Measurement};
 use pgrx::prelude::*;
 use serde_json::json;
 use std::time::Instant;

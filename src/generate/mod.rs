@@ -19,7 +19,7 @@ pub mod trades;
 use crate::error::{OrRaise, StressError};
 use crate::postgres::progress_notices::ProgressNotices;
 use crate::postgres::quote::qualified;
-use crate::runs::records::{self, Measurement};
+use crate::records::{self, Measurement};
 use bulk::{BulkWriter, IndexMode};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -38,7 +38,7 @@ pub struct WriteOutcome {
 
 /// The transaction-independent wall clock, as the start of a call.
 pub fn now() -> TimestampWithTimeZone {
-    TimestampWithTimeZone::try_from(unsafe { pg_sys::GetCurrentTimestamp() }).expect("valid clock")
+    TimestampWithTimeZone::try_from(crate::postgres::backend::now()).expect("valid clock")
 }
 
 /// Record a generator call that wrote one table (see [`crate::metrics`]) and, when it was long,
@@ -109,6 +109,8 @@ pub fn highest(schema: &str, table: &str, column: &str) -> i64 {
 
 pub fn prevent_writes_where_read_only(function: &'static str) {
     let name = std::ffi::CString::new(format!("stress.{function}")).expect("no NUL in a name");
+    // SAFETY: name is NUL-terminated and lives across both calls, which only read transaction state
+    // and raise an ERROR when writes are not allowed.
     unsafe {
         pg_sys::PreventCommandIfReadOnly(name.as_ptr());
         pg_sys::PreventCommandDuringRecovery(name.as_ptr());
@@ -153,6 +155,8 @@ impl TableWrite {
                 &format!("referenced by {display}"),
             );
         }
+        // SAFETY: in a transaction; the relation opened here under lock stays open in the Target
+        // returned, which closes it in finish (or the transaction's abort does).
         unsafe {
             let rel = pg_sys::table_open(relid, pg_sys::ShareRowExclusiveLock as pg_sys::LOCKMODE);
             // (again, now that it is locked: it cannot change any more)
@@ -224,6 +228,7 @@ impl TableWrite {
 
     /// The table's tuple descriptor (what workers form tuples with).
     pub fn tuple_desc(&self) -> pg_sys::TupleDesc {
+        // SAFETY: rel is open for the Target's life (closed only by finish, which consumes it).
         unsafe { (*self.rel).rd_att }
     }
 
@@ -237,6 +242,8 @@ impl TableWrite {
     /// rows it read under lock.
     pub fn finish(self, trusted_columns: &[&str]) -> WriteOutcome {
         let rows = self.writer.finish();
+        // SAFETY: rel was opened by Target::open and is closed once, here; the lock is kept to the
+        // transaction's end (NoLock).
         unsafe { pg_sys::table_close(self.rel, pg_sys::NoLock as pg_sys::LOCKMODE) };
         let index_started = std::time::Instant::now();
         if self.index_mode == IndexMode::Rebuild && rows > 0 {
@@ -392,6 +399,8 @@ fn validate_foreign_keys(
 /// The bulk path opens the relation directly, so it must check what the executor would: INSERT
 /// privilege, row-level security (which it cannot apply), and triggers (which it does not fire).
 unsafe fn check_can_write(rel: pg_sys::Relation, relid: pg_sys::Oid, display: &str) {
+    // SAFETY: rel is open (the caller's contract: Target::open holds it); privilege checks and
+    // trigger reads of an open relation's descriptor.
     unsafe {
         let user = pg_sys::GetUserId();
         let acl = pg_sys::pg_class_aclcheck(relid, user, pg_sys::ACL_INSERT as pg_sys::AclMode);
@@ -424,6 +433,7 @@ unsafe fn check_can_write(rel: pg_sys::Relation, relid: pg_sys::Oid, display: &s
 /// The name of an enabled INSERT trigger other than a foreign key's check (those the write checks
 /// itself, in bulk, after loading).
 unsafe fn insert_trigger_we_would_skip(rel: pg_sys::Relation) -> Option<String> {
+    // SAFETY: rel is open; its trigger descriptor, when not null, holds numtriggers triggers.
     unsafe {
         let trigdesc = (*rel).trigdesc;
         if trigdesc.is_null() {

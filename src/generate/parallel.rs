@@ -136,6 +136,65 @@ pub struct Workers {
     label: &'static str,
 }
 
+/// A segment for `k` workers: the header, the table's attributes (`desc`), the job and every
+/// worker's two queues (laid out by [`Layout`]).
+fn create_segment(
+    desc: pg_sys::TupleDesc,
+    k: usize,
+    job_json: &[u8],
+) -> (*mut pg_sys::dsm_segment, Layout) {
+    // SAFETY: desc is the open target table's descriptor (TableWrite holds the relation), with natts
+    // attributes; the segment is made with layout.total bytes, and every write below falls within
+    // the part the layout gives it (header, attributes, job).
+    unsafe {
+        let natts = (*desc).natts as usize;
+        let layout = Layout::new(k, natts, job_json.len());
+        let segment = pg_sys::dsm_create(layout.total, 0);
+        let base = pg_sys::dsm_segment_address(segment) as *mut u8;
+        ptr::write(
+            base as *mut Header,
+            Header {
+                magic: MAGIC,
+                workers: k as u32,
+                natts: natts as u32,
+                job_len: job_json.len() as u32,
+                caller: Caller::current(),
+            },
+        );
+        ptr::copy_nonoverlapping(
+            (*desc).attrs.as_ptr(),
+            base.add(layout.attrs) as *mut pg_sys::FormData_pg_attribute,
+            natts,
+        );
+        ptr::copy_nonoverlapping(job_json.as_ptr(), base.add(layout.job), job_json.len());
+        (segment, layout)
+    }
+}
+
+/// Worker `i`'s two queues in `segment`: one we send on, one we receive from.
+///
+/// # Safety
+/// `segment` is attached and laid out by `layout`, for more than `i` workers.
+unsafe fn create_queues(
+    segment: *mut pg_sys::dsm_segment,
+    layout: &Layout,
+    i: usize,
+) -> (*mut pg_sys::shm_mq, *mut pg_sys::shm_mq) {
+    // SAFETY: the caller's contract: each queue's place is its own part of the segment; MyProc is
+    // this backend's PGPROC, set at start.
+    unsafe {
+        let base = pg_sys::dsm_segment_address(segment) as *mut u8;
+        let to = pg_sys::shm_mq_create(base.add(layout.in_queue(i)) as *mut c_void, IN_QUEUE_BYTES);
+        pg_sys::shm_mq_set_sender(to, pg_sys::MyProc);
+        let from = pg_sys::shm_mq_create(
+            base.add(layout.out_queue(i)) as *mut c_void,
+            OUT_QUEUE_BYTES,
+        );
+        pg_sys::shm_mq_set_receiver(from, pg_sys::MyProc);
+        (to, from)
+    }
+}
+
 impl Workers {
     /// Start `k` workers that make rows of `job` for the table `write` goes to.
     pub fn launch<P: RowProducer>(
@@ -146,70 +205,44 @@ impl Workers {
     ) -> Self {
         crate::postgres::privilege::require_worker_grant(label);
         let job_json = serde_json::to_vec(job).expect("a job serializes");
-        unsafe {
-            let desc = write.tuple_desc();
-            let natts = (*desc).natts as usize;
-            let layout = Layout::new(k, natts, job_json.len());
-            let segment = pg_sys::dsm_create(layout.total, 0);
-            let base = pg_sys::dsm_segment_address(segment) as *mut u8;
-            ptr::write(
-                base as *mut Header,
-                Header {
-                    magic: MAGIC,
-                    workers: k as u32,
-                    natts: natts as u32,
-                    job_len: job_json.len() as u32,
-                    caller: Caller::current(),
-                },
-            );
-            ptr::copy_nonoverlapping(
-                (*desc).attrs.as_ptr(),
-                base.add(layout.attrs) as *mut pg_sys::FormData_pg_attribute,
-                natts,
-            );
-            ptr::copy_nonoverlapping(job_json.as_ptr(), base.add(layout.job), job_json.len());
-
-            let mut workers = Workers {
-                segment,
-                handles: Vec::with_capacity(k),
-                to_worker: Vec::with_capacity(k),
-                from_worker: Vec::with_capacity(k),
-                in_flight: VecDeque::new(),
-                next_worker: 0,
-                label,
+        let (segment, layout) = create_segment(write.tuple_desc(), k, &job_json);
+        let mut workers = Workers {
+            segment,
+            handles: Vec::with_capacity(k),
+            to_worker: Vec::with_capacity(k),
+            from_worker: Vec::with_capacity(k),
+            in_flight: VecDeque::new(),
+            next_worker: 0,
+            label,
+        };
+        let table = write.display_name();
+        let my_pid = crate::postgres::backend::pid();
+        // SAFETY: the segment stays attached while `workers` lives (Drop detaches it).
+        let handle_of_segment = unsafe { pg_sys::dsm_segment_handle(segment) };
+        for i in 0..k {
+            // SAFETY: worker i's queue places lie inside the segment just made for k workers.
+            let (to, from) = unsafe { create_queues(segment, &layout, i) };
+            let name = format!("pg_stress {table} worker {}/{k} of pid {my_pid}", i + 1);
+            let extra = i.to_string();
+            let started = bgworker::start(&WorkerSpec {
+                name: &name,
+                kind: "pg_stress generator",
+                function: P::ENTRY_POINT,
+                argument: pg_sys::Datum::from(handle_of_segment),
+                extra: &extra,
+                notify: true,
+            });
+            let Some(handle) = started else {
+                // Dropping `workers` stops the ones already started.
+                drop(workers);
+                bgworker::out_of_slots(label, k, i);
             };
-            let table = write.display_name();
-            let my_pid = pg_sys::MyProcPid;
-            for i in 0..k {
-                let to = pg_sys::shm_mq_create(
-                    base.add(layout.in_queue(i)) as *mut c_void,
-                    IN_QUEUE_BYTES,
-                );
-                pg_sys::shm_mq_set_sender(to, pg_sys::MyProc);
-                let from = pg_sys::shm_mq_create(
-                    base.add(layout.out_queue(i)) as *mut c_void,
-                    OUT_QUEUE_BYTES,
-                );
-                pg_sys::shm_mq_set_receiver(from, pg_sys::MyProc);
-
-                let name = format!("pg_stress {table} worker {}/{k} of pid {my_pid}", i + 1);
-                let extra = i.to_string();
-                let started = bgworker::start(&WorkerSpec {
-                    name: &name,
-                    kind: "pg_stress generator",
-                    function: P::ENTRY_POINT,
-                    argument: pg_sys::Datum::from(pg_sys::dsm_segment_handle(segment)),
-                    extra: &extra,
-                    notify: true,
-                });
-                let Some(handle) = started else {
-                    // Dropping `workers` stops the ones already started.
-                    drop(workers);
-                    bgworker::out_of_slots(label, k, i);
-                };
-                workers.handles.push(handle);
-                // With the worker's handle, a queue whose worker died reads as detached instead
-                // of waiting forever.
+            workers.handles.push(handle);
+            // With the worker's handle, a queue whose worker died reads as detached instead of
+            // waiting forever.
+            // SAFETY: to and from are queues in the segment, which outlives the attachments (Drop
+            // detaches them first); handle is the worker just registered, which this backend keeps.
+            unsafe {
                 workers
                     .to_worker
                     .push(pg_sys::shm_mq_attach(to, segment, handle));
@@ -217,8 +250,8 @@ impl Workers {
                     .from_worker
                     .push(pg_sys::shm_mq_attach(from, segment, handle));
             }
-            workers
         }
+        workers
     }
 
     /// Hand out the next chunk (round-robin). At most two chunks per worker are out at once: before
@@ -243,6 +276,8 @@ impl Workers {
         while !self.in_flight.is_empty() {
             self.read_back_oldest(write);
         }
+        // SAFETY: the queues, handles and segment are ours (launch), each detached, waited for,
+        // freed once: the vectors are emptied as they go, so Drop finds nothing left to stop.
         unsafe {
             // Detaching our end tells each worker there is no more work: it exits.
             for &queue in self.to_worker.iter().chain(&self.from_worker) {
@@ -259,6 +294,8 @@ impl Workers {
     }
 
     fn send(&mut self, worker: usize, message: &[u8]) {
+        // SAFETY: worker's queue is attached (launch); message lives across the send, which copies
+        // it into the queue.
         let result = unsafe {
             pg_sys::shm_mq_send(
                 self.to_worker[worker],
@@ -280,6 +317,7 @@ impl Workers {
         loop {
             let mut len = 0usize;
             let mut data: *mut c_void = ptr::null_mut();
+            // SAFETY: worker's queue is attached (launch); len and data are ours to fill.
             let result = unsafe {
                 pg_sys::shm_mq_receive(self.from_worker[worker], &mut len, &mut data, false)
             };
@@ -287,6 +325,7 @@ impl Workers {
                 self.worker_died(worker);
             }
             // The message stays valid until the next receive; each tuple is copied into a slot.
+            // SAFETY: a successful receive points data at len bytes (worker_died does not return).
             let message = unsafe { std::slice::from_raw_parts(data as *const u8, len) };
             let mut at = 1;
             while at < message.len() {
@@ -319,6 +358,8 @@ impl Drop for Workers {
     /// On an ERROR (or a launch that failed half-way) stop the workers at once rather than letting
     /// each find out from a detached queue.
     fn drop(&mut self) {
+        // SAFETY: each handle is a worker this backend registered and still holds (finish empties
+        // the list after it waited for them).
         unsafe {
             for &handle in &self.handles {
                 pg_sys::TerminateBackgroundWorker(handle);
@@ -381,6 +422,8 @@ struct TupleSink {
 impl RowSink for TupleSink {
     fn push(&mut self, fill: impl FnOnce(&mut [pg_sys::Datum], &mut [bool])) {
         self.nulls.fill(false);
+        // SAFETY: values and nulls hold desc's natts entries (new); the tuple is formed in the row
+        // context and its bytes copied out before that context is reset.
         unsafe {
             let outer = pg_sys::MemoryContextSwitchTo(self.row_memory);
             fill(&mut self.values, &mut self.nulls);
@@ -405,10 +448,39 @@ impl RowSink for TupleSink {
 }
 
 impl TupleSink {
+    /// A sink forming rows of `desc`, sending them on `queue`.
+    fn new(desc: pg_sys::TupleDesc, queue: *mut pg_sys::shm_mq_handle) -> Self {
+        // SAFETY: desc is a valid descriptor (Attached::tuple_desc); the row context is a child of
+        // the worker's current context, which lives as long as the worker.
+        let (natts, row_memory) = unsafe {
+            (
+                (*desc).natts as usize,
+                pg_sys::AllocSetContextCreateInternal(
+                    pg_sys::CurrentMemoryContext,
+                    c"pg_stress generator row".as_ptr(),
+                    pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                    pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                    pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+                ),
+            )
+        };
+        let mut message = Vec::with_capacity(TUPLE_MESSAGE_BYTES + 64 * 1024);
+        message.push(TUPLES_MORE);
+        TupleSink {
+            desc,
+            values: vec![pg_sys::Datum::from(0); natts],
+            nulls: vec![false; natts],
+            message,
+            queue,
+            row_memory,
+        }
+    }
+
     /// Send what is batched (the message's first byte becomes `tag`). If the caller has gone (it
     /// failed or was cancelled), there is nothing more to do: exit.
     fn send(&mut self, tag: u8) {
         self.message[0] = tag;
+        // SAFETY: our attached queue; the message lives across the send, which copies it.
         let result = unsafe {
             pg_sys::shm_mq_send(
                 self.queue,
@@ -420,6 +492,7 @@ impl TupleSink {
         };
         self.message.truncate(1);
         if result != pg_sys::shm_mq_result::SHM_MQ_SUCCESS {
+            // SAFETY: a background worker may exit at any point outside a critical section.
             unsafe { pg_sys::proc_exit(0) };
         }
     }
@@ -434,88 +507,144 @@ unsafe extern "C-unwind" {
 
 /// A generator worker's whole life, for producer `P` (`bgw_main_arg` is the segment's handle).
 pub fn worker_main<P: RowProducer>(arg: pg_sys::Datum) {
+    // SIGTERM ends the worker at its next interrupt check (the queues check while waiting); the
+    // caller then sees the queue detach and fails the call.
+    // SAFETY: the first thing this background worker does: PostgreSQL's own handler for SIGTERM,
+    // then signals unblocked, as every worker does.
     unsafe {
-        // SIGTERM ends the worker at its next interrupt check (the queues check while waiting);
-        // the caller then sees the queue detach and fails the call.
         pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_die));
         pg_sys::BackgroundWorkerUnblockSignals();
-        let worker: usize = std::ffi::CStr::from_ptr((*pg_sys::MyBgworkerEntry).bgw_extra.as_ptr())
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(usize::MAX);
-        let segment = pg_sys::dsm_attach(arg.value() as pg_sys::dsm_handle);
-        if segment.is_null() {
-            // The caller already finished or failed and released the segment.
+    }
+    // SAFETY: arg is the handle the caller passed as bgw_main_arg.
+    let Some(attached) = (unsafe { Attached::to(arg) }) else {
+        // The caller already finished or failed and released the segment.
+        return;
+    };
+    // As the caller: its login role, then the role it had set (SET ROLE / SECURITY DEFINER).
+    attached.header().caller.connect_as();
+    // SAFETY: the segment stays attached for the process's life; attach checked the worker index.
+    let (from_leader, to_leader) = unsafe { attached.queues() };
+    let job: P::Job = serde_json::from_slice(attached.job())
+        .unwrap_or_else(|e| pgrx::error!("pg_stress generator: bad job: {e}"));
+    let producer = P::from_job(&job).unwrap_or_else(|e| pgrx::error!("pg_stress generator: {e}"));
+    let mut sink = TupleSink::new(attached.tuple_desc(), to_leader);
+    loop {
+        let (mut len, mut data) = (0usize, ptr::null_mut::<c_void>());
+        // SAFETY: from_leader is our attached queue; len and data are ours to fill.
+        let received = unsafe { pg_sys::shm_mq_receive(from_leader, &mut len, &mut data, false) };
+        if received != pg_sys::shm_mq_result::SHM_MQ_SUCCESS {
+            // Detached: the caller has read everything it wanted (or gave up).
             return;
         }
-        let base = pg_sys::dsm_segment_address(segment) as *const u8;
-        let header = &*(base as *const Header);
-        if header.magic != MAGIC || worker >= header.workers as usize {
-            pgrx::error!("pg_stress generator: unexpected shared memory contents");
-        }
-        let layout = Layout::new(
-            header.workers as usize,
-            header.natts as usize,
-            header.job_len as usize,
-        );
-        // As the caller: its login role, then the role it had set (SET ROLE / SECURITY DEFINER).
-        header.caller.connect_as();
+        // Copy the chunk out: receiving again (or sending) may reuse the queue's buffer.
+        // SAFETY: a successful receive points data at len bytes, valid until the next receive.
+        let chunk = unsafe { std::slice::from_raw_parts(data as *const u8, len) }.to_vec();
+        pg_sys::check_for_interrupts!();
+        producer.produce(&chunk, &mut sink);
+        sink.send(TUPLES_DONE);
+    }
+}
 
-        let from_leader = pg_sys::shm_mq_attach(
-            base.add(layout.in_queue(worker)) as *mut pg_sys::shm_mq,
-            segment,
-            ptr::null_mut(),
-        );
-        pg_sys::shm_mq_set_receiver(pg_sys::shm_mq_get_queue(from_leader), pg_sys::MyProc);
-        let to_leader = pg_sys::shm_mq_attach(
-            base.add(layout.out_queue(worker)) as *mut pg_sys::shm_mq,
-            segment,
-            ptr::null_mut(),
-        );
-        pg_sys::shm_mq_set_sender(pg_sys::shm_mq_get_queue(to_leader), pg_sys::MyProc);
+/// The caller's segment, attached by a generator worker, with the worker's place in it.
+struct Attached {
+    segment: *mut pg_sys::dsm_segment,
+    base: *const u8,
+    layout: Layout,
+    worker: usize,
+}
 
-        let natts = header.natts as usize;
-        let desc = pg_sys::CreateTemplateTupleDesc(natts as i32);
-        ptr::copy_nonoverlapping(
-            base.add(layout.attrs) as *const pg_sys::FormData_pg_attribute,
-            (*desc).attrs.as_mut_ptr(),
-            natts,
-        );
-        let job_bytes = std::slice::from_raw_parts(base.add(layout.job), header.job_len as usize);
-        let job: P::Job = serde_json::from_slice(job_bytes)
-            .unwrap_or_else(|e| pgrx::error!("pg_stress generator: bad job: {e}"));
-        let producer =
-            P::from_job(&job).unwrap_or_else(|e| pgrx::error!("pg_stress generator: {e}"));
-        let mut sink = TupleSink {
-            desc,
-            values: vec![pg_sys::Datum::from(0); natts],
-            nulls: vec![false; natts],
-            message: Vec::with_capacity(TUPLE_MESSAGE_BYTES + 64 * 1024),
-            queue: to_leader,
-            row_memory: pg_sys::AllocSetContextCreateInternal(
-                pg_sys::CurrentMemoryContext,
-                c"pg_stress generator row".as_ptr(),
-                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-            ),
-        };
-        sink.message.push(TUPLES_MORE);
-        loop {
-            let mut len = 0usize;
-            let mut data: *mut c_void = ptr::null_mut();
-            if pg_sys::shm_mq_receive(from_leader, &mut len, &mut data, false)
-                != pg_sys::shm_mq_result::SHM_MQ_SUCCESS
-            {
-                // Detached: the caller has read everything it wanted (or gave up).
-                return;
+impl Attached {
+    /// Attach the segment `handle` (None if the caller has released it) and check its header.
+    ///
+    /// # Safety
+    /// `handle` is the segment handle the caller passed; called in a generator worker, once.
+    unsafe fn to(handle: pg_sys::Datum) -> Option<Attached> {
+        // SAFETY: MyBgworkerEntry is this worker's entry, whose bgw_extra is NUL-terminated (the
+        // launcher wrote the worker's index there); a segment attached is mapped until we detach or
+        // exit, and its header was written before any worker started.
+        unsafe {
+            let worker: usize =
+                std::ffi::CStr::from_ptr((*pg_sys::MyBgworkerEntry).bgw_extra.as_ptr())
+                    .to_str()
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(usize::MAX);
+            let segment = pg_sys::dsm_attach(handle.value() as pg_sys::dsm_handle);
+            if segment.is_null() {
+                return None;
             }
-            // Copy the chunk out: receiving again (or sending) may reuse the queue's buffer.
-            let chunk = std::slice::from_raw_parts(data as *const u8, len).to_vec();
-            pg_sys::check_for_interrupts!();
-            producer.produce(&chunk, &mut sink);
-            sink.send(TUPLES_DONE);
+            let base = pg_sys::dsm_segment_address(segment) as *const u8;
+            let header = &*(base as *const Header);
+            if header.magic != MAGIC || worker >= header.workers as usize {
+                pgrx::error!("pg_stress generator: unexpected shared memory contents");
+            }
+            let layout = Layout::new(
+                header.workers as usize,
+                header.natts as usize,
+                header.job_len as usize,
+            );
+            Some(Attached {
+                segment,
+                base,
+                layout,
+                worker,
+            })
+        }
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: checked by `to` (its magic); the caller wrote it before starting any worker and
+        // never writes it again.
+        unsafe { &*(self.base as *const Header) }
+    }
+
+    fn job(&self) -> &[u8] {
+        // SAFETY: the job's bytes, at the layout's place, of the header's length.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.base.add(self.layout.job),
+                self.header().job_len as usize,
+            )
+        }
+    }
+
+    /// A tuple descriptor of the caller's table, copied out of the segment.
+    fn tuple_desc(&self) -> pg_sys::TupleDesc {
+        let natts = self.header().natts as usize;
+        // SAFETY: a template descriptor of natts attributes, filled with the natts attributes the
+        // caller copied into the segment at the layout's place.
+        unsafe {
+            let desc = pg_sys::CreateTemplateTupleDesc(natts as i32);
+            ptr::copy_nonoverlapping(
+                self.base.add(self.layout.attrs) as *const pg_sys::FormData_pg_attribute,
+                (*desc).attrs.as_mut_ptr(),
+                natts,
+            );
+            desc
+        }
+    }
+
+    /// This worker's two queues: the one the caller sends chunks on, the one we send rows on.
+    ///
+    /// # Safety
+    /// Once per worker: each queue takes one receiver and one sender.
+    unsafe fn queues(&self) -> (*mut pg_sys::shm_mq_handle, *mut pg_sys::shm_mq_handle) {
+        // SAFETY: the caller created both queues at the layout's places for this worker (checked
+        // below the worker count in `to`) before starting it; MyProc is this process's PGPROC.
+        unsafe {
+            let from_leader = pg_sys::shm_mq_attach(
+                self.base.add(self.layout.in_queue(self.worker)) as *mut pg_sys::shm_mq,
+                self.segment,
+                ptr::null_mut(),
+            );
+            pg_sys::shm_mq_set_receiver(pg_sys::shm_mq_get_queue(from_leader), pg_sys::MyProc);
+            let to_leader = pg_sys::shm_mq_attach(
+                self.base.add(self.layout.out_queue(self.worker)) as *mut pg_sys::shm_mq,
+                self.segment,
+                ptr::null_mut(),
+            );
+            pg_sys::shm_mq_set_sender(pg_sys::shm_mq_get_queue(to_leader), pg_sys::MyProc);
+            (from_leader, to_leader)
         }
     }
 }

@@ -71,6 +71,8 @@ pub fn generate_positions() -> i64 {
         .expect("emptying positions");
 
     // SHARE: no trade may be added while we add them up.
+    // SAFETY: trades_oid is the data schema's trades table, looked up just above; it is locked
+    // SHARE here, checked for kind, privilege and shape before the heap is read.
     let totals = unsafe {
         let rel = PgRelation::with_lock(trades_oid, pg_sys::ShareLock as pg_sys::LOCKMODE);
         let display = format!("{schema}.trades");
@@ -115,6 +117,8 @@ type Totals = (HashMap<(i64, usize), PositionTotals>, Vec<String>);
 unsafe fn sum_trades(rel: &PgRelation) -> Totals {
     let mut totals: HashMap<(i64, usize), PositionTotals> = HashMap::new();
     let mut symbols: Vec<String> = Vec::new();
+    // SAFETY: the caller's contract: rel is open and locked (SHARE); check_shape has made sure its
+    // first nine columns are the ones read here.
     unsafe {
         crate::postgres::scan::for_each_row(rel.as_ptr(), |v, nulls| {
             // (check_shape insists on NOT NULL columns; a row with a NULL cannot be added up anyway)

@@ -257,6 +257,8 @@ impl TableSpec {
         rel: pg_sys::Relation,
         display: &str,
     ) -> Result<(), StressError> {
+        // SAFETY: rel is an open relation (the callers hold it); its descriptor is borrowed, not
+        // freed, for this call.
         let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked((*rel).rd_att) };
         let live: Vec<_> = tupdesc.iter().filter(|a| !a.is_dropped()).collect();
         // NOT NULL too: readers of these tables (positions reads trades' heap) rely on it.

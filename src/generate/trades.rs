@@ -286,6 +286,8 @@ pub fn generate_trades(
             if chunk.is_empty() {
                 break;
             }
+            // SAFETY: chunk_memory is a context of ours that lives across the loop; the previous
+            // context is restored below.
             let outer = unsafe { pg_sys::MemoryContextSwitchTo(chunk_memory.value()) };
             for r in chunk {
                 let symbol: String = r.get(3)?.unwrap_or_default();
@@ -315,6 +317,9 @@ pub fn generate_trades(
                     }
                 }
             }
+            // SAFETY: restores the context switched from above, and frees the cursor's last fetched
+            // tuple table, which nothing refers to any more (its rows were copied into plain Rust
+            // values).
             unsafe {
                 pg_sys::MemoryContextSwitchTo(outer);
                 pg_sys::MemoryContextReset(chunk_memory.value());
@@ -362,6 +367,7 @@ pub fn fill_rate_of(spec: &serde_json::Value) -> Result<f64, String> {
 /// A numeric(20,8) value in 10^-8 units (0 for NULL, NaN or out of i64 range).
 fn units_of(n: Option<pgrx::AnyNumeric>) -> i64 {
     n.and_then(|n| n.into_datum())
+        // SAFETY: into_datum of a Some numeric gives a non-null numeric datum.
         .and_then(|d| unsafe { super::bulk::numeric_units(d) })
         .and_then(|u| i64::try_from(u).ok())
         .unwrap_or(0)

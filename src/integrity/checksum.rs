@@ -92,10 +92,13 @@ impl ColumnEncoder {
         } else {
             let mut send = pg_sys::InvalidOid;
             let mut varlena = false;
+            // SAFETY: a type cache lookup of a column's type id, which exists (it is an attribute
+            // of an open relation); send and varlena are ours to fill.
             unsafe { pg_sys::getTypeBinaryOutputInfo(type_oid, &mut send, &mut varlena) };
             if send != pg_sys::InvalidOid {
                 Encoding::Function(send, true)
             } else {
+                // SAFETY: as above.
                 unsafe { pg_sys::getTypeOutputInfo(type_oid, &mut send, &mut varlena) };
                 Encoding::Function(send, false)
             }
@@ -121,6 +124,9 @@ impl ColumnEncoder {
         }
         out.push(1);
         let datum = values[self.attno];
+        // SAFETY: the caller's contract: values and nulls are a deformed tuple of this encoder's
+        // descriptor, so a non-null datum is of this column's type: by value, a fixed-length
+        // pointer of len bytes, a varlena, or whatever its output function takes.
         unsafe {
             match self.encoding {
                 Encoding::ByValue(len) => {
@@ -169,13 +175,20 @@ impl ColumnEncoder {
         }
         let out = buf.as_mut_ptr();
         let [p0, p1] = self.position.to_le_bytes();
+        // SAFETY: the caller's contract: nulls holds the descriptor's columns, and attno is one of
+        // them.
         let null = unsafe { *nulls.get_unchecked(self.attno) };
+        // SAFETY: at + 3 + 8 <= FAST_ROW_BYTES was checked above.
         unsafe { std::ptr::write_unaligned(out.add(at).cast::<[u8; 3]>(), [p0, p1, !null as u8]) };
         if null {
             return Some(at + 3);
         }
         let at = at + 3;
+        // SAFETY: as for nulls.
         let datum = unsafe { *values.get_unchecked(self.attno) };
+        // SAFETY: the caller's contract (a deformed tuple of this descriptor) gives each kind's
+        // pointer and length; every write is bounded by the checks against FAST_ROW_BYTES in each
+        // arm.
         unsafe {
             match self.encoding {
                 // Little-endian low bytes: 8 written, `len` kept.
@@ -236,6 +249,8 @@ impl RowEncoder {
     pub fn parallel_safe(&self) -> bool {
         self.columns.iter().all(|c| match c.encoding {
             Encoding::Function(func, _) => {
+                // SAFETY: a catalog lookup of a function id the type cache gave (its send or output
+                // function).
                 (unsafe { pg_sys::func_parallel(func) }) as u8 == pg_sys::PROPARALLEL_SAFE
             }
             _ => true,
@@ -267,8 +282,10 @@ impl RowEncoder {
     ) {
         let mut at = 0;
         for column in &self.columns {
+            // SAFETY: the caller's contract, which this function has too.
             match unsafe { column.encode_fast(values, nulls, &mut self.fast, at) } {
                 Some(end) => at = end,
+                // SAFETY: as above.
                 None => return unsafe { self.add_row_general(values, nulls, digest) },
             }
         }
@@ -289,6 +306,7 @@ impl RowEncoder {
     ) {
         self.spill.clear();
         for column in &self.columns {
+            // SAFETY: as above.
             unsafe { column.encode(values, nulls, &mut self.spill) };
         }
         digest.add_row(&self.spill);
@@ -314,6 +332,9 @@ fn push_sized(out: &mut Vec<u8>, bytes: &[u8]) {
 unsafe fn copy_payload(src: *const u8, dst: *mut u8, n: usize, end: *mut u8) {
     const PAGE: usize = 4096;
     let whole_load_in_page = (src as usize % PAGE) <= PAGE - 16;
+    // SAFETY: the caller's contract: src..src+n is readable, dst..dst+n writable within the buffer
+    // ending at end; the 16-byte load is taken only inside one page (never a partly mapped one) and
+    // the 16-byte store only when dst+16 <= end.
     unsafe {
         if n <= 16 && whole_load_in_page && dst.add(16) <= end {
             let chunk = std::ptr::read_unaligned(src.cast::<[u8; 16]>());
@@ -332,6 +353,8 @@ unsafe fn copy_payload(src: *const u8, dst: *mut u8, n: usize, end: *mut u8) {
 #[inline(always)]
 unsafe fn copy_short(src: *const u8, dst: *mut u8, n: usize) {
     use std::ptr::{read_unaligned as get, write_unaligned as put};
+    // SAFETY: the caller's contract: src..src+n readable and dst..dst+n writable; every load and
+    // store below stays within n bytes of each.
     unsafe {
         if n >= 16 {
             std::ptr::copy_nonoverlapping(src, dst, n);
@@ -355,6 +378,8 @@ unsafe fn copy_short(src: *const u8, dst: *mut u8, n: usize) {
 
 /// The payload of a (detoasted, possibly short-header) varlena.
 unsafe fn varlena_bytes<'a>(v: *const pg_sys::varlena) -> &'a [u8] {
+    // SAFETY: the caller's contract: v is a detoasted varlena (short header or not), whose header
+    // gives its payload's size.
     unsafe {
         std::slice::from_raw_parts(
             pgrx::varlena::vardata_any(v) as *const u8,
@@ -391,6 +416,8 @@ mod tests {
     #[test]
     fn payload_copies_are_exact_on_both_sides_of_a_page_boundary() {
         let layout = std::alloc::Layout::from_size_align(8192, 4096).unwrap();
+        // SAFETY: page is a fresh 8192-byte allocation, written and read only within its bounds,
+        // and freed at the end.
         unsafe {
             let page = std::alloc::alloc(layout);
             for i in 0..8192 {

@@ -18,6 +18,7 @@ pub fn checksum(rel: PgRelation) -> String {
 /// Digest of `rel` under the active snapshot, after the checks a SELECT would make.
 pub fn table_digest(rel: &PgRelation) -> Digest {
     let display = relation_display_name(rel);
+    // SAFETY: rel is open (a PgRelation); its pg_class form is read, not kept.
     let relkind = unsafe { (*rel.rd_rel).relkind } as u8;
     let readable = matches!(
         relkind,
@@ -26,7 +27,9 @@ pub fn table_digest(rel: &PgRelation) -> Digest {
     if !readable {
         StressError::WrongObjectType(display).raise();
     }
+    // SAFETY: rel is open and locked by the caller (checksum opens it with ACCESS SHARE).
     unsafe { check_can_read(rel, &display) };
+    // SAFETY: as above.
     if relkind == pg_sys::RELKIND_MATVIEW && !unsafe { (*rel.rd_rel).relispopulated } {
         StressError::NotPopulated(display).raise();
     }
@@ -54,12 +57,16 @@ pub fn table_digest(rel: &PgRelation) -> Digest {
                 &format!("partition {leaf} of {display}"),
             );
             let part =
+                // SAFETY: leaf is a partition of rel, listed just above; opened with ACCESS SHARE,
+                // as a SELECT on the parent would lock it, and closed when part drops.
                 unsafe { PgRelation::with_lock(leaf, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+            // SAFETY: part is open and locked; rel is its open parent.
             digest.merge(unsafe { scan_digest(&part, rel) });
         }
         digest
     } else {
         crate::postgres::privilege::check_scan_source(rel.oid(), &display);
+        // SAFETY: rel is open and locked, its privileges checked just above.
         unsafe { scan_digest(rel, rel) }
     }
 }
@@ -69,6 +76,8 @@ pub fn table_digest(rel: &PgRelation) -> Digest {
 /// by parallel workers as a parallel sequential scan of the same table would be; the digest is a
 /// sum, so it is the same whatever the degree.
 unsafe fn scan_digest(scanned: &PgRelation, logical: &PgRelation) -> Digest {
+    // SAFETY: the caller's contract: both relations open and locked; the encoder reads their
+    // descriptors.
     let mut rows = unsafe { row_encoder(scanned, logical) };
     let workers = if rows.parallel_safe() {
         crate::postgres::parallel_scan::planned_workers(scanned)
@@ -77,6 +86,8 @@ unsafe fn scan_digest(scanned: &PgRelation, logical: &PgRelation) -> Digest {
     };
     let mut digest = Digest::default();
     if workers == 0 {
+        // SAFETY: scanned is open and locked (the caller's contract), and the rows for_each_row
+        // gives are deformed tuples of its descriptor, which the encoder was built for.
         unsafe {
             crate::postgres::scan::for_each_row(scanned.as_ptr(), |values, nulls| {
                 rows.add_row(values, nulls, &mut digest)
@@ -84,6 +95,8 @@ unsafe fn scan_digest(scanned: &PgRelation, logical: &PgRelation) -> Digest {
         };
         return digest;
     }
+    // SAFETY: as above; run launches parallel workers over the same relation, in this transaction,
+    // with our snapshot.
     let (partials, launched) = unsafe {
         crate::postgres::parallel_scan::run::<ParallelChecksum>(scanned, logical, workers)
     };
@@ -111,6 +124,8 @@ impl crate::postgres::parallel_scan::ParallelScan for ParallelChecksum {
         scan: pg_sys::TableScanDesc,
     ) -> Digest {
         let mut digest = Digest::default();
+        // SAFETY: parallel_scan's contract: scan is this participant's share of a scan of scanned,
+        // open and locked by the leader.
         unsafe {
             let mut rows = row_encoder(scanned, logical);
             crate::postgres::scan::for_each_row_of(scan, |values, nulls| {
@@ -128,6 +143,8 @@ pub extern "C-unwind" fn pg_stress_checksum_worker(
     seg: *mut pg_sys::dsm_segment,
     toc: *mut pg_sys::shm_toc,
 ) {
+    // SAFETY: PostgreSQL calls this entry point as a parallel worker of the context
+    // parallel_scan::run made, with its segment and table of contents.
     unsafe { crate::postgres::parallel_scan::worker_main::<ParallelChecksum>(seg, toc) }
 }
 
@@ -135,6 +152,8 @@ pub extern "C-unwind" fn pg_stress_checksum_worker(
 #[cfg(any(test, feature = "pg_test"))]
 fn general_digest(rel: &PgRelation) -> Digest {
     let mut digest = Digest::default();
+    // SAFETY: rel is open and locked (the test holds it); rows are deformed tuples of its
+    // descriptor.
     unsafe {
         let mut rows = row_encoder(rel, rel);
         crate::postgres::scan::for_each_row(rel.as_ptr(), |values, nulls| {
@@ -146,6 +165,8 @@ fn general_digest(rel: &PgRelation) -> Digest {
 
 /// The encoder of `scanned`'s rows in `logical`'s column order.
 unsafe fn row_encoder(scanned: &PgRelation, logical: &PgRelation) -> RowEncoder {
+    // SAFETY: the caller's contract: both relations open and locked, their descriptors valid for
+    // the encoder's life.
     unsafe {
         let logical_desc = logical.tuple_desc();
         let scanned_desc = scanned.tuple_desc();
@@ -176,6 +197,7 @@ unsafe fn row_encoder(scanned: &PgRelation, logical: &PgRelation) -> RowEncoder 
 
 /// SELECT on the table (or on all its columns), and no row-level security we would bypass.
 pub(crate) unsafe fn check_can_read(rel: &PgRelation, display: &str) {
+    // SAFETY: an open relation's ACL and row-level-security checks for the current user.
     unsafe {
         let user = pg_sys::GetUserId();
         let select = pg_sys::ACL_SELECT as pg_sys::AclMode;
@@ -308,6 +330,7 @@ mod tests {
         )
         .unwrap();
         let rel = PgRelation::open_with_name_and_share_lock("ck_fast").unwrap();
+        // SAFETY: rel is open, locked by the test.
         assert!(unsafe { super::row_encoder(&rel, &rel) }.fast_path_covers_every_column());
         let general = super::general_digest(&rel);
         assert_eq!(general.rows, 556);
@@ -374,7 +397,9 @@ mod tests {
         )
         .unwrap();
         let unsafe_rel = PgRelation::open_with_name_and_share_lock("ck_par_unsafe").unwrap();
+        // SAFETY: as above.
         assert!(!unsafe { super::row_encoder(&unsafe_rel, &unsafe_rel) }.parallel_safe());
+        // SAFETY: as above.
         assert!(unsafe { super::row_encoder(&rel, &rel) }.parallel_safe());
         assert!(checksum("ck_par_unsafe").starts_with("4000:"));
         // A temporary table's buffers are this backend's: never read by workers.

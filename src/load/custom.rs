@@ -185,15 +185,7 @@ pub fn parse(spec: &Value, taken: &[&str]) -> Result<Vec<Custom>, String> {
         };
         let weight = match object.get("weight") {
             None => 1.0,
-            Some(w) => w
-                .as_f64()
-                .filter(|w| w.is_finite() && (0.0..=super::ops::MAX_WEIGHT).contains(w))
-                .ok_or_else(|| {
-                    format!(
-                        "{at}.weight must be a number from 0 to {}, got {w}",
-                        super::ops::MAX_WEIGHT
-                    )
-                })?,
+            Some(w) => crate::args::weight(&format!("{at}.weight"), w)?,
         };
         out.push(Custom {
             name,

@@ -377,7 +377,7 @@ pub fn start_run(req: RunRequest, call: Option<&Call>) -> control::Started {
         check_rate(req.scenario.name().unwrap_or(F), "rate", rate, req.workers).or_raise();
     }
     let run = control::RunRequest {
-        kind: <worker::LoadRun as crate::runs::worker::RunKind>::KIND,
+        kind: <worker::LoadRun as crate::runs::kind::RunKind>::KIND,
         entry_point: worker::ENTRY_POINT,
         label: "load",
         workers: req.workers,

@@ -99,10 +99,6 @@ pub fn default_mix() -> Weights {
         .expect("the default mix is valid")
 }
 
-/// The largest weight of an operation or custom transaction. Weights are relative (0.3 and 3 are
-/// the same share beside 0.7 and 7); past this their sum could lose the small ones, or overflow.
-pub const MAX_WEIGHT: f64 = 1_000_000.0;
-
 /// Parse a `mix` object into weights (relative: they are normalised with the custom transactions').
 pub fn parse_mix(spec: &Value) -> Result<Weights, String> {
     let entries = spec.as_object().ok_or(
@@ -110,12 +106,7 @@ pub fn parse_mix(spec: &Value) -> Result<Weights, String> {
     )?;
     let mut weights = [0.0; OPS.len()];
     for (key, weight) in entries {
-        let w = weight
-            .as_f64()
-            .filter(|w| w.is_finite() && (0.0..=MAX_WEIGHT).contains(w))
-            .ok_or_else(|| {
-                format!("mix.{key} must be a number from 0 to {MAX_WEIGHT}, got {weight}")
-            })?;
+        let w = crate::args::weight(&format!("mix.{key}"), weight)?;
         if let Some(ops) = seed_key(key) {
             for op in ops {
                 weights[op.index()] += w / ops.len() as f64;

@@ -145,7 +145,7 @@ impl<'c> Series<'c> {
         if crate::runs::standby::in_recovery() {
             return;
         }
-        crate::runs::records::mark_series_step(
+        crate::records::mark_series_step(
             step.run_id,
             serde_json::json!({
                 "ok": ok, "reason": reason, "chosen": chosen,
@@ -161,40 +161,6 @@ impl<'c> Series<'c> {
     fn id(&self) -> Option<i64> {
         self.first_run_id
     }
-}
-
-fn step_seconds(function: &'static str, step: Interval, steps: usize) -> f64 {
-    let seconds = crate::args::interval_seconds(step);
-    if !(seconds >= 1.0 && seconds * steps as f64 <= crate::args::MAX_DURATION_SECONDS) {
-        invalid(
-            function,
-            format!("step must be at least 1 second and all steps at most 7 days, got {seconds} s"),
-            "Pass an interval such as '10 seconds'.",
-        );
-    }
-    seconds
-}
-
-fn fraction(function: &'static str, name: &str, v: f64, hint: &str) -> f64 {
-    if !(0.0..=1.0).contains(&v) {
-        invalid(
-            function,
-            format!("{name} must be between 0 and 1, got {v}"),
-            hint,
-        );
-    }
-    v
-}
-
-fn target_ms(function: &'static str, name: &str, v: Option<f64>) -> Option<f64> {
-    if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
-        invalid(
-            function,
-            format!("{name} must be a positive number of milliseconds, got {v}"),
-            "e.g. 100 for a p99 of at most 100 ms.",
-        );
-    }
-    v
 }
 
 /// What is wrong with a step, against the targets that were given (None: nothing).
@@ -258,16 +224,16 @@ pub fn ramp(
     const F: &str = "ramp";
     require_preload(F);
     let counts = worker_counts(F, &workers);
-    let seconds = step_seconds(F, step, counts.len());
-    let max_error_rate = fraction(
+    let seconds = crate::args::step_seconds(F, step, counts.len());
+    let max_error_rate = crate::args::fraction(
         F,
         "max_error_rate",
         max_error_rate,
         "The seed degrades at 1% errors: max_error_rate => 0.01.",
     );
-    let max_p99_ms = target_ms(F, "max_p99_ms", max_p99_ms);
+    let max_p99_ms = crate::args::target_ms(F, "max_p99_ms", max_p99_ms);
     let max_drop = max_throughput_drop.map(|d| {
-        fraction(
+        crate::args::fraction(
             F,
             "max_throughput_drop",
             d,
@@ -391,15 +357,15 @@ pub fn find_optimal_pool_size(
             "e.g. min_workers => 1, max_workers => 32.",
         );
     }
-    let target = target_ms(F, "target_p99_ms", Some(target_p99_ms)).unwrap_or(target_p99_ms);
-    let max_error_rate = fraction(
+    let target = crate::args::target_ms(F, "target_p99_ms", Some(target_p99_ms)).unwrap_or(target_p99_ms);
+    let max_error_rate = crate::args::fraction(
         F,
         "max_error_rate",
         max_error_rate,
         "e.g. 0.01 for at most 1% errors.",
     );
     let sizes = pool_sizes(min, max);
-    let seconds = step_seconds(F, step, sizes.len());
+    let seconds = crate::args::step_seconds(F, step, sizes.len());
     let mut series = Series::new(
         call,
         F,
@@ -521,8 +487,8 @@ pub fn find_capacity(
 ) -> CapacityAnswer {
     const F: &str = "find_capacity";
     require_preload(F);
-    let target = target_ms(F, "target_p99_ms", Some(target_p99_ms)).unwrap_or(target_p99_ms);
-    let max_error_rate = fraction(
+    let target = crate::args::target_ms(F, "target_p99_ms", Some(target_p99_ms)).unwrap_or(target_p99_ms);
+    let max_error_rate = crate::args::fraction(
         F,
         "max_error_rate",
         max_error_rate,
@@ -547,7 +513,7 @@ pub fn find_capacity(
             "e.g. max_steps => 12.",
         );
     }
-    let seconds = step_seconds(F, step, max_steps as usize);
+    let seconds = crate::args::step_seconds(F, step, max_steps as usize);
     let mut series = Series::new(
         call,
         F,

@@ -6,10 +6,13 @@ use super::arrivals::Arrivals;
 use super::custom::{self, Custom};
 use super::ops::{IdSequence, OPS, Plans, Weights, Workload};
 use crate::metrics::blocks::Blocks;
+use crate::metrics::task::TaskStats;
+use crate::postgres::backend::now;
 use crate::postgres::signals;
-use crate::postgres::transaction::{in_transaction, now, sleep_ms, with_statement_timeout};
-use crate::runs::records;
-use crate::runs::worker::{FinishedRun, RunKind, TaskStats, WorkerRun, record_task};
+use crate::postgres::transaction::{in_transaction, sleep_ms, with_statement_timeout};
+use crate::records;
+use crate::runs::closing::record_task;
+use crate::runs::kind::{FinishedRun, RunKind, WorkerRun};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -143,7 +146,7 @@ impl RunKind for LoadRun {
         records::conflicts(
             run.run_id,
             run.worker,
-            unsafe { pg_sys::MyProcPid },
+            crate::postgres::backend::pid(),
             &worker.conflicts,
         );
         if worker.conflicts_dropped > 0 {
@@ -247,12 +250,7 @@ fn run_loop(
             let outcome = signals::in_operation(|| {
                 with_statement_timeout(timeout_ms, || {
                     in_transaction(|| {
-                        unsafe {
-                            pg_sys::pgstat_report_activity(
-                                pg_sys::BackendState::STATE_RUNNING,
-                                c"pg_stress load operation".as_ptr(),
-                            )
-                        };
+                        crate::postgres::backend::report_activity(c"pg_stress load operation");
                         Spi::connect_mut(|client| match OPS.get(task) {
                             Some(&op) => plans.execute(client, op, &mut work, &mut rng),
                             None => plans.execute_custom(client, task - OPS.len(), &mut rng),
@@ -389,7 +387,7 @@ fn conflict(
     report: &pgrx::pg_sys::panic::ErrorReportWithLevel,
 ) -> records::Conflict {
     let live = run.live();
-    let me = unsafe { pg_sys::MyProcPid };
+    let me = crate::postgres::backend::pid();
     let detail = report.detail().map(str::to_owned);
     let mut others = Vec::new();
     for pid in detail.as_deref().map(process_ids).unwrap_or_default() {
@@ -439,7 +437,7 @@ pub fn process_ids(detail: &str) -> Vec<i32> {
 fn sleep_until(
     run: &WorkerRun<LoadConfig>,
     at: pg_sys::TimestampTz,
-    live: &mut crate::runs::worker::LiveFigures,
+    live: &mut crate::runs::kind::LiveFigures,
 ) -> bool {
     loop {
         if stop(run) {

@@ -93,6 +93,8 @@ pub fn this_backend() -> Blocks {
 /// schema when None, as flushed so far.
 pub fn flushed(schema: Option<&str>) -> Blocks {
     // A statistics snapshot taken earlier in this transaction would hide what happened since.
+    // SAFETY: discards this transaction's cached statistics snapshot, if any; the next read takes a
+    // new one.
     unsafe { pgrx::pg_sys::pgstat_clear_snapshot() };
     read(
         "SELECT coalesce(sum(heap_blks_hit) + sum(coalesce(toast_blks_hit, 0)), 0)::int8,

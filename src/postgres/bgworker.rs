@@ -32,6 +32,8 @@ impl Caller {
     /// This session.
     pub fn current() -> Self {
         let (mut current_user, mut security_context) = (pg_sys::InvalidOid, 0);
+        // SAFETY: GetUserIdAndSecContext and GetSessionUserId read this session's identity;
+        // MyDatabaseId is set once the session connected.
         unsafe {
             pg_sys::GetUserIdAndSecContext(&mut current_user, &mut security_context);
             Caller {
@@ -46,6 +48,10 @@ impl Caller {
     /// In a background worker, before anything else: connect to the caller's database as its login
     /// role, then take the role it had set. A role that may no longer log in ends the worker (FATAL).
     pub fn connect_as(&self) {
+        // SAFETY: called once, first thing in a background worker that asked for a database
+        // connection (BGWORKER_BACKEND_DATABASE_CONNECTION); the roles are the caller's, checked
+        // when it started us, and a role that may no longer log in is a FATAL here, not undefined
+        // behaviour.
         unsafe {
             pg_sys::BackgroundWorkerInitializeConnectionByOid(self.database, self.session_user, 0);
             pg_sys::SetUserIdAndSecContext(self.current_user, self.security_context);
@@ -84,15 +90,18 @@ pub fn start(spec: &WorkerSpec) -> Option<*mut pg_sys::BackgroundWorkerHandle> {
         // a run there — read-only — starts its workers once the standby is consistent)
         .set_start_time(BgWorkerStartTime::ConsistentState);
     if spec.notify {
-        builder = builder.set_notify_pid(unsafe { pg_sys::MyProcPid });
+        builder = builder.set_notify_pid(crate::postgres::backend::pid());
     }
     let mut worker: pg_sys::BackgroundWorker = (&builder).into();
     let mut handle = std::ptr::null_mut();
+    // SAFETY: worker is a fully initialised BackgroundWorker (pgrx's builder) and handle a place
+    // for the pointer RegisterDynamicBackgroundWorker sets; both live across the call.
     unsafe { pg_sys::RegisterDynamicBackgroundWorker(&mut worker, &mut handle) }.then_some(handle)
 }
 
 /// The ERROR (53000) when only `started` of the `wanted` workers of `function` could start.
 pub fn out_of_slots(function: &str, wanted: usize, started: usize) -> ! {
+    // SAFETY: a plain read of a GUC variable PostgreSQL keeps for the server's life.
     let max = unsafe { pg_sys::max_worker_processes };
     StressError::OutOfWorkerSlots {
         message: format!(

@@ -10,6 +10,9 @@ use pgrx::varlena::{varatt_is_1b, varatt_is_1b_e, varatt_is_4b_u, vardata_any, v
 /// `raw` must point to a varlena that outlives the returned slice.
 #[inline(always)]
 pub unsafe fn varlena_in_place<'a>(raw: *const pg_sys::varlena) -> Option<&'a [u8]> {
+    // SAFETY: the caller's contract: raw points to a varlena that outlives the slice; its header
+    // says whether it is inline (4-byte uncompressed or 1-byte short), and only then is its payload
+    // read, within the size that header gives.
     unsafe {
         let raw = raw.cast_mut();
         (varatt_is_4b_u(raw) || (varatt_is_1b(raw) && !varatt_is_1b_e(raw))).then(|| {
@@ -26,6 +29,8 @@ pub unsafe fn varlena_in_place<'a>(raw: *const pg_sys::varlena) -> Option<&'a [u
 /// `datum` must be a non-null varlena datum.
 #[inline]
 pub unsafe fn with_varlena_bytes<R>(datum: pg_sys::Datum, f: impl FnOnce(&[u8]) -> R) -> R {
+    // SAFETY: the caller's contract: datum is a non-null varlena; a toasted or compressed one is
+    // detoasted into palloc'd memory, read within its own size, and freed after f.
     unsafe {
         let raw = datum.cast_mut_ptr::<pg_sys::varlena>();
         if let Some(bytes) = varlena_in_place(raw) {

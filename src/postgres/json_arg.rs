@@ -42,6 +42,8 @@ impl FromDatum for JsonArg {
         if is_null {
             return None;
         }
+        // SAFETY: datum is a non-null jsonb (pgrx calls from_datum with the argument's own type);
+        // jsonb_out returns a palloc'd C string, read and then freed here.
         unsafe {
             let text = pg_sys::OidOutputFunctionCall(pg_sys::F_JSONB_OUT.into(), datum);
             let value = std::ffi::CStr::from_ptr(text)
@@ -53,9 +55,11 @@ impl FromDatum for JsonArg {
     }
 }
 
+// SAFETY: the argument is read with FromDatum (above), which takes a jsonb datum and copies it out.
 unsafe impl<'fcx> ArgAbi<'fcx> for JsonArg {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
+        // SAFETY: the caller's (pgrx's) contract: arg is this function's argument, of type jsonb.
         unsafe {
             arg.unbox_arg_using_from_datum()
                 .unwrap_or_else(|| panic!("argument {index} must not be null"))
@@ -63,10 +67,12 @@ unsafe impl<'fcx> ArgAbi<'fcx> for JsonArg {
     }
 
     unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
+        // SAFETY: as above.
         unsafe { arg.unbox_arg_using_from_datum().into() }
     }
 }
 
+// SAFETY: the SQL type declared is jsonb, the type FromDatum reads.
 unsafe impl SqlTranslatable for JsonArg {
     const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(JsonArg);
     const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =

@@ -1,6 +1,7 @@
 //! PostgreSQL glue: the few places where pg_stress talks to PostgreSQL below SQL. Each file wraps
 //! one mechanism, so that capability modules read as plain Rust over it.
 
+pub mod backend;
 pub mod bgworker;
 pub mod datum;
 pub mod json_arg;

@@ -60,6 +60,8 @@ struct Slot<P: Copy + Default> {
 /// How many workers the planner would give a parallel sequential scan of `rel`, under the current
 /// settings; 0 where parallel workers cannot help or cannot be used.
 pub fn planned_workers(rel: &PgRelation) -> usize {
+    // SAFETY: reads of GUC variables and of rel's pg_class form, which is open (the caller holds a
+    // PgRelation); IsInParallelMode only reads transaction state.
     unsafe {
         let cap = pg_sys::max_parallel_workers_per_gather;
         // Already in a parallel operation (called from a parallel query's worker, say), in
@@ -115,6 +117,10 @@ pub unsafe fn run<S: ParallelScan>(
     logical: &PgRelation,
     workers: usize,
 ) -> (Vec<S::Partial>, usize) {
+    // SAFETY: in a transaction, not in parallel mode (planned_workers gave a degree above 0 only
+    // then); the parallel context is created, launched, waited for and destroyed on this path,
+    // parallel mode exited and the snapshot popped before returning (an ERROR tears the context
+    // down with the transaction, as for a parallel query).
     unsafe {
         super::scan::push_statement_snapshot();
         let snapshot = pg_sys::GetActiveSnapshot();
@@ -180,6 +186,9 @@ pub unsafe fn worker_main<S: ParallelScan>(
     _seg: *mut pg_sys::dsm_segment,
     toc: *mut pg_sys::shm_toc,
 ) {
+    // SAFETY: the caller's contract: called by PostgreSQL as a parallel worker's entry point, with
+    // the segment and table of contents our leader filled in (the keys below, written before
+    // launch); the leader holds the relation's lock for the worker's life.
     unsafe {
         let header = pg_sys::shm_toc_lookup(toc, KEY_HEADER, false)
             .cast::<Header>()

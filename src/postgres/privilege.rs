@@ -65,6 +65,8 @@ pub fn check_bulk_target(relid: pg_sys::Oid, display: &str) {
 
 /// ERROR 42501 unless the current user has `privilege` (ACL_*) on relation `relid` (or owns it).
 pub fn require(relid: pg_sys::Oid, privilege: u32, display: &str) {
+    // SAFETY: an ACL check of a relation id for the current user; a relation that has gone is an
+    // ERROR PostgreSQL raises, not undefined behaviour.
     let acl = unsafe {
         pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), privilege as pg_sys::AclMode)
     };
@@ -82,6 +84,7 @@ pub fn require(relid: pg_sys::Oid, privilege: u32, display: &str) {
 /// DELETE or TRUNCATE, as PostgreSQL asks for locks stronger than ROW EXCLUSIVE).
 pub fn require_share_lock(relid: pg_sys::Oid, display: &str) {
     let mask = (pg_sys::ACL_UPDATE | pg_sys::ACL_DELETE | pg_sys::ACL_TRUNCATE) as pg_sys::AclMode;
+    // SAFETY: as above, for a mask of privileges.
     let has = unsafe {
         pg_sys::pg_class_aclmask(
             relid,
@@ -122,6 +125,8 @@ pub fn check_scan_source(relid: pg_sys::Oid, display: &str) {
 
 /// relkind, access method and relispartition of `relid`, from the syscache (no lock).
 fn relation_form(relid: pg_sys::Oid, display: &str) -> (u8, pg_sys::Oid, bool) {
+    // SAFETY: a syscache lookup by oid, checked for null, read and released before returning
+    // (StressError raises only after the release or when nothing was found).
     unsafe {
         let tuple = pg_sys::SearchSysCache1(
             pg_sys::SysCacheIdentifier::RELOID as i32,

@@ -6,6 +6,8 @@ use std::ffi::{CStr, CString};
 /// `quote_ident(name)`, as PostgreSQL does it.
 pub fn quote_ident(name: &str) -> String {
     let c = CString::new(name).expect("identifier without NUL");
+    // SAFETY: quote_identifier takes a NUL-terminated string (c lives across the call) and returns
+    // it or a palloc'd copy, read at once.
     unsafe {
         let quoted = pg_sys::quote_identifier(c.as_ptr());
         CStr::from_ptr(quoted).to_string_lossy().into_owned()

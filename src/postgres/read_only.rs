@@ -14,6 +14,9 @@ pub fn statement_reads_only(sql: &str, types: &[pg_sys::Oid]) -> bool {
     let Ok(text) = std::ffi::CString::new(sql) else {
         return false;
     };
+    // SAFETY: in a transaction; text is NUL-terminated and types holds types.len() type ids, both
+    // alive across the calls; parse analysis returns palloc'd lists read here and nothing else (an
+    // ERROR in it is the statement's own, raised as PostgreSQL would).
     unsafe {
         let raw_statements = pg_sys::pg_parse_query(text.as_ptr());
         let raw_statements = PgList::<pg_sys::RawStmt>::from_pg(raw_statements);

@@ -11,6 +11,9 @@ use pgrx::pg_sys;
 /// # Safety
 /// `rel` must be an open relation with storage, locked at least ACCESS SHARE.
 pub unsafe fn for_each_row(rel: pg_sys::Relation, each: impl FnMut(&[pg_sys::Datum], &[bool])) {
+    // SAFETY: the caller's contract: rel is open and locked; the snapshot pushed here is popped
+    // below, and the scan begun is ended, before returning (an ERROR aborts both with the
+    // transaction).
     unsafe {
         // A parallel worker may not advance the command counter; it only ever reads.
         let own_snapshot = !pg_sys::IsInParallelMode();
@@ -33,6 +36,8 @@ pub unsafe fn for_each_row(rel: pg_sys::Relation, each: impl FnMut(&[pg_sys::Dat
 /// # Safety
 /// Not in parallel mode; inside a transaction.
 pub unsafe fn push_statement_snapshot() {
+    // SAFETY: the caller's contract: in a transaction, not in parallel mode, where the command
+    // counter may advance and a snapshot be pushed.
     unsafe {
         pg_sys::CommandCounterIncrement();
         let active = pg_sys::GetActiveSnapshot();
@@ -53,6 +58,9 @@ pub unsafe fn for_each_row_of(
     scan: pg_sys::TableScanDesc,
     mut each: impl FnMut(&[pg_sys::Datum], &[bool]),
 ) {
+    // SAFETY: the caller's contract: scan is open; the slot made for its relation is dropped below,
+    // and values and nulls are read only up to the tuple descriptor's natts after slot_getallattrs
+    // filled them.
     unsafe {
         let rel = (*scan).rs_rd;
         let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());

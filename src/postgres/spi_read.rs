@@ -35,10 +35,13 @@ pub fn latest<T: FromDatum + IntoDatum>(
         fn drop(&mut self) {
             // (on an error, the transaction's abort pops it)
             if !std::thread::panicking() {
+                // SAFETY: the snapshot pushed below is the active one again: the query between
+                // popped whatever it pushed.
                 unsafe { pg_sys::PopActiveSnapshot() };
             }
         }
     }
+    // SAFETY: in a transaction (the caller's statement); the guard pops it on return.
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
     let _pushed = Pushed;
     one(query, args)
@@ -49,6 +52,8 @@ pub fn latest<T: FromDatum + IntoDatum>(
 /// read-write, but without asking for a transaction id.
 pub fn one_utility<T: FromDatum + IntoDatum>(statement: &str) -> Result<Option<T>, String> {
     let sql = std::ffi::CString::new(statement).map_err(|e| e.to_string())?;
+    // SAFETY: SPI is connected for the closure's length; SPI_tuptable and SPI_processed are what
+    // the SPI_execute just before set, read before any other SPI call.
     Spi::connect(|_client| unsafe {
         let rc = pg_sys::SPI_execute(sql.as_ptr(), false, 1);
         if rc < 0 {
@@ -87,7 +92,7 @@ mod tests {
         assert_eq!(seconds, 90.0);
         // (a #[pg_test] runs in a transaction that has written nothing yet)
         assert_eq!(
-            unsafe { pg_sys::GetTopTransactionIdIfAny() },
+            crate::postgres::backend::transaction_id(),
             pg_sys::InvalidTransactionId
         );
         assert_eq!(

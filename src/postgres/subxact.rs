@@ -28,34 +28,42 @@ pub fn run_isolated_ending<T>(
     ending: Ending,
     f: impl FnOnce() -> T + std::panic::UnwindSafe,
 ) -> Result<T, Box<ErrorReportWithLevel>> {
-    unsafe {
+    // SAFETY: we are in a transaction (any SQL-callable function is); the subtransaction begun here
+    // is ended below on every path, success, ERROR or panic (PgTryBuilder catches them all).
+    let (outer_context, outer_owner) = unsafe {
         let outer_context = pg_sys::CurrentMemoryContext;
         let outer_owner = pg_sys::CurrentResourceOwner;
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
         // Like PL/pgSQL: keep allocating in the caller's context, not the subtransaction's.
         pg_sys::MemoryContextSwitchTo(outer_context);
+        (outer_context, outer_owner)
+    };
 
-        let outcome = PgTryBuilder::new(move || Ok(f()))
-            .catch_others(|error| Err(Box::new(error)))
-            .execute();
+    let outcome = PgTryBuilder::new(move || Ok(f()))
+        .catch_others(|error| Err(Box::new(error)))
+        .execute();
 
+    // SAFETY: the subtransaction begun above is the current one (whatever f began inside it, it
+    // ended or the ERROR we caught aborts with it); the context and owner restored are the caller's,
+    // which outlive it.
+    unsafe {
         match (&outcome, ending) {
             (Ok(_), Ending::Keep) => pg_sys::ReleaseCurrentSubTransaction(),
             _ => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
         }
         pg_sys::MemoryContextSwitchTo(outer_context);
         pg_sys::CurrentResourceOwner = outer_owner;
-        // Only now, with the subtransaction gone, may an error go on up: raised inside it, it would
-        // leave the session in an aborted subtransaction that only a ROLLBACK ends.
-        match outcome.map_err(|boxed| *boxed) {
-            Ok(value) => Ok(value),
-            Err(CaughtError::PostgresError(report) | CaughtError::ErrorReport(report))
-                if report.sql_error_code() != PgSqlErrorCode::ERRCODE_QUERY_CANCELED =>
-            {
-                Err(Box::new(report))
-            }
-            Err(other) => other.rethrow(),
+    }
+    // Only now, with the subtransaction gone, may an error go on up: raised inside it, it would
+    // leave the session in an aborted subtransaction that only a ROLLBACK ends.
+    match outcome.map_err(|boxed| *boxed) {
+        Ok(value) => Ok(value),
+        Err(CaughtError::PostgresError(report) | CaughtError::ErrorReport(report))
+            if report.sql_error_code() != PgSqlErrorCode::ERRCODE_QUERY_CANCELED =>
+        {
+            Err(Box::new(report))
         }
+        Err(other) => other.rethrow(),
     }
 }
 
@@ -100,6 +108,7 @@ mod tests {
     #[pg_test(error = "canceling statement due to user request")]
     fn a_cancel_is_not_caught() {
         // What pg_cancel_backend() does to this backend (its signal handler sets these flags).
+        // SAFETY: plain writes of the two interrupt flags, as the signal handler makes them.
         unsafe {
             pg_sys::QueryCancelPending = 1;
             pg_sys::InterruptPending = 1;

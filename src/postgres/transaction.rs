@@ -26,6 +26,8 @@ pub fn in_transaction_ending<T>(
     }
     let outcome = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
         let value = f();
+        // SAFETY: the snapshot pushed and the transaction started above are still the current
+        // ones (f returned: whatever it began, it ended).
         unsafe {
             pg_sys::PopActiveSnapshot();
             if roll_back {
@@ -44,6 +46,8 @@ pub fn in_transaction_ending<T>(
     })
     .execute();
     if outcome.is_err() {
+        // SAFETY: the ERROR left the transaction started above in progress (aborted); abort ends
+        // it and pops its snapshots, as PostgreSQL's own error recovery would.
         unsafe { pg_sys::AbortCurrentTransaction() };
     }
     outcome
@@ -78,6 +82,8 @@ pub fn with_statement_timeout<T>(ms: i64, f: impl FnOnce() -> T) -> T {
     struct Armed;
     impl Drop for Armed {
         fn drop(&mut self) {
+            // SAFETY: the timeout was enabled below; disabling one and reading its flag are what
+            // the timeout API is for, and clearing QueryCancelPending only drops our own cancel.
             unsafe {
                 // (keeping the indicator for the check below, which resets it)
                 disable_timeout(STATEMENT_TIMEOUT, true);
@@ -91,6 +97,8 @@ pub fn with_statement_timeout<T>(ms: i64, f: impl FnOnce() -> T) -> T {
     if ms <= 0 {
         return f();
     }
+    // SAFETY: STATEMENT_TIMEOUT is registered in every backend (InitPostgres); the guard below
+    // disables it on every path out.
     unsafe {
         enable_timeout_after(
             STATEMENT_TIMEOUT,
@@ -103,6 +111,8 @@ pub fn with_statement_timeout<T>(ms: i64, f: impl FnOnce() -> T) -> T {
 
 /// Sleep on the latch (woken early by a signal), then honour interrupts.
 pub fn sleep_ms(ms: i64) {
+    // SAFETY: MyLatch is this process's own latch, set up at start; WL_EXIT_ON_PM_DEATH needs no
+    // postmaster handle of ours.
     unsafe {
         pg_sys::WaitLatch(
             pg_sys::MyLatch,
@@ -113,8 +123,4 @@ pub fn sleep_ms(ms: i64) {
         pg_sys::ResetLatch(pg_sys::MyLatch);
     }
     pg_sys::check_for_interrupts!();
-}
-
-pub fn now() -> pg_sys::TimestampTz {
-    unsafe { pg_sys::GetCurrentTimestamp() }
 }

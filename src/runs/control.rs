@@ -1,7 +1,7 @@
 //! Starting a run, waiting for it, cancelling it, and what it is doing now: the engine's side that
 //! runs in the caller's session.
 
-use super::records;
+use super::destination::{Destination, Segment};
 use super::slots::{self, Phase, RUNS, RunSlot};
 use super::standby;
 use crate::error::StressError;
@@ -9,6 +9,7 @@ use crate::gucs;
 use crate::postgres::bgworker::{self, Caller, WorkerSpec};
 use crate::postgres::procedure::Call;
 use crate::postgres::spi_read;
+use crate::records;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::sync::atomic::Ordering;
@@ -54,7 +55,7 @@ fn warn_if_caller_has_written(function: &str) {
     // counts still hold the previous, committed transaction's writes until they are flushed.
     // (pgrx's Spi::get_one and Client::update assign one: everything a run-starting function reads
     // before this goes through postgres::spi_read's read-only queries.)
-    if unsafe { pg_sys::GetTopTransactionIdIfAny() } == pg_sys::InvalidTransactionId {
+    if !crate::postgres::backend::has_transaction_id() {
         return;
     }
     let wrote = Spi::get_one::<bool>(
@@ -145,7 +146,7 @@ pub fn start(
         .unwrap_or_default();
     }
     let k = req.workers;
-    let started_at = unsafe { pg_sys::GetCurrentTimestamp() };
+    let started_at = crate::postgres::backend::now();
     let search_path =
         spi_read::one::<String>("SELECT pg_catalog.current_setting('search_path')", &[])
             .expect("reading search_path")
@@ -171,7 +172,7 @@ pub fn start(
             .raise()
         })
     };
-    let mut segment = primary.as_ref().map(|_| standby::Segment::create(k));
+    let mut segment = primary.as_ref().map(|_| Segment::create(k));
     let slot = RunSlot {
         run_id,
         phase: Phase::Running,
@@ -188,7 +189,7 @@ pub fn start(
         isolation: req.isolation,
         // (a standby's run has no sampler: nothing can be written there)
         timeline: gucs::TIMELINE.get() && primary.is_none(),
-        standby_segment: segment.as_ref().map_or(0, standby::Segment::handle),
+        standby_segment: segment.as_ref().map_or(0, Segment::handle),
         search_path,
         config: text(&config),
         parameters: text(&parameters),
@@ -220,7 +221,7 @@ pub fn start(
         let extra = slots::WorkerArgs {
             run_id,
             worker: i as u32,
-            database: unsafe { pg_sys::MyDatabaseId },
+            database: crate::postgres::backend::database(),
         }
         .to_extra();
         let started = bgworker::start(&WorkerSpec {
@@ -244,6 +245,8 @@ pub fn start(
                 }
             }
             for &h in &handles {
+                // SAFETY: each h is a handle RegisterDynamicBackgroundWorker gave this backend,
+                // which keeps it (palloc'd in a context that lives to the end of the call).
                 unsafe { pg_sys::WaitForBackgroundWorkerShutdown(h) };
             }
             bgworker::out_of_slots(F, k, i);
@@ -269,7 +272,7 @@ pub fn start(
                 run_id,
                 worker: 0,
                 // SAFETY: MyDatabaseId is this backend's, set once at connection and only read here.
-                database: unsafe { pg_sys::MyDatabaseId },
+                database: crate::postgres::backend::database(),
             }
             .to_extra(),
             notify: false,
@@ -294,7 +297,7 @@ pub fn start(
 /// records them on the primary.
 struct StandbyRun {
     primary: standby::Primary,
-    segment: standby::Segment,
+    segment: Segment,
     slot: RunSlot,
 }
 
@@ -438,6 +441,8 @@ fn wait_for(run_id: i64, handles: &[*mut pg_sys::BackgroundWorkerHandle], label:
             .iter()
             .filter(|&&h| {
                 let mut pid = 0;
+                // SAFETY: as above: a handle of a worker this backend registered; pid is written
+                // only.
                 let status = unsafe { pg_sys::GetBackgroundWorkerPid(h, &mut pid) };
                 status == pg_sys::BgwHandleStatus::BGWH_STOPPED
             })
@@ -470,7 +475,7 @@ fn wait_for(run_id: i64, handles: &[*mut pg_sys::BackgroundWorkerHandle], label:
             cancel_run(run_id);
         }
         if !interval.is_zero() && last_notice.elapsed() >= interval {
-            let elapsed = (unsafe { pg_sys::GetCurrentTimestamp() } - started_at) as f64 / 1e6;
+            let elapsed = (crate::postgres::backend::now() - started_at) as f64 / 1e6;
             notice!(
                 "{label}: run {run_id}, {elapsed:.0} s: {} operations ({:.0} ops/s), {} errors",
                 live.ops.load(Ordering::Relaxed),
@@ -522,7 +527,7 @@ fn close_abandoned_run(run_id: i64, why: &str) {
     };
     if let Some(slot) = slot {
         // (a standby's run is recorded, as failed, by the caller that waits for it)
-        if slot.standby_segment == 0 {
+        if Destination::of(&slot).closed_by_closer() {
             super::recovery::record_abandoned(&slot, why);
         }
         pgrx::warning!("{}: run {}: {why}", slot.kind.as_str(), slot.run_id);

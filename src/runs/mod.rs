@@ -1,20 +1,24 @@
 //! The run engine: runs of background workers (load runs, concurrent benchmarks), whatever they do.
 //!
+//! - [`kind`]: the contract — [`kind::RunKind`], which a kind of run (`load`, `benchmark`)
+//!   implements, with a worker entry point that calls [`worker::main`]; the engine knows none of
+//!   them.
 //! - [`slots`]: the runs in shared memory — what each is (under a lock), what it is doing (atomics).
 //! - [`control`]: in the caller's session — start a run's workers, wait for it, cancel it, list it.
-//! - [`worker`]: in each worker — connect as the caller, let the run's [`worker::RunKind`] prepare and
-//!   loop, save its measurements; the last one out merges them and closes the run.
+//! - [`worker`]: in each worker — connect as the caller, let the kind prepare and loop, hand what it
+//!   measured to the run's [`destination`]; the last one out has the destination close the run.
+//! - [`destination`]: where the results go — this server's tables, or (a hot standby's run) the
+//!   caller's shared memory; [`closing`]: merging them and closing the run, either way.
+//! - [`standby`]: the caller's side of a standby's run, and its recording on the primary.
 //! - [`sampler`]: a worker of its own per run, writing each second's sample and timeline row.
 //! - [`recovery`]: after a restart or a worker's death, close the runs nobody will close.
-//! - [`records`]: the one writer of `stress.runs`, `stress.results`, `stress.samples` and the other
-//!   record tables, as their owner; [`record_functions`]: the same for the SQL-language parts.
 //!
-//! A kind of run (`load`, `benchmark`) implements [`worker::RunKind`] and has a worker entry point
-//! that calls [`worker::main`]; the engine knows none of them.
+//! What a run writes goes through [`crate::records`], the one writer of the `stress.*` tables.
 
+pub mod closing;
 pub mod control;
-pub mod record_functions;
-pub mod records;
+pub mod destination;
+pub mod kind;
 pub mod recovery;
 pub mod sampler;
 pub mod slots;
@@ -24,7 +28,7 @@ pub mod worker;
 /// From `_PG_init`: when preloaded, shared memory for runs and the worker that closes the runs a
 /// restart interrupted.
 pub fn init() {
-    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+    if crate::postgres::backend::preloading() {
         slots::init();
         recovery::register();
     }

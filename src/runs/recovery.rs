@@ -35,6 +35,9 @@ pub fn register() {
 /// The databases one may connect to (template0 is not one).
 fn databases() -> Vec<pg_sys::Oid> {
     let mut found = Vec::new();
+    // SAFETY: this worker is connected to no database yet and in no transaction; the one started
+    // here reads pg_database through a catalog scan that is ended, the table closed and the
+    // transaction committed before returning.
     unsafe {
         pg_sys::StartTransactionCommand();
         let rel = pg_sys::table_open(
@@ -104,7 +107,7 @@ pub fn start_closer(database: pg_sys::Oid) -> bool {
 /// Record the run in `slot`, whose workers are all gone without closing it, as failed with `why`
 /// (inserting its row if no worker wrote one).
 pub fn record_abandoned(slot: &RunSlot, why: &str) {
-    super::records::close_abandoned_run(&super::records::RunRow {
+    crate::records::close_abandoned_run(&crate::records::RunRow {
         id: slot.run_id,
         kind: slot.kind.as_str(),
         parameters: serde_json::Value::Null,
@@ -121,7 +124,7 @@ pub fn close_abandoned_runs() {
     if !slots::available() {
         return;
     }
-    let database = unsafe { pg_sys::MyDatabaseId };
+    let database = crate::postgres::backend::database();
     let abandoned: Vec<RunSlot> = RUNS
         .share()
         .slots
@@ -149,12 +152,12 @@ pub fn close_abandoned_runs() {
 pub fn close_interrupted_runs() {
     // The rows first, then the slots: a run whose row is listed held its slot when the list was
     // read, so a slot missing now means it ended — closed (the UPDATE skips it) or lost.
-    let listed = super::records::running_runs();
+    let listed = crate::records::running_runs();
     if listed.is_empty() {
         return;
     }
     // SAFETY: MyDatabaseId is this session's database, set once it connected.
-    let database = unsafe { pg_sys::MyDatabaseId };
+    let database = crate::postgres::backend::database();
     let held: Vec<i64> = if slots::available() {
         RUNS.share()
             .slots
@@ -166,7 +169,7 @@ pub fn close_interrupted_runs() {
         Vec::new()
     };
     let lost: Vec<i64> = listed.into_iter().filter(|id| !held.contains(id)).collect();
-    let closed = super::records::mark_interrupted_runs(&lost);
+    let closed = crate::records::mark_interrupted_runs(&lost);
     if closed > 0 {
         pgrx::log!(
             "pg_stress: marked {closed} runs interrupted (the server restarted while they ran)"
@@ -177,6 +180,8 @@ pub fn close_interrupted_runs() {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_stress_recovery_database_main(arg: pg_sys::Datum) {
+    // SAFETY: the first thing a background worker does, once its signal handlers are set (the
+    // default ones here).
     unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
     let database = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);

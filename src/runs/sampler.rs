@@ -5,11 +5,12 @@
 //! those are the seconds worth seeing. It connects as the caller, reads only the run's shared
 //! memory and the server's statistics, and writes through `records` as the tables' owner.
 
-use super::records;
-use super::records::ServerCounters;
 use super::slots::{self, LiveSlot, RUNS, RunSlot, WorkerArgs};
 use crate::metrics::buckets::{self, Buckets};
-use crate::postgres::transaction::{in_transaction, now};
+use crate::postgres::backend::now;
+use crate::postgres::transaction::in_transaction;
+use crate::records;
+use crate::records::ServerCounters;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -23,6 +24,7 @@ pub const ENTRY_POINT: &str = "pg_stress_sampler_main";
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_stress_sampler_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    // SAFETY: the handlers are attached just above; unblocking signals is what a worker does next.
     unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
     let index = arg.value();
     let WorkerArgs {

@@ -190,7 +190,8 @@ impl Default for RunTable {
     }
 }
 
-// Plain old data: no pointers, fine to share between processes.
+// SAFETY: plain old data: no pointers, fine to share between processes (read and written under
+// the RUNS lock).
 unsafe impl PGRXSharedMemory for RunTable {}
 
 /// What a run is doing, updated without a lock.
@@ -232,6 +233,8 @@ struct SharedConditionVariable(std::cell::UnsafeCell<pg_sys::ConditionVariable>)
 impl LiveSlot {
     fn new() -> Self {
         let mut cv = pg_sys::ConditionVariable::default();
+        // SAFETY: cv is a local ConditionVariable, initialised before it is moved into shared
+        // memory (once, when the table is created at start-up, before any process can sleep on it).
         unsafe { pg_sys::ConditionVariableInit(&mut cv) };
         LiveSlot {
             cancel: AtomicBool::new(false),
@@ -297,7 +300,7 @@ impl LiveSlot {
         self.wake_all();
         if first {
             // SAFETY: MyProcPid is this process's id, set before any of our code runs.
-            let me = unsafe { pg_sys::MyProcPid };
+            let me = crate::postgres::backend::pid();
             for pid in &self.pids {
                 let pid = pid.load(Ordering::Relaxed);
                 if pid != me {
@@ -308,12 +311,16 @@ impl LiveSlot {
     }
 
     pub fn wake_all(&self) {
+        // SAFETY: changed lives in shared memory for the server's life; broadcasting takes its own
+        // spinlock.
         unsafe { pg_sys::ConditionVariableBroadcast(self.changed.0.get()) };
     }
 
     /// Sleep until [`wake_all`](Self::wake_all) or `ms` have passed (then check interrupts). Call
     /// [`stop_sleeping`] after the last sleep of a wait.
     pub fn sleep(&self, ms: i64) {
+        // SAFETY: as above; this process is the one that sleeps, and stop_sleeping removes it from
+        // the wait list after its last sleep.
         unsafe {
             pg_sys::ConditionVariableTimedSleep(
                 self.changed.0.get(),
@@ -335,6 +342,7 @@ impl LiveSlot {
 
 /// Leave the condition variable's wait list (after the last [`LiveSlot::sleep`] of a wait).
 pub fn stop_sleeping() {
+    // SAFETY: cancels this process's own pending sleep, if any; a no-op otherwise.
     unsafe { pg_sys::ConditionVariableCancelSleep() };
 }
 
@@ -350,12 +358,18 @@ impl Default for LiveTable {
     }
 }
 
-// Atomics and PostgreSQL's own condition variable (process numbers, no pointers).
+// SAFETY: atomics and PostgreSQL's own condition variable (process numbers, no pointers): fine to
+// share between processes.
 unsafe impl PGRXSharedMemory for LiveTable {}
+// SAFETY: every field is an atomic or a condition variable, which PostgreSQL guards with its own
+// spinlock.
 unsafe impl Sync for LiveTable {}
 
+// SAFETY: pgrx's contract: the lock is registered in _PG_init (slots::init) when preloaded, before
+// any use; nothing uses it unless preloaded (control::start checks).
 pub static RUNS: PgLwLock<RunTable> = unsafe { PgLwLock::new(c"pg_stress runs") };
 pub static LIVE: pgrx::atomics::PgAtomic<LiveTable> =
+    // SAFETY: as above, for the live table.
     unsafe { pgrx::atomics::PgAtomic::new(c"pg_stress live runs") };
 
 /// What run slot `index` is doing.
@@ -368,7 +382,7 @@ static PRELOADED: AtomicBool = AtomicBool::new(false);
 
 /// From `_PG_init`: claim the shared memory when loaded by `shared_preload_libraries`.
 pub fn init() {
-    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+    if crate::postgres::backend::preloading() {
         pgrx::pg_shmem_init!(RUNS);
         pgrx::pg_shmem_init!(LIVE);
         PRELOADED.store(true, Ordering::Relaxed);
@@ -389,6 +403,8 @@ pub fn find(table: &RunTable, run_id: i64) -> Option<usize> {
 /// Whether the current user may see (and wait for) the run in `slot`: it started it, or has the
 /// privileges of the role that did, or is a member of pg_read_all_stats (as for stress.runs).
 pub fn visible(slot: &RunSlot) -> bool {
+    // SAFETY: permission checks of the current user against role ids; a dropped role is simply no
+    // match.
     unsafe {
         let user = pg_sys::GetUserId();
         pg_sys::has_privs_of_role(user, slot.caller.current_user)
@@ -398,7 +414,7 @@ pub fn visible(slot: &RunSlot) -> bool {
 
 /// [`find`] whoever may see it.
 pub fn find_in(table: &RunTable, run_id: i64) -> Option<usize> {
-    let database = unsafe { pg_sys::MyDatabaseId };
+    let database = crate::postgres::backend::database();
     table
         .slots
         .iter()

@@ -11,66 +11,26 @@
 //! - the caller waits until this standby has replayed that record, so that what reads the run next
 //!   here (the summary, a ramp's or find_capacity's next step) finds it.
 
-use super::records::{self, TaskStats, WorkerResult, WorkerResults};
+use super::closing::{self, Closing};
+use super::destination::{ClosingRecord, Segment, WorkerRecord};
+use super::kind::RunKind;
 use super::slots::{self, MAX_TASKS, MAX_WORKERS, RunSlot};
-use super::worker::{Closing, RunKind};
 use crate::error::StressError;
-use crate::metrics::blocks::Blocks;
-use crate::metrics::histogram::Latency;
+use crate::metrics::task::MAX_CALLS;
 use crate::postgres::bgworker::Caller;
-use pgrx::pg_sys;
+use crate::records::{self, WorkerResults};
 use serde::{Deserialize, Serialize};
 
-/// Room for one worker's results (a few KB per task: two histograms in base64 and counts).
-const REGION_BYTES: usize = 256 * 1024;
 /// Most bytes a batch sent to the primary may take.
 const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
-/// Most calls one task's figures may claim (a run of a year at a million a second is less).
-const MAX_CALLS: i64 = 1 << 45;
 
 /// Whether this server is a hot standby (in recovery).
 pub fn in_recovery() -> bool {
-    unsafe { pg_sys::RecoveryInProgress() }
-}
-
-/// One task of one worker, as it travels.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TaskRecord {
-    pub name: String,
-    pub calls: i64,
-    pub successes: i64,
-    pub failures: i64,
-    pub retries: i64,
-    pub deadlocks: i64,
-    pub serialization_failures: i64,
-    pub busy_us: i64,
-    pub first_error: Option<String>,
-    pub stop_reason: Option<String>,
-    /// HdrHistogram V2, base64
-    pub latency: String,
-    pub lag: String,
-}
-
-/// One worker's results and the window its loop ran in (µs since PostgreSQL's epoch).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct WorkerRecord {
-    pub loop_started: i64,
-    pub loop_ended: i64,
-    pub tasks: Vec<TaskRecord>,
-}
-
-/// What the last worker knew as the run ended.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ClosingRecord {
-    pub cancelled: bool,
-    pub workers_lost: u32,
-    pub peak_connections: i64,
-    pub arrivals: u64,
-    pub marks: Vec<(i64, Blocks)>,
+    crate::postgres::backend::in_recovery()
 }
 
 /// A standby's run as it is sent to the primary.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Batch {
     pub kind: String,
     pub parameters: serde_json::Value,
@@ -81,178 +41,6 @@ pub struct Batch {
     pub workers_results: Vec<WorkerRecord>,
     /// None: the workers died before any could close the run
     pub closing: Option<ClosingRecord>,
-}
-
-/// Histograms travel in JSON as base64 of HdrHistogram's V2 format.
-fn encoded(latency: &Latency) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(latency.serialize())
-}
-
-fn decoded(text: &str) -> Result<Latency, String> {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|e| format!("a histogram is not base64: {e}"))?;
-    let latency = Latency::deserialize(&bytes)?;
-    if latency.count() > MAX_CALLS as u64 {
-        return Err("a histogram counts too many calls".into());
-    }
-    Ok(latency)
-}
-
-impl WorkerRecord {
-    pub fn new(window: (i64, i64), results: &[WorkerResult]) -> Self {
-        WorkerRecord {
-            loop_started: window.0,
-            loop_ended: window.1,
-            tasks: results
-                .iter()
-                .map(|r| {
-                    let s = &r.stats;
-                    TaskRecord {
-                        name: r.operation.clone(),
-                        calls: s.calls,
-                        successes: s.successes,
-                        failures: s.failures,
-                        retries: s.retries,
-                        deadlocks: s.deadlocks,
-                        serialization_failures: s.serialization_failures,
-                        busy_us: s.busy_us,
-                        first_error: s.first_error.clone(),
-                        stop_reason: r.stop_reason.clone(),
-                        latency: encoded(&s.latency),
-                        lag: encoded(&s.lag),
-                    }
-                })
-                .collect(),
-        }
-    }
-}
-
-impl TaskRecord {
-    /// Back to what a worker measured; every figure checked (the batch came over a connection).
-    fn result(&self) -> Result<WorkerResult, String> {
-        let counts = [
-            self.calls,
-            self.successes,
-            self.failures,
-            self.retries,
-            self.deadlocks,
-            self.serialization_failures,
-            self.busy_us,
-        ];
-        if counts.iter().any(|&n| !(0..=MAX_CALLS).contains(&n)) {
-            return Err(format!("task \"{}\": a count out of range", self.name));
-        }
-        if self.successes + self.failures > self.calls {
-            return Err(format!(
-                "task \"{}\": more successes and failures than calls",
-                self.name
-            ));
-        }
-        Ok(WorkerResult {
-            operation: self.name.clone(),
-            stats: TaskStats {
-                calls: self.calls,
-                successes: self.successes,
-                failures: self.failures,
-                retries: self.retries,
-                deadlocks: self.deadlocks,
-                serialization_failures: self.serialization_failures,
-                latency: decoded(&self.latency)?,
-                lag: decoded(&self.lag)?,
-                busy_us: self.busy_us,
-                first_error: self.first_error.clone(),
-            },
-            stop_reason: self.stop_reason.clone(),
-        })
-    }
-}
-
-/// The caller's segment: a header, then `workers + 1` regions of [`REGION_BYTES`] (each a u32
-/// length and that many bytes of JSON; 0: not written).
-pub struct Segment {
-    segment: *mut pg_sys::dsm_segment,
-    regions: usize,
-}
-
-impl Segment {
-    pub fn create(workers: usize) -> Self {
-        let regions = workers + 1;
-        // SAFETY: dsm_create raises rather than return NULL (no DSM_CREATE_NULL_IF_MAXSEGMENTS);
-        // the header of each region is inside the segment just created, of regions * REGION_BYTES.
-        unsafe {
-            let segment = pg_sys::dsm_create(regions * REGION_BYTES, 0);
-            // (for the session, not the transaction: the procedure that waits for the run commits)
-            pg_sys::dsm_pin_mapping(segment);
-            let base = pg_sys::dsm_segment_address(segment) as *mut u8;
-            for r in 0..regions {
-                std::ptr::write_bytes(base.add(r * REGION_BYTES), 0, 4);
-            }
-            Segment { segment, regions }
-        }
-    }
-
-    pub fn handle(&self) -> u32 {
-        unsafe { pg_sys::dsm_segment_handle(self.segment) }
-    }
-
-    /// What region `r` holds (None: nothing was written).
-    pub fn read(&self, r: usize) -> Option<Vec<u8>> {
-        (r < self.regions).then_some(())?;
-        unsafe {
-            let base =
-                (pg_sys::dsm_segment_address(self.segment) as *const u8).add(r * REGION_BYTES);
-            let len = u32::from_ne_bytes(*(base as *const [u8; 4])) as usize;
-            (len > 0 && len <= REGION_BYTES - 4)
-                .then(|| std::slice::from_raw_parts(base.add(4), len).to_vec())
-        }
-    }
-}
-
-impl Drop for Segment {
-    fn drop(&mut self) {
-        // SAFETY: the segment was created and its mapping pinned by `create`, so no resource owner
-        // detaches it (on an error either): this is the one detach, of a live mapping.
-        unsafe { pg_sys::dsm_detach(self.segment) };
-    }
-}
-
-/// Write `value` as region `r` of the run's segment `handle` (from a worker).
-pub fn write<T: Serialize>(handle: u32, r: usize, value: &T) -> Result<(), String> {
-    let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
-    if bytes.len() > REGION_BYTES - 4 {
-        return Err(format!(
-            "its results take {} bytes, more than the {} a worker of a standby's run has",
-            bytes.len(),
-            REGION_BYTES - 4
-        ));
-    }
-    unsafe {
-        let segment = pg_sys::dsm_attach(handle);
-        if segment.is_null() {
-            return Err("the run's caller is gone (its shared memory segment with it)".into());
-        }
-        let base = (pg_sys::dsm_segment_address(segment) as *mut u8).add(r * REGION_BYTES);
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(4), bytes.len());
-        // (the length last: a reader sees all or nothing)
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-        std::ptr::write(base as *mut [u8; 4], (bytes.len() as u32).to_ne_bytes());
-        pg_sys::dsm_detach(segment);
-    }
-    Ok(())
-}
-
-/// The closing of a run whose slot is `slot` (the last worker's view).
-pub fn closing_of(slot: &RunSlot, closing: &Closing) -> ClosingRecord {
-    ClosingRecord {
-        cancelled: closing.cancelled,
-        workers_lost: slot.workers_lost,
-        peak_connections: closing.peak_connections,
-        arrivals: closing.arrivals,
-        marks: slot.marks.to_vec(),
-    }
 }
 
 /// Everything the run's processes left in `segment`.
@@ -316,13 +104,45 @@ pub fn record<K: RunKind>(batch: Batch) -> i64 {
     debug_assert_eq!(batch.kind, K::KIND);
     let config: K::Config = serde_json::from_str(&batch.config)
         .unwrap_or_else(|e| bad_batch(format!("the configuration does not parse: {e}")));
+    check_batch(&batch, K::tasks(&config).len());
+    let windows: Vec<(i64, i64)> = batch
+        .workers_results
+        .iter()
+        .filter(|w| !w.tasks.is_empty())
+        .map(|w| (w.loop_started, w.loop_ended))
+        .collect();
+    let rows = batch
+        .workers_results
+        .iter()
+        .flat_map(|w| w.tasks.iter().cloned())
+        .collect();
+    let run_id = records::new_run_id();
+    let slot = slot_of_batch::<K>(&batch, run_id);
+    let closing = batch.closing.clone().unwrap_or_default();
+    closing::record_run::<K>(
+        &slot,
+        config,
+        WorkerResults::new(rows, &windows),
+        &Closing {
+            cancelled: closing.cancelled,
+            peak_connections: closing.peak_connections.max(0),
+            arrivals: closing.arrivals,
+        },
+        true,
+    );
+    run_id
+}
+
+/// Every figure of a batch checked (it came over a connection): workers, times, marks, each task's
+/// counts and histograms ([`TaskStats::check`](crate::metrics::task::TaskStats::check)).
+fn check_batch(batch: &Batch, tasks: usize) {
     if !(1..=MAX_WORKERS as u32).contains(&batch.workers)
         || batch.workers_results.len() > batch.workers as usize
     {
         bad_batch(format!("{} workers is out of range", batch.workers));
     }
     // Between 2000-01-01 (PostgreSQL's epoch) and a day from now.
-    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let now = crate::postgres::backend::now();
     let day = 86_400_000_000;
     let in_range = |t: i64| (0..=now + day).contains(&t);
     let windows_ok = batch.workers_results.iter().all(|w| {
@@ -340,40 +160,27 @@ pub fn record<K: RunKind>(batch: Batch) -> i64 {
     if !in_range(batch.started_at) || !windows_ok || !marks_ok {
         bad_batch("a time out of range".into());
     }
-    let names = K::tasks(&config);
-    let mut rows = Vec::new();
     for w in &batch.workers_results {
-        if w.tasks.len() > names.len() {
+        if w.tasks.len() > tasks {
             bad_batch("more tasks than the run has".into());
         }
         for t in &w.tasks {
-            rows.push(t.result().unwrap_or_else(|e| bad_batch(e)));
+            if let Err(e) = t.stats.check() {
+                bad_batch(format!("task \"{}\": {e}", t.operation));
+            }
         }
     }
-    let windows = || batch.workers_results.iter().filter(|w| !w.tasks.is_empty());
-    let seconds = match (
-        windows().map(|w| w.loop_started).min(),
-        windows().map(|w| w.loop_ended).max(),
-    ) {
-        (Some(start), Some(end)) => (end - start) as f64 / 1e6,
-        _ => 0.0,
-    }
-    .max(1e-6);
-    let connected_us = windows()
-        .map(|w| (w.loop_ended - w.loop_started) as f64)
-        .sum();
+}
 
-    let run_id = records::new_run_id();
-    let mut parameters = match batch.parameters {
-        serde_json::Value::Object(map) => serde_json::Value::Object(map),
+/// The run's parameters as the primary records them: the standby's, with where it came from, and
+/// a series' first step renamed from the standby's local run id to `run_id`.
+fn parameters_of(batch: &Batch, run_id: i64) -> serde_json::Value {
+    let mut parameters = match &batch.parameters {
+        serde_json::Value::Object(map) => serde_json::Value::Object(map.clone()),
         _ => bad_batch("parameters must be an object".into()),
     };
-    let standby = parameters
-        .get("standby")
-        .cloned()
-        .unwrap_or(serde_json::json!({}));
-    let mut standby = match standby {
-        serde_json::Value::Object(map) => map,
+    let mut standby = match parameters.get("standby") {
+        Some(serde_json::Value::Object(map)) => map.clone(),
         _ => serde_json::Map::new(),
     };
     // Where it came from, as the primary saw it (the rest is what the standby said).
@@ -396,7 +203,12 @@ pub fn record<K: RunKind>(batch: Batch) -> i64 {
         series.insert("first_run_id".into(), run_id.into());
     }
     parameters["standby"] = serde_json::Value::Object(standby);
-    let parameters_text = slots::FixedText::new(&parameters.to_string())
+    parameters
+}
+
+/// The slot the run would have had here, as its last worker leaves it (for [`closing::record_run`]).
+fn slot_of_batch<K: RunKind>(batch: &Batch, run_id: i64) -> Box<RunSlot> {
+    let parameters_text = slots::FixedText::new(&parameters_of(batch, run_id).to_string())
         .unwrap_or_else(|| bad_batch("parameters too long".into()));
     let closing = batch.closing.clone().unwrap_or_default();
     let mut slot = Box::new(RunSlot {
@@ -419,22 +231,7 @@ pub fn record<K: RunKind>(batch: Batch) -> i64 {
     for (mark, given) in slot.marks.iter_mut().zip(&closing.marks) {
         *mark = *given;
     }
-    super::worker::record_run::<K>(
-        &slot,
-        config,
-        WorkerResults {
-            rows,
-            seconds,
-            connected_us,
-        },
-        &Closing {
-            cancelled: closing.cancelled,
-            peak_connections: closing.peak_connections.max(0),
-            arrivals: closing.arrivals,
-        },
-        true,
-    );
-    run_id
+    slot
 }
 
 /// The primary a standby's run records itself on: `stress.record_conninfo`, through dblink.

@@ -3,7 +3,7 @@
 //! `record_retention_applied`). Any role may call these, and each writes only records that belong
 //! to the calling role; a retention policy only for a table the caller may empty itself.
 
-use super::records::{as_owner, caller};
+use super::{as_owner, caller};
 use crate::error::{OrRaise, StressError};
 use crate::postgres::json_arg::JsonArg;
 use pgrx::prelude::*;
