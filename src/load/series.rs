@@ -357,7 +357,8 @@ pub fn find_optimal_pool_size(
             "e.g. min_workers => 1, max_workers => 32.",
         );
     }
-    let target = crate::args::target_ms(F, "target_p99_ms", Some(target_p99_ms)).unwrap_or(target_p99_ms);
+    let target =
+        crate::args::target_ms(F, "target_p99_ms", Some(target_p99_ms)).unwrap_or(target_p99_ms);
     let max_error_rate = crate::args::fraction(
         F,
         "max_error_rate",
@@ -487,7 +488,8 @@ pub fn find_capacity(
 ) -> CapacityAnswer {
     const F: &str = "find_capacity";
     require_preload(F);
-    let target = crate::args::target_ms(F, "target_p99_ms", Some(target_p99_ms)).unwrap_or(target_p99_ms);
+    let target =
+        crate::args::target_ms(F, "target_p99_ms", Some(target_p99_ms)).unwrap_or(target_p99_ms);
     let max_error_rate = crate::args::fraction(
         F,
         "max_error_rate",

@@ -4,6 +4,7 @@
 
 mod page;
 mod svg;
+mod table;
 
 use pgrx::JsonB;
 

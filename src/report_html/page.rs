@@ -10,6 +10,7 @@
 //! - `series-throughput`, `series-p99`: a ramp's steps against their worker counts.
 
 use super::svg::{self, Area, Axis, Chart, Line, Mark, MarkKind, Scale, escape, number};
+use super::table::{Align, Cell, Html, Table};
 use serde::Deserialize;
 use serde_json::Value;
 use std::fmt::Write;
@@ -294,40 +295,44 @@ fn results_table(results: &[ResultRow]) -> String {
         return "<h2>Results</h2><p>This run recorded no results.</p>".into();
     }
     let timed = results.iter().any(|r| r.calls.is_some());
-    let mut out =
-        String::from("<h2>Results</h2><table id=\"results\"><tr><th class=\"name\">name</th>");
-    if timed {
-        out.push_str("<th>calls</th><th>errors</th><th>ops/s</th><th>avg ms</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th></tr>");
+    let mut table = Table::new("results").text("name");
+    let figures: &[&str] = if timed {
+        &[
+            "calls", "errors", "ops/s", "avg ms", "p50 ms", "p95 ms", "p99 ms", "p99.9 ms",
+            "max ms",
+        ]
     } else {
-        out.push_str("<th>rows</th><th>seconds</th><th>rows/s</th></tr>");
+        &["rows", "seconds", "rows/s"]
+    };
+    for name in figures {
+        table = table.figure(name);
     }
     for r in results {
-        let _ = write!(out, r#"<tr><td class="name">{}</td>"#, escape(&r.name));
+        let mut cells = vec![Cell::from(&r.name)];
         if timed {
-            let _ = write!(
-                out,
-                "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                count(r.calls),
-                count(r.errors),
-                cell(r.ops_per_sec),
-                cell(r.avg_ms),
-                cell(r.p50_ms),
-                cell(r.p95_ms),
-                cell(r.p99_ms),
-                cell(r.p999_ms),
-                cell(r.max_ms)
+            cells.extend([count(r.calls), count(r.errors)].map(Cell::from));
+            cells.extend(
+                [
+                    r.ops_per_sec,
+                    r.avg_ms,
+                    r.p50_ms,
+                    r.p95_ms,
+                    r.p99_ms,
+                    r.p999_ms,
+                    r.max_ms,
+                ]
+                .map(|v| Cell::from(cell(v))),
             );
         } else {
-            let _ = write!(
-                out,
-                "<td>{}</td><td>{}</td><td>{}</td></tr>",
-                count(r.rows),
-                cell(r.seconds),
-                cell(r.rows_per_sec)
-            );
+            cells.extend([
+                Cell::from(count(r.rows)),
+                Cell::from(cell(r.seconds)),
+                Cell::from(cell(r.rows_per_sec)),
+            ]);
         }
+        table.row(cells);
     }
-    out.push_str("</table>");
+    let mut out = format!("<h2>Results</h2>{}", table.render());
     if let Some(first_error) = results
         .iter()
         .find_map(|r| r.details["first_error"].as_str().map(|e| (&r.name, e)))
@@ -343,26 +348,27 @@ fn results_table(results: &[ResultRow]) -> String {
 }
 
 fn targets_table(targets: &serde_json::Map<String, Value>) -> String {
-    let mut out = String::from(
-        "<h2>Targets</h2><table id=\"targets\"><tr><th class=\"name\">metric</th><th>target</th><th>value</th><th>result</th><th class=\"name\">what it measures</th></tr>",
-    );
+    let mut table = Table::new("targets")
+        .text("metric")
+        .figure("target")
+        .figure("value")
+        .figure("result")
+        .text("what it measures");
     for (name, t) in targets {
         let (class, verdict) = match t["pass"].as_bool() {
             Some(true) => ("pass", "pass"),
             Some(false) => ("fail", "FAIL"),
             None => ("none", "not measured"),
         };
-        let _ = write!(
-            out,
-            r#"<tr><td class="name">{}</td><td>{}</td><td>{}</td><td class="{class}">{verdict}</td><td class="name">{}</td></tr>"#,
-            escape(name),
-            escape(t["target"].as_str().unwrap_or("")),
-            cell(t["value"].as_f64()),
-            escape(t["meaning"].as_str().unwrap_or(""))
-        );
+        table.row(vec![
+            Cell::from(name),
+            Cell::from(t["target"].as_str().unwrap_or("")),
+            Cell::from(cell(t["value"].as_f64())),
+            Cell::from(verdict).class(class),
+            Cell::from(t["meaning"].as_str().unwrap_or("")),
+        ]);
     }
-    out.push_str("</table>");
-    out
+    format!("<h2>Targets</h2>{}", table.render())
 }
 
 fn server_table(s: &Server) -> String {
@@ -395,7 +401,7 @@ fn server_table(s: &Server) -> String {
         })
         .unwrap_or_else(|| "–".into());
     let longest = match (s.longest_lock_wait_ms, &s.lock_relation) {
-        (Some(ms), Some(rel)) => format!("{} ms, on {}", number(ms), escape(rel)),
+        (Some(ms), Some(rel)) => format!("{} ms, on {rel}", number(ms)),
         (Some(ms), None) => format!("{} ms", number(ms)),
         _ => "none".into(),
     };
@@ -420,17 +426,12 @@ fn server_table(s: &Server) -> String {
         ),
         ("longest lock wait", longest),
     ];
-    let mut out = String::from(
-        "<table id=\"server\"><caption>The server during the run (stress.timeline)</caption>",
-    );
+    let mut table = Table::without_header("server", &[Align::Text, Align::Figure])
+        .caption("The server during the run (stress.timeline)");
     for (what, value) in rows {
-        let _ = write!(
-            out,
-            r#"<tr><td class="name">{what}</td><td>{value}</td></tr>"#
-        );
+        table.row(vec![Cell::from(what), Cell::from(value)]);
     }
-    out.push_str("</table>");
-    out
+    table.render()
 }
 
 /// How far each standby's replay (and flush) was behind this server, each second.
@@ -477,43 +478,48 @@ fn contention_section(waits: &[Contention], patterns: &[DeadlockPattern]) -> Str
     }
     let mut out = String::from("<h2>Contention</h2>");
     if !waits.is_empty() {
-        out.push_str(
-            "<table id=\"lock-contention\"><caption>Lock waits the run's sampler saw (stress.lock_contention)</caption><tr><th class=\"name\">relation</th><th class=\"name\">lock</th><th>waits</th><th>longest ms</th><th>total ms</th><th>contended</th></tr>",
-        );
+        let mut table = Table::new("lock-contention")
+            .caption("Lock waits the run's sampler saw (stress.lock_contention)")
+            .text("relation")
+            .text("lock")
+            .figure("waits")
+            .figure("longest ms")
+            .figure("total ms")
+            .figure("contended");
         for w in waits {
             let contended = w.contended == Some(true);
-            let _ = write!(
-                out,
-                r#"<tr><td class="name">{}</td><td class="name">{} on {}</td><td>{}</td><td>{}</td><td>{}</td><td class="{}">{}</td></tr>"#,
-                escape(&w.relation),
-                escape(&w.mode),
-                escape(&w.locktype),
-                w.waits,
-                cell(w.longest_ms),
-                cell(w.total_ms),
-                if contended { "fail" } else { "none" },
-                if contended { "yes" } else { "no" }
-            );
+            table.row(vec![
+                Cell::from(&w.relation),
+                Cell::from(format!("{} on {}", w.mode, w.locktype)),
+                Cell::from(w.waits),
+                Cell::from(cell(w.longest_ms)),
+                Cell::from(cell(w.total_ms)),
+                Cell::from(if contended { "yes" } else { "no" }).class(if contended {
+                    "fail"
+                } else {
+                    "none"
+                }),
+            ]);
         }
-        out.push_str("</table>");
+        out.push_str(&table.render());
     }
     if !patterns.is_empty() {
-        out.push_str(
-            "<table id=\"deadlock-patterns\"><caption>Deadlocks and serialization failures (stress.analyze_deadlocks)</caption><tr><th class=\"name\">pattern</th><th>processes</th><th>times</th><th class=\"name\">example</th></tr>",
-        );
+        let mut table = Table::new("deadlock-patterns")
+            .caption("Deadlocks and serialization failures (stress.analyze_deadlocks)")
+            .text("pattern")
+            .figure("processes")
+            .figure("times")
+            .text("example");
         for p in patterns {
-            let _ = write!(
-                out,
-                r#"<tr><td class="name" title="{}"><b>{}</b>: {}</td><td>{}</td><td>{}</td><td class="name"><pre>{}</pre></td></tr>"#,
-                escape(p.advice.as_deref().unwrap_or("")),
-                escape(&p.kind),
-                escape(&p.pattern),
-                escape(p.processes.as_deref().unwrap_or("–")),
-                p.occurrences,
-                escape(p.example.as_deref().unwrap_or(""))
-            );
+            let pattern = format!("<b>{}</b>: {}", escape(&p.kind), escape(&p.pattern));
+            table.row(vec![
+                Cell::html(Html::escaped_parts(pattern)).title(p.advice.as_deref().unwrap_or("")),
+                Cell::from(p.processes.as_deref().unwrap_or("–")),
+                Cell::from(p.occurrences),
+                Cell::html(Html::wrapped("pre", p.example.as_deref().unwrap_or(""))),
+            ]);
         }
-        out.push_str("</table>");
+        out.push_str(&table.render());
     }
     out
 }
@@ -525,23 +531,28 @@ fn comparison_section(c: &Comparison) -> String {
     if c.differences.is_empty() {
         out.push_str(r#"<p class="note">Both runs ran on the same environment (server, settings, CPUs, memory, extensions, data size within 10%).</p>"#);
     } else {
-        out.push_str(
-            "<table id=\"environment-differences\"><tr><th class=\"name\">what differs</th><th class=\"name\">baseline</th><th class=\"name\">this run</th></tr>",
-        );
+        let mut table = Table::new("environment-differences")
+            .text("what differs")
+            .text("baseline")
+            .text("this run");
         for d in &c.differences {
-            let _ = write!(
-                out,
-                r#"<tr><td class="name">{}</td><td class="name">{}</td><td class="name">{}</td></tr>"#,
-                escape(&d.item),
-                escape(d.baseline.as_deref().unwrap_or("(none)")),
-                escape(d.candidate.as_deref().unwrap_or("(none)"))
-            );
+            table.row(vec![
+                Cell::from(&d.item),
+                Cell::from(d.baseline.as_deref().unwrap_or("(none)")),
+                Cell::from(d.candidate.as_deref().unwrap_or("(none)")),
+            ]);
         }
-        out.push_str("</table>");
+        out.push_str(&table.render());
     }
-    out.push_str(
-        "<table id=\"verdicts\"><tr><th class=\"name\">name</th><th class=\"name\">metric</th><th>baseline</th><th>this run</th><th>change</th><th>interval</th><th class=\"name\">verdict</th><th class=\"name\">why</th></tr>",
-    );
+    let mut table = Table::new("verdicts")
+        .text("name")
+        .text("metric")
+        .figure("baseline")
+        .figure("this run")
+        .figure("change")
+        .figure("interval")
+        .text("verdict")
+        .text("why");
     let order = |v: &str| match v {
         "regressed" => 0,
         "improved" => 1,
@@ -563,20 +574,18 @@ fn comparison_section(c: &Comparison) -> String {
             (Some(l), Some(h)) => format!("{l} … {h}"),
             _ => "–".into(),
         };
-        let _ = write!(
-            out,
-            r#"<tr><td class="name">{}</td><td class="name">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="name {class}">{}</td><td class="name">{}</td></tr>"#,
-            escape(&r.name),
-            escape(r.metric),
-            cell(j.baseline),
-            cell(j.candidate),
-            escape(&percent(j.change).unwrap_or_else(|| "–".into())),
-            escape(&interval),
-            escape(r.verdict()),
-            escape(&j.note)
-        );
+        table.row(vec![
+            Cell::from(&r.name),
+            Cell::from(r.metric),
+            Cell::from(cell(j.baseline)),
+            Cell::from(cell(j.candidate)),
+            Cell::from(percent(j.change).unwrap_or_else(|| "–".into())),
+            Cell::from(interval),
+            Cell::from(r.verdict()).class(class),
+            Cell::from(&j.note),
+        ]);
     }
-    out.push_str("</table>");
+    out.push_str(&table.render());
     out
 }
 
@@ -585,20 +594,13 @@ fn environment_table(environment: &Value) -> String {
     let Some(map) = environment.as_object().filter(|m| !m.is_empty()) else {
         return String::new();
     };
-    let mut out = String::from(
-        "<h2>Environment</h2><table id=\"environment\"><tr><th class=\"name\">item</th><th class=\"name\">value</th></tr>",
-    );
+    let mut table = Table::new("environment").text("item").text("value");
     let mut row = |key: &str, value: &Value| {
         let text = match value {
             Value::String(s) => s.clone(),
             v => v.to_string(),
         };
-        let _ = write!(
-            out,
-            r#"<tr><td class="name">{}</td><td class="name">{}</td></tr>"#,
-            escape(key),
-            escape(&text)
-        );
+        table.row(vec![Cell::from(key), Cell::from(text)]);
     };
     for (key, value) in map {
         match value {
@@ -610,8 +612,7 @@ fn environment_table(environment: &Value) -> String {
             v => row(key, v),
         }
     }
-    out.push_str("</table>");
-    out
+    format!("<h2>Environment</h2>{}", table.render())
 }
 
 fn parameters_table(parameters: &Value) -> String {
@@ -623,9 +624,7 @@ fn parameters_table(parameters: &Value) -> String {
     else {
         return String::new();
     };
-    let mut out = String::from(
-        "<h2>Parameters</h2><table id=\"parameters\"><tr><th class=\"name\">parameter</th><th class=\"name\">value</th></tr>",
-    );
+    let mut table = Table::new("parameters").text("parameter").text("value");
     for (key, value) in map {
         let text = match value {
             Value::String(s) => s.clone(),
@@ -634,15 +633,12 @@ fn parameters_table(parameters: &Value) -> String {
             }
             v => v.to_string(),
         };
-        let _ = write!(
-            out,
-            r#"<tr><td class="name">{}</td><td class="name"><pre>{}</pre></td></tr>"#,
-            escape(key),
-            escape(&text)
-        );
+        table.row(vec![
+            Cell::from(key),
+            Cell::html(Html::wrapped("pre", &text)),
+        ]);
     }
-    out.push_str("</table>");
-    out
+    format!("<h2>Parameters</h2>{}", table.render())
 }
 
 /// From the run's start to its last second (or its planned end, when the run has one and it is
@@ -946,41 +942,40 @@ fn series_section(run: &Run, steps: &[SeriesStep]) -> String {
     p99.lines.push(line("p99", &|s| s.p99_ms, false));
     out.push_str(&throughput.render());
     out.push_str(&p99.render());
-    let _ = write!(
-        out,
-        "<table id=\"series\"><tr><th>step</th><th>workers</th>{}<th>run</th><th class=\"name\">status</th><th>ops/s</th><th>p99 ms</th><th>error rate</th></tr>",
+    let mut table = Table::new("series").figure("step").figure("workers");
+    if by_rate {
+        table = table.figure("offered ops/s");
+    }
+    table = table
+        .figure("run")
+        .text("status")
+        .figure("ops/s")
+        .figure("p99 ms")
+        .figure("error rate");
+    for s in steps {
+        let mut cells = vec![Cell::from(s.step), Cell::from(s.workers)];
         if by_rate {
-            "<th>offered ops/s</th>"
+            cells.push(Cell::from(cell(s.rate)));
+        }
+        let this = if s.run_id == run.id {
+            " (this run)"
         } else {
             ""
-        }
-    );
-    for s in steps {
-        let _ = write!(
-            out,
-            r#"<tr><td>{}</td><td>{}</td>{}<td>{}{}</td><td class="name">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
-            s.step,
-            s.workers,
-            if by_rate {
-                format!("<td>{}</td>", cell(s.rate))
-            } else {
-                String::new()
-            },
-            s.run_id,
-            if s.run_id == run.id {
-                " (this run)"
-            } else {
-                ""
-            },
-            escape(&s.status),
-            cell(s.ops_per_sec),
-            cell(s.p99_ms),
-            s.error_rate
-                .map(|e| format!("{:.2}%", e * 100.0))
-                .unwrap_or_else(|| "–".into())
-        );
+        };
+        cells.extend([
+            Cell::from(format!("{}{this}", s.run_id)),
+            Cell::from(&s.status),
+            Cell::from(cell(s.ops_per_sec)),
+            Cell::from(cell(s.p99_ms)),
+            Cell::from(
+                s.error_rate
+                    .map(|e| format!("{:.2}%", e * 100.0))
+                    .unwrap_or_else(|| "–".into()),
+            ),
+        ]);
+        table.row(cells);
     }
-    out.push_str("</table>");
+    out.push_str(&table.render());
     out
 }
 
