@@ -166,7 +166,7 @@ fn run_workers(
         slow_log_limit: crate::gucs::SLOW_QUERY_LOG_LIMIT.get().max(0) as u32,
         slow_ms: crate::gucs::SLOW_QUERY_THRESHOLD_MS.get(),
     };
-    let run = control::RunRequest {
+    let run = control::RunSpec {
         kind: <BenchmarkRun as RunKind>::KIND,
         entry_point: ENTRY_POINT,
         label: "benchmark",

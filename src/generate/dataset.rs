@@ -6,6 +6,7 @@
 use super::{accounts, audit_log, market_data, orders, positions, trades};
 use crate::error::{OrRaise, StressError};
 use crate::gucs;
+use crate::postgres::json_arg::JsonArg;
 use crate::records::{self, Measurement};
 use pgrx::prelude::*;
 use serde_json::json;
@@ -43,105 +44,20 @@ pub fn generate_dataset(
             .or_raise(),
         None => DatasetSpec::default(),
     };
-    let n_orders = crate::args::row_count(F, spec.orders.or(orders)).or_raise() as i64;
-    let n_workers = crate::args::worker_count(F, workers).or_raise() as i32;
-    let workers = Some(n_workers);
-    let seed = Some(crate::args::seed_or_random(seed));
-    let n_accounts = spec
-        .accounts
-        .or(accounts)
-        .unwrap_or((n_orders / 100).max(100));
-    let per_order = trades_per_order.unwrap_or(5.0);
-    if !(0.0..=super::trades::MAX_FILLS_PER_ORDER as f64).contains(&per_order) {
-        StressError::invalid(
-            F,
-            format!(
-                "trades_per_order must be between 0 and {}, got {per_order}",
-                super::trades::MAX_FILLS_PER_ORDER
-            ),
-            "The seed's datasets use 5 to 10 trades per order.",
-        )
-        .raise();
-    }
-    let n_trades = spec
-        .trades
-        .unwrap_or((n_orders as f64 * per_order).round() as i64);
-    let n_audit = spec.audit_log.or(audit_events).unwrap_or(n_orders);
-    let days = days.unwrap_or(30);
-    let start = start_at
-        .unwrap_or_else(|| TimestampWithTimeZone::try_from(super::model::DEFAULT_START).unwrap());
-    let end = TimestampWithTimeZone::try_from(
-        pg_sys::TimestampTz::from(start) + days.clamp(1, 36_500) as i64 * super::model::US_PER_DAY,
-    )
-    .expect("period end in range");
-
-    let mut rows: Vec<(String, i64, f64)> = Vec::new();
-    let mut step = |table: &str, f: &mut dyn FnMut() -> i64| {
-        let t = Instant::now();
-        let n = f();
-        rows.push((table.to_owned(), n, t.elapsed().as_secs_f64()));
-    };
-    // Orders already in the schema (generate_orders into it before, with no accounts table) may
-    // reference more accounts than this dataset would make: make enough for them too, so that
-    // the trades of those orders reference accounts that exist.
-    let schema_now = gucs::data_schema();
-    let missing_accounts = super::highest(&schema_now, "orders", "account_id")
-        - super::highest(&schema_now, "accounts", "id");
-    let new_accounts = n_accounts.max(missing_accounts);
-    step("accounts", &mut || {
-        accounts::generate_accounts(Some(new_accounts), seed, Some(start), Some(days), workers)
-    });
-    step("orders", &mut || {
-        orders::generate_orders(
-            Some(n_orders),
-            seed,
-            Some(n_accounts),
-            Some(start),
-            Some(days),
-            Some(vec![Some(9), Some(10), Some(14), Some(15)]),
-            spec.order_distribution
-                .clone()
-                .map(|v| crate::postgres::json_arg::JsonArg(v.to_string())),
-            workers,
-        )
-    });
-    step("trades", &mut || {
-        if n_trades > 0 {
-            trades::generate_trades(
-                Some(n_trades),
-                seed,
-                Some(0.1),
-                spec.trade_distribution
-                    .clone()
-                    .map(|v| crate::postgres::json_arg::JsonArg(v.to_string())),
-                workers,
-            )
-        } else {
-            0
-        }
-    });
-    step("positions", &mut || {
-        if n_trades > 0 {
-            positions::generate_positions()
-        } else {
-            0
-        }
-    });
-    step("market_data", &mut || {
-        market_data::generate_market_data(None, Some(start), Some(end), market_data_step, seed)
-    });
-    step("audit_log", &mut || {
-        audit_log::generate_audit_log(
-            Some(n_audit),
-            seed,
-            Some(start),
-            Some(days),
-            Some(n_accounts),
-            Some(n_orders.max(1)),
-            workers,
-        )
-    });
-
+    let plan = DatasetPlan::new(
+        &spec,
+        Sizes {
+            orders,
+            accounts,
+            trades_per_order,
+            audit_events,
+        },
+        seed,
+        start_at,
+        days,
+        workers,
+    );
+    let rows = plan.generate(&spec, market_data_step);
     let schema = gucs::data_schema();
     let measurements: Vec<Measurement> = rows
         .iter()
@@ -152,9 +68,10 @@ pub fn generate_dataset(
             details: json!({}),
         })
         .collect();
-    let parameters = json!({"spec": spec.raw,"orders": n_orders, "seed": seed, "accounts": n_accounts, "trades_per_order": per_order,
-                            "audit_events": n_audit, "start_at": start.to_iso_string(), "days": days,
-                            "workers": n_workers});
+    let parameters = json!({"spec": spec.raw, "orders": plan.orders, "seed": plan.seed,
+                            "accounts": plan.accounts, "trades_per_order": plan.per_order,
+                            "audit_events": plan.audit, "start_at": plan.start.to_iso_string(),
+                            "days": plan.days, "workers": plan.workers});
     records::completed_call(F, parameters, started_at, &measurements);
     measurements
         .into_iter()
@@ -163,6 +80,158 @@ pub fn generate_dataset(
             (m.name, m.rows.unwrap_or(0), m.seconds, rate)
         })
         .collect()
+}
+
+/// The sizes a call asks for (a spec's counts take precedence).
+struct Sizes {
+    orders: Option<i64>,
+    accounts: Option<i64>,
+    trades_per_order: Option<f64>,
+    audit_events: Option<i64>,
+}
+
+/// What a dataset call will make: each table's size, the period, the seed and workers, checked.
+struct DatasetPlan {
+    orders: i64,
+    accounts: i64,
+    per_order: f64,
+    trades: i64,
+    audit: i64,
+    days: i32,
+    start: TimestampWithTimeZone,
+    end: TimestampWithTimeZone,
+    seed: Option<i64>,
+    workers: i32,
+}
+
+impl DatasetPlan {
+    fn new(
+        spec: &DatasetSpec,
+        sizes: Sizes,
+        seed: Option<i64>,
+        start_at: Option<TimestampWithTimeZone>,
+        days: Option<i32>,
+        workers: Option<i32>,
+    ) -> DatasetPlan {
+        const F: &str = "generate_dataset";
+        let orders = crate::args::row_count(F, spec.orders.or(sizes.orders)).or_raise() as i64;
+        let workers = crate::args::worker_count(F, workers).or_raise() as i32;
+        let accounts = spec
+            .accounts
+            .or(sizes.accounts)
+            .unwrap_or((orders / 100).max(100));
+        let per_order = sizes.trades_per_order.unwrap_or(5.0);
+        if !(0.0..=super::trades::MAX_FILLS_PER_ORDER as f64).contains(&per_order) {
+            StressError::invalid(
+                F,
+                format!(
+                    "trades_per_order must be between 0 and {}, got {per_order}",
+                    super::trades::MAX_FILLS_PER_ORDER
+                ),
+                "The seed's datasets use 5 to 10 trades per order.",
+            )
+            .raise();
+        }
+        let days = days.unwrap_or(30);
+        let start = start_at.unwrap_or_else(|| {
+            TimestampWithTimeZone::try_from(super::model::DEFAULT_START).unwrap()
+        });
+        let end = TimestampWithTimeZone::try_from(
+            pg_sys::TimestampTz::from(start)
+                + days.clamp(1, 36_500) as i64 * super::model::US_PER_DAY,
+        )
+        .expect("period end in range");
+        DatasetPlan {
+            orders,
+            accounts,
+            per_order,
+            trades: spec
+                .trades
+                .unwrap_or((orders as f64 * per_order).round() as i64),
+            audit: spec.audit_log.or(sizes.audit_events).unwrap_or(orders),
+            days,
+            start,
+            end,
+            seed: Some(crate::args::seed_or_random(seed)),
+            workers,
+        }
+    }
+
+    /// Each table in dependency order: its name, rows and seconds.
+    fn generate(
+        &self,
+        spec: &DatasetSpec,
+        market_data_step: Option<Interval>,
+    ) -> Vec<(String, i64, f64)> {
+        let (seed, start, days, workers) = (self.seed, self.start, self.days, Some(self.workers));
+        let mut rows: Vec<(String, i64, f64)> = Vec::new();
+        let mut step = |table: &str, f: &mut dyn FnMut() -> i64| {
+            let t = Instant::now();
+            let n = f();
+            rows.push((table.to_owned(), n, t.elapsed().as_secs_f64()));
+        };
+        // Orders already in the schema (generate_orders into it before, with no accounts table)
+        // may reference more accounts than this dataset would make: make enough for them too, so
+        // that the trades of those orders reference accounts that exist.
+        let schema_now = gucs::data_schema();
+        let missing_accounts = super::highest(&schema_now, "orders", "account_id")
+            - super::highest(&schema_now, "accounts", "id");
+        let new_accounts = self.accounts.max(missing_accounts);
+        let distribution =
+            |d: &Option<serde_json::Value>| d.clone().map(|v| JsonArg(v.to_string()));
+        step("accounts", &mut || {
+            accounts::generate_accounts(Some(new_accounts), seed, Some(start), Some(days), workers)
+        });
+        step("orders", &mut || {
+            orders::generate_orders(
+                Some(self.orders),
+                seed,
+                Some(self.accounts),
+                Some(start),
+                Some(days),
+                Some(vec![Some(9), Some(10), Some(14), Some(15)]),
+                distribution(&spec.order_distribution),
+                workers,
+            )
+        });
+        let n_trades = self.trades;
+        step("trades", &mut || {
+            if n_trades > 0 {
+                let d = distribution(&spec.trade_distribution);
+                trades::generate_trades(Some(n_trades), seed, Some(0.1), d, workers)
+            } else {
+                0
+            }
+        });
+        step("positions", &mut || {
+            if n_trades > 0 {
+                positions::generate_positions()
+            } else {
+                0
+            }
+        });
+        step("market_data", &mut || {
+            market_data::generate_market_data(
+                None,
+                Some(start),
+                Some(self.end),
+                market_data_step,
+                seed,
+            )
+        });
+        step("audit_log", &mut || {
+            audit_log::generate_audit_log(
+                Some(self.audit),
+                seed,
+                Some(start),
+                Some(days),
+                Some(self.accounts),
+                Some(self.orders.max(1)),
+                workers,
+            )
+        });
+        rows
+    }
 }
 
 /// The seed's `generate_data_with_distribution` dictionary, as jsonb:

@@ -92,8 +92,59 @@ pub fn generate_market_data(
     super::prevent_writes_where_read_only(F);
     let started_at = super::now();
     let seed = crate::args::seed_or_random(seed);
-    let hint = "See docs/generate.md: symbols (NULL for all), start_at < end_at, a step such as '1 minute'.";
-    let indexes: Vec<usize> = match &symbols {
+    let indexes = symbol_indexes(symbols.as_deref());
+    let (Some(start_at), Some(end_at), Some(step)) = (start_at, end_at, step) else {
+        StressError::invalid(F, "start_at, end_at and step must not be NULL", HINT).raise();
+    };
+    let (start, end) = (
+        pg_sys::TimestampTz::from(start_at),
+        pg_sys::TimestampTz::from(end_at),
+    );
+    let step_us = step_micros(step);
+    if end <= start {
+        StressError::invalid(F, "end_at must be after start_at", HINT).raise();
+    }
+    let steps = (end - start) / step_us + i64::from((end - start) % step_us != 0);
+    let rows = steps.saturating_mul(indexes.len() as i64);
+    if rows > crate::args::MAX_ROWS_PER_CALL {
+        StressError::invalid(
+            F,
+            format!(
+                "{rows} candles is more than {} in one call",
+                crate::args::MAX_ROWS_PER_CALL
+            ),
+            HINT,
+        )
+        .raise();
+    }
+
+    let schema = gucs::data_schema();
+    let relid = MARKET_DATA.ensure(&schema, F);
+    let mut write = super::TableWrite::open(&MARKET_DATA, &schema, relid, rows as u64, F);
+    let table = crate::postgres::quote::qualified(&schema, MARKET_DATA.name);
+    let skipped = write_candles(&mut write, &table, &indexes, seed, start, end, step_us);
+    if skipped > 0 {
+        pgrx::notice!(
+            "{F}: kept {skipped} candles that {table} already had (same symbol and ts), appended the rest"
+        );
+    }
+    let outcome = write.finish(&[]);
+    let names: Vec<_> = indexes.iter().map(|&i| SYMBOLS[i].name).collect();
+    let parameters = json!({"symbols": names, "start_at": start_at.to_iso_string(), "end_at": end_at.to_iso_string(),
+                            "step_seconds": step_us as f64 / 1e6, "seed": seed, "kept_existing": skipped});
+    super::record(F, parameters, started_at, &schema, "market_data", &outcome);
+    outcome.rows as i64
+}
+
+const HINT: &str =
+    "See docs/generate.md: symbols (NULL for all), start_at < end_at, a step such as '1 minute'.";
+
+/// The symbols asked for, as indexes into [`SYMBOLS`] (None: all of them); 22023 for a NULL or an
+/// unknown one.
+fn symbol_indexes(symbols: Option<&[Option<String>]>) -> Vec<usize> {
+    const F: &str = "generate_market_data";
+    let hint = HINT;
+    match symbols {
         None => (0..SYMBOLS.len()).collect(),
         Some(names) => names
             .iter()
@@ -112,53 +163,44 @@ pub fn generate_market_data(
             })
             .collect::<Result<_, _>>()
             .or_raise(),
-    };
-    let (Some(start_at), Some(end_at), Some(step)) = (start_at, end_at, step) else {
-        StressError::invalid(F, "start_at, end_at and step must not be NULL", hint).raise();
-    };
-    let (start, end) = (
-        pg_sys::TimestampTz::from(start_at),
-        pg_sys::TimestampTz::from(end_at),
-    );
+    }
+}
+
+/// A candle step in µs: positive, without months, at least a second (22023 otherwise).
+fn step_micros(step: Interval) -> i64 {
+    const F: &str = "generate_market_data";
     if step.months() != 0 || step.days() < 0 || step.micros() < 0 {
         StressError::invalid(
             F,
             "step must be a positive interval without months, e.g. '1 minute'",
-            hint,
+            HINT,
         )
         .raise();
     }
     let step_us = step.days() as i64 * US_PER_DAY as i64 + step.micros();
     if step_us < 1_000_000 {
-        StressError::invalid(F, "step must be at least 1 second", hint).raise();
+        StressError::invalid(F, "step must be at least 1 second", HINT).raise();
     }
-    if end <= start {
-        StressError::invalid(F, "end_at must be after start_at", hint).raise();
-    }
-    let steps = (end - start) / step_us + i64::from((end - start) % step_us != 0);
-    let rows = steps.saturating_mul(indexes.len() as i64);
-    if rows > crate::args::MAX_ROWS_PER_CALL {
-        StressError::invalid(
-            F,
-            format!(
-                "{rows} candles is more than {} in one call",
-                crate::args::MAX_ROWS_PER_CALL
-            ),
-            hint,
-        )
-        .raise();
-    }
+    step_us
+}
 
-    let schema = gucs::data_schema();
-    let relid = MARKET_DATA.ensure(&schema, F);
-    let mut write = super::TableWrite::open(&MARKET_DATA, &schema, relid, rows as u64, F);
-    // Candles that exist already (the same symbol at the same instant: the primary key) are kept
-    // and skipped, so that extending a period, or generating it again, appends only what is
-    // missing. (Read under the write's lock: no other call adds candles meanwhile.)
-    let table = crate::postgres::quote::qualified(&schema, MARKET_DATA.name);
+/// Every symbol's candles, one per step in [start, end). Candles that exist already (the same
+/// symbol at the same instant: the primary key) are kept and skipped, so that extending a period,
+/// or generating it again, appends only what is missing (read under the write's lock: no other
+/// call adds candles meanwhile). Returns how many were skipped.
+fn write_candles(
+    write: &mut super::TableWrite,
+    table: &str,
+    indexes: &[usize],
+    seed: i64,
+    start: pg_sys::TimestampTz,
+    end: pg_sys::TimestampTz,
+    step_us: i64,
+) -> i64 {
+    let steps = (end - start) / step_us + i64::from((end - start) % step_us != 0);
     let mut skipped = 0i64;
-    for &i in &indexes {
-        let existing = existing_instants(&table, SYMBOLS[i].name, start, end);
+    for &i in indexes {
+        let existing = existing_instants(table, SYMBOLS[i].name, start, end);
         let symbol = text_datum(SYMBOLS[i].name);
         let mut walk = Walk::new(seed as u64, i, step_us);
         for k in 0..steps {
@@ -179,17 +221,7 @@ pub fn generate_market_data(
             });
         }
     }
-    if skipped > 0 {
-        pgrx::notice!(
-            "{F}: kept {skipped} candles that {table} already had (same symbol and ts), appended the rest"
-        );
-    }
-    let outcome = write.finish(&[]);
-    let names: Vec<_> = indexes.iter().map(|&i| SYMBOLS[i].name).collect();
-    let parameters = json!({"symbols": names, "start_at": start_at.to_iso_string(), "end_at": end_at.to_iso_string(),
-                            "step_seconds": step_us as f64 / 1e6, "seed": seed, "kept_existing": skipped});
-    super::record(F, parameters, started_at, &schema, "market_data", &outcome);
-    outcome.rows as i64
+    skipped
 }
 
 /// The instants in [start, end) that `table` has a candle of `symbol` at.

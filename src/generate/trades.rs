@@ -215,56 +215,103 @@ pub fn generate_trades(
         .or_raise();
     let schema = gucs::data_schema();
     let orders = qualified(&schema, ORDERS.name);
-    let trades = qualified(&schema, TRADES.name);
-    if Spi::get_one_with_args::<bool>("SELECT to_regclass($1) IS NULL", &[orders.as_str().into()])
-        .unwrap()
-        == Some(true)
-    {
-        StressError::invalid(
-            F,
-            format!("{schema}.orders does not exist"),
-            "Generate orders first: SELECT stress.generate_orders(1000000);",
-        )
-        .raise();
-    }
+    EligibleOrders::require_orders(&schema, &orders);
     let relid = TRADES.ensure(&schema, F);
-    let after_order =
-        Spi::get_one::<i64>(&format!("SELECT coalesce(max(order_id), 0) FROM {trades}"))
-            .unwrap()
-            .unwrap_or(0);
-    let eligible = Spi::get_one_with_args::<i64>(
-        &format!("SELECT count(*) FROM {orders} WHERE status IN ('FILLED', 'PARTIAL') AND id > $1"),
-        &[after_order.into()],
-    )
-    .unwrap()
-    .unwrap_or(0);
-    if n > 0 && eligible == 0 {
-        StressError::invalid(
-            F,
-            format!("no FILLED or PARTIAL orders without trades in {schema}.orders"),
-            "Generate more orders first: each call fills only orders that have no trades yet.",
-        )
-        .raise();
-    }
-    if n > 0 && n > eligible * MAX_FILLS_PER_ORDER {
-        StressError::invalid(
-            F,
-            format!("{n} trades over {eligible} eligible orders is more than {MAX_FILLS_PER_ORDER} fills per order"),
-            "Generate more orders, or fewer trades.",
-        )
-        .raise();
-    }
-
+    let eligible = EligibleOrders::find(&schema, &orders, n);
     let mut write = super::TableWrite::open(&TRADES, &schema, relid, n as u64, F);
-    let mut id = write.first_id();
     let job = TradesJob {
         seed: seed as u64,
         fill_rate,
     };
     // With workers, the orders read here go out in chunks; each worker computes and forms the
     // fills of its chunks and this backend writes them.
-    let mut pool =
+    let pool =
         (workers > 1 && n > 0).then(|| Workers::launch::<TradeRows>(&job, &write, workers, F));
+    fill_orders(&orders, &eligible, n, &rows, pool, &mut write);
+    // order_id and account_id come from order rows read under a SHARE lock on orders.
+    let trusted: &[&str] = if super::fk_holds_on(&orders, "account_id") {
+        &["order_id", "account_id"]
+    } else {
+        &["order_id"]
+    };
+    let outcome = write.finish(trusted);
+    let parameters = json!({"n": n, "seed": seed, "fill_rate": fill_rate,
+                            "after_order_id": eligible.after_order, "workers": workers});
+    super::record(F, parameters, started_at, &schema, "trades", &outcome);
+    outcome.rows as i64
+}
+
+/// The orders a call fills: those after the last one with trades, FILLED or PARTIAL.
+struct EligibleOrders {
+    after_order: i64,
+    count: i64,
+}
+
+impl EligibleOrders {
+    /// 22023 unless the data schema has orders to fill.
+    fn require_orders(schema: &str, orders: &str) {
+        const F: &str = "generate_trades";
+        if Spi::get_one_with_args::<bool>("SELECT to_regclass($1) IS NULL", &[orders.into()])
+            .unwrap()
+            == Some(true)
+        {
+            StressError::invalid(
+                F,
+                format!("{schema}.orders does not exist"),
+                "Generate orders first: SELECT stress.generate_orders(1000000);",
+            )
+            .raise();
+        }
+    }
+
+    /// Count them (the trades table exists), and check that `n` trades fit them (22023
+    /// otherwise).
+    fn find(schema: &str, orders: &str, n: i64) -> EligibleOrders {
+        let trades = qualified(schema, TRADES.name);
+        let after_order =
+            Spi::get_one::<i64>(&format!("SELECT coalesce(max(order_id), 0) FROM {trades}"))
+                .unwrap()
+                .unwrap_or(0);
+        let count = Spi::get_one_with_args::<i64>(
+            &format!(
+                "SELECT count(*) FROM {orders} WHERE status IN ('FILLED', 'PARTIAL') AND id > $1"
+            ),
+            &[after_order.into()],
+        )
+        .unwrap()
+        .unwrap_or(0);
+        const F: &str = "generate_trades";
+        if n > 0 && count == 0 {
+            StressError::invalid(
+                F,
+                format!("no FILLED or PARTIAL orders without trades in {schema}.orders"),
+                "Generate more orders first: each call fills only orders that have no trades yet.",
+            )
+            .raise();
+        }
+        if n > 0 && n > count * MAX_FILLS_PER_ORDER {
+            StressError::invalid(
+                F,
+                format!("{n} trades over {count} eligible orders is more than {MAX_FILLS_PER_ORDER} fills per order"),
+                "Generate more orders, or fewer trades.",
+            )
+            .raise();
+        }
+        EligibleOrders { after_order, count }
+    }
+}
+
+/// Read the eligible orders in id order and write their `n` fills: formed here, or by the `pool`'s
+/// workers from chunks of orders.
+fn fill_orders(
+    orders: &str,
+    eligible: &EligibleOrders,
+    n: i64,
+    rows: &TradeRows,
+    mut pool: Option<Workers>,
+    write: &mut super::TableWrite,
+) {
+    let mut id = write.first_id();
     let mut pending = OrdersChunk::new(id);
     let mut rank = 0i64;
     let mut fills = Vec::new();
@@ -276,12 +323,12 @@ pub fn generate_trades(
                 "SELECT id, account_id, symbol, side, order_type <> 'LIMIT', status = 'PARTIAL', quantity, price, created_at
                  FROM {orders} WHERE status IN ('FILLED', 'PARTIAL') AND id > $1 ORDER BY id"
             ),
-            &[after_order.into()],
+            &[eligible.after_order.into()],
         );
         // What is copied out of a chunk (numerics, …) lives in this context, reset per chunk, and
         // each chunk's tuple table is freed once used: memory stays flat however many orders.
         let chunk_memory = pgrx::PgMemoryContexts::new("pg_stress trades chunk");
-        while rank < eligible && n > 0 {
+        while rank < eligible.count && n > 0 {
             let chunk = cursor.fetch(10_000)?;
             if chunk.is_empty() {
                 break;
@@ -290,29 +337,17 @@ pub fn generate_trades(
             // context is restored below.
             let outer = unsafe { pg_sys::MemoryContextSwitchTo(chunk_memory.value()) };
             for r in chunk {
-                let symbol: String = r.get(3)?.unwrap_or_default();
-                let order = OrderToFill {
-                    id: r.get(1)?.unwrap_or_default(),
-                    account_id: r.get(2)?.unwrap_or_default(),
-                    symbol_index: SYMBOLS.iter().position(|s| s.name == symbol),
-                    symbol,
-                    side: r.get(4)?.unwrap_or_default(),
-                    market: r.get(5)?.unwrap_or_default(),
-                    partial: r.get(6)?.unwrap_or_default(),
-                    quantity: units_of(r.get::<pgrx::AnyNumeric>(7)?),
-                    price: units_of(r.get::<pgrx::AnyNumeric>(8)?),
-                    created_at: r.get::<TimestampWithTimeZone>(9)?.map_or(0, pg_sys::TimestampTz::from),
-                };
-                let k = fills_for_rank(n, eligible, rank);
+                let order = order_of(&r)?;
+                let k = fills_for_rank(n, eligible.count, rank);
                 rank += 1;
                 match pool.as_mut() {
-                    None => id = rows.write_order(&order, k, id, &mut fills, &mut write),
+                    None => id = rows.write_order(&order, k, id, &mut fills, write),
                     Some(pool) => {
                         pending.add(&order, k);
                         id += k as i64;
                         if pending.is_full() {
                             let full = std::mem::replace(&mut pending, OrdersChunk::new(id));
-                            pool.submit(&full.bytes, &mut write);
+                            pool.submit(&full.bytes, write);
                         }
                     }
                 }
@@ -332,21 +367,29 @@ pub fn generate_trades(
     .expect("reading orders to fill");
     if let Some(mut pool) = pool {
         if pending.orders > 0 {
-            pool.submit(&pending.bytes, &mut write);
+            pool.submit(&pending.bytes, write);
         }
-        pool.finish(&mut write);
+        pool.finish(write);
     }
-    // order_id and account_id come from order rows read under a SHARE lock on orders.
-    let trusted: &[&str] = if super::fk_holds_on(&orders, "account_id") {
-        &["order_id", "account_id"]
-    } else {
-        &["order_id"]
-    };
-    let outcome = write.finish(trusted);
-    let parameters = json!({"n": n, "seed": seed, "fill_rate": fill_rate, "after_order_id": after_order,
-                            "workers": workers});
-    super::record(F, parameters, started_at, &schema, "trades", &outcome);
-    outcome.rows as i64
+}
+
+/// An order row of the cursor in [`fill_orders`], as the model takes it.
+fn order_of(r: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<OrderToFill> {
+    let symbol: String = r.get(3)?.unwrap_or_default();
+    Ok(OrderToFill {
+        id: r.get(1)?.unwrap_or_default(),
+        account_id: r.get(2)?.unwrap_or_default(),
+        symbol_index: SYMBOLS.iter().position(|s| s.name == symbol),
+        symbol,
+        side: r.get(4)?.unwrap_or_default(),
+        market: r.get(5)?.unwrap_or_default(),
+        partial: r.get(6)?.unwrap_or_default(),
+        quantity: units_of(r.get::<pgrx::AnyNumeric>(7)?),
+        price: units_of(r.get::<pgrx::AnyNumeric>(8)?),
+        created_at: r
+            .get::<TimestampWithTimeZone>(9)?
+            .map_or(0, pg_sys::TimestampTz::from),
+    })
 }
 
 /// The fill rate a `distribution` spec sets: executed_at arrives as a Poisson process (equivalently,

@@ -1,6 +1,14 @@
-//! Load runs: `stress.run_load(…)` starts background workers that run a mix of trading transactions
-//! against the generated tables and record true latency percentiles; `stress.cancel` and
-//! `stress.wait` control a run from any session.
+//! Load runs: `stress.run_load` / `CALL stress.run_load_proc` start background workers that run a
+//! mix of trading operations and custom transactions against the generated tables, in a closed or an
+//! open model, and record true latency percentiles; the scenarios (`deadlock_test`,
+//! `simulate_trading_day`) are load runs with their own mix. `series` runs several of them in turn
+//! (ramp, find_optimal_pool_size, find_capacity); `report` reads one back. `stress.cancel` and
+//! `stress.wait` (runs::control) control a run from any session.
+//!
+//! - `ops`: the built-in operations, their SQL and the data they need ([`ops::DataInUse`]);
+//! - `custom`: custom transactions, parsed and prepared;
+//! - `arrivals`: the open model's Poisson schedule;
+//! - `worker`: load's [`RunKind`](crate::runs::kind::RunKind): a worker's loop.
 
 mod arrivals;
 mod custom;
@@ -144,7 +152,7 @@ fn run_load_request(
     max_retries: Option<i32>,
     seed: Option<i64>,
     transactions: Option<crate::postgres::json_arg::JsonArg>,
-) -> RunRequest {
+) -> LoadRequest {
     const F: &str = "run_load";
     require_preload(F);
     let seconds = crate::args::duration_seconds(
@@ -157,20 +165,7 @@ fn run_load_request(
         check_rate(F, "rate", r, k).or_raise();
     }
     let w = workload(F, mix, transactions, &isolation, max_retries);
-    RunRequest {
-        seconds,
-        workers: k,
-        rate,
-        weights: w.weights,
-        isolation: w.isolation,
-        max_retries: w.max_retries,
-        seed,
-        hot_accounts: 0,
-        transfer_pause: 0.0,
-        scenario: Scenario::RunLoad,
-        day_peaks: None,
-        transactions: w.transactions,
-    }
+    LoadRequest::new(seconds, k, w).rate(rate).seed(seed)
 }
 
 /// The refusal of a load-run function asked to wait (see [`control::refuse_waiting_select`]).
@@ -232,6 +227,18 @@ pub struct Workload {
     pub transactions: Option<serde_json::Value>,
     pub isolation: i32,
     pub max_retries: i32,
+}
+
+impl Workload {
+    /// Built-in operations only, at `weights`, read committed (a scenario's own mix).
+    pub fn builtin(weights: ops::Weights, max_retries: i32) -> Workload {
+        Workload {
+            weights,
+            transactions: None,
+            isolation: pg_sys::XACT_READ_COMMITTED as i32,
+            max_retries,
+        }
+    }
 }
 
 pub fn workload(
@@ -347,9 +354,9 @@ impl Scenario {
     }
 }
 
-/// A validated load run, ready to start.
+/// A validated load run, ready to start: made by [`LoadRequest::new`] and its setters.
 #[derive(Clone)]
-pub struct RunRequest {
+pub struct LoadRequest {
     pub seconds: f64,
     pub workers: usize,
     pub rate: Option<f64>,
@@ -366,8 +373,64 @@ pub struct RunRequest {
     pub transactions: Option<serde_json::Value>,
 }
 
+impl LoadRequest {
+    /// `workload` for `seconds` with `workers`: a closed model (no rate), a fresh seed, transfers
+    /// between any accounts, recorded as a run_load run.
+    pub fn new(seconds: f64, workers: usize, workload: Workload) -> LoadRequest {
+        LoadRequest {
+            seconds,
+            workers,
+            rate: None,
+            weights: workload.weights,
+            isolation: workload.isolation,
+            max_retries: workload.max_retries,
+            seed: None,
+            hot_accounts: 0,
+            transfer_pause: 0.0,
+            scenario: Scenario::RunLoad,
+            day_peaks: None,
+            transactions: workload.transactions,
+        }
+    }
+
+    pub fn workers(mut self, workers: usize) -> LoadRequest {
+        self.workers = workers;
+        self
+    }
+
+    /// The open model's rate (None: closed).
+    pub fn rate(mut self, rate: Option<f64>) -> LoadRequest {
+        self.rate = rate;
+        self
+    }
+
+    /// The run's seed (None: a fresh one).
+    pub fn seed(mut self, seed: Option<i64>) -> LoadRequest {
+        self.seed = seed;
+        self
+    }
+
+    pub fn scenario(mut self, scenario: Scenario) -> LoadRequest {
+        self.scenario = scenario;
+        self
+    }
+
+    /// Transfers only between accounts 1..=`accounts`, pausing `pause` s between debit and credit.
+    pub fn hot_transfers(mut self, accounts: i64, pause: f64) -> LoadRequest {
+        self.hot_accounts = accounts;
+        self.transfer_pause = pause;
+        self
+    }
+
+    /// A day's peak hours (bit h = hour h): the rate follows the day.
+    pub fn day_peaks(mut self, peaks: u32) -> LoadRequest {
+        self.day_peaks = Some(peaks);
+        self
+    }
+}
+
 /// Start the workers of a load run; a procedure then waits for it with [`control::Started::wait`].
-pub fn start_run(req: RunRequest, call: Option<&Call>) -> control::Started {
+pub fn start_run(req: LoadRequest, call: Option<&Call>) -> control::Started {
     const F: &str = "run_load";
     if crate::runs::standby::in_recovery() {
         refuse_writes_on_standby(req.scenario.name().unwrap_or(F), &req);
@@ -376,7 +439,7 @@ pub fn start_run(req: RunRequest, call: Option<&Call>) -> control::Started {
     if let Some(rate) = req.rate {
         check_rate(req.scenario.name().unwrap_or(F), "rate", rate, req.workers).or_raise();
     }
-    let run = control::RunRequest {
+    let run = control::RunSpec {
         kind: <worker::LoadRun as crate::runs::kind::RunKind>::KIND,
         entry_point: worker::ENTRY_POINT,
         label: "load",
@@ -421,7 +484,7 @@ pub fn start_run(req: RunRequest, call: Option<&Call>) -> control::Started {
 
 /// On a hot standby a run may only read: 25006 up front, naming what would write, rather than a
 /// run whose every operation fails.
-fn refuse_writes_on_standby(function: &str, req: &RunRequest) {
+fn refuse_writes_on_standby(function: &str, req: &LoadRequest) {
     let mut writers: Vec<String> = ops::OPS
         .iter()
         .zip(req.weights)
@@ -456,7 +519,7 @@ fn refuse_writes_on_standby(function: &str, req: &RunRequest) {
 }
 
 /// The run's parameters as recorded in `stress.runs`.
-fn parameters(req: &RunRequest, config: &worker::LoadConfig, run_id: i64) -> serde_json::Value {
+fn parameters(req: &LoadRequest, config: &worker::LoadConfig, run_id: i64) -> serde_json::Value {
     let mix: serde_json::Map<String, serde_json::Value> = ops::OPS
         .iter()
         .zip(config.weights)
@@ -637,20 +700,9 @@ pub fn deadlock_test(
     let mut weights = [0.0; ops::OPS.len()];
     weights[ops::Op::Transfer.index()] = 1.0;
     let run_id = start_run(
-        RunRequest {
-            seconds,
-            workers: k,
-            rate: None,
-            weights,
-            isolation: pg_sys::XACT_READ_COMMITTED as i32,
-            max_retries,
-            seed: None,
-            hot_accounts: accounts as i64,
-            transfer_pause: pause,
-            scenario: Scenario::DeadlockTest,
-            day_peaks: None,
-            transactions: None,
-        },
+        LoadRequest::new(seconds, k, Workload::builtin(weights, max_retries))
+            .scenario(Scenario::DeadlockTest)
+            .hot_transfers(accounts as i64, pause),
         Some(call),
     )
     .wait(call);
@@ -727,7 +779,7 @@ pub fn simulate_trading_day(
     orders_per_second: f64,
     trades_per_second: f64,
     workers: i32,
-) -> RunRequest {
+) -> LoadRequest {
     const F: &str = "simulate_trading_day";
     require_preload(F);
     let seconds = crate::args::duration_seconds(
@@ -784,19 +836,9 @@ pub fn simulate_trading_day(
     let mut weights = [0.0; ops::OPS.len()];
     weights[ops::Op::PlaceOrder.index()] = orders_per_second / total;
     weights[ops::Op::ExecuteTrade.index()] = trades_per_second / total;
-    RunRequest {
-        seconds,
-        workers: k,
+    LoadRequest::new(seconds, k, Workload::builtin(weights, retries(F, None)))
         // the peak rate: a day's profile keeps each arrival with probability weight / 4
-        rate: Some(total * 4.0),
-        weights,
-        isolation: pg_sys::XACT_READ_COMMITTED as i32,
-        max_retries: retries(F, None),
-        seed: None,
-        hot_accounts: 0,
-        transfer_pause: 0.0,
-        scenario: Scenario::TradingDay,
-        day_peaks: Some(peaks),
-        transactions: None,
-    }
+        .rate(Some(total * 4.0))
+        .scenario(Scenario::TradingDay)
+        .day_peaks(peaks)
 }

@@ -300,7 +300,7 @@ impl IdSequence {
 }
 
 /// What operations need to know about the data: how many accounts, where new ids go.
-pub struct Workload {
+pub struct DataInUse {
     pub accounts: i64,
     /// transfers only between accounts 1..=hot_accounts (0: all)
     pub hot_accounts: i64,
@@ -414,7 +414,7 @@ impl Plans {
         &self,
         client: &mut SpiClient<'_>,
         op: Op,
-        work: &mut Workload,
+        work: &mut DataInUse,
         rng: &mut impl Rng,
     ) -> SpiResult<()> {
         let plan = &self.plans[op.index()][0];

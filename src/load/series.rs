@@ -10,7 +10,7 @@
 //! the function, the step, and the first step's run id), so `stress.report_html` of any step charts
 //! them all.
 
-use super::{RunRequest, Scenario, Workload, invalid, start_run, workload};
+use super::{LoadRequest, Scenario, Workload, invalid, start_run, workload};
 use crate::error::OrRaise;
 use crate::gucs;
 use crate::postgres::json_arg::JsonArg;
@@ -81,7 +81,7 @@ struct Series<'c> {
     steps: Option<usize>,
     first_run_id: Option<i64>,
     done: usize,
-    template: RunRequest,
+    template: LoadRequest,
 }
 
 impl<'c> Series<'c> {
@@ -98,20 +98,7 @@ impl<'c> Series<'c> {
             steps,
             first_run_id: None,
             done: 0,
-            template: RunRequest {
-                seconds,
-                workers: 1,
-                rate: None,
-                weights: w.weights,
-                isolation: w.isolation,
-                max_retries: w.max_retries,
-                seed: None,
-                hot_accounts: 0,
-                transfer_pause: 0.0,
-                scenario: Scenario::RunLoad,
-                day_peaks: None,
-                transactions: w.transactions,
-            },
+            template: LoadRequest::new(seconds, 1, w),
         }
     }
 
@@ -119,17 +106,16 @@ impl<'c> Series<'c> {
     fn run(&mut self, workers: usize, rate: Option<f64>) -> Step {
         self.done += 1;
         let run_id = start_run(
-            RunRequest {
-                workers,
-                rate,
-                scenario: Scenario::Series {
+            self.template
+                .clone()
+                .workers(workers)
+                .rate(rate)
+                .scenario(Scenario::Series {
                     kind: self.kind,
                     step: self.done,
                     steps: self.steps,
                     first_run_id: self.first_run_id,
-                },
-                ..self.template.clone()
-            },
+                }),
             Some(self.call),
         )
         .wait(self.call);
@@ -524,27 +510,22 @@ pub fn find_capacity(
         workload(F, mix, transactions, "read committed", None),
     );
     let mut search = RateSearch::default();
-    // (each step's rate and figures, and whether it was sustained)
-    let mut done: Vec<(f64, Step, bool)> = Vec::new();
+    let mut done: Vec<RateStep> = Vec::new();
     let mut rate = start_rate;
     for _ in 0..max_steps {
         let s = series.run(k, Some(rate));
         // (achieved / offered: of the arrivals due in the step — a Poisson count, within a few
         // percent of rate × seconds — the share that succeeded)
         let share = s.achieved_share.unwrap_or(s.ops_per_sec / rate);
-        let reason = shortfall(&s, max_error_rate, Some(target), None, None).or_else(|| {
-            (share < 0.98).then(|| {
-                format!(
-                    "achieved {:.1}% of the {rate:.0} ops/s offered ({:.0} ops/s)",
-                    100.0 * share,
-                    s.ops_per_sec
-                )
-            })
+        let reason = rate_shortfall(&s, rate, share, max_error_rate, target);
+        let sustained = reason.is_none();
+        series.mark(&s, sustained, reason.as_deref(), false);
+        search.record(rate, share * rate, sustained);
+        done.push(RateStep {
+            rate,
+            step: s,
+            sustained,
         });
-        let ok = reason.is_none();
-        series.mark(&s, ok, reason.as_deref(), false);
-        search.record(rate, share * rate, ok);
-        done.push((rate, s, ok));
         match search.next(rate, 0.1).map(|next| next.min(fastest)) {
             Some(next) if next != rate => rate = next,
             _ => break,
@@ -552,31 +533,61 @@ pub fn find_capacity(
     }
     let at_capacity = search
         .sustained
-        .and_then(|capacity| done.iter().find(|(r, _, ok)| *ok && *r == capacity));
-    match search.sustained {
-        Some(capacity) => {
-            if let Some((_, s, _)) = at_capacity {
-                series.mark(s, true, None, true);
-            }
-            notice(format!(
-                "find_capacity: the server sustains {capacity:.0} ops/s with p99 <= {target} ms{}",
-                match search.failed {
-                    Some(f) => format!(" (not {f:.0})"),
-                    None => format!(" (the search stopped there after {max_steps} steps)"),
-                }
-            ));
-        }
-        None => notice(format!(
-            "find_capacity: no rate from {:.0} ops/s up was sustained with p99 <= {target} ms",
-            done.iter().map(|d| d.0).fold(f64::INFINITY, f64::min)
-        )),
+        .and_then(|capacity| done.iter().find(|d| d.sustained && d.rate == capacity));
+    if let Some(d) = at_capacity {
+        series.mark(&d.step, true, None, true);
     }
+    announce_capacity(&search, &done, target, max_steps);
     CapacityAnswer {
         series_id: series.id(),
         steps: done.len() as i32,
         capacity: search.sustained,
         not_sustained: search.failed,
-        p99_ms: at_capacity.and_then(|(_, s, _)| s.p99_ms),
+        p99_ms: at_capacity.and_then(|d| d.step.p99_ms),
+    }
+}
+
+/// One step of a capacity search: the rate it offered, what it achieved, whether it was sustained.
+struct RateStep {
+    rate: f64,
+    step: Step,
+    sustained: bool,
+}
+
+/// What a capacity search's step at `rate` fell short of: the targets, or the arrivals it served
+/// (`share` of them; at least 98% must succeed). None: it sustained the rate.
+fn rate_shortfall(
+    s: &Step,
+    rate: f64,
+    share: f64,
+    max_error_rate: f64,
+    target: f64,
+) -> Option<String> {
+    shortfall(s, max_error_rate, Some(target), None, None).or_else(|| {
+        (share < 0.98).then(|| {
+            format!(
+                "achieved {:.1}% of the {rate:.0} ops/s offered ({:.0} ops/s)",
+                100.0 * share,
+                s.ops_per_sec
+            )
+        })
+    })
+}
+
+/// The search's answer, as a NOTICE.
+fn announce_capacity(search: &RateSearch, done: &[RateStep], target: f64, max_steps: i32) {
+    match search.sustained {
+        Some(capacity) => notice(format!(
+            "find_capacity: the server sustains {capacity:.0} ops/s with p99 <= {target} ms{}",
+            match search.failed {
+                Some(f) => format!(" (not {f:.0})"),
+                None => format!(" (the search stopped there after {max_steps} steps)"),
+            }
+        )),
+        None => notice(format!(
+            "find_capacity: no rate from {:.0} ops/s up was sustained with p99 <= {target} ms",
+            done.iter().map(|d| d.rate).fold(f64::INFINITY, f64::min)
+        )),
     }
 }
 

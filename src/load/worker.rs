@@ -4,7 +4,7 @@
 
 use super::arrivals::Arrivals;
 use super::custom::{self, Custom};
-use super::ops::{IdSequence, OPS, Plans, Weights, Workload};
+use super::ops::{DataInUse, IdSequence, OPS, Plans, Weights};
 use crate::metrics::blocks::Blocks;
 use crate::metrics::task::TaskStats;
 use crate::postgres::backend::now;
@@ -12,8 +12,9 @@ use crate::postgres::signals;
 use crate::postgres::transaction::{in_transaction, sleep_ms, with_statement_timeout};
 use crate::records;
 use crate::runs::closing::record_task;
-use crate::runs::kind::{FinishedRun, RunKind, WorkerRun};
+use crate::runs::kind::{FinishedRun, LiveFigures, RunKind, WorkerRun};
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReportWithLevel;
 use pgrx::prelude::*;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -171,45 +172,23 @@ fn run_loop(
     state: &mut LoadWorker,
     stats: &mut [TaskStats],
 ) -> Option<String> {
-    let plans = &state.plans;
-    let task_name = |task: usize| match OPS.get(task) {
-        Some(op) => op.name().to_owned(),
-        None => plans.customs()[task - OPS.len()].name.clone(),
-    };
     let config = &run.config;
     let worker = run.worker;
-    let workers = run.workers as i64;
-    let mut work = Workload {
-        accounts: config.accounts,
-        hot_accounts: config.hot_accounts,
-        transfer_pause: config.transfer_pause,
-        order_ids: IdSequence {
-            next: config.first_order_id + worker as i64,
-            step: workers,
-        },
-        trade_ids: IdSequence {
-            next: config.first_trade_id + worker as i64,
-            step: workers,
-        },
-        audit_ids: IdSequence {
-            next: config.first_audit_id + worker as i64,
-            step: workers,
-        },
-    };
+    let mut work = data_in_use(config, worker, run.workers);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ (0x10AD_0000 + worker as u64));
     // Built-in operations, then the custom transactions: one weighted choice over all of them.
     let weights: Vec<f64> = config
         .weights
         .iter()
         .copied()
-        .chain(plans.customs().iter().map(|c| c.weight))
+        .chain(state.plans.customs().iter().map(|c| c.weight))
         .collect();
     let pick = WeightedIndex::new(&weights).expect("weights were validated");
     // Open model: Poisson arrivals at this worker's share of the rate, scheduled by intended start
     // (in nanoseconds: see load::arrivals).
     let mut arrivals = (config.rate > 0.0).then(|| {
         Arrivals::new(
-            config.rate / workers as f64,
+            config.rate / run.workers as f64,
             now() * 1000,
             run.started_at * 1000,
             run.deadline * 1000,
@@ -240,114 +219,21 @@ fn run_loop(
         }
         let s = &mut stats[task];
         s.calls += 1;
-        let mut attempt = 0;
-        // (an operation cut short because the run was told to stop counts neither as a success
-        // nor as a failure: it was not allowed to finish)
-        let mut cut_short = false;
-        loop {
-            // (an operation, retries included, may end up to 10 s after the run's deadline, not later)
-            let timeout_ms = ((run.deadline - now()) / 1000).max(0) + 10_000;
-            let outcome = signals::in_operation(|| {
-                with_statement_timeout(timeout_ms, || {
-                    in_transaction(|| {
-                        crate::postgres::backend::report_activity(c"pg_stress load operation");
-                        Spi::connect_mut(|client| match OPS.get(task) {
-                            Some(&op) => plans.execute(client, op, &mut work, &mut rng),
-                            None => plans.execute_custom(client, task - OPS.len(), &mut rng),
-                        })
-                    })
-                })
-            });
-            if outcome.is_err() && stop(run) {
-                cut_short = true;
-                break;
-            }
-            match outcome {
-                Ok(Ok(())) => {
-                    s.successes += 1;
-                    break;
-                }
-                Ok(Err(e)) => {
-                    s.failures += 1;
-                    s.first_error.get_or_insert_with(|| e.to_string());
-                    live.errors += 1;
-                    break;
-                }
-                Err(report) => {
-                    let code = report.sql_error_code();
-                    let retryable = matches!(
-                        code,
-                        PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED
-                            | PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE
-                    );
-                    if retryable {
-                        if state.conflicts.len() < MAX_CONFLICTS {
-                            state.conflicts.push(conflict(
-                                run,
-                                &task_name,
-                                task,
-                                code == PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED,
-                                &report,
-                            ));
-                        } else {
-                            state.conflicts_dropped += 1;
-                        }
-                    }
-                    if code == PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED {
-                        s.deadlocks += 1;
-                        live.deadlocks += 1;
-                        // Now, not when the retried operation ends: the sample of this second
-                        // shows the deadlock. (A cancel is seen at the operation's end.)
-                        let at = now();
-                        if live.due(at) {
-                            live.publish(at);
-                        }
-                    } else if code == PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE {
-                        s.serialization_failures += 1;
-                    }
-                    if retryable && attempt < config.max_retries {
-                        attempt += 1;
-                        s.retries += 1;
-                        // Exponential backoff with jitter: 1, 2, 4 … ms, at most 100 ms (a signal
-                        // wakes it early).
-                        let ceiling = (1i64 << attempt.min(7)).min(100);
-                        sleep_ms(rng.random_range(1..=ceiling));
-                        if stop(run) {
-                            cut_short = true;
-                            break;
-                        }
-                        continue;
-                    }
-                    s.failures += 1;
-                    s.first_error
-                        .get_or_insert_with(|| report.message().to_owned());
-                    live.errors += 1;
-                    break;
-                }
-            }
-        }
-        if cut_short {
+        let mut operation = Operation {
+            run,
+            task,
+            work: &mut work,
+            rng: &mut rng,
+            live: &mut live,
+        };
+        if !operation.until_done(state, s) {
+            // (an operation cut short because the run was told to stop counts neither as a
+            // success nor as a failure: it was not allowed to finish)
             s.calls -= 1;
             break;
         }
-        let finished = now();
-        // Open model: from the intended start when the operation started late (its wait counts,
-        // no coordinated omission); from its start when it started early — the latch sleeps whole
-        // milliseconds, so a worker may wake up to one before its intended start.
-        let intended = intended_ns / 1000;
-        let from = if arrivals.is_some() {
-            intended.min(started)
-        } else {
-            started
-        };
-        let latency_us = (finished - from).max(1) as u64;
-        s.busy_us += finished - started;
-        s.latency.record_us(latency_us);
-        if arrivals.is_some() {
-            s.lag.record_us((started - intended).max(1) as u64);
-        }
-        live.record(latency_us);
-        if live.due(finished) && !live.publish(finished) {
+        let intended = arrivals.is_some().then_some(intended_ns / 1000);
+        if !timed(s, &mut live, started, intended) {
             break;
         }
     }
@@ -369,6 +255,165 @@ fn run_loop(
             worker + 1
         )
     })
+}
+
+/// Record an operation that started at `started` and ends now: its latency, its time in the
+/// transaction, and in the open model (`intended`: its intended start) its schedule lag. Returns
+/// false when the run is cancelled (seen as the live figures are published).
+#[inline]
+fn timed(
+    s: &mut TaskStats,
+    live: &mut LiveFigures,
+    started: pg_sys::TimestampTz,
+    intended: Option<pg_sys::TimestampTz>,
+) -> bool {
+    let finished = now();
+    // Open model: from the intended start when the operation started late (its wait counts, no
+    // coordinated omission); from its start when it started early — the latch sleeps whole
+    // milliseconds, so a worker may wake up to one before its intended start.
+    let from = intended.map_or(started, |i| i.min(started));
+    let latency_us = (finished - from).max(1) as u64;
+    s.busy_us += finished - started;
+    s.latency.record_us(latency_us);
+    if let Some(intended) = intended {
+        s.lag.record_us((started - intended).max(1) as u64);
+    }
+    live.record(latency_us);
+    !live.due(finished) || live.publish(finished)
+}
+
+/// What worker `worker` of `workers` writes with: the dataset's size, and the ids it may take (each
+/// worker its own residue class, so that no two collide).
+fn data_in_use(config: &LoadConfig, worker: u32, workers: u32) -> DataInUse {
+    let ids = |first: i64| IdSequence {
+        next: first + worker as i64,
+        step: workers as i64,
+    };
+    DataInUse {
+        accounts: config.accounts,
+        hot_accounts: config.hot_accounts,
+        transfer_pause: config.transfer_pause,
+        order_ids: ids(config.first_order_id),
+        trade_ids: ids(config.first_trade_id),
+        audit_ids: ids(config.first_audit_id),
+    }
+}
+
+/// One operation of the loop: task `task`'s transaction, retried after a deadlock or a
+/// serialization failure up to the run's `max_retries`.
+struct Operation<'a> {
+    run: &'a WorkerRun<LoadConfig>,
+    task: usize,
+    work: &'a mut DataInUse,
+    rng: &'a mut Xoshiro256PlusPlus,
+    live: &'a mut LiveFigures,
+}
+
+impl Operation<'_> {
+    /// Run it until it succeeds or fails for good, counting into `s`. False: the run was told to
+    /// stop while it went on (it was cut short).
+    fn until_done(&mut self, state: &mut LoadWorker, s: &mut TaskStats) -> bool {
+        let run = self.run;
+        let mut attempt = 0;
+        loop {
+            let outcome = self.once(&state.plans);
+            if outcome.is_err() && stop(run) {
+                return false;
+            }
+            let report = match outcome {
+                Ok(Ok(())) => {
+                    s.successes += 1;
+                    return true;
+                }
+                Ok(Err(e)) => {
+                    s.failures += 1;
+                    s.first_error.get_or_insert_with(|| e.to_string());
+                    self.live.errors += 1;
+                    return true;
+                }
+                Err(report) => report,
+            };
+            let retryable = self.conflicted(state, s, &report);
+            if retryable && attempt < run.config.max_retries {
+                attempt += 1;
+                s.retries += 1;
+                // Exponential backoff with jitter: 1, 2, 4 … ms, at most 100 ms (a signal wakes it
+                // early).
+                let ceiling = (1i64 << attempt.min(7)).min(100);
+                sleep_ms(self.rng.random_range(1..=ceiling));
+                if stop(run) {
+                    return false;
+                }
+                continue;
+            }
+            s.failures += 1;
+            s.first_error
+                .get_or_insert_with(|| report.message().to_owned());
+            self.live.errors += 1;
+            return true;
+        }
+    }
+
+    /// One attempt, in its own transaction, with a statement timeout that lets it (retries
+    /// included) end up to 10 s after the run's deadline, not later.
+    fn once(
+        &mut self,
+        plans: &Plans,
+    ) -> Result<Result<(), pgrx::spi::SpiError>, Box<ErrorReportWithLevel>> {
+        let timeout_ms = ((self.run.deadline - now()) / 1000).max(0) + 10_000;
+        let (task, work, rng) = (self.task, &mut *self.work, &mut *self.rng);
+        signals::in_operation(|| {
+            with_statement_timeout(timeout_ms, || {
+                in_transaction(|| {
+                    crate::postgres::backend::report_activity(c"pg_stress load operation");
+                    Spi::connect_mut(|client| match OPS.get(task) {
+                        Some(&op) => plans.execute(client, op, work, rng),
+                        None => plans.execute_custom(client, task - OPS.len(), rng),
+                    })
+                })
+            })
+        })
+    }
+
+    /// Count a failed attempt's deadlock or serialization failure (kept for stress.conflicts, up
+    /// to [`MAX_CONFLICTS`]); whether it may be retried.
+    fn conflicted(
+        &mut self,
+        state: &mut LoadWorker,
+        s: &mut TaskStats,
+        report: &ErrorReportWithLevel,
+    ) -> bool {
+        let code = report.sql_error_code();
+        let deadlock = code == PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED;
+        let serialization = code == PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE;
+        if !(deadlock || serialization) {
+            return false;
+        }
+        if state.conflicts.len() < MAX_CONFLICTS {
+            let plans = &state.plans;
+            let task_name = |task: usize| match OPS.get(task) {
+                Some(op) => op.name().to_owned(),
+                None => plans.customs()[task - OPS.len()].name.clone(),
+            };
+            let met = conflict(self.run, &task_name, self.task, deadlock, report);
+            state.conflicts.push(met);
+        } else {
+            state.conflicts_dropped += 1;
+        }
+        if deadlock {
+            s.deadlocks += 1;
+            self.live.deadlocks += 1;
+            // Now, not when the retried operation ends: the sample of this second shows the
+            // deadlock. (A cancel is seen at the operation's end.)
+            let at = now();
+            if self.live.due(at) {
+                self.live.publish(at);
+            }
+        } else {
+            s.serialization_failures += 1;
+        }
+        true
+    }
 }
 
 /// Whether a signal told the worker to stop (see [`WorkerRun::told_to_stop`]).
@@ -437,7 +482,7 @@ pub fn process_ids(detail: &str) -> Vec<i32> {
 fn sleep_until(
     run: &WorkerRun<LoadConfig>,
     at: pg_sys::TimestampTz,
-    live: &mut crate::runs::kind::LiveFigures,
+    live: &mut LiveFigures,
 ) -> bool {
     loop {
         if stop(run) {

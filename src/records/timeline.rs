@@ -7,7 +7,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 /// One second (or so) of a run, as its sampler saw it.
-pub struct Sample {
+pub struct SampleRow {
     pub run_id: i64,
     pub at: pg_sys::TimestampTz,
     pub elapsed_s: f64,
@@ -23,7 +23,7 @@ pub struct Sample {
 
 /// One per-second row of `stress.samples`. Returns the database's connections now (counted in the
 /// same statement), for the run's peak.
-pub fn sample(s: &Sample) -> i64 {
+pub fn sample(s: &SampleRow) -> i64 {
     // (without `deadlocks` into a stress.samples older than 0.3.0's)
     macro_rules! insert_sample {
         ($columns:literal, $values:literal) => {

@@ -860,6 +860,17 @@ fn percentile_chart(results: &[ResultRow]) -> Option<Chart> {
 fn series_section(run: &Run, steps: &[SeriesStep]) -> String {
     let kind = run.parameters["series"]["kind"].as_str().unwrap_or("ramp");
     let by_rate = steps.iter().all(|s| s.rate.is_some());
+    format!(
+        "<h2>The {} this run is a step of ({} steps)</h2>{}{}",
+        escape(kind),
+        steps.len(),
+        series_charts(steps, by_rate),
+        series_table(run, steps, by_rate)
+    )
+}
+
+/// Throughput and p99 against each step's workers (or offered rate).
+fn series_charts(steps: &[SeriesStep], by_rate: bool) -> String {
     let x_of = |s: &SeriesStep| {
         if by_rate {
             s.rate.unwrap_or(0.0)
@@ -872,11 +883,6 @@ fn series_section(run: &Run, steps: &[SeriesStep]) -> String {
     } else {
         ("workers", "workers")
     };
-    let mut out = format!(
-        "<h2>The {} this run is a step of ({} steps)</h2>",
-        escape(kind),
-        steps.len()
-    );
     // (a bisecting search offers rates out of order: lines go from left to right)
     let mut ordered: Vec<&SeriesStep> = steps.iter().collect();
     ordered.sort_by(|a, b| x_of(a).total_cmp(&x_of(b)).then(a.step.cmp(&b.step)));
@@ -940,8 +946,11 @@ fn series_section(run: &Run, steps: &[SeriesStep]) -> String {
         Axis::new(Scale::log_over(steps.iter().filter_map(|s| s.p99_ms)), "ms"),
     );
     p99.lines.push(line("p99", &|s| s.p99_ms, false));
-    out.push_str(&throughput.render());
-    out.push_str(&p99.render());
+    throughput.render() + &p99.render()
+}
+
+/// Each step's figures, this run's marked.
+fn series_table(run: &Run, steps: &[SeriesStep], by_rate: bool) -> String {
     let mut table = Table::new("series").figure("step").figure("workers");
     if by_rate {
         table = table.figure("offered ops/s");
@@ -975,8 +984,7 @@ fn series_section(run: &Run, steps: &[SeriesStep]) -> String {
         ]);
         table.row(cells);
     }
-    out.push_str(&table.render());
-    out
+    table.render()
 }
 
 #[cfg(test)]

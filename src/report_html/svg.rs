@@ -293,7 +293,26 @@ impl Chart {
             svg,
             r#"<rect class="plot" x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}"/>"#
         );
-        // grid and tick labels
+        self.grid(&mut svg);
+        let mut legend = Vec::new();
+        self.areas_into(&mut svg, &mut legend);
+        self.lines_into(&mut svg, &mut legend);
+        self.marks_into(&mut svg);
+        svg.push_str("</svg>");
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            r#"<figure><figcaption>{}</figcaption>{svg}"#,
+            escape(&self.title)
+        );
+        out.push_str(&self.legend(&legend));
+        out.push_str("</figure>");
+        out
+    }
+
+    /// Grid lines with their tick labels, and both axes' titles.
+    fn grid(&self, svg: &mut String) {
+        let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
         let y_ticks = self
             .y
             .ticks
@@ -346,7 +365,10 @@ impl Chart {
             TOP + plot_h / 2.0,
             escape(&self.y.title)
         );
-        let mut legend = Vec::new();
+    }
+
+    /// The areas (filled between their lower and upper lines), each into the legend.
+    fn areas_into(&self, svg: &mut String, legend: &mut Vec<(&'static str, String, bool)>) {
         for (i, area) in self.areas.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let forward = area.xs.iter().zip(&area.upper);
@@ -364,6 +386,10 @@ impl Chart {
             );
             legend.push((color, area.name.clone(), false));
         }
+    }
+
+    /// The lines (with their dots), each into the legend.
+    fn lines_into(&self, svg: &mut String, legend: &mut Vec<(&'static str, String, bool)>) {
         for (i, line) in self.lines.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let points: Vec<(f64, f64)> = line
@@ -393,6 +419,10 @@ impl Chart {
             }
             legend.push((color, line.name.clone(), line.dashed));
         }
+    }
+
+    /// The marks above the plot: errors and deadlocks.
+    fn marks_into(&self, svg: &mut String) {
         for mark in &self.marks {
             if let Some(x) = self.px(mark.x) {
                 let (class, y) = match mark.kind {
@@ -408,22 +438,19 @@ impl Chart {
                 );
             }
         }
-        svg.push_str("</svg>");
+    }
 
-        let mut out = String::new();
-        let _ = write!(
-            out,
-            r#"<figure><figcaption>{}</figcaption>{svg}<div class="legend">"#,
-            escape(&self.title)
-        );
+    /// The legend under the chart: each series' colour and name, then what the marks mean.
+    fn legend(&self, legend: &[(&'static str, String, bool)]) -> String {
+        let mut out = String::from(r#"<div class="legend">"#);
         for (color, name, dashed) in legend {
             let short: String = name.chars().take(70).collect();
             let ellipsis = if short.len() < name.len() { "…" } else { "" };
             let _ = write!(
                 out,
                 r#"<span title="{}"><i style="background:{color}"{}></i>{}{ellipsis}</span>"#,
-                escape(&name),
-                if dashed { r#" class="dashed""# } else { "" },
+                escape(name),
+                if *dashed { r#" class="dashed""# } else { "" },
                 escape(&short)
             );
         }
@@ -433,7 +460,7 @@ impl Chart {
         if self.marks.iter().any(|m| m.kind == MarkKind::Deadlock) {
             out.push_str(r#"<span><b class="deadlock">▼</b>deadlocks</span>"#);
         }
-        out.push_str("</div></figure>");
+        out.push_str("</div>");
         out
     }
 }

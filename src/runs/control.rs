@@ -23,7 +23,7 @@ pub fn require_preload(function: &'static str) {
 }
 
 /// A validated run, ready to start; its kind's configuration comes from [`start`]'s `configure`.
-pub struct RunRequest {
+pub struct RunSpec {
     /// the run's kind in stress.runs (run_load, benchmark), also the label of its NOTICEs
     pub kind: &'static str,
     /// the `extern "C"` function the workers start in (the kind's, which calls `worker::main`)
@@ -93,35 +93,13 @@ fn warn_if_caller_has_written(function: &str) {
 /// `call` is the procedure that will wait for it (None: the run goes on detached, which a hot
 /// standby cannot do: the waiting call records the run on the primary).
 pub fn start(
-    req: RunRequest,
+    req: RunSpec,
     call: Option<&Call>,
     configure: impl FnOnce(i64) -> Configured,
 ) -> Started {
-    const F: &str = "run_load";
-    crate::postgres::privilege::require_worker_grant(F);
+    crate::postgres::privilege::require_worker_grant(req.kind);
     // On a hot standby nothing can be written: the run records itself on the primary.
-    let primary = if standby::in_recovery() {
-        if call.is_none() {
-            StressError::NotSupported {
-                message: format!(
-                    "{}: a run on a hot standby cannot go on in the background",
-                    req.kind
-                ),
-                hint:
-                    "Pass wait => true: the call that waits sends the run's results to the primary."
-                        .into(),
-            }
-            .raise();
-        }
-        Some(standby::Primary::check(req.kind))
-    } else {
-        warn_if_caller_has_written(F);
-        // Runs of this database whose workers all died and whose closer could not start, and
-        // runs a restart interrupted that no recovery worker closed.
-        super::recovery::close_abandoned_runs();
-        super::recovery::close_interrupted_runs();
-        None
-    };
+    let primary = primary_to_record_on(&req, call);
     let run_id = match primary {
         None => records::new_run_id(),
         Some(_) => {
@@ -135,17 +113,85 @@ pub fn start(
         mut parameters,
     } = configure(run_id);
     if primary.is_some() {
-        parameters["standby"] = spi_read::one::<pgrx::JsonB>(
-            "SELECT pg_catalog.jsonb_build_object('local_run_id', $1::pg_catalog.int8,
-                        'cluster_name', pg_catalog.current_setting('cluster_name'),
-                        'port', pg_catalog.current_setting('port')::pg_catalog.int4)",
-            &[run_id.into()],
-        )
-        .expect("describing this standby")
-        .map(|j| j.0)
-        .unwrap_or_default();
+        parameters["standby"] = this_standby(run_id);
     }
-    let k = req.workers;
+    let mut segment = primary.as_ref().map(|_| Segment::create(req.workers));
+    let slot = slot_for(&req, run_id, &config, &parameters, segment.as_ref());
+    let index = claim_slot(&req, slot);
+    // A procedure commits its checks and the run's id now: no transaction id, no snapshot while
+    // the workers start (the slot in shared memory is all they read).
+    if let Some(call) = call {
+        call.commit();
+    }
+    let handles = start_workers(&req, run_id, index);
+    let standby = match (primary, segment.take()) {
+        (Some(primary), Some(segment)) => Some(Box::new(StandbyRun {
+            primary,
+            segment,
+            slot,
+        })),
+        _ => None,
+    };
+    if standby.is_none() {
+        start_sampler(&req, run_id, index);
+    }
+    Started {
+        run_id,
+        handles,
+        kind: req.kind,
+        summary_notice: req.summary_notice,
+        standby,
+    }
+}
+
+/// On a hot standby, the primary the run will be recorded on (checked now, before anything
+/// starts); on a primary None, after closing what earlier runs left open.
+fn primary_to_record_on(req: &RunSpec, call: Option<&Call>) -> Option<standby::Primary> {
+    if !standby::in_recovery() {
+        warn_if_caller_has_written(req.kind);
+        // Runs of this database whose workers all died and whose closer could not start, and
+        // runs a restart interrupted that no recovery worker closed.
+        super::recovery::close_abandoned_runs();
+        super::recovery::close_interrupted_runs();
+        return None;
+    }
+    if call.is_none() {
+        StressError::NotSupported {
+            message: format!(
+                "{}: a run on a hot standby cannot go on in the background",
+                req.kind
+            ),
+            hint: "Pass wait => true: the call that waits sends the run's results to the primary."
+                .into(),
+        }
+        .raise();
+    }
+    Some(standby::Primary::check(req.kind))
+}
+
+/// Where a standby's run ran, for its parameters (`local_run_id`: its id here until the primary
+/// gives it one).
+fn this_standby(run_id: i64) -> serde_json::Value {
+    spi_read::one::<pgrx::JsonB>(
+        "SELECT pg_catalog.jsonb_build_object('local_run_id', $1::pg_catalog.int8,
+                    'cluster_name', pg_catalog.current_setting('cluster_name'),
+                    'port', pg_catalog.current_setting('port')::pg_catalog.int4)",
+        &[run_id.into()],
+    )
+    .expect("describing this standby")
+    .map(|j| j.0)
+    .unwrap_or_default()
+}
+
+/// The run's slot: what its workers read (the caller's identity, search_path and isolation, the
+/// kind's configuration) and its deadline.
+fn slot_for(
+    req: &RunSpec,
+    run_id: i64,
+    config: &serde_json::Value,
+    parameters: &serde_json::Value,
+    segment: Option<&Segment>,
+) -> RunSlot {
     let started_at = crate::postgres::backend::now();
     let search_path =
         spi_read::one::<String>("SELECT pg_catalog.current_setting('search_path')", &[])
@@ -153,7 +199,7 @@ pub fn start(
             .unwrap_or_default();
     let Some(search_path) = slots::FixedText::new(&search_path) else {
         StressError::invalid(
-            F,
+            req.kind,
             "search_path is longer than 1023 bytes",
             "Shorten it (SET search_path = …) before starting the run: the workers take it on.",
         )
@@ -162,7 +208,7 @@ pub fn start(
     let text = |value: &serde_json::Value| {
         slots::FixedText::new(&value.to_string()).unwrap_or_else(|| {
             StressError::invalid(
-                F,
+                req.kind,
                 format!(
                     "the run's configuration takes more than {} bytes",
                     slots::CONFIG_BYTES
@@ -172,15 +218,14 @@ pub fn start(
             .raise()
         })
     };
-    let mut segment = primary.as_ref().map(|_| Segment::create(k));
-    let slot = RunSlot {
+    RunSlot {
         run_id,
         phase: Phase::Running,
         caller: Caller::current(),
         kind: slots::FixedText::new(req.kind).expect("a short kind"),
         label: slots::FixedText::new(req.label).expect("a short label"),
-        workers: k as u32,
-        workers_running: k as u32,
+        workers: req.workers as u32,
+        workers_running: req.workers as u32,
         started_at,
         deadline: match req.seconds {
             Some(seconds) => started_at + (seconds * 1e6) as i64,
@@ -188,33 +233,43 @@ pub fn start(
         },
         isolation: req.isolation,
         // (a standby's run has no sampler: nothing can be written there)
-        timeline: gucs::TIMELINE.get() && primary.is_none(),
-        standby_segment: segment.as_ref().map_or(0, Segment::handle),
+        timeline: gucs::TIMELINE.get() && segment.is_none(),
+        standby_segment: segment.map_or(0, Segment::handle),
         search_path,
-        config: text(&config),
-        parameters: text(&parameters),
+        config: text(config),
+        parameters: text(parameters),
         ..RunSlot::default()
-    };
-    let index = {
-        let mut table = RUNS.exclusive();
-        let Some(index) = table.slots.iter().position(|s| s.phase == Phase::Free) else {
-            drop(table);
-            StressError::OutOfWorkerSlots {
-                message: format!("{F}: {} load runs are already running", slots::MAX_RUNS),
-                hint: "Wait for one to end, or cancel one: SELECT stress.cancel(run_id) (see stress.runs WHERE status = 'running').".into(),
-            }
-            .raise();
-        };
-        slots::live(index).reset();
-        table.slots[index] = slot;
-        index
-    };
-
-    // A procedure commits its checks and the run's id now: no transaction id, no snapshot while
-    // the workers start (the slot in shared memory is all they read).
-    if let Some(call) = call {
-        call.commit();
     }
+}
+
+/// Put `slot` in a free place of the run table; its index. 53000 when every place is taken.
+fn claim_slot(req: &RunSpec, slot: RunSlot) -> usize {
+    let mut table = RUNS.exclusive();
+    let Some(index) = table.slots.iter().position(|s| s.phase == Phase::Free) else {
+        drop(table);
+        StressError::OutOfWorkerSlots {
+            message: format!(
+                "{}: {} runs are already running",
+                req.kind,
+                slots::MAX_RUNS
+            ),
+            hint: "Wait for one to end, or cancel one: SELECT stress.cancel(run_id) (see stress.runs WHERE status = 'running').".into(),
+        }
+        .raise();
+    };
+    slots::live(index).reset();
+    table.slots[index] = slot;
+    index
+}
+
+/// Start the run's workers at the kind's entry point. If the server has too few worker slots, the
+/// ones started stop at once and close the run, and the call fails (53000).
+fn start_workers(
+    req: &RunSpec,
+    run_id: i64,
+    index: usize,
+) -> Vec<*mut pg_sys::BackgroundWorkerHandle> {
+    let k = req.workers;
     let mut handles = Vec::with_capacity(k);
     for i in 0..k {
         let name = format!("pg_stress {} run {run_id} worker {}/{k}", req.label, i + 1);
@@ -249,47 +304,33 @@ pub fn start(
                 // which keeps it (palloc'd in a context that lives to the end of the call).
                 unsafe { pg_sys::WaitForBackgroundWorkerShutdown(h) };
             }
-            bgworker::out_of_slots(F, k, i);
+            bgworker::out_of_slots(req.kind, k, i);
         };
         handles.push(handle);
     }
-    let standby = match (primary, segment.take()) {
-        (Some(primary), Some(segment)) => Some(Box::new(StandbyRun {
-            primary,
-            segment,
-            slot,
-        })),
-        _ => None,
-    };
-    if standby.is_none() {
-        // The run's sampler: not one of its workers (a run without it has no per-second rows).
-        let sampler = bgworker::start(&WorkerSpec {
-            name: &format!("pg_stress {} run {run_id} sampler", req.label),
-            kind: "pg_stress sampler",
-            function: super::sampler::ENTRY_POINT,
-            argument: pg_sys::Datum::from(index),
-            extra: &slots::WorkerArgs {
-                run_id,
-                worker: 0,
-                // SAFETY: MyDatabaseId is this backend's, set once at connection and only read here.
-                database: crate::postgres::backend::database(),
-            }
-            .to_extra(),
-            notify: false,
-        });
-        if sampler.is_none() {
-            pgrx::warning!(
-                "{}: run {run_id}: no background worker slot was left for its sampler: the run has no rows in stress.samples or stress.timeline",
-                req.kind
-            );
+    handles
+}
+
+/// The run's sampler: not one of its workers (a run without it has no per-second rows).
+fn start_sampler(req: &RunSpec, run_id: i64, index: usize) {
+    let sampler = bgworker::start(&WorkerSpec {
+        name: &format!("pg_stress {} run {run_id} sampler", req.label),
+        kind: "pg_stress sampler",
+        function: super::sampler::ENTRY_POINT,
+        argument: pg_sys::Datum::from(index),
+        extra: &slots::WorkerArgs {
+            run_id,
+            worker: 0,
+            database: crate::postgres::backend::database(),
         }
-    }
-    Started {
-        run_id,
-        handles,
-        kind: req.kind,
-        summary_notice: req.summary_notice,
-        standby,
+        .to_extra(),
+        notify: false,
+    });
+    if sampler.is_none() {
+        pgrx::warning!(
+            "{}: run {run_id}: no background worker slot was left for its sampler: the run has no rows in stress.samples or stress.timeline",
+            req.kind
+        );
     }
 }
 

@@ -179,7 +179,7 @@ impl Sampler {
                     .collect();
                 records::timeline(slot.run_id, at, elapsed, &pids, &before, self.lock_waits)
             });
-            let connections = records::sample(&records::Sample {
+            let connections = records::sample(&records::SampleRow {
                 run_id: slot.run_id,
                 at,
                 elapsed_s: elapsed,
