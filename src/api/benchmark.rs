@@ -5,8 +5,7 @@ use crate::procedure;
 use pgrx::JsonB;
 use pgrx::prelude::*;
 
-/// Benchmarks each query: one row per query with calls, errors, latency (ms) and queries per second,
-/// all recorded in `stress.runs` / `stress.results` under one run.
+/// `stress.benchmark`: [`crate::benchmark::benchmark`].
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn benchmark(
@@ -33,7 +32,7 @@ fn benchmark(
         name!(error, Option<String>),
     ),
 > {
-    TableIterator::new(crate::benchmark::benchmark(
+    let measured = crate::benchmark::benchmark(
         None,
         queries,
         iterations,
@@ -41,7 +40,24 @@ fn benchmark(
         concurrency,
         prepared,
         rollback,
-    ))
+    );
+    let run_id = measured.run_id;
+    TableIterator::new(measured.rows.into_iter().map(move |r| {
+        (
+            run_id,
+            r.query,
+            r.calls,
+            r.errors,
+            r.avg_ms,
+            r.stddev_ms,
+            r.p50_ms,
+            r.p95_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.qps,
+            r.error,
+        )
+    }))
 }
 
 // CALL stress.benchmark_proc(queries, iterations, warmup, concurrency, prepared, rollback): the
@@ -54,7 +70,7 @@ procedure!(
     "Run it on its own (not inside BEGIN ... COMMIT). Inside a transaction, benchmark in one session: SELECT * FROM stress.benchmark(queries, concurrency => 1).",
     |call| {
         const F: &str = "benchmark";
-        let rows = crate::benchmark::benchmark(
+        let measured = crate::benchmark::benchmark(
             Some(&call),
             call.required(F, 0, "queries"),
             call.required(F, 1, "iterations"),
@@ -63,11 +79,12 @@ procedure!(
             call.required(F, 4, "prepared"),
             call.required(F, 5, "rollback"),
         );
-        let run_id = rows.first().and_then(|r| r.0);
-        let calls: i64 = rows.iter().map(|r| r.2).sum();
-        let errors: i64 = rows.iter().map(|r| r.3).sum();
-        let worst_p99 = rows.iter().filter_map(|r| r.8).reduce(f64::max);
-        let failed = rows.iter().find_map(|r| r.11.clone());
+        let run_id = measured.run_id;
+        let rows = &measured.rows;
+        let calls: i64 = rows.iter().map(|r| r.calls).sum();
+        let errors: i64 = rows.iter().map(|r| r.errors).sum();
+        let worst_p99 = rows.iter().filter_map(|r| r.p99_ms).reduce(f64::max);
+        let failed = rows.iter().find_map(|r| r.error.clone());
         call.row(vec![
             value(run_id),
             value(rows.len() as i32),
@@ -113,17 +130,13 @@ COMMENT ON FUNCTION stress.benchmark_results IS 'The rows stress.benchmark retur
     requires = ["schema"]
 );
 
-/// The plan of `query` (EXPLAIN, FORMAT JSON, VERBOSE; with `analyze`, executed — inside a
-/// subtransaction that is rolled back, so DML changes nothing) and `findings`, each with a suggestion.
+/// `stress.explain`: [`crate::benchmark::explain::explain`].
 #[pg_extern(volatile, parallel_unsafe)]
 fn explain(query: &str, analyze: default!(bool, false)) -> JsonB {
     crate::benchmark::explain::explain(query, analyze)
 }
 
-/// Avg and p99 (ms) of `query` with the current indexes and without the droppable ones, and the
-/// speedup the indexes give (avg without / avg with). With `candidates` (CREATE INDEX statements),
-/// also with those indexes: they are built for real, measured, and rolled back — a true timing of
-/// an index that does not exist yet (hypopg would only estimate its cost).
+/// `stress.compare_indexes`: [`crate::benchmark::compare::compare_indexes`].
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn compare_indexes(
@@ -146,7 +159,20 @@ fn compare_indexes(
         name!(candidate_speedup, Option<f64>),
     ),
 > {
-    TableIterator::new(crate::benchmark::compare::compare_indexes(
-        queries, iterations, candidates,
-    ))
+    let rows = crate::benchmark::compare::compare_indexes(queries, iterations, candidates);
+    TableIterator::new(rows.into_iter().map(|r| {
+        (
+            r.query,
+            r.indexes,
+            r.indexes_used,
+            r.with_avg_ms,
+            r.with_p99_ms,
+            r.without_avg_ms,
+            r.without_p99_ms,
+            r.speedup,
+            r.candidate_avg_ms,
+            r.candidate_p99_ms,
+            r.candidate_speedup,
+        )
+    }))
 }

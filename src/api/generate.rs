@@ -2,7 +2,7 @@
 
 use pgrx::prelude::*;
 
-/// Appends `n` accounts to `stress_data.accounts` (created when missing); returns how many.
+/// `stress.generate_accounts`: [`crate::generate::accounts::generate_accounts`].
 #[pg_extern(volatile, parallel_unsafe)]
 fn generate_accounts(
     n: Option<i64>,
@@ -14,8 +14,7 @@ fn generate_accounts(
     crate::generate::accounts::generate_accounts(n, seed, start_at, days, workers)
 }
 
-/// Appends `n` orders to `stress_data.orders` (created when missing) and returns how many.
-/// The same seed into an empty table gives the same rows, byte for byte.
+/// `stress.generate_orders`: [`crate::generate::orders::generate_orders`].
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn generate_orders(
@@ -40,7 +39,7 @@ fn generate_orders(
     )
 }
 
-/// Appends `n` trades to `stress_data.trades` for the FILLED/PARTIAL orders that have none yet.
+/// `stress.generate_trades`: [`crate::generate::trades::generate_trades`].
 #[pg_extern(volatile, parallel_unsafe)]
 fn generate_trades(
     n: Option<i64>,
@@ -57,7 +56,7 @@ fn generate_positions() -> i64 {
     crate::generate::positions::generate_positions()
 }
 
-/// Appends one candle per symbol per `step` in [start_at, end_at) to `stress_data.market_data`.
+/// `stress.generate_market_data`: [`crate::generate::market_data::generate_market_data`].
 #[pg_extern(volatile, parallel_unsafe)]
 fn generate_market_data(
     symbols: default!(Option<Vec<Option<String>>>, "NULL"),
@@ -69,7 +68,7 @@ fn generate_market_data(
     crate::generate::market_data::generate_market_data(symbols, start_at, end_at, step, seed)
 }
 
-/// Appends `n` audit events to `stress_data.audit_log` (created when missing); returns how many.
+/// `stress.generate_audit_log`: [`crate::generate::audit_log::generate_audit_log`].
 #[pg_extern(volatile, parallel_unsafe)]
 fn generate_audit_log(
     n: Option<i64>,

@@ -261,8 +261,7 @@ fn find_capacity() -> i64 {
     super::update_first("find_capacity")
 }
 
-/// The report of load run `run_id` (the latest load run when NULL), as jsonb: the seed's keys
-/// (total_operations, …, slow_query_count), each operation's figures, and `targets`.
+/// `stress.report`: [`crate::load::report::report`].
 #[pg_extern(stable, parallel_safe)]
 fn report(run_id: default!(Option<i64>, "NULL")) -> JsonB {
     crate::load::report::report(run_id)

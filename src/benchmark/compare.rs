@@ -85,19 +85,23 @@ fn check_candidate(sql: &str) -> Result<(), String> {
 }
 
 /// One row of `stress.compare_indexes`: a query with and without its indexes (and the candidates).
-pub type IndexComparison = (
-    String,
-    Vec<String>,
-    Vec<String>,
-    f64,
-    f64,
-    f64,
-    f64,
-    f64,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-);
+pub struct IndexComparison {
+    pub query: String,
+    /// the indexes dropped for the "without" measurement
+    pub indexes: Vec<String>,
+    /// the indexes the query's plan uses
+    pub indexes_used: Vec<String>,
+    pub with_avg_ms: f64,
+    pub with_p99_ms: f64,
+    pub without_avg_ms: f64,
+    pub without_p99_ms: f64,
+    /// avg without / avg with
+    pub speedup: f64,
+    pub candidate_avg_ms: Option<f64>,
+    pub candidate_p99_ms: Option<f64>,
+    /// avg with the current indexes / avg with the candidates too
+    pub candidate_speedup: Option<f64>,
+}
 
 /// Avg and p99 (ms) of `query` with the current indexes and without the droppable ones, and the
 /// speedup the indexes give (avg without / avg with). With `candidates` (CREATE INDEX statements),
@@ -170,19 +174,19 @@ pub fn compare_indexes(
             failed(query, e);
         }
         let speedup = ratio(without.latency.avg_ms, with.latency.avg_ms);
-        rows.push((
-            query.clone(),
+        rows.push(IndexComparison {
+            query: query.clone(),
             indexes,
-            used,
-            with.latency.avg_ms,
-            with.latency.p99_ms,
-            without.latency.avg_ms,
-            without.latency.p99_ms,
+            indexes_used: used,
+            with_avg_ms: with.latency.avg_ms,
+            with_p99_ms: with.latency.p99_ms,
+            without_avg_ms: without.latency.avg_ms,
+            without_p99_ms: without.latency.p99_ms,
             speedup,
-            None,
-            None,
-            None,
-        ));
+            candidate_avg_ms: None,
+            candidate_p99_ms: None,
+            candidate_speedup: None,
+        });
     }
     if !candidates.is_empty() {
         // The candidates are built once, every query measured with them, then all rolled back.
@@ -209,11 +213,11 @@ pub fn compare_indexes(
         };
         for (row, m) in rows.iter_mut().zip(measured) {
             if let Some(e) = &m.error {
-                failed(&row.0, e);
+                failed(&row.query, e);
             }
-            row.8 = Some(m.latency.avg_ms);
-            row.9 = Some(m.latency.p99_ms);
-            row.10 = Some(ratio(row.3, m.latency.avg_ms));
+            row.candidate_avg_ms = Some(m.latency.avg_ms);
+            row.candidate_p99_ms = Some(m.latency.p99_ms);
+            row.candidate_speedup = Some(ratio(row.with_avg_ms, m.latency.avg_ms));
         }
     }
     rows

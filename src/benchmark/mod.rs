@@ -295,21 +295,12 @@ fn slow_threshold_us() -> u64 {
     crate::gucs::SLOW_QUERY_THRESHOLD_MS.get().max(0) as u64 * 1000
 }
 
-/// One row of `stress.benchmark`: a query's figures.
-pub type BenchmarkRow = (
-    Option<i64>,
-    String,
-    i64,
-    i64,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    Option<String>,
-);
+/// What `stress.benchmark` measured: the run it recorded (None on a hot standby, which records
+/// nothing) and one row per query.
+pub struct Benchmarked {
+    pub run_id: Option<i64>,
+    pub rows: Vec<Row>,
+}
 
 /// Benchmarks each query: one row per query with calls, errors, latency (ms) and queries per second,
 /// all recorded in `stress.runs` / `stress.results` under one run.
@@ -321,7 +312,7 @@ pub fn benchmark(
     concurrency: i32,
     prepared: bool,
     rollback: bool,
-) -> Vec<BenchmarkRow> {
+) -> Benchmarked {
     let started_at = now();
     let queries = query_list(F, queries);
     check_iterations(F, iterations);
@@ -386,24 +377,7 @@ pub fn benchmark(
             outcomes.into_iter().map(Outcome::into_row).collect(),
         )
     };
-    rows.into_iter()
-        .map(move |r| {
-            (
-                run_id,
-                r.query,
-                r.calls,
-                r.errors,
-                r.avg_ms,
-                r.stddev_ms,
-                r.p50_ms,
-                r.p95_ms,
-                r.p99_ms,
-                r.max_ms,
-                r.qps,
-                r.error,
-            )
-        })
-        .collect()
+    Benchmarked { run_id, rows }
 }
 
 /// One `stress.runs` row (kind benchmark) and a `stress.results` row per query, in this transaction.
