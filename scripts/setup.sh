@@ -23,6 +23,12 @@ if ! command -v cargo >/dev/null; then
   # rustup installs into ~/.cargo/bin, which non-login shells may not have on PATH
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
+# make test checks formatting and lints first: a toolchain installed with rustup's minimal profile
+# has neither
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  echo "setup: adding the rustfmt and clippy components"
+  rustup component add rustfmt clippy
+fi
 if [ "$(cargo pgrx --version 2>/dev/null | awk '{print $2}')" != "$PGRX_VERSION" ]; then
   echo "setup: installing cargo-pgrx $PGRX_VERSION (a few minutes, once)"
   cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked
