@@ -241,6 +241,31 @@ impl Workload {
     }
 }
 
+/// Parse and analyse each statement of the custom transactions now, so that a typo or a missing
+/// table fails the call rather than every operation of the run (22023).
+fn prepare_customs(function: &'static str, customs: &[custom::Custom]) {
+    if customs.is_empty() {
+        return;
+    }
+    Spi::connect(|client| {
+        for c in customs {
+            let types: Vec<pgrx::PgOid> = c.params.iter().map(|p| p.pg_type()).collect();
+            for sql in &c.statements {
+                client.prepare_mut(sql.as_str(), &types)?;
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(())
+    })
+    .map_err(|e| {
+        StressError::invalid(
+            function,
+            format!("transactions: {e}"),
+            "Check the statements' SQL.",
+        )
+    })
+    .or_raise();
+}
+
 pub fn workload(
     function: &'static str,
     mix: Option<crate::postgres::json_arg::JsonArg>,
@@ -289,27 +314,7 @@ pub fn workload(
             "Put long SQL in a function and call that from the transaction.",
         );
     }
-    // Parse and analyse each statement now, so that a typo or a missing table fails this call
-    // rather than every operation of the run.
-    if !customs.is_empty() {
-        Spi::connect(|client| {
-            for c in &customs {
-                let types: Vec<pgrx::PgOid> = c.params.iter().map(|p| p.pg_type()).collect();
-                for sql in &c.statements {
-                    client.prepare_mut(sql.as_str(), &types)?;
-                }
-            }
-            Ok::<_, pgrx::spi::SpiError>(())
-        })
-        .map_err(|e| {
-            StressError::invalid(
-                function,
-                format!("transactions: {e}"),
-                "Check the statements' SQL.",
-            )
-        })
-        .or_raise();
-    }
+    prepare_customs(function, &customs);
     let Some(isolation_level) = crate::args::parse_isolation(isolation) else {
         invalid(
             function,
@@ -643,32 +648,7 @@ pub fn deadlock_test(
 ) -> DeadlockTestRow {
     const F: &str = "deadlock_test";
     require_preload(F);
-    if workers < 2 {
-        invalid(
-            F,
-            format!("workers must be at least 2 for a deadlock, got {workers}"),
-            "Two workers transferring in opposite directions are enough: workers => 2.",
-        );
-    }
-    if accounts < 2 {
-        invalid(
-            F,
-            format!("accounts must be at least 2, got {accounts}"),
-            "Transfers need two accounts; fewer accounts make deadlocks more likely.",
-        );
-    }
-    let seconds =
-        crate::args::duration_seconds(F, duration, "Pass an interval such as '5 seconds'.");
-    let pause = crate::args::interval_seconds(pause);
-    if !(0.0..=10.0).contains(&pause) {
-        invalid(
-            F,
-            format!("pause must be between 0 and 10 seconds, got {pause} s"),
-            "It is how long a transfer holds its first lock before taking the second, e.g. '10 milliseconds'.",
-        );
-    }
-    let k = crate::args::worker_count(F, Some(workers)).or_raise();
-    let max_retries = retries(F, max_retries);
+    let request = deadlock_test_request(workers, duration, accounts, pause, max_retries);
     let total_sql = format!(
         "SELECT coalesce(sum(balance), 0) FROM {}",
         qualified(&gucs::data_schema(), "accounts")
@@ -697,27 +677,64 @@ pub fn deadlock_test(
         );
     }
     let before = total();
-    let mut weights = [0.0; ops::OPS.len()];
-    weights[ops::Op::Transfer.index()] = 1.0;
-    let run_id = start_run(
-        LoadRequest::new(seconds, k, Workload::builtin(weights, max_retries))
-            .scenario(Scenario::DeadlockTest)
-            .hot_transfers(accounts as i64, pause),
-        Some(call),
-    )
-    .wait(call);
+    let run_id = start_run(request, Some(call)).wait(call);
     let after = total();
     let figure = |expr: &str| result_figure(run_id, "transfer", expr) as i64;
-    let figures = (
+    let conserved = before == after;
+    (
+        run_id,
         figure("calls"),
         figure("details->>'deadlocks'"),
         figure("details->>'retries'"),
         figure("details->>'failures'"),
-    );
-    let conserved = before == after;
-    (
-        run_id, figures.0, figures.1, figures.2, figures.3, before, after, conserved,
+        before,
+        after,
+        conserved,
     )
+}
+
+/// deadlock_test's run, checked: transfers only, between the first `accounts` accounts, each
+/// holding its first lock for `pause` (22023 for too few workers or accounts, or a pause out of
+/// range).
+fn deadlock_test_request(
+    workers: i32,
+    duration: Interval,
+    accounts: i32,
+    pause: Interval,
+    max_retries: Option<i32>,
+) -> LoadRequest {
+    const F: &str = "deadlock_test";
+    if workers < 2 {
+        invalid(
+            F,
+            format!("workers must be at least 2 for a deadlock, got {workers}"),
+            "Two workers transferring in opposite directions are enough: workers => 2.",
+        );
+    }
+    if accounts < 2 {
+        invalid(
+            F,
+            format!("accounts must be at least 2, got {accounts}"),
+            "Transfers need two accounts; fewer accounts make deadlocks more likely.",
+        );
+    }
+    let seconds =
+        crate::args::duration_seconds(F, duration, "Pass an interval such as '5 seconds'.");
+    let pause = crate::args::interval_seconds(pause);
+    if !(0.0..=10.0).contains(&pause) {
+        invalid(
+            F,
+            format!("pause must be between 0 and 10 seconds, got {pause} s"),
+            "It is how long a transfer holds its first lock before taking the second, e.g. '10 milliseconds'.",
+        );
+    }
+    let k = crate::args::worker_count(F, Some(workers)).or_raise();
+    let max_retries = retries(F, max_retries);
+    let mut weights = [0.0; ops::OPS.len()];
+    weights[ops::Op::Transfer.index()] = 1.0;
+    LoadRequest::new(seconds, k, Workload::builtin(weights, max_retries))
+        .scenario(Scenario::DeadlockTest)
+        .hot_transfers(accounts as i64, pause)
 }
 
 /// `max_retries`, or `stress.deadlock_retry_attempts` when NULL; 0…1000, else 22023.

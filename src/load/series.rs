@@ -360,53 +360,62 @@ pub fn find_optimal_pool_size(
         seconds,
         workload(F, mix, transactions, "read committed", None),
     );
-    let mut steps: Vec<(usize, Step, bool)> = Vec::new();
+    let mut steps: Vec<PoolStep> = Vec::new();
     for &k in &sizes {
         let s = series.run(k, None);
         let reason = shortfall(&s, max_error_rate, Some(target), None, None);
         series.mark(&s, reason.is_none(), reason.as_deref(), false);
         let meets = reason.is_none();
-        let best_so_far = steps
-            .iter()
-            .filter(|(_, b, ok)| *ok && b.ops_per_sec > 0.0)
-            .map(|(_, b, _)| b.ops_per_sec)
-            .fold(0.0, f64::max);
+        let best_so_far = best_of(&steps).map_or(0.0, |b| b.step.ops_per_sec);
         let past_the_knee = !meets && s.ops_per_sec < best_so_far;
-        steps.push((k, s, meets));
+        steps.push(PoolStep {
+            workers: k,
+            step: s,
+            meets,
+        });
         if past_the_knee {
             break;
         }
     }
-    let best = steps
-        .iter()
-        .enumerate()
-        .filter(|(_, (_, s, ok))| *ok && s.ops_per_sec > 0.0)
-        .max_by(|a, b| a.1.1.ops_per_sec.total_cmp(&b.1.1.ops_per_sec))
-        .map(|(i, _)| i);
+    let best = best_of(&steps);
     match best {
-        Some(i) => {
-            let (k, s, _) = &steps[i];
-            series.mark(s, true, None, true);
+        Some(b) => {
+            series.mark(&b.step, true, None, true);
             notice(format!(
-                "find_optimal_pool_size: {k} workers: {:.0} ops/s with p99 {:.2} ms (target {target} ms), run {}",
-                s.ops_per_sec,
-                s.p99_ms.unwrap_or(0.0),
-                s.run_id
+                "find_optimal_pool_size: {} workers: {:.0} ops/s with p99 {:.2} ms (target {target} ms), run {}",
+                b.workers,
+                b.step.ops_per_sec,
+                b.step.p99_ms.unwrap_or(0.0),
+                b.step.run_id
             ));
         }
         None => notice(format!(
             "find_optimal_pool_size: no worker count from {min} to {max} met p99 <= {target} ms"
         )),
     }
-    let chosen = best.map(|i| &steps[i]);
     PoolAnswer {
         series_id: series.id(),
         steps: steps.len() as i32,
-        best_workers: chosen.map(|(k, _, _)| *k as i32),
-        ops_per_sec: chosen.map(|(_, s, _)| s.ops_per_sec),
-        p50_ms: chosen.and_then(|(_, s, _)| s.p50_ms),
-        p99_ms: chosen.and_then(|(_, s, _)| s.p99_ms),
+        best_workers: best.map(|b| b.workers as i32),
+        ops_per_sec: best.map(|b| b.step.ops_per_sec),
+        p50_ms: best.and_then(|b| b.step.p50_ms),
+        p99_ms: best.and_then(|b| b.step.p99_ms),
     }
+}
+
+/// One step of a pool-size search: its worker count, its figures, whether it met the targets.
+struct PoolStep {
+    workers: usize,
+    step: Step,
+    meets: bool,
+}
+
+/// The step with the highest throughput among those that met the targets (and did any work).
+fn best_of(steps: &[PoolStep]) -> Option<&PoolStep> {
+    steps
+        .iter()
+        .filter(|s| s.meets && s.step.ops_per_sec > 0.0)
+        .max_by(|a, b| a.step.ops_per_sec.total_cmp(&b.step.ops_per_sec))
 }
 
 /// What a capacity search found: the series id, its steps, the highest rate sustained (None: none
@@ -484,23 +493,9 @@ pub fn find_capacity(
     );
     let k =
         crate::args::worker_count(F, Some(workers.unwrap_or(gucs::MAX_WORKERS.get()))).or_raise();
-    if !(start_rate.is_finite() && start_rate >= 1.0) {
-        invalid(
-            F,
-            format!("start_rate must be at least 1 operation per second, got {start_rate}"),
-            "e.g. start_rate => 100; each step doubles it until one falls short.",
-        );
-    }
-    super::check_rate(F, "start_rate", start_rate, k).or_raise();
+    check_search(start_rate, max_steps, k);
     // (the doubling stops at the fastest rate the workers can be asked for)
     let fastest = super::arrivals::MAX_RATE.min(k as f64 * super::arrivals::MAX_RATE_PER_WORKER);
-    if !(1..=50).contains(&max_steps) {
-        invalid(
-            F,
-            format!("max_steps must be between 1 and 50, got {max_steps}"),
-            "e.g. max_steps => 12.",
-        );
-    }
     let seconds = crate::args::step_seconds(F, step, max_steps as usize);
     let mut series = Series::new(
         call,
@@ -544,6 +539,27 @@ pub fn find_capacity(
         capacity: search.sustained,
         not_sustained: search.failed,
         p99_ms: at_capacity.and_then(|d| d.step.p99_ms),
+    }
+}
+
+/// find_capacity's search, checked: a first rate of at least 1 op/s that `workers` can be asked
+/// for, and 1 to 50 steps (22023 otherwise).
+fn check_search(start_rate: f64, max_steps: i32, workers: usize) {
+    const F: &str = "find_capacity";
+    if !(start_rate.is_finite() && start_rate >= 1.0) {
+        invalid(
+            F,
+            format!("start_rate must be at least 1 operation per second, got {start_rate}"),
+            "e.g. start_rate => 100; each step doubles it until one falls short.",
+        );
+    }
+    super::check_rate(F, "start_rate", start_rate, workers).or_raise();
+    if !(1..=50).contains(&max_steps) {
+        invalid(
+            F,
+            format!("max_steps must be between 1 and 50, got {max_steps}"),
+            "e.g. max_steps => 12.",
+        );
     }
 }
 

@@ -176,14 +176,7 @@ fn run_loop(
     let worker = run.worker;
     let mut work = data_in_use(config, worker, run.workers);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ (0x10AD_0000 + worker as u64));
-    // Built-in operations, then the custom transactions: one weighted choice over all of them.
-    let weights: Vec<f64> = config
-        .weights
-        .iter()
-        .copied()
-        .chain(state.plans.customs().iter().map(|c| c.weight))
-        .collect();
-    let pick = WeightedIndex::new(&weights).expect("weights were validated");
+    let pick = choice(config, &state.plans);
     // Open model: Poisson arrivals at this worker's share of the rate, scheduled by intended start
     // (in nanoseconds: see load::arrivals).
     let mut arrivals = (config.rate > 0.0).then(|| {
@@ -280,6 +273,17 @@ fn timed(
     }
     live.record(latency_us);
     !live.due(finished) || live.publish(finished)
+}
+
+/// The weighted choice of each operation: the built-in operations, then the custom transactions.
+fn choice(config: &LoadConfig, plans: &Plans) -> WeightedIndex<f64> {
+    let weights: Vec<f64> = config
+        .weights
+        .iter()
+        .copied()
+        .chain(plans.customs().iter().map(|c| c.weight))
+        .collect();
+    WeightedIndex::new(&weights).expect("weights were validated")
 }
 
 /// What worker `worker` of `workers` writes with: the dataset's size, and the ids it may take (each

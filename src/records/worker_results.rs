@@ -116,7 +116,12 @@ pub fn take_worker_results(run_id: i64) -> WorkerResults {
                 };
                 let operation: String = r.get(1)?.unwrap_or_default();
                 let bad = |e: String| -> pgrx::spi::SpiError {
-                    pgrx::error!("pg_stress run {run_id}: worker results of \"{operation}\": {e}")
+                    pgrx::ereport!(
+                        PgLogLevel::ERROR,
+                        PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                        format!("pg_stress run {run_id}: worker results of \"{operation}\": {e}")
+                    );
+                    unreachable!("ERROR does not return")
                 };
                 let stats = TaskStats {
                     calls: count(2)?,

@@ -887,3 +887,47 @@ fn the_timeline_shows_lock_waits_wal_and_commits_second_by_second() {
     assert_eq!(timeline, 0);
     assert!(samples > 0);
 }
+
+/// What the workers saved is checked before the last one merges it, as a standby's batch is: a
+/// row that could not be a worker's (here a trigger, which only a superuser could put on the
+/// owner's table, makes its count negative) fails the run with the reason, instead of being
+/// recorded as a figure.
+#[test]
+fn worker_results_that_could_not_be_a_workers_fail_the_run_with_the_reason() {
+    let mut client = fresh_database("it_bad_worker_results");
+    client
+        .batch_execute(
+            "CREATE FUNCTION public.corrupt() RETURNS trigger LANGUAGE plpgsql
+                 AS $$ BEGIN NEW.calls := -5; RETURN NEW; END $$;
+             CREATE TRIGGER corrupt BEFORE INSERT ON stress.load_worker_results
+                 FOR EACH ROW EXECUTE FUNCTION public.corrupt()",
+        )
+        .unwrap();
+    let run: i64 = client
+        .query_one(
+            r#"SELECT stress.run_load('1 second', workers => 1, wait => false,
+                   transactions => '[{"name": "one", "sql": "SELECT 1"}]')"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    await_run_end(&mut client, run);
+    let (status, error) = run_status(&mut client, run);
+    assert_eq!(status, "failed");
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains("could not be recorded") && error.contains("a count out of range"),
+        "{error}"
+    );
+    // (no figure of it was recorded)
+    assert_eq!(
+        count(
+            &mut client,
+            &format!("SELECT count(*) FROM stress.results WHERE run_id = {run}")
+        ),
+        0
+    );
+    client
+        .batch_execute("DROP TRIGGER corrupt ON stress.load_worker_results")
+        .unwrap();
+}
