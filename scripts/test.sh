@@ -20,6 +20,7 @@ scripts/release-check.sh
 
 echo "== module graph (no import cycle at any level of src/)"
 python3 scripts/module-deps.py
+python3 scripts/function-lengths.py
 
 echo "== unit tests and #[pg_test]s"
 cargo pgrx test pg15
