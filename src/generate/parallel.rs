@@ -162,7 +162,7 @@ fn create_segment(
             },
         );
         ptr::copy_nonoverlapping(
-            (*desc).attrs.as_ptr(),
+            crate::postgres::version::tuple_desc_attrs(desc),
             base.add(layout.attrs) as *mut pg_sys::FormData_pg_attribute,
             natts,
         );
@@ -512,7 +512,7 @@ pub fn worker_main<P: RowProducer>(arg: pg_sys::Datum) {
     // SAFETY: the first thing this background worker does: PostgreSQL's own handler for SIGTERM,
     // then signals unblocked, as every worker does.
     unsafe {
-        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_die));
+        crate::postgres::version::set_signal_handler(pg_sys::SIGTERM as i32, postgres_die);
         pg_sys::BackgroundWorkerUnblockSignals();
     }
     // SAFETY: arg is the handle the caller passed as bgw_main_arg.
@@ -617,9 +617,10 @@ impl Attached {
             let desc = pg_sys::CreateTemplateTupleDesc(natts as i32);
             ptr::copy_nonoverlapping(
                 self.base.add(self.layout.attrs) as *const pg_sys::FormData_pg_attribute,
-                (*desc).attrs.as_mut_ptr(),
+                crate::postgres::version::tuple_desc_attrs(desc),
                 natts,
             );
+            crate::postgres::version::attributes_written(desc);
             desc
         }
     }

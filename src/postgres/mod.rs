@@ -16,3 +16,4 @@ pub mod signals;
 pub mod spi_read;
 pub mod subxact;
 pub mod transaction;
+pub mod version;

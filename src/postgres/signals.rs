@@ -72,18 +72,10 @@ unsafe extern "C-unwind" fn on_sigint(_signal: std::ffi::c_int) {
 
 /// Install the handlers (first thing in a worker's main, before unblocking signals).
 pub fn install() {
-    // SAFETY: pqsignal installs a handler for this process; both handlers are async-signal-safe.
+    // SAFETY: installs a handler for this process; both handlers are async-signal-safe.
     unsafe {
-        #[cfg(not(feature = "pg18"))]
-        {
-            pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(on_sigterm));
-            pg_sys::pqsignal(pg_sys::SIGINT as i32, Some(on_sigint));
-        }
-        #[cfg(feature = "pg18")]
-        {
-            pg_sys::pqsignal_be(pg_sys::SIGTERM as i32, Some(on_sigterm));
-            pg_sys::pqsignal_be(pg_sys::SIGINT as i32, Some(on_sigint));
-        }
+        super::version::set_signal_handler(pg_sys::SIGTERM as i32, on_sigterm);
+        super::version::set_signal_handler(pg_sys::SIGINT as i32, on_sigint);
     }
 }
 

@@ -22,6 +22,9 @@ mod tests {
             sqlstate_of("SELECT stress.unschedule_maintenance()"),
             Some(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE)
         );
+        if !crate::tests::extension_available("pg_cron", "scheduling maintenance with pg_cron") {
+            return;
+        }
         Spi::run("CREATE EXTENSION pg_cron").unwrap();
         Spi::run(
             "CREATE TABLE t_maint_busy (id int); INSERT INTO t_maint_busy SELECT generate_series(1, 10);

@@ -23,6 +23,24 @@ pub fn sqlstate_of(sql: &str) -> Option<pgrx::PgSqlErrorCode> {
         .map(|e| e.sql_error_code())
 }
 
+/// Whether `extension` can be created on this server. When it cannot, the caller skips what needs
+/// it and says so: pg_cron, say, is built for Debian's PostgreSQL 15 only.
+pub fn extension_available(extension: &str, what: &str) -> bool {
+    let available = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_available_extensions WHERE name = $1)",
+        &[extension.into()],
+    )
+    .unwrap()
+    .unwrap_or(false);
+    if !available {
+        let version = one::<String>("SELECT current_setting('server_version')");
+        eprintln!(
+            "SKIPPED {what}: the {extension} module is not installed for PostgreSQL {version}"
+        );
+    }
+    available
+}
+
 // The SQL-only capabilities (src/api): their tests.
 mod bloat;
 mod health;
