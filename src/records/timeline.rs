@@ -81,11 +81,29 @@ pub struct ServerCounters {
 // far. (A macro, so that both queries below are fixed strings, built with concat!.)
 macro_rules! server_counters_sql {
     () => {
-        "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), '0/0')::pg_catalog.int8 AS wal,
-                d.blks_hit, d.blks_read, d.xact_commit, d.xact_rollback,
-                (SELECT b.checkpoints_timed OPERATOR(pg_catalog.+) b.checkpoints_req
-                 FROM pg_catalog.pg_stat_bgwriter b) AS checkpoints
+        concat!(
+            "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), '0/0')::pg_catalog.int8 AS wal,
+                d.blks_hit, d.blks_read, d.xact_commit, d.xact_rollback, ",
+            checkpoints_sql!(),
+            " AS checkpoints
          FROM pg_catalog.pg_stat_database d WHERE d.datid OPERATOR(pg_catalog.=) $1"
+        )
+    };
+}
+
+// The checkpoints finished so far: pg_stat_bgwriter's until 16, pg_stat_checkpointer's since 17.
+#[cfg(any(feature = "pg15", feature = "pg16"))]
+macro_rules! checkpoints_sql {
+    () => {
+        "(SELECT b.checkpoints_timed OPERATOR(pg_catalog.+) b.checkpoints_req
+          FROM pg_catalog.pg_stat_bgwriter b)"
+    };
+}
+#[cfg(not(any(feature = "pg15", feature = "pg16")))]
+macro_rules! checkpoints_sql {
+    () => {
+        "(SELECT c.num_timed OPERATOR(pg_catalog.+) c.num_requested
+          FROM pg_catalog.pg_stat_checkpointer c)"
     };
 }
 
@@ -267,4 +285,36 @@ pub fn timeline(
         })
         .expect("saving a timeline row")
     })
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// The counters a timeline row is the difference of read on this version (the checkpoints
+    /// moved to pg_stat_checkpointer in 17), and a checkpoint is counted.
+    #[pg_test]
+    fn the_servers_counters_read_on_this_version() {
+        let before = super::server_counters();
+        assert!(before.xact_commit > 0 && before.wal_bytes > 0);
+        Spi::run("CHECKPOINT").unwrap();
+        // (the checkpointer reports its count once the checkpoint is done, maybe just after
+        // CHECKPOINT returns; each look takes a new statistics snapshot)
+        let mut after = super::server_counters();
+        for _ in 0..50 {
+            if after.checkpoints > before.checkpoints {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            Spi::run("SELECT pg_stat_clear_snapshot()").unwrap();
+            after = super::server_counters();
+        }
+        assert!(
+            after.checkpoints > before.checkpoints,
+            "{} -> {}",
+            before.checkpoints,
+            after.checkpoints
+        );
+    }
 }
