@@ -337,7 +337,7 @@ pub fn benchmark(
     }
     let parameters = json!({"queries": queries, "iterations": iterations, "warmup": warmup,
                             "concurrency": concurrency, "prepared": prepared, "rollback": rollback});
-    let standby = crate::runs::standby::in_recovery();
+    let standby = crate::postgres::backend::in_recovery();
     if standby && concurrency > 1 {
         StressError::NotSupported {
             message: format!("{F}: concurrency > 1 is not supported on a hot standby yet"),

@@ -437,7 +437,7 @@ impl LoadRequest {
 /// Start the workers of a load run; a procedure then waits for it with [`control::Started::wait`].
 pub fn start_run(req: LoadRequest, call: Option<&Call>) -> control::Started {
     const F: &str = "run_load";
-    if crate::runs::standby::in_recovery() {
+    if crate::postgres::backend::in_recovery() {
         refuse_writes_on_standby(req.scenario.name().unwrap_or(F), &req);
     }
     // (every caller checked its own; a series' next step is checked here)

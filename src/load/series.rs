@@ -128,7 +128,7 @@ impl<'c> Series<'c> {
     /// Keep what the series made of `step` (see `stress.series_steps`), and commit. (Not on a
     /// hot standby, which cannot write: there the NOTICEs and the answer say it.)
     fn mark(&self, step: &Step, ok: bool, reason: Option<&str>, chosen: bool) {
-        if crate::runs::standby::in_recovery() {
+        if crate::postgres::backend::in_recovery() {
             return;
         }
         crate::records::mark_series_step(

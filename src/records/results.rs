@@ -129,12 +129,9 @@ pub fn conflicts(run_id: i64, worker: u32, pid: i32, conflicts: &[Conflict]) {
         })
         .collect();
     as_owner(|| {
-        // (the statement names the table: asked first, or an older schema fails it at parse time)
-        let exists =
-            Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('stress.conflicts') IS NOT NULL")
-                .expect("looking for stress.conflicts")
-                .unwrap_or(false);
-        if !exists {
+        // (the statement names the table: asked first, from the catalog cache, or an older schema
+        // fails it at parse time)
+        if super::stress_table(c"conflicts") == pgrx::pg_sys::InvalidOid {
             return;
         }
         Spi::run_with_args(

@@ -99,11 +99,7 @@ pub fn take_worker_results(run_id: i64) -> WorkerResults {
             let mut windows: Vec<(i32, i64, i64)> = Vec::new();
             let table = client.select(
                 "SELECT operation, calls, successes, failures, retries, deadlocks, serialization_failures,
-                        latency, lag, first_error, stop_reason, busy_us, worker,
-                        (pg_catalog.date_part('epoch', loop_started OPERATOR(pg_catalog.-) '2000-01-01 00:00:00+00'::pg_catalog.timestamptz)
-                             OPERATOR(pg_catalog.*) 1e6::pg_catalog.float8)::pg_catalog.int8,
-                        (pg_catalog.date_part('epoch', loop_ended OPERATOR(pg_catalog.-) '2000-01-01 00:00:00+00'::pg_catalog.timestamptz)
-                             OPERATOR(pg_catalog.*) 1e6::pg_catalog.float8)::pg_catalog.int8
+                        latency, lag, first_error, stop_reason, busy_us, worker, loop_started, loop_ended
                  FROM stress.load_worker_results WHERE run_id OPERATOR(pg_catalog.=) $1
                  ORDER BY worker, operation",
                 None,
@@ -138,7 +134,12 @@ pub fn take_worker_results(run_id: i64) -> WorkerResults {
                 stats.check().map_err(bad)?;
                 let worker: i32 = r.get(13)?.unwrap_or_default();
                 if windows.last().is_none_or(|w| w.0 != worker) {
-                    windows.push((worker, count(14)?, count(15)?));
+                    // (µs since PostgreSQL's epoch, as a standby's worker sends its window)
+                    let at = |i| {
+                        r.get::<TimestampWithTimeZone>(i)
+                            .map(|t| t.map_or(0, pg_sys::TimestampTz::from))
+                    };
+                    windows.push((worker, at(14)?, at(15)?));
                 }
                 rows.push(WorkerResult {
                     operation,

@@ -147,7 +147,7 @@ pub fn start(
 /// On a hot standby, the primary the run will be recorded on (checked now, before anything
 /// starts); on a primary None, after closing what earlier runs left open.
 fn primary_to_record_on(req: &RunSpec, call: Option<&Call>) -> Option<standby::Primary> {
-    if !standby::in_recovery() {
+    if !crate::postgres::backend::in_recovery() {
         warn_if_caller_has_written(req.kind);
         // Runs of this database whose workers all died and whose closer could not start, and
         // runs a restart interrupted that no recovery worker closed.

@@ -24,11 +24,6 @@ use serde::{Deserialize, Serialize};
 /// Most bytes a batch sent to the primary may take.
 const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
-/// Whether this server is a hot standby (in recovery).
-pub fn in_recovery() -> bool {
-    crate::postgres::backend::in_recovery()
-}
-
 /// A standby's run as it is sent to the primary.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Batch {
@@ -75,7 +70,7 @@ fn bad_batch(message: String) -> ! {
 /// says which [`record`] to call).
 pub fn parse(batch_text: &str) -> Batch {
     const F: &str = "record_standby_run";
-    if in_recovery() {
+    if crate::postgres::backend::in_recovery() {
         StressError::ReadOnly {
             message: format!("{F}: this server is a hot standby too"),
             hint: "Point stress.record_conninfo at the primary.".into(),
