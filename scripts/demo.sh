@@ -10,14 +10,16 @@ db=pg_stress_demo
 echo "== building and installing pg_stress (release)"
 # The cluster preloads the library: stop it so the new build is what it loads.
 scripts/pgcluster.sh stop demo
-cargo pgrx install --release --pg-config "$PG_CONFIG" "${pgrx_install_flags[@]}" >/dev/null
+cargo pgrx install --release --pg-config "$PG_CONFIG" "${pgrx_features[@]}" "${pgrx_install_flags[@]}" >/dev/null
 
-echo "== starting the demo cluster"
+echo "== starting the demo cluster ($("$PG_CONFIG" --version))"
 eval "$(scripts/pgcluster.sh start demo "shared_buffers = '1GB'" "cron.database_name = '$db'")"
 export PGHOST PGPORT PGUSER
 psql=("$pg_bindir/psql" -X -q -v ON_ERROR_STOP=1)
 PGOPTIONS="-c client_min_messages=warning" "${psql[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
-"${psql[@]}" -d "$db" -c "CREATE EXTENSION pg_stress" -c "CREATE EXTENSION pg_cron"
+"${psql[@]}" -d "$db" -c "CREATE EXTENSION pg_stress"
+# (pg_cron schedules the maintenance jobs where the version has it: Debian packages it for 15 only)
+if has_extension pg_cron; then "${psql[@]}" -d "$db" -c "CREATE EXTENSION pg_cron"; fi
 
 echo "== generating 1,000,000 orders"
 "${psql[@]}" -d "$db" -P footer=off <<'SQL'

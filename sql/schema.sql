@@ -153,9 +153,18 @@ CREATE TABLE stress.timeline (
     xact_commit          bigint      NOT NULL,
     xact_rollback        bigint      NOT NULL,
     checkpoints          bigint      NOT NULL,  -- finished in this second, timed or requested
-    autovacuum_workers   int         NOT NULL   -- running now, in the server
+    autovacuum_workers   int         NOT NULL,  -- running now, in the server
+    -- (0.9.0: the server's WAL flushes, and its relation I/O through shared buffers from pg_stat_io,
+    -- in this second: NULL before PostgreSQL 16, and in rows written before 0.9.0)
+    wal_syncs            bigint,                -- WAL flushed to disk (pg_stat_wal; pg_stat_io from 18)
+    io_reads             bigint,                -- blocks read into shared buffers, every process
+    io_writes            bigint,                -- dirty blocks written out, every process
+    io_extends           bigint,                -- relation extensions
+    io_evictions         bigint,                -- buffers evicted to make room
+    io_fsyncs            bigint,                -- data-file fsyncs
+    io_backend_writes    bigint                 -- of io_writes, by client backends and workers themselves
 );
-COMMENT ON TABLE stress.timeline IS 'Per second of a run, beside stress.samples: wait events of its workers, lock waits, WAL, blocks, commits, checkpoints, autovacuum.';
+COMMENT ON TABLE stress.timeline IS 'Per second of a run, beside stress.samples: wait events of its workers, lock waits, WAL, blocks, commits, checkpoints, autovacuum, WAL flushes and relation I/O (pg_stat_io, PostgreSQL 16 and later).';
 CREATE INDEX timeline_run_id_ts_idx ON stress.timeline (run_id, ts);
 SELECT pg_catalog.pg_extension_config_dump('stress.timeline', '');
 GRANT SELECT ON stress.timeline TO PUBLIC;

@@ -145,30 +145,35 @@ sql "ALTER DATABASE $db RESET synchronous_commit" >/dev/null
 sql "DROP SCHEMA floor_t CASCADE; DROP PROCEDURE public.floor_loop" >/dev/null
 
 # ---------------------------------------------------------------------------------------------------
-echo "== floor: stress.benchmark's p50 vs pg_stat_statements' mean execution time, a primary-key lookup,"
-echo "   50,000 executions, $FLOOR_ROUNDS rounds"
-sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
-if [ "$(sql "SELECT to_regclass('public.bench_pk') IS NOT NULL")" != t ]; then
-  sql "CREATE TABLE public.bench_pk AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000000) g;
-       ALTER TABLE public.bench_pk ADD PRIMARY KEY (id)" >/dev/null
-  sql "VACUUM ANALYZE public.bench_pk" >/dev/null
+if has_extension pg_stat_statements; then
+  echo "== floor: stress.benchmark's p50 vs pg_stat_statements' mean execution time, a primary-key lookup,"
+  echo "   50,000 executions, $FLOOR_ROUNDS rounds"
+  sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+  if [ "$(sql "SELECT to_regclass('public.bench_pk') IS NOT NULL")" != t ]; then
+    sql "CREATE TABLE public.bench_pk AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000000) g;
+         ALTER TABLE public.bench_pk ADD PRIMARY KEY (id)" >/dev/null
+    sql "VACUUM ANALYZE public.bench_pk" >/dev/null
+  fi
+  bp=() ss=()
+  for ((i = 1; i <= FLOOR_ROUNDS; i++)); do
+    read -r p m < <(sql "SET pg_stat_statements.track = 'all';
+         SELECT pg_stat_statements_reset();
+         CREATE TEMP TABLE b AS SELECT * FROM stress.benchmark(ARRAY['SELECT v FROM public.bench_pk WHERE id = 424242'],
+                                                              iterations => 50000, warmup => 0);
+         SELECT round((b.p50_ms * 1000)::numeric, 3) || ' ' || round((s.mean_exec_time * 1000)::numeric, 3)
+         FROM b, pg_stat_statements s
+         WHERE s.query LIKE 'SELECT v FROM public.bench_pk WHERE %' AND s.calls = b.calls
+           AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())" | tail -1)
+    bp+=("$p") ss+=("$m")
+    echo "   round $i: benchmark p50 $p us, pg_stat_statements mean $m us"
+  done
+  a=$(median "${bp[@]}") c=$(median "${ss[@]}")
+  floor_row "benchmark p50, PK lookup, vs pg_stat_statements" "$a us" "$c us" "$(ratio "$a" "$c")" "-" \
+    "SPI's portal and snapshot per execution inside the timed interval; pg_stat_statements times the executor only"
+
+else
+  echo "== floor: stress.benchmark vs pg_stat_statements: skipped, $("$PG_CONFIG" --version) has no pg_stat_statements"
 fi
-bp=() ss=()
-for ((i = 1; i <= FLOOR_ROUNDS; i++)); do
-  read -r p m < <(sql "SET pg_stat_statements.track = 'all';
-       SELECT pg_stat_statements_reset();
-       CREATE TEMP TABLE b AS SELECT * FROM stress.benchmark(ARRAY['SELECT v FROM public.bench_pk WHERE id = 424242'],
-                                                            iterations => 50000, warmup => 0);
-       SELECT round((b.p50_ms * 1000)::numeric, 3) || ' ' || round((s.mean_exec_time * 1000)::numeric, 3)
-       FROM b, pg_stat_statements s
-       WHERE s.query LIKE 'SELECT v FROM public.bench_pk WHERE %' AND s.calls = b.calls
-         AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())" | tail -1)
-  bp+=("$p") ss+=("$m")
-  echo "   round $i: benchmark p50 $p us, pg_stat_statements mean $m us"
-done
-a=$(median "${bp[@]}") c=$(median "${ss[@]}")
-floor_row "benchmark p50, PK lookup, vs pg_stat_statements" "$a us" "$c us" "$(ratio "$a" "$c")" "-" \
-  "SPI's portal and snapshot per execution inside the timed interval; pg_stat_statements times the executor only"
 
 # ---------------------------------------------------------------------------------------------------
 print_floor_table() {

@@ -16,11 +16,11 @@ scripts/pgcluster.sh stop bench
 # BENCH_NO_INSTALL=1 measures the build already installed (to compare two builds, A/B).
 if [ -z "${BENCH_NO_INSTALL:-}" ]; then
   echo "== building and installing pg_stress (release)"
-  cargo pgrx install --release --pg-config "$PG_CONFIG" "${pgrx_install_flags[@]}" >/dev/null
+  cargo pgrx install --release --pg-config "$PG_CONFIG" "${pgrx_features[@]}" "${pgrx_install_flags[@]}" >/dev/null
 fi
 eval "$(scripts/pgcluster.sh start bench "shared_buffers = '1GB'" "max_wal_size = '4GB'" "cron.database_name = 'postgres'" \
          "max_worker_processes = 64" "stress.max_workers = 64" \
-         "shared_preload_libraries = 'pg_stress, pg_cron, pg_stat_statements'")"
+         "shared_preload_libraries = '$(preload_libraries pg_cron pg_stat_statements)'")"
 export PGHOST PGPORT PGUSER
 bench_tmp=$(mktemp -d)
 trap 'rm -rf "$bench_tmp"' EXIT

@@ -252,6 +252,31 @@ mod tests {
         );
     }
 
+    /// An empty indexed table the caller may insert into but does not own: its indexes are
+    /// maintained row by row, not rebuilt (a rebuild is the owner's to do; the owner check is
+    /// version-specific, postgres::version::owns_relation).
+    #[pg_test]
+    fn another_roles_empty_table_keeps_its_indexes_maintained() {
+        use_schema("t_gen_owner");
+        Spi::run("SELECT stress.generate_orders(10, seed => 1)").unwrap();
+        Spi::run(
+            "TRUNCATE t_gen_owner.orders;
+             CREATE ROLE stress_test_writer; GRANT USAGE ON SCHEMA t_gen_owner TO stress_test_writer;
+             GRANT SELECT, INSERT ON t_gen_owner.orders TO stress_test_writer;
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA t_gen_owner TO stress_test_writer",
+        )
+        .unwrap();
+        Spi::run("SET LOCAL ROLE stress_test_writer").unwrap();
+        Spi::run("SELECT stress.generate_orders(500, seed => 2)").unwrap();
+        Spi::run("RESET ROLE").unwrap();
+        let modes = one::<String>(
+            "SELECT string_agg(r.details->>'index_mode', ',' ORDER BY s.id) FROM stress.runs s
+             JOIN stress.results r ON r.run_id = s.id WHERE r.name = 't_gen_owner.orders'",
+        );
+        assert_eq!(modes, "rebuild,maintain");
+        assert_eq!(one::<i64>("SELECT count(*) FROM t_gen_owner.orders"), 500);
+    }
+
     #[pg_test]
     fn values_look_like_trading() {
         use_schema("t_gen_real");

@@ -2,7 +2,7 @@
 //! `stress.timeline`, its `stress.timeline` row (the server's counters, what the workers wait on, lock
 //! waits, replication lag), read and written in one statement each.
 
-use super::{as_owner, timestamp};
+use super::{as_owner, has_column, timestamp};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -75,18 +75,41 @@ pub struct ServerCounters {
     pub xact_commit: i64,
     pub xact_rollback: i64,
     pub checkpoints: i64,
+    /// WAL flushes to disk (pg_stat_wal's wal_sync until 17; pg_stat_io's WAL fsyncs since 18)
+    pub wal_syncs: i64,
+    /// shared-buffer I/O of relations by every process, from pg_stat_io (16 and later; 0 before,
+    /// and the timeline's columns NULL)
+    pub io: IoCounters,
 }
 
-// The server's counters now: the WAL position as bytes, this database's counters, the checkpoints so
-// far. (A macro, so that both queries below are fixed strings, built with concat!.)
+/// pg_stat_io's counters of relation I/O through shared buffers, summed over every process kind.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IoCounters {
+    pub reads: i64,
+    pub writes: i64,
+    pub extends: i64,
+    pub evictions: i64,
+    pub fsyncs: i64,
+    /// writes by client backends and background workers themselves (a dirty buffer evicted to
+    /// make room), not by the checkpointer or the background writer
+    pub backend_writes: i64,
+}
+
+// The server's counters now: the WAL position as bytes, this database's counters, the checkpoints and
+// WAL flushes so far, and pg_stat_io's relation I/O. (A macro, so that both queries below are fixed
+// strings, built with concat!.)
 macro_rules! server_counters_sql {
     () => {
         concat!(
             "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), '0/0')::pg_catalog.int8 AS wal,
                 d.blks_hit, d.blks_read, d.xact_commit, d.xact_rollback, ",
             checkpoints_sql!(),
-            " AS checkpoints
-         FROM pg_catalog.pg_stat_database d WHERE d.datid OPERATOR(pg_catalog.=) $1"
+            " AS checkpoints, ",
+            wal_syncs_sql!(),
+            " AS wal_syncs, io.reads, io.writes, io.extends, io.evictions, io.fsyncs, io.backend_writes
+         FROM pg_catalog.pg_stat_database d, (",
+            io_sql!(),
+            ") io WHERE d.datid OPERATOR(pg_catalog.=) $1"
         )
     };
 }
@@ -107,7 +130,46 @@ macro_rules! checkpoints_sql {
     };
 }
 
-/// The six counters in columns 1…6 of the current row, in [`ServerCounters`]' order.
+// The WAL flushes so far: pg_stat_wal's wal_sync until 17; 18 moved WAL I/O into pg_stat_io.
+#[cfg(not(feature = "pg18"))]
+macro_rules! wal_syncs_sql {
+    () => {
+        "(SELECT w.wal_sync FROM pg_catalog.pg_stat_wal w)"
+    };
+}
+#[cfg(feature = "pg18")]
+macro_rules! wal_syncs_sql {
+    () => {
+        "(SELECT pg_catalog.sum(i.fsyncs)::pg_catalog.int8 FROM pg_catalog.pg_stat_io i
+          WHERE i.object OPERATOR(pg_catalog.=) 'wal')"
+    };
+}
+
+// Relation I/O through shared buffers (pg_stat_io, 16 and later; NULLs on 15).
+#[cfg(feature = "pg15")]
+macro_rules! io_sql {
+    () => {
+        "SELECT NULL::pg_catalog.int8 AS reads, NULL::pg_catalog.int8 AS writes,
+                NULL::pg_catalog.int8 AS extends, NULL::pg_catalog.int8 AS evictions,
+                NULL::pg_catalog.int8 AS fsyncs, NULL::pg_catalog.int8 AS backend_writes"
+    };
+}
+#[cfg(not(feature = "pg15"))]
+macro_rules! io_sql {
+    () => {
+        "SELECT pg_catalog.sum(i.reads)::pg_catalog.int8 AS reads,
+                pg_catalog.sum(i.writes)::pg_catalog.int8 AS writes,
+                pg_catalog.sum(i.extends)::pg_catalog.int8 AS extends,
+                pg_catalog.sum(i.evictions)::pg_catalog.int8 AS evictions,
+                pg_catalog.sum(i.fsyncs)::pg_catalog.int8 AS fsyncs,
+                (pg_catalog.sum(i.writes) FILTER (WHERE i.backend_type OPERATOR(pg_catalog.=)
+                     ANY ('{client backend,background worker}')))::pg_catalog.int8 AS backend_writes
+         FROM pg_catalog.pg_stat_io i WHERE i.object OPERATOR(pg_catalog.=) 'relation'"
+    };
+}
+
+/// The counters in columns 1…13 of the current row, in [`ServerCounters`]' order (a NULL, as
+/// pg_stat_io's before 16, is 0).
 fn counters_of(row: &pgrx::spi::SpiTupleTable) -> pgrx::spi::SpiResult<ServerCounters> {
     let n = |i| row.get::<i64>(i).map(Option::unwrap_or_default);
     Ok(ServerCounters {
@@ -117,6 +179,15 @@ fn counters_of(row: &pgrx::spi::SpiTupleTable) -> pgrx::spi::SpiResult<ServerCou
         xact_commit: n(4)?,
         xact_rollback: n(5)?,
         checkpoints: n(6)?,
+        wal_syncs: n(7)?,
+        io: IoCounters {
+            reads: n(8)?,
+            writes: n(9)?,
+            extends: n(10)?,
+            evictions: n(11)?,
+            fsyncs: n(12)?,
+            backend_writes: n(13)?,
+        },
     })
 }
 
@@ -137,14 +208,15 @@ pub fn server_counters() -> ServerCounters {
     })
 }
 
-/// A run's timeline row, and (`$lock_waits`: the 0.4.0 statements, or "" for an older schema)
+/// A run's timeline row (`$io_columns`, `$io_values`: 0.9.0's WAL flushes and pg_stat_io columns,
+/// or "" for an older schema), and (`$lock_waits`: the 0.4.0 statements, or "" for an older schema)
 /// its lock waits into `stress.lock_waits`, from one read of the lock table, and each standby's
 /// lag into `stress.replication_lag`. A waiting lock's
 /// relation: its own (a relation or tuple lock); for a row wait (on the other transaction), that
 /// of the tuple lock the waiter holds; or, following an update chain with no tuple lock held, the
 /// tables both the waiter and the transaction it waits for are writing or locking rows of.
 macro_rules! timeline_sql {
-    ($lock_waits:literal) => {
+    ([$($lock_waits:tt)*], $io_columns:literal, $io_values:literal) => {
         concat!(
             "WITH workers AS (
                  SELECT a.wait_event_type, a.wait_event FROM pg_catalog.pg_stat_activity a
@@ -184,12 +256,15 @@ macro_rules! timeline_sql {
              counters AS (",
             server_counters_sql!(),
             ")",
-            $lock_waits,
-            "
+            $($lock_waits)*,
+            ",
+             written AS (
              INSERT INTO stress.timeline
                  (run_id, ts, elapsed_s, wait_events, lock_waits, longest_lock_wait_ms, lock_relation,
                   wal_bytes, blks_hit, blks_read, xact_commit, xact_rollback, checkpoints,
-                  autovacuum_workers)
+                  autovacuum_workers",
+            $io_columns,
+            ")
              SELECT $2, $3, $5,
                     (SELECT coalesce(pg_catalog.jsonb_object_agg(e.event, e.n), '{}')
                      FROM (SELECT coalesce(w.wait_event_type OPERATOR(pg_catalog.||) ':'
@@ -205,34 +280,19 @@ macro_rules! timeline_sql {
                     c.blks_read OPERATOR(pg_catalog.-) $8, c.xact_commit OPERATOR(pg_catalog.-) $9,
                     c.xact_rollback OPERATOR(pg_catalog.-) $10, c.checkpoints OPERATOR(pg_catalog.-) $11,
                     (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity a
-                     WHERE a.backend_type OPERATOR(pg_catalog.=) 'autovacuum worker')
-             FROM counters c
-             RETURNING wal_bytes OPERATOR(pg_catalog.+) $6, blks_hit OPERATOR(pg_catalog.+) $7,
-                       blks_read OPERATOR(pg_catalog.+) $8, xact_commit OPERATOR(pg_catalog.+) $9,
-                       xact_rollback OPERATOR(pg_catalog.+) $10, checkpoints OPERATOR(pg_catalog.+) $11"
+                     WHERE a.backend_type OPERATOR(pg_catalog.=) 'autovacuum worker')",
+            $io_values,
+            "
+             FROM counters c)
+             -- (the counters now, the next row's starting point)
+             SELECT * FROM counters"
         )
     };
 }
 
-/// One `stress.timeline` row: what the workers `pids` wait on now, their lock waits, and the
-/// server's counters since `before`. With `lock_waits` (0.4.0's stress.lock_waits and
-/// stress.replication_lag exist), in the same statement:
-/// - each wait into stress.lock_waits: one row per wait (process and start), its `waited_ms`
-///   growing while it is seen again;
-/// - each standby's lag into stress.replication_lag: how far its written, flushed and replayed WAL
-///   is behind this server's, in bytes and (as the standby reports it) in time. The lag columns of
-///   pg_stat_replication are NULL for a caller without pg_read_all_stats.
-///
-/// Returns the counters now.
-pub fn timeline(
-    run_id: i64,
-    at: pg_sys::TimestampTz,
-    elapsed_s: f64,
-    pids: &[i32],
-    before: &ServerCounters,
-    lock_waits: bool,
-) -> ServerCounters {
-    const WITH_LOCK_WAITS: &str = timeline_sql!(
+// 0.4.0's lock waits and standby lag, beside a timeline row (see [`timeline`])
+macro_rules! lock_waits_sql {
+    () => {
         ",
              recorded AS (
                  INSERT INTO stress.lock_waits AS w
@@ -258,13 +318,52 @@ pub fn timeline(
                  FROM pg_catalog.pg_stat_replication r,
                       (SELECT pg_catalog.pg_current_wal_lsn() AS lsn) w
                  WHERE NOT pg_catalog.pg_is_in_recovery())"
+    };
+}
+
+/// One `stress.timeline` row: what the workers `pids` wait on now, their lock waits, and the
+/// server's counters since `before`. With `lock_waits` (0.4.0's stress.lock_waits and
+/// stress.replication_lag exist), in the same statement:
+/// - each wait into stress.lock_waits: one row per wait (process and start), its `waited_ms`
+///   growing while it is seen again;
+/// - each standby's lag into stress.replication_lag: how far its written, flushed and replayed WAL
+///   is behind this server's, in bytes and (as the standby reports it) in time. The lag columns of
+///   pg_stat_replication are NULL for a caller without pg_read_all_stats.
+///
+/// Returns the counters now.
+pub fn timeline(
+    run_id: i64,
+    at: pg_sys::TimestampTz,
+    elapsed_s: f64,
+    pids: &[i32],
+    before: &ServerCounters,
+    lock_waits: bool,
+) -> ServerCounters {
+    // 0.9.0's WAL flushes and pg_stat_io, each the difference from its `before`
+    const WITH_IO: &str = timeline_sql!(
+        [lock_waits_sql!()],
+        ", wal_syncs, io_reads, io_writes, io_extends, io_evictions, io_fsyncs, io_backend_writes",
+        ",
+                    c.wal_syncs OPERATOR(pg_catalog.-) $12, c.reads OPERATOR(pg_catalog.-) $13,
+                    c.writes OPERATOR(pg_catalog.-) $14, c.extends OPERATOR(pg_catalog.-) $15,
+                    c.evictions OPERATOR(pg_catalog.-) $16, c.fsyncs OPERATOR(pg_catalog.-) $17,
+                    c.backend_writes OPERATOR(pg_catalog.-) $18"
     );
-    const WITHOUT: &str = timeline_sql!("");
+    const WITH_LOCK_WAITS: &str = timeline_sql!([lock_waits_sql!()], "", "");
+    const WITHOUT: &str = timeline_sql!([""], "", "");
+    // (0.9.0 and later have both)
+    let sql = if has_column(c"timeline", c"wal_syncs") {
+        WITH_IO
+    } else if lock_waits {
+        WITH_LOCK_WAITS
+    } else {
+        WITHOUT
+    };
     as_owner(|| {
         Spi::connect_mut(|client| {
             let row = client
                 .update(
-                    if lock_waits { WITH_LOCK_WAITS } else { WITHOUT },
+                    sql,
                     None,
                     &[
                         crate::postgres::backend::database().into(),
@@ -278,6 +377,13 @@ pub fn timeline(
                         before.xact_commit.into(),
                         before.xact_rollback.into(),
                         before.checkpoints.into(),
+                        before.wal_syncs.into(),
+                        before.io.reads.into(),
+                        before.io.writes.into(),
+                        before.io.extends.into(),
+                        before.io.evictions.into(),
+                        before.io.fsyncs.into(),
+                        before.io.backend_writes.into(),
                     ],
                 )?
                 .first();
@@ -293,28 +399,37 @@ mod tests {
     use pgrx::prelude::*;
 
     /// The counters a timeline row is the difference of read on this version (the checkpoints
-    /// moved to pg_stat_checkpointer in 17), and a checkpoint is counted.
+    /// moved to pg_stat_checkpointer in 17, WAL flushes to pg_stat_io in 18; pg_stat_io is there
+    /// from 16), and a checkpoint is counted: its own, the dirty buffers it writes, its WAL flush.
     #[pg_test]
     fn the_servers_counters_read_on_this_version() {
+        Spi::run("CREATE TABLE dirty AS SELECT g FROM generate_series(1, 10000) g").unwrap();
         let before = super::server_counters();
         assert!(before.xact_commit > 0 && before.wal_bytes > 0);
         Spi::run("CHECKPOINT").unwrap();
-        // (the checkpointer reports its count once the checkpoint is done, maybe just after
+        let counted = |b: &super::ServerCounters, a: &super::ServerCounters| {
+            a.checkpoints > b.checkpoints
+                && a.wal_syncs > b.wal_syncs
+                && (cfg!(feature = "pg15") || a.io.writes > b.io.writes)
+        };
+        // (the checkpointer reports its counts once the checkpoint is done, maybe just after
         // CHECKPOINT returns; each look takes a new statistics snapshot)
         let mut after = super::server_counters();
         for _ in 0..50 {
-            if after.checkpoints > before.checkpoints {
+            if counted(&before, &after) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
             Spi::run("SELECT pg_stat_clear_snapshot()").unwrap();
             after = super::server_counters();
         }
-        assert!(
-            after.checkpoints > before.checkpoints,
-            "{} -> {}",
-            before.checkpoints,
-            after.checkpoints
-        );
+        assert!(counted(&before, &after), "{before:?} -> {after:?}");
+        if cfg!(feature = "pg15") {
+            // (no pg_stat_io before 16: the timeline's columns are NULL)
+            assert_eq!(
+                after.io.reads + after.io.writes + after.io.backend_writes,
+                0
+            );
+        }
     }
 }

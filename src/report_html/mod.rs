@@ -57,6 +57,14 @@ SELECT jsonb_build_object(
                    'blks_read', sum(t.blks_read), 'xact_commit', sum(t.xact_commit),
                    'xact_rollback', sum(t.xact_rollback), 'checkpoints', sum(t.checkpoints),
                    'autovacuum_workers', max(t.autovacuum_workers),
+                   -- (0.9.0's columns, read so that an older schema's timeline reads too)
+                   'wal_syncs', sum((to_jsonb(t) ->> 'wal_syncs')::bigint),
+                   'io_reads', sum((to_jsonb(t) ->> 'io_reads')::bigint),
+                   'io_writes', sum((to_jsonb(t) ->> 'io_writes')::bigint),
+                   'io_backend_writes', sum((to_jsonb(t) ->> 'io_backend_writes')::bigint),
+                   'io_extends', sum((to_jsonb(t) ->> 'io_extends')::bigint),
+                   'io_evictions', sum((to_jsonb(t) ->> 'io_evictions')::bigint),
+                   'io_fsyncs', sum((to_jsonb(t) ->> 'io_fsyncs')::bigint),
                    'lock_wait_seconds', count(*) FILTER (WHERE t.lock_waits > 0),
                    'longest_lock_wait_ms', max(t.longest_lock_wait_ms),
                    'lock_relation', (SELECT l.lock_relation FROM stress.timeline l

@@ -154,6 +154,21 @@ pub struct Server {
     pub xact_rollback: Option<i64>,
     pub checkpoints: Option<i64>,
     pub autovacuum_workers: Option<i64>,
+    /// (0.9.0: WAL flushes; pg_stat_io's relation I/O, PostgreSQL 16 and later; absent before)
+    #[serde(default)]
+    pub wal_syncs: Option<i64>,
+    #[serde(default)]
+    pub io_reads: Option<i64>,
+    #[serde(default)]
+    pub io_writes: Option<i64>,
+    #[serde(default)]
+    pub io_backend_writes: Option<i64>,
+    #[serde(default)]
+    pub io_extends: Option<i64>,
+    #[serde(default)]
+    pub io_evictions: Option<i64>,
+    #[serde(default)]
+    pub io_fsyncs: Option<i64>,
     pub lock_wait_seconds: i64,
     pub longest_lock_wait_ms: Option<f64>,
     pub lock_relation: Option<String>,
@@ -405,7 +420,7 @@ fn server_table(s: &Server) -> String {
         (Some(ms), None) => format!("{} ms", number(ms)),
         _ => "none".into(),
     };
-    let rows = [
+    let mut rows = vec![
         ("WAL written (the server's)", wal),
         (
             "transactions committed (this database)",
@@ -426,12 +441,66 @@ fn server_table(s: &Server) -> String {
         ),
         ("longest lock wait", longest),
     ];
+    rows.extend(io_rows(s, per_second));
     let mut table = Table::without_header("server", &[Align::Text, Align::Figure])
         .caption("The server during the run (stress.timeline)");
     for (what, value) in rows {
         table.row(vec![Cell::from(what), Cell::from(value)]);
     }
     table.render()
+}
+
+/// The WAL flushes (with the commits each covered) and, from PostgreSQL 16, pg_stat_io's relation
+/// I/O through shared buffers: who wrote the dirty buffers out (backends and workers evicting them
+/// themselves is shared_buffers or the background writer falling behind).
+fn io_rows(s: &Server, per_second: impl Fn(Option<i64>) -> String) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    if s.wal_syncs.is_some() {
+        rows.push(("WAL flushes to disk", per_second(s.wal_syncs)));
+        if let (Some(commits), Some(flushes)) = (s.xact_commit, s.wal_syncs) {
+            if flushes > 0 {
+                rows.push((
+                    "commits per WAL flush (this database's, over the server's)",
+                    format!("{:.2}", commits as f64 / flushes as f64),
+                ));
+            }
+        }
+    }
+    match (s.io_reads, s.io_writes) {
+        (Some(_), Some(writes)) => {
+            let by_backends = s.io_backend_writes.unwrap_or(0);
+            rows.extend([
+                (
+                    "buffers read, every process (pg_stat_io)",
+                    per_second(s.io_reads),
+                ),
+                (
+                    "dirty buffers written out, every process",
+                    per_second(s.io_writes),
+                ),
+                (
+                    "of those, by backends and workers themselves",
+                    if writes > 0 {
+                        format!(
+                            "{by_backends} ({:.1}%)",
+                            100.0 * by_backends as f64 / writes as f64
+                        )
+                    } else {
+                        by_backends.to_string()
+                    },
+                ),
+                ("relation extensions", per_second(s.io_extends)),
+                ("buffers evicted", per_second(s.io_evictions)),
+                ("data-file fsyncs", per_second(s.io_fsyncs)),
+            ]);
+        }
+        _ if s.wal_syncs.is_some() => rows.push((
+            "buffer I/O by process (pg_stat_io)",
+            "PostgreSQL 16 and later".into(),
+        )),
+        _ => {}
+    }
+    rows
 }
 
 /// How far each standby's replay (and flush) was behind this server, each second.

@@ -186,6 +186,12 @@ fn a_benchmark_whose_workers_cannot_connect_fails_instead_of_hanging() {
 
 #[test]
 fn slow_statements_and_the_query_time_alert_read_pg_stat_statements() {
+    if !crate::common::has_module(
+        "pg_stat_statements",
+        "slow_statements_and_the_query_time_alert_read_pg_stat_statements",
+    ) {
+        return;
+    }
     let mut client = fresh_database("it_slow_statements");
     client
         .batch_execute(

@@ -10,6 +10,31 @@ pub fn bindir() -> String {
     env("PG_BINDIR")
 }
 
+/// Whether the server under test (PG_CONFIG's) has the contrib or third-party module `module`; if
+/// not, says that `test` is skipped and why. PostgreSQL 16 from PyPI has no contrib, and pg_cron is
+/// Debian's for 15 only: such a test skips on that version, saying so, and nothing else skips.
+pub fn has_module(module: &str, test: &str) -> bool {
+    let pg_config = env("PG_CONFIG");
+    let ask = |option: &str| {
+        let out = Command::new(&pg_config).arg(option).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let present = PathBuf::from(ask("--sharedir"))
+        .join("extension")
+        .join(format!("{module}.control"))
+        .exists();
+    if !present {
+        // (to the terminal itself: the test harness keeps what a passing test prints with eprintln)
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "SKIPPED {test}: the {module} module is not installed for {}",
+            ask("--version")
+        );
+    }
+    present
+}
+
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the integration tests through `make test`, which starts a server")

@@ -163,6 +163,14 @@ fn may_fail(block: &str) -> String {
 
 #[test]
 fn every_sql_example_in_the_docs_runs_in_doc_order() {
+    if !crate::common::has_module("pg_cron", "every_sql_example_in_the_docs_runs_in_doc_order")
+        || !crate::common::has_module(
+            "pg_stat_statements",
+            "every_sql_example_in_the_docs_runs_in_doc_order",
+        )
+    {
+        return;
+    }
     crate::common::pgcluster("destroy", CLUSTER);
     let config = pgcluster_with(
         "start",

@@ -133,6 +133,12 @@ fn bloat_of(
 
 #[test]
 fn the_bloat_report_finds_deliberate_damage_estimated_and_exactly() {
+    if !crate::common::has_module(
+        "pgstattuple",
+        "the_bloat_report_finds_deliberate_damage_estimated_and_exactly",
+    ) {
+        return;
+    }
     let mut client = fresh_database("it_bloat");
     client
         .batch_execute(
@@ -216,6 +222,9 @@ fn the_bloat_report_finds_deliberate_damage_estimated_and_exactly() {
 
 #[test]
 fn pg_cron_really_runs_the_scheduled_maintenance() {
+    if !crate::common::has_module("pg_cron", "pg_cron_really_runs_the_scheduled_maintenance") {
+        return;
+    }
     // pg_cron lives in the cluster's cron.database_name: postgres.
     let mut client = connect("postgres");
     client

@@ -202,6 +202,12 @@ const READ_STANDBY: &str = "it-standby-reads";
 /// be recorded.
 #[test]
 fn read_load_on_a_standby_is_recorded_on_the_primary() {
+    if !crate::common::has_module(
+        "dblink",
+        "read_load_on_a_standby_is_recorded_on_the_primary",
+    ) {
+        return;
+    }
     let _alone = one_standby_at_a_time();
     let db = "it_standby_reads";
     let mut primary = load_database(db);

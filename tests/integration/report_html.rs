@@ -230,6 +230,28 @@ fn a_load_run_report_renders_in_chromium_with_every_point() {
         assert!(dom.contains(&format!(">{target}</td>")), "{target}");
     }
     assert!(dom.contains("deadlock_test") && dom.contains(">duration_seconds</td>"));
+
+    // The server's WAL flushes, and pg_stat_io's buffer I/O on the versions that have it.
+    let server = &dom[dom.find("<table id=\"server\"").expect("no server table")..];
+    let server = &server[..server.find("</table>").unwrap()];
+    let flushes: i64 = value(
+        &mut client,
+        &format!("SELECT sum(wal_syncs)::int8 FROM stress.timeline WHERE run_id = {run_id}"),
+    );
+    assert!(flushes > 0, "no WAL flush in {rows} seconds of transfers");
+    assert!(server.contains(">WAL flushes to disk</td>"), "{server}");
+    let version: i32 = value::<String>(&mut client, "SHOW server_version_num")
+        .parse()
+        .unwrap();
+    if version >= 160000 {
+        assert!(
+            server.contains(">buffers read, every process (pg_stat_io)</td>"),
+            "{server}"
+        );
+        assert!(server.contains(">of those, by backends and workers themselves</td>"));
+    } else {
+        assert!(server.contains(">PostgreSQL 16 and later</td>"), "{server}");
+    }
     assert_screenshot_shows_charts(&page);
 }
 

@@ -444,3 +444,63 @@ fn alter_extension_update_from_0_7_0_ends_where_a_fresh_install_does() {
     );
     assert!(note.contains("before pg_stress 0.8.0"), "{note}");
 }
+
+/// 0.8.0 → 0.9.0: the timeline keeps the server's WAL flushes and, on PostgreSQL 16 and later,
+/// pg_stat_io's relation I/O. This library writes 0.8.0's timeline (without those columns) until
+/// the update; the rows of before keep NULLs there, and a run after it fills them in.
+#[test]
+fn alter_extension_update_from_0_8_0_ends_where_a_fresh_install_does() {
+    let mut old = empty_database("it_upgrade_080");
+    assert_available(&mut old, "0.8.0");
+    for sql in [
+        "CREATE EXTENSION pg_stress VERSION '0.8.0'",
+        "SET stress.progress_interval = 0",
+        "SELECT stress.generate_dataset(orders => 2000, seed => 1)",
+    ] {
+        old.batch_execute(sql).unwrap();
+    }
+    let before_run = run_detached(&mut old, "'3 seconds', workers => 2");
+    let status: String = old
+        .query_one("CALL stress.wait($1)", &[&before_run])
+        .unwrap()
+        .get("status");
+    assert_eq!(status, "completed");
+    let rows: i64 = value(
+        &mut old,
+        &format!("SELECT count(*) FROM stress.timeline WHERE run_id = {before_run}"),
+    );
+    assert!(
+        rows >= 2,
+        "0.8.0's timeline, written by this library: {rows} rows"
+    );
+    let before = record_counts(&mut old);
+    old.batch_execute("ALTER EXTENSION pg_stress UPDATE")
+        .unwrap();
+    assert_same_as_a_fresh_install(&mut old, "it_upgrade_080_fresh");
+    assert_eq!(record_counts(&mut old), before);
+    let kept: i64 = value(
+        &mut old,
+        &format!(
+            "SELECT count(*) FROM stress.timeline WHERE run_id = {before_run} AND wal_syncs IS NULL"
+        ),
+    );
+    assert_eq!(kept, rows);
+    let after_run = run_detached(&mut old, "'3 seconds', workers => 2");
+    old.query_one("CALL stress.wait($1)", &[&after_run])
+        .unwrap();
+    // (every second has its WAL flushes; pg_stat_io's figures from PostgreSQL 16 on)
+    let (seconds, flushed, with_io): (i64, i64, i64) = {
+        let row = old
+            .query_one(
+                "SELECT count(*), count(wal_syncs), count(io_reads) FROM stress.timeline WHERE run_id = $1",
+                &[&after_run],
+            )
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    let server_version: i32 = value::<String>(&mut old, "SHOW server_version_num")
+        .parse()
+        .unwrap();
+    assert!(seconds >= 2 && flushed == seconds, "{seconds} {flushed}");
+    assert_eq!(with_io, if server_version >= 160000 { seconds } else { 0 });
+}
