@@ -457,13 +457,13 @@ fn io_rows(s: &Server, per_second: impl Fn(Option<i64>) -> String) -> Vec<(&'sta
     let mut rows = Vec::new();
     if s.wal_syncs.is_some() {
         rows.push(("WAL flushes to disk", per_second(s.wal_syncs)));
-        if let (Some(commits), Some(flushes)) = (s.xact_commit, s.wal_syncs) {
-            if flushes > 0 {
-                rows.push((
-                    "commits per WAL flush (this database's, over the server's)",
-                    format!("{:.2}", commits as f64 / flushes as f64),
-                ));
-            }
+        if let (Some(commits), Some(flushes)) = (s.xact_commit, s.wal_syncs)
+            && flushes > 0
+        {
+            rows.push((
+                "commits per WAL flush (this database's, over the server's)",
+                format!("{:.2}", commits as f64 / flushes as f64),
+            ));
         }
     }
     match (s.io_reads, s.io_writes) {
