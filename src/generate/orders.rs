@@ -222,15 +222,6 @@ mod tests {
     #[pg_test]
     fn both_index_paths_leave_every_row_indexed() {
         use_schema("t_gen_idx");
-        // (amcheck proves every row indexed where the version has contrib; PostgreSQL 16 from
-        // PyPI has none, and the rest of the test runs without it)
-        let amcheck = crate::tests::extension_available(
-            "amcheck",
-            "both_index_paths_leave_every_row_indexed: its heapallindexed check",
-        );
-        if amcheck {
-            Spi::run("CREATE EXTENSION IF NOT EXISTS amcheck").unwrap();
-        }
         // First call: empty table, indexes rebuilt once. Second: append, indexes maintained.
         Spi::run("SELECT stress.generate_orders(4000, seed => 3)").unwrap();
         Spi::run("SELECT stress.generate_orders(1500, seed => 3)").unwrap();
@@ -243,16 +234,11 @@ mod tests {
             one::<i64>("SELECT count(DISTINCT id) FROM t_gen_idx.orders"),
             5500
         );
-        if amcheck {
-            // heapallindexed: every heap tuple must be found in each index.
-            assert_eq!(
-                one::<i64>(
-                    "SELECT count(bt_index_check(indexrelid, true)) FROM pg_index
-                     WHERE indrelid = 't_gen_idx.orders'::regclass"
-                ),
-                4
-            );
-        }
+        crate::tests::assert_every_row_indexed(
+            "t_gen_idx.orders",
+            4,
+            "both_index_paths_leave_every_row_indexed",
+        );
         Spi::run("SET LOCAL enable_seqscan = off").unwrap();
         let via_index = one::<i64>("SELECT count(*) FROM t_gen_idx.orders WHERE status = 'OPEN'");
         Spi::run("SET LOCAL enable_seqscan = on; SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off").unwrap();

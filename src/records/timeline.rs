@@ -2,7 +2,7 @@
 //! `stress.timeline`, its `stress.timeline` row (the server's counters, what the workers wait on, lock
 //! waits, replication lag), read and written in one statement each.
 
-use super::{as_owner, has_column, timestamp};
+use super::{as_owner, has_column, stress_table, timestamp};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -321,9 +321,37 @@ macro_rules! lock_waits_sql {
     };
 }
 
+/// What this database's timeline tables take: the extension's objects may be older than this
+/// library (installed, the database not yet updated with ALTER EXTENSION pg_stress UPDATE), and a
+/// statement naming a newer column would fail. Read once, when a run's sampler starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimelineColumns {
+    /// 0.3.0: stress.timeline only
+    Base,
+    /// 0.4.0: and stress.lock_waits and stress.replication_lag
+    LockWaits,
+    /// 0.9.0: and the timeline's WAL flushes and pg_stat_io columns
+    Io,
+}
+
+impl TimelineColumns {
+    /// This database's, from the catalog caches (in a transaction).
+    pub fn of_database() -> Self {
+        if has_column(c"timeline", c"wal_syncs") {
+            TimelineColumns::Io
+        } else if stress_table(c"lock_waits") != pg_sys::InvalidOid
+            && stress_table(c"replication_lag") != pg_sys::InvalidOid
+        {
+            TimelineColumns::LockWaits
+        } else {
+            TimelineColumns::Base
+        }
+    }
+}
+
 /// One `stress.timeline` row: what the workers `pids` wait on now, their lock waits, and the
-/// server's counters since `before`. With `lock_waits` (0.4.0's stress.lock_waits and
-/// stress.replication_lag exist), in the same statement:
+/// server's counters since `before`. Where the database's `columns` are 0.4.0's or later
+/// (stress.lock_waits and stress.replication_lag exist), in the same statement:
 /// - each wait into stress.lock_waits: one row per wait (process and start), its `waited_ms`
 ///   growing while it is seen again;
 /// - each standby's lag into stress.replication_lag: how far its written, flushed and replayed WAL
@@ -337,7 +365,7 @@ pub fn timeline(
     elapsed_s: f64,
     pids: &[i32],
     before: &ServerCounters,
-    lock_waits: bool,
+    columns: TimelineColumns,
 ) -> ServerCounters {
     // 0.9.0's WAL flushes and pg_stat_io, each the difference from its `before`
     const WITH_IO: &str = timeline_sql!(
@@ -351,13 +379,10 @@ pub fn timeline(
     );
     const WITH_LOCK_WAITS: &str = timeline_sql!([lock_waits_sql!()], "", "");
     const WITHOUT: &str = timeline_sql!([""], "", "");
-    // (0.9.0 and later have both)
-    let sql = if has_column(c"timeline", c"wal_syncs") {
-        WITH_IO
-    } else if lock_waits {
-        WITH_LOCK_WAITS
-    } else {
-        WITHOUT
+    let sql = match columns {
+        TimelineColumns::Io => WITH_IO,
+        TimelineColumns::LockWaits => WITH_LOCK_WAITS,
+        TimelineColumns::Base => WITHOUT,
     };
     as_owner(|| {
         Spi::connect_mut(|client| {

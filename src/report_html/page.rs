@@ -154,20 +154,14 @@ pub struct Server {
     pub xact_rollback: Option<i64>,
     pub checkpoints: Option<i64>,
     pub autovacuum_workers: Option<i64>,
-    /// (0.9.0: WAL flushes; pg_stat_io's relation I/O, PostgreSQL 16 and later; absent before)
-    #[serde(default)]
+    /// (0.9.0: WAL flushes; pg_stat_io's relation I/O, PostgreSQL 16 and later; absent before: serde reads
+    /// a missing Option as None)
     pub wal_syncs: Option<i64>,
-    #[serde(default)]
     pub io_reads: Option<i64>,
-    #[serde(default)]
     pub io_writes: Option<i64>,
-    #[serde(default)]
     pub io_backend_writes: Option<i64>,
-    #[serde(default)]
     pub io_extends: Option<i64>,
-    #[serde(default)]
     pub io_evictions: Option<i64>,
-    #[serde(default)]
     pub io_fsyncs: Option<i64>,
     pub lock_wait_seconds: i64,
     pub longest_lock_wait_ms: Option<f64>,

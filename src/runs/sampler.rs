@@ -72,9 +72,8 @@ struct Sampler {
     nullable_percentiles: bool,
     /// stress.samples has a deadlocks column (0.3.0 and later)
     deadlock_column: bool,
-    /// stress.lock_waits and stress.replication_lag exist (0.4.0 and later) and the run keeps a
-    /// timeline
-    lock_waits: bool,
+    /// what the timeline tables take (when the run keeps a timeline)
+    timeline_columns: records::TimelineColumns,
     /// at the last sample: when, the run's totals, and the server's counters
     at: pg_sys::TimestampTz,
     ops: u64,
@@ -94,11 +93,6 @@ impl Sampler {
                 "SELECT pg_catalog.set_config('application_name', $1, false)",
                 &[format!("pg_stress sampler run {run_id}").into()],
             )?;
-            let lock_waits = Spi::get_one::<bool>(
-                "SELECT pg_catalog.to_regclass('stress.lock_waits') IS NOT NULL
-                    AND pg_catalog.to_regclass('stress.replication_lag') IS NOT NULL",
-            )?
-            .unwrap_or(false);
             let tables = Spi::get_three::<bool, bool, bool>(
                 "SELECT pg_catalog.to_regclass('stress.timeline') IS NOT NULL,
                         (SELECT NOT a.attnotnull FROM pg_catalog.pg_attribute a
@@ -118,26 +112,33 @@ impl Sampler {
                 timeline,
                 tables.1 == Some(true),
                 tables.2 == Some(true),
-                timeline && lock_waits,
+                records::TimelineColumns::of_database(),
                 counters,
             ))
         });
-        let (timeline, nullable_percentiles, deadlock_column, lock_waits, counters) = match setup {
-            Ok(Ok(found)) => found,
-            other => {
-                if let Err(report) = other {
-                    pgrx::log!("pg_stress run {run_id}: sampler: {}", report.message());
+        let (timeline, nullable_percentiles, deadlock_column, timeline_columns, counters) =
+            match setup {
+                Ok(Ok(found)) => found,
+                other => {
+                    if let Err(report) = other {
+                        pgrx::log!("pg_stress run {run_id}: sampler: {}", report.message());
+                    }
+                    (
+                        false,
+                        false,
+                        false,
+                        records::TimelineColumns::Base,
+                        ServerCounters::default(),
+                    )
                 }
-                (false, false, false, false, ServerCounters::default())
-            }
-        };
+            };
         Sampler {
             slot,
             live,
             timeline,
             nullable_percentiles,
             deadlock_column,
-            lock_waits,
+            timeline_columns,
             at: slot.started_at,
             ops: 0,
             errors: 0,
@@ -177,7 +178,14 @@ impl Sampler {
                     .map(|p| p.load(Ordering::Relaxed))
                     .filter(|&p| p != 0)
                     .collect();
-                records::timeline(slot.run_id, at, elapsed, &pids, &before, self.lock_waits)
+                records::timeline(
+                    slot.run_id,
+                    at,
+                    elapsed,
+                    &pids,
+                    &before,
+                    self.timeline_columns,
+                )
             });
             let connections = records::sample(&records::SampleRow {
                 run_id: slot.run_id,

@@ -41,6 +41,23 @@ pub fn extension_available(extension: &str, what: &str) -> bool {
     available
 }
 
+/// amcheck's heapallindexed check of `table`'s btree indexes: each of its `indexes` must find
+/// every heap tuple. Where the version has no amcheck (PostgreSQL 16 from PyPI has no contrib) the
+/// check is skipped, saying so for `test`, and the rest of the test runs without it.
+pub fn assert_every_row_indexed(table: &str, indexes: i64, test: &str) {
+    if !extension_available("amcheck", &format!("{test}: its heapallindexed check")) {
+        return;
+    }
+    Spi::run("CREATE EXTENSION IF NOT EXISTS amcheck").unwrap();
+    let checked = Spi::get_one_with_args::<i64>(
+        "SELECT count(bt_index_check(indexrelid, true)) FROM pg_index
+         WHERE indrelid = $1::text::regclass",
+        &[table.into()],
+    )
+    .unwrap();
+    assert_eq!(checked, Some(indexes), "btree indexes of {table} checked");
+}
+
 // The SQL-only capabilities (src/api): their tests.
 mod bloat;
 mod health;
