@@ -4,6 +4,9 @@
 
 use pgrx::pg_sys;
 
+/// Whether the server describes its wait events in the `pg_wait_events` view (17 and later).
+pub const WAIT_EVENTS_VIEW: bool = cfg!(not(any(feature = "pg15", feature = "pg16")));
+
 /// Whether `user` owns relation `relid` (`pg_class_ownercheck` until 15; `object_ownercheck` since).
 pub fn owns_relation(relid: pg_sys::Oid, user: pg_sys::Oid) -> bool {
     #[cfg(feature = "pg15")]

@@ -137,6 +137,7 @@ pub fn report_html(run_id: Option<i64>, baseline: Option<i64>) -> String {
             .expect("a visible run has records");
     let mut records: page::RunRecords =
         serde_json::from_value(records.0).expect("the records as report_html gathers them");
+    records.wait_descriptions = wait_descriptions(&records.timeline);
     if let Some(baseline) = baseline {
         let (baseline, candidate) = (
             crate::compare::visible("report_html", &[Some(baseline)])[0],
@@ -149,6 +150,32 @@ pub fn report_html(run_id: Option<i64>, baseline: Option<i64>) -> String {
         });
     }
     page::render(&records)
+}
+
+/// The server's description of each wait event in `timeline` ("Type:Event", as the sampler names
+/// them), from `pg_wait_events` — PostgreSQL 17 and later; none before.
+fn wait_descriptions(timeline: &[page::TimelinePoint]) -> Vec<(String, String)> {
+    let mut events: Vec<String> = timeline
+        .iter()
+        .flat_map(|point| point.waits.keys().cloned())
+        .collect();
+    events.sort_unstable();
+    events.dedup();
+    if events.is_empty() || !crate::postgres::version::WAIT_EVENTS_VIEW {
+        return Vec::new();
+    }
+    let described = crate::postgres::spi_read::one::<pgrx::JsonB>(
+        "SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(e.event, w.description))
+         FROM pg_catalog.unnest($1::pg_catalog.text[]) e(event)
+         JOIN pg_catalog.pg_wait_events w
+           ON w.type OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) w.name
+              OPERATOR(pg_catalog.=) e.event",
+        &[events.into()],
+    )
+    .expect("reading pg_wait_events");
+    described
+        .and_then(|d| serde_json::from_value(d.0).ok())
+        .unwrap_or_default()
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -206,5 +233,20 @@ mod tests {
         assert_eq!(page.matches("class=\"mark deadlock\"").count(), 1);
         // the x axis ends at the last second
         assert!(page.contains(">5000</text>"), "no tick at 5000 s");
+        // each event drawn, in the server's words where it has them (17 and later)
+        if crate::postgres::version::WAIT_EVENTS_VIEW {
+            let tuple = Spi::get_one::<String>(
+                "SELECT description FROM pg_catalog.pg_wait_events
+                 WHERE type = 'Lock' AND name = 'tuple'",
+            )
+            .unwrap()
+            .unwrap();
+            assert!(
+                page.contains(&format!("<dt>Lock:tuple</dt><dd>{tuple}</dd>")),
+                "{page}"
+            );
+        } else {
+            assert!(!page.contains("pg_wait_events"), "{page}");
+        }
     }
 }

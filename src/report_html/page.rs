@@ -52,6 +52,10 @@ pub struct RunRecords {
     /// the run against a baseline (`report_html(run, baseline)`): shown before any figure
     #[serde(skip)]
     pub comparison: Option<Comparison>,
+    /// what each of the run's wait events is, as the server describes it (`pg_wait_events`,
+    /// PostgreSQL 17 and later; empty before)
+    #[serde(skip)]
+    pub wait_descriptions: Vec<(String, String)>,
 }
 
 /// A run compared with its baseline: what differs in their environments, then every figure's
@@ -250,6 +254,10 @@ pub fn render(r: &RunRecords) -> String {
     }
     if let Some(chart) = wait_chart(run, &r.timeline) {
         body.push_str(&chart.render());
+        body.push_str(&wait_descriptions(
+            &wait_layers(&r.timeline),
+            &r.wait_descriptions,
+        ));
     }
     if let Some(server) = &r.server {
         body.push_str(&server_table(server));
@@ -807,6 +815,29 @@ fn wait_layers(timeline: &[TimelinePoint]) -> Vec<String> {
     totals.retain(|(_, total)| *total > 0.0);
     totals.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     totals.into_iter().map(|(k, _)| k).collect()
+}
+
+/// Under the wait chart: what each event drawn means, most waited first, in the server's words
+/// (PostgreSQL 17's pg_wait_events). Nothing on a server without them.
+fn wait_descriptions(layers: &[String], descriptions: &[(String, String)]) -> String {
+    let described: Vec<(&String, &String)> = layers
+        .iter()
+        .filter_map(|layer| {
+            let (_, text) = descriptions.iter().find(|(event, _)| event == layer)?;
+            Some((layer, text))
+        })
+        .collect();
+    if described.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        r#"<details class="waits"><summary>What these wait events are (pg_wait_events)</summary><dl>"#,
+    );
+    for (event, text) in described {
+        let _ = write!(out, "<dt>{}</dt><dd>{}</dd>", escape(event), escape(text));
+    }
+    out.push_str("</dl></details>");
+    out
 }
 
 fn wait_chart(run: &Run, timeline: &[TimelinePoint]) -> Option<Chart> {
