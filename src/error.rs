@@ -50,6 +50,15 @@ pub enum StressError {
     /// 57000: a background worker of this call stopped before its work was done.
     #[error("{message}")]
     WorkerLost { message: String, hint: String },
+    /// Reaching a load target (postgres::libpq): 22023 an unreadable connection string, 08001
+    /// unreachable, 2F003 no password, 53000 no file descriptor left.
+    #[error("{message}")]
+    Target {
+        code: PgSqlErrorCode,
+        message: String,
+        detail: Option<String>,
+        hint: String,
+    },
 }
 
 impl StressError {
@@ -86,6 +95,7 @@ impl StressError {
                 PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION
             }
             StressError::PermissionDenied { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            StressError::Target { code, .. } => *code,
         }
     }
 
@@ -112,6 +122,12 @@ impl StressError {
             StressError::NeedsPreload(_) => {
                 report = report.set_detail("Load runs keep their state in shared memory, which is set up when the server starts.")
                     .set_hint("Add pg_stress to shared_preload_libraries (e.g. ALTER SYSTEM SET shared_preload_libraries = 'pg_stress') and restart PostgreSQL.");
+            }
+            StressError::Target { detail, hint, .. } => {
+                if let Some(detail) = detail {
+                    report = report.set_detail(detail.clone());
+                }
+                report = report.set_hint(hint.clone());
             }
             StressError::TableShape { detail, .. } => {
                 report = report.set_detail(detail.clone()).set_hint(

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod bgworker;
 pub mod datum;
 pub mod json_arg;
+pub mod libpq;
 pub mod parallel_scan;
 pub mod privilege;
 pub mod procedure;
