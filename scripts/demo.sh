@@ -64,10 +64,12 @@ FROM stress.compare_indexes(ARRAY['SELECT * FROM trading.orders WHERE status = '
                             candidates => ARRAY['CREATE INDEX ON trading.trades (symbol) INCLUDE (quantity)']);
 SQL
 
+# (the same version's cluster: each version's clusters live apart)
+stop_with=$([ "$PG_MAJOR" = 15 ] || echo "PG_VERSION=$PG_MAJOR ")
 cat <<MSG
 
 The demo cluster is running. Connect with:
   $pg_bindir/psql -h $PGHOST -p $PGPORT -U $PGUSER $db
 Stop it with:
-  make demo-stop
+  ${stop_with}make demo-stop
 MSG
