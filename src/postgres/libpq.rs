@@ -576,6 +576,11 @@ impl Connection {
 
     /// Ask the target to cancel what this connection runs (best effort: libpq's cancel request
     /// is a new connection of its own, which may fail).
+    ///
+    /// Not yet bounded: `PQcancel` blocks until the target's postmaster answers, which over a
+    /// partitioned network is the TCP timeout. Before a run's worker uses this module, it must
+    /// send the cancel without blocking (libpq 17's `PQcancelStart`/`PQcancelPoll`, or the
+    /// CancelRequest packet on a latch-aware socket); the linked libpq here is Debian's 15.
     fn cancel_in_flight(&mut self) {
         if self.conn.is_null() {
             return;
