@@ -400,23 +400,7 @@ impl Connection {
         params: &[Option<&str>],
         deadline: pg_sys::TimestampTz,
     ) -> Result<Rows, RemoteError> {
-        let sql = c_string(sql)?;
-        let values = Params::new(params)?;
-        // SAFETY: a live connection; sql and the parameter arrays outlive the call (libpq copies
-        // what it sends).
-        let sent = unsafe {
-            ffi::PQsendQueryParams(
-                self.conn,
-                sql.as_ptr(),
-                values.count(),
-                std::ptr::null(),
-                values.pointers(),
-                std::ptr::null(),
-                std::ptr::null(),
-                0,
-            )
-        };
-        self.results(sent, deadline)
+        self.run(Statement::Text(sql), params, deadline)
     }
 
     /// Prepare `sql` as statement `name` (its parameters' types as the target infers them).
@@ -441,19 +425,51 @@ impl Connection {
         params: &[Option<&str>],
         deadline: pg_sys::TimestampTz,
     ) -> Result<Rows, RemoteError> {
-        let name = c_string(name)?;
-        let values = Params::new(params)?;
-        // SAFETY: as in execute.
+        self.run(Statement::Prepared(name), params, deadline)
+    }
+
+    /// Send `statement` with text `params` (NULL pointers for NULLs), then read its results.
+    fn run(
+        &mut self,
+        statement: Statement<'_>,
+        params: &[Option<&str>],
+        deadline: pg_sys::TimestampTz,
+    ) -> Result<Rows, RemoteError> {
+        let (Statement::Text(text) | Statement::Prepared(text)) = statement;
+        let text = c_string(text)?;
+        let values = params
+            .iter()
+            .map(|p| p.map(c_string).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
+        let pointers: Vec<*const c_char> = values
+            .iter()
+            .map(|v| v.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()))
+            .collect();
+        let count = pointers.len() as c_int;
+        // SAFETY: a live connection; the text and the parameter arrays outlive the call (libpq
+        // copies what it sends); NULL types, lengths and formats: all text, types inferred.
         let sent = unsafe {
-            ffi::PQsendQueryPrepared(
-                self.conn,
-                name.as_ptr(),
-                values.count(),
-                values.pointers(),
-                std::ptr::null(),
-                std::ptr::null(),
-                0,
-            )
+            match statement {
+                Statement::Text(_) => ffi::PQsendQueryParams(
+                    self.conn,
+                    text.as_ptr(),
+                    count,
+                    std::ptr::null(),
+                    pointers.as_ptr(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    0,
+                ),
+                Statement::Prepared(_) => ffi::PQsendQueryPrepared(
+                    self.conn,
+                    text.as_ptr(),
+                    count,
+                    pointers.as_ptr(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    0,
+                ),
+            }
         };
         self.results(sent, deadline)
     }
@@ -623,32 +639,11 @@ impl Drop for Connection {
     }
 }
 
-/// A statement's text parameters as libpq takes them (NULL pointers for NULLs).
-struct Params {
-    values: Vec<Option<CString>>,
-    pointers: Vec<*const c_char>,
-}
-
-impl Params {
-    fn new(params: &[Option<&str>]) -> Result<Self, RemoteError> {
-        let values = params
-            .iter()
-            .map(|p| p.map(c_string).transpose())
-            .collect::<Result<Vec<_>, _>>()?;
-        let pointers = values
-            .iter()
-            .map(|v| v.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()))
-            .collect();
-        Ok(Params { values, pointers })
-    }
-
-    fn count(&self) -> c_int {
-        self.values.len() as c_int
-    }
-
-    fn pointers(&self) -> *const *const c_char {
-        self.pointers.as_ptr()
-    }
+/// What a connection runs: SQL text (unnamed), or a statement it prepared, by name.
+#[derive(Clone, Copy)]
+enum Statement<'a> {
+    Text(&'a str),
+    Prepared(&'a str),
 }
 
 /// `text` for libpq: a zero byte cannot be sent (22021, as PostgreSQL reports it in text).
