@@ -61,6 +61,15 @@ pub enum StressError {
     },
 }
 
+/// An error code's five characters, as a client sees it ("40P01"): PostgreSQL packs them six
+/// bits each (PGUNSIXBIT).
+pub fn sqlstate_text(code: PgSqlErrorCode) -> String {
+    let code = code as i32;
+    (0..5)
+        .map(|i| (((code >> (6 * i)) & 0x3F) as u8 + b'0') as char)
+        .collect()
+}
+
 impl StressError {
     pub fn invalid(
         function: &'static str,

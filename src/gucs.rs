@@ -25,7 +25,48 @@ pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(8);
 /// Whether runs sample the server into stress.timeline each second.
 pub static TIMELINE: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// Where load runs send their operations: another server's libpq connection string (empty: this
+/// server, over SPI). Shown to superusers only, as primary_conninfo: it may carry a password.
+pub static TARGET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// How statements reach the target (pgbench's -M).
+pub static TARGET_PROTOCOL: GucSetting<TargetProtocol> =
+    GucSetting::<TargetProtocol>::new(TargetProtocol::Prepared);
+/// A new connection to the target for each transaction (pgbench's -C).
+pub static TARGET_CONNECT_PER_TRANSACTION: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// `stress.target_protocol`'s values.
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TargetProtocol {
+    Prepared,
+    Extended,
+}
+
 pub fn init() {
+    GucRegistry::define_string_guc(
+        c"stress.target",
+        c"The server load runs send their operations to, as a libpq connection string (empty: this server).",
+        c"Each worker connects to it with libpq as the calling role; non-superusers must give a password. Shown to superusers only: it may carry a password.",
+        &TARGET,
+        GucContext::Userset,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_enum_guc(
+        c"stress.target_protocol",
+        c"How load runs send statements to stress.target: prepared (once per connection) or extended (unnamed, each time).",
+        c"As pgbench -M prepared / -M extended. Use extended through a PgBouncer in transaction pooling older than 1.21.",
+        &TARGET_PROTOCOL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"stress.target_connect_per_transaction",
+        c"Whether load runs open a new connection to stress.target for each transaction.",
+        c"As pgbench -C: the connection's set-up is then part of each transaction's latency.",
+        &TARGET_CONNECT_PER_TRANSACTION,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+
     GucRegistry::define_string_guc(
         c"stress.data_schema",
         c"Schema that pg_stress generates workload data into.",
@@ -115,6 +156,14 @@ pub fn init() {
 }
 
 /// The configured data schema, never empty.
+/// `stress.target`, when set (not empty).
+pub fn target() -> Option<String> {
+    TARGET
+        .get()
+        .and_then(|s| s.into_string().ok())
+        .filter(|s| !s.trim().is_empty())
+}
+
 pub fn data_schema() -> String {
     DATA_SCHEMA
         .get()

@@ -103,17 +103,43 @@ impl Param {
     }
 
     pub fn sample(&self, rng: &mut impl Rng) -> DatumWithOid<'static> {
+        match self.draw(rng) {
+            Drawn::Int(i) => i.into(),
+            Drawn::Float(f) => f.into(),
+            Drawn::Text(t) => t.to_owned().into(),
+        }
+    }
+
+    /// A value, as text (what a connection to a target sends for it).
+    pub fn sample_text(&self, rng: &mut impl Rng) -> String {
+        match self.draw(rng) {
+            Drawn::Int(i) => i.to_string(),
+            // (Rust writes the shortest text that reads back as the same float8)
+            Drawn::Float(f) => f.to_string(),
+            Drawn::Text(t) => t.to_owned(),
+        }
+    }
+
+    /// A value drawn.
+    fn draw(&self, rng: &mut impl Rng) -> Drawn<'_> {
         match self {
-            Param::Number { dist, whole: true } => (dist.sample(rng).floor() as i64).into(),
-            Param::Number { dist, whole: false } => dist.sample(rng).into(),
-            Param::Values(values) => values[rng.random_range(0..values.len())].clone().into(),
+            Param::Number { dist, whole: true } => Drawn::Int(dist.sample(rng).floor() as i64),
+            Param::Number { dist, whole: false } => Drawn::Float(dist.sample(rng)),
+            Param::Values(values) => Drawn::Text(&values[rng.random_range(0..values.len())]),
             Param::Constant(v) => match v {
-                Value::Number(n) if n.is_i64() => n.as_i64().unwrap_or_default().into(),
-                Value::Number(n) => n.as_f64().unwrap_or_default().into(),
-                other => other.as_str().unwrap_or_default().to_owned().into(),
+                Value::Number(n) if n.is_i64() => Drawn::Int(n.as_i64().unwrap_or_default()),
+                Value::Number(n) => Drawn::Float(n.as_f64().unwrap_or_default()),
+                other => Drawn::Text(other.as_str().unwrap_or_default()),
             },
         }
     }
+}
+
+/// A parameter's value, as drawn (of its [`Param::pg_type`]).
+enum Drawn<'a> {
+    Int(i64),
+    Float(f64),
+    Text(&'a str),
 }
 
 /// One custom transaction: its statements run in order, in one transaction, with the same values

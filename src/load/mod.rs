@@ -13,6 +13,7 @@
 mod arrivals;
 mod custom;
 pub mod ops;
+mod remote;
 pub mod report;
 pub mod series;
 mod worker;
@@ -314,7 +315,10 @@ pub fn workload(
             "Put long SQL in a function and call that from the transaction.",
         );
     }
-    prepare_customs(function, &customs);
+    // (on a target, they are prepared there as the run starts: remote::probe)
+    if crate::gucs::target().is_none() {
+        prepare_customs(function, &customs);
+    }
     let Some(isolation_level) = crate::args::parse_isolation(isolation) else {
         invalid(
             function,
@@ -453,14 +457,38 @@ pub fn start_run(req: LoadRequest, call: Option<&Call>) -> control::Started {
         isolation: req.isolation,
         summary_notice: true,
     };
+    // (read before any worker starts: a bad connection string or a missing password fails the
+    // call, 22023 or 2F003)
+    let target = remote::from_settings();
     control::start(run, call, |run_id| {
         let schema = gucs::data_schema();
         // Custom transactions alone need no trading dataset (as pgbench -f needs no pgbench -i).
         let builtins = ops::uses_builtins(&req.weights);
-        let ids = if builtins {
-            dataset_ids(F, &schema)
-        } else {
-            DatasetIds::default()
+        let function = req.scenario.name().unwrap_or(F);
+        let mut target_version = None;
+        let ids = match &target {
+            Some(target) => {
+                let names: Vec<&str> = ops::OPS.iter().map(|o| o.name()).collect();
+                let customs = req
+                    .transactions
+                    .as_ref()
+                    .and_then(|t| custom::parse(t, &names).ok())
+                    .unwrap_or_default();
+                let found = remote::probe(function, target, &schema, builtins, &customs);
+                target_version = Some(found.server_version);
+                let ids = DatasetIds {
+                    accounts: found.accounts,
+                    orders: found.orders,
+                    trades: found.trades,
+                    audit: found.audit,
+                };
+                if builtins {
+                    check_accounts(function, &schema, ids.accounts);
+                }
+                ids
+            }
+            None if builtins => dataset_ids(F, &schema),
+            None => DatasetIds::default(),
         };
         let config = worker::LoadConfig {
             rate: req.rate.unwrap_or(0.0),
@@ -476,10 +504,19 @@ pub fn start_run(req: LoadRequest, call: Option<&Call>) -> control::Started {
             day_peaks: req.day_peaks,
             transactions: req.transactions.clone(),
             slow_ms: gucs::SLOW_QUERY_THRESHOLD_MS.get(),
-            blocks_start: crate::metrics::blocks::flushed(Some(&schema)),
+            // (a target's tables are not this server's: no block figures)
+            blocks_start: if target.is_some() {
+                Default::default()
+            } else {
+                crate::metrics::blocks::flushed(Some(&schema))
+            },
             schema,
+            target: target.clone(),
         };
-        let parameters = parameters(&req, &config, run_id);
+        let mut parameters = parameters(&req, &config, run_id);
+        if let Some(version) = target_version {
+            parameters["target"]["server_version_num"] = version.into();
+        }
         Configured {
             config: serde_json::to_value(&config).expect("a load run's configuration"),
             parameters,
@@ -545,6 +582,14 @@ fn parameters(req: &LoadRequest, config: &worker::LoadConfig, run_id: i64) -> se
         "transactions": config.transactions,
         "peak_hours": config.day_peaks.map(|p| (0..24).filter(|h| p & (1 << h) != 0).collect::<Vec<u32>>()),
     });
+    // (the connection string without its password: stress.runs is readable by the run's role)
+    if let Some(target) = &config.target {
+        parameters["target"] = serde_json::json!({
+            "conninfo": crate::postgres::libpq::shown_conninfo(&target.conninfo),
+            "protocol": target.protocol.name(),
+            "connect_per_transaction": target.reconnect,
+        });
+    }
     // The runs of one series: its first step's run id names them (report_html charts them).
     if let Scenario::Series {
         kind,
@@ -568,6 +613,17 @@ struct DatasetIds {
     orders: i64,
     trades: i64,
     audit: i64,
+}
+
+/// Trades need two accounts (22023 when the dataset has fewer).
+fn check_accounts(function: &'static str, schema: &str, accounts: i64) {
+    if accounts < 2 {
+        invalid(
+            function,
+            format!("{schema}.accounts has {accounts} accounts; trades need at least 2"),
+            "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
+        );
+    }
 }
 
 /// Check that `schema` holds the trading dataset, and read its highest ids.
@@ -609,13 +665,7 @@ fn dataset_ids(function: &'static str, schema: &str) -> DatasetIds {
             "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
         );
     }
-    if accounts < 2 {
-        invalid(
-            function,
-            format!("{schema}.accounts has {accounts} accounts; trades need at least 2"),
-            "Generate the trading dataset first: SELECT * FROM stress.generate_dataset(orders => 100000);",
-        );
-    }
+    check_accounts(function, schema, accounts);
     if schema.len() > 63 {
         invalid(
             function,

@@ -8,6 +8,7 @@
 use crate::generate::model::SYMBOLS;
 use crate::postgres::quote::qualified;
 use crate::postgres::read_only;
+use pgrx::datum::DatumWithOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult};
 use pgrx::{AnyNumeric, PgBuiltInOids, PgOid};
 use rand::{Rng, RngExt};
@@ -383,6 +384,17 @@ impl Plans {
         })
     }
 
+    /// A run on a target prepares nothing here (`load::remote` prepares there): the custom
+    /// transactions only, for their names and weights.
+    pub fn for_target(customs: Vec<super::custom::Custom>) -> Self {
+        Plans {
+            plans: Vec::new(),
+            custom_reads_only: Vec::new(),
+            customs,
+            prepared: false,
+        }
+    }
+
     pub fn customs(&self) -> &[super::custom::Custom] {
         &self.customs
     }
@@ -409,7 +421,7 @@ impl Plans {
         Ok(())
     }
 
-    /// Run `op` once, with parameters drawn from `rng` (in the caller's transaction).
+    /// Run `op` once over SPI, with parameters drawn from `rng` (in the caller's transaction).
     pub fn execute(
         &self,
         client: &mut SpiClient<'_>,
@@ -417,124 +429,236 @@ impl Plans {
         work: &mut DataInUse,
         rng: &mut impl Rng,
     ) -> SpiResult<()> {
-        let plan = &self.plans[op.index()][0];
-        let account = rng.random_range(1..=work.accounts.max(1));
-        let symbol = &SYMBOLS[rng.random_range(0..SYMBOLS.len())];
-        match op {
-            Op::PlaceOrder => {
-                let side = if rng.random_bool(0.5) { "BUY" } else { "SELL" };
-                let price = symbol.base_price * rng.random_range(0.97..1.03);
-                let quantity = (500.0 / price * rng.random_range(0.2..5.0)).max(0.0001);
-                client.update(
-                    plan,
-                    None,
-                    &[
-                        work.order_ids.take().into(),
-                        account.into(),
-                        symbol.name.into(),
-                        side.into(),
-                        quantity.into(),
-                        price.into(),
-                        work.audit_ids.take().into(),
-                    ],
-                )?;
+        execute(
+            &mut SpiSession {
+                client,
+                plans: self,
+            },
+            op,
+            work,
+            rng,
+        )
+    }
+}
+
+/// A value an operation passes to its statements; `N` a numeric as its session carries it.
+pub enum Arg<'a, N> {
+    Int(i64),
+    Float(f64),
+    Text(&'a str),
+    Numeric(&'a N),
+}
+
+/// What execute_trade's first statement returned when an order filled.
+pub struct Fill<N> {
+    pub payer: i64,
+    pub payee: i64,
+    pub notional: N,
+    pub owner: i64,
+    pub symbol: String,
+    pub change: N,
+    pub price: N,
+}
+
+/// Where the operations' statements run: SPI in this backend ([`SpiSession`]), or a connection to
+/// a target (`load::remote`). Each statement is named by its operation and its place in it
+/// ([`sql`]).
+pub trait Session {
+    type Numeric;
+    type Error;
+    /// Statement `step` of `op` with `args`: how many rows it returned or changed.
+    fn run(
+        &mut self,
+        op: Op,
+        step: usize,
+        args: &[Arg<'_, Self::Numeric>],
+    ) -> Result<u64, Self::Error>;
+    /// Statement `step` of `op`, which returns one numeric (NULL, or no row: 0).
+    fn numeric(
+        &mut self,
+        op: Op,
+        step: usize,
+        args: &[Arg<'_, Self::Numeric>],
+    ) -> Result<Self::Numeric, Self::Error>;
+    /// execute_trade's first statement: the fill, None when no order filled.
+    fn fill(
+        &mut self,
+        args: &[Arg<'_, Self::Numeric>],
+    ) -> Result<Option<Fill<Self::Numeric>>, Self::Error>;
+}
+
+/// Run `op` once in `session`, with parameters drawn from `rng` (in the session's transaction).
+pub fn execute<S: Session>(
+    session: &mut S,
+    op: Op,
+    work: &mut DataInUse,
+    rng: &mut impl Rng,
+) -> Result<(), S::Error> {
+    use Arg::{Float, Int, Text};
+    let account = rng.random_range(1..=work.accounts.max(1));
+    let symbol = &SYMBOLS[rng.random_range(0..SYMBOLS.len())];
+    match op {
+        Op::PlaceOrder => {
+            let side = if rng.random_bool(0.5) { "BUY" } else { "SELL" };
+            let price = symbol.base_price * rng.random_range(0.97..1.03);
+            let quantity = (500.0 / price * rng.random_range(0.2..5.0)).max(0.0001);
+            session.run(
+                op,
+                0,
+                &[
+                    Int(work.order_ids.take()),
+                    Int(account),
+                    Text(symbol.name),
+                    Text(side),
+                    Float(quantity),
+                    Float(price),
+                    Int(work.audit_ids.take()),
+                ],
+            )?;
+        }
+        Op::CancelOrder | Op::OpenOrders => {
+            session.run(op, 0, &[Int(account)])?;
+        }
+        Op::ExecuteTrade => {
+            let mut counterparty = rng.random_range(1..=work.accounts.max(1));
+            if counterparty == account {
+                counterparty = account % work.accounts.max(1) + 1;
             }
-            Op::CancelOrder => {
-                client.update(plan, None, &[account.into()])?;
+            execute_trade(session, account, work.trade_ids.take(), counterparty)?;
+        }
+        Op::BalanceUpdate => {
+            let amount: f64 = rng.random_range(-500.0..1000.0);
+            session.run(op, 0, &[Int(account), Float(amount)])?;
+        }
+        Op::RecentTrades => {
+            session.run(op, 0, &[Text(symbol.name)])?;
+        }
+        Op::Position => {
+            session.run(op, 0, &[Int(account), Text(symbol.name)])?;
+        }
+        Op::Transfer => {
+            let range = if work.hot_accounts > 0 {
+                work.hot_accounts
+            } else {
+                work.accounts
+            };
+            let from = rng.random_range(1..=range.max(2));
+            let mut to = rng.random_range(1..=range.max(2));
+            if to == from {
+                to = from % range.max(2) + 1;
             }
-            // (the reads: read-only SPI, no transaction id)
-            Op::OpenOrders => {
-                client.select(plan, None, &[account.into()])?;
-            }
-            Op::ExecuteTrade => {
-                let mut counterparty = rng.random_range(1..=work.accounts.max(1));
-                if counterparty == account {
-                    counterparty = account % work.accounts.max(1) + 1;
+            let cents: i64 = rng.random_range(1..=10_000);
+            // debit, pause, credit. Nothing moves when the account has too little: money is
+            // conserved either way.
+            if session.run(op, 0, &[Int(from), Int(cents)])? == 1 {
+                if work.transfer_pause > 0.0 {
+                    session.run(op, 1, &[Float(work.transfer_pause)])?;
                 }
-                self.execute_trade(client, account, work.trade_ids.take(), counterparty)?;
-            }
-            Op::BalanceUpdate => {
-                let amount: f64 = rng.random_range(-500.0..1000.0);
-                client.update(plan, None, &[account.into(), amount.into()])?;
-            }
-            Op::RecentTrades => {
-                client.select(plan, None, &[symbol.name.into()])?;
-            }
-            Op::Position => {
-                client.select(plan, None, &[account.into(), symbol.name.into()])?;
-            }
-            Op::Transfer => {
-                let range = if work.hot_accounts > 0 {
-                    work.hot_accounts
-                } else {
-                    work.accounts
-                };
-                let from = rng.random_range(1..=range.max(2));
-                let mut to = rng.random_range(1..=range.max(2));
-                if to == from {
-                    to = from % range.max(2) + 1;
-                }
-                let cents: i64 = rng.random_range(1..=10_000);
-                let [debit, pause, credit] = &self.plans[Op::Transfer.index()][..] else {
-                    unreachable!("three statements")
-                };
-                // Nothing moves when the account has too little: money is conserved either way.
-                if client
-                    .update(debit, None, &[from.into(), cents.into()])?
-                    .len()
-                    == 1
-                {
-                    if work.transfer_pause > 0.0 {
-                        client.update(pause, None, &[work.transfer_pause.into()])?;
-                    }
-                    client.update(credit, None, &[to.into(), cents.into()])?;
-                }
+                session.run(op, 2, &[Int(to), Int(cents)])?;
             }
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+/// execute_trade's statements (see [`execute_trade_sql`]): fill, lock, amount, transfer, position.
+fn execute_trade<S: Session>(
+    session: &mut S,
+    account: i64,
+    trade_id: i64,
+    counterparty: i64,
+) -> Result<(), S::Error> {
+    use Arg::{Int, Numeric, Text};
+    let op = Op::ExecuteTrade;
+    // No OPEN order of this account (all filled or taken by another worker): nothing to do.
+    let Some(fill) = session.fill(&[Int(account), Int(trade_id), Int(counterparty)])? else {
+        return Ok(());
+    };
+    session.run(op, 1, &[Int(fill.payer), Int(fill.payee)])?;
+    let paid = session.numeric(op, 2, &[Int(fill.payer), Numeric(&fill.notional)])?;
+    session.run(op, 3, &[Int(fill.payer), Int(fill.payee), Numeric(&paid)])?;
+    session.run(
+        op,
+        4,
+        &[
+            Int(fill.owner),
+            Text(&fill.symbol),
+            Numeric(&fill.change),
+            Numeric(&fill.price),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The operations over SPI, from their prepared plans (the reads through read-only SPI: no
+/// transaction id).
+pub struct SpiSession<'a, 'c> {
+    client: &'a mut SpiClient<'c>,
+    plans: &'a Plans,
+}
+
+impl SpiSession<'_, '_> {
+    fn call(
+        &mut self,
+        op: Op,
+        step: usize,
+        args: &[Arg<'_, AnyNumeric>],
+    ) -> SpiResult<pgrx::spi::SpiTupleTable<'_>> {
+        let plan = &self.plans.plans[op.index()][step];
+        let args: Vec<DatumWithOid<'_>> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Int(i) => (*i).into(),
+                Arg::Float(f) => (*f).into(),
+                Arg::Text(t) => (*t).into(),
+                Arg::Numeric(n) => (*n).clone().into(),
+            })
+            .collect();
+        if op.reads_only() {
+            self.client.select(plan, None, &args)
+        } else {
+            self.client.update(plan, None, &args)
+        }
+    }
+}
+
+impl Session for SpiSession<'_, '_> {
+    type Numeric = AnyNumeric;
+    type Error = pgrx::spi::SpiError;
+
+    fn run(&mut self, op: Op, step: usize, args: &[Arg<'_, AnyNumeric>]) -> SpiResult<u64> {
+        Ok(self.call(op, step, args)?.len() as u64)
     }
 
-    fn execute_trade(
-        &self,
-        client: &mut SpiClient<'_>,
-        account: i64,
-        trade_id: i64,
-        counterparty: i64,
-    ) -> SpiResult<()> {
-        let [fill, lock, amount, transfer, position] = &self.plans[Op::ExecuteTrade.index()][..]
-        else {
-            unreachable!("five statements")
-        };
-        let trade = client.update(
-            fill,
-            None,
-            &[account.into(), trade_id.into(), counterparty.into()],
-        )?;
+    fn numeric(
+        &mut self,
+        op: Op,
+        step: usize,
+        args: &[Arg<'_, AnyNumeric>],
+    ) -> SpiResult<AnyNumeric> {
+        let table = self.call(op, step, args)?;
+        Ok(if table.is_empty() {
+            AnyNumeric::default()
+        } else {
+            table.first().get_one()?.unwrap_or_default()
+        })
+    }
+
+    fn fill(&mut self, args: &[Arg<'_, AnyNumeric>]) -> SpiResult<Option<Fill<AnyNumeric>>> {
+        let trade = self.call(Op::ExecuteTrade, 0, args)?;
         let row = trade.first();
-        // No OPEN order of this account (all filled or taken by another worker): nothing to do.
         if row.get::<bool>(1)? != Some(true) {
-            return Ok(());
+            return Ok(None);
         }
-        let payer: i64 = row.get(2)?.unwrap_or_default();
-        let payee: i64 = row.get(3)?.unwrap_or_default();
-        let notional: AnyNumeric = row.get(4)?.unwrap_or_default();
-        let owner: i64 = row.get(5)?.unwrap_or_default();
-        let symbol: String = row.get(6)?.unwrap_or_default();
-        let change: AnyNumeric = row.get(7)?.unwrap_or_default();
-        let price: AnyNumeric = row.get(8)?.unwrap_or_default();
-        client.update(lock, None, &[payer.into(), payee.into()])?;
-        let paid: AnyNumeric = client
-            .update(amount, None, &[payer.into(), notional.into()])?
-            .first()
-            .get_one()?
-            .unwrap_or_default();
-        client.update(transfer, None, &[payer.into(), payee.into(), paid.into()])?;
-        client.update(
-            position,
-            None,
-            &[owner.into(), symbol.into(), change.into(), price.into()],
-        )?;
-        Ok(())
+        Ok(Some(Fill {
+            payer: row.get(2)?.unwrap_or_default(),
+            payee: row.get(3)?.unwrap_or_default(),
+            notional: row.get(4)?.unwrap_or_default(),
+            owner: row.get(5)?.unwrap_or_default(),
+            symbol: row.get(6)?.unwrap_or_default(),
+            change: row.get(7)?.unwrap_or_default(),
+            price: row.get(8)?.unwrap_or_default(),
+        }))
     }
 }
 

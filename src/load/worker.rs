@@ -5,6 +5,7 @@
 use super::arrivals::Arrivals;
 use super::custom::{self, Custom};
 use super::ops::{DataInUse, IdSequence, OPS, Plans, Weights};
+use super::remote::{Remote, Target};
 use crate::metrics::blocks::Blocks;
 use crate::metrics::task::TaskStats;
 use crate::postgres::backend::now;
@@ -47,6 +48,8 @@ pub struct LoadConfig {
     pub schema: String,
     /// block counts of the run's tables when it started (pg_statio)
     pub blocks_start: Blocks,
+    /// the server the operations run on, when not this one (`stress.target`)
+    pub target: Option<Target>,
 }
 
 impl LoadConfig {
@@ -74,6 +77,8 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
 /// A load worker's state: its prepared operations, and the conflicts it met (saved at its end).
 pub struct LoadWorker {
     plans: Plans,
+    /// the connection to the target, when the run has one (its operations then run there)
+    remote: Option<Remote>,
     conflicts: Vec<records::Conflict>,
     /// conflicts met beyond [`MAX_CONFLICTS`] (counted in the results, not kept one by one)
     conflicts_dropped: u64,
@@ -110,6 +115,9 @@ impl RunKind for LoadRun {
     }
 
     fn prepare(run: &WorkerRun<LoadConfig>) -> Result<LoadWorker, String> {
+        if let Some(target) = &run.config.target {
+            return prepare_remote(run, target.clone());
+        }
         // The built-in operations are index lookups whose plans do not depend on their
         // parameters: plan them once (generic plans). Custom transactions are planned as
         // pgbench -M prepared would.
@@ -129,6 +137,7 @@ impl RunKind for LoadRun {
         Spi::connect(|client| Plans::prepare(client, &run.config.schema, customs, builtins, true))
             .map(|plans| LoadWorker {
                 plans,
+                remote: None,
                 conflicts: Vec::new(),
                 conflicts_dropped: 0,
             })
@@ -163,6 +172,38 @@ impl RunKind for LoadRun {
     fn record(run: &FinishedRun<LoadConfig>, merged: &[TaskStats]) {
         record_load_results(run, &Self::tasks(&run.config), merged);
     }
+}
+
+/// A worker of a run on a target: its connection, made now (an unreachable target fails the run as
+/// it starts), and the statements it will prepare there. Nothing is prepared here.
+fn prepare_remote(run: &WorkerRun<LoadConfig>, target: Target) -> Result<LoadWorker, String> {
+    let customs = run.config.customs();
+    let builtins = super::ops::uses_builtins(&run.config.weights);
+    // SAFETY: this backend's own setting, set from the run's isolation as the worker joined.
+    let isolation = unsafe { pg_sys::DefaultXactIsoLevel };
+    let name = format!(
+        "pg_stress load run {} worker {}/{}",
+        run.run_id,
+        run.worker + 1,
+        run.workers
+    );
+    let mut remote = Remote::new(
+        target,
+        &run.config.schema,
+        customs.clone(),
+        builtins,
+        isolation,
+        name,
+    );
+    remote
+        .connect(run.deadline + 10_000_000)
+        .map_err(|e| e.to_string())?;
+    Ok(LoadWorker {
+        plans: Plans::for_target(customs),
+        remote: Some(remote),
+        conflicts: Vec::new(),
+        conflicts_dropped: 0,
+    })
 }
 
 /// The operations until the deadline, a cancel or SIGTERM. Returns why it stopped early, if it did
@@ -320,24 +361,21 @@ impl Operation<'_> {
         let run = self.run;
         let mut attempt = 0;
         loop {
-            let outcome = self.once(&state.plans);
-            if outcome.is_err() && stop(run) {
-                return false;
-            }
-            let report = match outcome {
-                Ok(Ok(())) => {
+            let outcome = match state.remote.as_mut() {
+                Some(remote) => self.once_on_target(remote),
+                None => self.once(&state.plans),
+            };
+            let failure = match outcome {
+                Ok(()) => {
                     s.successes += 1;
                     return true;
                 }
-                Ok(Err(e)) => {
-                    s.failures += 1;
-                    s.first_error.get_or_insert_with(|| e.to_string());
-                    self.live.errors += 1;
-                    return true;
-                }
-                Err(report) => report,
+                Err(failure) => failure,
             };
-            let retryable = self.conflicted(state, s, &report);
+            if failure.sqlstate.is_some() && stop(run) {
+                return false;
+            }
+            let retryable = self.conflicted(state, s, &failure);
             if retryable && attempt < run.config.max_retries {
                 attempt += 1;
                 s.retries += 1;
@@ -351,8 +389,7 @@ impl Operation<'_> {
                 continue;
             }
             s.failures += 1;
-            s.first_error
-                .get_or_insert_with(|| report.message().to_owned());
+            s.first_error.get_or_insert(failure.message);
             self.live.errors += 1;
             return true;
         }
@@ -360,13 +397,10 @@ impl Operation<'_> {
 
     /// One attempt, in its own transaction, with a statement timeout that lets it (retries
     /// included) end up to 10 s after the run's deadline, not later.
-    fn once(
-        &mut self,
-        plans: &Plans,
-    ) -> Result<Result<(), pgrx::spi::SpiError>, Box<ErrorReportWithLevel>> {
+    fn once(&mut self, plans: &Plans) -> Result<(), Failure> {
         let timeout_ms = ((self.run.deadline - now()) / 1000).max(0) + 10_000;
         let (task, work, rng) = (self.task, &mut *self.work, &mut *self.rng);
-        signals::in_operation(|| {
+        let outcome = signals::in_operation(|| {
             with_statement_timeout(timeout_ms, || {
                 in_transaction(|| {
                     crate::postgres::backend::report_activity(c"pg_stress load operation");
@@ -376,20 +410,37 @@ impl Operation<'_> {
                     })
                 })
             })
-        })
+        });
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Failure {
+                sqlstate: None,
+                message: e.to_string(),
+                detail: None,
+            }),
+            Err(report) => Err(Failure::of_report(&report)),
+        }
+    }
+
+    /// One attempt on the target, by the same deadline as [`Operation::once`]'s timeout. No
+    /// transaction or snapshot here while it waits: the wait is on the socket and the latch, and
+    /// a cancel or terminate ends it (the target's statement is cancelled).
+    fn once_on_target(&mut self, remote: &mut Remote) -> Result<(), Failure> {
+        let deadline = self.run.deadline + 10_000_000;
+        remote
+            .once(self.task, self.work, self.rng, deadline)
+            .map_err(|e| Failure {
+                sqlstate: Some(e.sqlstate),
+                message: e.message,
+                detail: e.detail,
+            })
     }
 
     /// Count a failed attempt's deadlock or serialization failure (kept for stress.conflicts, up
     /// to [`MAX_CONFLICTS`]); whether it may be retried.
-    fn conflicted(
-        &mut self,
-        state: &mut LoadWorker,
-        s: &mut TaskStats,
-        report: &ErrorReportWithLevel,
-    ) -> bool {
-        let code = report.sql_error_code();
-        let deadlock = code == PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED;
-        let serialization = code == PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE;
+    fn conflicted(&mut self, state: &mut LoadWorker, s: &mut TaskStats, failure: &Failure) -> bool {
+        let deadlock = failure.sqlstate.as_deref() == Some("40P01");
+        let serialization = failure.sqlstate.as_deref() == Some("40001");
         if !(deadlock || serialization) {
             return false;
         }
@@ -399,7 +450,7 @@ impl Operation<'_> {
                 Some(op) => op.name().to_owned(),
                 None => plans.customs()[task - OPS.len()].name.clone(),
             };
-            let met = conflict(self.run, &task_name, self.task, deadlock, report);
+            let met = conflict(self.run, &task_name, self.task, deadlock, failure);
             state.conflicts.push(met);
         } else {
             state.conflicts_dropped += 1;
@@ -433,11 +484,11 @@ fn conflict(
     task_name: &dyn Fn(usize) -> String,
     task: usize,
     deadlock: bool,
-    report: &pgrx::pg_sys::panic::ErrorReportWithLevel,
+    failure: &Failure,
 ) -> records::Conflict {
     let live = run.live();
     let me = crate::postgres::backend::pid();
-    let detail = report.detail().map(str::to_owned);
+    let detail = failure.detail.clone();
     let mut others = Vec::new();
     for pid in detail.as_deref().map(process_ids).unwrap_or_default() {
         if pid == me {
@@ -459,8 +510,26 @@ fn conflict(
         sqlstate: if deadlock { "40P01" } else { "40001" },
         operation: task_name(task),
         others,
-        message: report.message().to_owned(),
+        message: failure.message.clone(),
         detail,
+    }
+}
+
+/// An attempt that failed: its SQLSTATE (None: an SPI error of the operation itself, never
+/// retried), its message and DETAIL.
+struct Failure {
+    sqlstate: Option<String>,
+    message: String,
+    detail: Option<String>,
+}
+
+impl Failure {
+    fn of_report(report: &ErrorReportWithLevel) -> Failure {
+        Failure {
+            sqlstate: Some(crate::error::sqlstate_text(report.sql_error_code())),
+            message: report.message().to_owned(),
+            detail: report.detail().map(str::to_owned),
+        }
     }
 }
 
@@ -522,7 +591,8 @@ fn record_load_results(run: &FinishedRun<LoadConfig>, names: &[String], merged: 
     // The run as a whole: how busy its connections were, and how its tables were served.
     // (a hot standby's run is recorded on the primary, whose statistics its workers did not move:
     // no block figures for it)
-    let blocks = (!run.from_standby)
+    // (nor for a run on a target: its tables are not this server's)
+    let blocks = (!run.from_standby && config.target.is_none())
         .then(|| crate::metrics::blocks::flushed(Some(&config.schema)).since(&config.blocks_start));
     let mut whole = serde_json::json!({
         "connection_efficiency": (run.connected_us > 0.0).then(|| total.busy_us as f64 / run.connected_us),

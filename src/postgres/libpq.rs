@@ -13,6 +13,7 @@
 //! What the target answers is text; errors come back as [`RemoteError`], with the target's
 //! SQLSTATE, for the caller to count (a deadlock is retried as over SPI).
 
+use crate::error::StressError;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::{CStr, CString, c_char, c_int};
@@ -57,6 +58,7 @@ mod ffi {
     pub const PGRES_COMMAND_OK: c_int = 1;
     pub const PGRES_TUPLES_OK: c_int = 2;
     pub const PG_DIAG_SQLSTATE: c_int = b'C' as c_int;
+    pub const PG_DIAG_MESSAGE_DETAIL: c_int = b'D' as c_int;
 
     #[link(name = "pq")]
     unsafe extern "C" {
@@ -117,6 +119,7 @@ mod ffi {
         pub fn PQgetisnull(res: *const PGresult, row: c_int, column: c_int) -> c_int;
         pub fn PQgetvalue(res: *const PGresult, row: c_int, column: c_int) -> *const c_char;
         pub fn PQclear(res: *mut PGresult);
+        pub fn PQcmdTuples(res: *mut PGresult) -> *const c_char;
         pub fn PQgetCancel(conn: *mut PGconn) -> *mut PGcancel;
         pub fn PQcancel(cancel: *mut PGcancel, errbuf: *mut c_char, size: c_int) -> c_int;
         pub fn PQfreeCancel(cancel: *mut PGcancel);
@@ -128,6 +131,41 @@ mod ffi {
 pub struct RemoteError {
     pub sqlstate: String,
     pub message: String,
+    /// the target's DETAIL (a deadlock's names the processes)
+    pub detail: Option<String>,
+}
+
+impl RemoteError {
+    fn new(sqlstate: &str, message: impl Into<String>) -> Self {
+        RemoteError {
+            sqlstate: sqlstate.to_owned(),
+            message: message.into(),
+            detail: None,
+        }
+    }
+}
+
+impl From<StressError> for RemoteError {
+    /// A failure to connect, as a run's worker counts it (its SQLSTATE, its words and hint).
+    fn from(error: StressError) -> Self {
+        let sqlstate = crate::error::sqlstate_text(error.sqlstate());
+        let detail = match &error {
+            StressError::Target { detail, hint, .. } => Some(
+                detail
+                    .iter()
+                    .chain([hint])
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            _ => None,
+        };
+        RemoteError {
+            sqlstate,
+            message: error.to_string(),
+            detail,
+        }
+    }
 }
 
 impl std::fmt::Display for RemoteError {
@@ -139,32 +177,71 @@ impl std::fmt::Display for RemoteError {
 const CONNINFO_HINT: &str =
     "Give the target as a libpq connection string: 'host=… port=… dbname=… user=… password=…'.";
 
-/// Raise an ERROR of reaching a target.
-fn fail(code: PgSqlErrorCode, message: String, detail: Option<&str>, hint: &str) -> ! {
-    crate::error::StressError::Target {
+/// An error of reaching a target (raised by the caller, or counted by a run's worker).
+fn target_error(
+    code: PgSqlErrorCode,
+    message: String,
+    detail: Option<&str>,
+    hint: &str,
+) -> StressError {
+    StressError::Target {
         code,
         message,
         detail: detail.map(str::to_owned),
         hint: hint.to_owned(),
     }
-    .raise()
 }
 
 /// What a statement returned: its rows, each column as text (None: NULL).
 pub type Rows = Vec<Vec<Option<String>>>;
 
+/// What a statement returned, and how many rows it processed (an UPDATE's count: PQcmdTuples).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answer {
+    pub rows: Rows,
+    pub processed: u64,
+}
+
+/// How long a cancel request may take before the worker goes on without its answer (it is sent
+/// from a thread of its own, which PQcancel may block).
+const CANCEL_WAIT_MS: u64 = 300;
+
+/// The keywords whose values are secrets: never shown (see [`shown_conninfo`]).
+const SECRET_KEYWORDS: [&str; 2] = ["password", "sslpassword"];
+
+/// A connection string as it may be shown (in stress.runs.parameters, a NOTICE): the keywords
+/// libpq read from it, secrets left out, each value quoted. ERROR 22023 when libpq cannot read it.
+pub fn shown_conninfo(conninfo: &str) -> String {
+    conninfo_options(conninfo)
+        .into_iter()
+        .filter(|(keyword, _)| !SECRET_KEYWORDS.contains(&keyword.as_str()))
+        .map(|(keyword, value)| {
+            format!(
+                "{keyword}='{}'",
+                value.replace('\\', "\\\\").replace('\'', "\\'")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The keywords of connection string `conninfo`, as libpq reads them (keyword, value), with the
 /// options it gave no value left out. ERROR 22023 when libpq cannot read it; libpq's message names
 /// the part it could not read (never a value it read).
 pub fn conninfo_options(conninfo: &str) -> Vec<(String, String)> {
-    let text = CString::new(conninfo).unwrap_or_else(|_| {
-        fail(
+    parse_conninfo(conninfo).unwrap_or_else(|e| e.raise())
+}
+
+/// [`conninfo_options`], the error returned.
+fn parse_conninfo(conninfo: &str) -> Result<Vec<(String, String)>, StressError> {
+    let text = CString::new(conninfo).map_err(|_| {
+        target_error(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             "the target's connection string contains a zero byte".to_owned(),
             None,
             CONNINFO_HINT,
         )
-    });
+    })?;
     let mut message: *mut c_char = std::ptr::null_mut();
     // SAFETY: text is a NUL-terminated string; libpq allocates the options (or the message),
     // each freed below with its own function.
@@ -180,12 +257,12 @@ pub fn conninfo_options(conninfo: &str) -> Vec<(String, String)> {
                 why
             }
         };
-        fail(
+        return Err(target_error(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("the target's connection string is not one libpq reads: {why}"),
             None,
             CONNINFO_HINT,
-        );
+        ));
     }
     let mut found = Vec::new();
     // SAFETY: PQconninfoParse's array ends with an option whose keyword is NULL; every string in
@@ -205,7 +282,7 @@ pub fn conninfo_options(conninfo: &str) -> Vec<(String, String)> {
         }
         ffi::PQconninfoFree(options);
     }
-    found
+    Ok(found)
 }
 
 /// A connection to a target, open until dropped. Not `Send`: it belongs to the backend that made
@@ -214,46 +291,121 @@ pub struct Connection {
     conn: *mut ffi::PGconn,
     /// the descriptor reserved with fd.c for this connection's socket
     fd_reserved: bool,
+    /// asked each time the latch wakes a wait: true ends the wait (a run's worker told to stop)
+    stop: fn() -> bool,
+}
+
+/// How a wait on the socket ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Ready,
+    /// the deadline passed
+    Late,
+    /// the stop predicate said so
+    Stopped,
+}
+
+/// Whether this role may only reach targets by password: everyone but a superuser (dblink's rule).
+/// A catalog lookup: in a transaction.
+pub fn password_required() -> bool {
+    // SAFETY: a catalog lookup of the current user, in a transaction.
+    !unsafe { pg_sys::superuser() }
+}
+
+/// Keywords that make libpq read a file of the database server (or the environment's choice of
+/// one): a non-superuser may not name them, since the file is the server's, not theirs — its
+/// password file, a service file that names other servers, or the server's own key presented as
+/// a client certificate.
+const SERVER_FILE_KEYWORDS: [&str; 7] = [
+    "passfile",
+    "service",
+    "sslcert",
+    "sslkey",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+];
+
+/// The password rule, as the caller can check it before any connection: 2F003 when a
+/// non-superuser's connection string names no password, 42501 when it names a file of the
+/// database server ([`SERVER_FILE_KEYWORDS`]).
+pub fn check_password_given(
+    options: &[(String, String)],
+    password_required: bool,
+) -> Result<(), StressError> {
+    if let Some((keyword, _)) = options.iter().find(|(keyword, value)| {
+        password_required && !value.is_empty() && SERVER_FILE_KEYWORDS.contains(&keyword.as_str())
+    }) {
+        return Err(target_error(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("only superusers may name {keyword} in a target's connection string"),
+            Some("libpq would read that file on the database server, which is not yours to read."),
+            "Leave it out (sslmode=require still encrypts the connection), or ask a superuser to \
+             run the load.",
+        ));
+    }
+    if password_required
+        && !options
+            .iter()
+            .any(|(keyword, value)| keyword == "password" && !value.is_empty())
+    {
+        return Err(target_error(
+            PgSqlErrorCode::ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED,
+            "password is required to reach a target".to_owned(),
+            None,
+            "Non-superusers must give a password in the target's connection string \
+             (password=…): the database server's own trust, peer or ident authentication is \
+             not theirs to use.",
+        ));
+    }
+    Ok(())
 }
 
 impl Connection {
     /// Connect to `conninfo` by `deadline` (a TimestampTz), named `application_name` unless the
-    /// connection string names itself. ERROR 08001 when the target cannot be reached or refuses,
-    /// 2F003 when a non-superuser's connection names no password or the target did not ask for it,
-    /// 53000 when the backend has no file descriptor left; a cancel or terminate ends the wait.
+    /// connection string names itself, as the current role (in a transaction). Raises what
+    /// [`Connection::open`] returns; a cancel or terminate ends the wait with its ERROR.
+    #[cfg(any(test, feature = "pg_test"))]
     pub fn connect(conninfo: &str, application_name: &str, deadline: pg_sys::TimestampTz) -> Self {
-        // SAFETY: a catalog lookup of the current user, in a transaction.
-        let superuser = unsafe { pg_sys::superuser() };
+        Self::open(
+            conninfo,
+            application_name,
+            deadline,
+            password_required(),
+            || false,
+        )
+        .unwrap_or_else(|e| e.raise())
+    }
+
+    /// Connect to `conninfo` by `deadline`, needing no transaction: ERROR 08001 when the target
+    /// cannot be reached or refuses, 2F003 when `password_required` and the connection string
+    /// names no password or the target did not ask for it, 53000 when the backend has no file
+    /// descriptor left, 57014 when `stop` said so while it waited. `stop` is asked whenever the
+    /// latch wakes a wait on this connection (interrupts are honoured there too).
+    pub fn open(
+        conninfo: &str,
+        application_name: &str,
+        deadline: pg_sys::TimestampTz,
+        password_required: bool,
+        stop: fn() -> bool,
+    ) -> Result<Self, StressError> {
         // (read first: a string libpq cannot read is the caller's mistake, 22023, for anyone)
-        let options = conninfo_options(conninfo);
-        if !superuser
-            && !options
-                .iter()
-                .any(|(keyword, value)| keyword == "password" && !value.is_empty())
-        {
-            fail(
-                PgSqlErrorCode::ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED,
-                "password is required to reach a target".to_owned(),
-                None,
-                "Non-superusers must give a password in the target's connection string \
-                 (password=…): the database server's own trust, peer or ident authentication is \
-                 not theirs to use.",
-            );
-        }
+        let options = parse_conninfo(conninfo)?;
+        check_password_given(&options, password_required)?;
         // (no file descriptor left: an error before libpq opens a socket fd.c does not know of)
         // SAFETY: fd.c's counter of descriptors held outside it, in this backend.
         if !unsafe { pg_sys::AcquireExternalFD() } {
-            fail(
+            return Err(target_error(
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
                 "could not reach the target: out of file descriptors".to_owned(),
                 None,
                 "Raise max_files_per_process or the operating system's limit on open files, or \
-                 use fewer connections per worker.",
-            );
+                 use fewer workers.",
+            ));
         }
         let keywords = [c"fallback_application_name", c"dbname"];
         let name = CString::new(application_name.replace('\0', "")).expect("no zero byte");
-        let dsn = CString::new(conninfo).expect("checked by conninfo_options");
+        let dsn = CString::new(conninfo).expect("checked by parse_conninfo");
         let keyword_ptrs = [keywords[0].as_ptr(), keywords[1].as_ptr(), std::ptr::null()];
         let value_ptrs = [name.as_ptr(), dsn.as_ptr(), std::ptr::null()];
         // SAFETY: NULL-terminated arrays of NUL-terminated strings that outlive the call;
@@ -263,47 +415,59 @@ impl Connection {
         let mut connection = Connection {
             conn,
             fd_reserved: true,
+            stop,
         };
         if conn.is_null() {
-            connection.refused("out of memory");
+            return Err(connection.refused("out of memory"));
         }
         // SAFETY: a connection being made (not NULL).
         if unsafe { ffi::PQstatus(conn) } == ffi::CONNECTION_BAD {
             let why = connection.error_message();
-            connection.refused(&why);
+            return Err(connection.refused(&why));
         }
-        connection.poll_connect(deadline);
+        connection.poll_connect(deadline)?;
         // SAFETY: conn is a live connection (not NULL: checked above).
-        if !superuser && unsafe { ffi::PQconnectionUsedPassword(conn) } == 0 {
+        if password_required && unsafe { ffi::PQconnectionUsedPassword(conn) } == 0 {
             drop(connection);
-            fail(
+            return Err(target_error(
                 PgSqlErrorCode::ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED,
                 "password is required to reach a target".to_owned(),
                 Some("The target let the connection in without asking for its password."),
                 "Non-superusers may only reach targets that authenticate them by password: \
                  use scram-sha-256 (or md5) for this role in the target's pg_hba.conf.",
-            );
+            ));
         }
         // SAFETY: a live connection; non-blocking sends, so that a full socket waits on the latch.
         unsafe { ffi::PQsetnonblocking(conn, 1) };
-        connection
+        Ok(connection)
     }
 
     /// PQconnectPoll until the connection is made, waiting on the socket and the latch.
-    fn poll_connect(&mut self, deadline: pg_sys::TimestampTz) {
+    fn poll_connect(&mut self, deadline: pg_sys::TimestampTz) -> Result<(), StressError> {
         let mut status = ffi::PGRES_POLLING_WRITING;
         loop {
             match status {
                 ffi::PGRES_POLLING_OK => break,
                 ffi::PGRES_POLLING_FAILED => {
                     let why = self.error_message();
-                    self.refused(&why);
+                    return Err(self.refused(&why));
                 }
                 _ => {}
             }
             let readable = status == ffi::PGRES_POLLING_READING;
-            if !self.wait_socket(readable, !readable, deadline) {
-                self.refused("timed out");
+            match self.wait_socket(readable, !readable, deadline) {
+                Wait::Ready => {}
+                Wait::Late => return Err(self.refused("timed out")),
+                Wait::Stopped => {
+                    self.close();
+                    return Err(target_error(
+                        PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+                        "connecting to the target was cut short: the run was told to stop"
+                            .to_owned(),
+                        None,
+                        "",
+                    ));
+                }
             }
             // SAFETY: a connection being made; PQconnectPoll never blocks.
             status = unsafe { ffi::PQconnectPoll(self.conn) };
@@ -311,15 +475,16 @@ impl Connection {
         // SAFETY: as above.
         if unsafe { ffi::PQstatus(self.conn) } != ffi::CONNECTION_OK {
             let why = self.error_message();
-            self.refused(&why);
+            return Err(self.refused(&why));
         }
+        Ok(())
     }
 
     /// ERROR 08001: the target could not be reached, `why` (libpq's words, which never include a
     /// password). The connection is closed first.
-    fn refused(&mut self, why: &str) -> ! {
+    fn refused(&mut self, why: &str) -> StressError {
         self.close();
-        fail(
+        target_error(
             PgSqlErrorCode::ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
             format!("could not connect to the target: {why}"),
             None,
@@ -328,21 +493,21 @@ impl Connection {
         )
     }
 
-    /// Wait until the socket is readable or writable (as asked), the latch is set (interrupts are
-    /// then honoured: a cancel raises its ERROR here) or `deadline` passes. False: the deadline
-    /// passed. At once when libpq has no socket (it gave the connection up; its next call says
-    /// why).
-    fn wait_socket(&self, readable: bool, writable: bool, deadline: pg_sys::TimestampTz) -> bool {
+    /// Wait until the socket is readable or writable (as asked), `deadline` passes, or the stop
+    /// predicate says so when the latch wakes the wait (interrupts are honoured then: a cancel
+    /// raises its ERROR here). Ready at once when libpq has no socket (it gave the connection up;
+    /// its next call says why).
+    fn wait_socket(&self, readable: bool, writable: bool, deadline: pg_sys::TimestampTz) -> Wait {
         // SAFETY: a live connection's socket (or -1, which WaitLatchOrSocket treats as none).
         let socket = unsafe { ffi::PQsocket(self.conn) };
         if socket < 0 {
             // (no socket: libpq gave the connection up; the caller reads why)
-            return true;
+            return Wait::Ready;
         }
         loop {
             let left_ms = (deadline - crate::postgres::backend::now()) / 1000;
             if left_ms <= 0 {
-                return false;
+                return Wait::Late;
             }
             let mut events =
                 pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH;
@@ -367,9 +532,12 @@ impl Connection {
                 // SAFETY: this process's latch.
                 unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
                 pg_sys::check_for_interrupts!();
+                if (self.stop)() {
+                    return Wait::Stopped;
+                }
             }
             if fired & (pg_sys::WL_SOCKET_READABLE | pg_sys::WL_SOCKET_WRITEABLE) != 0 {
-                return true;
+                return Wait::Ready;
             }
         }
     }
@@ -393,27 +561,37 @@ impl Connection {
     }
 
     /// Run `sql` with `params` (text, None: NULL) over the extended protocol, unnamed, by
-    /// `deadline`.
+    /// `deadline`; `types` are the parameters' types (fewer, or 0: the target infers them).
     pub fn execute(
         &mut self,
         sql: &str,
+        types: &[pg_sys::Oid],
         params: &[Option<&str>],
         deadline: pg_sys::TimestampTz,
-    ) -> Result<Rows, RemoteError> {
-        self.run(Statement::Text(sql), params, deadline)
+    ) -> Result<Answer, RemoteError> {
+        self.run(Statement::Text(sql, types), params, deadline)
     }
 
-    /// Prepare `sql` as statement `name` (its parameters' types as the target infers them).
+    /// Prepare `sql` as statement `name`, its parameters of `types` (fewer, or 0: the target
+    /// infers them).
     pub fn prepare(
         &mut self,
         name: &str,
         sql: &str,
+        types: &[pg_sys::Oid],
         deadline: pg_sys::TimestampTz,
     ) -> Result<(), RemoteError> {
         let (name, sql) = (c_string(name)?, c_string(sql)?);
-        // SAFETY: a live connection; the strings outlive the call.
+        let types: Vec<std::ffi::c_uint> = types.iter().map(|t| t.to_u32()).collect();
+        // SAFETY: a live connection; the strings and the type array outlive the call.
         let sent = unsafe {
-            ffi::PQsendPrepare(self.conn, name.as_ptr(), sql.as_ptr(), 0, std::ptr::null())
+            ffi::PQsendPrepare(
+                self.conn,
+                name.as_ptr(),
+                sql.as_ptr(),
+                types.len() as c_int,
+                types.as_ptr(),
+            )
         };
         self.results(sent, deadline).map(|_| ())
     }
@@ -424,7 +602,7 @@ impl Connection {
         name: &str,
         params: &[Option<&str>],
         deadline: pg_sys::TimestampTz,
-    ) -> Result<Rows, RemoteError> {
+    ) -> Result<Answer, RemoteError> {
         self.run(Statement::Prepared(name), params, deadline)
     }
 
@@ -434,8 +612,8 @@ impl Connection {
         statement: Statement<'_>,
         params: &[Option<&str>],
         deadline: pg_sys::TimestampTz,
-    ) -> Result<Rows, RemoteError> {
-        let (Statement::Text(text) | Statement::Prepared(text)) = statement;
+    ) -> Result<Answer, RemoteError> {
+        let (Statement::Text(text, _) | Statement::Prepared(text)) = statement;
         let text = c_string(text)?;
         let values = params
             .iter()
@@ -446,20 +624,26 @@ impl Connection {
             .map(|v| v.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()))
             .collect();
         let count = pointers.len() as c_int;
-        // SAFETY: a live connection; the text and the parameter arrays outlive the call (libpq
-        // copies what it sends); NULL types, lengths and formats: all text, types inferred.
+        // SAFETY: a live connection; the text, the types and the parameter arrays outlive the call
+        // (libpq copies what it sends); NULL lengths and formats: all text.
         let sent = unsafe {
             match statement {
-                Statement::Text(_) => ffi::PQsendQueryParams(
-                    self.conn,
-                    text.as_ptr(),
-                    count,
-                    std::ptr::null(),
-                    pointers.as_ptr(),
-                    std::ptr::null(),
-                    std::ptr::null(),
-                    0,
-                ),
+                Statement::Text(_, types) => {
+                    // (as many types as parameters, 0 for those left to the target)
+                    let types: Vec<std::ffi::c_uint> = (0..pointers.len())
+                        .map(|i| types.get(i).map_or(0, |t| t.to_u32()))
+                        .collect();
+                    ffi::PQsendQueryParams(
+                        self.conn,
+                        text.as_ptr(),
+                        count,
+                        types.as_ptr(),
+                        pointers.as_ptr(),
+                        std::ptr::null(),
+                        std::ptr::null(),
+                        0,
+                    )
+                }
                 Statement::Prepared(_) => ffi::PQsendQueryPrepared(
                     self.conn,
                     text.as_ptr(),
@@ -474,10 +658,34 @@ impl Connection {
         self.results(sent, deadline)
     }
 
+    /// Wait on the socket for a result; an error when the wait did not end ready.
+    fn wait_for(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        deadline: pg_sys::TimestampTz,
+    ) -> Result<(), RemoteError> {
+        match self.wait_socket(readable, writable, deadline) {
+            Wait::Ready => Ok(()),
+            Wait::Late => Err(self.given_up(RemoteError::new(
+                "08006",
+                "the target did not answer before the run's deadline",
+            ))),
+            Wait::Stopped => Err(self.given_up(RemoteError::new(
+                "57014",
+                "the statement on the target was cancelled: the run was told to stop",
+            ))),
+        }
+    }
+
     /// After a send (`sent`: libpq's answer): flush it, wait for the results and read them all.
-    /// The last statement's rows, or the first error. Past `deadline` the target is asked to
-    /// cancel and the connection is given up (08006).
-    fn results(&mut self, sent: c_int, deadline: pg_sys::TimestampTz) -> Result<Rows, RemoteError> {
+    /// The last statement's rows, or the first error. Past `deadline`, or when the stop predicate
+    /// says so, the target is asked to cancel and the connection is given up.
+    fn results(
+        &mut self,
+        sent: c_int,
+        deadline: pg_sys::TimestampTz,
+    ) -> Result<Answer, RemoteError> {
         if sent == 0 {
             return Err(self.broken());
         }
@@ -486,9 +694,7 @@ impl Connection {
             match unsafe { ffi::PQflush(self.conn) } {
                 0 => break,
                 1 => {
-                    if !self.wait_socket(true, true, deadline) {
-                        return Err(self.timed_out());
-                    }
+                    self.wait_for(true, true, deadline)?;
                     // SAFETY: as above; reading what came lets libpq go on sending.
                     if unsafe { ffi::PQconsumeInput(self.conn) } == 0 {
                         return Err(self.broken());
@@ -497,14 +703,12 @@ impl Connection {
                 _ => return Err(self.broken()),
             }
         }
-        let mut rows = Vec::new();
+        let mut answer = Answer::default();
         let mut error = None;
         loop {
             // SAFETY: a live connection.
             while unsafe { ffi::PQisBusy(self.conn) } != 0 {
-                if !self.wait_socket(true, false, deadline) {
-                    return Err(self.timed_out());
-                }
+                self.wait_for(true, false, deadline)?;
                 // SAFETY: as above.
                 if unsafe { ffi::PQconsumeInput(self.conn) } == 0 {
                     return Err(self.broken());
@@ -519,96 +723,136 @@ impl Connection {
             // SAFETY: the result read, cleared once.
             unsafe { ffi::PQclear(result) };
             match read {
-                Ok(r) => rows = r,
+                Ok(a) => answer = a,
                 Err(e) => {
                     error.get_or_insert(e);
                 }
             }
         }
-        error.map_or(Ok(rows), Err)
+        error.map_or(Ok(answer), Err)
     }
 
-    /// One result: its rows, or the error it carries.
-    fn read_result(result: *const ffi::PGresult) -> Result<Rows, RemoteError> {
+    /// One result: its rows and count, or the error it carries.
+    fn read_result(result: *mut ffi::PGresult) -> Result<Answer, RemoteError> {
         // SAFETY: a result libpq returned, not yet cleared; its strings NUL-terminated.
         unsafe {
-            match ffi::PQresultStatus(result) {
-                ffi::PGRES_COMMAND_OK | ffi::PGRES_EMPTY_QUERY => Ok(Vec::new()),
-                ffi::PGRES_TUPLES_OK => {
-                    let (n, columns) = (ffi::PQntuples(result), ffi::PQnfields(result));
-                    Ok((0..n)
-                        .map(|row| {
-                            (0..columns)
-                                .map(|column| {
-                                    (ffi::PQgetisnull(result, row, column) == 0).then(|| {
-                                        CStr::from_ptr(ffi::PQgetvalue(result, row, column))
-                                            .to_string_lossy()
-                                            .into_owned()
-                                    })
-                                })
-                                .collect()
-                        })
-                        .collect())
-                }
-                _ => {
-                    let state = ffi::PQresultErrorField(result, ffi::PG_DIAG_SQLSTATE);
-                    Err(RemoteError {
-                        sqlstate: if state.is_null() {
-                            "08P01".to_owned()
-                        } else {
-                            CStr::from_ptr(state).to_string_lossy().into_owned()
-                        },
-                        message: CStr::from_ptr(ffi::PQresultErrorMessage(result))
-                            .to_string_lossy()
-                            .trim()
-                            .replace('\n', " "),
-                    })
-                }
+            let text = |p: *const c_char| {
+                (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+            };
+            let status = ffi::PQresultStatus(result);
+            if !matches!(
+                status,
+                ffi::PGRES_COMMAND_OK | ffi::PGRES_EMPTY_QUERY | ffi::PGRES_TUPLES_OK
+            ) {
+                return Err(RemoteError {
+                    sqlstate: text(ffi::PQresultErrorField(result, ffi::PG_DIAG_SQLSTATE))
+                        .unwrap_or_else(|| "08P01".to_owned()),
+                    message: text(ffi::PQresultErrorMessage(result))
+                        .unwrap_or_default()
+                        .trim()
+                        .replace('\n', " "),
+                    detail: text(ffi::PQresultErrorField(result, ffi::PG_DIAG_MESSAGE_DETAIL)),
+                });
             }
+            // ("" for a command that counts nothing)
+            let processed = text(ffi::PQcmdTuples(result))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let mut rows = Vec::new();
+            if status == ffi::PGRES_TUPLES_OK {
+                let (n, columns) = (ffi::PQntuples(result), ffi::PQnfields(result));
+                rows = (0..n)
+                    .map(|row| {
+                        (0..columns)
+                            .map(|column| {
+                                (ffi::PQgetisnull(result, row, column) == 0)
+                                    .then(|| text(ffi::PQgetvalue(result, row, column)))
+                                    .flatten()
+                            })
+                            .collect()
+                    })
+                    .collect();
+            }
+            Ok(Answer { rows, processed })
         }
     }
 
     /// The connection failed (08006), with libpq's words.
     fn broken(&self) -> RemoteError {
-        RemoteError {
-            sqlstate: "08006".to_owned(),
-            message: format!(
+        RemoteError::new(
+            "08006",
+            format!(
                 "the connection to the target failed: {}",
                 self.error_message()
             ),
-        }
+        )
     }
 
-    /// The deadline passed with a statement in flight: ask the target to cancel it and give the
-    /// connection up (08006: its state is unknown).
-    fn timed_out(&mut self) -> RemoteError {
+    /// A statement in flight is given up: ask the target to cancel it and close the connection
+    /// (its state is unknown); `why` is returned.
+    fn given_up(&mut self, why: RemoteError) -> RemoteError {
         self.cancel_in_flight();
         self.close();
-        RemoteError {
-            sqlstate: "08006".to_owned(),
-            message: "the target did not answer before the run's deadline".to_owned(),
-        }
+        why
+    }
+
+    /// Whether the connection is still open (not given up after a timeout, a stop or a failure).
+    pub fn is_open(&self) -> bool {
+        // SAFETY: a live connection, if any.
+        !self.conn.is_null() && unsafe { ffi::PQstatus(self.conn) } == ffi::CONNECTION_OK
     }
 
     /// Ask the target to cancel what this connection runs (best effort: libpq's cancel request
-    /// is a new connection of its own, which may fail).
+    /// is a new connection of its own, which may fail), waiting at most [`CANCEL_WAIT_MS`].
     ///
-    /// Not yet bounded: `PQcancel` blocks until the target's postmaster answers, which over a
-    /// partitioned network is the TCP timeout. Before a run's worker uses this module, it must
-    /// send the cancel without blocking (libpq 17's `PQcancelStart`/`PQcancelPoll`, or the
-    /// CancelRequest packet on a latch-aware socket); the linked libpq here is Debian's 15.
+    /// `PQcancel` blocks until the target's postmaster answers, which over a partitioned network
+    /// is the TCP timeout; libpq 17's non-blocking `PQcancelStart` is not in every libpq this
+    /// links to (Debian 12's is 15's). So the request is sent from a thread of its own, which
+    /// touches nothing of PostgreSQL's and blocks every signal, and this backend goes on when it
+    /// answers or the wait is over, whichever is first.
     fn cancel_in_flight(&mut self) {
         if self.conn.is_null() {
             return;
         }
-        // SAFETY: a live connection; the cancel object is freed once.
-        unsafe {
-            let cancel = ffi::PQgetCancel(self.conn);
-            if !cancel.is_null() {
-                let mut buffer = [0 as c_char; 256];
-                ffi::PQcancel(cancel, buffer.as_mut_ptr(), buffer.len() as c_int);
-                ffi::PQfreeCancel(cancel);
+        // SAFETY: a live connection; the cancel object is the thread's to free.
+        let cancel = unsafe { ffi::PQgetCancel(self.conn) };
+        if cancel.is_null() {
+            return;
+        }
+        /// The cancel object, moved to the thread that sends it.
+        struct Request(*mut ffi::PGcancel);
+        // SAFETY: a PGcancel is a copy of the connection's address and key, used by the one
+        // thread it is moved to (PQcancel is documented thread-safe), and freed there.
+        unsafe impl Send for Request {}
+        let request = Request(cancel);
+        let (done, answered) = std::sync::mpsc::channel::<()>();
+        let send = move || {
+            let request = request;
+            let mut buffer = [0 as c_char; 256];
+            // SAFETY: the cancel object this thread owns, freed once after its request.
+            unsafe {
+                ffi::PQcancel(request.0, buffer.as_mut_ptr(), buffer.len() as c_int);
+                ffi::PQfreeCancel(request.0);
             }
+            let _ = done.send(());
+        };
+        // (the thread blocks every signal, so that the postmaster's and the latch's signals keep
+        // reaching this backend's own thread: the mask is inherited, then restored here)
+        // SAFETY: sigset_t values on this stack, filled by sigfillset; pthread_sigmask on this
+        // thread only.
+        let spawned = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut before: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut before);
+            let spawned = std::thread::Builder::new()
+                .name("pg_stress cancel".into())
+                .spawn(send);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
+            spawned
+        };
+        if spawned.is_ok() {
+            let _ = answered.recv_timeout(std::time::Duration::from_millis(CANCEL_WAIT_MS));
         }
     }
 
@@ -639,18 +883,21 @@ impl Drop for Connection {
     }
 }
 
-/// What a connection runs: SQL text (unnamed), or a statement it prepared, by name.
+/// What a connection runs: SQL text (unnamed) with its parameters' types, or a statement it
+/// prepared, by name.
 #[derive(Clone, Copy)]
 enum Statement<'a> {
-    Text(&'a str),
+    Text(&'a str, &'a [pg_sys::Oid]),
     Prepared(&'a str),
 }
 
 /// `text` for libpq: a zero byte cannot be sent (22021, as PostgreSQL reports it in text).
 fn c_string(text: &str) -> Result<CString, RemoteError> {
-    CString::new(text).map_err(|_| RemoteError {
-        sqlstate: "22021".to_owned(),
-        message: "a statement or parameter for the target contains a zero byte".to_owned(),
+    CString::new(text).map_err(|_| {
+        RemoteError::new(
+            "22021",
+            "a statement or parameter for the target contains a zero byte",
+        )
     })
 }
 
@@ -699,30 +946,63 @@ mod tests {
                 .unwrap()
         );
         let rows = target
-            .execute("SELECT $1::int + 1, NULL::text", &[Some("41")], deadline)
+            .execute(
+                "SELECT $1 + 1, NULL::text",
+                &[pg_sys::INT4OID],
+                &[Some("41")],
+                deadline,
+            )
             .unwrap();
-        assert_eq!(rows, vec![vec![Some("42".to_owned()), None]]);
+        assert_eq!(rows.rows, vec![vec![Some("42".to_owned()), None]]);
+        // an UPDATE's count
         target
-            .prepare("add", "SELECT $1::bigint + $2::bigint", deadline)
+            .execute(
+                "CREATE TEMP TABLE t_libpq_answer AS SELECT generate_series(1, 2) AS x",
+                &[],
+                &[],
+                deadline,
+            )
+            .unwrap();
+        let updated = target
+            .execute("UPDATE t_libpq_answer SET x = x + 1", &[], &[], deadline)
+            .unwrap();
+        assert_eq!((updated.rows.len(), updated.processed), (0, 2));
+        let counted = target
+            .execute("SELECT generate_series(1, 3)", &[], &[], deadline)
+            .unwrap();
+        assert_eq!((counted.rows.len(), counted.processed), (3, 3));
+        target
+            .prepare(
+                "add",
+                "SELECT $1 + $2",
+                &[pg_sys::INT8OID, pg_sys::INT8OID],
+                deadline,
+            )
             .unwrap();
         for i in 0..3 {
             let rows = target
                 .execute_prepared("add", &[Some(&i.to_string()), Some("10")], deadline)
                 .unwrap();
-            assert_eq!(rows[0][0].as_deref(), Some((10 + i).to_string().as_str()));
+            assert_eq!(
+                rows.rows[0][0].as_deref(),
+                Some((10 + i).to_string().as_str())
+            );
         }
         // the target's own error, with its SQLSTATE; the connection goes on
-        let error = target.execute("SELECT 1 / 0", &[], deadline).unwrap_err();
+        let error = target
+            .execute("SELECT 1 / 0", &[], &[], deadline)
+            .unwrap_err();
         assert_eq!(error.sqlstate, "22012");
         assert!(error.message.contains("division by zero"), "{error}");
         let rows = target
             .execute(
                 "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()",
                 &[],
+                &[],
                 deadline,
             )
             .unwrap();
-        assert_eq!(rows[0][0].as_deref(), Some("pg_stress test"));
+        assert_eq!(rows.rows[0][0].as_deref(), Some("pg_stress test"));
     }
 
     /// Waits (up to 5 s) until no backend matches `condition` (on pg_stat_activity); how many are
@@ -825,7 +1105,7 @@ mod tests {
             let mut target =
                 Connection::connect(&conninfo, "pg_stress cancel test", now() + 10_000_000);
             let _ = crate::postgres::transaction::with_statement_timeout(300, || {
-                target.execute("SELECT pg_sleep(30)", &[], now() + 60_000_000)
+                target.execute("SELECT pg_sleep(30)", &[], &[], now() + 60_000_000)
             });
             None
         })

@@ -5,8 +5,6 @@ pub mod backend;
 pub mod bgworker;
 pub mod datum;
 pub mod json_arg;
-// (the glue of issue 29's load targets: until run_load takes a target, only its #[pg_test]s use it)
-#[cfg_attr(not(any(test, feature = "pg_test")), allow(dead_code))]
 pub mod libpq;
 pub mod parallel_scan;
 pub mod privilege;

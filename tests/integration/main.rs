@@ -25,5 +25,6 @@ mod report_html;
 mod scenarios;
 /// The hostile-role tier.
 mod security;
+mod target;
 /// ALTER EXTENSION pg_stress UPDATE ends where a fresh install does.
 mod upgrade;

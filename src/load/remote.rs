@@ -1,0 +1,416 @@
+//! A load run's operations on another server: the target (`stress.target`). Each worker holds
+//! its own libpq connection (`postgres::libpq`) and runs the same built-in operations and custom
+//! transactions as over SPI, over the extended protocol — prepared once per connection, as
+//! `pgbench -M prepared`, or unnamed at every execution, as `-M extended` (what a PgBouncer in
+//! transaction pooling before 1.21 can carry). A transaction of several statements, or at another
+//! isolation than read committed, is sent between BEGIN and COMMIT; a single statement is its own
+//! transaction, as pgbench sends a one-statement script.
+//!
+//! The worker holds no transaction or snapshot of its own server while it waits on the target: the
+//! only waits are on the socket and the latch, and a cancel or terminate ends them.
+
+use super::custom::Custom;
+use super::ops::{self, Arg, DataInUse, Fill, OPS, Op, Session};
+use crate::postgres::libpq::{Answer, Connection, RemoteError};
+use pgrx::pg_sys;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// How statements reach the target (pgbench's `-M`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// each statement prepared once per connection, then only executed
+    Prepared,
+    /// each statement parsed, bound and executed unnamed every time
+    Extended,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Prepared => "prepared",
+            Protocol::Extended => "extended",
+        }
+    }
+}
+
+/// Where a run's workers send their operations, in the run's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    /// the connection string, password included: it stays in the run's shared memory slot, which
+    /// only this server's processes read; stress.runs keeps [`crate::postgres::libpq::shown_conninfo`]
+    pub conninfo: String,
+    pub protocol: Protocol,
+    /// a new connection for each transaction (pgbench -C): its set-up is in the latency
+    pub reconnect: bool,
+    /// whether the caller must authenticate by password (not a superuser: dblink's rule)
+    pub password_required: bool,
+}
+
+/// A worker's side of a target: its connection (made when first needed, and again after one was
+/// given up or with `reconnect`) and the statements of each task.
+pub struct Remote {
+    target: Target,
+    application_name: String,
+    /// the isolation level's BEGIN, when not read committed
+    begin: &'static str,
+    conn: Option<Connection>,
+    /// per task (the built-in operations, then the custom transactions): its statements, the
+    /// types of their parameters
+    statements: Vec<Vec<(String, Vec<pg_sys::Oid>)>>,
+    customs: Vec<Custom>,
+}
+
+/// How long connecting may take when a run has less time left than this (µs).
+const CONNECT_TIMEOUT_US: i64 = 10_000_000;
+
+impl Remote {
+    /// The statements for `target`: the built-in operations on `schema` when `builtins`, and the
+    /// custom transactions. `isolation` as in pg_sys (XACT_*).
+    pub fn new(
+        target: Target,
+        schema: &str,
+        customs: Vec<Custom>,
+        builtins: bool,
+        isolation: i32,
+        application_name: String,
+    ) -> Remote {
+        let mut statements: Vec<Vec<(String, Vec<pg_sys::Oid>)>> = OPS
+            .iter()
+            .map(|&op| {
+                if !builtins {
+                    return Vec::new();
+                }
+                ops::sql(op, schema)
+                    .into_iter()
+                    .map(|(sql, types)| (sql, types.iter().map(|t| t.value()).collect()))
+                    .collect()
+            })
+            .collect();
+        for custom in &customs {
+            let types: Vec<pg_sys::Oid> =
+                custom.params.iter().map(|p| p.pg_type().value()).collect();
+            statements.push(
+                custom
+                    .statements
+                    .iter()
+                    .map(|sql| (sql.clone(), types.clone()))
+                    .collect(),
+            );
+        }
+        let begin = match isolation as u32 {
+            pg_sys::XACT_SERIALIZABLE => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            pg_sys::XACT_REPEATABLE_READ => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            _ => "BEGIN",
+        };
+        Remote {
+            target,
+            application_name,
+            begin,
+            conn: None,
+            statements,
+            customs,
+        }
+    }
+
+    /// Connect now (a worker's first connection, as it prepares: a target it cannot reach fails
+    /// the run at its start, not every operation).
+    pub fn connect(&mut self, deadline: pg_sys::TimestampTz) -> Result<(), RemoteError> {
+        self.connection(deadline).map(|_| ())
+    }
+
+    /// The open connection, made (and its statements prepared) if there is none.
+    fn connection(
+        &mut self,
+        deadline: pg_sys::TimestampTz,
+    ) -> Result<&mut Connection, RemoteError> {
+        if self.conn.as_ref().is_some_and(Connection::is_open) {
+            return Ok(self.conn.as_mut().expect("checked"));
+        }
+        self.conn = None;
+        let by = deadline.min(crate::postgres::backend::now() + CONNECT_TIMEOUT_US);
+        let mut conn = Connection::open(
+            &self.target.conninfo,
+            &self.application_name,
+            by,
+            self.target.password_required,
+            crate::postgres::signals::stop_requested,
+        )
+        .map_err(RemoteError::from)?;
+        if self.target.protocol == Protocol::Prepared {
+            for (task, statements) in self.statements.iter().enumerate() {
+                for (step, (sql, types)) in statements.iter().enumerate() {
+                    conn.prepare(&statement_name(task, step), sql, types, deadline)?;
+                }
+            }
+        }
+        Ok(self.conn.insert(conn))
+    }
+
+    /// Task `task` once (an operation of [`OPS`], then the custom transactions), by `deadline`.
+    pub fn once(
+        &mut self,
+        task: usize,
+        work: &mut DataInUse,
+        rng: &mut impl Rng,
+        deadline: pg_sys::TimestampTz,
+    ) -> Result<(), RemoteError> {
+        let in_block = self.statements[task].len() > 1 || self.begin != "BEGIN";
+        let (begin, protocol) = (self.begin, self.target.protocol);
+        let customs = std::mem::take(&mut self.customs);
+        let statements = std::mem::take(&mut self.statements);
+        let outcome = (|| {
+            let conn = self.connection(deadline)?;
+            if in_block {
+                conn.execute(begin, &[], &[], deadline)?;
+            }
+            let mut session = RemoteSession {
+                conn,
+                statements: &statements,
+                protocol,
+                deadline,
+            };
+            let done = match OPS.get(task) {
+                Some(&op) => ops::execute(&mut session, op, work, rng),
+                None => session.custom(task, &customs[task - OPS.len()], rng),
+            };
+            let conn = session.conn;
+            match done {
+                Ok(()) if in_block => conn.execute("COMMIT", &[], &[], deadline).map(|_| ()),
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    if in_block && conn.is_open() {
+                        // (a failed transaction is aborted; what ROLLBACK answers adds nothing)
+                        let _ = conn.execute("ROLLBACK", &[], &[], deadline);
+                    }
+                    Err(e)
+                }
+            }
+        })();
+        self.customs = customs;
+        self.statements = statements;
+        if self.target.reconnect {
+            self.conn = None;
+        }
+        outcome
+    }
+}
+
+/// The name task `task`'s statement `step` is prepared under.
+fn statement_name(task: usize, step: usize) -> String {
+    format!("pg_stress_{task}_{step}")
+}
+
+/// One transaction's statements on a connection.
+struct RemoteSession<'a> {
+    conn: &'a mut Connection,
+    statements: &'a [Vec<(String, Vec<pg_sys::Oid>)>],
+    protocol: Protocol,
+    deadline: pg_sys::TimestampTz,
+}
+
+impl RemoteSession<'_> {
+    fn send(&mut self, task: usize, step: usize, args: &[String]) -> Result<Answer, RemoteError> {
+        let params: Vec<Option<&str>> = args.iter().map(|a| Some(a.as_str())).collect();
+        match self.protocol {
+            Protocol::Prepared => {
+                self.conn
+                    .execute_prepared(&statement_name(task, step), &params, self.deadline)
+            }
+            Protocol::Extended => {
+                let (sql, types) = &self.statements[task][step];
+                self.conn.execute(sql, types, &params, self.deadline)
+            }
+        }
+    }
+
+    fn call(
+        &mut self,
+        op: Op,
+        step: usize,
+        args: &[Arg<'_, String>],
+    ) -> Result<Answer, RemoteError> {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Int(i) => i.to_string(),
+                Arg::Float(f) => f.to_string(),
+                Arg::Text(t) => (*t).to_owned(),
+                Arg::Numeric(n) => (*n).clone(),
+            })
+            .collect();
+        self.send(op.index(), step, &args)
+    }
+
+    /// A custom transaction's statements in order, the same values for all.
+    fn custom(
+        &mut self,
+        task: usize,
+        custom: &Custom,
+        rng: &mut impl Rng,
+    ) -> Result<(), RemoteError> {
+        let args: Vec<String> = custom.params.iter().map(|p| p.sample_text(rng)).collect();
+        for step in 0..custom.statements.len() {
+            self.send(task, step, &args)?;
+        }
+        Ok(())
+    }
+}
+
+impl Session for RemoteSession<'_> {
+    type Numeric = String;
+    type Error = RemoteError;
+
+    fn run(&mut self, op: Op, step: usize, args: &[Arg<'_, String>]) -> Result<u64, RemoteError> {
+        Ok(self.call(op, step, args)?.processed)
+    }
+
+    fn numeric(
+        &mut self,
+        op: Op,
+        step: usize,
+        args: &[Arg<'_, String>],
+    ) -> Result<String, RemoteError> {
+        let answer = self.call(op, step, args)?;
+        Ok(answer
+            .rows
+            .first()
+            .and_then(|row| row.first().cloned().flatten())
+            .unwrap_or_else(|| "0".to_owned()))
+    }
+
+    fn fill(&mut self, args: &[Arg<'_, String>]) -> Result<Option<Fill<String>>, RemoteError> {
+        let answer = self.call(Op::ExecuteTrade, 0, args)?;
+        let Some(row) = answer.rows.first() else {
+            return Ok(None);
+        };
+        let text = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        let int = |i: usize| text(i).parse::<i64>().unwrap_or_default();
+        if text(0) != "t" {
+            return Ok(None);
+        }
+        Ok(Some(Fill {
+            payer: int(1),
+            payee: int(2),
+            notional: text(3),
+            owner: int(4),
+            symbol: text(5),
+            change: text(6),
+            price: text(7),
+        }))
+    }
+}
+
+/// The run's target from the caller's settings (`stress.target` and its companions), checked in
+/// the caller's backend: a connection string libpq reads (22023), and a password when the caller
+/// is not a superuser (2F003). None: no target, the run is on this server.
+pub fn from_settings() -> Option<Target> {
+    let conninfo = crate::gucs::target()?;
+    let options = crate::postgres::libpq::conninfo_options(&conninfo);
+    let password_required = crate::postgres::libpq::password_required();
+    crate::postgres::libpq::check_password_given(&options, password_required)
+        .unwrap_or_else(|e| e.raise());
+    Some(Target {
+        conninfo,
+        protocol: match crate::gucs::TARGET_PROTOCOL.get() {
+            crate::gucs::TargetProtocol::Prepared => Protocol::Prepared,
+            crate::gucs::TargetProtocol::Extended => Protocol::Extended,
+        },
+        reconnect: crate::gucs::TARGET_CONNECT_PER_TRANSACTION.get(),
+        password_required,
+    })
+}
+
+/// What the caller learns of the target before the run starts: its version, and the highest ids
+/// of the trading tables (when the run uses the built-in operations).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Probed {
+    /// server_version_num
+    pub server_version: i32,
+    pub accounts: i64,
+    pub orders: i64,
+    pub trades: i64,
+    pub audit: i64,
+}
+
+/// Reach the target from the caller's backend before any worker starts, so that a target that
+/// cannot be reached, lacks the trading dataset or cannot run a custom transaction's statement
+/// fails the call (with the target's own words) rather than every operation: connect, read the
+/// dataset's highest ids when `builtins`, prepare each custom statement. `function` names the
+/// call in errors.
+pub fn probe(
+    function: &'static str,
+    target: &Target,
+    schema: &str,
+    builtins: bool,
+    customs: &[Custom],
+) -> Probed {
+    let deadline = crate::postgres::backend::now() + CONNECT_TIMEOUT_US;
+    let mut conn = Connection::open(
+        &target.conninfo,
+        &format!("pg_stress {function} probe"),
+        deadline,
+        target.password_required,
+        || false,
+    )
+    .unwrap_or_else(|e| e.raise());
+    let on_target = |what: &str, e: RemoteError, hint: &str| -> ! {
+        crate::error::StressError::invalid(function, format!("{what} on the target: {e}"), hint)
+            .raise()
+    };
+    let mut dataset = Probed {
+        server_version: conn.server_version(),
+        ..Probed::default()
+    };
+    if builtins {
+        let t = |name| crate::postgres::quote::qualified(schema, name);
+        let sql = format!(
+            "SELECT (SELECT coalesce(max(id), 0) FROM {}), (SELECT coalesce(max(id), 0) FROM {}),
+                    (SELECT coalesce(max(id), 0) FROM {}), (SELECT coalesce(max(id), 0) FROM {}),
+                    (SELECT count(*) FROM {} WHERE false)",
+            t("accounts"),
+            t("orders"),
+            t("trades"),
+            t("audit_log"),
+            t("positions")
+        );
+        let answer = conn.execute(&sql, &[], &[], deadline).unwrap_or_else(|e| {
+            on_target(
+                "reading the trading dataset",
+                e,
+                "Generate the trading dataset on the target (SELECT * FROM stress.generate_dataset(...) \
+                 there, or pg_dump it there), in the schema named by stress.data_schema, or run only \
+                 custom transactions (mix => '{}').",
+            )
+        });
+        let id = |i: usize| {
+            answer
+                .rows
+                .first()
+                .and_then(|r| r.get(i).cloned().flatten())
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0)
+        };
+        dataset = Probed {
+            accounts: id(0),
+            server_version: dataset.server_version,
+            orders: id(1),
+            trades: id(2),
+            audit: id(3),
+        };
+    }
+    for custom in customs {
+        let types: Vec<pg_sys::Oid> = custom.params.iter().map(|p| p.pg_type().value()).collect();
+        for sql in &custom.statements {
+            conn.prepare("", sql, &types, deadline).unwrap_or_else(|e| {
+                on_target(
+                    &format!("transactions: \"{}\"", custom.name),
+                    e,
+                    "Check the statement's SQL against the target's tables.",
+                )
+            });
+        }
+    }
+    dataset
+}

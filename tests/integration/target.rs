@@ -1,0 +1,295 @@
+//! Load on another server (`stress.target`): the workers connect with libpq to a cluster of its
+//! own that asks for passwords over TCP, run the built-in operations and custom transactions
+//! there, prepared or not, with a connection per transaction or not, and record everything here.
+//! And the trust rules: the workers' grant, dblink's password rule, no file of the server named by
+//! a non-superuser, and no password in stress.runs or either server's log.
+
+use super::common::{env, fresh_database, pgcluster_with, value};
+use postgres::error::SqlState;
+use postgres::{Client, NoTls};
+use std::path::PathBuf;
+
+const CLUSTER: &str = "it-target";
+const PASSWORD: &str = "pw-it-target-7c1 'quoted'";
+const USER: &str = "it_target_user";
+
+/// The target: a cluster of its own listening on 127.0.0.1, where TCP connections authenticate
+/// with scram-sha-256 (its Unix socket trusts, for the test's own administration), with the
+/// trading dataset in database `it_target` owned by [`USER`]. Its TCP port, and an administrator
+/// connection to that database.
+fn target_cluster() -> (u16, Client, PathBuf) {
+    pgcluster_with("destroy", CLUSTER, &[]);
+    let config = pgcluster_with(
+        "start",
+        CLUSTER,
+        &[
+            "listen_addresses = '127.0.0.1'",
+            "password_encryption = 'scram-sha-256'",
+        ],
+    )
+    .unwrap();
+    let port = config.get_ports()[0];
+    let mut admin = config.connect(NoTls).unwrap();
+    // (pg_hba.conf written by the server itself, then reloaded: local trust, TCP by password)
+    let hba_file = value::<String>(&mut admin, "SHOW hba_file");
+    admin
+        .batch_execute(&format!(
+            "COPY (VALUES ('local all all trust'), ('host all all 127.0.0.1/32 scram-sha-256'))
+                 TO '{}';
+             SELECT pg_reload_conf();
+             CREATE ROLE {USER} LOGIN PASSWORD '{}'",
+            hba_file,
+            PASSWORD.replace('\'', "''")
+        ))
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE it_target OWNER {USER}"))
+        .unwrap();
+    let mut target = config.clone().dbname("it_target").connect(NoTls).unwrap();
+    target
+        .batch_execute(&format!(
+            "SET stress.progress_interval = 0;
+             CREATE EXTENSION pg_stress;
+             SELECT count(*) FROM stress.generate_dataset(orders => 5000, seed => 1);
+             GRANT USAGE ON SCHEMA stress_data TO {USER};
+             GRANT ALL ON ALL TABLES IN SCHEMA stress_data TO {USER}"
+        ))
+        .unwrap();
+    target.batch_execute("VACUUM ANALYZE").unwrap();
+    let host = match config.get_hosts()[0].clone() {
+        postgres::config::Host::Unix(path) => path,
+        other => panic!("{other:?}"),
+    };
+    (port, target, host.parent().unwrap().join("postgres.log"))
+}
+
+/// A connection string to the target over TCP, with the password (quoted as libpq reads it).
+fn conninfo(port: u16, password: Option<&str>) -> String {
+    let mut s = format!("host=127.0.0.1 port={port} dbname=it_target user={USER} sslmode=disable");
+    if let Some(p) = password {
+        s.push_str(&format!(
+            " password='{}'",
+            p.replace('\\', "\\\\").replace('\'', "\\'")
+        ));
+    }
+    s
+}
+
+/// `SET stress.target` in `client`'s session (SET, not set_config: the setting is shown to
+/// superusers only, and set_config shows what it set).
+fn set_target(client: &mut Client, conninfo: &str) {
+    client
+        .batch_execute(&format!(
+            "SET stress.target = '{}'",
+            conninfo.replace('\'', "''")
+        ))
+        .unwrap();
+}
+
+fn stat(target: &mut Client, column: &str) -> i64 {
+    target
+        .batch_execute("SELECT pg_stat_force_next_flush(); SELECT pg_stat_clear_snapshot()")
+        .unwrap();
+    value(
+        target,
+        &format!("SELECT {column}::bigint FROM pg_stat_database WHERE datname = 'it_target'"),
+    )
+}
+
+#[test]
+fn a_run_on_a_target_runs_there_and_is_recorded_here() {
+    let (port, mut target, target_log) = target_cluster();
+    // The driver's database has no trading dataset: every operation must run on the target.
+    let mut driver = fresh_database("it_target_driver");
+    set_target(&mut driver, &conninfo(port, Some(PASSWORD)));
+    let orders_before: i64 = value(&mut target, "SELECT count(*) FROM stress_data.orders");
+    let commits_before = stat(&mut target, "xact_commit");
+    let row = driver
+        .query_one("CALL stress.run_load_proc('2 seconds', workers => 2)", &[])
+        .unwrap();
+    let (run, status, operations, errors): (i64, String, i64, i64) = (
+        row.get("run_id"),
+        row.get("status"),
+        row.get("operations"),
+        row.get("errors"),
+    );
+    assert_eq!(status, "completed");
+    assert!(
+        operations > 100 && errors == 0,
+        "{operations} operations, {errors} errors"
+    );
+    // what the run counted, the target saw: each successful place_order is a new order there
+    let placed: i64 = value(
+        &mut driver,
+        &format!(
+            "SELECT (details->>'successes')::bigint FROM stress.results
+             WHERE run_id = {run} AND name = 'place_order'"
+        ),
+    );
+    let orders_after: i64 = value(&mut target, "SELECT count(*) FROM stress_data.orders");
+    assert!(placed > 0);
+    assert_eq!(orders_after - orders_before, placed);
+    // and each operation is at least one commit there (reads commit too, without an xid)
+    let commits = stat(&mut target, "xact_commit") - commits_before;
+    assert!(
+        commits >= operations && commits < operations + 200,
+        "{commits} commits on the target for {operations} operations"
+    );
+    let (conn, parameters): (String, String) = {
+        let r = driver
+            .query_one(
+                "SELECT parameters->'target'->>'conninfo', parameters::text FROM stress.runs WHERE id = $1",
+                &[&run],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(conn.contains(&format!("port='{port}'")), "{conn}");
+    assert!(!parameters.contains("pw-it-target"), "{parameters}");
+    assert!(
+        parameters.contains("\"protocol\": \"prepared\""),
+        "{parameters}"
+    );
+
+    // Custom transactions, unnamed statements, a new connection for each: the target counts one
+    // session per transaction.
+    driver
+        .batch_execute(
+            "SET stress.target_protocol = extended; SET stress.target_connect_per_transaction = on",
+        )
+        .unwrap();
+    let sessions_before = stat(&mut target, "sessions");
+    let row = driver
+        .query_one(
+            "CALL stress.run_load_proc('1 second', workers => 2, transactions => '[
+                {\"name\": \"lookup\", \"sql\": \"SELECT balance FROM stress_data.accounts WHERE id = $1\",
+                 \"params\": [{\"distribution\": \"uniform\", \"min\": 1, \"max\": 100}]},
+                {\"name\": \"touch\", \"sql\": [\"UPDATE stress_data.accounts SET balance = balance WHERE id = $1\",
+                                              \"SELECT $1 + 1\"],
+                 \"params\": [{\"distribution\": \"uniform\", \"min\": 1, \"max\": 100}]}]')",
+            &[],
+        )
+        .unwrap();
+    let (operations, errors): (i64, i64) = (row.get("operations"), row.get("errors"));
+    assert!(
+        operations > 10 && errors == 0,
+        "{operations} operations, {errors} errors"
+    );
+    let sessions = stat(&mut target, "sessions") - sessions_before;
+    // (each worker's first connection too, and the caller's probe)
+    assert!(
+        sessions >= operations && sessions <= operations + 10,
+        "{sessions} sessions on the target for {operations} transactions"
+    );
+
+    // No password reached either server's log.
+    let driver_log = PathBuf::from(env("PGHOST"))
+        .parent()
+        .unwrap()
+        .join("postgres.log");
+    for log in [&driver_log, &target_log] {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(
+            !text.contains("pw-it-target"),
+            "a password in {}",
+            log.display()
+        );
+    }
+    drop(target);
+    pgcluster_with("destroy", CLUSTER, &[]);
+}
+
+/// The trust rules, as a role with the workers' grant but no superuser.
+#[test]
+fn reaching_a_target_needs_the_grant_a_password_and_no_server_files() {
+    const ROLE: &str = "it_target_caller";
+    // (no cluster of its own is needed to be refused: the checks come before any connection)
+    let mut admin = fresh_database("it_target_rules");
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {ROLE}; CREATE ROLE {ROLE} LOGIN;
+             GRANT USAGE ON SCHEMA stress TO {ROLE}"
+        ))
+        .unwrap();
+    let mut caller = super::common::config("it_target_rules")
+        .user(ROLE)
+        .connect(NoTls)
+        .unwrap();
+    let call = "CALL stress.run_load_proc('1 second', transactions => '[{\"name\": \"one\", \"sql\": \"SELECT 1\"}]')";
+    let refused = |caller: &mut Client, conninfo: &str| -> (SqlState, String) {
+        set_target(caller, conninfo);
+        let e = caller.batch_execute(call).unwrap_err();
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+        (db.code().clone(), db.message().to_owned())
+    };
+    let here = format!(
+        "host={} port={} dbname=it_target_rules user={ROLE}",
+        env("PGHOST"),
+        env("PGPORT")
+    );
+    // without the workers' grant
+    assert_eq!(
+        refused(&mut caller, &format!("{here} password=x")).0,
+        SqlState::INSUFFICIENT_PRIVILEGE
+    );
+    admin
+        .batch_execute(&format!(
+            "GRANT EXECUTE ON FUNCTION stress.run_load TO {ROLE};
+             GRANT EXECUTE ON PROCEDURE stress.run_load_proc TO {ROLE}"
+        ))
+        .unwrap();
+    // no password: this server's own trust is not the caller's
+    assert_eq!(refused(&mut caller, &here).0, SqlState::from_code("2F003"));
+    // a password the target never asks for (its socket trusts): refused once connected
+    let (code, message) = refused(&mut caller, &format!("{here} password=never-asked-9f2"));
+    assert_eq!(code, SqlState::from_code("2F003"), "{message}");
+    // files of the database server
+    for keyword in ["passfile", "sslkey", "service"] {
+        let (code, message) = refused(
+            &mut caller,
+            &format!("{here} password=x {keyword}=/etc/passwd"),
+        );
+        assert_eq!(
+            code,
+            SqlState::INSUFFICIENT_PRIVILEGE,
+            "{keyword}: {message}"
+        );
+    }
+    // unreadable strings, unreachable and garbage servers
+    assert_eq!(
+        refused(&mut caller, "host='unterminated").0,
+        SqlState::INVALID_PARAMETER_VALUE
+    );
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = free.local_addr().unwrap().port();
+    drop(free);
+    assert_eq!(
+        refused(
+            &mut caller,
+            &format!("host=127.0.0.1 port={closed} password=x")
+        )
+        .0,
+        SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION
+    );
+    // nothing was recorded as a run, and the password reached no record
+    let runs: i64 = value(&mut admin, "SELECT count(*) FROM stress.runs");
+    assert_eq!(runs, 0);
+    // a superuser may use the server's own authentication (the test cluster trusts its socket)
+    let mut superuser = super::common::connect("it_target_rules");
+    set_target(
+        &mut superuser,
+        &format!(
+            "host={} port={} dbname=it_target_rules user={}",
+            env("PGHOST"),
+            env("PGPORT"),
+            env("PGUSER")
+        ),
+    );
+    let row = superuser.query_one(call, &[]).unwrap();
+    assert_eq!(row.get::<_, String>("status"), "completed");
+    assert!(row.get::<_, i64>("operations") > 10);
+    drop(caller);
+    admin
+        .batch_execute(&format!("DROP OWNED BY {ROLE}"))
+        .unwrap();
+}
