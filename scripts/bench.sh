@@ -4,13 +4,14 @@
 # cost curve (curve.sh). BENCH_ONLY="query load" runs only those.
 set -euo pipefail
 source "$(dirname "$0")/bench/lib.sh"
-for area in ${BENCH_ONLY:-query generate integrity load capacity caller verdict floors curve}; do
+for area in ${BENCH_ONLY:-query generate integrity load target capacity caller verdict floors curve}; do
   source "scripts/bench/$area.sh"
 done
 echo
 echo "SUMMARY generate_orders/SQL=${gen_ratio:-n/a} checksum_speedup=${ck_speedup:-n/a}x orders_memory_mb=${grow_mb:-n/a}"
 echo "        per table: ${summary[*]:-n/a}  dataset=${ds:-n/a}s dataset_workers2=${ds_par:-n/a}s trades_memory_mb=${trade_growth:-n/a}"
 echo "        load run_load/pgbench: ${load_ratios[*]:-n/a}  timeline on/off: ${timeline_ratio:-n/a}"
+echo "        target (loopback TCP): ${target_rows[*]:-n/a}"
 echo "        capacity (ops/s at p99 <= ${CAPACITY_P99_MS:-20} ms): built-in mix ${capacities[0]:-n/a}, tpcb-like ${capacities[1]:-n/a} (pgbench closed loop: ${capacity_pgbench_tps:-n/a} tps)"
 echo "        caller (blocking / detached): ${caller_summary:-n/a}"
 echo "        verdict: ${verdict_summary:-n/a}"

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PGRX_VERSION=0.18.1
 packages=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-contrib libpq-dev libclang-dev
-          sudo build-essential pkg-config python3 python3-pip chromium)
+          sudo build-essential pkg-config python3 python3-pip chromium pgbouncer)
 
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 

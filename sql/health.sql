@@ -213,6 +213,8 @@ AS $$
 DECLARE
     pgss regclass;
     v numeric;
+    pool_run bigint;
+    pool_wait float8;
 BEGIN
     IF least(max_avg_query_ms, max_error_rate_pct, max_connection_usage_pct, min_index_hit_ratio_pct,
              max_database_gb, max_replication_lag_mb) < 0
@@ -270,6 +272,26 @@ BEGIN
     firing := v > max_replication_lag_mb;
     detail := 'the furthest-behind standby''s replay, behind this server''s WAL (NULL: no standby)';
     IF show_all OR firing THEN RETURN NEXT; END IF;
+
+    -- the seed's "connection pool exhausted": the latest run through a PgBouncer (stress.target_monitor)
+    -- whose clients waited for a server connection in some second (SHOW POOLS' cl_waiting)
+    SELECT p.run_id, max(p.cl_waiting), max(p.maxwait_ms) INTO pool_run, v, pool_wait
+    FROM stress.pool_samples p
+    WHERE p.run_id = (SELECT max(q.run_id) FROM stress.pool_samples q)
+    GROUP BY p.run_id;
+    IF pool_run IS NOT NULL THEN
+        alert := 'connection_pool_exhausted'; measured := v; threshold := 0; unit := 'clients waiting';
+        firing := v > 0;
+        detail := CASE WHEN firing
+            THEN format('connection pool exhausted, increase pool size: in run %s up to %s clients waited for a server connection, the longest %s ms (SHOW POOLS)',
+                        pool_run, v, round(pool_wait::numeric, 1))
+            ELSE format('no client waited for a server connection in run %s (SHOW POOLS)', pool_run) END;
+        IF show_all OR firing THEN RETURN NEXT; END IF;
+    ELSIF show_all THEN
+        alert := 'connection_pool_exhausted'; measured := NULL; threshold := 0; unit := 'clients waiting'; firing := NULL;
+        detail := 'not measured: run a load through PgBouncer with stress.target_monitor naming its admin console';
+        RETURN NEXT;
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION stress.health_alerts(float8, float8, float8, float8, float8, float8, boolean) IS

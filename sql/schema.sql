@@ -171,3 +171,28 @@ GRANT SELECT ON stress.timeline TO PUBLIC;
 ALTER TABLE stress.timeline ENABLE ROW LEVEL SECURITY;
 CREATE POLICY timeline_visible ON stress.timeline FOR SELECT TO PUBLIC
     USING (EXISTS (SELECT 1 FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id));
+
+-- Per second of a run on a target behind PgBouncer (stress.target_monitor names its admin console):
+-- each pool (database and user) as SHOW POOLS showed it. Clients waiting means the pool ran out of
+-- server connections (stress.health_alerts says "connection pool exhausted").
+CREATE TABLE stress.pool_samples (
+    run_id      bigint      NOT NULL REFERENCES stress.runs (id) ON DELETE CASCADE,
+    ts          timestamptz NOT NULL,
+    elapsed_s   float8      NOT NULL,
+    database    text        NOT NULL,  -- the pool's database and user, as PgBouncer names them
+    username    text        NOT NULL,
+    pool_mode   text,                  -- session, transaction or statement
+    cl_active   int         NOT NULL,  -- clients linked to a server connection
+    cl_waiting  int         NOT NULL,  -- clients waiting for one
+    sv_active   int         NOT NULL,  -- server connections linked to a client
+    sv_idle     int         NOT NULL,  -- server connections unused and ready
+    sv_used     int         NOT NULL,  -- server connections idle long enough to need a check
+    maxwait_ms  float8      NOT NULL   -- how long the oldest waiting client has waited
+);
+COMMENT ON TABLE stress.pool_samples IS 'Per second of a run through PgBouncer and pool: clients active and waiting, server connections active, idle and used, the longest wait (SHOW POOLS).';
+CREATE INDEX pool_samples_run_id_ts_idx ON stress.pool_samples (run_id, ts);
+SELECT pg_catalog.pg_extension_config_dump('stress.pool_samples', '');
+GRANT SELECT ON stress.pool_samples TO PUBLIC;
+ALTER TABLE stress.pool_samples ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pool_samples_visible ON stress.pool_samples FOR SELECT TO PUBLIC
+    USING (EXISTS (SELECT 1 FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id));

@@ -28,6 +28,9 @@ pub static TIMELINE: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// Where load runs send their operations: another server's libpq connection string (empty: this
 /// server, over SPI). Shown to superusers only, as primary_conninfo: it may carry a password.
 pub static TARGET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// A monitoring connection to the target's side, read by a run's sampler each second: a
+/// PgBouncer's admin console (dbname=pgbouncer) for its pools. Superusers only see it.
+pub static TARGET_MONITOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// How statements reach the target (pgbench's -M).
 pub static TARGET_PROTOCOL: GucSetting<TargetProtocol> =
     GucSetting::<TargetProtocol>::new(TargetProtocol::Prepared);
@@ -47,6 +50,14 @@ pub fn init() {
         c"The server load runs send their operations to, as a libpq connection string (empty: this server).",
         c"Each worker connects to it with libpq as the calling role; non-superusers must give a password. Shown to superusers only: it may carry a password.",
         &TARGET,
+        GucContext::Userset,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"stress.target_monitor",
+        c"A monitoring connection for load runs on stress.target: the target PgBouncer's admin console, read each second (SHOW POOLS).",
+        c"A libpq connection string (dbname=pgbouncer, a user in stats_users); the same password rule as stress.target. Shown to superusers only.",
+        &TARGET_MONITOR,
         GucContext::Userset,
         GucFlags::SUPERUSER_ONLY,
     );
@@ -158,7 +169,16 @@ pub fn init() {
 /// The configured data schema, never empty.
 /// `stress.target`, when set (not empty).
 pub fn target() -> Option<String> {
-    TARGET
+    non_empty(&TARGET)
+}
+
+/// `stress.target_monitor`, when set (not empty).
+pub fn target_monitor() -> Option<String> {
+    non_empty(&TARGET_MONITOR)
+}
+
+fn non_empty(setting: &GucSetting<Option<CString>>) -> Option<String> {
+    setting
         .get()
         .and_then(|s| s.into_string().ok())
         .filter(|s| !s.trim().is_empty())

@@ -18,7 +18,9 @@ if [ -z "${BENCH_NO_INSTALL:-}" ]; then
   echo "== building and installing pg_stress (release)"
   cargo pgrx install --release --pg-config "$PG_CONFIG" "${pgrx_features[@]}" "${pgrx_install_flags[@]}" >/dev/null
 fi
+# (listening on loopback TCP too, for the target area's connections; initdb's trust applies there)
 eval "$(scripts/pgcluster.sh start bench "shared_buffers = '1GB'" "max_wal_size = '4GB'" "cron.database_name = 'postgres'" \
+         "listen_addresses = '127.0.0.1'" \
          "max_worker_processes = 64" "stress.max_workers = 64" \
          "shared_preload_libraries = '$(preload_libraries pg_cron pg_stat_statements)'")"
 export PGHOST PGPORT PGUSER

@@ -588,6 +588,7 @@ fn parameters(req: &LoadRequest, config: &worker::LoadConfig, run_id: i64) -> se
             "conninfo": crate::postgres::libpq::shown_conninfo(&target.conninfo),
             "protocol": target.protocol.name(),
             "connect_per_transaction": target.reconnect,
+            "monitor": target.monitor.as_deref().map(crate::postgres::libpq::shown_conninfo),
         });
     }
     // The runs of one series: its first step's run id names them (report_html charts them).

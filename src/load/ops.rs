@@ -5,7 +5,7 @@
 //! (equal halves), `select` = open_orders, recent_trades and position (equal thirds), `delete` =
 //! cancel_order. The finer names can be used directly, and both kinds mixed.
 
-use crate::generate::model::SYMBOLS;
+use crate::generate::model::{SYMBOLS, Symbol};
 use crate::postgres::quote::qualified;
 use crate::postgres::read_only;
 use pgrx::datum::DatumWithOid;
@@ -498,24 +498,7 @@ pub fn execute<S: Session>(
     let account = rng.random_range(1..=work.accounts.max(1));
     let symbol = &SYMBOLS[rng.random_range(0..SYMBOLS.len())];
     match op {
-        Op::PlaceOrder => {
-            let side = if rng.random_bool(0.5) { "BUY" } else { "SELL" };
-            let price = symbol.base_price * rng.random_range(0.97..1.03);
-            let quantity = (500.0 / price * rng.random_range(0.2..5.0)).max(0.0001);
-            session.run(
-                op,
-                0,
-                &[
-                    Int(work.order_ids.take()),
-                    Int(account),
-                    Text(symbol.name),
-                    Text(side),
-                    Float(quantity),
-                    Float(price),
-                    Int(work.audit_ids.take()),
-                ],
-            )?;
-        }
+        Op::PlaceOrder => place_order(session, symbol, account, work, rng)?,
         Op::CancelOrder | Op::OpenOrders => {
             session.run(op, 0, &[Int(account)])?;
         }
@@ -536,27 +519,64 @@ pub fn execute<S: Session>(
         Op::Position => {
             session.run(op, 0, &[Int(account), Text(symbol.name)])?;
         }
-        Op::Transfer => {
-            let range = if work.hot_accounts > 0 {
-                work.hot_accounts
-            } else {
-                work.accounts
-            };
-            let from = rng.random_range(1..=range.max(2));
-            let mut to = rng.random_range(1..=range.max(2));
-            if to == from {
-                to = from % range.max(2) + 1;
-            }
-            let cents: i64 = rng.random_range(1..=10_000);
-            // debit, pause, credit. Nothing moves when the account has too little: money is
-            // conserved either way.
-            if session.run(op, 0, &[Int(from), Int(cents)])? == 1 {
-                if work.transfer_pause > 0.0 {
-                    session.run(op, 1, &[Float(work.transfer_pause)])?;
-                }
-                session.run(op, 2, &[Int(to), Int(cents)])?;
-            }
+        Op::Transfer => transfer(session, work, rng)?,
+    }
+    Ok(())
+}
+
+/// place_order: one order (and its audit row) of a random side, near the symbol's price.
+fn place_order<S: Session>(
+    session: &mut S,
+    symbol: &Symbol,
+    account: i64,
+    work: &mut DataInUse,
+    rng: &mut impl Rng,
+) -> Result<(), S::Error> {
+    use Arg::{Float, Int, Text};
+    let side = if rng.random_bool(0.5) { "BUY" } else { "SELL" };
+    let price = symbol.base_price * rng.random_range(0.97..1.03);
+    let quantity = (500.0 / price * rng.random_range(0.2..5.0)).max(0.0001);
+    session.run(
+        Op::PlaceOrder,
+        0,
+        &[
+            Int(work.order_ids.take()),
+            Int(account),
+            Text(symbol.name),
+            Text(side),
+            Float(quantity),
+            Float(price),
+            Int(work.audit_ids.take()),
+        ],
+    )?;
+    Ok(())
+}
+
+/// transfer: debit, pause, credit between two accounts (the hot ones when set). Nothing moves
+/// when the account has too little: money is conserved either way.
+fn transfer<S: Session>(
+    session: &mut S,
+    work: &mut DataInUse,
+    rng: &mut impl Rng,
+) -> Result<(), S::Error> {
+    use Arg::{Float, Int};
+    let op = Op::Transfer;
+    let range = if work.hot_accounts > 0 {
+        work.hot_accounts
+    } else {
+        work.accounts
+    };
+    let from = rng.random_range(1..=range.max(2));
+    let mut to = rng.random_range(1..=range.max(2));
+    if to == from {
+        to = from % range.max(2) + 1;
+    }
+    let cents: i64 = rng.random_range(1..=10_000);
+    if session.run(op, 0, &[Int(from), Int(cents)])? == 1 {
+        if work.transfer_pause > 0.0 {
+            session.run(op, 1, &[Float(work.transfer_pause)])?;
         }
+        session.run(op, 2, &[Int(to), Int(cents)])?;
     }
     Ok(())
 }

@@ -46,6 +46,8 @@ pub struct Target {
     pub reconnect: bool,
     /// whether the caller must authenticate by password (not a superuser: dblink's rule)
     pub password_required: bool,
+    /// the sampler's connection to the target's PgBouncer console (`stress.target_monitor`)
+    pub monitor: Option<String>,
 }
 
 /// A worker's side of a target: its connection (made when first needed, and again after one was
@@ -158,10 +160,12 @@ impl Remote {
     ) -> Result<(), RemoteError> {
         let in_block = self.statements[task].len() > 1 || self.begin != "BEGIN";
         let (begin, protocol) = (self.begin, self.target.protocol);
+        // (connected, and prepared, before the statements are taken out to be run)
+        self.connection(deadline)?;
         let customs = std::mem::take(&mut self.customs);
         let statements = std::mem::take(&mut self.statements);
         let outcome = (|| {
-            let conn = self.connection(deadline)?;
+            let conn = self.conn.as_mut().expect("connected above");
             if in_block {
                 conn.execute(begin, &[], &[], deadline)?;
             }
@@ -307,11 +311,15 @@ impl Session for RemoteSession<'_> {
 /// is not a superuser (2F003). None: no target, the run is on this server.
 pub fn from_settings() -> Option<Target> {
     let conninfo = crate::gucs::target()?;
-    let options = crate::postgres::libpq::conninfo_options(&conninfo);
     let password_required = crate::postgres::libpq::password_required();
-    crate::postgres::libpq::check_password_given(&options, password_required)
-        .unwrap_or_else(|e| e.raise());
+    let monitor = crate::gucs::target_monitor();
+    for c in std::iter::once(&conninfo).chain(monitor.as_ref()) {
+        let options = crate::postgres::libpq::conninfo_options(c);
+        crate::postgres::libpq::check_password_given(&options, password_required)
+            .unwrap_or_else(|e| e.raise());
+    }
     Some(Target {
+        monitor,
         conninfo,
         protocol: match crate::gucs::TARGET_PROTOCOL.get() {
             crate::gucs::TargetProtocol::Prepared => Protocol::Prepared,

@@ -98,9 +98,51 @@ pub fn report(run_id: Option<i64>) -> JsonB {
         )
         .raise();
     };
+    let run_id = run["run_id"].as_i64().unwrap_or(0);
     let mut report = build(&run);
-    report["replication"] = replication(report["run_id"].as_i64().unwrap_or(0));
+    report["replication"] = replication(run_id);
+    report["connection_pool"] = connection_pool(run_id);
     JsonB(report)
+}
+
+/// The seed's pool statistics of a run through PgBouncer (stress.pool_samples, 0.9.0 and later;
+/// null without a monitored pool): per second, server connections active and idle (idle and used)
+/// and clients waiting, summed over the pools, then averaged over the run; `efficiency` is the
+/// share of server connections that were active; `exhausted`: clients waited in some second.
+fn connection_pool(run_id: i64) -> Value {
+    let exists = crate::postgres::spi_read::one::<bool>(
+        "SELECT pg_catalog.to_regclass('stress.pool_samples') IS NOT NULL",
+        &[],
+    )
+    .expect("looking for stress.pool_samples")
+    .unwrap_or(false);
+    if !exists {
+        return Value::Null;
+    }
+    crate::postgres::spi_read::one::<JsonB>(
+        "SELECT CASE WHEN pg_catalog.count(*) OPERATOR(pg_catalog.>) 0 THEN pg_catalog.jsonb_build_object(
+                    'samples', pg_catalog.count(*),
+                    'active', round(avg(s.active)::numeric, 2),
+                    'idle', round(avg(s.idle)::numeric, 2),
+                    'waiting', round(avg(s.waiting)::numeric, 2),
+                    'max_waiting', max(s.waiting),
+                    'clients_active', round(avg(s.clients)::numeric, 2),
+                    'efficiency', round((sum(s.active)::numeric OPERATOR(pg_catalog./)
+                                         NULLIF(sum(s.active OPERATOR(pg_catalog.+) s.idle), 0)), 4),
+                    'max_wait_ms', round(max(s.maxwait)::numeric, 3),
+                    'pool_modes', (SELECT pg_catalog.jsonb_agg(DISTINCT p.pool_mode) FROM stress.pool_samples p
+                                   WHERE p.run_id OPERATOR(pg_catalog.=) $1),
+                    'exhausted', max(s.waiting) OPERATOR(pg_catalog.>) 0) END
+         FROM (SELECT p.ts, sum(p.sv_active) AS active,
+                      sum(p.sv_idle OPERATOR(pg_catalog.+) p.sv_used) AS idle,
+                      sum(p.cl_waiting) AS waiting, sum(p.cl_active) AS clients,
+                      max(p.maxwait_ms) AS maxwait
+               FROM stress.pool_samples p WHERE p.run_id OPERATOR(pg_catalog.=) $1
+               GROUP BY p.ts) s",
+        &[run_id.into()],
+    )
+    .expect("reading the run's pools")
+    .map_or(Value::Null, |j| j.0)
 }
 
 /// Per standby, the most its written, flushed and replayed WAL was behind during the run (bytes,

@@ -58,6 +58,7 @@ mod ffi {
     pub const PGRES_COMMAND_OK: c_int = 1;
     pub const PGRES_TUPLES_OK: c_int = 2;
     pub const PG_DIAG_SQLSTATE: c_int = b'C' as c_int;
+    pub const PG_DIAG_MESSAGE_PRIMARY: c_int = b'M' as c_int;
     pub const PG_DIAG_MESSAGE_DETAIL: c_int = b'D' as c_int;
 
     #[link(name = "pq")]
@@ -120,6 +121,8 @@ mod ffi {
         pub fn PQgetvalue(res: *const PGresult, row: c_int, column: c_int) -> *const c_char;
         pub fn PQclear(res: *mut PGresult);
         pub fn PQcmdTuples(res: *mut PGresult) -> *const c_char;
+        pub fn PQfname(res: *const PGresult, column: c_int) -> *const c_char;
+        pub fn PQsendQuery(conn: *mut PGconn, query: *const c_char) -> c_int;
         pub fn PQgetCancel(conn: *mut PGconn) -> *mut PGcancel;
         pub fn PQcancel(cancel: *mut PGcancel, errbuf: *mut c_char, size: c_int) -> c_int;
         pub fn PQfreeCancel(cancel: *mut PGcancel);
@@ -200,6 +203,16 @@ pub type Rows = Vec<Vec<Option<String>>>;
 pub struct Answer {
     pub rows: Rows,
     pub processed: u64,
+    /// the columns' names (of a statement that returned rows)
+    pub columns: Vec<String>,
+}
+
+impl Answer {
+    /// Column `name` of row `row`, if there is one and it is not NULL.
+    pub fn get(&self, row: usize, name: &str) -> Option<&str> {
+        let column = self.columns.iter().position(|c| c == name)?;
+        self.rows.get(row)?.get(column)?.as_deref()
+    }
 }
 
 /// How long a cancel request may take before the worker goes on without its answer (it is sent
@@ -293,7 +306,15 @@ pub struct Connection {
     fd_reserved: bool,
     /// asked each time the latch wakes a wait: true ends the wait (a run's worker told to stop)
     stop: fn() -> bool,
+    /// once connected: the latch, the postmaster's death and the socket, kept for every wait (a
+    /// wait costs one epoll_wait, not a set made and freed each time as WaitLatchOrSocket does)
+    waits: *mut pg_sys::WaitEventSet,
+    /// the socket's events in `waits` now
+    socket_events: std::cell::Cell<u32>,
 }
+
+/// The socket's place in a connection's wait event set (added third).
+const SOCKET_POSITION: c_int = 2;
 
 /// How a wait on the socket ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -416,6 +437,8 @@ impl Connection {
             conn,
             fd_reserved: true,
             stop,
+            waits: std::ptr::null_mut(),
+            socket_events: std::cell::Cell::new(0),
         };
         if conn.is_null() {
             return Err(connection.refused("out of memory"));
@@ -439,6 +462,7 @@ impl Connection {
         }
         // SAFETY: a live connection; non-blocking sends, so that a full socket waits on the latch.
         unsafe { ffi::PQsetnonblocking(conn, 1) };
+        connection.keep_waits();
         Ok(connection)
     }
 
@@ -480,6 +504,40 @@ impl Connection {
         Ok(())
     }
 
+    /// The wait event set of the connection made: its socket no longer changes.
+    fn keep_waits(&mut self) {
+        // SAFETY: a live connection's socket; a set freed once, in close; MyLatch is this
+        // process's latch.
+        unsafe {
+            let socket = ffi::PQsocket(self.conn);
+            let set = crate::postgres::version::long_lived_wait_event_set(3);
+            pg_sys::AddWaitEventToSet(
+                set,
+                pg_sys::WL_LATCH_SET,
+                pg_sys::PGINVALID_SOCKET,
+                pg_sys::MyLatch,
+                std::ptr::null_mut(),
+            );
+            pg_sys::AddWaitEventToSet(
+                set,
+                pg_sys::WL_EXIT_ON_PM_DEATH,
+                pg_sys::PGINVALID_SOCKET,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+            let position = pg_sys::AddWaitEventToSet(
+                set,
+                pg_sys::WL_SOCKET_READABLE,
+                socket as pg_sys::pgsocket,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+            debug_assert_eq!(position, SOCKET_POSITION);
+            self.waits = set;
+            self.socket_events.set(pg_sys::WL_SOCKET_READABLE);
+        }
+    }
+
     /// ERROR 08001: the target could not be reached, `why` (libpq's words, which never include a
     /// password). The connection is closed first.
     fn refused(&mut self, why: &str) -> StressError {
@@ -517,17 +575,49 @@ impl Connection {
             if writable {
                 events |= pg_sys::WL_SOCKET_WRITEABLE;
             }
-            // SAFETY: this process's latch, a socket this connection owns, and a timeout in ms;
-            // WL_EXIT_ON_PM_DEATH needs no postmaster handle of ours.
-            let fired = unsafe {
-                pg_sys::WaitLatchOrSocket(
-                    pg_sys::MyLatch,
-                    events as c_int,
-                    socket as pg_sys::pgsocket,
-                    left_ms.min(i32::MAX as i64) as std::ffi::c_long,
-                    pg_sys::PG_WAIT_EXTENSION,
-                )
-            } as u32;
+            let timeout = left_ms.min(i32::MAX as i64) as std::ffi::c_long;
+            let fired = if self.waits.is_null() {
+                // (while connecting: the socket may change from one poll to the next)
+                // SAFETY: this process's latch, a socket this connection owns, and a timeout in
+                // ms; WL_EXIT_ON_PM_DEATH needs no postmaster handle of ours.
+                unsafe {
+                    pg_sys::WaitLatchOrSocket(
+                        pg_sys::MyLatch,
+                        events as c_int,
+                        socket as pg_sys::pgsocket,
+                        timeout,
+                        pg_sys::PG_WAIT_EXTENSION,
+                    ) as u32
+                }
+            } else {
+                let wanted = events & (pg_sys::WL_SOCKET_READABLE | pg_sys::WL_SOCKET_WRITEABLE);
+                let mut event = pg_sys::WaitEvent::default();
+                // SAFETY: the connection's own set, its socket at SOCKET_POSITION; one event
+                // returned into `event`.
+                unsafe {
+                    if wanted != self.socket_events.get() {
+                        pg_sys::ModifyWaitEvent(
+                            self.waits,
+                            SOCKET_POSITION,
+                            wanted,
+                            std::ptr::null_mut(),
+                        );
+                        self.socket_events.set(wanted);
+                    }
+                    let n = pg_sys::WaitEventSetWait(
+                        self.waits,
+                        timeout,
+                        &mut event,
+                        1,
+                        pg_sys::PG_WAIT_EXTENSION,
+                    );
+                    if n == 0 {
+                        pg_sys::WL_TIMEOUT
+                    } else {
+                        event.events
+                    }
+                }
+            };
             if fired & pg_sys::WL_LATCH_SET != 0 {
                 // SAFETY: this process's latch.
                 unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
@@ -594,6 +684,19 @@ impl Connection {
             )
         };
         self.results(sent, deadline).map(|_| ())
+    }
+
+    /// Run `sql` over the simple query protocol (what PgBouncer's admin console speaks), by
+    /// `deadline`.
+    pub fn simple_query(
+        &mut self,
+        sql: &str,
+        deadline: pg_sys::TimestampTz,
+    ) -> Result<Answer, RemoteError> {
+        let sql = c_string(sql)?;
+        // SAFETY: a live connection; the text outlives the call.
+        let sent = unsafe { ffi::PQsendQuery(self.conn, sql.as_ptr()) };
+        self.results(sent, deadline)
     }
 
     /// Run prepared statement `name` with `params` by `deadline`.
@@ -747,10 +850,16 @@ impl Connection {
                 return Err(RemoteError {
                     sqlstate: text(ffi::PQresultErrorField(result, ffi::PG_DIAG_SQLSTATE))
                         .unwrap_or_else(|| "08P01".to_owned()),
-                    message: text(ffi::PQresultErrorMessage(result))
-                        .unwrap_or_default()
-                        .trim()
-                        .replace('\n', " "),
+                    // (the server's primary message, as SPI's errors give it; libpq's own
+                    // errors, a lost connection, have only the whole text)
+                    message: text(ffi::PQresultErrorField(
+                        result,
+                        ffi::PG_DIAG_MESSAGE_PRIMARY,
+                    ))
+                    .or_else(|| text(ffi::PQresultErrorMessage(result)))
+                    .unwrap_or_default()
+                    .trim()
+                    .replace('\n', " "),
                     detail: text(ffi::PQresultErrorField(result, ffi::PG_DIAG_MESSAGE_DETAIL)),
                 });
             }
@@ -758,9 +867,12 @@ impl Connection {
             let processed = text(ffi::PQcmdTuples(result))
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
-            let mut rows = Vec::new();
+            let (mut rows, mut names) = (Vec::new(), Vec::new());
             if status == ffi::PGRES_TUPLES_OK {
                 let (n, columns) = (ffi::PQntuples(result), ffi::PQnfields(result));
+                names = (0..columns)
+                    .map(|c| text(ffi::PQfname(result, c)).unwrap_or_default())
+                    .collect();
                 rows = (0..n)
                     .map(|row| {
                         (0..columns)
@@ -773,7 +885,11 @@ impl Connection {
                     })
                     .collect();
             }
-            Ok(Answer { rows, processed })
+            Ok(Answer {
+                rows,
+                processed,
+                columns: names,
+            })
         }
     }
 
@@ -858,6 +974,11 @@ impl Connection {
 
     /// Close the connection and give its descriptor back to fd.c (once).
     fn close(&mut self) {
+        if !self.waits.is_null() {
+            // SAFETY: the set made in keep_waits, freed once (then NULL).
+            unsafe { pg_sys::FreeWaitEventSet(self.waits) };
+            self.waits = std::ptr::null_mut();
+        }
         if !self.conn.is_null() {
             // SAFETY: a connection this struct owns, finished once (then NULL).
             unsafe { ffi::PQfinish(self.conn) };

@@ -123,3 +123,20 @@ pub unsafe fn set_signal_handler(
         pg_sys::pqsignal_be(signal, Some(handler));
     }
 }
+
+/// A wait event set for `events` events that outlives any transaction: freed only by
+/// `FreeWaitEventSet` (before 17 it takes a memory context, here TopMemoryContext; from 17 a
+/// resource owner, here none).
+///
+/// # Safety
+/// In a backend; the caller frees the set once, with FreeWaitEventSet.
+pub unsafe fn long_lived_wait_event_set(events: std::ffi::c_int) -> *mut pg_sys::WaitEventSet {
+    // SAFETY: the caller's contract; TopMemoryContext lives as long as the process.
+    unsafe {
+        #[cfg(any(feature = "pg15", feature = "pg16"))]
+        let set = pg_sys::CreateWaitEventSet(pg_sys::TopMemoryContext, events);
+        #[cfg(not(any(feature = "pg15", feature = "pg16")))]
+        let set = pg_sys::CreateWaitEventSet(std::ptr::null_mut(), events);
+        set
+    }
+}

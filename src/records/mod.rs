@@ -20,14 +20,17 @@
 //! - [`results`]: `stress.results`, `stress.slow_queries`, `stress.conflicts`;
 //! - [`timeline`]: each second's `stress.samples` and `stress.timeline` rows (with lock waits and
 //!   replication lag);
+//! - [`pool`]: each second's `stress.pool_samples` rows (a PgBouncer's pools);
 //! - [`worker_results`]: what each worker of a run keeps until the last one merges them.
 
 pub mod functions;
+pub mod pool;
 pub mod results;
 pub mod runs;
 pub mod timeline;
 pub mod worker_results;
 
+pub use pool::*;
 pub use results::*;
 pub use runs::*;
 pub use timeline::*;

@@ -138,6 +138,7 @@ pub fn report_html(run_id: Option<i64>, baseline: Option<i64>) -> String {
     let mut records: page::RunRecords =
         serde_json::from_value(records.0).expect("the records as report_html gathers them");
     records.wait_descriptions = wait_descriptions(&records.timeline);
+    records.pool = pool_points(records.run.id);
     if let Some(baseline) = baseline {
         let (baseline, candidate) = (
             crate::compare::visible("report_html", &[Some(baseline)])[0],
@@ -150,6 +151,40 @@ pub fn report_html(run_id: Option<i64>, baseline: Option<i64>) -> String {
         });
     }
     page::render(&records)
+}
+
+/// A run through PgBouncer's pools, each second (or bucket of seconds), summed over its pools:
+/// `[elapsed_s, clients waiting, clients active, server connections active, idle]` (0.9.0's
+/// stress.pool_samples; none before, or for a run without a monitored pool).
+fn pool_points(run_id: i64) -> Vec<page::PoolPoint> {
+    let exists = crate::postgres::spi_read::one::<bool>(
+        "SELECT pg_catalog.to_regclass('stress.pool_samples') IS NOT NULL",
+        &[],
+    )
+    .expect("looking for stress.pool_samples")
+    .unwrap_or(false);
+    if !exists {
+        return Vec::new();
+    }
+    let points = crate::postgres::spi_read::one::<JsonB>(
+        "SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(b.elapsed_s, b.waiting, b.clients,
+                                                                  b.active, b.idle) ORDER BY b.bucket)
+         FROM (SELECT s.bucket, avg(s.elapsed_s) AS elapsed_s, max(s.waiting) AS waiting,
+                      avg(s.clients) AS clients, max(s.active) AS active, avg(s.idle) AS idle
+               FROM (SELECT p.*, (pg_catalog.row_number() OVER (ORDER BY p.ts) OPERATOR(pg_catalog.-) 1)
+                                 OPERATOR(pg_catalog.*) $2 OPERATOR(pg_catalog./) pg_catalog.count(*) OVER () AS bucket
+                     FROM (SELECT q.ts, avg(q.elapsed_s) AS elapsed_s, sum(q.cl_waiting) AS waiting,
+                                  sum(q.cl_active) AS clients, sum(q.sv_active) AS active,
+                                  sum(q.sv_idle OPERATOR(pg_catalog.+) q.sv_used) AS idle
+                           FROM stress.pool_samples q WHERE q.run_id OPERATOR(pg_catalog.=) $1
+                           GROUP BY q.ts) p) s
+               GROUP BY s.bucket) b",
+        &[run_id.into(), MAX_POINTS.into()],
+    )
+    .expect("reading the run's pools");
+    points
+        .and_then(|p| serde_json::from_value(p.0).ok())
+        .unwrap_or_default()
 }
 
 /// The server's description of each wait event in `timeline` ("Type:Event", as the sampler names

@@ -49,6 +49,9 @@ pub struct RunRecords {
     /// per standby: `[elapsed_s, replay lag bytes, flush lag bytes]` each second (or bucket)
     #[serde(default)]
     pub replication: Vec<StandbyLag>,
+    /// a run through PgBouncer: its pools each second (or bucket)
+    #[serde(skip)]
+    pub pool: Vec<PoolPoint>,
     /// the run against a baseline (`report_html(run, baseline)`): shown before any figure
     #[serde(skip)]
     pub comparison: Option<Comparison>,
@@ -66,6 +69,10 @@ pub struct Comparison {
     pub differences: Vec<crate::compare::environment::Difference>,
     pub rows: Vec<crate::compare::Compared>,
 }
+
+/// `[elapsed_s, clients waiting (the most in the bucket), clients active, server connections
+/// active (the most), server connections idle]`, summed over the run's pools.
+pub type PoolPoint = [f64; 5];
 
 #[derive(Debug, Deserialize)]
 pub struct StandbyLag {
@@ -263,6 +270,9 @@ pub fn render(r: &RunRecords) -> String {
         body.push_str(&server_table(server));
     }
     if let Some(chart) = replication_chart(run, &r.replication) {
+        body.push_str(&chart.render());
+    }
+    if let Some(chart) = pool_chart(run, &r.pool) {
         body.push_str(&chart.render());
     }
     body.push_str(&contention_section(&r.contention, &r.deadlocks));
@@ -537,6 +547,35 @@ fn replication_chart(run: &Run, standbys: &[StandbyLag]) -> Option<Chart> {
             points: s.points.iter().filter_map(|p| Some((p.0, p.2?))).collect(),
             dots: false,
             dashed: true,
+        });
+    }
+    Some(chart)
+}
+
+/// A run through PgBouncer: clients waiting for a server connection against the server
+/// connections in use, each second (SHOW POOLS, summed over the run's pools).
+fn pool_chart(run: &Run, pool: &[PoolPoint]) -> Option<Chart> {
+    let end = pool.last()?[0].max(1.0);
+    let y = Scale::linear_from_zero(pool.iter().flat_map(|p| p[1..].to_vec()));
+    let mut chart = Chart::new(
+        "connection-pool",
+        "Clients waiting for a server connection, against server connections, each second (PgBouncer's SHOW POOLS)",
+        seconds_axis(run, end),
+        Axis::new(y, "connections"),
+    );
+    let dots = pool.len() <= 60;
+    // (the point's place of each line; the dashed ones are context)
+    for (name, at, dashed) in [
+        ("clients waiting", 1, false),
+        ("server connections active", 3, false),
+        ("clients active", 2, true),
+        ("server connections idle", 4, true),
+    ] {
+        chart.lines.push(Line {
+            name: name.to_owned(),
+            points: pool.iter().map(|p| (p[0], p[at])).collect(),
+            dots: dots && !dashed,
+            dashed,
         });
     }
     Some(chart)
@@ -1132,6 +1171,7 @@ mod tests {
             page.matches(r#"data-series="it-standby: replay""#).count(),
             1
         );
+        assert!(!page.contains(r#"<svg id="connection-pool""#));
         for id in [
             "throughput",
             "latency",
@@ -1163,6 +1203,30 @@ mod tests {
         // parameters the run did not use (null) are left out
         assert!(page.contains(">workers</td>") && !page.contains(">rate</td>"));
         assert!(!page.contains("<script") && !page.contains("http"));
+    }
+
+    #[test]
+    fn a_run_through_pgbouncer_draws_its_pool() {
+        let mut r = records(json!({}));
+        r.pool = vec![
+            [1.0, 0.0, 2.0, 2.0, 0.0],
+            [2.0, 2.0, 2.0, 2.0, 0.0],
+            [3.0, 1.0, 2.0, 1.0, 1.0],
+        ];
+        let page = render(&r);
+        assert!(page.contains(r#"<svg id="connection-pool""#), "{page}");
+        for series in [
+            "clients waiting",
+            "server connections active",
+            "clients active",
+            "server connections idle",
+        ] {
+            assert_eq!(
+                page.matches(&format!(r#"data-series="{series}""#)).count(),
+                1,
+                "{series}"
+            );
+        }
     }
 
     #[test]

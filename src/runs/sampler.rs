@@ -80,6 +80,8 @@ struct Sampler {
     errors: u64,
     deadlocks: u64,
     counters: ServerCounters,
+    /// the target's PgBouncer console, when the run has one and stress.pool_samples exists
+    pool: Option<super::pool::PoolMonitor>,
 }
 
 impl Sampler {
@@ -114,9 +116,10 @@ impl Sampler {
                 tables.2 == Some(true),
                 records::TimelineColumns::of_database(),
                 counters,
+                records::stress_table(c"pool_samples") != pg_sys::InvalidOid,
             ))
         });
-        let (timeline, nullable_percentiles, deadlock_column, timeline_columns, counters) =
+        let (timeline, nullable_percentiles, deadlock_column, timeline_columns, counters, pools) =
             match setup {
                 Ok(Ok(found)) => found,
                 other => {
@@ -129,9 +132,15 @@ impl Sampler {
                         false,
                         records::TimelineColumns::Base,
                         ServerCounters::default(),
+                        false,
                     )
                 }
             };
+        // (the run's configuration is its kind's JSON; a load run on a target may name a monitor)
+        let pool = pools
+            .then(|| serde_json::from_str::<serde_json::Value>(slot.config.as_str()).ok())
+            .flatten()
+            .and_then(|config| super::pool::PoolMonitor::of_config(run_id, &config));
         Sampler {
             slot,
             live,
@@ -144,6 +153,7 @@ impl Sampler {
             errors: 0,
             deadlocks: 0,
             counters,
+            pool,
         }
     }
 
@@ -170,7 +180,12 @@ impl Sampler {
             buckets::quantile_ms(&interval, q).or((!self.nullable_percentiles).then_some(0.0))
         };
         let before = self.counters;
+        // (the pools first, outside the transaction: the wait is on the console's socket)
+        let pools = self.pool.as_mut().and_then(super::pool::PoolMonitor::read);
         let saved = in_transaction(|| {
+            if let Some(rows) = &pools {
+                records::pool_samples(slot.run_id, at, elapsed, rows);
+            }
             let counters = self.timeline.then(|| {
                 let pids: Vec<i32> = live
                     .pids

@@ -85,7 +85,7 @@ mod tests {
         );
         assert_eq!(
             checks,
-            "avg_query_time,connection_usage,database_size,error_rate,index_hit_ratio,replication_lag"
+            "avg_query_time,connection_pool_exhausted,connection_usage,database_size,error_rate,index_hit_ratio,replication_lag"
         );
         // At least this session is connected: a 0% limit fires, with the measured usage.
         let fired = one::<String>(

@@ -377,24 +377,46 @@ fn rates_past_their_bounds_are_refused_and_the_fastest_allowed_ends_on_time() {
 
 /// stress.cancel, and pg_cancel_backend or pg_terminate_backend of a worker or of the waiting
 /// caller, each stop a run whose workers are in the middle of a 30-second statement, within a
-/// second, recorded with an honest status.
+/// second, recorded with an honest status — over SPI, and on a target (this server again, over
+/// its socket), where the statement each worker's connection runs is cancelled too.
 #[test]
 fn every_way_of_telling_a_run_to_stop_ends_it_within_a_second() {
     let Some(mut chaos) = Chaos::take("every_way_of_telling_a_run_to_stop_ends_it_within_a_second")
     else {
         return;
     };
+    let config = chaos.config();
+    let postgres::config::Host::Unix(socket) = &config.get_hosts()[0] else {
+        panic!("a Unix socket")
+    };
+    let on_target = format!(
+        "SET stress.target = 'host={} port={} dbname={DB}'",
+        socket.display(),
+        config.get_ports()[0]
+    );
     for (how, expected) in [
         ("stress.cancel", "cancelled"),
         ("pg_cancel_backend of a worker", "cancelled"),
         ("pg_terminate_backend of a worker", "failed"),
         ("pg_cancel_backend of the caller", "cancelled"),
         ("pg_terminate_backend of the caller", "cancelled"),
+        ("stress.cancel, on a target", "cancelled"),
+        ("pg_terminate_backend of a worker, on a target", "failed"),
+        ("pg_cancel_backend of the caller, on a target", "cancelled"),
     ] {
         let mut client = chaos.connect();
+        let target = how.ends_with(", on a target");
+        let how = how.trim_end_matches(", on a target");
+        let setting = if target {
+            on_target.as_str()
+        } else {
+            "RESET stress.target"
+        };
+        client.batch_execute(setting).unwrap();
         let by_caller = how.ends_with("the caller");
         let (run, caller) = if by_caller {
             let mut caller = chaos.connect();
+            caller.batch_execute(setting).unwrap();
             let pid: i32 = caller
                 .query_one("SELECT pg_backend_pid()", &[])
                 .unwrap()
@@ -438,6 +460,29 @@ fn every_way_of_telling_a_run_to_stop_ends_it_within_a_second() {
         }
         if let Some((_, waiting)) = caller {
             assert!(waiting.join().unwrap().is_err(), "{how}: the CALL returned");
+        }
+        if target {
+            // the workers' connections to the target are gone: their pg_sleep was cancelled
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let mut client = chaos.connect();
+            loop {
+                let left: i64 = client
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'
+                         AND application_name LIKE 'pg_stress load run ' || $1 || ' worker%'",
+                        &[&run.to_string()],
+                    )
+                    .unwrap()
+                    .get(0);
+                if left == 0 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{how}, on a target: {left} of the workers' connections are still there"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         assert_clean(&mut chaos, "stress_data");
     }

@@ -1,8 +1,10 @@
 //! Load on another server (`stress.target`): the workers connect with libpq to a cluster of its
 //! own that asks for passwords over TCP, run the built-in operations and custom transactions
 //! there, prepared or not, with a connection per transaction or not, and record everything here.
-//! And the trust rules: the workers' grant, dblink's password rule, no file of the server named by
-//! a non-superuser, and no password in stress.runs or either server's log.
+//! Through Debian's PgBouncer in transaction and session pooling, with fewer server connections than
+//! workers: the run's sampler reads its pools each second and sees the clients wait. And the trust
+//! rules: the workers' grant, dblink's password rule, no file of the server named by a
+//! non-superuser, and no password in stress.runs or either server's log.
 
 use super::common::{env, fresh_database, pgcluster_with, value};
 use postgres::error::SqlState;
@@ -17,11 +19,11 @@ const USER: &str = "it_target_user";
 /// with scram-sha-256 (its Unix socket trusts, for the test's own administration), with the
 /// trading dataset in database `it_target` owned by [`USER`]. Its TCP port, and an administrator
 /// connection to that database.
-fn target_cluster() -> (u16, Client, PathBuf) {
-    pgcluster_with("destroy", CLUSTER, &[]);
+fn target_cluster(cluster: &str) -> (u16, Client, PathBuf) {
+    pgcluster_with("destroy", cluster, &[]);
     let config = pgcluster_with(
         "start",
-        CLUSTER,
+        cluster,
         &[
             "listen_addresses = '127.0.0.1'",
             "password_encryption = 'scram-sha-256'",
@@ -98,7 +100,7 @@ fn stat(target: &mut Client, column: &str) -> i64 {
 
 #[test]
 fn a_run_on_a_target_runs_there_and_is_recorded_here() {
-    let (port, mut target, target_log) = target_cluster();
+    let (port, mut target, target_log) = target_cluster(CLUSTER);
     // The driver's database has no trading dataset: every operation must run on the target.
     let mut driver = fresh_database("it_target_driver");
     set_target(&mut driver, &conninfo(port, Some(PASSWORD)));
@@ -255,6 +257,21 @@ fn reaching_a_target_needs_the_grant_a_password_and_no_server_files() {
             "{keyword}: {message}"
         );
     }
+    // the monitoring connection (a PgBouncer console) follows the same rules, before any connection
+    for (monitor, expected) in [
+        ("dbname=pgbouncer", SqlState::from_code("2F003")),
+        (
+            "dbname=pgbouncer password=x sslcert=/etc/passwd",
+            SqlState::INSUFFICIENT_PRIVILEGE,
+        ),
+    ] {
+        caller
+            .batch_execute(&format!("SET stress.target_monitor = '{here} {monitor}'"))
+            .unwrap();
+        let (code, message) = refused(&mut caller, &format!("{here} password=x"));
+        assert_eq!(code, expected, "{monitor}: {message}");
+    }
+    caller.batch_execute("RESET stress.target_monitor").unwrap();
     // unreadable strings, unreachable and garbage servers
     assert_eq!(
         refused(&mut caller, "host='unterminated").0,
@@ -271,6 +288,46 @@ fn reaching_a_target_needs_the_grant_a_password_and_no_server_files() {
         .0,
         SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION
     );
+    // a target that never answers: the caller's statement_timeout ends the wait (57014), at once
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    caller
+        .batch_execute("SET statement_timeout = '500ms'")
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let (code, message) = refused(
+        &mut caller,
+        &format!("host=127.0.0.1 port={port} password=x sslmode=disable"),
+    );
+    assert_eq!(code, SqlState::QUERY_CANCELED, "{message}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(3),
+        "a silent target held the call {:?}",
+        asked.elapsed()
+    );
+    caller.batch_execute("RESET statement_timeout").unwrap();
+    drop(silent);
+    // a server that answers with something else than PostgreSQL's protocol
+    let garbage = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = garbage.local_addr().unwrap().port();
+    let answering = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut client, _)) = garbage.accept() {
+            let mut buffer = [0u8; 512];
+            let _ = client.read(&mut buffer);
+            let _ = client.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n<html>nope</html>");
+        }
+    });
+    let (code, message) = refused(
+        &mut caller,
+        &format!("host=127.0.0.1 port={port} password=x sslmode=disable"),
+    );
+    assert_eq!(
+        code,
+        SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+        "{message}"
+    );
+    answering.join().unwrap();
     // nothing was recorded as a run, and the password reached no record
     let runs: i64 = value(&mut admin, "SELECT count(*) FROM stress.runs");
     assert_eq!(runs, 0);
@@ -292,4 +349,237 @@ fn reaching_a_target_needs_the_grant_a_password_and_no_server_files() {
     admin
         .batch_execute(&format!("DROP OWNED BY {ROLE}"))
         .unwrap();
+}
+
+/// A PgBouncer of its own (Debian's, installed by make setup) in front of the target on
+/// `target_port`: `pool_mode`, `pool_size` server connections, on a free port of 127.0.0.1, its
+/// clients authenticated by scram-sha-256 from an auth file with [`USER`]'s password (who may also
+/// read the admin console: stats_users). Stopped when dropped.
+struct Bouncer {
+    child: std::process::Child,
+    port: u16,
+    pidfile: PathBuf,
+}
+
+impl Drop for Bouncer {
+    /// Stop PgBouncer itself (as root, the child is runuser, whose death would leave it running).
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", pid.trim()])
+                .status();
+        }
+        // (runuser reaps PgBouncer and exits: killed first, it would leave a zombie)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pgbouncer(pool_mode: &str, target_port: u16, pool_size: u32) -> Bouncer {
+    let root = std::process::Command::new(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pgcluster.sh"),
+    )
+    .arg("root")
+    .output()
+    .unwrap();
+    let dir = PathBuf::from(String::from_utf8(root.stdout).unwrap().trim())
+        .join(format!("pgbouncer-{pool_mode}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    std::fs::write(
+        dir.join("userlist.txt"),
+        format!("\"{USER}\" \"{}\"\n", PASSWORD.replace('"', "\"\"")),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pgbouncer.ini"),
+        format!(
+            "[databases]
+it_target = host=127.0.0.1 port={target_port} dbname=it_target
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {dir}/userlist.txt
+pool_mode = {pool_mode}
+default_pool_size = {pool_size}
+max_client_conn = 100
+stats_users = {USER}
+logfile = {dir}/pgbouncer.log
+pidfile = {dir}/pgbouncer.pid
+",
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    let ini = dir.join("pgbouncer.ini");
+    // (PgBouncer will not run as root: as root, it runs as the postgres user, as the clusters do)
+    let root_user = uid() == 0;
+    let child = if root_user {
+        std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--", "/usr/sbin/pgbouncer"])
+            .arg(&ini)
+            .spawn()
+    } else {
+        std::process::Command::new("/usr/sbin/pgbouncer")
+            .arg(&ini)
+            .spawn()
+    }
+    .expect("starting pgbouncer (make setup installs it)");
+    let bouncer = Bouncer {
+        child,
+        port,
+        pidfile: dir.join("pgbouncer.pid"),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pgbouncer did not start: {}",
+            std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    bouncer
+}
+
+/// This process's user id (`id -u`).
+fn uid() -> u32 {
+    let out = std::process::Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Four workers through a pool of two server connections, in transaction pooling (unnamed
+/// statements, as PgBouncer 1.18 carries them) and in session pooling (a connection per
+/// transaction, pgbench -C): clients wait, the sampler sees them wait each second, and the
+/// report and health_alerts say the pool ran out.
+#[test]
+fn a_run_through_pgbouncer_sees_its_pool_run_out() {
+    const POOL_CLUSTER: &str = "it-target-pool";
+    let (port, target, _) = target_cluster(POOL_CLUSTER);
+    drop(target);
+    let mut driver = fresh_database("it_target_pool");
+    for (mode, settings) in [
+        ("transaction", "SET stress.target_protocol = extended"),
+        (
+            "session",
+            "SET stress.target_protocol = prepared; SET stress.target_connect_per_transaction = on",
+        ),
+    ] {
+        let bouncer = pgbouncer(mode, port, 2);
+        let through = format!(
+            "host=127.0.0.1 port={} user={USER} sslmode=disable password='{}'",
+            bouncer.port,
+            PASSWORD.replace('\\', "\\\\").replace('\'', "\\'")
+        );
+        set_target(&mut driver, &format!("{through} dbname=it_target"));
+        driver
+            .batch_execute(&format!(
+                "SET stress.target_monitor = '{}'; {settings}",
+                format!("{through} dbname=pgbouncer").replace('\'', "''")
+            ))
+            .unwrap();
+        let row = driver
+            .query_one(
+                "CALL stress.run_load_proc('3 seconds', workers => 4, transactions => '[
+                    {\"name\": \"hold\", \"sql\": \"SELECT pg_sleep(0.02)\"}]')",
+                &[],
+            )
+            .unwrap();
+        let (run, status, operations, errors): (i64, String, i64, i64) = (
+            row.get("run_id"),
+            row.get("status"),
+            row.get("operations"),
+            row.get("errors"),
+        );
+        assert_eq!(status, "completed", "{mode}");
+        assert!(
+            operations > 20 && errors == 0,
+            "{mode}: {operations} operations, {errors} errors"
+        );
+        // the pool, each second: at most 2 server connections, clients waiting for them
+        let pools = driver
+            .query_one(
+                "SELECT count(DISTINCT ts), max(cl_waiting), max(sv_active), max(maxwait_ms),
+                        string_agg(DISTINCT pool_mode, ',')
+                 FROM stress.pool_samples WHERE run_id = $1 AND database = 'it_target'",
+                &[&run],
+            )
+            .unwrap();
+        let (seconds, waiting, servers, maxwait, modes): (i64, i32, i32, f64, String) = (
+            pools.get(0),
+            pools.get(1),
+            pools.get(2),
+            pools.get(3),
+            pools.get(4),
+        );
+        assert!(seconds >= 2, "{mode}: {seconds} seconds of pool samples");
+        assert!(waiting > 0, "{mode}: no client seen waiting");
+        assert!(
+            servers <= 2 && servers > 0,
+            "{mode}: {servers} server connections"
+        );
+        assert!(maxwait >= 0.0);
+        assert_eq!(modes, mode);
+        // the report's pool statistics, and the seed's alert
+        let report: serde_json::Value = driver
+            .query_one("SELECT stress.report($1)::text", &[&run])
+            .map(|r| serde_json::from_str(&r.get::<_, String>(0)).unwrap())
+            .unwrap();
+        let pool = &report["connection_pool"];
+        assert_eq!(pool["exhausted"], serde_json::json!(true), "{mode}: {pool}");
+        let efficiency = pool["efficiency"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&efficiency), "{mode}: {pool}");
+        assert!(pool["max_waiting"].as_i64().unwrap() > 0, "{mode}: {pool}");
+        let alert = driver
+            .query_one(
+                "SELECT firing, detail FROM stress.health_alerts()
+                 WHERE alert = 'connection_pool_exhausted'",
+                &[],
+            )
+            .unwrap();
+        assert!(alert.get::<_, bool>(0), "{mode}");
+        assert!(
+            alert
+                .get::<_, String>(1)
+                .contains("connection pool exhausted, increase pool size"),
+            "{mode}"
+        );
+        // report_html draws clients waiting against server connections
+        let page: String = value(&mut driver, &format!("SELECT stress.report_html({run})"));
+        assert!(
+            page.contains(r#"<svg id="connection-pool""#)
+                && page.contains(r#"data-series="clients waiting""#),
+            "{mode}: no pool chart"
+        );
+        // no password in what the run recorded
+        let parameters: String = value(
+            &mut driver,
+            &format!("SELECT parameters::text FROM stress.runs WHERE id = {run}"),
+        );
+        assert!(!parameters.contains("pw-it-target"), "{parameters}");
+        assert!(parameters.contains("dbname='pgbouncer'"), "{parameters}");
+        drop(bouncer);
+        driver
+            .batch_execute("RESET stress.target_connect_per_transaction")
+            .unwrap();
+    }
+    pgcluster_with("destroy", POOL_CLUSTER, &[]);
 }
