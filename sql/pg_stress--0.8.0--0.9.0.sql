@@ -140,3 +140,55 @@ $$;
 COMMENT ON FUNCTION stress.health_alerts(float8, float8, float8, float8, float8, float8, boolean) IS
     'The operations guide''s alert thresholds: what fires, with the measured value (every check with show_all).';
 
+-- Several drivers, one target: a run exported from one server, combined on another.
+-- One run as a document another server's stress.combine_runs reads (0.9.0): the run, its timed
+-- results with their histograms (base64), and its samples. For N driver servers loading one
+-- target: each exports its run, one of them combines them into a run of its own. Read as the
+-- caller (row-level security: a run the caller may not see does not exist).
+CREATE FUNCTION stress.export_run(run_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM stress.check_run_visible(run_id, 'export_run');
+    RETURN (
+        SELECT jsonb_build_object(
+            'format', 'pg_stress run export 1',
+            'server', jsonb_build_object(
+                'system_identifier', (SELECT c.system_identifier::text FROM pg_control_system() c),
+                'cluster_name', current_setting('cluster_name'),
+                'address', host(inet_server_addr()), 'port', current_setting('port')::int,
+                'database', current_database(), 'version', current_setting('server_version_num')::int),
+            'run', jsonb_build_object('id', r.id, 'kind', r.kind, 'status', r.status,
+                                      'started_at', r.started_at, 'finished_at', r.finished_at,
+                                      'run_as', r.run_as, 'error', r.error, 'parameters', r.parameters,
+                                      'peak_connections', r.peak_connections),
+            'results', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                'name', x.name, 'calls', x.calls, 'errors', x.errors, 'seconds', x.seconds,
+                                'details', x.details - 'percentiles',
+                                'histogram', translate(encode(x.histogram, 'base64'), E'\n', ''))
+                            ORDER BY x.id), '[]')
+                        FROM stress.results x
+                        WHERE x.run_id OPERATOR(pg_catalog.=) r.id AND x.calls IS NOT NULL),
+            'samples', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                'ts', s.ts, 'ops', s.ops, 'errors', s.errors, 'ops_per_sec', s.ops_per_sec,
+                                'p50_ms', s.p50_ms, 'p99_ms', s.p99_ms, 'active_workers', s.active_workers,
+                                'connections', s.connections, 'deadlocks', s.deadlocks)
+                            ORDER BY s.ts), '[]')
+                        FROM stress.samples s WHERE s.run_id OPERATOR(pg_catalog.=) r.id))
+        FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id);
+END
+$$;
+COMMENT ON FUNCTION stress.export_run(bigint) IS
+    'A run, its results (with histograms) and its samples as one document, for stress.combine_runs on another server.';
+
+CREATE FUNCTION stress."combine_runs"(
+	"runs" jsonb[] /* alloc::vec::Vec<core::option::Option<pgrx::datum::json::JsonB>> */
+) RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'combine_runs_wrapper';
+COMMENT ON FUNCTION stress.combine_runs(jsonb[]) IS
+    'Load runs several servers drove at one target at once (each stress.export_run there), as one run here: counts added, histograms merged.';

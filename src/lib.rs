@@ -14,6 +14,7 @@ compile_error!("pg_stress must be built with panic = \"unwind\" (Cargo.toml's pr
 mod api;
 mod args;
 mod benchmark;
+mod combine;
 mod compare;
 mod error;
 mod generate;

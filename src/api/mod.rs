@@ -20,6 +20,7 @@ fn update_first(function: &str) -> ! {
 }
 
 mod benchmark;
+mod combine;
 mod compare;
 mod generate;
 mod integrity;

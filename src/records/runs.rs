@@ -246,3 +246,85 @@ pub fn mark_interrupted_runs(ids: &[i64]) -> usize {
         .expect("marking interrupted runs")
     })
 }
+
+/// A run combined from several servers' exported runs (`stress.combine_runs`): its row, from the
+/// first driver's start to the last one's end (`started_at`, `finished_at`: their timestamps as
+/// text), and its samples, the same second of every driver added up (`samples`: as
+/// `stress.export_run` writes them). Its results are written with [`super::latency_result`].
+/// Returns the run id. A timestamp that is not one is PostgreSQL's 22007; an infinite one 22023.
+pub struct CombinedRun<'a> {
+    pub parameters: serde_json::Value,
+    pub status: &'a str,
+    pub error: Option<&'a str>,
+    pub started_at: Vec<String>,
+    pub finished_at: Vec<String>,
+    pub peak_connections: i64,
+    pub samples: Vec<serde_json::Value>,
+}
+
+pub fn combined_run(run: CombinedRun) -> i64 {
+    let run_as = caller();
+    let finite = Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.bool_and(pg_catalog.isfinite(t::pg_catalog.timestamptz))
+         FROM pg_catalog.unnest($1::pg_catalog.text[] OPERATOR(pg_catalog.||) $2::pg_catalog.text[]) t",
+        &[run.started_at.clone().into(), run.finished_at.clone().into()],
+    )
+    .expect("reading the runs' times");
+    if finite != Some(true) {
+        crate::error::StressError::invalid(
+            "combine_runs",
+            "a run's start or end is infinite",
+            "Pass what stress.export_run(run_id) returned on each driver server.",
+        )
+        .raise();
+    }
+    let samples = JsonB(serde_json::Value::Array(run.samples));
+    as_owner(|| {
+        Spi::get_one_with_args::<i64>(
+            "WITH run AS (
+                 INSERT INTO stress.runs (kind, parameters, status, started_at, finished_at, run_as, error,
+                                          peak_connections)
+                 SELECT 'run_load', $1, $2,
+                        (SELECT pg_catalog.min(t::pg_catalog.timestamptz) FROM pg_catalog.unnest($3::pg_catalog.text[]) t),
+                        (SELECT pg_catalog.max(t::pg_catalog.timestamptz) FROM pg_catalog.unnest($4::pg_catalog.text[]) t),
+                        pg_catalog.pg_get_userbyid($5), $6, NULLIF($7, 0::pg_catalog.int8)
+                 RETURNING id, started_at),
+             each AS (
+                 SELECT pg_catalog.date_trunc('second', (s->>'ts')::pg_catalog.timestamptz) AS ts,
+                        (s->>'ops')::pg_catalog.int8 AS ops, (s->>'errors')::pg_catalog.int8 AS errors,
+                        (s->>'ops_per_sec')::pg_catalog.float8 AS ops_per_sec,
+                        (s->>'p50_ms')::pg_catalog.float8 AS p50_ms, (s->>'p99_ms')::pg_catalog.float8 AS p99_ms,
+                        (s->>'active_workers')::pg_catalog.int4 AS active_workers,
+                        (s->>'connections')::pg_catalog.int8 AS connections,
+                        (s->>'deadlocks')::pg_catalog.int8 AS deadlocks
+                 FROM pg_catalog.jsonb_array_elements($8) s),
+             sampled AS (
+                 INSERT INTO stress.samples (run_id, ts, elapsed_s, ops, errors, ops_per_sec, p50_ms, p99_ms,
+                                             active_workers, connections, deadlocks)
+                 SELECT run.id, e.ts,
+                        pg_catalog.date_part('epoch', e.ts OPERATOR(pg_catalog.-) run.started_at),
+                        coalesce(pg_catalog.sum(e.ops), 0), coalesce(pg_catalog.sum(e.errors), 0),
+                        coalesce(pg_catalog.sum(e.ops_per_sec), 0),
+                        -- (a second's median across drivers is not theirs to give: their
+                        -- calls-weighted mean, and the highest p99)
+                        pg_catalog.sum(e.p50_ms OPERATOR(pg_catalog.*) e.ops)
+                            OPERATOR(pg_catalog./) NULLIF(pg_catalog.sum(e.ops) FILTER (WHERE e.p50_ms IS NOT NULL), 0),
+                        pg_catalog.max(e.p99_ms), coalesce(pg_catalog.sum(e.active_workers), 0),
+                        coalesce(pg_catalog.sum(e.connections), 0), pg_catalog.sum(e.deadlocks)
+                 FROM run, each e GROUP BY run.id, run.started_at, e.ts)
+             SELECT id FROM run",
+            &[
+                JsonB(run.parameters).into(),
+                run.status.into(),
+                run.started_at.into(),
+                run.finished_at.into(),
+                run_as.into(),
+                run.error.into(),
+                run.peak_connections.into(),
+                samples.into(),
+            ],
+        )
+        .expect("recording the combined run")
+        .expect("INSERT … RETURNING gives the run id")
+    })
+}

@@ -583,3 +583,178 @@ fn a_run_through_pgbouncer_sees_its_pool_run_out() {
     }
     pgcluster_with("destroy", POOL_CLUSTER, &[]);
 }
+
+/// Several drivers, one target: two servers with pg_stress (the test cluster and a throwaway one)
+/// load one target at once; each exports its run, one combines them. The combined run's calls are
+/// both drivers' calls, its successes the rows the target received, its histogram both
+/// histograms (its p99 between theirs), its samples both drivers' seconds added up; it reports,
+/// compares and draws as any run. Forged, repeated and hidden runs are refused.
+#[test]
+fn two_drivers_load_one_target_and_combine_into_one_run() {
+    const TARGET: &str = "it-target-two";
+    const DRIVER_B: &str = "it-driver-b";
+    let (port, mut target, _) = target_cluster(TARGET);
+    target
+        .batch_execute(&format!(
+            "CREATE TABLE public.hits (at timestamptz DEFAULT clock_timestamp());
+             GRANT INSERT, SELECT ON public.hits TO {USER}"
+        ))
+        .unwrap();
+    let target_conninfo = conninfo(port, Some(PASSWORD));
+    let mut a = fresh_database("it_target_two");
+    pgcluster_with("destroy", DRIVER_B, &[]);
+    let mut b = pgcluster_with("start", DRIVER_B, &[])
+        .unwrap()
+        .connect(NoTls)
+        .unwrap();
+    b.batch_execute("CREATE EXTENSION pg_stress").unwrap();
+    const CALL: &str = "CALL stress.run_load_proc('3 seconds', workers => 2, transactions => '[
+        {\"name\": \"hit\", \"sql\": \"INSERT INTO public.hits DEFAULT VALUES\"}]')";
+    set_target(&mut a, &target_conninfo);
+    set_target(&mut b, &target_conninfo);
+    // both at once
+    let on_b = std::thread::spawn(move || {
+        let run: i64 = b.query_one(CALL, &[]).unwrap().get("run_id");
+        let export: String = b
+            .query_one("SELECT stress.export_run($1)::text", &[&run])
+            .unwrap()
+            .get(0);
+        let p99: f64 = b
+            .query_one(
+                "SELECT p99_ms FROM stress.results WHERE run_id = $1 AND name = 'hit'",
+                &[&run],
+            )
+            .unwrap()
+            .get(0);
+        (run, export, p99)
+    });
+    let run_a: i64 = a.query_one(CALL, &[]).unwrap().get("run_id");
+    let (run_b, export_b, b_p99) = on_b.join().unwrap();
+    let combined: i64 = a
+        .query_one(
+            "SELECT stress.combine_runs(ARRAY[stress.export_run($1), $2::text::jsonb])",
+            &[&run_a, &export_b],
+        )
+        .unwrap()
+        .get(0);
+    let b_export: serde_json::Value = serde_json::from_str(&export_b).unwrap();
+    let b_calls = b_export["results"][0]["calls"].as_i64().unwrap();
+    let b_errors = b_export["results"][0]["errors"].as_i64().unwrap();
+    let b_ops: i64 = b_export["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["ops"].as_i64().unwrap())
+        .sum();
+    let figures = |client: &mut Client, run: i64| -> (i64, i64, f64) {
+        let r = client
+            .query_one(
+                "SELECT calls, errors, p99_ms FROM stress.results WHERE run_id = $1 AND name = 'hit'",
+                &[&run],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    let (a_calls, a_errors, a_p99) = figures(&mut a, run_a);
+    let (calls, errors, p99) = figures(&mut a, combined);
+    assert!(
+        a_calls > 50 && b_calls > 50,
+        "{a_calls} and {b_calls} calls"
+    );
+    assert_eq!((calls, errors), (a_calls + b_calls, a_errors + b_errors));
+    // every success is a row on the target
+    let rows: i64 = value(&mut target, "SELECT count(*) FROM public.hits");
+    assert_eq!(rows, calls - errors);
+    // the runs overlapped: the target saw both at once
+    let overlap: f64 = value(
+        &mut a,
+        &format!(
+            "SELECT extract(epoch FROM least((c->>'finished_at')::timestamptz, (d->>'finished_at')::timestamptz)
+                                   - greatest((c->>'started_at')::timestamptz, (d->>'started_at')::timestamptz))::float8
+             FROM stress.runs r, jsonb_array_element(r.parameters->'combined', 0) c,
+                  jsonb_array_element(r.parameters->'combined', 1) d WHERE r.id = {combined}"
+        ),
+    );
+    assert!(overlap > 1.0, "the drivers overlapped {overlap} s");
+    // one histogram of both: its p99 is between the drivers'
+    assert!(
+        p99 >= a_p99.min(b_p99) - 1e-9 && p99 <= a_p99.max(b_p99) + 1e-9,
+        "combined p99 {p99} ms, drivers' {a_p99} and {b_p99}"
+    );
+    let histogram_count: i64 = value(
+        &mut a,
+        &format!("SELECT (stress.report({combined})->>'total_operations')::bigint"),
+    );
+    assert_eq!(histogram_count, calls);
+    // seconds: both drivers' operations, second by second
+    let a_ops: i64 = value(
+        &mut a,
+        &format!("SELECT sum(ops)::bigint FROM stress.samples WHERE run_id = {run_a}"),
+    );
+    let combined_ops: i64 = value(
+        &mut a,
+        &format!("SELECT sum(ops)::bigint FROM stress.samples WHERE run_id = {combined}"),
+    );
+    assert_eq!(combined_ops, a_ops + b_ops);
+    let (workers, status, run_as): (i64, String, String) = a
+        .query_one(
+            "SELECT (parameters->>'workers')::bigint, status, run_as FROM stress.runs WHERE id = $1",
+            &[&combined],
+        )
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .unwrap();
+    assert_eq!((workers, status.as_str()), (4, "completed"));
+    assert_eq!(run_as, value::<String>(&mut a, "SELECT current_user::text"));
+    assert!(p99 > 0.0);
+    // it compares and draws as any run
+    let verdicts: i64 = value(
+        &mut a,
+        &format!("SELECT count(*) FROM stress.compare_runs({run_a}, {combined})"),
+    );
+    assert!(verdicts > 0);
+    let page: String = value(&mut a, &format!("SELECT stress.report_html({combined})"));
+    assert!(page.contains(r#"<svg id="throughput""#));
+    // refused: the same run twice, a forged histogram, a NULL, a run the caller may not see
+    let runs_before: i64 = value(&mut a, "SELECT count(*) FROM stress.runs");
+    let refused = |client: &mut Client, sql: &str| -> (SqlState, String) {
+        let e = client.batch_execute(sql).unwrap_err();
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+        assert!(db.hint().is_some(), "{sql}: no hint");
+        (db.code().clone(), db.message().to_owned())
+    };
+    for sql in [
+        format!(
+            "SELECT stress.combine_runs(ARRAY[stress.export_run({run_a}), stress.export_run({run_a})])"
+        ),
+        format!(
+            "SELECT stress.combine_runs(ARRAY[jsonb_set(stress.export_run({run_a}), '{{results,0,histogram}}', '\"bm90IGEgaGlzdG9ncmFt\"')])"
+        ),
+        format!(
+            "SELECT stress.combine_runs(ARRAY[jsonb_set(stress.export_run({run_a}), '{{run,finished_at}}', '\"infinity\"')])"
+        ),
+        format!("SELECT stress.combine_runs(ARRAY[stress.export_run({run_a}), NULL])"),
+        "SELECT stress.combine_runs(ARRAY['{\"format\": 1}'::jsonb])".to_owned(),
+        "SELECT stress.combine_runs('{}'::jsonb[])".to_owned(),
+    ] {
+        let (code, message) = refused(&mut a, &sql);
+        assert_eq!(code, SqlState::INVALID_PARAMETER_VALUE, "{sql}: {message}");
+    }
+    a.batch_execute(
+        "DROP ROLE IF EXISTS it_target_other; CREATE ROLE it_target_other;
+         SET ROLE it_target_other",
+    )
+    .unwrap();
+    let (code, _) = refused(&mut a, &format!("SELECT stress.export_run({run_a})"));
+    assert_eq!(code, SqlState::INVALID_PARAMETER_VALUE);
+    a.batch_execute("RESET ROLE; DROP ROLE it_target_other")
+        .unwrap();
+    assert_eq!(
+        runs_before,
+        value::<i64>(&mut a, "SELECT count(*) FROM stress.runs"),
+        "a refused combination recorded nothing"
+    );
+    assert!(b_export["run"]["id"].as_i64() == Some(run_b));
+    drop(target);
+    pgcluster_with("destroy", DRIVER_B, &[]);
+    pgcluster_with("destroy", TARGET, &[]);
+}
