@@ -41,15 +41,17 @@ build_root() {
   printf '%s\n' "$root"
 }
 
+# (below Linux's ephemeral range, 32768-60999: a port there can be taken, between the check and
+# the server's bind, by the local end of any client connection, and tests open thousands)
 free_port() {
   local p
-  for p in $(seq 54400 54999); do
+  for p in $(seq 25400 25999); do
     # taken if something listens on TCP or any of our clusters has claimed it
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && ! grep -qs "^$p\$" "$1"/clusters*/*/port; then
       echo "$p"; return 0
     fi
   done
-  echo "no free port in 54400-54999" >&2; return 1
+  echo "no free port in 25400-25999" >&2; return 1
 }
 
 cmd=${1:?usage: pgcluster.sh start|stop|destroy|env NAME}
@@ -101,8 +103,12 @@ case "$cmd" in
     fi
     as_owner mkdir -p "$sock"
     as_owner chmod 700 "$sock"
+    # (claimed under a lock: tests start clusters side by side, and two must not pick one port)
+    exec 9>"$root/ports.lock"
+    flock 9
     port=$(free_port "$root")
     echo "$port" > "$dir/port"
+    exec 9>&-
     {
       echo "# written by scripts/pgcluster.sh at each start"
       echo "port = $port"

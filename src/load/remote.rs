@@ -141,6 +141,9 @@ impl Remote {
         )
         .map_err(RemoteError::from)?;
         if self.target.protocol == Protocol::Prepared {
+            // (BEGIN and COMMIT too, as pgbench -M prepared does: parsed once, not each time)
+            conn.prepare(BEGIN_STATEMENT, self.begin, &[], deadline)?;
+            conn.prepare(COMMIT_STATEMENT, "COMMIT", &[], deadline)?;
             for (task, statements) in self.statements.iter().enumerate() {
                 for (step, (sql, types)) in statements.iter().enumerate() {
                     conn.prepare(&statement_name(task, step), sql, types, deadline)?;
@@ -166,8 +169,15 @@ impl Remote {
         let statements = std::mem::take(&mut self.statements);
         let outcome = (|| {
             let conn = self.conn.as_mut().expect("connected above");
+            let control = |conn: &mut Connection, statement: &'static str, text: &str| {
+                match protocol {
+                    Protocol::Prepared => conn.execute_prepared(statement, &[], deadline),
+                    Protocol::Extended => conn.execute(text, &[], &[], deadline),
+                }
+                .map(|_| ())
+            };
             if in_block {
-                conn.execute(begin, &[], &[], deadline)?;
+                control(conn, BEGIN_STATEMENT, begin)?;
             }
             let mut session = RemoteSession {
                 conn,
@@ -181,7 +191,7 @@ impl Remote {
             };
             let conn = session.conn;
             match done {
-                Ok(()) if in_block => conn.execute("COMMIT", &[], &[], deadline).map(|_| ()),
+                Ok(()) if in_block => control(conn, COMMIT_STATEMENT, "COMMIT"),
                 Ok(()) => Ok(()),
                 Err(e) => {
                     if in_block && conn.is_open() {
@@ -200,6 +210,10 @@ impl Remote {
         outcome
     }
 }
+
+/// The names the transaction's BEGIN (at the run's isolation level) and COMMIT are prepared under.
+const BEGIN_STATEMENT: &str = "pg_stress_begin";
+const COMMIT_STATEMENT: &str = "pg_stress_commit";
 
 /// The name task `task`'s statement `step` is prepared under.
 fn statement_name(task: usize, step: usize) -> String {

@@ -309,14 +309,15 @@ macro_rules! lock_waits_sql {
                      (run_id, ts, elapsed_s, standby, state, write_lag_bytes, flush_lag_bytes,
                       replay_lag_bytes, write_lag_ms, flush_lag_ms, replay_lag_ms)
                  SELECT $2, $3, $5, coalesce(r.application_name, r.pid::pg_catalog.text), r.state,
-                        pg_catalog.pg_wal_lsn_diff(w.lsn, r.write_lsn)::pg_catalog.int8,
-                        pg_catalog.pg_wal_lsn_diff(w.lsn, r.flush_lsn)::pg_catalog.int8,
-                        pg_catalog.pg_wal_lsn_diff(w.lsn, r.replay_lsn)::pg_catalog.int8,
+                        -- (the primary's position read after the standby's, row by row: read
+                        -- once before, a standby that moved on meanwhile showed a negative lag)
+                        pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), r.write_lsn)::pg_catalog.int8,
+                        pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), r.flush_lsn)::pg_catalog.int8,
+                        pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), r.replay_lsn)::pg_catalog.int8,
                         pg_catalog.date_part('epoch', r.write_lag) OPERATOR(pg_catalog.*) 1000,
                         pg_catalog.date_part('epoch', r.flush_lag) OPERATOR(pg_catalog.*) 1000,
                         pg_catalog.date_part('epoch', r.replay_lag) OPERATOR(pg_catalog.*) 1000
-                 FROM pg_catalog.pg_stat_replication r,
-                      (SELECT pg_catalog.pg_current_wal_lsn() AS lsn) w
+                 FROM pg_catalog.pg_stat_replication r
                  WHERE NOT pg_catalog.pg_is_in_recovery())"
     };
 }
