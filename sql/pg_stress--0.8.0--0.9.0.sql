@@ -37,6 +37,31 @@ ALTER TABLE stress.pool_samples ENABLE ROW LEVEL SECURITY;
 CREATE POLICY pool_samples_visible ON stress.pool_samples FOR SELECT TO PUBLIC
     USING (EXISTS (SELECT 1 FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id));
 
+-- Per second of a run on a target that is a PostgreSQL server (stress.target_monitor names a
+-- connection to it, as a member of pg_monitor there): what the run's connections there wait on,
+-- and the target's WAL, commits and blocks in that second — the target's side of stress.timeline.
+CREATE TABLE stress.target_timeline (
+    run_id        bigint      NOT NULL REFERENCES stress.runs (id) ON DELETE CASCADE,
+    ts            timestamptz NOT NULL,
+    elapsed_s     float8      NOT NULL,
+    wait_events   jsonb       NOT NULL,  -- the run's connections there now, per "type:event" ("CPU": active, not waiting)
+    lock_waits    int         NOT NULL,  -- of those, waiting for a lock now
+    connections   int         NOT NULL,  -- client connections to the target's database now (anyone's)
+    wal_bytes     bigint      NOT NULL,  -- in this second (the target's)
+    xact_commit   bigint      NOT NULL,  -- the target's database, in this second (anyone's)
+    xact_rollback bigint      NOT NULL,
+    blks_hit      bigint      NOT NULL,
+    blks_read     bigint      NOT NULL,
+    deadlocks     bigint      NOT NULL
+);
+COMMENT ON TABLE stress.target_timeline IS 'Per second of a run on a PostgreSQL target (stress.target_monitor): wait events and lock waits of the run''s connections there, the target''s connections, WAL, commits, rollbacks, blocks and deadlocks.';
+CREATE INDEX target_timeline_run_id_ts_idx ON stress.target_timeline (run_id, ts);
+SELECT pg_catalog.pg_extension_config_dump('stress.target_timeline', '');
+GRANT SELECT ON stress.target_timeline TO PUBLIC;
+ALTER TABLE stress.target_timeline ENABLE ROW LEVEL SECURITY;
+CREATE POLICY target_timeline_visible ON stress.target_timeline FOR SELECT TO PUBLIC
+    USING (EXISTS (SELECT 1 FROM stress.runs r WHERE r.id OPERATOR(pg_catalog.=) run_id));
+
 -- health_alerts: and the seed's "connection pool exhausted", from stress.pool_samples.
 -- The operations guide's alert thresholds, each a parameter. Returns the alerts that fire, with what
 -- was measured (every check with show_all). Average query time needs pg_stat_statements in this

@@ -55,8 +55,8 @@ pub fn init() {
     );
     GucRegistry::define_string_guc(
         c"stress.target_monitor",
-        c"A monitoring connection for load runs on stress.target: the target PgBouncer's admin console, read each second (SHOW POOLS).",
-        c"A libpq connection string (dbname=pgbouncer, a user in stats_users); the same password rule as stress.target. Shown to superusers only.",
+        c"A monitoring connection for load runs on stress.target, read each second: the target PgBouncer's admin console (SHOW POOLS), or the target itself (its statistics).",
+        c"A libpq connection string (dbname=pgbouncer and a user in stats_users, or a role in pg_monitor on the target); the same password rule as stress.target. Shown to superusers only.",
         &TARGET_MONITOR,
         GucContext::Userset,
         GucFlags::SUPERUSER_ONLY,

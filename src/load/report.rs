@@ -102,6 +102,7 @@ pub fn report(run_id: Option<i64>) -> JsonB {
     let mut report = build(&run);
     report["replication"] = replication(run_id);
     report["connection_pool"] = connection_pool(run_id);
+    report["target_server"] = target_server(run_id);
     JsonB(report)
 }
 
@@ -142,6 +143,45 @@ fn connection_pool(run_id: i64) -> Value {
         &[run_id.into()],
     )
     .expect("reading the run's pools")
+    .map_or(Value::Null, |j| j.0)
+}
+
+/// The target's side of a run on a PostgreSQL target (stress.target_timeline, 0.9.0 and later;
+/// null without a monitored target): its commits, rollbacks and WAL per second over the run's
+/// seconds (average and highest), deadlocks, the most of the run's connections waiting for a lock
+/// at once, the most client connections, and the run's connections' wait events there, as
+/// connection-seconds per event.
+fn target_server(run_id: i64) -> Value {
+    let exists = crate::postgres::spi_read::one::<bool>(
+        "SELECT pg_catalog.to_regclass('stress.target_timeline') IS NOT NULL",
+        &[],
+    )
+    .expect("looking for stress.target_timeline")
+    .unwrap_or(false);
+    if !exists {
+        return Value::Null;
+    }
+    crate::postgres::spi_read::one::<JsonB>(
+        "SELECT CASE WHEN pg_catalog.count(*) OPERATOR(pg_catalog.>) 0 THEN pg_catalog.jsonb_build_object(
+                    'samples', pg_catalog.count(*),
+                    'commits_per_sec', round(avg(t.xact_commit)::numeric, 1),
+                    'max_commits_per_sec', max(t.xact_commit),
+                    'rollbacks', sum(t.xact_rollback),
+                    'wal_bytes_per_sec', round(avg(t.wal_bytes)::numeric),
+                    'max_wal_bytes_per_sec', max(t.wal_bytes),
+                    'hit_ratio', round(sum(t.blks_hit)::numeric OPERATOR(pg_catalog./)
+                                       NULLIF(sum(t.blks_hit OPERATOR(pg_catalog.+) t.blks_read), 0), 4),
+                    'deadlocks', sum(t.deadlocks),
+                    'max_lock_waits', max(t.lock_waits),
+                    'max_connections', max(t.connections),
+                    'wait_events', (SELECT pg_catalog.jsonb_object_agg(w.event, w.seconds)
+                                    FROM (SELECT e.key AS event, sum(e.value::pg_catalog.int8) AS seconds
+                                          FROM stress.target_timeline u, pg_catalog.jsonb_each_text(u.wait_events) e
+                                          WHERE u.run_id OPERATOR(pg_catalog.=) $1 GROUP BY e.key) w)) END
+         FROM stress.target_timeline t WHERE t.run_id OPERATOR(pg_catalog.=) $1",
+        &[run_id.into()],
+    )
+    .expect("reading the target's timeline")
     .map_or(Value::Null, |j| j.0)
 }
 

@@ -21,18 +21,21 @@
 //! - [`timeline`]: each second's `stress.samples` and `stress.timeline` rows (with lock waits and
 //!   replication lag);
 //! - [`pool`]: each second's `stress.pool_samples` rows (a PgBouncer's pools);
+//! - [`target_timeline`]: each second's `stress.target_timeline` row (a PostgreSQL target's side);
 //! - [`worker_results`]: what each worker of a run keeps until the last one merges them.
 
 pub mod functions;
 pub mod pool;
 pub mod results;
 pub mod runs;
+pub mod target_timeline;
 pub mod timeline;
 pub mod worker_results;
 
 pub use pool::*;
 pub use results::*;
 pub use runs::*;
+pub use target_timeline::*;
 pub use timeline::*;
 pub use worker_results::*;
 

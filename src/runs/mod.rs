@@ -19,7 +19,7 @@ pub mod closing;
 pub mod control;
 pub mod destination;
 pub mod kind;
-pub mod pool;
+pub mod monitor;
 pub mod recovery;
 pub mod sampler;
 pub mod slots;

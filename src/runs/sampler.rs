@@ -5,6 +5,7 @@
 //! those are the seconds worth seeing. It connects as the caller, reads only the run's shared
 //! memory and the server's statistics, and writes through `records` as the tables' owner.
 
+use super::monitor::Reading;
 use super::slots::{self, LiveSlot, RUNS, RunSlot, WorkerArgs};
 use crate::metrics::buckets::{self, Buckets};
 use crate::postgres::backend::now;
@@ -80,8 +81,9 @@ struct Sampler {
     errors: u64,
     deadlocks: u64,
     counters: ServerCounters,
-    /// the target's PgBouncer console, when the run has one and stress.pool_samples exists
-    pool: Option<super::pool::PoolMonitor>,
+    /// the target's monitor (a PgBouncer console, or the target itself), when the run has one and
+    /// stress.pool_samples and stress.target_timeline exist
+    monitor: Option<super::monitor::TargetMonitor>,
 }
 
 impl Sampler {
@@ -116,31 +118,40 @@ impl Sampler {
                 tables.2 == Some(true),
                 records::TimelineColumns::of_database(),
                 counters,
-                records::stress_table(c"pool_samples") != pg_sys::InvalidOid,
+                records::stress_table(c"pool_samples") != pg_sys::InvalidOid
+                    && records::stress_table(c"target_timeline") != pg_sys::InvalidOid,
             ))
         });
-        let (timeline, nullable_percentiles, deadlock_column, timeline_columns, counters, pools) =
-            match setup {
-                Ok(Ok(found)) => found,
-                other => {
-                    if let Err(report) = other {
-                        pgrx::log!("pg_stress run {run_id}: sampler: {}", report.message());
-                    }
-                    (
-                        false,
-                        false,
-                        false,
-                        records::TimelineColumns::Base,
-                        ServerCounters::default(),
-                        false,
-                    )
+        let (
+            timeline,
+            nullable_percentiles,
+            deadlock_column,
+            timeline_columns,
+            counters,
+            monitored,
+        ) = match setup {
+            Ok(Ok(found)) => found,
+            other => {
+                if let Err(report) = other {
+                    pgrx::log!("pg_stress run {run_id}: sampler: {}", report.message());
                 }
-            };
+                (
+                    false,
+                    false,
+                    false,
+                    records::TimelineColumns::Base,
+                    ServerCounters::default(),
+                    false,
+                )
+            }
+        };
         // (the run's configuration is its kind's JSON; a load run on a target may name a monitor)
-        let pool = pools
+        let mut monitor = monitored
             .then(|| serde_json::from_str::<serde_json::Value>(slot.config.as_str()).ok())
             .flatten()
-            .and_then(|config| super::pool::PoolMonitor::of_config(run_id, &config));
+            .and_then(|config| super::monitor::TargetMonitor::of_config(run_id, &config));
+        // (a first read: it tells what the monitor is, and where a target's first second starts)
+        let _ = monitor.as_mut().map(super::monitor::TargetMonitor::read);
         Sampler {
             slot,
             live,
@@ -153,7 +164,7 @@ impl Sampler {
             errors: 0,
             deadlocks: 0,
             counters,
-            pool,
+            monitor,
         }
     }
 
@@ -180,11 +191,14 @@ impl Sampler {
             buckets::quantile_ms(&interval, q).or((!self.nullable_percentiles).then_some(0.0))
         };
         let before = self.counters;
-        // (the pools first, outside the transaction: the wait is on the console's socket)
-        let pools = self.pool.as_mut().and_then(super::pool::PoolMonitor::read);
+        // (the monitor first, outside the transaction: the wait is on its socket)
+        let monitored = self
+            .monitor
+            .as_mut()
+            .and_then(super::monitor::TargetMonitor::read);
         let saved = in_transaction(|| {
-            if let Some(rows) = &pools {
-                records::pool_samples(slot.run_id, at, elapsed, rows);
+            if let Some(reading) = &monitored {
+                record_monitored(slot.run_id, at, elapsed, reading);
             }
             let counters = self.timeline.then(|| {
                 let pids: Vec<i32> = live
@@ -241,5 +255,13 @@ impl Sampler {
                 }
             }
         }
+    }
+}
+
+/// What the run's monitor read this second, into its table (in the sample's transaction).
+fn record_monitored(run_id: i64, at: pg_sys::TimestampTz, elapsed: f64, reading: &Reading) {
+    match reading {
+        Reading::Pools(rows) => records::pool_samples(run_id, at, elapsed, rows),
+        Reading::Server(row) => records::target_timeline(run_id, at, elapsed, row),
     }
 }

@@ -201,6 +201,206 @@ fn a_run_on_a_target_runs_there_and_is_recorded_here() {
     pgcluster_with("destroy", CLUSTER, &[]);
 }
 
+/// The target's side of the timeline: with stress.target_monitor naming the target itself (a role
+/// in pg_monitor there), each second of the run records what the run's connections wait on there,
+/// and the target's commits and WAL — checked against the target's own pg_stat_database.
+#[test]
+fn a_monitored_target_records_its_side_of_the_timeline() {
+    const MONITOR_PASSWORD: &str = "pw-it-monitor-51e";
+    let (port, mut target, target_log) = target_cluster("it-target-monitor");
+    target
+        .batch_execute(&format!(
+            "CREATE ROLE it_target_monitor LOGIN PASSWORD '{MONITOR_PASSWORD}' IN ROLE pg_monitor"
+        ))
+        .unwrap();
+    let mut driver = fresh_database("it_target_monitored");
+    set_target(&mut driver, &conninfo(port, Some(PASSWORD)));
+    driver
+        .batch_execute(&format!(
+            "SET stress.target_monitor = 'host=127.0.0.1 port={port} dbname=it_target
+                 user=it_target_monitor password={MONITOR_PASSWORD} sslmode=disable'"
+        ))
+        .unwrap();
+    let commits_before = stat(&mut target, "xact_commit");
+    // (three workers taking turns on one row: at any moment two of them wait for its lock)
+    let row = driver
+        .query_one(
+            "CALL stress.run_load_proc('3 seconds', workers => 3, transactions => '[
+                {\"name\": \"hot_row\", \"sql\": [\"UPDATE stress_data.accounts SET balance = balance WHERE id = 1\",
+                                                \"SELECT pg_sleep(0.05)\"]}]')",
+            &[],
+        )
+        .unwrap();
+    let (run, operations, errors): (i64, i64, i64) =
+        (row.get("run_id"), row.get("operations"), row.get("errors"));
+    assert!(
+        operations > 10 && errors == 0,
+        "{operations} operations, {errors} errors"
+    );
+    let observed = stat(&mut target, "xact_commit") - commits_before;
+    let rows = driver
+        .query(
+            "SELECT xact_commit, wal_bytes, lock_waits, connections, wait_events::text
+             FROM stress.target_timeline WHERE run_id = $1 ORDER BY ts",
+            &[&run],
+        )
+        .unwrap();
+    assert!(
+        rows.len() >= 2,
+        "{} rows of the target's timeline",
+        rows.len()
+    );
+    let commits: i64 = rows.iter().map(|r| r.get::<_, i64>(0)).sum();
+    let wal: i64 = rows.iter().map(|r| r.get::<_, i64>(1)).sum();
+    // the seconds recorded are the run's (its first read starts them, its last partial second
+    // is not one): fewer commits than the target counted in all, most of the run's
+    assert!(
+        commits <= observed && commits * 2 >= operations,
+        "{commits} commits in the target's timeline, {observed} on the target, {operations} operations"
+    );
+    assert!(wal > 0, "no WAL in the target's timeline");
+    let waited = rows
+        .iter()
+        .any(|r| r.get::<_, i32>(2) >= 1 && r.get::<_, String>(4).contains("Lock:transactionid"));
+    let seen: Vec<String> = rows.iter().map(|r| r.get::<_, String>(4)).collect();
+    assert!(waited, "no lock wait seen on the target: {seen:?}");
+    assert!(rows.iter().all(|r| r.get::<_, i32>(3) >= 3), "{seen:?}");
+    let reported: serde_json::Value = serde_json::from_str(&value::<String>(
+        &mut driver,
+        &format!("SELECT (stress.report({run})->'target_server')::text"),
+    ))
+    .unwrap();
+    assert_eq!(reported["samples"].as_i64(), Some(rows.len() as i64));
+    assert!(reported["max_lock_waits"].as_i64() >= Some(1), "{reported}");
+    assert!(
+        reported["wait_events"]["Lock:transactionid"].as_i64() >= Some(1),
+        "{reported}"
+    );
+    // (the monitor's password is the caller's secret too)
+    let parameters: String = value(
+        &mut driver,
+        &format!("SELECT parameters::text FROM stress.runs WHERE id = {run}"),
+    );
+    assert!(!parameters.contains(MONITOR_PASSWORD), "{parameters}");
+    let driver_log = PathBuf::from(env("PGHOST"))
+        .parent()
+        .unwrap()
+        .join("postgres.log");
+    for log in [&driver_log, &target_log] {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(
+            !text.contains(MONITOR_PASSWORD),
+            "a password in {}",
+            log.display()
+        );
+    }
+    drop(target);
+    pgcluster_with("destroy", "it-target-monitor", &[]);
+}
+
+/// `sslmode`: a target that takes TLS connections only (hostssl) gets them from every worker
+/// with `sslmode=require`, and refuses the same run without TLS, naming why.
+#[test]
+fn a_target_that_asks_for_tls_gets_it() {
+    const TLS_CLUSTER: &str = "it-target-tls";
+    let (port, mut target, _) = target_cluster(TLS_CLUSTER);
+    if value::<String>(&mut target, "SHOW ssl_library").is_empty() {
+        // (to the terminal itself: the test harness keeps what a passing test prints with eprintln)
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "SKIPPED a_target_that_asks_for_tls_gets_it: this PostgreSQL is built without OpenSSL"
+        );
+        pgcluster_with("destroy", TLS_CLUSTER, &[]);
+        return;
+    }
+    // A self-signed certificate in the data directory, the key readable by the server's user
+    // only (as the server requires; as root, the clusters' user is postgres).
+    let data = PathBuf::from(value::<String>(&mut target, "SHOW data_directory"));
+    let (crt, key) = (data.join("server.crt"), data.join("server.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if uid() == 0 {
+        let owned = std::process::Command::new("chown")
+            .arg("postgres:postgres")
+            .args([&crt, &key])
+            .status()
+            .unwrap();
+        assert!(owned.success());
+    }
+    let hba: String = value(&mut target, "SHOW hba_file");
+    target.batch_execute("ALTER SYSTEM SET ssl = on").unwrap();
+    target
+        .batch_execute(&format!(
+            "COPY (VALUES ('local all all trust'), ('hostssl all all 127.0.0.1/32 scram-sha-256'))
+                 TO '{hba}';
+             SELECT pg_reload_conf()"
+        ))
+        .unwrap();
+    // (the postmaster reloads, then tells the backends: this session sees it once it has)
+    let mut tls_on = false;
+    for _ in 0..50 {
+        if value::<String>(&mut target, "SHOW ssl") == "on" {
+            tls_on = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(tls_on, "the target did not turn TLS on");
+    let mut driver = fresh_database("it_target_tls_driver");
+    let call = "CALL stress.run_load_proc('1 second', workers => 2, transactions => '[
+        {\"name\": \"lookup\", \"sql\": \"SELECT balance FROM stress_data.accounts WHERE id = $1\",
+         \"params\": [{\"distribution\": \"uniform\", \"min\": 1, \"max\": 100}]}]')";
+    // without TLS: refused before any worker starts, in libpq's words
+    set_target(&mut driver, &conninfo(port, Some(PASSWORD)));
+    let e = driver.batch_execute(call).unwrap_err();
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+    assert_eq!(
+        db.code(),
+        &SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION
+    );
+    assert!(db.message().contains("no encryption"), "{}", db.message());
+    // with it: every worker's connection is a TLS one (the target takes no other)
+    set_target(
+        &mut driver,
+        &conninfo(port, Some(PASSWORD)).replace("sslmode=disable", "sslmode=require"),
+    );
+    let row = driver.query_one(call, &[]).unwrap();
+    let (run, status, operations, errors): (i64, String, i64, i64) = (
+        row.get("run_id"),
+        row.get("status"),
+        row.get("operations"),
+        row.get("errors"),
+    );
+    assert_eq!(status, "completed");
+    assert!(
+        operations > 10 && errors == 0,
+        "{operations} operations, {errors} errors"
+    );
+    let conn: String = value(
+        &mut driver,
+        &format!("SELECT parameters->'target'->>'conninfo' FROM stress.runs WHERE id = {run}"),
+    );
+    assert!(conn.contains("sslmode='require'"), "{conn}");
+    drop(target);
+    pgcluster_with("destroy", TLS_CLUSTER, &[]);
+}
+
 /// The trust rules, as a role with the workers' grant but no superuser.
 #[test]
 fn reaching_a_target_needs_the_grant_a_password_and_no_server_files() {
@@ -496,10 +696,12 @@ fn a_run_through_pgbouncer_sees_its_pool_run_out() {
                 format!("{through} dbname=pgbouncer").replace('\'', "''")
             ))
             .unwrap();
+        // (each transaction holds its server connection 100 ms: long beside a client's set-up,
+        // SCRAM included, so that a busy machine still has clients waiting in each second)
         let row = driver
             .query_one(
                 "CALL stress.run_load_proc('3 seconds', workers => 4, transactions => '[
-                    {\"name\": \"hold\", \"sql\": \"SELECT pg_sleep(0.02)\"}]')",
+                    {\"name\": \"hold\", \"sql\": \"SELECT pg_sleep(0.1)\"}]')",
                 &[],
             )
             .unwrap();
