@@ -335,6 +335,17 @@ pub fn benchmark(
         )
         .raise();
     }
+    // (benchmark runs its queries here: with stress.target set, figures of this server would
+    // pass for the target's)
+    if crate::gucs::target().is_some() {
+        StressError::NotSupported {
+            message: "stress.benchmark measures this server only, and stress.target is set".into(),
+            hint: "RESET stress.target to benchmark this server; to measure queries on the target, \
+                   run them as custom transactions of stress.run_load_proc (workers => the concurrency)."
+                .into(),
+        }
+        .raise();
+    }
     let parameters = json!({"queries": queries, "iterations": iterations, "warmup": warmup,
                             "concurrency": concurrency, "prepared": prepared, "rollback": rollback});
     let standby = crate::postgres::backend::in_recovery();

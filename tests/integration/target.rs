@@ -184,6 +184,18 @@ fn a_run_on_a_target_runs_there_and_is_recorded_here() {
         "{sessions} sessions on the target for {operations} transactions"
     );
 
+    // benchmark measures this server only: with a target set it says so, rather than pass this
+    // server's figures for the target's
+    let e = driver
+        .batch_execute("SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 10)")
+        .unwrap_err();
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+    assert_eq!(db.code(), &SqlState::FEATURE_NOT_SUPPORTED, "{db}");
+    assert!(
+        db.hint().is_some_and(|h| h.contains("RESET stress.target")),
+        "{db:?}"
+    );
+
     // No password reached either server's log.
     let driver_log = PathBuf::from(env("PGHOST"))
         .parent()
@@ -294,6 +306,44 @@ fn a_monitored_target_records_its_side_of_the_timeline() {
             log.display()
         );
     }
+
+    // A monitor that never answers costs the run its own reads only: the run ends on time, each
+    // second still sampled here, no target row.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    driver
+        .batch_execute(&format!(
+            "SET stress.target_monitor = 'host=127.0.0.1 port={} password=x sslmode=disable'",
+            silent.local_addr().unwrap().port()
+        ))
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let row = driver
+        .query_one(
+            "CALL stress.run_load_proc('2 seconds', workers => 2, transactions => '[
+                {\"name\": \"one\", \"sql\": \"SELECT 1\"}]')",
+            &[],
+        )
+        .unwrap();
+    let run: i64 = row.get("run_id");
+    assert_eq!(row.get::<_, String>("status"), "completed");
+    assert!(row.get::<_, i64>("operations") > 10);
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(8),
+        "a silent monitor held the run {:?}",
+        asked.elapsed()
+    );
+    let counted: (i64, i64) = {
+        let r = driver
+            .query_one(
+                "SELECT (SELECT count(*) FROM stress.samples WHERE run_id = $1),
+                        (SELECT count(*) FROM stress.target_timeline WHERE run_id = $1)",
+                &[&run],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(counted.0 >= 1 && counted.1 == 0, "{counted:?}");
+    drop(silent);
     drop(target);
     pgcluster_with("destroy", "it-target-monitor", &[]);
 }
