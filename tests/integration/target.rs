@@ -282,6 +282,7 @@ fn a_monitored_target_records_its_side_of_the_timeline() {
         &format!("SELECT (stress.report({run})->'target_server')::text"),
     ))
     .unwrap();
+    eprintln!("run {run}: target_server = {reported}");
     assert_eq!(reported["samples"].as_i64(), Some(rows.len() as i64));
     assert!(reported["max_lock_waits"].as_i64() >= Some(1), "{reported}");
     assert!(
@@ -796,6 +797,8 @@ fn a_run_through_pgbouncer_sees_its_pool_run_out() {
             .map(|r| serde_json::from_str(&r.get::<_, String>(0)).unwrap())
             .unwrap();
         let pool = &report["connection_pool"];
+        // (shown with --nocapture: a report of a run whose pool ran out)
+        eprintln!("{mode} pooling, run {run}: connection_pool = {pool}");
         assert_eq!(pool["exhausted"], serde_json::json!(true), "{mode}: {pool}");
         let efficiency = pool["efficiency"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&efficiency), "{mode}: {pool}");
