@@ -1,6 +1,7 @@
 //! `stress.report(run_id)`: a load run as the seed's report file, with its Key Metrics judged.
 
 use crate::error::StressError;
+use crate::postgres::catalog::has_stress_table;
 use pgrx::JsonB;
 use serde_json::{Value, json};
 
@@ -111,13 +112,7 @@ pub fn report(run_id: Option<i64>) -> JsonB {
 /// and clients waiting, summed over the pools, then averaged over the run; `efficiency` is the
 /// share of server connections that were active; `exhausted`: clients waited in some second.
 fn connection_pool(run_id: i64) -> Value {
-    let exists = crate::postgres::spi_read::one::<bool>(
-        "SELECT pg_catalog.to_regclass('stress.pool_samples') IS NOT NULL",
-        &[],
-    )
-    .expect("looking for stress.pool_samples")
-    .unwrap_or(false);
-    if !exists {
+    if !has_stress_table(c"pool_samples") {
         return Value::Null;
     }
     crate::postgres::spi_read::one::<JsonB>(
@@ -152,13 +147,7 @@ fn connection_pool(run_id: i64) -> Value {
 /// at once, the most client connections, and the run's connections' wait events there, as
 /// connection-seconds per event.
 fn target_server(run_id: i64) -> Value {
-    let exists = crate::postgres::spi_read::one::<bool>(
-        "SELECT pg_catalog.to_regclass('stress.target_timeline') IS NOT NULL",
-        &[],
-    )
-    .expect("looking for stress.target_timeline")
-    .unwrap_or(false);
-    if !exists {
+    if !has_stress_table(c"target_timeline") {
         return Value::Null;
     }
     crate::postgres::spi_read::one::<JsonB>(
@@ -188,13 +177,7 @@ fn target_server(run_id: i64) -> Value {
 /// Per standby, the most its written, flushed and replayed WAL was behind during the run (bytes,
 /// ms), from stress.replication_lag (0.4.0 and later; null before, or without a standby).
 fn replication(run_id: i64) -> Value {
-    let exists = crate::postgres::spi_read::one::<bool>(
-        "SELECT pg_catalog.to_regclass('stress.replication_lag') IS NOT NULL",
-        &[],
-    )
-    .expect("looking for stress.replication_lag")
-    .unwrap_or(false);
-    if !exists {
+    if !has_stress_table(c"replication_lag") {
         return Value::Null;
     }
     crate::postgres::spi_read::one::<JsonB>(

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod bgworker;
+pub mod catalog;
 pub mod datum;
 pub mod json_arg;
 pub mod libpq;

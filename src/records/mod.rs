@@ -39,22 +39,10 @@ pub use target_timeline::*;
 pub use timeline::*;
 pub use worker_results::*;
 
+use crate::postgres::catalog::stress_table;
 use pgrx::PgTryBuilder;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-
-/// Table `stress.<name>`, from the catalog (no SQL, no search_path); InvalidOid when there is none
-/// (the extension dropped, or its SQL older than the table). In a transaction.
-pub(crate) fn stress_table(name: &std::ffi::CStr) -> pg_sys::Oid {
-    // SAFETY: catalog lookups by name, in a transaction; missing_ok, so nothing is raised.
-    unsafe {
-        let namespace = pg_sys::get_namespace_oid(c"stress".as_ptr(), true);
-        if namespace == pg_sys::InvalidOid {
-            return pg_sys::InvalidOid;
-        }
-        pg_sys::get_relname_relid(name.as_ptr(), namespace)
-    }
-}
 
 /// `stress.runs` (see [`stress_table`]).
 fn runs_table() -> pg_sys::Oid {

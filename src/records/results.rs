@@ -131,7 +131,7 @@ pub fn conflicts(run_id: i64, worker: u32, pid: i32, conflicts: &[Conflict]) {
     as_owner(|| {
         // (the statement names the table: asked first, from the catalog cache, or an older schema
         // fails it at parse time)
-        if super::stress_table(c"conflicts") == pgrx::pg_sys::InvalidOid {
+        if !crate::postgres::catalog::has_stress_table(c"conflicts") {
             return;
         }
         Spi::run_with_args(

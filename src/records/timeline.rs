@@ -2,7 +2,8 @@
 //! `stress.timeline`, its `stress.timeline` row (the server's counters, what the workers wait on, lock
 //! waits, replication lag), read and written in one statement each.
 
-use super::{as_owner, has_column, stress_table, timestamp};
+use super::{as_owner, has_column, timestamp};
+use crate::postgres::catalog::has_stress_table;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -340,9 +341,7 @@ impl TimelineColumns {
     pub fn of_database() -> Self {
         if has_column(c"timeline", c"wal_syncs") {
             TimelineColumns::Io
-        } else if stress_table(c"lock_waits") != pg_sys::InvalidOid
-            && stress_table(c"replication_lag") != pg_sys::InvalidOid
-        {
+        } else if has_stress_table(c"lock_waits") && has_stress_table(c"replication_lag") {
             TimelineColumns::LockWaits
         } else {
             TimelineColumns::Base

@@ -6,6 +6,7 @@ mod page;
 mod svg;
 mod table;
 
+use crate::postgres::catalog::has_stress_table;
 use pgrx::JsonB;
 
 /// At most this many points per chart over time: a longer run's seconds are drawn as means of
@@ -157,13 +158,7 @@ pub fn report_html(run_id: Option<i64>, baseline: Option<i64>) -> String {
 /// `[elapsed_s, clients waiting, clients active, server connections active, idle]` (0.9.0's
 /// stress.pool_samples; none before, or for a run without a monitored pool).
 fn pool_points(run_id: i64) -> Vec<page::PoolPoint> {
-    let exists = crate::postgres::spi_read::one::<bool>(
-        "SELECT pg_catalog.to_regclass('stress.pool_samples') IS NOT NULL",
-        &[],
-    )
-    .expect("looking for stress.pool_samples")
-    .unwrap_or(false);
-    if !exists {
+    if !has_stress_table(c"pool_samples") {
         return Vec::new();
     }
     let points = crate::postgres::spi_read::one::<JsonB>(

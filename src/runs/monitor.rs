@@ -142,9 +142,9 @@ impl TargetMonitor {
                 self.failing = false;
                 match &mut self.kind {
                     Kind::Server(before) => {
-                        let (now, row) = server_row(&answer)?;
-                        let last = before.replace(now);
-                        last.map(|last| Reading::Server(since(&last, &now, row)))
+                        let now = server_now(&answer)?;
+                        let last = before.replace(now.counters);
+                        last.map(|last| Reading::Server(since(&last, now)))
                     }
                     kind => {
                         *kind = Kind::Bouncer;
@@ -194,43 +194,47 @@ impl TargetMonitor {
     }
 }
 
-/// The target's counters now, and the rest of its row (the counts still cumulative).
-fn server_row(answer: &Answer) -> Option<(Counters, TargetRow)> {
+/// A PostgreSQL target as one read saw it: its counters, and what is not counted.
+struct ServerNow {
+    counters: Counters,
+    wait_events: String,
+    lock_waits: i32,
+    connections: i32,
+}
+
+/// The target as `answer` (of [`SERVER_SQL`]) gives it; None without its counters.
+fn server_now(answer: &Answer) -> Option<ServerNow> {
     let int = |name: &str| answer.get(0, name).and_then(|v| v.parse::<i64>().ok());
-    let counters = Counters {
-        wal: int("wal")?,
-        commits: int("xact_commit")?,
-        rollbacks: int("xact_rollback")?,
-        hits: int("blks_hit")?,
-        reads: int("blks_read")?,
-        deadlocks: int("deadlocks")?,
-    };
-    let row = TargetRow {
+    Some(ServerNow {
+        counters: Counters {
+            wal: int("wal")?,
+            commits: int("xact_commit")?,
+            rollbacks: int("xact_rollback")?,
+            hits: int("blks_hit")?,
+            reads: int("blks_read")?,
+            deadlocks: int("deadlocks")?,
+        },
         wait_events: answer.get(0, "wait_events").unwrap_or("{}").to_owned(),
         lock_waits: int("lock_waits").unwrap_or(0) as i32,
         connections: int("connections").unwrap_or(0) as i32,
-        wal_bytes: 0,
-        xact_commit: 0,
-        xact_rollback: 0,
-        blks_hit: 0,
-        blks_read: 0,
-        deadlocks: 0,
-    };
-    Some((counters, row))
+    })
 }
 
-/// `row` with the counts of the second from `last` to `now` (0, not negative, across a reset of
-/// the target's statistics).
-fn since(last: &Counters, now: &Counters, row: TargetRow) -> TargetRow {
+/// The second from `last` to `now`: its counts (0, not negative, across a reset of the target's
+/// statistics), and `now`'s waits and connections.
+fn since(last: &Counters, now: ServerNow) -> TargetRow {
     let d = |a: i64, b: i64| (b - a).max(0);
+    let c = &now.counters;
     TargetRow {
-        wal_bytes: d(last.wal, now.wal),
-        xact_commit: d(last.commits, now.commits),
-        xact_rollback: d(last.rollbacks, now.rollbacks),
-        blks_hit: d(last.hits, now.hits),
-        blks_read: d(last.reads, now.reads),
-        deadlocks: d(last.deadlocks, now.deadlocks),
-        ..row
+        wal_bytes: d(last.wal, c.wal),
+        xact_commit: d(last.commits, c.commits),
+        xact_rollback: d(last.rollbacks, c.rollbacks),
+        blks_hit: d(last.hits, c.hits),
+        blks_read: d(last.reads, c.reads),
+        deadlocks: d(last.deadlocks, c.deadlocks),
+        wait_events: now.wait_events,
+        lock_waits: now.lock_waits,
+        connections: now.connections,
     }
 }
 
@@ -303,9 +307,8 @@ mod tests {
                 "2",
             ],
         );
-        let (a, _) = server_row(&first).unwrap();
-        let (b, row) = server_row(&second).unwrap();
-        let row = since(&a, &b, row);
+        let first = server_now(&first).unwrap();
+        let row = since(&first.counters, server_now(&second).unwrap());
         assert_eq!(
             (row.wal_bytes, row.xact_commit, row.xact_rollback),
             (4096, 120, 0)
@@ -314,6 +317,6 @@ mod tests {
         assert_eq!((row.connections, row.lock_waits), (5, 2));
         assert_eq!(row.wait_events, r#"{"Lock:transactionid": 2}"#);
         // (a row without its counters is no reading)
-        assert!(server_row(&answer(&["wal"], &["1"])).is_none());
+        assert!(server_now(&answer(&["wal"], &["1"])).is_none());
     }
 }

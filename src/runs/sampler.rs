@@ -9,6 +9,7 @@ use super::monitor::Reading;
 use super::slots::{self, LiveSlot, RUNS, RunSlot, WorkerArgs};
 use crate::metrics::buckets::{self, Buckets};
 use crate::postgres::backend::now;
+use crate::postgres::catalog::has_stress_table;
 use crate::postgres::transaction::in_transaction;
 use crate::records;
 use crate::records::ServerCounters;
@@ -118,8 +119,7 @@ impl Sampler {
                 tables.2 == Some(true),
                 records::TimelineColumns::of_database(),
                 counters,
-                records::stress_table(c"pool_samples") != pg_sys::InvalidOid
-                    && records::stress_table(c"target_timeline") != pg_sys::InvalidOid,
+                has_stress_table(c"pool_samples") && has_stress_table(c"target_timeline"),
             ))
         });
         let (

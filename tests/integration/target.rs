@@ -98,6 +98,32 @@ fn stat(target: &mut Client, column: &str) -> i64 {
     )
 }
 
+/// A run procedure's row: its id, status, operations and errors.
+fn ran(row: &postgres::Row) -> (i64, String, i64, i64) {
+    (
+        row.get("run_id"),
+        row.get("status"),
+        row.get("operations"),
+        row.get("errors"),
+    )
+}
+
+/// The log of the server the tests drive from (scripts/test.sh's cluster).
+fn driver_log() -> PathBuf {
+    PathBuf::from(env("PGHOST"))
+        .parent()
+        .unwrap()
+        .join("postgres.log")
+}
+
+/// `secret` is in none of `logs`.
+fn assert_not_logged(secret: &str, logs: &[&PathBuf]) {
+    for log in logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(!text.contains(secret), "a password in {}", log.display());
+    }
+}
+
 #[test]
 fn a_run_on_a_target_runs_there_and_is_recorded_here() {
     let (port, mut target, target_log) = target_cluster(CLUSTER);
@@ -109,12 +135,7 @@ fn a_run_on_a_target_runs_there_and_is_recorded_here() {
     let row = driver
         .query_one("CALL stress.run_load_proc('2 seconds', workers => 2)", &[])
         .unwrap();
-    let (run, status, operations, errors): (i64, String, i64, i64) = (
-        row.get("run_id"),
-        row.get("status"),
-        row.get("operations"),
-        row.get("errors"),
-    );
+    let (run, status, operations, errors) = ran(&row);
     assert_eq!(status, "completed");
     assert!(
         operations > 100 && errors == 0,
@@ -197,18 +218,7 @@ fn a_run_on_a_target_runs_there_and_is_recorded_here() {
     );
 
     // No password reached either server's log.
-    let driver_log = PathBuf::from(env("PGHOST"))
-        .parent()
-        .unwrap()
-        .join("postgres.log");
-    for log in [&driver_log, &target_log] {
-        let text = std::fs::read_to_string(log).unwrap();
-        assert!(
-            !text.contains("pw-it-target"),
-            "a password in {}",
-            log.display()
-        );
-    }
+    assert_not_logged("pw-it-target", &[&driver_log(), &target_log]);
     drop(target);
     pgcluster_with("destroy", CLUSTER, &[]);
 }
@@ -243,8 +253,8 @@ fn a_monitored_target_records_its_side_of_the_timeline() {
             &[],
         )
         .unwrap();
-    let (run, operations, errors): (i64, i64, i64) =
-        (row.get("run_id"), row.get("operations"), row.get("errors"));
+    let (run, status, operations, errors) = ran(&row);
+    assert_eq!(status, "completed");
     assert!(
         operations > 10 && errors == 0,
         "{operations} operations, {errors} errors"
@@ -295,18 +305,7 @@ fn a_monitored_target_records_its_side_of_the_timeline() {
         &format!("SELECT parameters::text FROM stress.runs WHERE id = {run}"),
     );
     assert!(!parameters.contains(MONITOR_PASSWORD), "{parameters}");
-    let driver_log = PathBuf::from(env("PGHOST"))
-        .parent()
-        .unwrap()
-        .join("postgres.log");
-    for log in [&driver_log, &target_log] {
-        let text = std::fs::read_to_string(log).unwrap();
-        assert!(
-            !text.contains(MONITOR_PASSWORD),
-            "a password in {}",
-            log.display()
-        );
-    }
+    assert_not_logged(MONITOR_PASSWORD, &[&driver_log(), &target_log]);
 
     // A monitor that never answers costs the run its own reads only: the run ends on time, each
     // second still sampled here, no target row.
@@ -325,9 +324,9 @@ fn a_monitored_target_records_its_side_of_the_timeline() {
             &[],
         )
         .unwrap();
-    let run: i64 = row.get("run_id");
-    assert_eq!(row.get::<_, String>("status"), "completed");
-    assert!(row.get::<_, i64>("operations") > 10);
+    let (run, status, operations, _) = ran(&row);
+    assert_eq!(status, "completed");
+    assert!(operations > 10, "{operations} operations");
     assert!(
         asked.elapsed() < std::time::Duration::from_secs(8),
         "a silent monitor held the run {:?}",
@@ -432,12 +431,7 @@ fn a_target_that_asks_for_tls_gets_it() {
         &conninfo(port, Some(PASSWORD)).replace("sslmode=disable", "sslmode=require"),
     );
     let row = driver.query_one(call, &[]).unwrap();
-    let (run, status, operations, errors): (i64, String, i64, i64) = (
-        row.get("run_id"),
-        row.get("status"),
-        row.get("operations"),
-        row.get("errors"),
-    );
+    let (run, status, operations, errors) = ran(&row);
     assert_eq!(status, "completed");
     assert!(
         operations > 10 && errors == 0,
@@ -756,12 +750,7 @@ fn a_run_through_pgbouncer_sees_its_pool_run_out() {
                 &[],
             )
             .unwrap();
-        let (run, status, operations, errors): (i64, String, i64, i64) = (
-            row.get("run_id"),
-            row.get("status"),
-            row.get("operations"),
-            row.get("errors"),
-        );
+        let (run, status, operations, errors) = ran(&row);
         assert_eq!(status, "completed", "{mode}");
         assert!(
             operations > 20 && errors == 0,
