@@ -459,7 +459,7 @@ pub fn start_run(req: LoadRequest, call: Option<&Call>) -> control::Started {
     };
     // (read before any worker starts: a bad connection string or a missing password fails the
     // call, 22023 or 2F003)
-    let target = remote::from_settings();
+    let target = crate::runs::target::from_settings();
     control::start(run, call, |run_id| {
         let schema = gucs::data_schema();
         // Custom transactions alone need no trading dataset (as pgbench -f needs no pgbench -i).

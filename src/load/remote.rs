@@ -12,43 +12,9 @@
 use super::custom::Custom;
 use super::ops::{self, Arg, DataInUse, Fill, OPS, Op, Session};
 use crate::postgres::libpq::{Answer, Connection, RemoteError};
+use crate::runs::target::{Protocol, Target};
 use pgrx::pg_sys;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
-
-/// How statements reach the target (pgbench's `-M`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// each statement prepared once per connection, then only executed
-    Prepared,
-    /// each statement parsed, bound and executed unnamed every time
-    Extended,
-}
-
-impl Protocol {
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Prepared => "prepared",
-            Protocol::Extended => "extended",
-        }
-    }
-}
-
-/// Where a run's workers send their operations, in the run's configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Target {
-    /// the connection string, password included: it stays in the run's shared memory slot, which
-    /// only this server's processes read; stress.runs keeps [`crate::postgres::libpq::shown_conninfo`]
-    pub conninfo: String,
-    pub protocol: Protocol,
-    /// a new connection for each transaction (pgbench -C): its set-up is in the latency
-    pub reconnect: bool,
-    /// whether the caller must authenticate by password (not a superuser: dblink's rule)
-    pub password_required: bool,
-    /// the sampler's connection to the target's PgBouncer console (`stress.target_monitor`)
-    pub monitor: Option<String>,
-}
 
 /// A worker's side of a target: its connection (made when first needed, and again after one was
 /// given up or with `reconnect`) and the statements of each task.
@@ -318,30 +284,6 @@ impl Session for RemoteSession<'_> {
             price: text(7),
         }))
     }
-}
-
-/// The run's target from the caller's settings (`stress.target` and its companions), checked in
-/// the caller's backend: a connection string libpq reads (22023), and a password when the caller
-/// is not a superuser (2F003). None: no target, the run is on this server.
-pub fn from_settings() -> Option<Target> {
-    let conninfo = crate::gucs::target()?;
-    let password_required = crate::postgres::libpq::password_required();
-    let monitor = crate::gucs::target_monitor();
-    for c in std::iter::once(&conninfo).chain(monitor.as_ref()) {
-        let options = crate::postgres::libpq::conninfo_options(c);
-        crate::postgres::libpq::check_password_given(&options, password_required)
-            .unwrap_or_else(|e| e.raise());
-    }
-    Some(Target {
-        monitor,
-        conninfo,
-        protocol: match crate::gucs::TARGET_PROTOCOL.get() {
-            crate::gucs::TargetProtocol::Prepared => Protocol::Prepared,
-            crate::gucs::TargetProtocol::Extended => Protocol::Extended,
-        },
-        reconnect: crate::gucs::TARGET_CONNECT_PER_TRANSACTION.get(),
-        password_required,
-    })
 }
 
 /// What the caller learns of the target before the run starts: its version, and the highest ids

@@ -5,7 +5,7 @@
 use super::arrivals::Arrivals;
 use super::custom::{self, Custom};
 use super::ops::{DataInUse, IdSequence, OPS, Plans, Weights};
-use super::remote::{Remote, Target};
+use super::remote::Remote;
 use crate::metrics::blocks::Blocks;
 use crate::metrics::task::TaskStats;
 use crate::postgres::backend::now;
@@ -14,6 +14,7 @@ use crate::postgres::transaction::{in_transaction, sleep_ms, with_statement_time
 use crate::records;
 use crate::runs::closing::record_task;
 use crate::runs::kind::{FinishedRun, LiveFigures, RunKind, WorkerRun};
+use crate::runs::target::Target;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReportWithLevel;
 use pgrx::prelude::*;

@@ -11,6 +11,7 @@
 //!   caller's shared memory; [`closing`]: merging them and closing the run, either way.
 //! - [`standby`]: the caller's side of a standby's run, and its recording on the primary.
 //! - [`sampler`]: a worker of its own per run, writing each second's sample and timeline row.
+//! - [`target`]: a run's other server (`stress.target`), from the caller's settings.
 //! - [`recovery`]: after a restart or a worker's death, close the runs nobody will close.
 //!
 //! What a run writes goes through [`crate::records`], the one writer of the `stress.*` tables.
@@ -24,6 +25,7 @@ pub mod recovery;
 pub mod sampler;
 pub mod slots;
 pub mod standby;
+pub mod target;
 pub mod worker;
 
 /// From `_PG_init`: when preloaded, shared memory for runs and the worker that closes the runs a
