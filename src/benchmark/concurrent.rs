@@ -5,6 +5,7 @@
 //! executions. Each worker keeps an HdrHistogram per query; the last one merges them into
 //! `stress.results`, so percentiles stay exact across connections.
 
+use super::remote::RemoteQueries;
 use super::{F, Row, SlowExecution, one_statement};
 use crate::error::StressError;
 use crate::metrics::task::TaskStats;
@@ -17,6 +18,7 @@ use crate::postgres::transaction::{in_transaction_ending, with_statement_timeout
 use crate::runs::closing::record_task;
 use crate::runs::control::{self, Configured};
 use crate::runs::kind::{FinishedRun, RunKind, Stopped, WorkerRun};
+use crate::runs::target::Target;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
@@ -42,6 +44,7 @@ fn preparation_error(query: &str) -> Option<String> {
 #[allow(clippy::too_many_arguments)]
 pub fn measure(
     call: Option<&Call>,
+    target: Option<Target>,
     parameters: serde_json::Value,
     queries: &[String],
     iterations: i32,
@@ -50,7 +53,11 @@ pub fn measure(
     prepared: bool,
     rollback: bool,
 ) -> (i64, Vec<Row>) {
-    control::require_preload("benchmark with concurrency > 1");
+    control::require_preload(if target.is_some() {
+        "benchmark on a target"
+    } else {
+        "benchmark with concurrency > 1"
+    });
     if queries.len() > MAX_QUERIES {
         StressError::invalid(
             F,
@@ -62,8 +69,12 @@ pub fn measure(
         )
         .raise();
     }
-    // A query that cannot even be planned gets its error row; the workers run the others.
-    let problems: Vec<Option<String>> = queries.iter().map(|q| preparation_error(q)).collect();
+    // A query that cannot even be planned (there, on a target) gets its error row; the workers run
+    // the others.
+    let problems: Vec<Option<String>> = match &target {
+        Some(target) => super::remote::preparation_errors(target, queries),
+        None => queries.iter().map(|q| preparation_error(q)).collect(),
+    };
     let runnable: Vec<&String> = queries
         .iter()
         .zip(&problems)
@@ -83,6 +94,7 @@ pub fn measure(
         };
         run_workers(
             call,
+            target,
             &runnable,
             iterations,
             warmup,
@@ -132,8 +144,10 @@ pub fn measure(
 
 /// Start the workers on `queries` and wait for them: the run's id, and why it did not complete if it
 /// did not.
+#[allow(clippy::too_many_arguments)]
 fn run_workers(
     call: &Call,
+    target: Option<Target>,
     queries: &[&String],
     iterations: i32,
     warmup: i32,
@@ -165,6 +179,7 @@ fn run_workers(
         statement_timeout_ms: crate::postgres::backend::statement_timeout_ms(),
         slow_log_limit: crate::gucs::SLOW_QUERY_LOG_LIMIT.get().max(0) as u32,
         slow_ms: crate::gucs::SLOW_QUERY_THRESHOLD_MS.get(),
+        target,
     };
     let run = control::RunSpec {
         kind: <BenchmarkRun as RunKind>::KIND,
@@ -175,11 +190,15 @@ fn run_workers(
         isolation: crate::postgres::backend::default_isolation(),
         summary_notice: false,
     };
+    let mut parameters = json!({
+        "queries": config.queries, "iterations": config.iterations, "warmup": config.warmup,
+        "concurrency": concurrency, "prepared": prepared, "rollback": rollback,
+    });
+    if let Some(target) = &config.target {
+        parameters["target"] = target.shown();
+    }
     let run_id = control::start(run, Some(call), |_| Configured {
-        parameters: json!({
-            "queries": config.queries, "iterations": config.iterations, "warmup": config.warmup,
-            "concurrency": concurrency, "prepared": prepared, "rollback": rollback,
-        }),
+        parameters,
         config: serde_json::to_value(&config).expect("a benchmark's configuration"),
     })
     .wait(call);
@@ -221,7 +240,13 @@ pub struct BenchmarkConfig {
     pub slow_log_limit: u32,
     /// executions slower than this are slow (stress.slow_query_threshold_ms)
     pub slow_ms: i32,
+    /// the server the queries run on, when not this one
+    #[serde(default)]
+    pub target: Option<Target>,
 }
+
+/// The kind of run a concurrent benchmark is (stress.runs.kind).
+pub const KIND: &str = <BenchmarkRun as RunKind>::KIND;
 
 /// The library function the benchmark's workers start in.
 const ENTRY_POINT: &str = "pg_stress_benchmark_worker_main";
@@ -235,6 +260,8 @@ pub extern "C-unwind" fn pg_stress_benchmark_worker_main(arg: pg_sys::Datum) {
 /// A benchmark worker's queries (prepared unless the call said not to), and the slow executions
 /// it logged, per query.
 pub struct BenchmarkWorker {
+    /// on a target: the worker's connection there (no SPI plans then)
+    remote: Option<RemoteQueries>,
     plans: Vec<Option<OwnedPreparedStatement>>,
     /// which queries are plain SELECTs: run through read-only SPI, they take no transaction id
     reads_only: Vec<bool>,
@@ -264,6 +291,26 @@ impl RunKind for BenchmarkRun {
     }
 
     fn prepare(run: &WorkerRun<BenchmarkConfig>) -> Result<BenchmarkWorker, String> {
+        let config = &run.config;
+        if let Some(target) = &config.target {
+            let remote = RemoteQueries::open(
+                target.clone(),
+                run.run_id,
+                run.worker,
+                run.workers,
+                config.queries.clone(),
+                config.prepared,
+                config.rollback,
+                config.statement_timeout_ms,
+            )
+            .map_err(|e| e.to_string())?;
+            return Ok(BenchmarkWorker {
+                remote: Some(remote),
+                plans: Vec::new(),
+                reads_only: Vec::new(),
+                slow: vec![Vec::new(); config.queries.len()],
+            });
+        }
         // (the queries are planned as pgbench -M prepared would)
         crate::postgres::spi_read::one::<String>(
             "SELECT pg_catalog.set_config('plan_cache_mode', 'auto', false)",
@@ -292,6 +339,7 @@ impl RunKind for BenchmarkRun {
         })
         .map_err(|e| e.to_string())?;
         Ok(BenchmarkWorker {
+            remote: None,
             plans,
             reads_only,
             slow: vec![Vec::new(); run.config.queries.len()],
@@ -319,7 +367,12 @@ impl RunKind for BenchmarkRun {
             if executions.is_empty() {
                 continue;
             }
-            let plan = super::plan_of(query);
+            // (a target's query is planned there, not here: no plan)
+            let plan = if run.config.target.is_some() {
+                None
+            } else {
+                super::plan_of(query)
+            };
             super::save_slow_executions(
                 run.run_id,
                 query,
@@ -338,7 +391,13 @@ impl RunKind for BenchmarkRun {
         for (j, (query, m)) in config.queries.iter().zip(merged).enumerate() {
             let ((t0, b0), (t1, b1)) = (run.slot.marks[2 * j], run.slot.marks[2 * j + 1]);
             let (seconds, mut extra) = if t0 > 0 && t1 >= t0 {
-                ((t1 - t0) as f64 / 1e6, b1.since(&b0).to_json())
+                // (a target's blocks are not this server's: no block figures)
+                let blocks = if config.target.is_some() {
+                    json!({})
+                } else {
+                    b1.since(&b0).to_json()
+                };
+                ((t1 - t0) as f64 / 1e6, blocks)
             } else {
                 (run.seconds, json!({}))
             };
@@ -374,8 +433,13 @@ fn benchmark_loop(
     let timeout_ms = config.statement_timeout_ms as i64;
     let plans = &worker.plans;
     let reads_only = &worker.reads_only;
-    let execute = |j: usize| {
-        signals::in_operation(|| {
+    let mut remote = worker.remote.as_mut();
+    // (why an execution failed, if it did)
+    let mut execute = |j: usize| -> Option<String> {
+        if let Some(remote) = remote.as_mut() {
+            return remote.execute(j).err().map(|e| e.to_string());
+        }
+        let result = signals::in_operation(|| {
             with_statement_timeout(timeout_ms, || {
                 in_transaction_ending(config.rollback, || {
                     crate::postgres::backend::report_activity(c"pg_stress benchmark query");
@@ -390,7 +454,8 @@ fn benchmark_loop(
                     })
                 })
             })
-        })
+        });
+        failure_message(&result)
     };
     let stopped = || run.told_to_stop();
     run.looping(true);
@@ -414,10 +479,10 @@ fn benchmark_loop(
                 }
                 // (Each execution is its own transaction here: its latency includes the commit.)
                 let clock = std::time::Instant::now();
-                let result = execute(j);
+                let failure = execute(j);
                 let took = clock.elapsed();
                 // (an execution a stop cut short is not counted: it was not allowed to finish)
-                if failure_message(&result).is_some()
+                if failure.is_some()
                     && let Some(why) = stopped()
                 {
                     return Err(why);
@@ -427,7 +492,7 @@ fn benchmark_loop(
                 s.calls += 1;
                 s.busy_us += latency_us as i64;
                 s.latency.record_ns(took.as_nanos() as u64);
-                match failure_message(&result) {
+                match failure {
                     None => s.successes += 1,
                     Some(message) => {
                         s.failures += 1;

@@ -16,6 +16,7 @@ use std::time::Instant;
 pub mod compare;
 mod concurrent;
 pub mod explain;
+mod remote;
 
 pub use explain::plan_of;
 
@@ -335,20 +336,24 @@ pub fn benchmark(
         )
         .raise();
     }
-    // (benchmark runs its queries here: with stress.target set, figures of this server would
-    // pass for the target's)
-    if crate::gucs::target().is_some() {
-        StressError::NotSupported {
-            message: "stress.benchmark measures this server only, and stress.target is set".into(),
-            hint: "RESET stress.target to benchmark this server; to measure queries on the target, \
-                   run them as custom transactions of stress.run_load_proc (workers => the concurrency)."
-                .into(),
-        }
-        .raise();
+    // (read before anything runs: a bad connection string or a missing password fails the call,
+    // 22023 or 2F003; and reaching another server needs the workers' grant, before any
+    // connection is made there)
+    let target = crate::runs::target::from_settings();
+    if target.is_some() {
+        crate::postgres::privilege::require_worker_grant(concurrent::KIND);
     }
     let parameters = json!({"queries": queries, "iterations": iterations, "warmup": warmup,
                             "concurrency": concurrency, "prepared": prepared, "rollback": rollback});
     let standby = crate::postgres::backend::in_recovery();
+    if standby && target.is_some() {
+        StressError::NotSupported {
+            message: format!("{F}: a benchmark of a target cannot be run from a hot standby yet"),
+            hint: "Benchmark the target from a primary (or from the target itself, with stress.target RESET)."
+                .into(),
+        }
+        .raise();
+    }
     if standby && concurrency > 1 {
         StressError::NotSupported {
             message: format!("{F}: concurrency > 1 is not supported on a hot standby yet"),
@@ -357,9 +362,12 @@ pub fn benchmark(
         }
         .raise();
     }
-    let (run_id, rows) = if concurrency > 1 {
+    // (a target's queries run in workers, whatever the concurrency: the caller's backend holds
+    // its snapshot here while it waits, and the executions are the workers' connections there)
+    let (run_id, rows) = if concurrency > 1 || target.is_some() {
         let (run_id, rows) = concurrent::measure(
             call,
+            target,
             parameters,
             &queries,
             iterations,

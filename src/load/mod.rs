@@ -584,12 +584,7 @@ fn parameters(req: &LoadRequest, config: &worker::LoadConfig, run_id: i64) -> se
     });
     // (the connection string without its password: stress.runs is readable by the run's role)
     if let Some(target) = &config.target {
-        parameters["target"] = serde_json::json!({
-            "conninfo": crate::postgres::libpq::shown_conninfo(&target.conninfo),
-            "protocol": target.protocol.name(),
-            "connect_per_transaction": target.reconnect,
-            "monitor": target.monitor.as_deref().map(crate::postgres::libpq::shown_conninfo),
-        });
+        parameters["target"] = target.shown();
     }
     // The runs of one series: its first step's run id names them (report_html charts them).
     if let Scenario::Series {

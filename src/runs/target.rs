@@ -40,6 +40,19 @@ pub struct Target {
     pub monitor: Option<String>,
 }
 
+impl Target {
+    /// What `stress.runs.parameters` keeps of it: the connection strings without their
+    /// passwords (the table is readable by the run's role), the protocol, -C.
+    pub fn shown(&self) -> serde_json::Value {
+        serde_json::json!({
+            "conninfo": crate::postgres::libpq::shown_conninfo(&self.conninfo),
+            "protocol": self.protocol.name(),
+            "connect_per_transaction": self.reconnect,
+            "monitor": self.monitor.as_deref().map(crate::postgres::libpq::shown_conninfo),
+        })
+    }
+}
+
 /// The run's target from the caller's settings (`stress.target` and its companions), checked in
 /// the caller's backend: a connection string libpq reads (22023), and a password when the caller
 /// is not a superuser (2F003). None: no target, the run is on this server.

@@ -463,27 +463,113 @@ fn every_way_of_telling_a_run_to_stop_ends_it_within_a_second() {
         }
         if target {
             // the workers' connections to the target are gone: their pg_sleep was cancelled
-            let deadline = Instant::now() + Duration::from_secs(2);
             let mut client = chaos.connect();
-            loop {
-                let left: i64 = client
-                    .query_one(
-                        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'
-                         AND application_name LIKE 'pg_stress load run ' || $1 || ' worker%'",
-                        &[&run.to_string()],
-                    )
-                    .unwrap()
-                    .get(0);
-                if left == 0 {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{how}, on a target: {left} of the workers' connections are still there"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            on_the_target(&mut client, "load", run, 0, Duration::from_secs(2), how);
         }
+        assert_clean(&mut chaos, "stress_data");
+    }
+}
+
+/// Wait (at most `within`) until run `run`'s workers (a `kind` run) have `n` connections on the
+/// target `client` is connected to, all of them in a statement when `n` > 0.
+fn on_the_target(client: &mut Client, kind: &str, run: i64, n: i64, within: Duration, how: &str) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (there, active): (i64, i64) = {
+            let row = client
+                .query_one(
+                    "SELECT count(*), count(*) FILTER (WHERE state = 'active') FROM pg_stat_activity
+                     WHERE backend_type = 'client backend' AND application_name LIKE $1",
+                    &[&format!("pg_stress {kind} run {run} worker%")],
+                )
+                .unwrap();
+            (row.get(0), row.get(1))
+        };
+        if there == n && (n == 0 || active == n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{how}, on a target: {there} of the workers' connections are there ({active} active), not {n}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A benchmark of a target (this server again, over its socket) whose two workers are in a
+/// 30-second query there: stress.cancel, or pg_cancel_backend of the caller waiting in CALL, ends
+/// it within a second, cancelled, and the workers' connections there are gone (their query was
+/// cancelled there).
+#[test]
+fn a_benchmark_on_a_target_stops_within_a_second() {
+    let Some(mut chaos) = Chaos::take("a_benchmark_on_a_target_stops_within_a_second") else {
+        return;
+    };
+    let config = chaos.config();
+    let postgres::config::Host::Unix(socket) = &config.get_hosts()[0] else {
+        panic!("a Unix socket")
+    };
+    let on_target = format!(
+        "SET stress.target = 'host={} port={} dbname={DB}'",
+        socket.display(),
+        config.get_ports()[0]
+    );
+    for how in ["stress.cancel", "pg_cancel_backend of the caller"] {
+        let mut client = chaos.connect();
+        let mut caller = chaos.connect();
+        caller.batch_execute(&on_target).unwrap();
+        let pid: i32 = caller
+            .query_one("SELECT pg_backend_pid()", &[])
+            .unwrap()
+            .get(0);
+        let waiting = std::thread::spawn(move || {
+            caller
+                .query_one(
+                    "CALL stress.benchmark_proc(ARRAY['SELECT pg_sleep(30)'], iterations => 4,
+                                                warmup => 0, concurrency => 2)",
+                    &[],
+                )
+                .map(|row| row.get::<_, Option<String>>("error"))
+        });
+        let run = run_in_progress(&mut client);
+        on_the_target(
+            &mut client,
+            "benchmark",
+            run,
+            2,
+            Duration::from_secs(20),
+            how,
+        );
+        let asked = Instant::now();
+        let sql = match how {
+            "stress.cancel" => format!("SELECT stress.cancel({run})"),
+            _ => format!("SELECT pg_cancel_backend({pid})"),
+        };
+        client.batch_execute(&sql).unwrap();
+        let (status, error, took) = closed(&mut chaos, run, asked);
+        eprintln!("chaos: benchmark on a target, {how}: run {run} {status} after {took:?}");
+        assert_eq!(status, "cancelled", "{how}: {error:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "{how}: the run took {took:?} to stop"
+        );
+        // (a cancelled caller's CALL fails; after stress.cancel it returns, saying so)
+        match waiting.join().unwrap() {
+            Ok(said) if how == "stress.cancel" => assert!(
+                said.as_deref().is_some_and(|e| e.contains("cancelled")),
+                "{how}: {said:?}"
+            ),
+            outcome => assert!(outcome.is_err(), "{how}: the CALL returned {outcome:?}"),
+        }
+        let mut client = chaos.connect();
+        on_the_target(
+            &mut client,
+            "benchmark",
+            run,
+            0,
+            Duration::from_secs(2),
+            how,
+        );
         assert_clean(&mut chaos, "stress_data");
     }
 }

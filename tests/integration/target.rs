@@ -205,15 +205,95 @@ fn a_run_on_a_target_runs_there_and_is_recorded_here() {
         "{sessions} sessions on the target for {operations} transactions"
     );
 
-    // benchmark measures this server only: with a target set it says so, rather than pass this
-    // server's figures for the target's
+    // A concurrent benchmark of the target: its queries run there (this database has no
+    // stress_data), one a typo there, and the target counts the executions as its commits.
+    driver
+        .batch_execute("RESET stress.target_protocol; RESET stress.target_connect_per_transaction")
+        .unwrap();
+    let commits_before = stat(&mut target, "xact_commit");
+    let row = driver
+        .query_one(
+            "CALL stress.benchmark_proc(ARRAY['SELECT count(*) FROM stress_data.accounts WHERE id <= 10',
+                                              'SELECT * FROM stress_data.no_such_table'],
+                                        iterations => 300, warmup => 5, concurrency => 2)",
+            &[],
+        )
+        .unwrap();
+    let run: i64 = row.get("run_id");
+    let rows = driver
+        .query(
+            "SELECT query, calls, errors, p50_ms, p99_ms, qps, error FROM stress.benchmark_results($1)",
+            &[&run],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let (calls, errors, p50, p99, qps): (i64, i64, f64, f64, f64) = (
+        rows[0].get(1),
+        rows[0].get(2),
+        rows[0].get(3),
+        rows[0].get(4),
+        rows[0].get(5),
+    );
+    assert_eq!(
+        (calls, errors),
+        (300, 0),
+        "{:?}",
+        rows[0].get::<_, Option<String>>(6)
+    );
+    assert!(0.0 < p50 && p50 <= p99 && qps > 0.0, "{p50} {p99} {qps}");
+    let typo: String = rows[1].get(6);
+    assert!(
+        typo.contains("on the target") && typo.contains("no_such_table"),
+        "{typo}"
+    );
+    // (300 measured and 2 × 5 warm-up executions, each its own transaction; the workers' and the
+    // probe's set-up a few more)
+    let commits = stat(&mut target, "xact_commit") - commits_before;
+    assert!(
+        (310..330).contains(&commits),
+        "{commits} commits on the target for 310 executions"
+    );
+    let parameters: String = value(
+        &mut driver,
+        &format!("SELECT parameters->'target'->>'conninfo' FROM stress.runs WHERE id = {run}"),
+    );
+    assert!(
+        parameters.contains(&format!("port='{port}'")),
+        "{parameters}"
+    );
+    // With rollback, unprepared: each execution is BEGIN … ROLLBACK there; nothing stays.
+    let balance = "SELECT balance::text FROM stress_data.accounts WHERE id = 1";
+    let (balance_before, rollbacks_before): (String, i64) = (
+        value(&mut target, balance),
+        stat(&mut target, "xact_rollback"),
+    );
+    let row = driver
+        .query_one(
+            "CALL stress.benchmark_proc(ARRAY['UPDATE stress_data.accounts SET balance = balance + 1 WHERE id = 1'],
+                                        iterations => 100, warmup => 0, concurrency => 1,
+                                        prepared => false, rollback => true)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>("calls"), row.get::<_, i64>("errors")),
+        (100, 0)
+    );
+    assert_eq!(value::<String>(&mut target, balance), balance_before);
+    let rollbacks = stat(&mut target, "xact_rollback") - rollbacks_before;
+    assert!(
+        (100..110).contains(&rollbacks),
+        "{rollbacks} rollbacks on the target for 100 executions"
+    );
+    // A SELECT cannot wait for the workers without holding its snapshot: the procedure, it says.
     let e = driver
         .batch_execute("SELECT * FROM stress.benchmark(ARRAY['SELECT 1'], iterations => 10)")
         .unwrap_err();
     let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
     assert_eq!(db.code(), &SqlState::FEATURE_NOT_SUPPORTED, "{db}");
     assert!(
-        db.hint().is_some_and(|h| h.contains("RESET stress.target")),
+        db.hint()
+            .is_some_and(|h| h.contains("CALL stress.benchmark_proc")),
         "{db:?}"
     );
 
@@ -463,11 +543,22 @@ fn reaching_a_target_needs_the_grant_a_password_and_no_server_files() {
         .connect(NoTls)
         .unwrap();
     let call = "CALL stress.run_load_proc('1 second', transactions => '[{\"name\": \"one\", \"sql\": \"SELECT 1\"}]')";
-    let refused = |caller: &mut Client, conninfo: &str| -> (SqlState, String) {
+    // (a concurrent benchmark of the target is refused for the same reasons, with the same codes)
+    let benchmark = "CALL stress.benchmark_proc(ARRAY['SELECT 1'], iterations => 10)";
+    let refused_for = |caller: &mut Client, sql: &str, conninfo: &str| -> (SqlState, String) {
         set_target(caller, conninfo);
-        let e = caller.batch_execute(call).unwrap_err();
-        let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+        let e = caller.batch_execute(sql).unwrap_err();
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e}"));
         (db.code().clone(), db.message().to_owned())
+    };
+    let refused = |caller: &mut Client, conninfo: &str| -> (SqlState, String) {
+        let (code, message) = refused_for(caller, call, conninfo);
+        let (benchmark_code, benchmark_message) = refused_for(caller, benchmark, conninfo);
+        assert_eq!(
+            benchmark_code, code,
+            "benchmark_proc: {benchmark_message}; run_load_proc: {message}"
+        );
+        (code, message)
     };
     let here = format!(
         "host={} port={} dbname=it_target_rules user={ROLE}",

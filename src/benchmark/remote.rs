@@ -1,0 +1,164 @@
+//! A concurrent benchmark's queries on the run's target (`stress.target`): each worker runs them
+//! over its own libpq connection, prepared there once (as `pgbench -M prepared`) when the call asks
+//! for prepared queries and `stress.target_protocol` allows it, else unnamed over the extended
+//! protocol. Each execution is its own transaction there, or BEGIN … ROLLBACK with `rollback`; the
+//! caller's statement_timeout is set on the connection, so the target cancels a long execution as
+//! this server would. With `stress.target_connect_per_transaction` each execution opens (and
+//! prepares on) a connection of its own, as pgbench -C.
+//!
+//! No transaction or snapshot here while a worker waits on the target: the waits are on the socket
+//! and the latch, and a cancel or terminate ends them.
+
+use crate::postgres::backend::now;
+use crate::postgres::libpq::{Connection, RemoteError};
+use crate::runs::target::{Protocol, Target};
+
+/// How long connecting may take (µs).
+const CONNECT_TIMEOUT_US: i64 = 10_000_000;
+/// How long an execution may take past the caller's statement_timeout before this side gives the
+/// connection up (the target should have cancelled it by then), or at all without one (µs).
+const ANSWER_GRACE_US: i64 = 10_000_000;
+const NO_TIMEOUT_US: i64 = 365 * 24 * 3_600_000_000;
+
+/// The names a query and the transaction's ends are prepared under.
+fn statement_name(query: usize) -> String {
+    format!("pg_stress_query_{query}")
+}
+const BEGIN_STATEMENT: &str = "pg_stress_begin";
+const ROLLBACK_STATEMENT: &str = "pg_stress_rollback";
+
+/// A worker's queries on the target.
+pub struct RemoteQueries {
+    target: Target,
+    application_name: String,
+    queries: Vec<String>,
+    prepared: bool,
+    rollback: bool,
+    statement_timeout_ms: i32,
+    conn: Option<Connection>,
+}
+
+impl RemoteQueries {
+    /// Worker `worker` of `workers` of run `run_id`: connected now (an unreachable target fails
+    /// the run as it starts), its queries prepared.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        target: Target,
+        run_id: i64,
+        worker: u32,
+        workers: u32,
+        queries: Vec<String>,
+        prepared: bool,
+        rollback: bool,
+        statement_timeout_ms: i32,
+    ) -> Result<RemoteQueries, RemoteError> {
+        let prepared = prepared && target.protocol == Protocol::Prepared;
+        let mut remote = RemoteQueries {
+            target,
+            // (the target monitor finds the run's connections by this name)
+            application_name: format!(
+                "pg_stress benchmark run {run_id} worker {}/{workers}",
+                worker + 1
+            ),
+            queries,
+            prepared,
+            rollback,
+            statement_timeout_ms,
+            conn: None,
+        };
+        remote.connection()?;
+        Ok(remote)
+    }
+
+    /// The open connection, made, set up and prepared if there is none.
+    fn connection(&mut self) -> Result<&mut Connection, RemoteError> {
+        if self.conn.as_ref().is_some_and(Connection::is_open) {
+            return Ok(self.conn.as_mut().expect("checked"));
+        }
+        self.conn = None;
+        let deadline = now() + CONNECT_TIMEOUT_US;
+        let mut conn = Connection::open(
+            &self.target.conninfo,
+            &self.application_name,
+            deadline,
+            self.target.password_required,
+            crate::postgres::signals::stop_requested,
+        )
+        .map_err(RemoteError::from)?;
+        conn.execute(
+            "SELECT pg_catalog.set_config('statement_timeout', $1, false)",
+            &[],
+            &[Some(&format!("{}ms", self.statement_timeout_ms.max(0)))],
+            deadline,
+        )?;
+        if self.prepared {
+            if self.rollback {
+                conn.prepare(BEGIN_STATEMENT, "BEGIN", &[], deadline)?;
+                conn.prepare(ROLLBACK_STATEMENT, "ROLLBACK", &[], deadline)?;
+            }
+            for (j, query) in self.queries.iter().enumerate() {
+                conn.prepare(&statement_name(j), query, &[], deadline)?;
+            }
+        }
+        Ok(self.conn.insert(conn))
+    }
+
+    /// Query `j` once; its error, if it failed.
+    pub fn execute(&mut self, j: usize) -> Result<(), RemoteError> {
+        let timeout_us = match self.statement_timeout_ms {
+            0 => NO_TIMEOUT_US,
+            ms => ms as i64 * 1000 + ANSWER_GRACE_US,
+        };
+        let (prepared, rollback) = (self.prepared, self.rollback);
+        let query = self.queries[j].clone();
+        let conn = self.connection()?;
+        let deadline = now() + timeout_us;
+        let mut run = |name: &str, text: &str| {
+            if prepared {
+                conn.execute_prepared(name, &[], deadline)
+            } else {
+                conn.execute(text, &[], &[], deadline)
+            }
+            .map(|_| ())
+        };
+        let outcome = if rollback {
+            run(BEGIN_STATEMENT, "BEGIN").and_then(|()| {
+                let done = run(&statement_name(j), &query);
+                // (rolled back whether it failed or not: nothing of it stays)
+                let ended = run(ROLLBACK_STATEMENT, "ROLLBACK");
+                done.and(ended)
+            })
+        } else {
+            run(&statement_name(j), &query)
+        };
+        if self.target.reconnect {
+            self.conn = None;
+        }
+        outcome
+    }
+}
+
+/// From the caller's backend before any worker starts: why each query cannot run on the target
+/// (it cannot be prepared there: a missing table, no privilege…), if so. A target that cannot be
+/// reached fails the call.
+pub fn preparation_errors(target: &Target, queries: &[String]) -> Vec<Option<String>> {
+    let deadline = now() + CONNECT_TIMEOUT_US;
+    let mut conn = Connection::open(
+        &target.conninfo,
+        "pg_stress benchmark probe",
+        deadline,
+        target.password_required,
+        || false,
+    )
+    .unwrap_or_else(|e| e.raise());
+    queries
+        .iter()
+        .map(|query| {
+            super::one_statement(query).err().or_else(|| {
+                conn.prepare("", query, &[], deadline)
+                    .err()
+                    .map(|e| format!("on the target: {e}"))
+            })
+        })
+        .collect()
+}
