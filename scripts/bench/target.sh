@@ -60,6 +60,33 @@ for conc in 1 2; do
   goal "target / pgbench -M prepared, custom txn over loopback TCP, $conc client(s)" "$p" ">=" 1.0
 done
 
+# A concurrent benchmark of the target: CALL stress.benchmark_proc's workers (2, prepared, over
+# loopback TCP) on one primary-key lookup vs pgbench -M prepared -c 2 with the same SELECT
+# (bench/lookup.pgbench). Its qps is over its measured executions only, as pgbench's tps over -T.
+lookup_iterations=${TARGET_LOOKUPS:-100000}
+bq=() bp=() bl=() pl=()
+for ((i = 1; i <= TARGET_ROUNDS; i++)); do
+  for variant in $(rotate "$i" benchmark pgbench); do
+    case $variant in
+      benchmark)
+        run=$(PGOPTIONS="-c client_min_messages=warning -c stress.target=${tcp// /\\ }" "${psql[@]}" -d "$db" \
+                -c "CALL stress.benchmark_proc(ARRAY['SELECT n FROM floor_t.items WHERE id = 4242'], iterations => $lookup_iterations, concurrency => 2)" | cut -d'|' -f1)
+        bq+=("$(sql "SELECT round(qps::numeric, 1) FROM stress.benchmark_results($run)")")
+        bl+=("$(sql "SELECT round(avg_ms::numeric, 4) FROM stress.benchmark_results($run)")") ;;
+      pgbench)
+        out=$("$pgbench" -n -M prepared -h 127.0.0.1 -c 2 -j 2 -T "$TARGET_SECONDS" -f bench/lookup.pgbench "$db" 2>&1)
+        bp+=("$(awk '/^tps = / { printf "%.1f", $3 }' <<<"$out")")
+        pl+=("$(awk '/latency average/ { print $4 }' <<<"$out")") ;;
+    esac
+  done
+  echo "   2 clients, one lookup, round $i: benchmark_proc on the target ${bq[-1]} qps (mean ${bl[-1]} ms), pgbench ${bp[-1]} tps (mean ${pl[-1]} ms)"
+done
+paired=()
+for ((i = 0; i < TARGET_ROUNDS; i++)); do paired+=("$(ratio "${bq[$i]}" "${bp[$i]}")"); done
+p=$(median "${paired[@]}")
+echo "   medians: benchmark_proc $(median "${bq[@]}") qps, pgbench $(median "${bp[@]}") tps  -> RATIO benchmark / pgbench = $p (round by round: ${paired[*]})"
+target_rows+=("c2: benchmark_proc/pgbench=$p")
+
 # Through PgBouncer (session pooling, prepared statements, a server connection per client: the
 # pooler's own cost, not a wait for the pool) vs straight to the server, the same run both ways.
 if [ -x /usr/sbin/pgbouncer ]; then

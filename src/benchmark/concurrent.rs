@@ -69,6 +69,15 @@ pub fn measure(
         )
         .raise();
     }
+    // (on a target, before it is reached: a SELECT could only wait holding its snapshot)
+    if target.is_some() && call.is_none() {
+        control::refuse_waiting_select(
+            "benchmark",
+            "benchmark_proc",
+            "a benchmark of stress.target runs in workers, whatever the concurrency; then \
+             SELECT * FROM stress.benchmark_results(run_id).",
+        );
+    }
     // A query that cannot even be planned (there, on a target) gets its error row; the workers run
     // the others.
     let problems: Vec<Option<String>> = match &target {
