@@ -217,3 +217,6 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'combine_runs_wrapper';
 COMMENT ON FUNCTION stress.combine_runs(jsonb[]) IS
     'Load runs several servers drove at one target at once (each stress.export_run there), as one run here: counts added, histograms merged.';
+
+-- benchmark_proc also benchmarks stress.target, at any concurrency.
+COMMENT ON PROCEDURE stress.benchmark_proc IS 'stress.benchmark with concurrency > 1, or of stress.target (any concurrency), its workers waited for without holding a snapshot; each query''s row: stress.benchmark_results(run_id).';

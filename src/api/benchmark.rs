@@ -105,7 +105,7 @@ CREATE PROCEDURE stress.benchmark_proc(
     INOUT errors bigint DEFAULT NULL, INOUT worst_p99_ms double precision DEFAULT NULL,
     INOUT error text DEFAULT NULL)
 LANGUAGE c AS 'MODULE_PATHNAME', 'pg_stress_benchmark_proc';
-COMMENT ON PROCEDURE stress.benchmark_proc IS 'stress.benchmark with concurrency > 1, its workers waited for without holding a snapshot; each query''s row: stress.benchmark_results(run_id).';
+COMMENT ON PROCEDURE stress.benchmark_proc IS 'stress.benchmark with concurrency > 1, or of stress.target (any concurrency), its workers waited for without holding a snapshot; each query''s row: stress.benchmark_results(run_id).';
 
 -- Each query's row of a recorded benchmark, as stress.benchmark returns them.
 CREATE FUNCTION stress.benchmark_results(id bigint)

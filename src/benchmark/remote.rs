@@ -1,7 +1,8 @@
 //! A concurrent benchmark's queries on the run's target (`stress.target`): each worker runs them
 //! over its own libpq connection, prepared there once (as `pgbench -M prepared`) when the call asks
 //! for prepared queries and `stress.target_protocol` allows it, else unnamed over the extended
-//! protocol. Each execution is its own transaction there, or BEGIN … ROLLBACK with `rollback`; the
+//! protocol. Each execution is its own transaction there, or BEGIN … ROLLBACK with `rollback` (at
+//! the caller's default isolation, as the workers' transactions here take it); the
 //! caller's statement_timeout is set on the connection, so the target cancels a long execution as
 //! this server would. With `stress.target_connect_per_transaction` each execution opens (and
 //! prepares on) a connection of its own, as pgbench -C.
@@ -12,6 +13,7 @@
 use crate::postgres::backend::now;
 use crate::postgres::libpq::{Connection, RemoteError};
 use crate::runs::target::{Protocol, Target};
+use pgrx::pg_sys;
 
 /// How long connecting may take (µs).
 const CONNECT_TIMEOUT_US: i64 = 10_000_000;
@@ -32,6 +34,10 @@ pub struct RemoteQueries {
     target: Target,
     application_name: String,
     queries: Vec<String>,
+    /// the names they are prepared under (made once, not at each execution)
+    names: Vec<String>,
+    /// BEGIN at the run's isolation level (with `rollback`)
+    begin: &'static str,
     prepared: bool,
     rollback: bool,
     statement_timeout_ms: i32,
@@ -53,7 +59,16 @@ impl RemoteQueries {
         statement_timeout_ms: i32,
     ) -> Result<RemoteQueries, RemoteError> {
         let prepared = prepared && target.protocol == Protocol::Prepared;
+        // SAFETY: this backend's own setting, set from the run's isolation (the caller's default)
+        // as the worker joined.
+        let begin = match unsafe { pg_sys::DefaultXactIsoLevel } as u32 {
+            pg_sys::XACT_SERIALIZABLE => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            pg_sys::XACT_REPEATABLE_READ => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            _ => "BEGIN",
+        };
         let mut remote = RemoteQueries {
+            names: (0..queries.len()).map(statement_name).collect(),
+            begin,
             target,
             // (the target monitor finds the run's connections by this name)
             application_name: format!(
@@ -71,9 +86,9 @@ impl RemoteQueries {
     }
 
     /// The open connection, made, set up and prepared if there is none.
-    fn connection(&mut self) -> Result<&mut Connection, RemoteError> {
+    fn connection(&mut self) -> Result<(), RemoteError> {
         if self.conn.as_ref().is_some_and(Connection::is_open) {
-            return Ok(self.conn.as_mut().expect("checked"));
+            return Ok(());
         }
         self.conn = None;
         let deadline = now() + CONNECT_TIMEOUT_US;
@@ -93,14 +108,15 @@ impl RemoteQueries {
         )?;
         if self.prepared {
             if self.rollback {
-                conn.prepare(BEGIN_STATEMENT, "BEGIN", &[], deadline)?;
+                conn.prepare(BEGIN_STATEMENT, self.begin, &[], deadline)?;
                 conn.prepare(ROLLBACK_STATEMENT, "ROLLBACK", &[], deadline)?;
             }
-            for (j, query) in self.queries.iter().enumerate() {
-                conn.prepare(&statement_name(j), query, &[], deadline)?;
+            for (name, query) in self.names.iter().zip(&self.queries) {
+                conn.prepare(name, query, &[], deadline)?;
             }
         }
-        Ok(self.conn.insert(conn))
+        self.conn = Some(conn);
+        Ok(())
     }
 
     /// Query `j` once; its error, if it failed.
@@ -109,9 +125,10 @@ impl RemoteQueries {
             0 => NO_TIMEOUT_US,
             ms => ms as i64 * 1000 + ANSWER_GRACE_US,
         };
-        let (prepared, rollback) = (self.prepared, self.rollback);
-        let query = self.queries[j].clone();
-        let conn = self.connection()?;
+        let (prepared, rollback, begin) = (self.prepared, self.rollback, self.begin);
+        self.connection()?;
+        let conn = self.conn.as_mut().expect("connected above");
+        let (name, query) = (&self.names[j], &self.queries[j]);
         let deadline = now() + timeout_us;
         let mut run = |name: &str, text: &str| {
             if prepared {
@@ -122,14 +139,14 @@ impl RemoteQueries {
             .map(|_| ())
         };
         let outcome = if rollback {
-            run(BEGIN_STATEMENT, "BEGIN").and_then(|()| {
-                let done = run(&statement_name(j), &query);
+            run(BEGIN_STATEMENT, begin).and_then(|()| {
+                let done = run(name, query);
                 // (rolled back whether it failed or not: nothing of it stays)
                 let ended = run(ROLLBACK_STATEMENT, "ROLLBACK");
                 done.and(ended)
             })
         } else {
-            run(&statement_name(j), &query)
+            run(name, query)
         };
         if self.target.reconnect {
             self.conn = None;
