@@ -27,6 +27,20 @@ struct Chaos {
 }
 
 impl Chaos {
+    /// `SET stress.target` to this cluster itself, over its socket (a superuser's connection: the
+    /// server's own authentication is allowed).
+    fn itself_as_target(&self) -> String {
+        let config = self.config();
+        let postgres::config::Host::Unix(socket) = &config.get_hosts()[0] else {
+            panic!("a Unix socket")
+        };
+        format!(
+            "SET stress.target = 'host={} port={} dbname={DB}'",
+            socket.display(),
+            config.get_ports()[0]
+        )
+    }
+
     /// Take the cluster (one case at a time), starting it and its database the first time; none
     /// where PostgreSQL has no amcheck to prove the data intact (`test` is skipped, saying so).
     fn take(test: &str) -> Option<Chaos> {
@@ -385,15 +399,7 @@ fn every_way_of_telling_a_run_to_stop_ends_it_within_a_second() {
     else {
         return;
     };
-    let config = chaos.config();
-    let postgres::config::Host::Unix(socket) = &config.get_hosts()[0] else {
-        panic!("a Unix socket")
-    };
-    let on_target = format!(
-        "SET stress.target = 'host={} port={} dbname={DB}'",
-        socket.display(),
-        config.get_ports()[0]
-    );
+    let on_target = chaos.itself_as_target();
     for (how, expected) in [
         ("stress.cancel", "cancelled"),
         ("pg_cancel_backend of a worker", "cancelled"),
@@ -505,15 +511,7 @@ fn a_benchmark_on_a_target_stops_within_a_second() {
     let Some(mut chaos) = Chaos::take("a_benchmark_on_a_target_stops_within_a_second") else {
         return;
     };
-    let config = chaos.config();
-    let postgres::config::Host::Unix(socket) = &config.get_hosts()[0] else {
-        panic!("a Unix socket")
-    };
-    let on_target = format!(
-        "SET stress.target = 'host={} port={} dbname={DB}'",
-        socket.display(),
-        config.get_ports()[0]
-    );
+    let on_target = chaos.itself_as_target();
     for how in ["stress.cancel", "pg_cancel_backend of the caller"] {
         let mut client = chaos.connect();
         let mut caller = chaos.connect();
