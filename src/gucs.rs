@@ -36,6 +36,10 @@ pub static TARGET_PROTOCOL: GucSetting<TargetProtocol> =
     GucSetting::<TargetProtocol>::new(TargetProtocol::Prepared);
 /// A new connection to the target for each transaction (pgbench's -C).
 pub static TARGET_CONNECT_PER_TRANSACTION: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Connections to the target each worker holds and keeps busy at once (pgbench's -c per -j).
+pub static TARGET_CONNECTIONS_PER_WORKER: GucSetting<i32> = GucSetting::<i32>::new(1);
+/// Most connections per worker: each is a file descriptor of the worker's (fd.c reserves them).
+pub const MAX_CONNECTIONS_PER_WORKER: i32 = 64;
 
 /// `stress.target_protocol`'s values.
 #[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -74,6 +78,16 @@ pub fn init() {
         c"Whether load runs open a new connection to stress.target for each transaction.",
         c"As pgbench -C: the connection's set-up is then part of each transaction's latency.",
         &TARGET_CONNECT_PER_TRANSACTION,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"stress.target_connections_per_worker",
+        c"Connections to stress.target each worker of a load run or benchmark keeps busy at once.",
+        c"As pgbench -c clients over -j threads: workers × this many clients, each its own connection and transactions, one worker process waiting on all of them.",
+        &TARGET_CONNECTIONS_PER_WORKER,
+        1,
+        MAX_CONNECTIONS_PER_WORKER,
         GucContext::Userset,
         GucFlags::default(),
     );

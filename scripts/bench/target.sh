@@ -60,6 +60,31 @@ for conc in 1 2; do
   goal "target / pgbench -M prepared, custom txn over loopback TCP, $conc client(s)" "$p" ">=" 1.0
 done
 
+# Connections per worker, as pgbench -c 4 -j 1: one worker keeps 4 connections busy
+# (stress.target_connections_per_worker = 4), against pgbench's one thread over 4 clients, and
+# against 4 workers of one connection each (a process per connection, as before).
+mx=() pj=() w4=()
+for ((i = 1; i <= TARGET_ROUNDS; i++)); do
+  for variant in $(rotate "$i" multiplexed pgbench workers); do
+    fresh_items
+    case $variant in
+      multiplexed) mx+=("$(run_ops "-c stress.target=${tcp// /\\ } -c stress.target_connections_per_worker=4" 1)") ;;
+      workers) w4+=("$(run_ops "-c stress.target=${tcp// /\\ }" 4)") ;;
+      pgbench)
+        pj+=("$("$pgbench" -n -M prepared -h 127.0.0.1 -c 4 -j 1 -T "$TARGET_SECONDS" -f bench/custom_txn.pgbench "$db" 2>&1 \
+               | awk '/^tps = / { printf "%.1f", $3 }')") ;;
+    esac
+  done
+  echo "   4 connections, round $i: 1 worker × 4 ${mx[-1]} ops/s, pgbench -c 4 -j 1 ${pj[-1]} tps, 4 workers × 1 ${w4[-1]} ops/s"
+done
+paired=()
+for ((i = 0; i < TARGET_ROUNDS; i++)); do paired+=("$(ratio "${mx[$i]}" "${pj[$i]}")"); done
+p=$(median "${paired[@]}")
+a=$(median "${mx[@]}") b=$(median "${pj[@]}") c=$(median "${w4[@]}")
+echo "   medians, 4 connections: 1 worker × 4 $a, pgbench -j 1 $b, 4 workers $c  -> RATIO multiplexed / pgbench -j 1 = $p (round by round: ${paired[*]}), multiplexed / 4 workers = $(ratio "$a" "$c")"
+target_rows+=("c4 j1: multiplexed/pgbench=$p multiplexed/4-workers=$(ratio "$a" "$c")")
+goal "1 worker × 4 connections / pgbench -c 4 -j 1, custom txn over loopback TCP" "$p" ">=" 1.0
+
 # A concurrent benchmark of the target: CALL stress.benchmark_proc's workers (2, prepared, over
 # loopback TCP) on one primary-key lookup vs pgbench -M prepared -c 2 with the same SELECT
 # (bench/lookup.pgbench). Its qps is over its measured executions only, as pgbench's tps over -T.

@@ -10,6 +10,7 @@ use super::{F, Row, SlowExecution, one_statement};
 use crate::error::StressError;
 use crate::metrics::task::TaskStats;
 use crate::postgres::backend::now;
+use crate::postgres::multiplex::{self, Client, Reactor};
 use crate::postgres::procedure::Call;
 use crate::postgres::read_only;
 use crate::postgres::signals;
@@ -24,6 +25,7 @@ use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::cell::{Cell, RefCell};
 
 /// Most queries of one concurrent benchmark, and the most bytes they may take together (as JSON):
 /// they travel in the run's slot, and each has two barriers.
@@ -269,8 +271,9 @@ pub extern "C-unwind" fn pg_stress_benchmark_worker_main(arg: pg_sys::Datum) {
 /// A benchmark worker's queries (prepared unless the call said not to), and the slow executions
 /// it logged, per query.
 pub struct BenchmarkWorker {
-    /// on a target: the worker's connection there (no SPI plans then)
-    remote: Option<RemoteQueries>,
+    /// on a target: the worker's connections there, one per client
+    /// (`stress.target_connections_per_worker`; no SPI plans then)
+    remotes: Vec<RemoteQueries>,
     plans: Vec<Option<OwnedPreparedStatement>>,
     /// which queries are plain SELECTs: run through read-only SPI, they take no transaction id
     reads_only: Vec<bool>,
@@ -302,19 +305,32 @@ impl RunKind for BenchmarkRun {
     fn prepare(run: &WorkerRun<BenchmarkConfig>) -> Result<BenchmarkWorker, String> {
         let config = &run.config;
         if let Some(target) = &config.target {
-            let remote = RemoteQueries::open(
-                target.clone(),
-                run.run_id,
-                run.worker,
-                run.workers,
-                config.queries.clone(),
-                config.prepared,
-                config.rollback,
-                config.statement_timeout_ms,
-            )
-            .map_err(|e| e.to_string())?;
+            let clients = target.connections_per_worker.max(1);
+            let mut remotes = Vec::new();
+            for client in 0..clients {
+                // (the target monitor finds the run's connections by this name)
+                let mut name = format!(
+                    "pg_stress benchmark run {} worker {}/{}",
+                    run.run_id,
+                    run.worker + 1,
+                    run.workers
+                );
+                if clients > 1 {
+                    name += &format!(" client {}/{clients}", client + 1);
+                }
+                let remote = RemoteQueries::open(
+                    target.clone(),
+                    name,
+                    config.queries.clone(),
+                    config.prepared,
+                    config.rollback,
+                    config.statement_timeout_ms,
+                )
+                .map_err(|e| e.to_string())?;
+                remotes.push(remote);
+            }
             return Ok(BenchmarkWorker {
-                remote: Some(remote),
+                remotes,
                 plans: Vec::new(),
                 reads_only: Vec::new(),
                 slow: vec![Vec::new(); config.queries.len()],
@@ -348,7 +364,7 @@ impl RunKind for BenchmarkRun {
         })
         .map_err(|e| e.to_string())?;
         Ok(BenchmarkWorker {
-            remote: None,
+            remotes: Vec::new(),
             plans,
             reads_only,
             slow: vec![Vec::new(); run.config.queries.len()],
@@ -429,35 +445,116 @@ impl RunKind for BenchmarkRun {
 
 /// Every query in turn, all workers on the same one. Each worker warms up, waits for the others,
 /// then takes measured executions from the query's shared count until none is left, and waits for
-/// the others again.
+/// the others again. A worker on a target runs each of those steps on all its connections at once
+/// (`postgres::multiplex`): each client warms up, then takes from the count.
 fn benchmark_loop(
     run: &WorkerRun<BenchmarkConfig>,
     worker: &mut BenchmarkWorker,
     stats: &mut [TaskStats],
 ) -> Result<(), Stopped> {
     let config = &run.config;
-    let mut live = run.figures();
-    let slow_us = config.slow_ms.max(0) as u64 * 1000;
-    // (each execution bounded by the caller's statement_timeout, as its own were)
-    let timeout_ms = config.statement_timeout_ms as i64;
-    let plans = &worker.plans;
-    let reads_only = &worker.reads_only;
-    let mut remote = worker.remote.as_mut();
-    // (why an execution failed, if it did)
-    let mut execute = |j: usize| -> Option<String> {
-        if let Some(remote) = remote.as_mut() {
-            return remote.execute(j).err().map(|e| e.to_string());
+    let BenchmarkWorker {
+        remotes,
+        plans,
+        reads_only,
+        slow,
+    } = worker;
+    let clients = remotes.len().max(1);
+    let reactor = Reactor::new(clients);
+    for (i, remote) in remotes.iter_mut().enumerate() {
+        remote.share(reactor.slot(i));
+    }
+    let shared = Clients {
+        run,
+        plans,
+        reads_only,
+        slow: RefCell::new(slow),
+        live: RefCell::new(run.figures()),
+        stopped: Cell::new(None),
+    };
+    // (client 0 counts into the worker's figures; the others into their own, added at the end)
+    let mut others = vec![vec![TaskStats::default(); stats.len()]; clients - 1];
+    run.looping(true);
+    let outcome = (|| {
+        for j in 0..config.queries.len() {
+            let each = connections(remotes);
+            let warm: Vec<Client<'_>> = each
+                .into_iter()
+                .map(|remote| Box::pin(warm_up(&shared, j, remote)) as Client)
+                .collect();
+            multiplex::run_all(&reactor, warm);
+            shared.stopped.get().map_or(Ok(()), Err)?;
+            run.barrier(2 * j as u32)?;
+            let all_stats =
+                std::iter::once(&mut stats[j]).chain(others.iter_mut().map(|o| &mut o[j]));
+            let measured: Vec<Client<'_>> = connections(remotes)
+                .into_iter()
+                .zip(all_stats)
+                .map(|(remote, s)| Box::pin(measure_query(&shared, j, remote, s)) as Client)
+                .collect();
+            multiplex::run_all(&reactor, measured);
+            shared.stopped.get().map_or(Ok(()), Err)?;
+            run.barrier(2 * j as u32 + 1)?;
         }
+        Ok(())
+    })();
+    for other in &others {
+        for (s, o) in stats.iter_mut().zip(other) {
+            s.add(o);
+        }
+    }
+    shared.live.borrow_mut().publish(now());
+    run.looping(false);
+    outcome
+}
+
+/// A worker's clients: one over SPI (None), or one per connection to the target.
+fn connections(remotes: &mut [RemoteQueries]) -> Vec<Option<&mut RemoteQueries>> {
+    if remotes.is_empty() {
+        vec![None]
+    } else {
+        remotes.iter_mut().map(Some).collect()
+    }
+}
+
+/// What a benchmark worker's clients share: the run, the SPI plans, the slow executions logged and
+/// the live figures, and why they stopped (the first client to see it tells the others).
+struct Clients<'a> {
+    run: &'a WorkerRun<BenchmarkConfig>,
+    plans: &'a [Option<OwnedPreparedStatement>],
+    reads_only: &'a [bool],
+    slow: RefCell<&'a mut Vec<Vec<SlowExecution>>>,
+    live: RefCell<crate::runs::kind::LiveFigures>,
+    stopped: Cell<Option<Stopped>>,
+}
+
+impl Clients<'_> {
+    /// Why the clients are to stop, if they are (and the others told).
+    fn stop(&self) -> Option<Stopped> {
+        if let Some(why) = self.run.told_to_stop() {
+            self.stopped.set(Some(why));
+        }
+        self.stopped.get()
+    }
+
+    /// Query `j` once, on `remote` or over SPI: why it failed, if it did.
+    async fn execute(&self, j: usize, remote: Option<&mut RemoteQueries>) -> Option<String> {
+        if let Some(remote) = remote {
+            return remote.execute(j).await.err().map(|e| e.to_string());
+        }
+        let config = &self.run.config;
+        // (each execution bounded by the caller's statement_timeout, as its own were)
+        let timeout_ms = config.statement_timeout_ms as i64;
         let result = signals::in_operation(|| {
             with_statement_timeout(timeout_ms, || {
                 in_transaction_ending(config.rollback, || {
                     crate::postgres::backend::report_activity(c"pg_stress benchmark query");
-                    Spi::connect_mut(|client| match &plans[j] {
-                        Some(plan) => read_only::execute(client, plan, reads_only[j], &[]),
+                    Spi::connect_mut(|client| match &self.plans[j] {
+                        Some(plan) => read_only::execute(client, plan, self.reads_only[j], &[]),
                         None => read_only::execute(
                             client,
                             config.queries[j].as_str(),
-                            reads_only[j],
+                            self.reads_only[j],
                             &[],
                         ),
                     })
@@ -465,68 +562,75 @@ fn benchmark_loop(
             })
         });
         failure_message(&result)
-    };
-    let stopped = || run.told_to_stop();
-    run.looping(true);
-    let outcome = (|| {
-        for (j, s) in stats.iter_mut().enumerate().take(config.queries.len()) {
-            for _ in 0..config.warmup {
-                if let Some(why) = stopped() {
-                    return Err(why);
-                }
-                let _ = execute(j);
-            }
-            run.barrier(2 * j as u32)?;
-            loop {
-                match run.claim(j, config.iterations) {
-                    None => return Err(Stopped::Cancelled),
-                    Some(false) => break,
-                    Some(true) => {}
-                }
-                if let Some(why) = stopped() {
-                    return Err(why);
-                }
-                // (Each execution is its own transaction here: its latency includes the commit.)
-                let clock = std::time::Instant::now();
-                let failure = execute(j);
-                let took = clock.elapsed();
-                // (an execution a stop cut short is not counted: it was not allowed to finish)
-                if failure.is_some()
-                    && let Some(why) = stopped()
-                {
-                    return Err(why);
-                }
-                let finished = now();
-                let latency_us = (took.as_micros() as u64).max(1);
-                s.calls += 1;
-                s.busy_us += latency_us as i64;
-                s.latency.record_ns(took.as_nanos() as u64);
-                match failure {
-                    None => s.successes += 1,
-                    Some(message) => {
-                        s.failures += 1;
-                        s.first_error.get_or_insert(message);
-                        live.errors += 1;
-                    }
-                }
-                if latency_us > slow_us && run.may_log(j, config.slow_log_limit) {
-                    worker.slow[j].push(SlowExecution {
-                        duration_ms: latency_us as f64 / 1000.0,
-                        at: finished,
-                    });
-                }
-                live.record(latency_us);
-                if live.due(finished) && !live.publish(finished) {
-                    return Err(Stopped::Cancelled);
-                }
-            }
-            run.barrier(2 * j as u32 + 1)?;
+    }
+}
+
+/// A client's unmeasured executions of query `j`.
+async fn warm_up(shared: &Clients<'_>, j: usize, mut remote: Option<&mut RemoteQueries>) {
+    for _ in 0..shared.run.config.warmup {
+        if shared.stop().is_some() {
+            return;
         }
-        Ok(())
-    })();
-    live.publish(now());
-    run.looping(false);
-    outcome
+        let _ = shared.execute(j, remote.as_deref_mut()).await;
+    }
+}
+
+/// A client's measured executions of query `j`, taken from the query's shared count until none
+/// is left, counted into `s`.
+async fn measure_query(
+    shared: &Clients<'_>,
+    j: usize,
+    mut remote: Option<&mut RemoteQueries>,
+    s: &mut TaskStats,
+) {
+    let run = shared.run;
+    let config = &run.config;
+    let slow_us = config.slow_ms.max(0) as u64 * 1000;
+    loop {
+        if shared.stopped.get().is_some() {
+            return;
+        }
+        match run.claim(j, config.iterations) {
+            None => return shared.stopped.set(Some(Stopped::Cancelled)),
+            Some(false) => return,
+            Some(true) => {}
+        }
+        if shared.stop().is_some() {
+            return;
+        }
+        // (Each execution is its own transaction here: its latency includes the commit.)
+        let clock = std::time::Instant::now();
+        let failure = shared.execute(j, remote.as_deref_mut()).await;
+        let took = clock.elapsed();
+        // (an execution a stop cut short is not counted: it was not allowed to finish)
+        if failure.is_some() && shared.stop().is_some() {
+            return;
+        }
+        let finished = now();
+        let latency_us = (took.as_micros() as u64).max(1);
+        s.calls += 1;
+        s.busy_us += latency_us as i64;
+        s.latency.record_ns(took.as_nanos() as u64);
+        let mut live = shared.live.borrow_mut();
+        match failure {
+            None => s.successes += 1,
+            Some(message) => {
+                s.failures += 1;
+                s.first_error.get_or_insert(message);
+                live.errors += 1;
+            }
+        }
+        if latency_us > slow_us && run.may_log(j, config.slow_log_limit) {
+            shared.slow.borrow_mut()[j].push(SlowExecution {
+                duration_ms: latency_us as f64 / 1000.0,
+                at: finished,
+            });
+        }
+        live.record(latency_us);
+        if live.due(finished) && !live.publish(finished) {
+            return shared.stopped.set(Some(Stopped::Cancelled));
+        }
+    }
 }
 
 /// The rows the workers wrote for `run_id`, in the order of its queries.

@@ -12,6 +12,7 @@
 
 use crate::postgres::backend::now;
 use crate::postgres::libpq::{Connection, RemoteError};
+use crate::postgres::multiplex::Slot;
 use crate::runs::target::{Protocol, Target};
 use pgrx::pg_sys;
 
@@ -42,17 +43,17 @@ pub struct RemoteQueries {
     rollback: bool,
     statement_timeout_ms: i32,
     conn: Option<Connection>,
+    /// when it is one of its worker's several clients: where its waits go
+    slot: Option<Slot>,
 }
 
 impl RemoteQueries {
-    /// Worker `worker` of `workers` of run `run_id`: connected now (an unreachable target fails
-    /// the run as it starts), its queries prepared.
-    #[allow(clippy::too_many_arguments)]
+    /// A worker's connection (one of its clients'), named `application_name` (the target monitor
+    /// finds the run's connections by it): connected now (an unreachable target fails the run as
+    /// it starts), its queries prepared.
     pub fn open(
         target: Target,
-        run_id: i64,
-        worker: u32,
-        workers: u32,
+        application_name: String,
         queries: Vec<String>,
         prepared: bool,
         rollback: bool,
@@ -70,49 +71,60 @@ impl RemoteQueries {
             names: (0..queries.len()).map(statement_name).collect(),
             begin,
             target,
-            // (the target monitor finds the run's connections by this name)
-            application_name: format!(
-                "pg_stress benchmark run {run_id} worker {}/{workers}",
-                worker + 1
-            ),
+            application_name,
             queries,
             prepared,
             rollback,
             statement_timeout_ms,
             conn: None,
+            slot: None,
         };
-        remote.connection()?;
+        crate::postgres::multiplex::blocking(remote.connection())?;
         Ok(remote)
     }
 
+    /// From now on one of its worker's several clients: its waits (and its connections' to come)
+    /// go through `slot`.
+    pub fn share(&mut self, slot: Slot) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.share(slot.clone());
+        }
+        self.slot = Some(slot);
+    }
+
     /// The open connection, made, set up and prepared if there is none.
-    fn connection(&mut self) -> Result<(), RemoteError> {
+    async fn connection(&mut self) -> Result<(), RemoteError> {
         if self.conn.as_ref().is_some_and(Connection::is_open) {
             return Ok(());
         }
         self.conn = None;
         let deadline = now() + CONNECT_TIMEOUT_US;
-        let mut conn = Connection::open(
+        let mut conn = Connection::open_in(
             &self.target.conninfo,
             &self.application_name,
             deadline,
             self.target.password_required,
             crate::postgres::signals::stop_requested,
+            self.slot.clone(),
         )
+        .await
         .map_err(RemoteError::from)?;
-        conn.execute(
+        conn.execute_async(
             "SELECT pg_catalog.set_config('statement_timeout', $1, false)",
             &[],
             &[Some(&format!("{}ms", self.statement_timeout_ms.max(0)))],
             deadline,
-        )?;
+        )
+        .await?;
         if self.prepared {
             if self.rollback {
-                conn.prepare(BEGIN_STATEMENT, self.begin, &[], deadline)?;
-                conn.prepare(ROLLBACK_STATEMENT, "ROLLBACK", &[], deadline)?;
+                conn.prepare_async(BEGIN_STATEMENT, self.begin, &[], deadline)
+                    .await?;
+                conn.prepare_async(ROLLBACK_STATEMENT, "ROLLBACK", &[], deadline)
+                    .await?;
             }
             for (name, query) in self.names.iter().zip(&self.queries) {
-                conn.prepare(name, query, &[], deadline)?;
+                conn.prepare_async(name, query, &[], deadline).await?;
             }
         }
         self.conn = Some(conn);
@@ -120,39 +132,50 @@ impl RemoteQueries {
     }
 
     /// Query `j` once; its error, if it failed.
-    pub fn execute(&mut self, j: usize) -> Result<(), RemoteError> {
+    pub async fn execute(&mut self, j: usize) -> Result<(), RemoteError> {
         let timeout_us = match self.statement_timeout_ms {
             0 => NO_TIMEOUT_US,
             ms => ms as i64 * 1000 + ANSWER_GRACE_US,
         };
         let (prepared, rollback, begin) = (self.prepared, self.rollback, self.begin);
-        self.connection()?;
+        self.connection().await?;
         let conn = self.conn.as_mut().expect("connected above");
         let (name, query) = (&self.names[j], &self.queries[j]);
         let deadline = now() + timeout_us;
-        let mut run = |name: &str, text: &str| {
-            if prepared {
-                conn.execute_prepared(name, &[], deadline)
-            } else {
-                conn.execute(text, &[], &[], deadline)
-            }
-            .map(|_| ())
-        };
         let outcome = if rollback {
-            run(BEGIN_STATEMENT, begin).and_then(|()| {
-                let done = run(name, query);
-                // (rolled back whether it failed or not: nothing of it stays)
-                let ended = run(ROLLBACK_STATEMENT, "ROLLBACK");
-                done.and(ended)
-            })
+            match run(conn, prepared, BEGIN_STATEMENT, begin, deadline).await {
+                Ok(()) => {
+                    let done = run(conn, prepared, name, query, deadline).await;
+                    // (rolled back whether it failed or not: nothing of it stays)
+                    let ended = run(conn, prepared, ROLLBACK_STATEMENT, "ROLLBACK", deadline).await;
+                    done.and(ended)
+                }
+                Err(e) => Err(e),
+            }
         } else {
-            run(name, query)
+            run(conn, prepared, name, query, deadline).await
         };
         if self.target.reconnect {
             self.conn = None;
         }
         outcome
     }
+}
+
+/// Statement `name` as prepared, or `text` unnamed, on `conn` by `deadline`.
+async fn run(
+    conn: &mut Connection,
+    prepared: bool,
+    name: &str,
+    text: &str,
+    deadline: pg_sys::TimestampTz,
+) -> Result<(), RemoteError> {
+    if prepared {
+        conn.execute_prepared_async(name, &[], deadline).await
+    } else {
+        conn.execute_async(text, &[], &[], deadline).await
+    }
+    .map(|_| ())
 }
 
 /// From the caller's backend before any worker starts: why each query cannot run on the target

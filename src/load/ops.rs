@@ -429,7 +429,8 @@ impl Plans {
         work: &mut DataInUse,
         rng: &mut impl Rng,
     ) -> SpiResult<()> {
-        execute(
+        // (SPI's statements run as they are called: the future is ready at once)
+        crate::postgres::multiplex::blocking(execute(
             &mut SpiSession {
                 client,
                 plans: self,
@@ -437,7 +438,7 @@ impl Plans {
             op,
             work,
             rng,
-        )
+        ))
     }
 }
 
@@ -462,33 +463,36 @@ pub struct Fill<N> {
 
 /// Where the operations' statements run: SPI in this backend ([`SpiSession`]), or a connection to
 /// a target (`load::remote`). Each statement is named by its operation and its place in it
-/// ([`sql`]).
+/// ([`sql`]). Its statements are futures: a target's connection may be one of a worker's several
+/// clients, waiting while the others run (`postgres::multiplex`); SPI's are ready at once.
+// (never sent between threads: no Send bound is wanted on the futures)
+#[allow(async_fn_in_trait)]
 pub trait Session {
     type Numeric;
     type Error;
     /// Statement `step` of `op` with `args`: how many rows it returned or changed.
-    fn run(
+    async fn run(
         &mut self,
         op: Op,
         step: usize,
         args: &[Arg<'_, Self::Numeric>],
     ) -> Result<u64, Self::Error>;
     /// Statement `step` of `op`, which returns one numeric (NULL, or no row: 0).
-    fn numeric(
+    async fn numeric(
         &mut self,
         op: Op,
         step: usize,
         args: &[Arg<'_, Self::Numeric>],
     ) -> Result<Self::Numeric, Self::Error>;
     /// execute_trade's first statement: the fill, None when no order filled.
-    fn fill(
+    async fn fill(
         &mut self,
         args: &[Arg<'_, Self::Numeric>],
     ) -> Result<Option<Fill<Self::Numeric>>, Self::Error>;
 }
 
 /// Run `op` once in `session`, with parameters drawn from `rng` (in the session's transaction).
-pub fn execute<S: Session>(
+pub async fn execute<S: Session>(
     session: &mut S,
     op: Op,
     work: &mut DataInUse,
@@ -498,34 +502,36 @@ pub fn execute<S: Session>(
     let account = rng.random_range(1..=work.accounts.max(1));
     let symbol = &SYMBOLS[rng.random_range(0..SYMBOLS.len())];
     match op {
-        Op::PlaceOrder => place_order(session, symbol, account, work, rng)?,
+        Op::PlaceOrder => place_order(session, symbol, account, work, rng).await?,
         Op::CancelOrder | Op::OpenOrders => {
-            session.run(op, 0, &[Int(account)])?;
+            session.run(op, 0, &[Int(account)]).await?;
         }
         Op::ExecuteTrade => {
             let mut counterparty = rng.random_range(1..=work.accounts.max(1));
             if counterparty == account {
                 counterparty = account % work.accounts.max(1) + 1;
             }
-            execute_trade(session, account, work.trade_ids.take(), counterparty)?;
+            execute_trade(session, account, work.trade_ids.take(), counterparty).await?;
         }
         Op::BalanceUpdate => {
             let amount: f64 = rng.random_range(-500.0..1000.0);
-            session.run(op, 0, &[Int(account), Float(amount)])?;
+            session.run(op, 0, &[Int(account), Float(amount)]).await?;
         }
         Op::RecentTrades => {
-            session.run(op, 0, &[Text(symbol.name)])?;
+            session.run(op, 0, &[Text(symbol.name)]).await?;
         }
         Op::Position => {
-            session.run(op, 0, &[Int(account), Text(symbol.name)])?;
+            session
+                .run(op, 0, &[Int(account), Text(symbol.name)])
+                .await?;
         }
-        Op::Transfer => transfer(session, work, rng)?,
+        Op::Transfer => transfer(session, work, rng).await?,
     }
     Ok(())
 }
 
 /// place_order: one order (and its audit row) of a random side, near the symbol's price.
-fn place_order<S: Session>(
+async fn place_order<S: Session>(
     session: &mut S,
     symbol: &Symbol,
     account: i64,
@@ -536,25 +542,27 @@ fn place_order<S: Session>(
     let side = if rng.random_bool(0.5) { "BUY" } else { "SELL" };
     let price = symbol.base_price * rng.random_range(0.97..1.03);
     let quantity = (500.0 / price * rng.random_range(0.2..5.0)).max(0.0001);
-    session.run(
-        Op::PlaceOrder,
-        0,
-        &[
-            Int(work.order_ids.take()),
-            Int(account),
-            Text(symbol.name),
-            Text(side),
-            Float(quantity),
-            Float(price),
-            Int(work.audit_ids.take()),
-        ],
-    )?;
+    session
+        .run(
+            Op::PlaceOrder,
+            0,
+            &[
+                Int(work.order_ids.take()),
+                Int(account),
+                Text(symbol.name),
+                Text(side),
+                Float(quantity),
+                Float(price),
+                Int(work.audit_ids.take()),
+            ],
+        )
+        .await?;
     Ok(())
 }
 
 /// transfer: debit, pause, credit between two accounts (the hot ones when set). Nothing moves
 /// when the account has too little: money is conserved either way.
-fn transfer<S: Session>(
+async fn transfer<S: Session>(
     session: &mut S,
     work: &mut DataInUse,
     rng: &mut impl Rng,
@@ -572,17 +580,17 @@ fn transfer<S: Session>(
         to = from % range.max(2) + 1;
     }
     let cents: i64 = rng.random_range(1..=10_000);
-    if session.run(op, 0, &[Int(from), Int(cents)])? == 1 {
+    if session.run(op, 0, &[Int(from), Int(cents)]).await? == 1 {
         if work.transfer_pause > 0.0 {
-            session.run(op, 1, &[Float(work.transfer_pause)])?;
+            session.run(op, 1, &[Float(work.transfer_pause)]).await?;
         }
-        session.run(op, 2, &[Int(to), Int(cents)])?;
+        session.run(op, 2, &[Int(to), Int(cents)]).await?;
     }
     Ok(())
 }
 
 /// execute_trade's statements (see [`execute_trade_sql`]): fill, lock, amount, transfer, position.
-fn execute_trade<S: Session>(
+async fn execute_trade<S: Session>(
     session: &mut S,
     account: i64,
     trade_id: i64,
@@ -591,22 +599,33 @@ fn execute_trade<S: Session>(
     use Arg::{Int, Numeric, Text};
     let op = Op::ExecuteTrade;
     // No OPEN order of this account (all filled or taken by another worker): nothing to do.
-    let Some(fill) = session.fill(&[Int(account), Int(trade_id), Int(counterparty)])? else {
+    let Some(fill) = session
+        .fill(&[Int(account), Int(trade_id), Int(counterparty)])
+        .await?
+    else {
         return Ok(());
     };
-    session.run(op, 1, &[Int(fill.payer), Int(fill.payee)])?;
-    let paid = session.numeric(op, 2, &[Int(fill.payer), Numeric(&fill.notional)])?;
-    session.run(op, 3, &[Int(fill.payer), Int(fill.payee), Numeric(&paid)])?;
-    session.run(
-        op,
-        4,
-        &[
-            Int(fill.owner),
-            Text(&fill.symbol),
-            Numeric(&fill.change),
-            Numeric(&fill.price),
-        ],
-    )?;
+    session
+        .run(op, 1, &[Int(fill.payer), Int(fill.payee)])
+        .await?;
+    let paid = session
+        .numeric(op, 2, &[Int(fill.payer), Numeric(&fill.notional)])
+        .await?;
+    session
+        .run(op, 3, &[Int(fill.payer), Int(fill.payee), Numeric(&paid)])
+        .await?;
+    session
+        .run(
+            op,
+            4,
+            &[
+                Int(fill.owner),
+                Text(&fill.symbol),
+                Numeric(&fill.change),
+                Numeric(&fill.price),
+            ],
+        )
+        .await?;
     Ok(())
 }
 
@@ -646,11 +665,11 @@ impl Session for SpiSession<'_, '_> {
     type Numeric = AnyNumeric;
     type Error = pgrx::spi::SpiError;
 
-    fn run(&mut self, op: Op, step: usize, args: &[Arg<'_, AnyNumeric>]) -> SpiResult<u64> {
+    async fn run(&mut self, op: Op, step: usize, args: &[Arg<'_, AnyNumeric>]) -> SpiResult<u64> {
         Ok(self.call(op, step, args)?.len() as u64)
     }
 
-    fn numeric(
+    async fn numeric(
         &mut self,
         op: Op,
         step: usize,
@@ -664,7 +683,7 @@ impl Session for SpiSession<'_, '_> {
         })
     }
 
-    fn fill(&mut self, args: &[Arg<'_, AnyNumeric>]) -> SpiResult<Option<Fill<AnyNumeric>>> {
+    async fn fill(&mut self, args: &[Arg<'_, AnyNumeric>]) -> SpiResult<Option<Fill<AnyNumeric>>> {
         let trade = self.call(Op::ExecuteTrade, 0, args)?;
         let row = trade.first();
         if row.get::<bool>(1)? != Some(true) {

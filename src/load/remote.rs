@@ -12,6 +12,7 @@
 use super::custom::Custom;
 use super::ops::{self, Arg, DataInUse, Fill, OPS, Op, Session};
 use crate::postgres::libpq::{Answer, Connection, RemoteError};
+use crate::postgres::multiplex::Slot;
 use crate::runs::target::{Protocol, Target};
 use pgrx::pg_sys;
 use rand::Rng;
@@ -28,6 +29,8 @@ pub struct Remote {
     /// types of their parameters
     statements: Vec<Vec<(String, Vec<pg_sys::Oid>)>>,
     customs: Vec<Custom>,
+    /// when it is one of its worker's several clients: where its waits go
+    slot: Option<Slot>,
 }
 
 /// How long connecting may take when a run has less time left than this (µs).
@@ -79,17 +82,27 @@ impl Remote {
             conn: None,
             statements,
             customs,
+            slot: None,
         }
+    }
+
+    /// From now on one of its worker's several clients: its waits (and its connections' to come)
+    /// go through `slot`.
+    pub fn share(&mut self, slot: Slot) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.share(slot.clone());
+        }
+        self.slot = Some(slot);
     }
 
     /// Connect now (a worker's first connection, as it prepares: a target it cannot reach fails
     /// the run at its start, not every operation).
     pub fn connect(&mut self, deadline: pg_sys::TimestampTz) -> Result<(), RemoteError> {
-        self.connection(deadline).map(|_| ())
+        crate::postgres::multiplex::blocking(self.connection(deadline)).map(|_| ())
     }
 
     /// The open connection, made (and its statements prepared) if there is none.
-    fn connection(
+    async fn connection(
         &mut self,
         deadline: pg_sys::TimestampTz,
     ) -> Result<&mut Connection, RemoteError> {
@@ -98,21 +111,26 @@ impl Remote {
         }
         self.conn = None;
         let by = deadline.min(crate::postgres::backend::now() + CONNECT_TIMEOUT_US);
-        let mut conn = Connection::open(
+        let mut conn = Connection::open_in(
             &self.target.conninfo,
             &self.application_name,
             by,
             self.target.password_required,
             crate::postgres::signals::stop_requested,
+            self.slot.clone(),
         )
+        .await
         .map_err(RemoteError::from)?;
         if self.target.protocol == Protocol::Prepared {
             // (BEGIN and COMMIT too, as pgbench -M prepared does: parsed once, not each time)
-            conn.prepare(BEGIN_STATEMENT, self.begin, &[], deadline)?;
-            conn.prepare(COMMIT_STATEMENT, "COMMIT", &[], deadline)?;
+            conn.prepare_async(BEGIN_STATEMENT, self.begin, &[], deadline)
+                .await?;
+            conn.prepare_async(COMMIT_STATEMENT, "COMMIT", &[], deadline)
+                .await?;
             for (task, statements) in self.statements.iter().enumerate() {
                 for (step, (sql, types)) in statements.iter().enumerate() {
-                    conn.prepare(&statement_name(task, step), sql, types, deadline)?;
+                    conn.prepare_async(&statement_name(task, step), sql, types, deadline)
+                        .await?;
                 }
             }
         }
@@ -120,7 +138,7 @@ impl Remote {
     }
 
     /// Task `task` once (an operation of [`OPS`], then the custom transactions), by `deadline`.
-    pub fn once(
+    pub async fn once(
         &mut self,
         task: usize,
         work: &mut DataInUse,
@@ -130,51 +148,59 @@ impl Remote {
         let in_block = self.statements[task].len() > 1 || self.begin != "BEGIN";
         let (begin, protocol) = (self.begin, self.target.protocol);
         // (connected, and prepared, before the statements are taken out to be run)
-        self.connection(deadline)?;
-        let customs = std::mem::take(&mut self.customs);
-        let statements = std::mem::take(&mut self.statements);
-        let outcome = (|| {
-            let conn = self.conn.as_mut().expect("connected above");
-            let control = |conn: &mut Connection, statement: &'static str, text: &str| {
-                match protocol {
-                    Protocol::Prepared => conn.execute_prepared(statement, &[], deadline),
-                    Protocol::Extended => conn.execute(text, &[], &[], deadline),
-                }
-                .map(|_| ())
-            };
-            if in_block {
-                control(conn, BEGIN_STATEMENT, begin)?;
+        self.connection(deadline).await?;
+        let conn = self.conn.as_mut().expect("connected above");
+        if in_block {
+            control(conn, protocol, BEGIN_STATEMENT, begin, deadline).await?;
+        }
+        let mut session = RemoteSession {
+            conn,
+            statements: &self.statements,
+            protocol,
+            deadline,
+        };
+        let done = match OPS.get(task) {
+            Some(&op) => ops::execute(&mut session, op, work, rng).await,
+            None => {
+                session
+                    .custom(task, &self.customs[task - OPS.len()], rng)
+                    .await
             }
-            let mut session = RemoteSession {
-                conn,
-                statements: &statements,
-                protocol,
-                deadline,
-            };
-            let done = match OPS.get(task) {
-                Some(&op) => ops::execute(&mut session, op, work, rng),
-                None => session.custom(task, &customs[task - OPS.len()], rng),
-            };
-            let conn = session.conn;
-            match done {
-                Ok(()) if in_block => control(conn, COMMIT_STATEMENT, "COMMIT"),
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    if in_block && conn.is_open() {
-                        // (a failed transaction is aborted; what ROLLBACK answers adds nothing)
-                        let _ = conn.execute("ROLLBACK", &[], &[], deadline);
-                    }
-                    Err(e)
-                }
+        };
+        let conn = session.conn;
+        let outcome = match done {
+            Ok(()) if in_block => {
+                control(conn, protocol, COMMIT_STATEMENT, "COMMIT", deadline).await
             }
-        })();
-        self.customs = customs;
-        self.statements = statements;
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if in_block && conn.is_open() {
+                    // (a failed transaction is aborted; what ROLLBACK answers adds nothing)
+                    let _ = conn.execute_async("ROLLBACK", &[], &[], deadline).await;
+                }
+                Err(e)
+            }
+        };
         if self.target.reconnect {
             self.conn = None;
         }
         outcome
     }
+}
+
+/// BEGIN or COMMIT on `conn`: prepared `statement`, or `text`.
+async fn control(
+    conn: &mut Connection,
+    protocol: Protocol,
+    statement: &'static str,
+    text: &str,
+    deadline: pg_sys::TimestampTz,
+) -> Result<(), RemoteError> {
+    match protocol {
+        Protocol::Prepared => conn.execute_prepared_async(statement, &[], deadline).await,
+        Protocol::Extended => conn.execute_async(text, &[], &[], deadline).await,
+    }
+    .map(|_| ())
 }
 
 /// The names the transaction's BEGIN (at the run's isolation level) and COMMIT are prepared under.
@@ -195,21 +221,29 @@ struct RemoteSession<'a> {
 }
 
 impl RemoteSession<'_> {
-    fn send(&mut self, task: usize, step: usize, args: &[String]) -> Result<Answer, RemoteError> {
+    async fn send(
+        &mut self,
+        task: usize,
+        step: usize,
+        args: &[String],
+    ) -> Result<Answer, RemoteError> {
         let params: Vec<Option<&str>> = args.iter().map(|a| Some(a.as_str())).collect();
         match self.protocol {
             Protocol::Prepared => {
                 self.conn
-                    .execute_prepared(&statement_name(task, step), &params, self.deadline)
+                    .execute_prepared_async(&statement_name(task, step), &params, self.deadline)
+                    .await
             }
             Protocol::Extended => {
                 let (sql, types) = &self.statements[task][step];
-                self.conn.execute(sql, types, &params, self.deadline)
+                self.conn
+                    .execute_async(sql, types, &params, self.deadline)
+                    .await
             }
         }
     }
 
-    fn call(
+    async fn call(
         &mut self,
         op: Op,
         step: usize,
@@ -224,11 +258,11 @@ impl RemoteSession<'_> {
                 Arg::Numeric(n) => (*n).clone(),
             })
             .collect();
-        self.send(op.index(), step, &args)
+        self.send(op.index(), step, &args).await
     }
 
     /// A custom transaction's statements in order, the same values for all.
-    fn custom(
+    async fn custom(
         &mut self,
         task: usize,
         custom: &Custom,
@@ -236,7 +270,7 @@ impl RemoteSession<'_> {
     ) -> Result<(), RemoteError> {
         let args: Vec<String> = custom.params.iter().map(|p| p.sample_text(rng)).collect();
         for step in 0..custom.statements.len() {
-            self.send(task, step, &args)?;
+            self.send(task, step, &args).await?;
         }
         Ok(())
     }
@@ -246,17 +280,22 @@ impl Session for RemoteSession<'_> {
     type Numeric = String;
     type Error = RemoteError;
 
-    fn run(&mut self, op: Op, step: usize, args: &[Arg<'_, String>]) -> Result<u64, RemoteError> {
-        Ok(self.call(op, step, args)?.processed)
+    async fn run(
+        &mut self,
+        op: Op,
+        step: usize,
+        args: &[Arg<'_, String>],
+    ) -> Result<u64, RemoteError> {
+        Ok(self.call(op, step, args).await?.processed)
     }
 
-    fn numeric(
+    async fn numeric(
         &mut self,
         op: Op,
         step: usize,
         args: &[Arg<'_, String>],
     ) -> Result<String, RemoteError> {
-        let answer = self.call(op, step, args)?;
+        let answer = self.call(op, step, args).await?;
         Ok(answer
             .rows
             .first()
@@ -264,8 +303,11 @@ impl Session for RemoteSession<'_> {
             .unwrap_or_else(|| "0".to_owned()))
     }
 
-    fn fill(&mut self, args: &[Arg<'_, String>]) -> Result<Option<Fill<String>>, RemoteError> {
-        let answer = self.call(Op::ExecuteTrade, 0, args)?;
+    async fn fill(
+        &mut self,
+        args: &[Arg<'_, String>],
+    ) -> Result<Option<Fill<String>>, RemoteError> {
+        let answer = self.call(Op::ExecuteTrade, 0, args).await?;
         let Some(row) = answer.rows.first() else {
             return Ok(None);
         };

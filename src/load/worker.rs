@@ -9,8 +9,9 @@ use super::remote::Remote;
 use crate::metrics::blocks::Blocks;
 use crate::metrics::task::TaskStats;
 use crate::postgres::backend::now;
+use crate::postgres::multiplex::{self, Client, Reactor, Slot};
 use crate::postgres::signals;
-use crate::postgres::transaction::{in_transaction, sleep_ms, with_statement_timeout};
+use crate::postgres::transaction::{in_transaction, with_statement_timeout};
 use crate::records;
 use crate::runs::closing::record_task;
 use crate::runs::kind::{FinishedRun, LiveFigures, RunKind, WorkerRun};
@@ -23,6 +24,8 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::Distribution;
 use rand_distr::weighted::WeightedIndex;
 use serde::{Deserialize, Serialize};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 /// A load run's configuration, in its slot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,8 +81,9 @@ pub extern "C-unwind" fn pg_stress_load_worker_main(arg: pg_sys::Datum) {
 /// A load worker's state: its prepared operations, and the conflicts it met (saved at its end).
 pub struct LoadWorker {
     plans: Plans,
-    /// the connection to the target, when the run has one (its operations then run there)
-    remote: Option<Remote>,
+    /// the connections to the target, when the run has one (its operations then run there): one
+    /// per client of the worker (`stress.target_connections_per_worker`)
+    remotes: Vec<Remote>,
     conflicts: Vec<records::Conflict>,
     /// conflicts met beyond [`MAX_CONFLICTS`] (counted in the results, not kept one by one)
     conflicts_dropped: u64,
@@ -138,7 +142,7 @@ impl RunKind for LoadRun {
         Spi::connect(|client| Plans::prepare(client, &run.config.schema, customs, builtins, true))
             .map(|plans| LoadWorker {
                 plans,
-                remote: None,
+                remotes: Vec::new(),
                 conflicts: Vec::new(),
                 conflicts_dropped: 0,
             })
@@ -175,55 +179,175 @@ impl RunKind for LoadRun {
     }
 }
 
-/// A worker of a run on a target: its connection, made now (an unreachable target fails the run as
-/// it starts), and the statements it will prepare there. Nothing is prepared here.
+/// A worker of a run on a target: its connections (one per client, `connections_per_worker`),
+/// made now (an unreachable target fails the run as it starts), and the statements it will
+/// prepare there. Nothing is prepared here.
 fn prepare_remote(run: &WorkerRun<LoadConfig>, target: Target) -> Result<LoadWorker, String> {
     let customs = run.config.customs();
     let builtins = super::ops::uses_builtins(&run.config.weights);
     // SAFETY: this backend's own setting, set from the run's isolation as the worker joined.
     let isolation = unsafe { pg_sys::DefaultXactIsoLevel };
-    let name = format!(
-        "pg_stress load run {} worker {}/{}",
-        run.run_id,
-        run.worker + 1,
-        run.workers
-    );
-    let mut remote = Remote::new(
-        target,
-        &run.config.schema,
-        customs.clone(),
-        builtins,
-        isolation,
-        name,
-    );
-    remote
-        .connect(run.deadline + 10_000_000)
-        .map_err(|e| e.to_string())?;
+    let clients = target.connections_per_worker.max(1);
+    let mut remotes = Vec::new();
+    for client in 0..clients {
+        let name = if clients == 1 {
+            format!(
+                "pg_stress load run {} worker {}/{}",
+                run.run_id,
+                run.worker + 1,
+                run.workers
+            )
+        } else {
+            format!(
+                "pg_stress load run {} worker {}/{} client {}/{clients}",
+                run.run_id,
+                run.worker + 1,
+                run.workers,
+                client + 1
+            )
+        };
+        let mut remote = Remote::new(
+            target.clone(),
+            &run.config.schema,
+            customs.clone(),
+            builtins,
+            isolation,
+            name,
+        );
+        remote
+            .connect(run.deadline + 10_000_000)
+            .map_err(|e| e.to_string())?;
+        remotes.push(remote);
+    }
     Ok(LoadWorker {
         plans: Plans::for_target(customs),
-        remote: Some(remote),
+        remotes,
         conflicts: Vec::new(),
         conflicts_dropped: 0,
     })
 }
 
-/// The operations until the deadline, a cancel or SIGTERM. Returns why it stopped early, if it did
-/// because of a problem (a cancel is not one).
+/// What a worker's clients share while they run: the run, the plans and the choice of task, the
+/// live figures they publish together, the conflicts met, and where they wait.
+struct Shared<'a> {
+    run: &'a WorkerRun<LoadConfig>,
+    plans: &'a Plans,
+    pick: WeightedIndex<f64>,
+    reactor: Rc<Reactor>,
+    live: RefCell<LiveFigures>,
+    conflicts: &'a RefCell<Vec<records::Conflict>>,
+    conflicts_dropped: &'a Cell<u64>,
+    /// a client saw the run cancelled as it published: the others stop too
+    cancelled: Cell<bool>,
+    /// the worker's clients, all of its run's (workers × clients per worker)
+    clients: u32,
+}
+
+impl Shared<'_> {
+    /// Whether the clients are to stop: a signal told the worker, or the run was cancelled.
+    fn stopping(&self) -> bool {
+        self.cancelled.get() || stop(self.run)
+    }
+
+    /// Publish the live figures if it is time (`force`: now): false when the run is cancelled.
+    fn publish(&self, at: pg_sys::TimestampTz, force: bool) -> bool {
+        let mut live = self.live.borrow_mut();
+        if (force || live.due(at)) && !live.publish(at) {
+            self.cancelled.set(true);
+        }
+        !self.cancelled.get()
+    }
+}
+
+/// The operations until the deadline, a cancel or SIGTERM: one client over SPI, or one per
+/// connection to the target, all waited on at once (`postgres::multiplex`). Returns why it stopped
+/// early, if it did because of a problem (a cancel is not one).
 fn run_loop(
     run: &WorkerRun<LoadConfig>,
     state: &mut LoadWorker,
     stats: &mut [TaskStats],
 ) -> Option<String> {
+    let LoadWorker {
+        plans,
+        remotes,
+        conflicts,
+        conflicts_dropped,
+    } = state;
+    let clients = remotes.len().max(1);
+    let reactor = Reactor::new(clients);
+    for (i, remote) in remotes.iter_mut().enumerate() {
+        remote.share(reactor.slot(i));
+    }
+    let (kept, dropped) = (
+        RefCell::new(std::mem::take(conflicts)),
+        Cell::new(*conflicts_dropped),
+    );
+    let shared = Shared {
+        run,
+        plans,
+        pick: choice(&run.config, plans),
+        reactor: Rc::clone(&reactor),
+        live: RefCell::new(run.figures()),
+        conflicts: &kept,
+        conflicts_dropped: &dropped,
+        cancelled: Cell::new(false),
+        clients: run.workers * clients as u32,
+    };
+    // (client 0 counts into the worker's figures; the others into their own, added at the end)
+    let mut others = vec![vec![TaskStats::default(); stats.len()]; clients - 1];
+    let all_stats = std::iter::once(&mut *stats).chain(others.iter_mut().map(Vec::as_mut_slice));
+    let connections: Vec<Option<&mut Remote>> = if remotes.is_empty() {
+        vec![None]
+    } else {
+        remotes.iter_mut().map(Some).collect()
+    };
+    let futures: Vec<Client<'_>> = connections
+        .into_iter()
+        .zip(all_stats)
+        .enumerate()
+        .map(|(client, (remote, s))| Box::pin(client_loop(&shared, client, remote, s)) as Client)
+        .collect();
+    run.looping(true);
+    multiplex::run_all(&reactor, futures);
+    for other in &others {
+        for (s, o) in stats.iter_mut().zip(other) {
+            s.add(o);
+        }
+    }
+    shared.publish(now(), true);
+    run.looping(false);
+    *conflicts = kept.into_inner();
+    *conflicts_dropped = dropped.get();
+    signals::terminated().then(|| {
+        format!(
+            "worker {} was terminated (SIGTERM: pg_terminate_backend or a server shutdown)",
+            run.worker + 1
+        )
+    })
+}
+
+/// One client's operations (client `client` of its worker, on `remote` when the run has a
+/// target), counted into `stats`.
+async fn client_loop(
+    shared: &Shared<'_>,
+    client: usize,
+    mut remote: Option<&mut Remote>,
+    stats: &mut [TaskStats],
+) {
+    let run = shared.run;
     let config = &run.config;
-    let worker = run.worker;
-    let mut work = data_in_use(config, worker, run.workers);
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ (0x10AD_0000 + worker as u64));
-    let pick = choice(config, &state.plans);
-    // Open model: Poisson arrivals at this worker's share of the rate, scheduled by intended start
+    // (numbered over the run: each client its own ids and random stream; one client per worker
+    // over SPI, numbered as its worker)
+    let per_worker = shared.clients / run.workers;
+    let me = run.worker * per_worker + client as u32;
+    let slot = shared.reactor.slot(client);
+    let mut work = data_in_use(config, me, shared.clients);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ (0x10AD_0000 + me as u64));
+    // Open model: Poisson arrivals at this client's share of the rate, scheduled by intended start
     // (in nanoseconds: see load::arrivals).
     let mut arrivals = (config.rate > 0.0).then(|| {
         Arrivals::new(
-            config.rate / run.workers as f64,
+            config.rate / shared.clients as f64,
             now() * 1000,
             run.started_at * 1000,
             run.deadline * 1000,
@@ -231,65 +355,55 @@ fn run_loop(
         )
     });
     let mut intended_ns = now() * 1000;
-    let mut live = run.figures();
-    run.looping(true);
     loop {
         if let Some(a) = arrivals.as_mut() {
-            // (no arrival left before the deadline: the worker stays to the end of the run, so
+            // (no arrival left before the deadline: the client stays to the end of the run, so
             // that a slow rate's run lasts its duration and its rate is over that duration)
             let due = a.next(&mut rng);
             let until = due.unwrap_or(run.deadline * 1000) / 1000;
-            if !sleep_until(run, until, &mut live) || due.is_none() {
+            if !sleep_until(shared, &slot, until).await || due.is_none() {
                 break;
             }
             intended_ns = a.at();
         }
         let started = now();
-        if started >= run.deadline || stop(run) {
+        if started >= run.deadline || shared.stopping() {
             break;
         }
-        let task = pick.sample(&mut rng);
-        if let Some(t) = run.live().tasks.get(worker as usize) {
+        let task = shared.pick.sample(&mut rng);
+        if let Some(t) = run.live().tasks.get(run.worker as usize) {
             t.store(task as u32 + 1, std::sync::atomic::Ordering::Relaxed);
         }
         let s = &mut stats[task];
         s.calls += 1;
         let mut operation = Operation {
-            run,
+            shared,
+            slot: &slot,
             task,
             work: &mut work,
             rng: &mut rng,
-            live: &mut live,
         };
-        if !operation.until_done(state, s) {
+        if !operation.until_done(remote.as_deref_mut(), s).await {
             // (an operation cut short because the run was told to stop counts neither as a
             // success nor as a failure: it was not allowed to finish)
             s.calls -= 1;
             break;
         }
         let intended = arrivals.is_some().then_some(intended_ns / 1000);
-        if !timed(s, &mut live, started, intended) {
+        if !timed(shared, s, started, intended) {
             break;
         }
     }
     if let Some(a) = arrivals.as_mut() {
-        // The arrivals this worker was too far behind to start before the deadline (a run that
+        // The arrivals this client was too far behind to start before the deadline (a run that
         // was stopped offered nothing more).
-        if !stop(run) && !run.cancelled() {
+        if !shared.stopping() && !run.cancelled() {
             a.count_rest(&mut rng);
         }
         run.live()
             .arrivals
             .fetch_add(a.count, std::sync::atomic::Ordering::Relaxed);
     }
-    live.publish(now());
-    run.looping(false);
-    signals::terminated().then(|| {
-        format!(
-            "worker {} was terminated (SIGTERM: pg_terminate_backend or a server shutdown)",
-            worker + 1
-        )
-    })
 }
 
 /// Record an operation that started at `started` and ends now: its latency, its time in the
@@ -297,8 +411,8 @@ fn run_loop(
 /// false when the run is cancelled (seen as the live figures are published).
 #[inline]
 fn timed(
+    shared: &Shared<'_>,
     s: &mut TaskStats,
-    live: &mut LiveFigures,
     started: pg_sys::TimestampTz,
     intended: Option<pg_sys::TimestampTz>,
 ) -> bool {
@@ -313,8 +427,8 @@ fn timed(
     if let Some(intended) = intended {
         s.lag.record_us((started - intended).max(1) as u64);
     }
-    live.record(latency_us);
-    !live.due(finished) || live.publish(finished)
+    shared.live.borrow_mut().record(latency_us);
+    shared.publish(finished, false)
 }
 
 /// The weighted choice of each operation: the built-in operations, then the custom transactions.
@@ -347,24 +461,25 @@ fn data_in_use(config: &LoadConfig, worker: u32, workers: u32) -> DataInUse {
 
 /// One operation of the loop: task `task`'s transaction, retried after a deadlock or a
 /// serialization failure up to the run's `max_retries`.
-struct Operation<'a> {
-    run: &'a WorkerRun<LoadConfig>,
+struct Operation<'a, 's> {
+    shared: &'a Shared<'s>,
+    /// where its client waits (a retry's backoff)
+    slot: &'a Slot,
     task: usize,
     work: &'a mut DataInUse,
     rng: &'a mut Xoshiro256PlusPlus,
-    live: &'a mut LiveFigures,
 }
 
-impl Operation<'_> {
+impl Operation<'_, '_> {
     /// Run it until it succeeds or fails for good, counting into `s`. False: the run was told to
     /// stop while it went on (it was cut short).
-    fn until_done(&mut self, state: &mut LoadWorker, s: &mut TaskStats) -> bool {
-        let run = self.run;
+    async fn until_done(&mut self, mut remote: Option<&mut Remote>, s: &mut TaskStats) -> bool {
+        let run = self.shared.run;
         let mut attempt = 0;
         loop {
-            let outcome = match state.remote.as_mut() {
-                Some(remote) => self.once_on_target(remote),
-                None => self.once(&state.plans),
+            let outcome = match remote.as_deref_mut() {
+                Some(remote) => self.once_on_target(remote).await,
+                None => self.once(self.shared.plans),
             };
             let failure = match outcome {
                 Ok(()) => {
@@ -373,25 +488,26 @@ impl Operation<'_> {
                 }
                 Err(failure) => failure,
             };
-            if failure.sqlstate.is_some() && stop(run) {
+            if failure.sqlstate.is_some() && self.shared.stopping() {
                 return false;
             }
-            let retryable = self.conflicted(state, s, &failure);
+            let retryable = self.conflicted(s, &failure);
             if retryable && attempt < run.config.max_retries {
                 attempt += 1;
                 s.retries += 1;
                 // Exponential backoff with jitter: 1, 2, 4 … ms, at most 100 ms (a signal wakes it
                 // early).
                 let ceiling = (1i64 << attempt.min(7)).min(100);
-                sleep_ms(self.rng.random_range(1..=ceiling));
-                if stop(run) {
+                let backoff_us = self.rng.random_range(1..=ceiling) * 1000;
+                self.slot.sleep_until(now() + backoff_us).await;
+                if self.shared.stopping() {
                     return false;
                 }
                 continue;
             }
             s.failures += 1;
             s.first_error.get_or_insert(failure.message);
-            self.live.errors += 1;
+            self.shared.live.borrow_mut().errors += 1;
             return true;
         }
     }
@@ -399,7 +515,7 @@ impl Operation<'_> {
     /// One attempt, in its own transaction, with a statement timeout that lets it (retries
     /// included) end up to 10 s after the run's deadline, not later.
     fn once(&mut self, plans: &Plans) -> Result<(), Failure> {
-        let timeout_ms = ((self.run.deadline - now()) / 1000).max(0) + 10_000;
+        let timeout_ms = ((self.shared.run.deadline - now()) / 1000).max(0) + 10_000;
         let (task, work, rng) = (self.task, &mut *self.work, &mut *self.rng);
         let outcome = signals::in_operation(|| {
             with_statement_timeout(timeout_ms, || {
@@ -426,10 +542,11 @@ impl Operation<'_> {
     /// One attempt on the target, by the same deadline as [`Operation::once`]'s timeout. No
     /// transaction or snapshot here while it waits: the wait is on the socket and the latch, and
     /// a cancel or terminate ends it (the target's statement is cancelled).
-    fn once_on_target(&mut self, remote: &mut Remote) -> Result<(), Failure> {
-        let deadline = self.run.deadline + 10_000_000;
+    async fn once_on_target(&mut self, remote: &mut Remote) -> Result<(), Failure> {
+        let deadline = self.shared.run.deadline + 10_000_000;
         remote
             .once(self.task, self.work, self.rng, deadline)
+            .await
             .map_err(|e| Failure {
                 sqlstate: Some(e.sqlstate),
                 message: e.message,
@@ -439,32 +556,35 @@ impl Operation<'_> {
 
     /// Count a failed attempt's deadlock or serialization failure (kept for stress.conflicts, up
     /// to [`MAX_CONFLICTS`]); whether it may be retried.
-    fn conflicted(&mut self, state: &mut LoadWorker, s: &mut TaskStats, failure: &Failure) -> bool {
+    fn conflicted(&mut self, s: &mut TaskStats, failure: &Failure) -> bool {
         let deadlock = failure.sqlstate.as_deref() == Some("40P01");
         let serialization = failure.sqlstate.as_deref() == Some("40001");
         if !(deadlock || serialization) {
             return false;
         }
-        if state.conflicts.len() < MAX_CONFLICTS {
-            let plans = &state.plans;
+        let shared = self.shared;
+        let mut conflicts = shared.conflicts.borrow_mut();
+        if conflicts.len() < MAX_CONFLICTS {
+            let plans = shared.plans;
             let task_name = |task: usize| match OPS.get(task) {
                 Some(op) => op.name().to_owned(),
                 None => plans.customs()[task - OPS.len()].name.clone(),
             };
-            let met = conflict(self.run, &task_name, self.task, deadlock, failure);
-            state.conflicts.push(met);
+            conflicts.push(conflict(
+                shared.run, &task_name, self.task, deadlock, failure,
+            ));
         } else {
-            state.conflicts_dropped += 1;
+            shared
+                .conflicts_dropped
+                .set(shared.conflicts_dropped.get() + 1);
         }
+        drop(conflicts);
         if deadlock {
             s.deadlocks += 1;
-            self.live.deadlocks += 1;
+            shared.live.borrow_mut().deadlocks += 1;
             // Now, not when the retried operation ends: the sample of this second shows the
             // deadlock. (A cancel is seen at the operation's end.)
-            let at = now();
-            if self.live.due(at) {
-                self.live.publish(at);
-            }
+            shared.publish(now(), false);
         } else {
             s.serialization_failures += 1;
         }
@@ -553,22 +673,17 @@ pub fn process_ids(detail: &str) -> Vec<i32> {
 
 /// Sleep until `at` (µs) in steps of at most 100 ms, publishing the live figures. False when the
 /// run was cancelled or the worker told to stop meanwhile.
-fn sleep_until(
-    run: &WorkerRun<LoadConfig>,
-    at: pg_sys::TimestampTz,
-    live: &mut LiveFigures,
-) -> bool {
+async fn sleep_until(shared: &Shared<'_>, slot: &Slot, at: pg_sys::TimestampTz) -> bool {
     loop {
-        if stop(run) {
+        if shared.stopping() {
             return false;
         }
-        let wait_us = at - now();
-        if wait_us <= 1000 {
+        let t = now();
+        if at - t <= 1000 {
             return true;
         }
-        sleep_ms((wait_us / 1000).min(100));
-        let t = now();
-        if live.due(t) && !live.publish(t) {
+        slot.sleep_until(at.min(t + 100_000)).await;
+        if !shared.publish(now(), false) {
             return false;
         }
     }

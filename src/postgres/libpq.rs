@@ -13,6 +13,7 @@
 //! What the target answers is text; errors come back as [`RemoteError`], with the target's
 //! SQLSTATE, for the caller to count (a deadlock is retried as over SPI).
 
+use super::multiplex::{Slot, SocketWait, Woke, blocking, fresh_token};
 use crate::error::StressError;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -311,6 +312,12 @@ pub struct Connection {
     waits: *mut pg_sys::WaitEventSet,
     /// the socket's events in `waits` now
     socket_events: std::cell::Cell<u32>,
+    /// when one of a worker's several clients (`multiplex`): its waits go through the worker's
+    /// executor, not `waits`
+    slot: Option<Slot>,
+    /// which connection this is to `slot`'s executor, once made (0: being made, its socket may
+    /// change from one wait to the next)
+    token: u64,
 }
 
 /// The socket's place in a connection's wait event set (added third).
@@ -410,6 +417,26 @@ impl Connection {
         password_required: bool,
         stop: fn() -> bool,
     ) -> Result<Self, StressError> {
+        blocking(Self::open_in(
+            conninfo,
+            application_name,
+            deadline,
+            password_required,
+            stop,
+            None,
+        ))
+    }
+
+    /// [`Connection::open`], its waits (then and after) through `slot` when it is one of a
+    /// worker's several clients.
+    pub async fn open_in(
+        conninfo: &str,
+        application_name: &str,
+        deadline: pg_sys::TimestampTz,
+        password_required: bool,
+        stop: fn() -> bool,
+        slot: Option<Slot>,
+    ) -> Result<Self, StressError> {
         // (read first: a string libpq cannot read is the caller's mistake, 22023, for anyone)
         let options = parse_conninfo(conninfo)?;
         check_password_given(&options, password_required)?;
@@ -439,6 +466,8 @@ impl Connection {
             stop,
             waits: std::ptr::null_mut(),
             socket_events: std::cell::Cell::new(0),
+            slot,
+            token: 0,
         };
         if conn.is_null() {
             return Err(connection.refused("out of memory"));
@@ -448,7 +477,7 @@ impl Connection {
             let why = connection.error_message();
             return Err(connection.refused(&why));
         }
-        connection.poll_connect(deadline)?;
+        connection.poll_connect(deadline).await?;
         // SAFETY: conn is a live connection (not NULL: checked above).
         if password_required && unsafe { ffi::PQconnectionUsedPassword(conn) } == 0 {
             drop(connection);
@@ -462,12 +491,15 @@ impl Connection {
         }
         // SAFETY: a live connection; non-blocking sends, so that a full socket waits on the latch.
         unsafe { ffi::PQsetnonblocking(conn, 1) };
-        connection.keep_waits();
+        if connection.slot.is_none() {
+            connection.keep_waits();
+        }
+        connection.token = fresh_token();
         Ok(connection)
     }
 
     /// PQconnectPoll until the connection is made, waiting on the socket and the latch.
-    fn poll_connect(&mut self, deadline: pg_sys::TimestampTz) -> Result<(), StressError> {
+    async fn poll_connect(&mut self, deadline: pg_sys::TimestampTz) -> Result<(), StressError> {
         let mut status = ffi::PGRES_POLLING_WRITING;
         loop {
             match status {
@@ -479,7 +511,7 @@ impl Connection {
                 _ => {}
             }
             let readable = status == ffi::PGRES_POLLING_READING;
-            match self.wait_socket(readable, !readable, deadline) {
+            match self.wait_socket(readable, !readable, deadline).await {
                 Wait::Ready => {}
                 Wait::Late => return Err(self.refused("timed out")),
                 Wait::Stopped => {
@@ -538,6 +570,17 @@ impl Connection {
         }
     }
 
+    /// Wait through `slot` from now on: the connection becomes one of a worker's several clients
+    /// (`multiplex`), its own wait event set freed.
+    pub fn share(&mut self, slot: Slot) {
+        if !self.waits.is_null() {
+            // SAFETY: the set made in keep_waits, freed once (then NULL).
+            unsafe { pg_sys::FreeWaitEventSet(self.waits) };
+            self.waits = std::ptr::null_mut();
+        }
+        self.slot = Some(slot);
+    }
+
     /// ERROR 08001: the target could not be reached, `why` (libpq's words, which never include a
     /// password). The connection is closed first.
     fn refused(&mut self, why: &str) -> StressError {
@@ -555,13 +598,59 @@ impl Connection {
     /// predicate says so when the latch wakes the wait (interrupts are honoured then: a cancel
     /// raises its ERROR here). Ready at once when libpq has no socket (it gave the connection up;
     /// its next call says why).
-    fn wait_socket(&self, readable: bool, writable: bool, deadline: pg_sys::TimestampTz) -> Wait {
+    async fn wait_socket(
+        &self,
+        readable: bool,
+        writable: bool,
+        deadline: pg_sys::TimestampTz,
+    ) -> Wait {
         // SAFETY: a live connection's socket (or -1, which WaitLatchOrSocket treats as none).
         let socket = unsafe { ffi::PQsocket(self.conn) };
         if socket < 0 {
             // (no socket: libpq gave the connection up; the caller reads why)
             return Wait::Ready;
         }
+        let Some(slot) = &self.slot else {
+            return self.wait_alone(socket, readable, writable, deadline);
+        };
+        let mut events = 0;
+        if readable {
+            events |= pg_sys::WL_SOCKET_READABLE;
+        }
+        if writable {
+            events |= pg_sys::WL_SOCKET_WRITEABLE;
+        }
+        loop {
+            if crate::postgres::backend::now() >= deadline {
+                return Wait::Late;
+            }
+            let wait = SocketWait {
+                socket: socket as pg_sys::pgsocket,
+                token: if self.token == 0 {
+                    fresh_token()
+                } else {
+                    self.token
+                },
+                events,
+            };
+            match slot.wait(Some(wait), Some(deadline)).await {
+                Woke::Socket => return Wait::Ready,
+                Woke::Timer => {}
+                // (interrupts were honoured by the executor)
+                Woke::Latch if (self.stop)() => return Wait::Stopped,
+                Woke::Latch => {}
+            }
+        }
+    }
+
+    /// [`Connection::wait_socket`] of a connection waited on alone: on its own set.
+    fn wait_alone(
+        &self,
+        socket: c_int,
+        readable: bool,
+        writable: bool,
+        deadline: pg_sys::TimestampTz,
+    ) -> Wait {
         loop {
             let left_ms = (deadline - crate::postgres::backend::now()) / 1000;
             if left_ms <= 0 {
@@ -659,12 +748,35 @@ impl Connection {
         params: &[Option<&str>],
         deadline: pg_sys::TimestampTz,
     ) -> Result<Answer, RemoteError> {
+        blocking(self.execute_async(sql, types, params, deadline))
+    }
+
+    /// [`Connection::execute`] as a future (for a connection of a worker's several clients).
+    pub async fn execute_async(
+        &mut self,
+        sql: &str,
+        types: &[pg_sys::Oid],
+        params: &[Option<&str>],
+        deadline: pg_sys::TimestampTz,
+    ) -> Result<Answer, RemoteError> {
         self.run(Statement::Text(sql, types), params, deadline)
+            .await
     }
 
     /// Prepare `sql` as statement `name`, its parameters of `types` (fewer, or 0: the target
     /// infers them).
     pub fn prepare(
+        &mut self,
+        name: &str,
+        sql: &str,
+        types: &[pg_sys::Oid],
+        deadline: pg_sys::TimestampTz,
+    ) -> Result<(), RemoteError> {
+        blocking(self.prepare_async(name, sql, types, deadline))
+    }
+
+    /// [`Connection::prepare`] as a future.
+    pub async fn prepare_async(
         &mut self,
         name: &str,
         sql: &str,
@@ -683,7 +795,7 @@ impl Connection {
                 types.as_ptr(),
             )
         };
-        self.results(sent, deadline).map(|_| ())
+        self.results(sent, deadline).await.map(|_| ())
     }
 
     /// Run `sql` over the simple query protocol (what PgBouncer's admin console speaks), by
@@ -696,21 +808,32 @@ impl Connection {
         let sql = c_string(sql)?;
         // SAFETY: a live connection; the text outlives the call.
         let sent = unsafe { ffi::PQsendQuery(self.conn, sql.as_ptr()) };
-        self.results(sent, deadline)
+        blocking(self.results(sent, deadline))
     }
 
     /// Run prepared statement `name` with `params` by `deadline`.
+    #[cfg(any(test, feature = "pg_test"))]
     pub fn execute_prepared(
         &mut self,
         name: &str,
         params: &[Option<&str>],
         deadline: pg_sys::TimestampTz,
     ) -> Result<Answer, RemoteError> {
-        self.run(Statement::Prepared(name), params, deadline)
+        blocking(self.execute_prepared_async(name, params, deadline))
+    }
+
+    /// [`Connection::execute_prepared`] as a future.
+    pub async fn execute_prepared_async(
+        &mut self,
+        name: &str,
+        params: &[Option<&str>],
+        deadline: pg_sys::TimestampTz,
+    ) -> Result<Answer, RemoteError> {
+        self.run(Statement::Prepared(name), params, deadline).await
     }
 
     /// Send `statement` with text `params` (NULL pointers for NULLs), then read its results.
-    fn run(
+    async fn run(
         &mut self,
         statement: Statement<'_>,
         params: &[Option<&str>],
@@ -758,17 +881,17 @@ impl Connection {
                 ),
             }
         };
-        self.results(sent, deadline)
+        self.results(sent, deadline).await
     }
 
     /// Wait on the socket for a result; an error when the wait did not end ready.
-    fn wait_for(
+    async fn wait_for(
         &mut self,
         readable: bool,
         writable: bool,
         deadline: pg_sys::TimestampTz,
     ) -> Result<(), RemoteError> {
-        match self.wait_socket(readable, writable, deadline) {
+        match self.wait_socket(readable, writable, deadline).await {
             Wait::Ready => Ok(()),
             Wait::Late => Err(self.given_up(RemoteError::new(
                 "08006",
@@ -784,7 +907,7 @@ impl Connection {
     /// After a send (`sent`: libpq's answer): flush it, wait for the results and read them all.
     /// The last statement's rows, or the first error. Past `deadline`, or when the stop predicate
     /// says so, the target is asked to cancel and the connection is given up.
-    fn results(
+    async fn results(
         &mut self,
         sent: c_int,
         deadline: pg_sys::TimestampTz,
@@ -797,7 +920,7 @@ impl Connection {
             match unsafe { ffi::PQflush(self.conn) } {
                 0 => break,
                 1 => {
-                    self.wait_for(true, true, deadline)?;
+                    self.wait_for(true, true, deadline).await?;
                     // SAFETY: as above; reading what came lets libpq go on sending.
                     if unsafe { ffi::PQconsumeInput(self.conn) } == 0 {
                         return Err(self.broken());
@@ -811,7 +934,7 @@ impl Connection {
         loop {
             // SAFETY: a live connection.
             while unsafe { ffi::PQisBusy(self.conn) } != 0 {
-                self.wait_for(true, false, deadline)?;
+                self.wait_for(true, false, deadline).await?;
                 // SAFETY: as above.
                 if unsafe { ffi::PQconsumeInput(self.conn) } == 0 {
                     return Err(self.broken());

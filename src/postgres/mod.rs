@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod datum;
 pub mod json_arg;
 pub mod libpq;
+pub mod multiplex;
 pub mod parallel_scan;
 pub mod privilege;
 pub mod procedure;

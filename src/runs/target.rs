@@ -33,6 +33,10 @@ pub struct Target {
     pub protocol: Protocol,
     /// a new connection for each transaction (pgbench -C): its set-up is in the latency
     pub reconnect: bool,
+    /// connections each worker keeps busy at once (`postgres::multiplex`): pgbench's clients per
+    /// thread
+    #[serde(default = "one")]
+    pub connections_per_worker: u32,
     /// whether the caller must authenticate by password (not a superuser: dblink's rule)
     pub password_required: bool,
     /// the sampler's connection to the target's PgBouncer console, or to the target itself
@@ -48,9 +52,14 @@ impl Target {
             "conninfo": crate::postgres::libpq::shown_conninfo(&self.conninfo),
             "protocol": self.protocol.name(),
             "connect_per_transaction": self.reconnect,
+            "connections_per_worker": self.connections_per_worker,
             "monitor": self.monitor.as_deref().map(crate::postgres::libpq::shown_conninfo),
         })
     }
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The run's target from the caller's settings (`stress.target` and its companions), checked in
@@ -73,6 +82,7 @@ pub fn from_settings() -> Option<Target> {
             crate::gucs::TargetProtocol::Extended => Protocol::Extended,
         },
         reconnect: crate::gucs::TARGET_CONNECT_PER_TRANSACTION.get(),
+        connections_per_worker: crate::gucs::TARGET_CONNECTIONS_PER_WORKER.get().max(1) as u32,
         password_required,
     })
 }

@@ -572,6 +572,51 @@ fn a_benchmark_on_a_target_stops_within_a_second() {
     }
 }
 
+/// A worker with several connections to its target (stress.target_connections_per_worker) waits
+/// on all of them at once: with each of its 3 connections in a 30-second statement there,
+/// stress.cancel ends the run within a second, cancelled, and pg_terminate_backend of one worker
+/// ends its run within a second, failed — every connection of the run gone from the target within
+/// 2 s (their statements cancelled there).
+#[test]
+fn a_worker_with_several_connections_to_a_target_stops_them_all_within_a_second() {
+    let Some(mut chaos) =
+        Chaos::take("a_worker_with_several_connections_to_a_target_stops_them_all_within_a_second")
+    else {
+        return;
+    };
+    let on_target = format!(
+        "{}; SET stress.target_connections_per_worker = 3",
+        chaos.itself_as_target()
+    );
+    for (how, expected) in [
+        ("stress.cancel", "cancelled"),
+        ("pg_terminate_backend of a worker", "failed"),
+    ] {
+        let mut client = chaos.connect();
+        client.batch_execute(&on_target).unwrap();
+        let run = detached(&mut client, SLEEPY);
+        // (2 workers, 6 connections there, each in its pg_sleep)
+        on_the_target(&mut client, "load", run, 6, Duration::from_secs(20), how);
+        let workers = workers_of(&mut client, run, 2, false);
+        let asked = Instant::now();
+        let sql = match how {
+            "stress.cancel" => format!("SELECT stress.cancel({run})"),
+            _ => format!("SELECT pg_terminate_backend({})", workers[0]),
+        };
+        client.batch_execute(&sql).unwrap();
+        let (status, error, took) = closed(&mut chaos, run, asked);
+        eprintln!("chaos: 3 connections per worker, {how}: run {run} {status} after {took:?}");
+        assert_eq!(status, expected, "{how}: {error:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "{how}: the run took {took:?} to stop"
+        );
+        let mut client = chaos.connect();
+        on_the_target(&mut client, "load", run, 0, Duration::from_secs(2), how);
+        assert_clean(&mut chaos, "stress_data");
+    }
+}
+
 /// A SIGKILL of a load worker, of the run's sampler, or of the caller waiting in CALL: the
 /// postmaster kills every backend and reinitializes (as after the OOM killer), and the run is
 /// marked interrupted within seconds by the recovery worker, which starts again after that.

@@ -297,10 +297,121 @@ fn a_run_on_a_target_runs_there_and_is_recorded_here() {
         "{db:?}"
     );
 
+    // Several connections per worker, as pgbench -c 8 -j 2: the 2 workers each keep 4
+    // connections busy there, each client with its own ids (no two place the same order) and its
+    // own transactions.
+    let driver = several_connections_per_worker(driver, &mut target);
+
     // No password reached either server's log.
+    drop(driver);
     assert_not_logged("pw-it-target", &[&driver_log(), &target_log]);
     drop(target);
     pgcluster_with("destroy", CLUSTER, &[]);
+}
+
+/// `stress.target_connections_per_worker = 4` with 2 workers: 8 connections on the target, named
+/// by worker and client, all in use at once; every placed order there; the parameters say so. A
+/// benchmark with 3 per worker runs exactly its iterations, each client warming up.
+fn several_connections_per_worker(mut driver: Client, target: &mut Client) -> Client {
+    driver
+        .batch_execute("SET stress.target_connections_per_worker = 4")
+        .unwrap();
+    let orders_before: i64 = value(target, "SELECT count(*) FROM stress_data.orders");
+    let sessions_before = stat(target, "sessions");
+    let running = std::thread::spawn(move || {
+        let row = driver
+            .query_one(
+                "CALL stress.run_load_proc('3 seconds', workers => 2,
+                                           mix => '{\"place_order\": 3, \"balance_update\": 1, \"transfer\": 1}')",
+                &[],
+            )
+            .unwrap();
+        (driver, ran(&row))
+    });
+    // (the most connections of the run seen there at once, and their names)
+    let mut seen: Vec<String> = Vec::new();
+    while !running.is_finished() {
+        let names: Vec<String> = target
+            .query(
+                "SELECT application_name FROM pg_stat_activity
+                 WHERE application_name LIKE 'pg_stress load run % worker %' ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if names.len() > seen.len() {
+            seen = names;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (mut driver, (run, status, operations, errors)) = running.join().unwrap();
+    assert_eq!(status, "completed");
+    assert!(
+        operations > 100 && errors == 0,
+        "{operations} operations, {errors} errors"
+    );
+    assert_eq!(seen.len(), 8, "{seen:?}");
+    for worker in 1..=2 {
+        for client in 1..=4 {
+            let name = format!("pg_stress load run {run} worker {worker}/2 client {client}/4");
+            assert!(seen.contains(&name), "{name} not in {seen:?}");
+        }
+    }
+    // (the caller's probe too; the connections' backends flush their count as they exit)
+    let flushed = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut sessions = stat(target, "sessions") - sessions_before;
+    while sessions < 9 && std::time::Instant::now() < flushed {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        sessions = stat(target, "sessions") - sessions_before;
+    }
+    assert_eq!(sessions, 9, "{sessions} sessions on the target");
+    let placed: i64 = value(
+        &mut driver,
+        &format!(
+            "SELECT (details->>'successes')::bigint FROM stress.results
+             WHERE run_id = {run} AND name = 'place_order'"
+        ),
+    );
+    let orders_after: i64 = value(target, "SELECT count(*) FROM stress_data.orders");
+    assert!(placed > 0);
+    assert_eq!(orders_after - orders_before, placed);
+    let per_worker: i32 = value(
+        &mut driver,
+        &format!(
+            "SELECT (parameters->'target'->>'connections_per_worker')::int FROM stress.runs WHERE id = {run}"
+        ),
+    );
+    assert_eq!(per_worker, 4);
+
+    driver
+        .batch_execute("SET stress.target_connections_per_worker = 3")
+        .unwrap();
+    let commits_before = stat(target, "xact_commit");
+    let row = driver
+        .query_one(
+            "CALL stress.benchmark_proc(ARRAY['SELECT count(*) FROM stress_data.accounts WHERE id <= 10'],
+                                        iterations => 300, warmup => 5, concurrency => 2)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>("calls"), row.get::<_, i64>("errors")),
+        (300, 0)
+    );
+    // (300 measured, and 5 warm-up executions on each of the 6 connections; each connection's
+    // set-up commits about 3 more — its start, its statement_timeout, its prepare — and the probe's
+    // and this test's own reads a few: 353 seen)
+    let commits = stat(target, "xact_commit") - commits_before;
+    assert!(
+        (330..370).contains(&commits),
+        "{commits} commits on the target for 330 executions"
+    );
+    driver
+        .batch_execute("RESET stress.target_connections_per_worker")
+        .unwrap();
+    driver
 }
 
 /// The target's side of the timeline: with stress.target_monitor naming the target itself (a role
@@ -608,6 +719,14 @@ fn reaching_a_target_needs_the_grant_a_password_and_no_server_files() {
         assert_eq!(code, expected, "{monitor}: {message}");
     }
     caller.batch_execute("RESET stress.target_monitor").unwrap();
+    // connections per worker: 1 to 64 (each one of the worker's file descriptors), a number
+    for bad in ["0", "-1", "65", "'all'", "'1e9'"] {
+        let e = caller
+            .batch_execute(&format!("SET stress.target_connections_per_worker = {bad}"))
+            .unwrap_err();
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{bad}: {e}"));
+        assert_eq!(db.code(), &SqlState::INVALID_PARAMETER_VALUE, "{bad}: {db}");
+    }
     // unreadable strings, unreachable and garbage servers
     assert_eq!(
         refused(&mut caller, "host='unterminated").0,
