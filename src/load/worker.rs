@@ -710,8 +710,14 @@ fn record_load_results(run: &FinishedRun<LoadConfig>, names: &[String], merged: 
     // (nor for a run on a target: its tables are not this server's)
     let blocks = (!run.from_standby && config.target.is_none())
         .then(|| crate::metrics::blocks::flushed(Some(&config.schema)).since(&config.blocks_start));
+    // (each worker's time connected is that of each of its connections to the target)
+    let connections = config
+        .target
+        .as_ref()
+        .map_or(1, |t| t.connections_per_worker.max(1));
+    let connected_us = run.connected_us * connections as f64;
     let mut whole = serde_json::json!({
-        "connection_efficiency": (run.connected_us > 0.0).then(|| total.busy_us as f64 / run.connected_us),
+        "connection_efficiency": (connected_us > 0.0).then(|| total.busy_us as f64 / connected_us),
         "slow_threshold_ms": config.slow_ms,
     });
     if config.rate > 0.0 {

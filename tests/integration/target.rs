@@ -384,6 +384,18 @@ fn several_connections_per_worker(mut driver: Client, target: &mut Client) -> Cl
         ),
     );
     assert_eq!(per_worker, 4);
+    // (busy over connected, each connection's: a closed run keeps them nearly all busy)
+    let efficiency: f64 = value(
+        &mut driver,
+        &format!(
+            "SELECT (details->>'connection_efficiency')::float8 FROM stress.results
+             WHERE run_id = {run} AND name = 'total'"
+        ),
+    );
+    assert!(
+        (0.5..=1.0).contains(&efficiency),
+        "connection efficiency {efficiency}"
+    );
 
     driver
         .batch_execute("SET stress.target_connections_per_worker = 3")
