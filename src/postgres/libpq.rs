@@ -1249,6 +1249,76 @@ mod tests {
         assert_eq!(rows.rows[0][0].as_deref(), Some("pg_stress test"));
     }
 
+    /// Three connections of one backend on one executor (`multiplex`): two in a 1-second
+    /// pg_sleep at the same time, which the third sees from its own connection while they sleep.
+    #[pg_test]
+    fn several_connections_run_at_once_on_one_executor() {
+        use crate::postgres::multiplex::{self, Client, Reactor};
+        let conninfo = this_server(&one::<String>("SELECT current_user::text"));
+        let reactor = Reactor::new(3);
+        let deadline = now() + 10_000_000;
+        let sleeper = |i: usize| {
+            let (slot, conninfo) = (reactor.slot(i), conninfo.clone());
+            async move {
+                let name = format!("pg_stress multiplexed {i}");
+                let mut conn =
+                    Connection::open_in(&conninfo, &name, deadline, false, || false, Some(slot))
+                        .await
+                        .unwrap();
+                conn.execute_async("SELECT pg_sleep(1)", &[], &[], deadline)
+                    .await
+                    .unwrap();
+            }
+        };
+        let most_seen = std::cell::Cell::new(0);
+        let watcher = {
+            let (slot, conninfo, most_seen) = (reactor.slot(2), conninfo.clone(), &most_seen);
+            async move {
+                let name = "pg_stress watcher";
+                let mut conn = Connection::open_in(
+                    &conninfo,
+                    name,
+                    deadline,
+                    false,
+                    || false,
+                    Some(slot.clone()),
+                )
+                .await
+                .unwrap();
+                for _ in 0..100 {
+                    let answer = conn
+                        .execute_async(
+                            "SELECT count(*) FROM pg_stat_activity
+                             WHERE application_name LIKE 'pg_stress multiplexed %'
+                               AND state = 'active' AND query = 'SELECT pg_sleep(1)'",
+                            &[],
+                            &[],
+                            deadline,
+                        )
+                        .await
+                        .unwrap();
+                    let n: i64 = answer.rows[0][0].as_deref().unwrap().parse().unwrap();
+                    most_seen.set(most_seen.get().max(n));
+                    if n == 2 {
+                        break;
+                    }
+                    slot.sleep_until(now() + 20_000).await;
+                }
+            }
+        };
+        let clients: Vec<Client<'_>> = vec![
+            Box::pin(sleeper(0)),
+            Box::pin(sleeper(1)),
+            Box::pin(watcher),
+        ];
+        multiplex::run_all(&reactor, clients);
+        assert_eq!(
+            most_seen.get(),
+            2,
+            "both sleepers were never active at once"
+        );
+    }
+
     /// Waits (up to 5 s) until no backend matches `condition` (on pg_stat_activity); how many are
     /// left. (pg_stat_activity is read afresh each time: a transaction keeps its first read.)
     fn backends_left(condition: &str) -> i64 {

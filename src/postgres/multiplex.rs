@@ -168,23 +168,26 @@ pub type Client<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
 /// Run `clients` (client i waits through `reactor.slot(i)`) until all are done.
 pub fn run_all(reactor: &Rc<Reactor>, mut clients: Vec<Client<'_>>) {
     let n = clients.len();
-    let mut done = vec![false; n];
+    let (mut done, mut left) = (vec![false; n], n);
     let mut to_poll: Vec<usize> = (0..n).collect();
+    // (made once: a round allocates nothing)
+    let mut sockets = Vec::with_capacity(n);
     let mut set = WaitSet::default();
     let mut cx = Context::from_waker(Waker::noop());
     loop {
         for &i in &to_poll {
             if !done[i] && clients[i].as_mut().poll(&mut cx).is_ready() {
                 done[i] = true;
+                left -= 1;
                 reactor.clients.borrow_mut()[i] = Interest::default();
             }
         }
         to_poll.clear();
-        if done.iter().all(|d| *d) {
+        if left == 0 {
             return;
         }
         let now = crate::postgres::backend::now();
-        let mut sockets = Vec::new();
+        sockets.clear();
         let mut first_wake: Option<pg_sys::TimestampTz> = None;
         {
             let mut interests = reactor.clients.borrow_mut();
@@ -211,26 +214,22 @@ pub fn run_all(reactor: &Rc<Reactor>, mut clients: Vec<Client<'_>>) {
         // (rounded up: a wait of 0 ms would spin until the time comes; no time asked: a second,
         // which a client that forgot to ask for one would otherwise never get back from)
         let timeout_ms = first_wake.map_or(1000, |at| (at - now + 999) / 1000);
-        let fired = set.wait(&sockets, timeout_ms);
+        // (the clients whose sockets are ready go in to_poll; the timers are seen at the top of
+        // the next round)
+        let latch = set.wait(&sockets, timeout_ms, &mut to_poll);
         let mut interests = reactor.clients.borrow_mut();
-        let latch = matches!(fired, Fired::Latch);
-        match fired {
-            Fired::Latch => {
-                for (i, interest) in interests.iter_mut().enumerate() {
-                    if !done[i] && interest.waiting {
-                        interest.outcome.get_or_insert(Woke::Latch);
-                        to_poll.push(i);
-                    }
-                }
-            }
-            Fired::Sockets(ids) => {
-                for i in ids {
-                    interests[i].outcome = Some(Woke::Socket);
+        if latch {
+            to_poll.clear();
+            for (i, interest) in interests.iter_mut().enumerate() {
+                if !done[i] && interest.waiting {
+                    interest.outcome.get_or_insert(Woke::Latch);
                     to_poll.push(i);
                 }
             }
-            // (the timers are seen at the top of the next round)
-            Fired::Timeout => {}
+        } else {
+            for &i in &to_poll {
+                interests[i].outcome = Some(Woke::Socket);
+            }
         }
         drop(interests);
         if latch {
@@ -238,14 +237,6 @@ pub fn run_all(reactor: &Rc<Reactor>, mut clients: Vec<Client<'_>>) {
             pg_sys::check_for_interrupts!();
         }
     }
-}
-
-/// What one wait of the set saw.
-enum Fired {
-    Latch,
-    /// the clients whose sockets are ready
-    Sockets(Vec<usize>),
-    Timeout,
 }
 
 /// The latch, the postmaster's death and the waiting clients' sockets, in one WaitEventSet, made
@@ -263,8 +254,14 @@ struct WaitSet {
 const FIRST_SOCKET: usize = 2;
 
 impl WaitSet {
-    /// Wait up to `timeout_ms` for the latch or one of `sockets` (client, socket, events).
-    fn wait(&mut self, sockets: &[(usize, SocketWait)], timeout_ms: i64) -> Fired {
+    /// Wait up to `timeout_ms` for the latch or one of `sockets` (client, socket, events): whether
+    /// the latch was set (it is reset); the clients whose sockets are ready are added to `ready`.
+    fn wait(
+        &mut self,
+        sockets: &[(usize, SocketWait)],
+        timeout_ms: i64,
+        ready: &mut Vec<usize>,
+    ) -> bool {
         let same_members = self.set.is_some()
             && self.members.len() == sockets.len()
             && self
@@ -307,22 +304,21 @@ impl WaitSet {
         if fired.iter().any(|e| e.events & pg_sys::WL_LATCH_SET != 0) {
             // SAFETY: this process's latch.
             unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
-            return Fired::Latch;
+            return true;
         }
-        let ids: Vec<usize> = fired
-            .iter()
-            .filter(|e| e.events & (pg_sys::WL_SOCKET_READABLE | pg_sys::WL_SOCKET_WRITEABLE) != 0)
-            .filter_map(|e| {
-                self.members
-                    .get((e.pos as usize).checked_sub(FIRST_SOCKET)?)
-            })
-            .map(|m| m.0)
-            .collect();
-        if ids.is_empty() {
-            Fired::Timeout
-        } else {
-            Fired::Sockets(ids)
-        }
+        ready.extend(
+            fired
+                .iter()
+                .filter(|e| {
+                    e.events & (pg_sys::WL_SOCKET_READABLE | pg_sys::WL_SOCKET_WRITEABLE) != 0
+                })
+                .filter_map(|e| {
+                    self.members
+                        .get((e.pos as usize).checked_sub(FIRST_SOCKET)?)
+                })
+                .map(|m| m.0),
+        );
+        false
     }
 
     /// A new set for `sockets` (the old one freed).
@@ -334,6 +330,9 @@ impl WaitSet {
             let set = crate::postgres::version::long_lived_wait_event_set(
                 (FIRST_SOCKET + sockets.len()) as std::ffi::c_int,
             );
+            // (kept before anything is added: an ERROR adding a socket leaves it to be freed)
+            self.set = std::ptr::NonNull::new(set);
+            self.members.clear();
             pg_sys::AddWaitEventToSet(
                 set,
                 pg_sys::WL_LATCH_SET,
@@ -357,7 +356,6 @@ impl WaitSet {
                     std::ptr::null_mut(),
                 );
             }
-            self.set = std::ptr::NonNull::new(set);
         }
         self.members = sockets.to_vec();
     }

@@ -66,7 +66,17 @@ fn one() -> u32 {
 /// the caller's backend: a connection string libpq reads (22023), and a password when the caller
 /// is not a superuser (2F003). None: no target, the run is on this server.
 pub fn from_settings() -> Option<Target> {
-    let conninfo = crate::gucs::target()?;
+    let per_worker = crate::gucs::TARGET_CONNECTIONS_PER_WORKER.get();
+    let Some(conninfo) = crate::gucs::target() else {
+        if per_worker > 1 {
+            // (not an error: a session may keep the setting between runs here and there)
+            pgrx::notice!(
+                "stress.target_connections_per_worker = {per_worker} is for runs on stress.target: \
+                 each worker of this run is one session of this server"
+            );
+        }
+        return None;
+    };
     let password_required = crate::postgres::libpq::password_required();
     let monitor = crate::gucs::target_monitor();
     for c in std::iter::once(&conninfo).chain(monitor.as_ref()) {
@@ -82,7 +92,7 @@ pub fn from_settings() -> Option<Target> {
             crate::gucs::TargetProtocol::Extended => Protocol::Extended,
         },
         reconnect: crate::gucs::TARGET_CONNECT_PER_TRANSACTION.get(),
-        connections_per_worker: crate::gucs::TARGET_CONNECTIONS_PER_WORKER.get().max(1) as u32,
+        connections_per_worker: per_worker.max(1) as u32,
         password_required,
     })
 }

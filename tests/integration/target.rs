@@ -423,6 +423,29 @@ fn several_connections_per_worker(mut driver: Client, target: &mut Client) -> Cl
     driver
         .batch_execute("RESET stress.target_connections_per_worker")
         .unwrap();
+    // Without a target the setting has nothing to do, and the run says so.
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = std::sync::Arc::clone(&notices);
+    let mut here = super::common::config("it_target_driver")
+        .notice_callback(move |n| sink.lock().unwrap().push(n.message().to_owned()))
+        .connect(NoTls)
+        .unwrap();
+    here.batch_execute("SET stress.target_connections_per_worker = 4")
+        .unwrap();
+    here.batch_execute(
+        "CALL stress.run_load_proc('1 second', workers => 1,
+                                   transactions => '[{\"name\": \"one\", \"sql\": \"SELECT 1\"}]')",
+    )
+    .unwrap();
+    assert!(
+        notices
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m
+                .contains("stress.target_connections_per_worker = 4 is for runs on stress.target")),
+        "{notices:?}"
+    );
     driver
 }
 
