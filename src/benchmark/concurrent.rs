@@ -10,7 +10,7 @@ use super::{F, Row, SlowExecution, one_statement};
 use crate::error::StressError;
 use crate::metrics::task::TaskStats;
 use crate::postgres::backend::now;
-use crate::postgres::multiplex::{self, Client, Reactor};
+use crate::postgres::multiplex::{self, Client};
 use crate::postgres::procedure::Call;
 use crate::postgres::read_only;
 use crate::postgres::signals;
@@ -460,14 +460,7 @@ fn benchmark_loop(
         slow,
     } = worker;
     let clients = remotes.len().max(1);
-    let reactor = Reactor::new(clients);
-    // (a worker's one connection keeps waiting on its own set, as a lone connection's wait costs
-    // least: its calls never pend, and the executor only runs its timers)
-    if clients > 1 {
-        for (i, remote) in remotes.iter_mut().enumerate() {
-            remote.share(reactor.slot(i));
-        }
-    }
+    let reactor = multiplex::reactor_for(remotes, |remote, slot| remote.share(slot));
     let shared = Clients {
         run,
         plans,

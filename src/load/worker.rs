@@ -274,14 +274,7 @@ fn run_loop(
         conflicts_dropped,
     } = state;
     let clients = remotes.len().max(1);
-    let reactor = Reactor::new(clients);
-    // (a worker's one connection keeps waiting on its own set, as a lone connection's wait costs
-    // least: its calls never pend, and the executor only runs its timers)
-    if clients > 1 {
-        for (i, remote) in remotes.iter_mut().enumerate() {
-            remote.share(reactor.slot(i));
-        }
-    }
+    let reactor = multiplex::reactor_for(remotes, |remote, slot| remote.share(slot));
     let (kept, dropped) = (
         RefCell::new(std::mem::take(conflicts)),
         Cell::new(*conflicts_dropped),

@@ -542,21 +542,7 @@ impl Connection {
         // process's latch.
         unsafe {
             let socket = ffi::PQsocket(self.conn);
-            let set = crate::postgres::version::long_lived_wait_event_set(3);
-            pg_sys::AddWaitEventToSet(
-                set,
-                pg_sys::WL_LATCH_SET,
-                pg_sys::PGINVALID_SOCKET,
-                pg_sys::MyLatch,
-                std::ptr::null_mut(),
-            );
-            pg_sys::AddWaitEventToSet(
-                set,
-                pg_sys::WL_EXIT_ON_PM_DEATH,
-                pg_sys::PGINVALID_SOCKET,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            );
+            let set = super::multiplex::latch_wait_set(1);
             let position = pg_sys::AddWaitEventToSet(
                 set,
                 pg_sys::WL_SOCKET_READABLE,

@@ -162,6 +162,50 @@ pub fn blocking<T>(future: impl Future<Output = T>) -> T {
     }
 }
 
+/// A wait event set of this process's latch and the postmaster's death (positions 0 and 1), with
+/// room for `sockets` more, in TopMemoryContext.
+///
+/// # Safety
+/// In a backend whose latch is set up; the caller frees the set once (FreeWaitEventSet).
+pub unsafe fn latch_wait_set(sockets: usize) -> *mut pg_sys::WaitEventSet {
+    // SAFETY: the caller's contract; MyLatch is this process's latch; WL_EXIT_ON_PM_DEATH needs
+    // no postmaster handle of ours.
+    unsafe {
+        let set = crate::postgres::version::long_lived_wait_event_set(
+            (FIRST_SOCKET + sockets) as std::ffi::c_int,
+        );
+        pg_sys::AddWaitEventToSet(
+            set,
+            pg_sys::WL_LATCH_SET,
+            pg_sys::PGINVALID_SOCKET,
+            pg_sys::MyLatch,
+            std::ptr::null_mut(),
+        );
+        pg_sys::AddWaitEventToSet(
+            set,
+            pg_sys::WL_EXIT_ON_PM_DEATH,
+            pg_sys::PGINVALID_SOCKET,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+        set
+    }
+}
+
+/// The reactor of a worker's `clients` (at least one): when there are several, each is given its
+/// slot (`share`) to wait through. A worker's one connection keeps waiting on its own set instead,
+/// as a lone connection's wait costs least: its calls never pend, and the executor only runs its
+/// timers.
+pub fn reactor_for<T>(clients: &mut [T], share: impl Fn(&mut T, Slot)) -> Rc<Reactor> {
+    let reactor = Reactor::new(clients.len().max(1));
+    if clients.len() > 1 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            share(client, reactor.slot(i));
+        }
+    }
+    reactor
+}
+
 /// A client of [`run_all`]: a future borrowing what its worker lends it.
 pub type Client<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
 
@@ -327,26 +371,10 @@ impl WaitSet {
         // SAFETY: a set freed once, in free; MyLatch is this process's latch; each socket is a
         // live connection's, once in the set (one connection per client).
         unsafe {
-            let set = crate::postgres::version::long_lived_wait_event_set(
-                (FIRST_SOCKET + sockets.len()) as std::ffi::c_int,
-            );
-            // (kept before anything is added: an ERROR adding a socket leaves it to be freed)
+            let set = latch_wait_set(sockets.len());
+            // (kept before a socket is added: an ERROR adding one leaves it to be freed)
             self.set = std::ptr::NonNull::new(set);
             self.members.clear();
-            pg_sys::AddWaitEventToSet(
-                set,
-                pg_sys::WL_LATCH_SET,
-                pg_sys::PGINVALID_SOCKET,
-                pg_sys::MyLatch,
-                std::ptr::null_mut(),
-            );
-            pg_sys::AddWaitEventToSet(
-                set,
-                pg_sys::WL_EXIT_ON_PM_DEATH,
-                pg_sys::PGINVALID_SOCKET,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            );
             for (_, wait) in sockets {
                 pg_sys::AddWaitEventToSet(
                     set,

@@ -397,6 +397,39 @@ fn several_connections_per_worker(mut driver: Client, target: &mut Client) -> Cl
         "connection efficiency {efficiency}"
     );
 
+    // The open model over several connections: 300 arrivals a second shared by the one worker's 4
+    // connections, each its own Poisson stream, all of them served (each lookup takes far less
+    // than its connection's share of a second).
+    let row = driver
+        .query_one(
+            "CALL stress.run_load_proc('2 seconds', workers => 1, rate => 300,
+                                       transactions => '[{\"name\": \"lookup\",
+                 \"sql\": \"SELECT balance FROM stress_data.accounts WHERE id = $1\",
+                 \"params\": [{\"distribution\": \"uniform\", \"min\": 1, \"max\": 100}]}]')",
+            &[],
+        )
+        .unwrap();
+    let (run, status, operations, errors) = ran(&row);
+    assert_eq!((status.as_str(), errors), ("completed", 0));
+    assert!(
+        (450..=750).contains(&operations),
+        "{operations} operations at 300/s for 2 s"
+    );
+    let (arrivals, share): (i64, f64) = {
+        let r = driver
+            .query_one(
+                "SELECT (details->>'arrivals')::bigint, (details->>'achieved_share')::float8
+                 FROM stress.results WHERE run_id = $1 AND name = 'total'",
+                &[&run],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(
+        arrivals > 0 && share > 0.95,
+        "{arrivals} arrivals, {share} served"
+    );
+
     driver
         .batch_execute("SET stress.target_connections_per_worker = 3")
         .unwrap();
