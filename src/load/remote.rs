@@ -28,6 +28,8 @@ pub struct Remote {
     /// per task (the built-in operations, then the custom transactions): its statements, the
     /// types of their parameters
     statements: Vec<Vec<(String, Vec<pg_sys::Oid>)>>,
+    /// the names they are prepared under, per task (made once, not at each execution)
+    names: Vec<Vec<String>>,
     customs: Vec<Custom>,
     /// when it is one of its worker's several clients: where its waits go
     slot: Option<Slot>,
@@ -75,12 +77,22 @@ impl Remote {
             pg_sys::XACT_REPEATABLE_READ => "BEGIN ISOLATION LEVEL REPEATABLE READ",
             _ => "BEGIN",
         };
+        let names = statements
+            .iter()
+            .enumerate()
+            .map(|(task, steps)| {
+                (0..steps.len())
+                    .map(|step| statement_name(task, step))
+                    .collect()
+            })
+            .collect();
         Remote {
             target,
             application_name,
             begin,
             conn: None,
             statements,
+            names,
             customs,
             slot: None,
         }
@@ -127,10 +139,9 @@ impl Remote {
                 .await?;
             conn.prepare_async(COMMIT_STATEMENT, "COMMIT", &[], deadline)
                 .await?;
-            for (task, statements) in self.statements.iter().enumerate() {
-                for (step, (sql, types)) in statements.iter().enumerate() {
-                    conn.prepare_async(&statement_name(task, step), sql, types, deadline)
-                        .await?;
+            for (statements, names) in self.statements.iter().zip(&self.names) {
+                for ((sql, types), name) in statements.iter().zip(names) {
+                    conn.prepare_async(name, sql, types, deadline).await?;
                 }
             }
         }
@@ -156,6 +167,7 @@ impl Remote {
         let mut session = RemoteSession {
             conn,
             statements: &self.statements,
+            names: &self.names,
             protocol,
             deadline,
         };
@@ -216,6 +228,7 @@ fn statement_name(task: usize, step: usize) -> String {
 struct RemoteSession<'a> {
     conn: &'a mut Connection,
     statements: &'a [Vec<(String, Vec<pg_sys::Oid>)>],
+    names: &'a [Vec<String>],
     protocol: Protocol,
     deadline: pg_sys::TimestampTz,
 }
@@ -231,7 +244,7 @@ impl RemoteSession<'_> {
         match self.protocol {
             Protocol::Prepared => {
                 self.conn
-                    .execute_prepared_async(&statement_name(task, step), &params, self.deadline)
+                    .execute_prepared_async(&self.names[task][step], &params, self.deadline)
                     .await
             }
             Protocol::Extended => {

@@ -239,7 +239,7 @@ struct Shared<'a> {
     conflicts_dropped: &'a Cell<u64>,
     /// a client saw the run cancelled as it published: the others stop too
     cancelled: Cell<bool>,
-    /// the worker's clients, all of its run's (workers × clients per worker)
+    /// the run's clients: its workers × each worker's connections (one per worker over SPI)
     clients: u32,
 }
 
