@@ -318,7 +318,11 @@ impl RunKind for BenchmarkRun {
                 if clients > 1 {
                     name += &format!(" client {}/{clients}", client + 1);
                 }
+                // (the first connection now: an unreachable target fails the run as it starts; the
+                // others as they are first used, so that a worker whose pool has room for one
+                // runs on it while the others wait there)
                 let remote = RemoteQueries::open(
+                    client == 0,
                     target.clone(),
                     name,
                     config.queries.clone(),

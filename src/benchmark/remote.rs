@@ -49,9 +49,11 @@ pub struct RemoteQueries {
 
 impl RemoteQueries {
     /// A worker's connection (one of its clients'), named `application_name` (the target monitor
-    /// finds the run's connections by it): connected now (an unreachable target fails the run as
-    /// it starts), its queries prepared.
+    /// finds the run's connections by it): connected now when `now` (an unreachable target fails
+    /// the run as it starts), its queries prepared; else when first used.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
+        now: bool,
         target: Target,
         application_name: String,
         queries: Vec<String>,
@@ -79,7 +81,9 @@ impl RemoteQueries {
             conn: None,
             slot: None,
         };
-        crate::postgres::multiplex::blocking(remote.connection())?;
+        if now {
+            crate::postgres::multiplex::blocking(remote.connection())?;
+        }
         Ok(remote)
     }
 

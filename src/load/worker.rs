@@ -179,9 +179,9 @@ impl RunKind for LoadRun {
     }
 }
 
-/// A worker of a run on a target: its connections (one per client, `connections_per_worker`),
-/// made now (an unreachable target fails the run as it starts), and the statements it will
-/// prepare there. Nothing is prepared here.
+/// A worker of a run on a target: its connections (one per client, `connections_per_worker`), the
+/// first made now (an unreachable target fails the run as it starts), and the statements it will
+/// prepare there.
 fn prepare_remote(run: &WorkerRun<LoadConfig>, target: Target) -> Result<LoadWorker, String> {
     let customs = run.config.customs();
     let builtins = super::ops::uses_builtins(&run.config.weights);
@@ -214,9 +214,14 @@ fn prepare_remote(run: &WorkerRun<LoadConfig>, target: Target) -> Result<LoadWor
             isolation,
             name,
         );
-        remote
-            .connect(run.deadline + 10_000_000)
-            .map_err(|e| e.to_string())?;
+        // (the first connection now: an unreachable target fails the run as it starts; the
+        // others as they are first used, so that a worker whose pool — a PgBouncer in session
+        // pooling — has room for one runs on it while its other connections wait there)
+        if client == 0 {
+            remote
+                .connect(run.deadline + 10_000_000)
+                .map_err(|e| e.to_string())?;
+        }
         remotes.push(remote);
     }
     Ok(LoadWorker {

@@ -1005,6 +1005,13 @@ fn a_run_through_pgbouncer_sees_its_pool_run_out() {
             "session",
             "SET stress.target_protocol = prepared; SET stress.target_connect_per_transaction = on",
         ),
+        // (8 clients from the 4 workers: a worker whose other connection waits for the pool
+        // still runs on the one it has — they take turns, none is stuck)
+        (
+            "session",
+            "SET stress.target_connect_per_transaction = on;
+             SET stress.target_connections_per_worker = 2",
+        ),
     ] {
         let bouncer = pgbouncer(mode, port, 2);
         let through = format!(
@@ -1100,7 +1107,10 @@ fn a_run_through_pgbouncer_sees_its_pool_run_out() {
         assert!(parameters.contains("dbname='pgbouncer'"), "{parameters}");
         drop(bouncer);
         driver
-            .batch_execute("RESET stress.target_connect_per_transaction")
+            .batch_execute(
+                "RESET stress.target_connect_per_transaction;
+                 RESET stress.target_connections_per_worker",
+            )
             .unwrap();
     }
     pgcluster_with("destroy", POOL_CLUSTER, &[]);
