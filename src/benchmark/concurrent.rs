@@ -241,7 +241,8 @@ pub struct BenchmarkConfig {
     pub queries: Vec<String>,
     /// measured executions of each query, over all workers
     pub iterations: u64,
-    /// unmeasured executions of each query by each worker, before the measured ones
+    /// unmeasured executions of each query by each worker (each of its connections to a target),
+    /// before the measured ones
     pub warmup: u32,
     pub prepared: bool,
     pub rollback: bool,
