@@ -309,16 +309,13 @@ impl RunKind for BenchmarkRun {
             let clients = target.connections_per_worker.max(1);
             let mut remotes = Vec::new();
             for client in 0..clients {
-                // (the target monitor finds the run's connections by this name)
-                let mut name = format!(
-                    "pg_stress benchmark run {} worker {}/{}",
+                let name = target.connection_name(
+                    "benchmark",
                     run.run_id,
-                    run.worker + 1,
-                    run.workers
+                    run.worker,
+                    run.workers,
+                    client,
                 );
-                if clients > 1 {
-                    name += &format!(" client {}/{clients}", client + 1);
-                }
                 // (the first connection now: an unreachable target fails the run as it starts; the
                 // others as they are first used, so that a worker whose pool has room for one
                 // runs on it while the others wait there)
@@ -479,8 +476,7 @@ fn benchmark_loop(
     run.looping(true);
     let outcome = (|| {
         for j in 0..config.queries.len() {
-            let each = connections(remotes);
-            let warm: Vec<Client<'_>> = each
+            let warm: Vec<Client<'_>> = multiplex::clients(remotes)
                 .into_iter()
                 .map(|remote| Box::pin(warm_up(&shared, j, remote)) as Client)
                 .collect();
@@ -489,7 +485,7 @@ fn benchmark_loop(
             run.barrier(2 * j as u32)?;
             let all_stats =
                 std::iter::once(&mut stats[j]).chain(others.iter_mut().map(|o| &mut o[j]));
-            let measured: Vec<Client<'_>> = connections(remotes)
+            let measured: Vec<Client<'_>> = multiplex::clients(remotes)
                 .into_iter()
                 .zip(all_stats)
                 .map(|(remote, s)| Box::pin(measure_query(&shared, j, remote, s)) as Client)
@@ -500,23 +496,10 @@ fn benchmark_loop(
         }
         Ok(())
     })();
-    for other in &others {
-        for (s, o) in stats.iter_mut().zip(other) {
-            s.add(o);
-        }
-    }
+    TaskStats::add_each(stats, &others);
     shared.live.borrow_mut().publish(now());
     run.looping(false);
     outcome
-}
-
-/// A worker's clients: one over SPI (None), or one per connection to the target.
-fn connections(remotes: &mut [RemoteQueries]) -> Vec<Option<&mut RemoteQueries>> {
-    if remotes.is_empty() {
-        vec![None]
-    } else {
-        remotes.iter_mut().map(Some).collect()
-    }
 }
 
 /// What a benchmark worker's clients share: the run, the SPI plans, the slow executions logged and

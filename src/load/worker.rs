@@ -190,22 +190,7 @@ fn prepare_remote(run: &WorkerRun<LoadConfig>, target: Target) -> Result<LoadWor
     let clients = target.connections_per_worker.max(1);
     let mut remotes = Vec::new();
     for client in 0..clients {
-        let name = if clients == 1 {
-            format!(
-                "pg_stress load run {} worker {}/{}",
-                run.run_id,
-                run.worker + 1,
-                run.workers
-            )
-        } else {
-            format!(
-                "pg_stress load run {} worker {}/{} client {}/{clients}",
-                run.run_id,
-                run.worker + 1,
-                run.workers,
-                client + 1
-            )
-        };
+        let name = target.connection_name("load", run.run_id, run.worker, run.workers, client);
         let mut remote = Remote::new(
             target.clone(),
             &run.config.schema,
@@ -298,12 +283,7 @@ fn run_loop(
     // (client 0 counts into the worker's figures; the others into their own, added at the end)
     let mut others = vec![vec![TaskStats::default(); stats.len()]; clients - 1];
     let all_stats = std::iter::once(&mut *stats).chain(others.iter_mut().map(Vec::as_mut_slice));
-    let connections: Vec<Option<&mut Remote>> = if remotes.is_empty() {
-        vec![None]
-    } else {
-        remotes.iter_mut().map(Some).collect()
-    };
-    let futures: Vec<Client<'_>> = connections
+    let futures: Vec<Client<'_>> = multiplex::clients(remotes)
         .into_iter()
         .zip(all_stats)
         .enumerate()
@@ -311,11 +291,7 @@ fn run_loop(
         .collect();
     run.looping(true);
     multiplex::run_all(&reactor, futures);
-    for other in &others {
-        for (s, o) in stats.iter_mut().zip(other) {
-            s.add(o);
-        }
-    }
+    TaskStats::add_each(stats, &others);
     shared.publish(now(), true);
     run.looping(false);
     *conflicts = kept.into_inner();

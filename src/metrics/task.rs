@@ -43,6 +43,16 @@ impl TaskStats {
         }
     }
 
+    /// Add each of `others` (a worker's other clients' figures, task by task as `into`) into
+    /// `into`.
+    pub fn add_each(into: &mut [TaskStats], others: &[Vec<TaskStats>]) {
+        for other in others {
+            for (s, o) in into.iter_mut().zip(other) {
+                s.add(o);
+            }
+        }
+    }
+
     /// Whether these figures could be a worker's: every count in range, no more successes and
     /// failures than calls, histograms of no more than [`MAX_CALLS`]. (What a run reads back, from
     /// its table or from a standby's batch, is checked before it is merged.)

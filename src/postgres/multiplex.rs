@@ -98,9 +98,10 @@ impl Slot {
         }
     }
 
-    /// Sleep until `at` (a TimestampTz) or the latch is set: whether the time came.
-    pub async fn sleep_until(&self, at: pg_sys::TimestampTz) -> bool {
-        self.wait(None, Some(at)).await == Woke::Timer
+    /// Sleep until `at` (a TimestampTz) or the latch is set (the caller sees whether it must
+    /// stop).
+    pub async fn sleep_until(&self, at: pg_sys::TimestampTz) {
+        self.wait(None, Some(at)).await;
     }
 }
 
@@ -204,6 +205,16 @@ pub fn reactor_for<T>(clients: &mut [T], share: impl Fn(&mut T, Slot)) -> Rc<Rea
         }
     }
     reactor
+}
+
+/// A worker's clients: one per connection (`remotes`), or one of its own (None: over SPI) when
+/// there are none.
+pub fn clients<T>(remotes: &mut [T]) -> Vec<Option<&mut T>> {
+    if remotes.is_empty() {
+        vec![None]
+    } else {
+        remotes.iter_mut().map(Some).collect()
+    }
 }
 
 /// A client of [`run_all`]: a future borrowing what its worker lends it.

@@ -45,6 +45,27 @@ pub struct Target {
 }
 
 impl Target {
+    /// The application_name of a `kind` run's connection (worker `worker` of `workers`, its
+    /// connection `client`): the target monitor, and the DBA, find the run's connections there by
+    /// it.
+    pub fn connection_name(
+        &self,
+        kind: &str,
+        run_id: i64,
+        worker: u32,
+        workers: u32,
+        client: u32,
+    ) -> String {
+        let name = format!(
+            "pg_stress {kind} run {run_id} worker {}/{workers}",
+            worker + 1
+        );
+        match self.connections_per_worker {
+            0 | 1 => name,
+            n => format!("{name} client {}/{n}", client + 1),
+        }
+    }
+
     /// What `stress.runs.parameters` keeps of it: the connection strings without their
     /// passwords (the table is readable by the run's role), the protocol, -C.
     pub fn shown(&self) -> serde_json::Value {
